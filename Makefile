@@ -1,0 +1,32 @@
+# Two commands matter: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench reproduce profiles clean
+
+# One joint install: nvidia-pytriton pins numpy<2, and resolving everything at once keeps it so.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[triton,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mmesim simulate --profile resnet50-pytorch-t4 --instance ml.g4dn.2xlarge --copies auto --out out/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+reproduce: $(STAMP)
+	$(PY) examples/reproduce_blog.py
+
+profiles: $(STAMP)
+	$(PY) -m mmesim.calibrate.blog --write
+
+bench: $(STAMP)
+	$(PY) benchmarks/sim_speed.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache
