@@ -1,0 +1,131 @@
+"""ModelProfile: what one model costs on one GPU kind and framework.
+
+Everything the simulator and the emulator need to know about a model, measured by
+`mmesim calibrate` or derived from published figures (mmesim.calibrate.blog), always with
+its provenance. Seconds and bytes inside; MiB and ms only at the edges.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from mmesim.errors import ConfigError
+from mmesim.serde import Model, load
+
+Framework = Literal["python", "pytorch", "onnx", "tensorrt"]
+
+
+class BatchTiming(Model):
+    """GPU (or CPU) time of one execution of a batch of ``batch`` requests."""
+
+    batch: int = Field(ge=1)
+    seconds: float = Field(gt=0)
+    cv: float = Field(default=0.0, ge=0, description="coefficient of variation (spread)")
+
+
+class TritonConfig(Model):
+    """The parts of config.pbtxt that shape queueing: batching and execution instances."""
+
+    max_batch_size: int = Field(default=0, ge=0, description="0 = no batching")
+    dynamic_batching: bool = True
+    preferred_batch_sizes: list[int] = Field(default_factory=list)
+    max_queue_delay_s: float = Field(default=0.0, ge=0)
+    instance_count: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _preferred_fit(self) -> "TritonConfig":
+        for b in self.preferred_batch_sizes:
+            if b < 1 or (self.max_batch_size and b > self.max_batch_size):
+                raise ValueError(f"preferred batch size {b} outside 1..max_batch_size={self.max_batch_size}")
+        return self
+
+    @property
+    def batch_limit(self) -> int:
+        return max(1, self.max_batch_size) if self.dynamic_batching else 1
+
+
+class Provenance(Model):
+    """How a profile was made: enough to redo it, or to distrust it."""
+
+    method: Literal["measured", "derived", "translated", "hand"]
+    source: str
+    date: str | None = None
+    device: str | None = None
+    driver: str | None = None
+    triton_version: str | None = None
+    host_cpu: str | None = None
+    command: str | None = None
+    notes: str | None = None
+
+
+class ModelProfile(Model):
+    name: str = Field(min_length=1)
+    model: str = Field(min_length=1, description="architecture, e.g. resnet50")
+    framework: Framework
+    gpu: str = Field(description="catalogue GPU key it was measured on, or 'cpu'")
+    artifact_bytes: int = Field(gt=0, description="model.tar.gz size: download and disk cache")
+    gpu_memory_bytes: int = Field(ge=0, description="resident device memory of one loaded copy")
+    baseline_gpu_bytes: int = Field(ge=0, description="fixed per-instance device memory (contexts, server), counted once")
+    host_memory_bytes: int = Field(default=0, ge=0)
+    load_s: float = Field(gt=0, description="time to load one copy from local disk")
+    unload_s: float = Field(ge=0)
+    service: list[BatchTiming] = Field(min_length=1)
+    input_bytes: int = Field(gt=0, description="request payload on the wire")
+    output_bytes: int = Field(default=1024, ge=0)
+    decode_s_per_byte: float = Field(ge=0, description="host CPU seconds per payload byte to parse the request")
+    gpu_overlap: float = Field(default=0.0, ge=0, le=1,
+                               description="0: concurrent executions on one GPU serialise; 1: they overlap perfectly")
+    max_inflight: int | None = Field(default=None, ge=1,
+                                     description="requests in flight per instance beyond which the server sheds load")
+    triton: TritonConfig = Field(default_factory=TritonConfig)
+    provenance: Provenance
+
+    @field_validator("service")
+    @classmethod
+    def _sorted_unique(cls, v: list[BatchTiming]) -> list[BatchTiming]:
+        v = sorted(v, key=lambda t: t.batch)
+        if len({t.batch for t in v}) != len(v):
+            raise ValueError("batch sizes repeat")
+        return v
+
+    def service_time(self, batch: int) -> float:
+        """Mean execution time for ``batch`` requests: piecewise linear in the batch size,
+        extrapolated from the last two points (or proportionally from one)."""
+        pts = self.service
+        if len(pts) == 1:
+            return pts[0].seconds * batch / pts[0].batch if batch > pts[0].batch else pts[0].seconds
+        for lo, hi in zip(pts, pts[1:]):
+            if batch <= hi.batch:
+                if batch <= lo.batch:
+                    return lo.seconds
+                f = (batch - lo.batch) / (hi.batch - lo.batch)
+                return lo.seconds + f * (hi.seconds - lo.seconds)
+        lo, hi = pts[-2], pts[-1]
+        return hi.seconds + (batch - hi.batch) * (hi.seconds - lo.seconds) / (hi.batch - lo.batch)
+
+    def service_cv(self, batch: int) -> float:
+        return min(self.service, key=lambda t: abs(t.batch - batch)).cv
+
+
+def builtin_dir() -> Path:
+    return Path(str(resources.files("mmesim.profiles")))
+
+
+def builtin_profiles() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(builtin_dir().glob("*.json"))}
+
+
+def load_profile(name_or_path: str | Path) -> ModelProfile:
+    """A built-in name (``resnet50-pytorch-t4``) or a path to a JSON/YAML profile."""
+    path = Path(name_or_path)
+    if path.suffix in (".json", ".yaml", ".yml") or path.exists():
+        return load(ModelProfile, path)
+    known = builtin_profiles()
+    if str(name_or_path) not in known:
+        raise ConfigError(f"no built-in profile of that name and no such file; built-in: {', '.join(known) or 'none'}",
+                          field="profile", value=str(name_or_path))
+    return load(ModelProfile, known[str(name_or_path)])

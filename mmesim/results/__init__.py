@@ -1,0 +1,1 @@
+"""Results: request records, the one Summary function, and Locust/CloudWatch-format output."""

@@ -1,0 +1,175 @@
+"""RequestRecord and Run: what a simulation or a measured load test produced.
+
+Simulated and measured runs produce the SAME records, so one Summary function serves both.
+Records are stored column-wise (compact: ~30 bytes a request) and handed out as
+RequestRecord objects only when asked.
+"""
+
+from __future__ import annotations
+
+import csv
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mmesim.errors import ConfigError
+
+OK = "ok"
+# Failure causes, named as SageMaker (or the container behind it) names them.
+MODEL_NOT_READY = "ModelNotReadyException"   # 429: model not loaded in time; loading continues
+TIMEOUT = "InvocationTimeout"                # 424 ModelError: no response within the invocation timeout
+OVERLOADED = "ServiceUnavailable"            # 503: the instance sheds load
+OUT_OF_MEMORY = "InsufficientMemory"         # 507 from the container: nothing could be unloaded
+MODEL_ERROR = "ModelError"                   # 424: the model itself failed
+VALIDATION = "ValidationError"               # 400
+INTERNAL = "InternalFailure"                 # 500
+OUTCOMES = (OK, MODEL_NOT_READY, TIMEOUT, OVERLOADED, OUT_OF_MEMORY, MODEL_ERROR, VALIDATION, INTERNAL)
+_OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOMES)}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    start: float          # seconds since the run began, when the client started the request
+    end: float            # when the client had its answer (or gave up)
+    model: str            # target model (e.g. resnet50-v3)
+    instance: int         # instance index, -1 if the request never reached one
+    outcome: str          # OK or a failure cause
+    cold: bool            # the model had to be loaded for this request
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == OK
+
+
+class Records:
+    """Column store of RequestRecords. ``append`` is on the simulator's hot path."""
+
+    __slots__ = ("models", "_model_index", "start", "end", "model", "instance", "outcome", "cold")
+
+    def __init__(self, models: list[str] | None = None):
+        self.models: list[str] = []
+        self._model_index: dict[str, int] = {}
+        for m in models or ():
+            self.model_id(m)
+        self.start, self.end = array("d"), array("d")
+        self.model, self.instance = array("i"), array("h")
+        self.outcome, self.cold = array("b"), array("b")
+
+    def model_id(self, name: str) -> int:
+        idx = self._model_index.get(name)
+        if idx is None:
+            idx = self._model_index[name] = len(self.models)
+            self.models.append(name)
+        return idx
+
+    def append(self, start: float, end: float, model: int, instance: int, outcome: int, cold: bool) -> None:
+        self.start.append(start)
+        self.end.append(end)
+        self.model.append(model)
+        self.instance.append(instance)
+        self.outcome.append(outcome)
+        self.cold.append(cold)
+
+    def add(self, rec: RequestRecord) -> None:
+        if rec.outcome not in _OUTCOME_INDEX:
+            raise ConfigError(f"unknown outcome; known: {', '.join(OUTCOMES)}", field="outcome", value=rec.outcome)
+        self.append(rec.start, rec.end, self.model_id(rec.model), rec.instance, _OUTCOME_INDEX[rec.outcome], rec.cold)
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield RequestRecord(self.start[i], self.end[i], self.models[self.model[i]], self.instance[i],
+                                OUTCOMES[self.outcome[i]], bool(self.cold[i]))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Numpy views for vectorised summaries (no copies)."""
+        return {
+            "start": np.frombuffer(self.start, dtype=np.float64),
+            "end": np.frombuffer(self.end, dtype=np.float64),
+            "model": np.frombuffer(self.model, dtype=np.int32),
+            "instance": np.frombuffer(self.instance, dtype=np.int16),
+            "outcome": np.frombuffer(self.outcome, dtype=np.int8),
+            "cold": np.frombuffer(self.cold, dtype=np.int8).astype(bool),
+        }
+
+    def nbytes(self) -> int:
+        return sum(a.itemsize * len(a) for a in (self.start, self.end, self.model, self.instance, self.outcome, self.cold))
+
+    # -- files ---------------------------------------------------------------------------
+    COLUMNS = ("start", "end", "model", "instance", "outcome", "cold")
+
+    def write_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(self.COLUMNS)
+            for r in self:
+                w.writerow((f"{r.start:.6f}", f"{r.end:.6f}", r.model, r.instance, r.outcome, int(r.cold)))
+        return path
+
+    @classmethod
+    def read_csv(cls, path: str | Path) -> "Records":
+        path = Path(path)
+        out = cls()
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or set(cls.COLUMNS) - set(reader.fieldnames):
+                raise ConfigError(f"needs columns {', '.join(cls.COLUMNS)}", source=str(path))
+            for line, row in enumerate(reader, start=2):
+                try:
+                    out.add(RequestRecord(float(row["start"]), float(row["end"]), row["model"], int(row["instance"]),
+                                          row["outcome"], row["cold"] in ("1", "True", "true")))
+                except ValueError as exc:
+                    raise ConfigError(str(exc), source=f"{path}:{line}") from None
+        return out
+
+
+@dataclass
+class ModelEvent:
+    """A model moving between tiers on one instance (what CloudWatch's Model* metrics count)."""
+
+    time: float
+    instance: int
+    model: str
+    kind: str             # "download" | "load" | "unload" | "evict-disk"
+    seconds: float        # how long it took
+
+
+@dataclass
+class Run:
+    """Everything one run (simulated or measured) produced, ready for ``summarize``.
+
+    ``users`` is the user count as a step function [(time, users), ...]; ``memory`` samples
+    GPU memory used per instance [(time, instance, bytes)]; ``gpu_busy_s`` is GPU busy time
+    per instance (for GPUUtilization)."""
+
+    records: Records
+    duration_s: float
+    users: list[tuple[float, int]] = field(default_factory=list)
+    user_steps: list[int] = field(default_factory=list)
+    request_name: dict[str, str] = field(default_factory=dict)   # target model -> Locust request name
+    events: list[ModelEvent] = field(default_factory=list)
+    memory: list[tuple[float, int, int]] = field(default_factory=list)
+    gpu_total_bytes: int = 0
+    gpu_busy_s: list[float] = field(default_factory=list)
+    instance_type: str = ""
+    instance_count: int = 1
+    price_usd_per_hour: float = 0.0
+    max_models_loaded: int | None = None
+    memory_trace: list[tuple[int, int]] = field(default_factory=list)  # (models loaded, bytes used)
+    kind: str = "prediction"            # or "measurement"
+    meta: dict = field(default_factory=dict)
+
+    def users_at(self, t: float) -> int:
+        """The user count in force at time t (0 before the first change)."""
+        n = 0
+        for when, users in self.users:
+            if when > t:
+                break
+            n = users
+        return n
