@@ -1,0 +1,213 @@
+"""Locust CSV writer/reader: Locust's arithmetic by hand, exact file text, round trips, errors."""
+
+import hashlib
+
+import pytest
+
+from mmesim.errors import ConfigError, MmesimError
+from mmesim.results import locust_csv as L
+from mmesim.results.records import (MODEL_NOT_READY, OK, OVERLOADED, TIMEOUT, Records, RequestRecord,
+                                    Run)
+
+
+def tiny_run() -> Run:
+    """Binary-exact times: a: 250, 125, 62.5 ms (last fails 503); b: 2000 ms (429)."""
+    recs = Records()
+    for start, end, model, outcome in [(0.0, 0.25, "a-v0", OK), (0.5, 0.625, "a-v1", OK),
+                                       (1.0, 1.0625, "a-v0", OVERLOADED), (2.0, 4.0, "b-v0", MODEL_NOT_READY)]:
+        recs.add(RequestRecord(start, end, model, 0, outcome, False))
+    return Run(records=recs, duration_s=5.0, request_name={"a-v0": "a", "a-v1": "a", "b-v0": "b"})
+
+
+# -- Locust's arithmetic ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ms, bucket", [
+    (0.4, 0), (62.5, 62), (63.5, 64), (99.4, 99), (99.5, 100), (147, 150), (125.0, 120),
+    (155.0, 160), (999, 1000), (3432, 3400), (1049, 1000), (58760, 59000)])
+def test_bucket_matches_locust_rounding(ms, bucket):
+    # Python's round is half-to-even, which Locust inherits: 62.5 -> 62, 125 -> 120.
+    assert L.bucket_response_time(ms) == bucket
+
+
+def test_percentile_rule_by_hand():
+    b = {10: 1, 20: 1, 30: 1, 40: 1}
+    # keep = int(4 * p); walk down from 40 until at most `keep` requests remain below.
+    assert [L.response_time_percentile(b, 4, p) for p in (0.25, 0.5, 0.66, 0.75, 0.9, 1.0)] == [20, 30, 30, 40, 40, 40]
+    assert L.response_time_percentile({100: 3, 200: 1}, 4, 0.5) == 100
+    assert L.response_time_percentile({}, 0, 0.5) == 0
+
+
+def test_percentile_labels_are_locusts():
+    assert L.PERCENTILE_COLUMNS == ("50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%",
+                                    "99.99%", "100%")
+
+
+@pytest.mark.parametrize("times, median", [([62.5], 62.5), ([1049.0], 1049.0), ([99.6], 99.6), ([147.0], 147.0),
+                                           ([140.0, 147.0, 190.0], 150)])
+def test_median_is_bucketed_then_clamped_into_min_max(times, median):
+    e = L.Entry("InvokeEndpoint", "m")
+    for ms in times:
+        e.log(ms, False)
+    assert e.median_ms == median
+
+
+# -- _stats.csv ---------------------------------------------------------------------------------
+
+def test_stats_rows_by_hand():
+    rows = L.stats_rows(tiny_run())
+    a, b, agg = rows
+    assert a == ["InvokeEndpoint", "a", 3, 1, 120, 437.5 / 3, 62.5, 250.0, 0.0, 0.75, 0.25,
+                 120, 120, 250, 250, 250, 250, 250, 250, 250, 250, 250]
+    assert b == ["InvokeEndpoint", "b", 1, 1, 2000, 2000.0, 2000.0, 2000.0, 0.0, 0.25, 0.25] + [2000] * 11
+    assert agg == ["", "Aggregated", 4, 2, 250, 609.375, 62.5, 2000.0, 0.0, 1.0, 0.5,
+                   250, 250, 2000, 2000, 2000, 2000, 2000, 2000, 2000, 2000, 2000]
+
+
+def test_stats_file_text_and_request_type(tmp_path):
+    path = L.write_stats(tiny_run(), tmp_path / "p_stats.csv", request_type="sagemaker")
+    lines = path.read_bytes().decode().split("\r\n")
+    assert lines[0] == ",".join(L.STATS_COLUMNS)
+    assert lines[1] == "sagemaker,a,3,1,120,145.83333333333334,62.5,250.0,0.0,0.75,0.25,120,120," + ",".join(["250"] * 9)
+    assert lines[3].startswith(",Aggregated,4,2,250,609.375,")
+    assert lines[4] == ""
+
+
+def test_empty_run_writes_na_percentiles(tmp_path):
+    run = Run(records=Records(), duration_s=10.0)
+    (agg,) = L.stats_rows(run)
+    assert agg == ["", "Aggregated", 0, 0, 0, 0.0, 0, 0, 0, 0.0, 0.0] + ["N/A"] * 11
+    path = L.write_stats(run, tmp_path / "e_stats.csv")
+    assert L.read_stats(path)[0]["50%"] is None
+
+
+def test_stats_round_trip(tmp_path):
+    rows = L.read_stats(L.write_stats(tiny_run(), tmp_path / "p_stats.csv"))
+    assert [r["Name"] for r in rows] == ["a", "b", "Aggregated"]
+    assert rows[0]["Average Response Time"] == pytest.approx(437.5 / 3, rel=1e-15)
+    assert rows[2]["Request Count"] == 4 and isinstance(rows[2]["Request Count"], int)
+    assert rows[2]["99%"] == 2000 and rows[2]["Type"] == ""
+
+
+# -- _failures.csv ------------------------------------------------------------------------------
+
+def test_failures_by_cause_with_first_and_last_seen(tmp_path):
+    run = tiny_run()
+    run.records.add(RequestRecord(2.0, 3.5, "a-v1", 0, OVERLOADED, False))
+    rows = L.failure_rows(run, epoch=1_700_000_000)
+    expected = [["InvokeEndpoint", "a", "ServiceUnavailable", 2, "2023-11-14T22:13:21Z", "2023-11-14T22:13:23Z"],
+                ["InvokeEndpoint", "b", "ModelNotReadyException", 1, "2023-11-14T22:13:24Z", "2023-11-14T22:13:24Z"]]
+
+    def locust_key(r):  # Locust sorts errors by sha256 of "method.name.repr(error)"
+        return hashlib.sha256(f"{r[0]}.{r[1]}.{r[2]!r}".encode()).hexdigest()
+
+    assert rows == sorted(expected, key=locust_key)
+    back = L.read_failures(L.write_failures(run, tmp_path / "p_failures.csv", epoch=1_700_000_000))
+    assert {(r["Name"], r["Error"], r["Occurrences"]) for r in back} == {("a", OVERLOADED, 2), ("b", MODEL_NOT_READY, 1)}
+
+
+@pytest.mark.parametrize("text, cause", [
+    ("ServiceUnavailable", OVERLOADED),
+    ("ModelNotReadyException('An error occurred (ModelNotReadyException) when calling the InvokeEndpoint "
+     "operation: Model not ready')", MODEL_NOT_READY),
+    ("ReadTimeoutError('Read timeout on endpoint URL: \"https://x/invocations\"')", TIMEOUT),
+    ("something else", "something else")])
+def test_failure_cause_from_measured_error_text(text, cause):
+    assert L.failure_cause(text) == cause
+
+
+# -- _stats_history.csv -------------------------------------------------------------------------
+
+def history_row(ts, users, name, rps, pct, total, fails, avg, method="InvokeEndpoint"):
+    row = {"Timestamp": ts, "User Count": users, "Type": method, "Name": name, "Requests/s": rps,
+           "Failures/s": 0.0, "Total Request Count": total, "Total Failure Count": fails,
+           "Total Median Response Time": 150, "Total Average Response Time": avg,
+           "Total Min Response Time": 62.5, "Total Max Response Time": 250.0, "Total Average Content Size": 0.0}
+    row.update(dict(zip(L.PERCENTILE_COLUMNS, pct)))
+    return row
+
+
+def test_history_written_in_locust_order_and_read_back(tmp_path):
+    rows = [history_row(1_700_000_000, 0, "Aggregated", 0, [None] * 11, 0, 0, 0, method=""),
+            history_row(1_700_000_001, 10, "a", 0.75, [120] * 11, 3, 1, 437.5 / 3)]
+    shuffled = [dict(reversed(list(r.items())), extra="ignored") for r in rows]
+    path = L.write_stats_history(shuffled, tmp_path / "p_stats_history.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0] == ",".join(L.HISTORY_COLUMNS)
+    assert lines[1] == "1700000000,0,,Aggregated,0.000000,0.000000," + ",".join(["N/A"] * 11) + ",0,0,150,0,62.5,250.0,0.0"
+    assert lines[2] == ("1700000001,10,InvokeEndpoint,a,0.750000,0.000000," + ",".join(["120"] * 11)
+                        + ",3,1,150,145.83333333333334,62.5,250.0,0.0")
+    back = L.read_stats_history(path)
+    assert back[1] == {**rows[1], "Requests/s": 0.75}
+    assert back[0]["50%"] is None and back[0]["Type"] == ""
+
+
+def test_history_writer_rejects_missing_column(tmp_path):
+    row = history_row(1, 1, "a", 1.0, [1] * 11, 1, 0, 1.0)
+    del row["Total Failure Count"]
+    with pytest.raises(ConfigError, match="row 0 lacks column.*Total Failure Count"):
+        L.write_stats_history([row], tmp_path / "h.csv")
+
+
+def test_reads_a_real_locust_history_text(tmp_path):
+    # As Locust 2.x writes it with --csv-full-history: current rps with six decimals, N/A early on.
+    header = ",".join(L.HISTORY_COLUMNS)
+    text = (header + "\r\n"
+            "1679912345,10,InvokeEndpoint,resnet50,3.500000,0.000000,160,170,170,180,190,200,200,210,210,210,210,"
+            "35,0,160,164.83101,98.2211,212.66,0\r\n"
+            "1679912345,10,,Aggregated,3.500000,0.000000,160,170,170,180,190,200,200,210,210,210,210,"
+            "35,0,160,164.83101,98.2211,212.66,0\r\n")
+    path = tmp_path / "m_stats_history.csv"
+    path.write_text(text)
+    rows = L.read_stats_history(path)
+    assert rows[0]["Name"] == "resnet50" and rows[0]["User Count"] == 10
+    assert rows[0]["Requests/s"] == 3.5 and rows[0]["Total Average Response Time"] == 164.83101
+    assert rows[1]["Name"] == "Aggregated" and rows[1]["Type"] == ""
+
+
+def test_reader_names_file_line_and_column(tmp_path):
+    path = tmp_path / "bad_stats_history.csv"
+    good = ["1", "1", "T", "a", "1.0", "0.0"] + ["1"] * 11 + ["1", "0", "1", "1.0", "1", "1", "0"]
+    bad = list(good)
+    bad[L.HISTORY_COLUMNS.index("Total Request Count")] = "lots"
+    path.write_text("\n".join([",".join(L.HISTORY_COLUMNS), ",".join(good), ",".join(bad)]) + "\n")
+    with pytest.raises(ConfigError) as err:
+        L.read_stats_history(path)
+    msg = str(err.value)
+    assert f"{path}:3" in msg and "Total Request Count" in msg and "'lots'" in msg
+
+
+def test_reader_errors_on_short_row_missing_header_and_empty_file(tmp_path):
+    short = tmp_path / "short.csv"
+    short.write_text(",".join(L.HISTORY_COLUMNS) + "\n1,2,3\n")
+    with pytest.raises(ConfigError, match=r"short.csv:2: 3 values for 24 columns"):
+        L.read_stats_history(short)
+    nohead = tmp_path / "nohead.csv"
+    nohead.write_text("Timestamp,Name\n1,a\n")
+    with pytest.raises(ConfigError, match=r"nohead.csv:1: .*'User Count'"):
+        L.read_stats_history(nohead)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="empty.csv:1: empty file"):
+        L.read_stats(empty)
+    with pytest.raises(ConfigError, match="cannot read"):
+        L.read_stats(tmp_path / "absent.csv")
+
+
+# -- all three files ----------------------------------------------------------------------------
+
+def test_write_locust_csv_takes_rows_or_a_function(tmp_path):
+    run = tiny_run()
+    rows = [history_row(1, 10, "a", 0.75, [120] * 11, 3, 1, 145.8)]
+    out = L.write_locust_csv(run, tmp_path / "pred", history=lambda r: rows)
+    assert {k: p.name for k, p in out.items()} == {"stats": "pred_stats.csv", "stats_history": "pred_stats_history.csv",
+                                                   "failures": "pred_failures.csv"}
+    assert L.read_stats_history(out["stats_history"])[0]["Total Request Count"] == 3
+    out2 = L.write_locust_csv(run, tmp_path / "pred2", history=rows)
+    assert out2["stats_history"].read_text() == out["stats_history"].read_text()
+
+
+def test_write_locust_csv_without_history_source_says_why(tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "mmesim.results.summary", None)   # import fails
+    with pytest.raises(MmesimError, match="history"):
+        L.write_locust_csv(tiny_run(), tmp_path / "x")
