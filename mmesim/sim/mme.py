@@ -1,0 +1,317 @@
+"""The multi-model endpoint: targets, routing, instances, the client, and the clock.
+
+A request's path: the client serialises it on its worker (client CPU), the platform adds
+its overhead and the payload crosses the network, the router picks an instance, the
+instance admits it (or sheds it when overloaded), loads the model if needed, decodes the
+payload on its vCPUs, and Triton queues, batches and executes it on the shared GPU. The
+client gives up at the invocation timeout; the server does not notice and finishes anyway.
+
+Only model-level work creates SimPy events; the FIFO resources whose order never changes
+(client workers, host CPUs) are computed arithmetically, which keeps the simulator fast.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import dataclass
+from itertools import accumulate
+
+import simpy
+from simpy.events import NORMAL
+
+from mmesim.catalog import load_catalog
+from mmesim.endpoint import EndpointConfig
+from mmesim.errors import ConfigError
+from mmesim.profile import ModelProfile
+from mmesim.results.records import MODEL_NOT_READY, OUTCOMES, TIMEOUT, Records, Run
+from mmesim.sim.client import Client
+from mmesim.sim.instance import DOWNLOADING, LOADED, LOADING, Instance
+from mmesim.sim.random import streams
+from mmesim.sim.translate import translate
+from mmesim.workload import Workload, read_trace
+
+UNLIMITED = 1 << 30
+
+
+@dataclass(eq=False)
+class Target:
+    """One name a client can invoke (a copy of a profile's model), as the endpoint sees it."""
+
+    id: int
+    name: str
+    profile: ModelProfile         # already translated to the instance's GPU
+    request_name: str             # the name Locust reports it under
+    payload_bytes: int
+    client_cost_s: float          # client CPU to build and send one request
+    network_s: float              # payload over the network, plus platform overhead
+    reply_s: float                # response over the network
+    decode_s: float               # host CPU on the instance to parse the payload
+
+
+class Request:
+    __slots__ = ("start", "deadline", "target", "event", "slot", "instance", "cold", "done", "waiting", "queued")
+
+    def __init__(self, start: float, deadline: float, target: Target, event):
+        self.start, self.deadline, self.target, self.event = start, deadline, target, event
+        self.slot = None
+        self.instance = -1
+        self.cold = self.done = self.waiting = False
+        self.queued = 0.0
+
+
+def target_names(profiles: list[ModelProfile], copies: list[int]) -> list[tuple[str, int]]:
+    """(name, profile index) per copy: ``<model>-v<i>`` as the reference named its copies,
+    or ``<profile name>-v<i>`` when two profiles share a model."""
+    models = [p.model for p in profiles]
+    out = []
+    for pi, (p, n) in enumerate(zip(profiles, copies)):
+        base = p.model if models.count(p.model) == 1 else p.name
+        out.extend((f"{base}-v{i}", pi) for i in range(n))
+    return out
+
+
+class Simulation:
+    def __init__(self, profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
+                 copies: list[int], seed: int = 0, warm: bool = True):
+        if not profiles:
+            raise ConfigError("at least one profile is needed", field="profile")
+        if len(copies) != len(profiles) or any(c < 1 for c in copies):
+            raise ConfigError("one copy count >= 1 per profile is needed", field="copies", value=copies)
+        catalog = load_catalog()
+        self.endpoint, self.workload, self.seed = endpoint, workload, seed
+        self.instance_type = catalog.instance(endpoint.instance_type)
+        self.gpu = catalog.gpu(self.instance_type.gpu)
+        self.profiles = [translate(p, self.gpu) for p in profiles]
+        self.env = simpy.Environment()
+        rs = streams(seed, ("waits", "targets", "noise"))
+        self.waits, self._targets_rng, self.noise = rs["waits"], rs["targets"], rs["noise"]
+        self.targets = self._make_targets(copies)
+        limits = [p.max_inflight for p in self.profiles if p.max_inflight]
+        self.max_inflight = endpoint.max_inflight_per_instance or (min(limits) if limits else UNLIMITED)
+        self.records = Records([t.name for t in self.targets])
+        self.events: list = []
+        self.memory: list[tuple[float, int, int]] = []
+        self.instances = [Instance(self, i) for i in range(endpoint.instance_count)]
+        self.pick_target = self._picker()
+        self.client = Client(self, workload)
+        self._pending: deque[Request] = deque()
+        self._reaper_wake = None
+        self._timeout = endpoint.invocation_timeout_s
+        self.warm_count = self._warm() if warm else 0
+        for inst in self.instances:
+            self.memory.append((0.0, inst.index, inst.used))
+        self._validate_workload()
+
+    # -- set-up --------------------------------------------------------------------------
+    def _make_targets(self, copies: list[int]) -> list[Target]:
+        wl, it, ep = self.workload, self.instance_type, self.endpoint
+        gen = wl.generator
+        cpu_ratio = {id(p): p.host_cpu_speed / it.cpu_speed for p in self.profiles}
+        bw = it.network_bytes_per_s
+        out = []
+        for tid, (name, pi) in enumerate(target_names(self.profiles, copies)):
+            p = self.profiles[pi]
+            payload = wl.payload_bytes or p.input_bytes
+            base = p.model if name.startswith(p.model + "-v") else p.name
+            out.append(Target(
+                id=tid, name=name, profile=p, request_name=base, payload_bytes=payload,
+                client_cost_s=(gen.cpu_s_per_request + gen.cpu_s_per_byte * payload) if gen else 0.0,
+                network_s=ep.overhead_s + payload / bw, reply_s=p.output_bytes / bw,
+                decode_s=p.decode_s_per_byte * payload * cpu_ratio[id(p)]))
+        return out
+
+    def _picker(self):
+        """A function returning the next request's target, per the workload's popularity."""
+        pop, targets, rng = self.workload.popularity, self.targets, self._targets_rng
+        n = len(targets)
+        if pop.kind == "uniform":
+            return lambda: targets[int(rng.random() * n)]
+        if pop.kind == "zipf":
+            weights = [1.0 / (k ** pop.s) for k in range(1, n + 1)]
+        elif pop.kind == "top-n":
+            hot = min(pop.n, n)
+            cold_share = (1 - pop.share) / (n - hot) if n > hot else 0.0
+            weights = [pop.share / hot] * hot + [cold_share] * (n - hot)
+        else:  # mix: weight per profile name, uniform over that profile's copies
+            names = {p.name for p in self.profiles}
+            unknown = set(pop.weights) - names
+            if unknown:
+                raise ConfigError(f"mix weights name profiles not in the endpoint ({', '.join(sorted(names))})",
+                                  field="popularity.weights", value=sorted(unknown))
+            per = {p.name: sum(1 for t in targets if t.profile is p) for p in self.profiles}
+            weights = [pop.weights.get(t.profile.name, 0.0) / per[t.profile.name] for t in targets]
+        cdf = list(accumulate(weights))
+        total = cdf[-1]
+        bisect_right = bisect.bisect_right
+        last = n - 1
+        return lambda: targets[min(bisect_right(cdf, rng.random() * total), last)]
+
+    def _warm(self) -> int:
+        """Load copies before the run, round-robin over instances, as many as fit."""
+        count = 0
+        for i, target in enumerate(self.targets):
+            if self.instances[i % len(self.instances)].preload(target):
+                count += 1
+        return count
+
+    def _validate_workload(self) -> None:
+        if self.workload.kind == "trace":
+            names = {t.name for t in self.targets}
+            for line, (_, model) in enumerate(read_trace(self.workload.trace), start=2):
+                if model not in names:
+                    raise ConfigError(f"model is not a target of this endpoint (targets: {', '.join(sorted(names)[:5])}...)",
+                                      source=f"{self.workload.trace}:{line}", field="model", value=model)
+
+    # -- the request path ----------------------------------------------------------------
+    def send(self, target: Target, worker) -> simpy.Event:
+        """A client starts a request now; the returned event fires when it has its answer."""
+        env = self.env
+        now = env.now
+        event = simpy.Event(env)
+        req = Request(now, now + self._timeout, target, event)
+        leave = worker.send(now, target.client_cost_s)
+        env.timeout(leave - now + target.network_s, req).callbacks.append(self._arrive)
+        self._pending.append(req)
+        wake = self._reaper_wake
+        if wake is not None and not wake.triggered:
+            wake.succeed()
+        return event
+
+    def _arrive(self, ev) -> None:
+        req = ev._value
+        if req.done:
+            return
+        inst = self._route(req.target) if len(self.instances) > 1 else self.instances[0]
+        req.instance = inst.index
+        inst.admit(req)
+
+    def _route(self, target: Target) -> Instance:
+        """Least busy instance that has the model (loaded or on its way); a hot model spreads
+        to another instance once its least busy one has ``spread_inflight`` in flight."""
+        best = None
+        for inst in self.instances:
+            slot = inst.slots.get(target.id)
+            if slot is not None and slot.state in (LOADED, LOADING, DOWNLOADING):
+                if best is None or inst.inflight < best.inflight:
+                    best = inst
+        if best is not None and best.inflight < self.endpoint.spread_inflight:
+            return best
+        others = [i for i in self.instances if i is not best]
+        least = min(others, key=lambda i: (i.inflight, i.committed))
+        return least if best is None or least.inflight < best.inflight else best
+
+    def reply(self, req: Request, outcome: int | str) -> None:
+        """The answer (or a failure) for ``req``; the client has it after the reply crosses back."""
+        if req.done:
+            return
+        req.done = True
+        if isinstance(outcome, str):
+            outcome = OUTCOMES.index(outcome)
+        env = self.env
+        end = env.now + (req.target.reply_s if outcome == 0 else 0.0)
+        self.records.append(req.start, end, req.target.id, req.instance, outcome, req.cold)
+        event = req.event
+        event._ok, event._value = True, None
+        env.schedule(event, NORMAL, end - env.now)
+
+    def _reaper(self):
+        """Fails requests whose client has waited the invocation timeout. Sleeps until the
+        oldest unanswered request's deadline, so it costs an event only when one expires."""
+        env, pending = self.env, self._pending
+        while True:
+            while pending and pending[0].done:
+                pending.popleft()
+            if not pending:
+                self._reaper_wake = env.event()
+                yield self._reaper_wake
+                continue
+            head = pending[0]
+            if head.deadline > env.now:
+                yield env.timeout(head.deadline - env.now)
+                continue
+            pending.popleft()
+            self.reply(head, MODEL_NOT_READY if head.waiting else TIMEOUT)
+
+    # -- running -------------------------------------------------------------------------
+    def run(self, duration: float | None = None, progress=None) -> Run:
+        """Simulate ``duration`` seconds (default: the workload's); ``progress(now, end)``
+        is called about every simulated 5 seconds."""
+        end = duration if duration is not None else self.workload.duration_s
+        self.client.start()
+        self.env.process(self._reaper())
+        step = 5.0
+        t = 0.0
+        while t < end:
+            t = min(end, t + step)
+            self.env.run(until=t)
+            if progress:
+                progress(t, end)
+        return self._result(end)
+
+    def _result(self, duration: float) -> Run:
+        it = self.instance_type
+        workers = self.client.workers
+        return Run(
+            records=self.records, duration_s=duration, users=list(self.client.timeline),
+            user_steps=list(self.workload.user_steps),
+            request_name={t.name: t.request_name for t in self.targets},
+            events=self.events, memory=self.memory, gpu_total_bytes=self.gpu.nvml_total_bytes,
+            gpu_busy_s=[i.gpu.busy_until_now() for i in self.instances],
+            instance_type=it.name, instance_count=len(self.instances), price_usd_per_hour=it.price_usd_per_hour,
+            kind="prediction",
+            meta={
+                "seed": self.seed, "gpu": self.gpu.key, "copies_loaded_at_start": self.warm_count,
+                "targets": len(self.targets), "max_inflight_per_instance": None if self.max_inflight == UNLIMITED else self.max_inflight,
+                "cpu_busy_s": [i.cpu_busy_s for i in self.instances], "vcpus": it.vcpus,
+                "generator_workers": len(workers), "generator_busy_s": [w.busy_s for w in workers],
+                "profiles": [p.name for p in self.profiles],
+                "translated": [p.name for p in self.profiles if p.provenance.method == "translated"],
+            })
+
+
+def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) -> tuple[list[int], list[tuple[int, int]]]:
+    """The reference's step 1 on a simulated instance: load copies one at a time (round-robin
+    over the profiles), read GPU memory used after each, and stop once
+    (used + used / loaded) / total >= threshold. Returns copies per profile and the trace
+    [(models loaded, bytes used)]."""
+    catalog = load_catalog()
+    gpu = catalog.gpu_of(endpoint.instance_type)
+    translated = [translate(p, gpu) for p in profiles]
+    smallest = max(1, min(p.gpu_memory_bytes for p in translated))
+    cap = min(10_000, gpu.nvml_total_bytes // smallest + 2)
+    probe = Simulation(translated, endpoint.model_copy(update={"instance_count": 1, "memory_threshold": 1.0}),
+                       Workload(kind="poisson", rates=[{"end_s": 1, "rate": 0}]), [cap] * len(profiles), warm=False)
+    inst, total, threshold = probe.instances[0], probe.gpu.nvml_total_bytes, endpoint.memory_threshold
+    per_profile = [[t for t in probe.targets if t.profile is p] for p in probe.profiles]
+    counts, trace = [0] * len(profiles), []
+    loaded = 0
+    for k in range(cap):
+        pi = k % len(profiles)
+        if not inst.preload(per_profile[pi][counts[pi]]):
+            break
+        counts[pi] += 1
+        loaded += 1
+        trace.append((loaded, inst.used))
+        if (inst.used + inst.used / loaded) / total >= threshold:
+            break
+    return [max(1, c) for c in counts], trace
+
+
+def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
+             copies: list[int] | int | str = "auto", seed: int = 0, warm: bool = True, progress=None) -> Run:
+    """Predict one run: ``copies`` per profile, or "auto" for the reference's max-models count."""
+    mm, trace = max_models_loaded(profiles, endpoint)
+    if copies == "auto":
+        copies = mm
+    elif isinstance(copies, int):
+        copies = [copies] * len(profiles)
+    sim = Simulation(profiles, endpoint, workload, list(copies), seed=seed, warm=warm)
+    run = sim.run(progress=progress)
+    run.max_models_loaded = sum(mm)
+    run.memory_trace = trace
+    run.meta["copies"] = list(copies)
+    return run
+
+
+

@@ -1,0 +1,72 @@
+"""Triton inside one instance, for one loaded model: a queue, the dynamic batcher and the
+model's execution instances (config.pbtxt's instance_group count).
+
+Batching follows Triton's dynamic batcher: when an execution instance is free, it takes
+the largest batch it can (up to max_batch_size) from the queue; when preferred batch sizes
+and a max queue delay are set, it holds a smaller batch until the oldest request has waited
+that long. Without dynamic batching every request executes alone."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from mmesim.profile import ModelProfile
+
+
+class ModelServer:
+    __slots__ = ("env", "profile", "gpu", "noise", "done", "queue", "free", "limit", "_delay",
+                 "_preferred", "_wake_at", "_timing", "_overlap", "_cv", "executions", "batched")
+
+    def __init__(self, env, profile: ModelProfile, gpu, noise, done):
+        self.env, self.profile, self.gpu, self.noise, self.done = env, profile, gpu, noise, done
+        self.queue: deque = deque()
+        cfg = profile.triton
+        self.free = cfg.instance_count
+        self.limit = cfg.batch_limit
+        self._delay = cfg.max_queue_delay_s if cfg.dynamic_batching else 0.0
+        self._preferred = max(cfg.preferred_batch_sizes, default=0) if cfg.dynamic_batching else 0
+        self._wake_at = None
+        # service time by batch size, precomputed: the hot path only indexes a list
+        self._timing = [0.0] + [profile.service_time(b) for b in range(1, self.limit + 1)]
+        self._cv = [0.0] + [profile.service_cv(b) for b in range(1, self.limit + 1)]
+        self._overlap = profile.gpu_overlap
+        self.executions = 0
+        self.batched = 0
+
+    def enqueue(self, req) -> None:
+        req.queued = self.env.now
+        self.queue.append(req)
+        if self.free:
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        queue = self.queue
+        while self.free and queue:
+            n = min(len(queue), self.limit)
+            if self._delay and n < self._preferred:
+                due = queue[0].queued + self._delay
+                if self.env.now < due:
+                    if self._wake_at is None or self._wake_at > due:
+                        self._wake_at = due
+                        self.env.timeout(due - self.env.now).callbacks.append(self._wake)
+                    return
+            batch = [queue.popleft() for _ in range(n)]
+            self.free -= 1
+            self.executions += 1
+            self.batched += n
+            work = self.noise.gamma(self._timing[n], self._cv[n])
+            self.gpu.run(work, self._overlap, self._finish, batch)
+
+    def _wake(self, _ev) -> None:
+        self._wake_at = None
+        self._dispatch()
+
+    def _finish(self, batch) -> None:
+        self.free += 1
+        self.done(batch)
+        if self.queue:
+            self._dispatch()
+
+    @property
+    def idle(self) -> bool:
+        return not self.queue and self.free == self.profile.triton.instance_count
