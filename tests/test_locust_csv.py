@@ -72,6 +72,15 @@ def test_stats_file_text_and_request_type(tmp_path):
     assert lines[4] == ""
 
 
+def test_requests_unfinished_at_duration_are_not_logged():
+    run = tiny_run()
+    run.duration_s = 3.0          # b's 429 arrives at 4.0, after Locust stopped
+    names = [r[1] for r in L.stats_rows(run)]
+    assert names == ["a", "Aggregated"]
+    assert L.stats_rows(run)[-1][2:4] == [3, 1]
+    assert [r[1] for r in L.failure_rows(run)] == ["a"]
+
+
 def test_empty_run_writes_na_percentiles(tmp_path):
     run = Run(records=Records(), duration_s=10.0)
     (agg,) = L.stats_rows(run)
@@ -141,6 +150,12 @@ def test_history_written_in_locust_order_and_read_back(tmp_path):
     assert back[0]["50%"] is None and back[0]["Type"] == ""
 
 
+def test_history_percentiles_written_as_locust_ints(tmp_path):
+    row = history_row(1, 1, "a", 1.0, [170.0, 199.9] + [None] * 9, 1, 0, 1.0)
+    line = L.write_stats_history([row], tmp_path / "h.csv").read_text().splitlines()[1]
+    assert ",170,199,N/A," in line
+
+
 def test_history_writer_rejects_missing_column(tmp_path):
     row = history_row(1, 1, "a", 1.0, [1] * 11, 1, 0, 1.0)
     del row["Total Failure Count"]
@@ -206,8 +221,43 @@ def test_write_locust_csv_takes_rows_or_a_function(tmp_path):
     assert out2["stats_history"].read_text() == out["stats_history"].read_text()
 
 
+def test_write_locust_csv_defaults_to_summary_history_with_same_request_type(tmp_path, monkeypatch):
+    import sys
+    import types
+    seen = {}
+
+    def fake_history(run, request_type):
+        seen["request_type"] = request_type
+        return [history_row(1, 10, "a", 0.75, [120] * 11, 3, 1, 145.8, method=request_type)]
+
+    monkeypatch.setitem(sys.modules, "mmesim.results.summary", types.SimpleNamespace(history=fake_history))
+    out = L.write_locust_csv(tiny_run(), tmp_path / "p", request_type="sagemaker")
+    assert seen == {"request_type": "sagemaker"}
+    assert L.read_stats_history(out["stats_history"])[0]["Type"] == "sagemaker"
+    assert L.read_stats(out["stats"])[0]["Type"] == "sagemaker"
+
+
 def test_write_locust_csv_without_history_source_says_why(tmp_path, monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, "mmesim.results.summary", None)   # import fails
     with pytest.raises(MmesimError, match="history"):
         L.write_locust_csv(tiny_run(), tmp_path / "x")
+
+
+def test_stats_agree_with_summary_history_totals(tmp_path):
+    """Our _stats.csv and summary.history's last row apply the same Locust rules to the same run."""
+    summary = pytest.importorskip("mmesim.results.summary")
+    import random
+    rnd = random.Random(7)
+    recs = Records()
+    for i in range(2000):
+        s = rnd.uniform(0, 60)
+        recs.add(RequestRecord(s, s + rnd.lognormvariate(-1.8, 0.6), f"m-v{i % 4}", 0,
+                               OK if rnd.random() > 0.05 else OVERLOADED, False))
+    run = Run(records=recs, duration_s=60.0, users=[(0.0, 10)], request_name={f"m-v{i}": "m" for i in range(4)})
+    out = L.write_locust_csv(run, tmp_path / "p")
+    agg = L.read_stats(out["stats"])[-1]
+    last = [r for r in L.read_stats_history(out["stats_history"]) if r["Name"] == "Aggregated"][-1]
+    for col in ("Request Count", "Failure Count", "Median Response Time", "Min Response Time", "Max Response Time"):
+        assert agg[col] == last["Total " + col], col
+    assert agg["Average Response Time"] == pytest.approx(last["Total Average Response Time"], rel=1e-12)

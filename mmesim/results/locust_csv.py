@@ -47,6 +47,7 @@ HISTORY_COLUMNS = ("Timestamp", "User Count", "Type", "Name", "Requests/s", "Fai
 FAILURES_COLUMNS = ("Method", "Name", "Error", "Occurrences", "First Seen", "Last Seen")
 _TEXT_COLUMNS = frozenset({"Type", "Name", "Method", "Error", "First Seen", "Last Seen"})
 _RATE_COLUMNS = frozenset({"Requests/s", "Failures/s"})   # history writes these as f"{x:2f}"
+_INT_COLUMNS = frozenset(PERCENTILE_COLUMNS)               # ... and int() of each percentile
 
 
 # -- Locust's arithmetic --------------------------------------------------------------------
@@ -132,8 +133,12 @@ def request_name(run: Run, model: str) -> str:
 
 
 def _finished(run: Run) -> list[tuple[float, float, str, str]]:
-    """(end, start, name, outcome) in completion order, the order Locust logs requests in."""
-    recs = [(r.end, r.start, request_name(run, r.model), r.outcome) for r in run.records]
+    """(end, start, name, outcome) in completion order, the order Locust logs requests in.
+
+    Requests still in flight at ``duration_s`` are left out: Locust stops its users there and
+    never logs them."""
+    recs = [(r.end, r.start, request_name(run, r.model), r.outcome) for r in run.records
+            if r.end <= run.duration_s]
     recs.sort(key=lambda x: x[0])
     return recs
 
@@ -218,13 +223,16 @@ def _history_cell(column: str, value):
         return "N/A"
     if column in _RATE_COLUMNS and isinstance(value, (int, float)):
         return f"{value:2f}"
+    if column in _INT_COLUMNS and isinstance(value, float):
+        return int(value)
     return value
 
 
 def write_stats_history(rows: Iterable[Mapping], path: str | Path) -> Path:
     """Write row dicts keyed by Locust column names in Locust's column order.
 
-    None becomes "N/A"; Requests/s and Failures/s get Locust's six decimals. Extra keys are
+    None becomes "N/A"; Requests/s and Failures/s get Locust's six decimals and percentiles
+    are truncated to int, as Locust writes them. Extra keys are
     ignored; a missing column is an error naming the row."""
     path = Path(path)
     fh, w = _writer(path)
@@ -242,7 +250,7 @@ def write_stats_history(rows: Iterable[Mapping], path: str | Path) -> Path:
 HistorySource = Iterable[Mapping] | Callable[[Run], Iterable[Mapping]] | None
 
 
-def _history_rows(run: Run, history: HistorySource) -> Iterable[Mapping]:
+def _history_rows(run: Run, history: HistorySource, request_type: str) -> Iterable[Mapping]:
     if callable(history):
         return history(run)
     if history is not None:
@@ -252,7 +260,7 @@ def _history_rows(run: Run, history: HistorySource) -> Iterable[Mapping]:
     except ImportError as exc:
         raise MmesimError("no history rows given and mmesim.results.summary.history is not "
                           f"available ({exc}); pass history=rows or a function") from None
-    return summary_history(run)
+    return summary_history(run, request_type=request_type)
 
 
 def write_locust_csv(run: Run, prefix: str | Path, *, history: HistorySource = None,
@@ -260,11 +268,11 @@ def write_locust_csv(run: Run, prefix: str | Path, *, history: HistorySource = N
     """Write ``<prefix>_stats.csv``, ``_stats_history.csv`` and ``_failures.csv`` for a run.
 
     ``history`` is a list of row dicts, a function of the run, or None for
-    ``mmesim.results.summary.history``."""
+    ``mmesim.results.summary.history`` (given the same ``request_type``, so the files agree)."""
     prefix = str(prefix)
     return {
         "stats": write_stats(run, prefix + "_stats.csv", request_type),
-        "stats_history": write_stats_history(_history_rows(run, history), prefix + "_stats_history.csv"),
+        "stats_history": write_stats_history(_history_rows(run, history, request_type), prefix + "_stats_history.csv"),
         "failures": write_failures(run, prefix + "_failures.csv", request_type, epoch),
     }
 
