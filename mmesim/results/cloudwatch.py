@@ -97,11 +97,12 @@ def statistic(samples: Sequence[float], name: str) -> float:
 def loaded_models(events: Sequence[ModelEvent]) -> dict[int, list[tuple[float, int]]]:
     """Models loaded on each instance as a step function [(time, count)], changing when a
     load or unload completes."""
-    moves = sorted((e.time + e.seconds, e.instance, e.model, e.kind) for e in events if e.kind in ("load", "unload"))
+    moves = sorted((e.time + e.seconds, e.instance, e.model, e.kind) for e in events
+                   if e.kind in ("preload", "load", "unload"))
     loaded: dict[int, set[str]] = defaultdict(set)
     steps: dict[int, list[tuple[float, int]]] = defaultdict(list)
     for t, inst, model, kind in moves:
-        (loaded[inst].add if kind == "load" else loaded[inst].discard)(model)
+        (loaded[inst].discard if kind == "unload" else loaded[inst].add)(model)
         steps[inst].append((t, len(loaded[inst])))
     return dict(steps)
 

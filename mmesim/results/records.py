@@ -136,7 +136,7 @@ class ModelEvent:
     time: float
     instance: int
     model: str
-    kind: str             # "download" | "load" | "unload" | "evict-disk"
+    kind: str             # "preload" (before the run) | "download" | "load" | "unload" | "evict-disk"
     seconds: float        # how long it took
 
 
@@ -155,6 +155,7 @@ class Run:
     request_name: dict[str, str] = field(default_factory=dict)   # target model -> Locust request name
     events: list[ModelEvent] = field(default_factory=list)
     memory: list[tuple[float, int, int]] = field(default_factory=list)
+    inflight_peaks: list[tuple[float, int, int]] = field(default_factory=list)  # (second end, instance, peak)
     gpu_total_bytes: int = 0
     gpu_busy_s: list[float] = field(default_factory=list)
     instance_type: str = ""

@@ -22,41 +22,27 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from mmesim.results.locust_csv import DEFAULT_REQUEST_TYPE, bucket_response_time, response_time_percentile
 from mmesim.results.records import OK, OUTCOMES, Run
 
 AGGREGATED = "Aggregated"
 
 
-def _bucket_ms(values_ms: np.ndarray) -> np.ndarray:
-    """Locust rounds response times to ~2 significant digits before taking percentiles."""
-    v = np.asarray(values_ms, dtype=float)
-    out = np.round(v)
-    big = v >= 100
-    if big.any():
-        digits = np.floor(np.log10(np.maximum(v[big], 1))).astype(int) - 1
-        scale = 10.0 ** digits
-        out[big] = np.round(v[big] / scale) * scale
-    return out
-
-
 def percentile_ms(values_ms: np.ndarray, q: float) -> float:
-    """Locust's percentile rule over bucketed times: the smallest bucket whose cumulative
-    count reaches ceil-ish q of the requests (StatsEntry.get_response_time_percentile)."""
+    """A percentile by Locust's own arithmetic (bucketed times, its counting rule)."""
     if len(values_ms) == 0:
         return 0.0
-    b = np.sort(_bucket_ms(values_ms))
-    n = len(b)
-    # Locust walks buckets from the largest down and stops once fewer than n*q remain above
-    processed_count = int(n * q + (0.5 if q < 1 else 0))
-    idx = max(0, min(n - 1, processed_count - 1 if processed_count > 0 else 0))
-    return float(b[idx])
+    buckets: dict[int, int] = defaultdict(int)
+    for v in np.asarray(values_ms).tolist():
+        buckets[bucket_response_time(v)] += 1
+    return float(response_time_percentile(buckets, len(values_ms), q))
 
 
 PERCENTILE_COLUMNS = ((0.5, "50%"), (0.66, "66%"), (0.75, "75%"), (0.8, "80%"), (0.9, "90%"), (0.95, "95%"),
                       (0.98, "98%"), (0.99, "99%"), (0.999, "99.9%"), (0.9999, "99.99%"), (1.0, "100%"))
 
 
-def history(run: Run, percentiles: bool = True, request_type: str = "sagemaker") -> list[dict[str, Any]]:
+def history(run: Run, percentiles: bool = True, request_type: str = DEFAULT_REQUEST_TYPE) -> list[dict[str, Any]]:
     """Locust ``--csv-full-history`` rows: for every second, one row per request name and
     one "Aggregated" row, keyed by Locust 2.x column names. Without ``percentiles`` the
     percentile and median columns are left out (cheaper: capacity fits call this often)."""

@@ -50,6 +50,7 @@ class Instance:
         self._cpus = [0.0] * itype.vcpus   # FIFO over the vCPUs: a heap of "free at" times
         self.cpu_busy_s = 0.0
         self.inflight = 0
+        self.peak = 0                      # most requests in flight met by an arrival this second
         self.limit = sim.max_inflight
         self.slots: dict[int, Slot] = {}
         self.lru: OrderedDict[int, Slot] = OrderedDict()   # loaded models, least recently used first
@@ -63,6 +64,8 @@ class Instance:
 
     # -- requests ------------------------------------------------------------------------
     def admit(self, req) -> None:
+        if self.inflight > self.peak:
+            self.peak = self.inflight
         if self.inflight >= self.limit:
             self.sim.reply(req, OVERLOADED)
             return
@@ -238,6 +241,7 @@ class Instance:
         self.lru[target.id] = slot
         self.committed += need
         self.used += need
+        self.sim.events.append(ModelEvent(0.0, self.index, target.name, "preload", 0.0))
         return True
 
     @property

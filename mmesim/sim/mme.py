@@ -98,6 +98,7 @@ class Simulation:
         self._pending: deque[Request] = deque()
         self._reaper_wake = None
         self._timeout = endpoint.invocation_timeout_s
+        self.inflight_peaks: list[tuple[float, int, int]] = []
         self.warm_count = self._warm() if warm else 0
         for inst in self.instances:
             self.memory.append((0.0, inst.index, inst.used))
@@ -233,6 +234,14 @@ class Simulation:
             pending.popleft()
             self.reply(head, MODEL_NOT_READY if head.waiting else TIMEOUT)
 
+    def _sampler(self):
+        """Once a second: the most requests in flight any arrival met on each instance."""
+        while True:
+            yield self.env.timeout(1.0)
+            for inst in self.instances:
+                self.inflight_peaks.append((self.env.now, inst.index, inst.peak))
+                inst.peak = inst.inflight
+
     # -- running -------------------------------------------------------------------------
     def run(self, duration: float | None = None, progress=None) -> Run:
         """Simulate ``duration`` seconds (default: the workload's); ``progress(now, end)``
@@ -240,6 +249,7 @@ class Simulation:
         end = duration if duration is not None else self.workload.duration_s
         self.client.start()
         self.env.process(self._reaper())
+        self.env.process(self._sampler())
         step = 5.0
         t = 0.0
         while t < end:
@@ -256,7 +266,7 @@ class Simulation:
             records=self.records, duration_s=duration, users=list(self.client.timeline),
             user_steps=list(self.workload.user_steps),
             request_name={t.name: t.request_name for t in self.targets},
-            events=self.events, memory=self.memory, gpu_total_bytes=self.gpu.nvml_total_bytes,
+            events=self.events, memory=self.memory, inflight_peaks=self.inflight_peaks, gpu_total_bytes=self.gpu.nvml_total_bytes,
             gpu_busy_s=[i.gpu.busy_until_now() for i in self.instances],
             instance_type=it.name, instance_count=len(self.instances), price_usd_per_hour=it.price_usd_per_hour,
             kind="prediction",

@@ -1,0 +1,99 @@
+"""Terminal output with rich: the summary table, catalogue listings, a progress bar."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+MiB = 2**20
+console = Console()
+
+
+@contextmanager
+def progress_bar(label: str, quiet: bool = False, after_s: float = 1.0):
+    """Yields ``update(done, total)``; the bar appears only once the work has taken
+    ``after_s`` seconds, so quick runs print nothing extra. Written to stderr."""
+    started = time.monotonic()
+    state: dict = {}
+    err = Console(stderr=True)
+
+    def update(done: float, total: float) -> None:
+        if quiet or ("bar" not in state and time.monotonic() - started < after_s):
+            return
+        if "bar" not in state:
+            bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                           TimeRemainingColumn(), console=err, transient=True)
+            bar.start()
+            state["bar"], state["task"] = bar, bar.add_task(label, total=total)
+        state["bar"].update(state["task"], completed=done)
+
+    try:
+        yield update
+    finally:
+        if "bar" in state:
+            state["bar"].stop()
+
+
+def _fmt(v, unit: str = "", digits: int = 1) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}{unit}"
+
+
+def print_summary(summary, run=None) -> None:
+    s = summary
+    t = Table(title=f"{s.kind}: {s.instance_count} x {s.instance_type}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("max models loaded", str(s.max_models_loaded))
+    if run is not None and "copies" in run.meta:
+        t.add_row("copies targeted", ", ".join(map(str, run.meta["copies"])))
+    t.add_row("latency (reference definition)", _fmt(s.latency_ms, " ms"))
+    t.add_row("throughput (reference definition)", _fmt(s.throughput_qps, " req/s"))
+    t.add_row("max concurrent users", str(s.max_concurrent_users))
+    t.add_row("p50 / p95 / p99 (ok requests)", f"{_fmt(s.p50_ms)} / {_fmt(s.p95_ms)} / {_fmt(s.p99_ms)} ms")
+    t.add_row("requests / failures", f"{s.requests:,} / {s.failures:,}")
+    for cause, n in s.failures_by_cause.items():
+        t.add_row(f"  {cause}", f"{n:,}")
+    t.add_row("cold starts / loads / unloads", f"{s.cold_starts} / {s.loads} / {s.unloads}")
+    if s.gpu_memory_utilization_peak is not None:
+        t.add_row("peak GPU memory", f"{s.peak_gpu_memory_bytes / MiB:,.0f} MiB ({100 * s.gpu_memory_utilization_peak:.1f}%)")
+    t.add_row("cost per hour", _fmt(s.cost_per_hour_usd, " USD", 3))
+    t.add_row("cost per million inferences", _fmt(s.cost_per_million_usd, " USD", 2))
+    console.print(t)
+    if s.steps:
+        st = Table(title="per user step (requests started at that step)")
+        for col in ("users", "requests", "failures", "req/s", "avg ms", "p50 ms", "p95 ms", "p99 ms"):
+            st.add_column(col, justify="right")
+        for r in s.steps:
+            st.add_row(str(r["users"]), f"{r['requests']:,}", f"{r['failures']:,}", _fmt(r["rps"]), _fmt(r["avg_ms"]),
+                       _fmt(r["p50_ms"]), _fmt(r["p95_ms"]), _fmt(r["p99_ms"]))
+        console.print(st)
+    for w in s.warnings:
+        console.print(f"[yellow]note:[/yellow] {w}")
+
+
+def print_profiles(profiles) -> None:
+    t = Table(title="built-in profiles")
+    for col in ("name", "framework", "gpu", "MiB/copy", "batch-1 ms", "max batch", "how made"):
+        t.add_column(col)
+    for p in profiles:
+        t.add_row(p.name, p.framework, p.gpu, f"{p.gpu_memory_bytes / MiB:,.0f}", f"{p.service[0].seconds * 1e3:.2f}",
+                  str(p.triton.max_batch_size), p.provenance.method)
+    console.print(t)
+
+
+def print_instances(catalog) -> None:
+    t = Table(title="instance types")
+    for col in ("instance", "GPU", "GPU MiB (NVML)", "vCPUs", "RAM GiB", "Gbit/s", "USD/h", "price"):
+        t.add_column(col)
+    for it in catalog.instances.values():
+        g = catalog.gpu(it.gpu)
+        t.add_row(it.name, g.name, f"{g.nvml_total_mib:,}", str(it.vcpus), f"{it.memory_gib:g}", f"{it.network_gbps:g}",
+                  f"{it.price_usd_per_hour:.4g}", f"{it.price_date}{'' if it.price_verified else ' (unverified)'}")
+    console.print(t)
+    console.print(f"prices: {catalog.price_source}")
+
+
