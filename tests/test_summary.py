@@ -1,0 +1,64 @@
+"""One Summary code path: Locust history semantics and the reference's four metrics,
+checked against values worked out by hand."""
+
+import pytest
+
+from mmesim.results.records import OK, OVERLOADED, Records, RequestRecord, Run
+from mmesim.results.summary import history, reference_metrics, step_table, summarize
+
+
+def tiny_run():
+    """15 requests, one a second, each taking 500 ms; request 12 fails. 20 users until
+    t=8, then 40."""
+    recs = Records()
+    for k in range(15):
+        recs.add(RequestRecord(float(k), k + 0.5, "m-v0", 0, OVERLOADED if k == 12 else OK, False))
+    return Run(records=recs, duration_s=16, users=[(0.0, 0), (0.0, 20), (8.0, 40)], user_steps=[20, 40],
+               request_name={"m-v0": "m"}, instance_type="ml.g4dn.2xlarge", price_usd_per_hour=0.94)
+
+
+def test_history_follows_locust_semantics():
+    rows = [r for r in history(tiny_run()) if r["Name"] == "m"]
+    assert [r["Timestamp"] for r in rows] == list(range(17))
+    # a request is logged when it completes: k + 0.5
+    assert [r["Total Request Count"] for r in rows] == [min(t, 15) for t in range(17)]
+    # Requests/s: the whole seconds from (last - 12) to (last - 2), exclusive
+    assert [r["Requests/s"] for r in rows[:5]] == [0, 0, 0, 0, 1.0]
+    assert all(r["Requests/s"] == 1.0 for r in rows[4:])
+    assert rows[0]["Total Average Response Time"] == 0.0
+    assert all(r["Total Average Response Time"] == pytest.approx(500.0) for r in rows[1:])
+    assert [r["Total Failure Count"] for r in rows] == [0] * 13 + [1] * 4
+    assert [r["User Count"] for r in rows] == [20] * 8 + [40] * 9
+    assert rows[-1]["50%"] == 500     # over the last 10 s, Locust-bucketed
+
+
+def test_reference_metrics_by_hand():
+    m = reference_metrics(history(tiny_run()), [20, 40])
+    s20, s40 = m["steps"]
+    assert s20 == {"users": 20, "rps": 0.5, "avg_ms": pytest.approx(437.5), "requests": 7, "failures": 0}
+    assert s40["failures"] == 1 and s40["requests"] == 8 and s40["rps"] == 1.0
+    assert m["latency_ms"] == pytest.approx(437.5)
+    assert m["throughput_qps"] == 0.5
+    assert m["max_concurrent_users"] == 20
+
+
+def test_summary_counts_and_cost():
+    s = summarize(tiny_run())
+    assert s.requests == 15 and s.failures == 1
+    assert s.failures_by_cause == {"ServiceUnavailable": 1}
+    assert s.p50_ms == pytest.approx(500.0)
+    assert s.cost_per_hour_usd == 0.94
+    assert s.cost_per_million_usd == pytest.approx(0.94 / (0.5 * 3600) * 1e6)
+    steps = {r["users"]: r for r in step_table(tiny_run())}
+    assert steps[20]["requests"] == 8 and steps[40]["requests"] == 7 and steps[40]["failures"] == 1
+    assert steps[20]["rps"] == pytest.approx(1.0)
+
+
+def test_measured_history_rows_give_the_same_summary(tmp_path):
+    from mmesim.results.locust_csv import read_stats_history, write_stats_history
+    run = tiny_run()
+    path = write_stats_history(history(run), tmp_path / "x_stats_history.csv")
+    measured = summarize(run, rows=read_stats_history(path))
+    predicted = summarize(run)
+    assert (measured.latency_ms, measured.throughput_qps, measured.max_concurrent_users) == \
+        (pytest.approx(predicted.latency_ms), pytest.approx(predicted.throughput_qps), predicted.max_concurrent_users)
