@@ -50,8 +50,8 @@ WORKERS, CLIENT_PER_REQUEST_S, CEILING_MARGIN = 6, 0.002, 1.10
 SERVICE_CV = 0.10             # spread of execution times (not published; a typical GPU figure)
 LOAD_FIXED_S, LOAD_BYTES_PER_S = 1.0, 200e6   # not published: load = 1 s + artifact at 200 MB/s
 UNLOAD_S = 0.5
-BATCH_ITEM_SHARE = 0.1        # each extra request in a batch adds 10 % of the batch-1 time (not published)
-MAX_ITERATIONS = 6
+BATCH_ITEM_SHARE = 0.5        # each extra request in a batch adds half the batch-1 time (typical of a busy GPU; not published)
+MAX_ITERATIONS = 8
 TRITON = {"pytorch": {"max_batch_size": 32, "preferred_batch_sizes": [16]},
           "tensorrt": {"max_batch_size": 12, "preferred_batch_sizes": [12]}}
 
@@ -225,13 +225,15 @@ def _limit_for(run, target_u: int, wl) -> int | None:
     return (before + 1 + max(within, before + 1)) // 2
 
 
-def derive_all(verbose: bool = False, only: str | None = None) -> tuple[list[Fit], LoadGenerator]:
+def derive_all(verbose: bool = False, only: str | None = None, report=None) -> tuple[list[Fit], LoadGenerator]:
     gen = generator()
     fits = []
     for row in reference_rows():
         if only and profile_name(row) != only:
             continue
         fits.append(fit_row(row, gen, verbose=verbose))
+        if report:
+            report(fits[-1])
     return fits, gen
 
 
@@ -252,13 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="derive one profile, e.g. resnet50-pytorch-t4")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
-    fits, gen = derive_all(args.verbose, args.only)
-    print(f"generator: {gen}")
-    for f in fits:
+    def report(f: Fit) -> None:
         p = f.profile
         print(f"{p.name:38s} mem/copy {p.gpu_memory_bytes / MiB:7.1f} MiB  s1 {p.service[0].seconds * 1e3:7.2f} ms  "
               f"s{p.service[-1].batch} {p.service[-1].seconds * 1e3:7.1f} ms  limit {p.max_inflight}  -> "
-              f"{f.latency_ms:6.1f} ms {f.throughput_qps:6.1f} qps users {f.max_concurrent_users} ({f.iterations} it)")
+              f"{f.latency_ms:6.1f} ms {f.throughput_qps:6.1f} qps users {f.max_concurrent_users} ({f.iterations} it)",
+              flush=True)
+
+    print(f"generator: {generator()}")
+    fits, gen = derive_all(args.verbose, args.only, report)
     if args.write:
         write(fits, gen)
     return 0

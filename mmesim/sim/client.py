@@ -29,15 +29,31 @@ class Worker:
         return self.free_at
 
 
+class User:
+    """One Locust user: its worker process and whether it still runs."""
+
+    __slots__ = ("alive", "worker")
+
+    def __init__(self, worker: Worker):
+        self.alive = True
+        self.worker = worker
+
+
 class Client:
+    """Drives the endpoint. Closed-loop users are callback chains rather than processes:
+    when a user's answer arrives, its next request is scheduled at answer + wait, one
+    event per request (the simulator's hottest path)."""
+
     def __init__(self, sim, workload: Workload):
         self.sim, self.env, self.workload = sim, sim.env, workload
         gen = workload.generator
         self.workers = [Worker() for _ in range(gen.workers if gen else 1)]
-        self.users_alive: list[list[bool]] = []   # one flag per started user; False = stop
+        self.users: list[User] = []
         self.count = 0
         self.timeline: list[tuple[float, int]] = [(0.0, 0)]
         self._ramp = 0
+        lo, hi = workload.wait_s
+        self._wait_lo, self._wait_span = lo, hi - lo
 
     def start(self) -> None:
         kind = self.workload.kind
@@ -61,30 +77,29 @@ class Client:
         step = 1.0 / rate
         while self.count != target and ramp == self._ramp:
             if self.count < target:
-                alive = [True]
-                self.users_alive.append(alive)
-                worker = self.workers[len(self.users_alive) % len(self.workers) - 1]
-                self.env.process(self._user(alive, worker))
+                user = User(self.workers[len(self.users) % len(self.workers)])
+                self.users.append(user)
+                self.sim.send(self.sim.pick_target(), user.worker, user)   # a user starts with a request
                 self.count += 1
             else:
-                for alive in reversed(self.users_alive):
-                    if alive[0]:
-                        alive[0] = False
+                for user in reversed(self.users):
+                    if user.alive:
+                        user.alive = False
                         break
                 self.count -= 1
             self.timeline.append((self.env.now, self.count))
             yield self.env.timeout(step)
 
-    def _user(self, alive: list[bool], worker: Worker):
-        env, send, waits = self.env, self.sim.send, self.sim.waits
-        lo, hi = self.workload.wait_s
-        span = hi - lo
-        pick = self.sim.pick_target
-        while alive[0]:
-            yield send(pick(), worker)
-            if not alive[0]:
-                break
-            yield env.timeout(lo + span * waits.random())
+    def answered(self, user: User, delay: float) -> None:
+        """``user`` has its answer ``delay`` seconds from now; it waits, then asks again."""
+        if user.alive:
+            wait = self._wait_lo + self._wait_span * self.sim.waits.random()
+            self.env.timeout(delay + wait, user).callbacks.append(self._again)
+
+    def _again(self, ev) -> None:
+        user = ev._value
+        if user.alive:
+            self.sim.send(self.sim.pick_target(), user.worker, user)
 
     # -- open loop -----------------------------------------------------------------------
     def _poisson(self):

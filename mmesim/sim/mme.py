@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 import simpy
-from simpy.events import NORMAL
 
 from mmesim.catalog import load_catalog
 from mmesim.endpoint import EndpointConfig
@@ -50,10 +49,10 @@ class Target:
 
 
 class Request:
-    __slots__ = ("start", "deadline", "target", "event", "slot", "instance", "cold", "done", "waiting", "queued")
+    __slots__ = ("start", "deadline", "target", "user", "slot", "instance", "cold", "done", "waiting", "queued")
 
-    def __init__(self, start: float, deadline: float, target: Target, event):
-        self.start, self.deadline, self.target, self.event = start, deadline, target, event
+    def __init__(self, start: float, deadline: float, target: Target, user):
+        self.start, self.deadline, self.target, self.user = start, deadline, target, user
         self.slot = None
         self.instance = -1
         self.cold = self.done = self.waiting = False
@@ -165,19 +164,17 @@ class Simulation:
                                       source=f"{self.workload.trace}:{line}", field="model", value=model)
 
     # -- the request path ----------------------------------------------------------------
-    def send(self, target: Target, worker) -> simpy.Event:
-        """A client starts a request now; the returned event fires when it has its answer."""
+    def send(self, target: Target, worker, user=None) -> None:
+        """A client starts a request now; a closed-loop ``user`` is told when it has its answer."""
         env = self.env
         now = env.now
-        event = simpy.Event(env)
-        req = Request(now, now + self._timeout, target, event)
+        req = Request(now, now + self._timeout, target, user)
         leave = worker.send(now, target.client_cost_s)
         env.timeout(leave - now + target.network_s, req).callbacks.append(self._arrive)
         self._pending.append(req)
         wake = self._reaper_wake
         if wake is not None and not wake.triggered:
             wake.succeed()
-        return event
 
     def _arrive(self, ev) -> None:
         req = ev._value
@@ -209,12 +206,10 @@ class Simulation:
         req.done = True
         if isinstance(outcome, str):
             outcome = OUTCOMES.index(outcome)
-        env = self.env
-        end = env.now + (req.target.reply_s if outcome == 0 else 0.0)
-        self.records.append(req.start, end, req.target.id, req.instance, outcome, req.cold)
-        event = req.event
-        event._ok, event._value = True, None
-        env.schedule(event, NORMAL, end - env.now)
+        delay = req.target.reply_s if outcome == 0 else 0.0
+        self.records.append(req.start, self.env.now + delay, req.target.id, req.instance, outcome, req.cold)
+        if req.user is not None:
+            self.client.answered(req.user, delay)
 
     def _reaper(self):
         """Fails requests whose client has waited the invocation timeout. Sleeps until the

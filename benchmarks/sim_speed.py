@@ -1,0 +1,113 @@
+"""How fast the simulator runs, as figures and ratios measured in one process.
+
+1. The blog workload with 46 copies of resnet50 (built-in profile): simulated requests
+   per CPU-second, and its ratio to a minimal SimPy closed loop (users -> one shared
+   server, the same users, waits and request count) timed in the same process.
+   Targets: >= 100,000 requests/s and a ratio >= 0.5.
+2. One simulated hour at 500 requests/s over 1,000 models with Zipf popularity and
+   eviction churn (the GPU holds ~45 of them). Target: under 60 CPU-seconds.
+3. Memory: bytes held per request record at two run lengths (linear = constant per record).
+
+    python benchmarks/sim_speed.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+import tracemalloc
+
+import simpy
+
+from mmesim.endpoint import EndpointConfig
+from mmesim.profile import load_profile
+from mmesim.sim import Simulation
+from mmesim.workload import Workload, load_workload
+
+
+def cpu(fn):
+    gc.collect()
+    t = time.process_time()
+    out = fn()
+    return out, time.process_time() - t
+
+
+def minimal_closed_loop(users: int, requests: int, service: float = 0.008, wait=(0.05, 0.5)) -> int:
+    """The baseline: users wait uniform(wait), then queue at one shared server."""
+    import random
+    rng = random.Random(0)
+    env = simpy.Environment()
+    server = simpy.Resource(env, capacity=1)
+    done = [0]
+
+    def user():
+        while done[0] < requests:
+            yield env.timeout(rng.uniform(*wait))
+            with server.request() as req:
+                yield req
+                yield env.timeout(service)
+            done[0] += 1
+
+    for _ in range(users):
+        env.process(user())
+    while done[0] < requests and env.peek() != float("inf"):
+        env.step()
+    return done[0]
+
+
+def blog(seed: int = 0):
+    wl = load_workload("blog")
+    sim = Simulation([load_profile("resnet50-pytorch-t4")], EndpointConfig(instance_type="ml.g4dn.2xlarge"), wl, [46],
+                     seed=seed)
+    return sim.run()
+
+
+def churn(hours: float = 1.0):
+    p = load_profile("resnet50-pytorch-t4")
+    wl = Workload(kind="poisson", rates=[{"end_s": 3600 * hours, "rate": 500}], popularity={"kind": "zipf", "s": 1.0},
+                  generator=None)
+    sim = Simulation([p], EndpointConfig(instance_type="ml.g4dn.2xlarge", max_inflight_per_instance=100_000), wl, [1000])
+    return sim.run(), sim
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="a 6-minute churn run instead of an hour")
+    args = ap.parse_args()
+
+    run, t_sim = cpu(blog)
+    n = len(run.records)
+    _, t_base = cpu(lambda: minimal_closed_loop(100, n))
+    sim_rate, base_rate = n / t_sim, n / t_base
+    print(f"blog workload, 46 models: {n:,} requests in {t_sim:.2f} CPU-s = {sim_rate:,.0f} requests/s "
+          f"(target >= 100,000)")
+    print(f"minimal SimPy closed loop:  {n:,} requests in {t_base:.2f} CPU-s = {base_rate:,.0f} requests/s")
+    print(f"ratio simulator / minimal loop: {sim_rate / base_rate:.2f} (target >= 0.5)")
+
+    hours = 0.1 if args.quick else 1.0
+    (run2, sim2), t_churn = cpu(lambda: churn(hours))
+    loads = sum(1 for e in run2.events if e.kind == "load")
+    unloads = sum(1 for e in run2.events if e.kind == "unload")
+    print(f"{hours:g} simulated hour(s), 500 req/s over 1,000 models (Zipf 1.0): {len(run2.records):,} requests, "
+          f"{loads:,} loads, {unloads:,} unloads in {t_churn:.1f} CPU-s (target < {60 * hours:.0f} s)")
+
+    per = []
+    for seconds in (60, 240):
+        tracemalloc.start()
+        wl = Workload(kind="poisson", rates=[{"end_s": seconds, "rate": 500}], popularity={"kind": "zipf", "s": 1.0})
+        sim = Simulation([load_profile("resnet50-pytorch-t4")], EndpointConfig(instance_type="ml.g4dn.2xlarge",
+                         max_inflight_per_instance=100_000), wl, [200])
+        r = sim.run()
+        current, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        per.append((len(r.records), current, r.records.nbytes()))
+        del sim, r
+    (n1, m1, b1), (n2, m2, b2) = per
+    print(f"records: {b1 / n1:.0f} bytes per request in the column store; process memory per extra request "
+          f"{(m2 - m1) / (n2 - n1):.0f} bytes ({n1:,} -> {n2:,} requests: {m1 / 2**20:.1f} -> {m2 / 2**20:.1f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""Reading memory while models load: device memory through NVML on a GPU, the resident
+memory of the server's process tree through psutil on a CPU.
+
+On a CPU the tree's PSS (proportional set size) adds up to what the tree really occupies:
+shared libraries (torch, loaded once per stub but mapped by all) are split between the
+processes that map them. A copy's own cost is the USS (unique pages) of the processes it
+added, plus what the server itself grew by.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from mmesim.errors import ConfigError, MissingPiece
+
+GiB = 2**30
+DEFAULT_BUDGET_FRACTION = 0.25    # CPU "device": a quarter of host RAM unless --memory-budget says
+
+
+@dataclass
+class MemorySample:
+    """One reading: ``used`` is what the max-models rule divides by ``total``."""
+
+    used: int
+    total: int
+    processes: dict[int, int] = field(default_factory=dict)    # pid -> own bytes (USS, or NVML per process)
+
+
+class HostMemory:
+    """The process tree of a local tritonserver (server + Python-backend stubs)."""
+
+    device = "cpu"
+
+    def __init__(self, pid: int, budget_bytes: int | None = None):
+        import psutil
+        self._psutil = psutil
+        self.pid = pid
+        self.total = budget_bytes or int(psutil.virtual_memory().total * DEFAULT_BUDGET_FRACTION)
+
+    def _tree(self):
+        root = self._psutil.Process(self.pid)
+        return [root, *root.children(recursive=True)]
+
+    def sample(self) -> MemorySample:
+        used, own = 0, {}
+        for proc in self._tree():
+            try:
+                info = proc.memory_full_info()
+            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
+                continue
+            used += getattr(info, "pss", info.rss)
+            own[proc.pid] = getattr(info, "uss", info.rss)
+        return MemorySample(used, self.total, own)
+
+
+class ContainerMemory:
+    """A container's cgroup memory (CPU runs through Docker): no per-process split."""
+
+    device = "cpu"
+
+    def __init__(self, server, budget_bytes: int | None = None):
+        import psutil
+        self.server = server
+        self.total = budget_bytes or int(psutil.virtual_memory().total * DEFAULT_BUDGET_FRACTION)
+
+    def sample(self) -> MemorySample:
+        return MemorySample(self.server.memory_bytes(), self.total, {})
+
+
+class NvmlMemory:
+    """Device memory of one GPU: used/total as NVML (nvidia-smi) reports them, and per process."""
+
+    def __init__(self, index: int = 0):
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+        except Exception as exc:
+            raise MissingPiece(f"NVML is not available ({exc}): measuring GPU memory needs an NVIDIA driver and the "
+                               "nvidia-ml-py package; on a machine without a GPU use --device cpu") from None
+        self._nvml = pynvml
+        try:
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        except Exception as exc:
+            raise MissingPiece(f"no GPU {index} ({exc}); this machine has {pynvml.nvmlDeviceGetCount()} GPU(s)") from None
+        self.index = index
+        self.total = int(pynvml.nvmlDeviceGetMemoryInfo(self.handle).total)
+        name = pynvml.nvmlDeviceGetName(self.handle)
+        self.device = name.decode() if isinstance(name, bytes) else name
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        self.driver = driver.decode() if isinstance(driver, bytes) else driver
+
+    def sample(self) -> MemorySample:
+        info = self._nvml.nvmlDeviceGetMemoryInfo(self.handle)
+        procs = {}
+        try:
+            for p in self._nvml.nvmlDeviceGetComputeRunningProcesses(self.handle):
+                if p.usedGpuMemory is not None:
+                    procs[p.pid] = int(p.usedGpuMemory)
+        except Exception:
+            pass
+        return MemorySample(int(info.used), self.total, procs)
+
+
+def parse_bytes(text: str | int | None) -> int | None:
+    """``4GiB``, ``512MiB``, ``2G``, ``1.5e9`` -> bytes."""
+    if text is None or isinstance(text, int):
+        return text
+    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6, "gb": 10**9,
+             "k": 2**10, "m": 2**20, "g": 2**30, "b": 1, "": 1}
+    s = str(text).strip().lower().replace(" ", "")
+    for unit in sorted(units, key=len, reverse=True):
+        if s.endswith(unit):
+            try:
+                value = float(s[: len(s) - len(unit)] if unit else s)
+            except ValueError:
+                break
+            if value <= 0:
+                break
+            return int(value * units[unit])
+    raise ConfigError("expected a size such as 4GiB, 512MiB or 2000000000", field="--memory-budget", value=text)
+
+
+def cuda_index(device: str) -> int:
+    if device in ("cuda", "gpu"):
+        return int(os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or 0) if False else 0
+    try:
+        return int(device.split(":", 1)[1])
+    except (IndexError, ValueError):
+        raise ConfigError("expected cpu, cuda or cuda:N", field="--device", value=device) from None

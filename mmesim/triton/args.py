@@ -1,0 +1,62 @@
+"""The one place that decides how tritonserver is started: its command-line arguments and
+environment, the same for a local process and for a container.
+
+SageMaker's own image starts Triton in MME mode with ``SAGEMAKER_MULTI_MODEL=true``,
+``--allow-sagemaker=true``, ``--model-control-mode=explicit`` and a dummy, empty model
+repository (each loaded model URL becomes a repository of its own). We do the same, and keep
+Triton's HTTP (KServe v2) and metrics ports open as well, because calibration reads the
+statistics API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where Triton listens: SageMaker protocol, KServe v2 HTTP, metrics (gRPC stays off)."""
+
+    sagemaker: int = 8080
+    http: int = 8000
+    metrics: int = 8002
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What a calibration run chooses about the server; everything else is fixed below."""
+
+    model_repository: str = "/tmp/sagemaker"        # dummy, empty: MME models register their own
+    sagemaker: bool = True
+    backend_directory: str | None = None
+    exit_timeout_s: int = 5
+    log_verbose: int = 0
+    python_shm_default_bytes: int = 16 * 2**20       # what SageMaker's serve script sets
+    python_shm_growth_bytes: int = 2**20
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+def server_args(options: ServerOptions, ports: Ports) -> list[str]:
+    """tritonserver's arguments (without the program name)."""
+    args = [
+        f"--model-repository={options.model_repository}",
+        "--model-control-mode=explicit",
+        f"--http-port={ports.http}",
+        "--allow-grpc=false",
+        "--allow-metrics=true",
+        f"--metrics-port={ports.metrics}",
+        f"--exit-timeout-secs={options.exit_timeout_s}",
+        f"--log-verbose={options.log_verbose}",
+        f"--backend-config=python,shm-default-byte-size={options.python_shm_default_bytes}",
+        f"--backend-config=python,shm-growth-byte-size={options.python_shm_growth_bytes}",
+    ]
+    if options.sagemaker:
+        args += ["--allow-sagemaker=true", f"--sagemaker-port={ports.sagemaker}"]
+    if options.backend_directory:
+        args.append(f"--backend-directory={options.backend_directory}")
+    return args + list(options.extra_args)
+
+
+def server_env(options: ServerOptions) -> dict[str, str]:
+    """Environment variables Triton reads: MME mode is switched on here, as in SageMaker."""
+    return {"SAGEMAKER_MULTI_MODEL": "true"} if options.sagemaker else {}

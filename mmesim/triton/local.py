@@ -1,0 +1,209 @@
+"""Triton as a local process: the ``tritonserver`` on PATH (a full install, e.g. inside
+NVIDIA's image) or the one bundled in the ``nvidia-pytriton`` wheel (CPU here; only the
+Python backend ships with it).
+
+The bundled binary needs three things set up, or the Python backend's stub dies at start:
+the stub for the *running* Python version inside the backend directory, the running
+interpreter's libpython first on LD_LIBRARY_PATH, and this interpreter's bin first on PATH
+(the stub imports torch & co. from the python it finds there).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmesim.errors import MissingPiece
+from mmesim.triton.args import Ports, ServerOptions, server_args, server_env
+from mmesim.triton.server import TritonServer
+
+BACKEND_OF_PLATFORM = {"python": "python", "pytorch": "pytorch", "onnx": "onnxruntime", "tensorrt": "tensorrt"}
+
+HOW_TO_GET = ("install the triton extra (pip install 'mmesim[triton]', which brings nvidia-pytriton and its "
+              "bundled tritonserver), put a full tritonserver on PATH, or use --runner docker on a host with Docker")
+
+
+@dataclass(frozen=True)
+class Installation:
+    """A tritonserver binary and where its backends are."""
+
+    binary: Path
+    backends: Path
+    bundled: bool                 # the nvidia-pytriton copy (needs the stub set-up)
+
+    @property
+    def available_backends(self) -> list[str]:
+        if not self.backends.is_dir():
+            return []
+        return sorted(p.name for p in self.backends.iterdir() if p.is_dir())
+
+    def require_backend(self, framework: str) -> None:
+        backend = BACKEND_OF_PLATFORM[framework]
+        if backend not in self.available_backends:
+            hint = (" The tritonserver bundled with nvidia-pytriton ships only the python backend: use "
+                    "--framework python, or run NVIDIA's Triton image (--runner docker, or the calibration image "
+                    "in containers/), whose tritonserver has pytorch, onnxruntime and tensorrt backends."
+                    if self.bundled else "")
+            raise MissingPiece(f"the '{backend}' backend (for --framework {framework}) is not in {self.backends} "
+                               f"(available: {', '.join(self.available_backends) or 'none'}).{hint}")
+
+
+def find_tritonserver(binary: str | Path | None = None) -> Installation:
+    """The given binary, else $MMESIM_TRITONSERVER, else ``tritonserver`` on PATH, else the
+    one bundled in nvidia-pytriton; MissingPiece says how to get one if there is none."""
+    explicit = binary or os.environ.get("MMESIM_TRITONSERVER")
+    if explicit:
+        path = Path(explicit)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise MissingPiece(f"tritonserver binary {path} does not exist or is not executable; {HOW_TO_GET}")
+        return _installation(path)
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return _installation(Path(on_path))
+    try:
+        import pytriton
+    except ImportError:
+        raise MissingPiece(f"no tritonserver found (none on PATH, nvidia-pytriton not installed); {HOW_TO_GET}") from None
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    path = root / "bin" / "tritonserver"
+    if not path.is_file():
+        raise MissingPiece(f"nvidia-pytriton is installed but has no tritonserver at {path}; {HOW_TO_GET}")
+    return Installation(binary=path, backends=root / "backends", bundled=True)
+
+
+def _installation(path: Path) -> Installation:
+    path = path.resolve()
+    bundled = path.parent.parent.name == "tritonserver" and path.parent.parent.parent.name == "pytriton"
+    return Installation(binary=path, backends=path.parent.parent / "backends", bundled=bundled)
+
+
+def _python_stub(installation: Installation) -> Path:
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = installation.backends.parent / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise MissingPiece(f"nvidia-pytriton has no Python-backend stub for Python {version} ({stub}); "
+                           "use a Python version it supports (3.8-3.13) or a full tritonserver on PATH")
+    return stub
+
+
+def prepare_backends(installation: Installation, into: Path) -> Path:
+    """A backend directory for the bundled binary: its backends, with the stub for this Python."""
+    into.mkdir(parents=True, exist_ok=True)
+    for backend in installation.backends.iterdir():
+        if not backend.is_dir():
+            continue
+        target = into / backend.name
+        target.mkdir(exist_ok=True)
+        for item in backend.iterdir():
+            if item.name != "__pycache__" and not (target / item.name).exists():
+                (target / item.name).symlink_to(item)
+    python = into / "python"
+    if python.is_dir() and not (python / "triton_python_backend_stub").exists():
+        shutil.copy2(_python_stub(installation), python / "triton_python_backend_stub")
+    return into
+
+
+def local_env(installation: Installation, options: ServerOptions) -> dict[str, str]:
+    """The environment that lets the bundled stub find this interpreter's libpython and packages."""
+    env = dict(os.environ)
+    env.update(server_env(options))
+    libs = [sysconfig.get_config_var("LIBDIR") or ""]
+    if installation.bundled:
+        libs.append(str(installation.binary.parents[3] / "nvidia_pytriton.libs"))
+    libs.append(env.get("LD_LIBRARY_PATH", ""))
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in libs if p)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: own process group, and SIGTERM if we die (Linux)."""
+    os.setsid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class LocalTriton(TritonServer):
+    """tritonserver as a child process in its own process group."""
+
+    def __init__(self, options: ServerOptions | None = None, ports: Ports | None = None, *,
+                 binary: str | Path | None = None, workdir: str | Path | None = None, **kwargs):
+        super().__init__(options, ports, **kwargs)
+        self.installation = find_tritonserver(binary)
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="mmesim-triton-")
+        self.workdir = Path(workdir or self._tmp.name)
+        self.log_path = self.workdir / "tritonserver.log"
+        self.process: subprocess.Popen | None = None
+
+    def _launch(self) -> None:
+        options = self.options
+        repo = Path(options.model_repository)
+        if not repo.is_absolute() or options.model_repository == ServerOptions.model_repository:
+            repo = self.workdir / "empty-repository"
+        repo.mkdir(parents=True, exist_ok=True)
+        backends = options.backend_directory
+        if backends is None and self.installation.bundled:
+            backends = str(prepare_backends(self.installation, self.workdir / "backends"))
+        elif backends is None and self.installation.backends.is_dir():
+            backends = str(self.installation.backends)
+        from dataclasses import replace
+        self.options = replace(options, model_repository=str(repo), backend_directory=backends)
+        cmd = [str(self.installation.binary), *server_args(self.options, self.ports)]
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(cmd, env=local_env(self.installation, self.options), stdout=self._log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        preexec_fn=_die_with_parent, cwd=self.workdir)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def _alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _terminate(self) -> None:
+        self._signal_group(signal.SIGTERM)
+
+    def _wait_exit(self, timeout_s: float) -> bool:
+        if self.process is None:
+            return True
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        self._signal_group(signal.SIGKILL)   # stubs left behind in the group, if any
+        if not self._log.closed:
+            self._log.close()
+        return True
+
+    def _kill(self) -> None:
+        self._signal_group(signal.SIGKILL)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        super().stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None

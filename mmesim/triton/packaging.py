@@ -1,0 +1,268 @@
+"""Package a model the way a SageMaker MME with Triton needs it: a Triton model directory
+(config.pbtxt + version 1) and ``model.tar.gz`` with that directory at its top.
+
+Sources: a built-in name (mmesim.triton.zoo), a Python file defining ``build_model()``, a
+TorchScript file, or an ONNX file. Formats: ``python`` (Python backend running TorchScript:
+what runs on the CPU-only tritonserver of nvidia-pytriton), ``pytorch`` (pytorch_libtorch),
+``onnx`` (onnxruntime) and ``tensorrt`` (a plan built on the GPU).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tarfile
+import warnings
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mmesim.errors import ConfigError, MissingPiece
+from mmesim.triton.modelspec import ModelSpec, TensorSpec
+from mmesim.triton.zoo import BUILTINS, builtin
+
+FRAMEWORKS = ("python", "pytorch", "onnx", "tensorrt")
+PLATFORM = {"python": 'backend: "python"', "pytorch": 'platform: "pytorch_libtorch"',
+            "onnx": 'platform: "onnxruntime_onnx"', "tensorrt": 'platform: "tensorrt_plan"'}
+FILENAME = {"python": "model.pt", "pytorch": "model.pt", "onnx": "model.onnx", "tensorrt": "model.plan"}
+
+
+@dataclass
+class PackagedModel:
+    """A packaged model: its directory, its artifact, and what it takes."""
+
+    spec: ModelSpec
+    framework: str
+    directory: Path              # <out>/<name>/ (config.pbtxt, 1/...)
+    artifact: Path               # <out>/model.tar.gz
+
+    @property
+    def artifact_bytes(self) -> int:
+        return self.artifact.stat().st_size
+
+    def extract(self, into: Path) -> Path:
+        """Unpack the artifact into ``into`` (as SageMaker does under /opt/ml/models/<hash>/model);
+        the returned folder is the URL to load."""
+        into.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(self.artifact) as tar:
+            tar.extractall(into, filter="data")
+        return into
+
+
+@dataclass
+class Source:
+    """Where the weights come from: a torch module, a TorchScript file or an ONNX file."""
+
+    kind: str                    # module | torchscript | onnx
+    value: Any
+
+
+# --- reading the model ----------------------------------------------------------------------
+def resolve(model: str, inputs: list[str] | None = None, max_batch_size: int | None = None) -> tuple[ModelSpec, Source]:
+    """A built-in name or a file (.py with build_model(), .pt/.ts TorchScript, .onnx)."""
+    path = Path(model)
+    if model in BUILTINS and not path.exists():
+        spec, build = builtin(model)
+        source = Source("module", build)
+    elif path.suffix == ".py" and path.is_file():
+        spec, source = _from_python_file(path, inputs)
+    elif path.suffix in (".pt", ".pth", ".ts", ".torchscript") and path.is_file():
+        if not inputs:
+            raise ConfigError("a TorchScript file needs its inputs: --input NAME:DTYPE:D1,D2,... (one per input)",
+                              source=str(path))
+        spec = ModelSpec(_name_of(path), tuple(TensorSpec.parse(t) for t in inputs), ())
+        source = Source("torchscript", path)
+    elif path.suffix == ".onnx" and path.is_file():
+        spec, source = _from_onnx(path)
+    elif path.suffix or "/" in model:
+        raise ConfigError("no such model file (expected a .py, .pt/.ts TorchScript or .onnx file)", field="--model",
+                          value=model)
+    else:
+        builtin(model)   # raises with the list of names
+        raise AssertionError
+    if inputs and source.kind != "torchscript":
+        spec = replace(spec, inputs=tuple(TensorSpec.parse(t) for t in inputs))
+    if max_batch_size is not None:
+        if max_batch_size < 1:
+            raise ConfigError("must be at least 1", field="--max-batch", value=max_batch_size)
+        spec = replace(spec, max_batch_size=max_batch_size,
+                       preferred_batch_sizes=tuple(b for b in spec.preferred_batch_sizes if b <= max_batch_size))
+    return spec, source
+
+
+def _name_of(path: Path) -> str:
+    return path.stem.replace("_", "-").lower() if path.stem not in ("model", "module") else path.parent.name or "model"
+
+
+def _from_python_file(path: Path, inputs: list[str] | None) -> tuple[ModelSpec, Source]:
+    """A Python file with ``build_model()`` (returns a torch.nn.Module), ``INPUTS`` (list of
+    "NAME:DTYPE:D1,D2") and optionally ``MAX_BATCH_SIZE``."""
+    module_spec = importlib.util.spec_from_file_location(f"mmesim_user_model_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ConfigError(f"importing it failed: {type(exc).__name__}: {exc}", source=str(path)) from None
+    if not callable(getattr(module, "build_model", None)):
+        raise ConfigError("defines no build_model() returning a torch.nn.Module", source=str(path))
+    declared = inputs or getattr(module, "INPUTS", None)
+    if not declared:
+        raise ConfigError("no inputs: define INPUTS = ['INPUT__0:FP32:3,224,224', ...] or pass --input",
+                          source=str(path))
+    spec = ModelSpec(getattr(module, "NAME", _name_of(path)), tuple(TensorSpec.parse(t) for t in declared), (),
+                     int(getattr(module, "MAX_BATCH_SIZE", 32)), tuple(getattr(module, "PREFERRED_BATCH_SIZES", ())))
+    return spec, Source("module", module.build_model)
+
+
+def _from_onnx(path: Path) -> tuple[ModelSpec, Source]:
+    try:
+        import onnx
+    except ImportError:
+        raise MissingPiece("reading an ONNX file needs the 'onnx' package: pip install 'mmesim[triton]'") from None
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:
+        raise ConfigError(f"not a readable ONNX model: {exc}", source=str(path)) from None
+    names = {1: "FP32", 10: "FP16", 6: "INT32", 7: "INT64"}
+    init = {i.name for i in graph.initializer}
+
+    def specs(values):
+        out = []
+        for v in values:
+            if v.name in init:
+                continue
+            t = v.type.tensor_type
+            dims = [d.dim_value for d in t.shape.dim]
+            if t.elem_type not in names or len(dims) < 2 or any(d < 1 for d in dims[1:]):
+                raise ConfigError(f"tensor {v.name}: need a batch dimension first and fixed other dimensions, "
+                                  f"with type FP32/FP16/INT32/INT64", source=str(path))
+            out.append(TensorSpec(v.name, names[t.elem_type], tuple(dims[1:])))
+        return tuple(out)
+
+    return ModelSpec(_name_of(path), specs(graph.input), specs(graph.output)), Source("onnx", path)
+
+
+# --- converting ------------------------------------------------------------------------------
+def _torchscript(spec: ModelSpec, source: Source):
+    import torch
+    if source.kind == "torchscript":
+        try:
+            return torch.jit.load(str(source.value), map_location="cpu").eval()
+        except Exception as exc:
+            raise ConfigError(f"not a loadable TorchScript file: {exc}", source=str(source.value)) from None
+    try:
+        module = source.value()
+    except Exception as exc:
+        raise ConfigError(f"building the model failed: {type(exc).__name__}: {exc}", field="--model",
+                          value=spec.name) from None
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError("build_model() did not return a torch.nn.Module", field="--model", value=spec.name)
+    example = tuple(torch.from_numpy(a) for a in spec.sample(min(2, spec.max_batch_size)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return torch.jit.trace(module.eval(), example, check_trace=False)
+        except Exception as exc:
+            raise ConfigError(f"tracing the model with inputs {[t.dims for t in spec.inputs]} failed: "
+                              f"{type(exc).__name__}: {str(exc)[:300]}", field="--model", value=spec.name) from None
+
+
+def _with_outputs(spec: ModelSpec, scripted) -> ModelSpec:
+    """Output names and shapes from running one sample through the model."""
+    import torch
+    with torch.inference_mode():
+        try:
+            out = scripted(*(torch.from_numpy(a) for a in spec.sample(1)))
+        except Exception as exc:
+            raise ConfigError(f"running one sample with inputs {[f'{t.name}:{t.dtype}:{t.dims}' for t in spec.inputs]} "
+                              f"failed: {type(exc).__name__}: {str(exc)[:300]}", field="--model", value=spec.name) from None
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    dtype = {torch.float32: "FP32", torch.float16: "FP16", torch.int32: "INT32", torch.int64: "INT64"}
+    return replace(spec, outputs=tuple(TensorSpec(f"OUTPUT__{i}", dtype.get(o.dtype, "FP32"), tuple(o.shape[1:]) or (1,))
+                                       for i, o in enumerate(outs)))
+
+
+def _export_onnx(spec: ModelSpec, scripted, path: Path) -> None:
+    import torch
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+    except ImportError:
+        raise MissingPiece("ONNX export needs the 'onnx' package: pip install 'mmesim[triton]'") from None
+    example = tuple(torch.from_numpy(a) for a in spec.sample(1))
+    names_in, names_out = [t.name for t in spec.inputs], [t.name for t in spec.outputs]
+    axes = {n: {0: "batch"} for n in names_in + names_out}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(scripted, example, str(path), input_names=names_in, output_names=names_out,
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+
+
+def config_pbtxt(spec: ModelSpec, framework: str, device: str = "cpu", instance_count: int = 1,
+                 max_queue_delay_us: int = 0) -> str:
+    """The model's config.pbtxt (no name: Triton takes the name the model is loaded under)."""
+    def tensors(ts):
+        return ",\n".join(f'  {{ name: "{t.name}" data_type: TYPE_{t.dtype} dims: [ {", ".join(map(str, t.dims))} ] }}'
+                          for t in ts)
+    if device == "cpu":
+        group = f"{{ count: {instance_count} kind: KIND_CPU }}"
+    else:
+        gpu = device.split(":", 1)[1] if ":" in device else "0"
+        group = f"{{ count: {instance_count} kind: KIND_GPU gpus: [ {gpu} ] }}"
+    preferred = (f"preferred_batch_size: [ {', '.join(map(str, spec.preferred_batch_sizes))} ] "
+                 if spec.preferred_batch_sizes else "")
+    return (f"{PLATFORM[framework]}\nmax_batch_size: {spec.max_batch_size}\n"
+            f"input [\n{tensors(spec.inputs)}\n]\noutput [\n{tensors(spec.outputs)}\n]\n"
+            f"dynamic_batching {{ {preferred}max_queue_delay_microseconds: {max_queue_delay_us} }}\n"
+            f"instance_group [ {group} ]\n")
+
+
+def package(model: str, framework: str, out_dir: str | Path, *, device: str = "cpu",
+            inputs: list[str] | None = None, max_batch_size: int | None = None,
+            instance_count: int = 1) -> PackagedModel:
+    """Write ``<out_dir>/<name>/`` (the Triton model directory) and ``<out_dir>/model.tar.gz``."""
+    if framework not in FRAMEWORKS:
+        raise ConfigError(f"unknown framework; use one of {', '.join(FRAMEWORKS)}", field="--framework", value=framework)
+    spec, source = resolve(model, inputs, max_batch_size)
+    if framework == "tensorrt":
+        from mmesim.triton.tensorrt import require_tensorrt
+        require_tensorrt()   # fail before spending minutes on conversion
+    out_dir = Path(out_dir)
+    directory = out_dir / spec.name
+    if directory.exists():
+        shutil.rmtree(directory)
+    version = directory / "1"
+    version.mkdir(parents=True)
+    target = version / FILENAME[framework]
+
+    if source.kind == "onnx":
+        if framework in ("python", "pytorch"):
+            raise ConfigError(f"an ONNX file can be packaged for onnx or tensorrt, not {framework}", field="--framework",
+                              value=framework)
+        if framework == "onnx":
+            shutil.copy2(source.value, target)
+        else:
+            from mmesim.triton.tensorrt import build_plan
+            build_plan(Path(source.value), target, spec)
+    else:
+        scripted = _torchscript(spec, source)
+        if not spec.outputs:
+            spec = _with_outputs(spec, scripted)
+        if framework in ("python", "pytorch"):
+            scripted.save(str(target))
+        elif framework == "onnx":
+            _export_onnx(spec, scripted, target)
+        else:
+            from mmesim.triton.tensorrt import build_plan
+            onnx_path = out_dir / f"{spec.name}.onnx"
+            _export_onnx(spec, scripted, onnx_path)
+            build_plan(onnx_path, target, spec)
+            onnx_path.unlink()
+    if framework == "python":
+        template = resources.files("mmesim.triton").joinpath("templates/python_model.py").read_text()
+        (version / "model.py").write_text(template)
+    (directory / "config.pbtxt").write_text(config_pbtxt(spec, framework, device, instance_count))
+    artifact = out_dir / "model.tar.gz"
+    with tarfile.open(artifact, "w:gz", compresslevel=1) as tar:
+        tar.add(directory, arcname=spec.name)
+    return PackagedModel(spec, framework, directory, artifact)

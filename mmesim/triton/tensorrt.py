@@ -1,0 +1,60 @@
+"""Build a TensorRT engine (``model.plan``) from an ONNX file, on the GPU that will run it.
+
+Engines are tied to the GPU architecture and the TensorRT version: build them where Triton
+runs (the calibration image of containers/ has both). FP16, one optimisation profile
+min 1 / opt = max batch / max = max batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmesim.errors import MissingPiece
+from mmesim.triton.modelspec import ModelSpec
+
+
+def require_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise MissingPiece("the 'tensorrt' Python package is missing: pip install tensorrt (its version must match "
+                           "the TensorRT inside the Triton image), or run in the calibration image "
+                           "(containers/README.md)") from None
+    try:
+        import torch
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    if not has_gpu:
+        raise MissingPiece("building a TensorRT engine needs an NVIDIA GPU (torch.cuda.is_available() is False); "
+                           "run on a GPU host, or use --framework python|pytorch|onnx")
+    return trt
+
+
+def build_plan(onnx_path: Path, plan_path: Path, spec: ModelSpec, fp16: bool = True,
+               workspace_bytes: int = 4 * 2**30) -> Path:
+    trt = require_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise MissingPiece(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    if fp16 and builder.platform_has_fast_fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    top = spec.max_batch_size
+    for t in spec.inputs:
+        profile.set_shape(t.name, (1, *t.dims), (top, *t.dims), (top, *t.dims))
+    config.add_optimization_profile(profile)
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise MissingPiece(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
+    plan_path.write_bytes(bytes(engine))
+    return plan_path
