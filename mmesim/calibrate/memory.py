@@ -9,7 +9,6 @@ added, plus what the server itself grew by.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from mmesim.errors import ConfigError, MissingPiece
@@ -123,7 +122,7 @@ def parse_bytes(text: str | int | None) -> int | None:
 
 def cuda_index(device: str) -> int:
     if device in ("cuda", "gpu"):
-        return int(os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or 0) if False else 0
+        return 0
     try:
         return int(device.split(":", 1)[1])
     except (IndexError, ValueError):

@@ -266,3 +266,36 @@ def package(model: str, framework: str, out_dir: str | Path, *, device: str = "c
     with tarfile.open(artifact, "w:gz", compresslevel=1) as tar:
         tar.add(directory, arcname=spec.name)
     return PackagedModel(spec, framework, directory, artifact)
+
+
+NULL_MODEL = '''"""mmesim's null model: a Python-backend process that imports torch (and on a GPU opens a
+CUDA context) but holds no weights. Its footprint is the per-process cost every
+Python-backend model pays, which calibration keeps apart from the model's own bytes."""
+
+import torch
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        if args.get("model_instance_kind") == "GPU":
+            torch.zeros(1, device=f"cuda:{args['model_instance_device_id']}")
+
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT__0", pb_utils.get_input_tensor_by_name(
+            r, "INPUT__0").as_numpy())]) for r in requests]
+'''
+
+
+def package_null(out_dir: str | Path, device: str = "cpu") -> PackagedModel:
+    """The null model (see NULL_MODEL), packaged like any other."""
+    spec = ModelSpec("null", (TensorSpec("INPUT__0", "FP32", (1,)),), (TensorSpec("OUTPUT__0", "FP32", (1,)),), 8)
+    out_dir = Path(out_dir)
+    directory = out_dir / "null"
+    (directory / "1").mkdir(parents=True, exist_ok=True)
+    (directory / "1" / "model.py").write_text(NULL_MODEL)
+    (directory / "config.pbtxt").write_text(config_pbtxt(spec, "python", device))
+    artifact = out_dir / "model.tar.gz"
+    with tarfile.open(artifact, "w:gz") as tar:
+        tar.add(directory, arcname="null")
+    return PackagedModel(spec, "python", directory, artifact)
