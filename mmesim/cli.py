@@ -120,7 +120,84 @@ def _instances(args) -> int:
 
 # --- calibrate (mmesim.calibrate) ---------------------------------------------------------
 def _add_calibrate(sub) -> None:
-    pass
+    from pathlib import Path
+
+    p = sub.add_parser("calibrate", help="measure a model in a real Triton server and write its ModelProfile",
+                       description="Package a model for a SageMaker MME with Triton, run it in a real Triton "
+                                   "(local process or container), measure memory, load/unload, latency by batch and "
+                                   "concurrency, decode cost and overlap, and write a ModelProfile JSON.")
+    p.add_argument("--model", required=True,
+                   help="built-in name (resnet50, convnext_base, vit_large_patch16_224, bert-base-uncased, "
+                        "roberta-large, tiny-mlp, tiny-cnn, tiny-bert) or a .py (build_model()), TorchScript or "
+                        ".onnx file")
+    p.add_argument("--framework", default="python", choices=["python", "pytorch", "onnx", "tensorrt"])
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--runner", default="local", choices=["local", "docker"])
+    p.add_argument("--max-models", action="store_true", help="also run the reference's max-models-loaded procedure")
+    p.add_argument("--threshold", type=float, default=0.9, help="memory fraction that stops --max-models (0.9)")
+    p.add_argument("--memory-budget", help="CPU only: the 'total' memory of --max-models, e.g. 4GiB "
+                                           "(default: a quarter of host RAM)")
+    p.add_argument("--max-copies", type=int, default=200, help="upper bound on copies loaded by --max-models")
+    p.add_argument("--copies", type=int, default=2, help="copies loaded to measure per-copy memory and overlap (2)")
+    p.add_argument("--input", action="append", dest="inputs", metavar="NAME:DTYPE:D1,D2",
+                   help="an input of a user's model, without the batch dimension (repeat per input)")
+    p.add_argument("--max-batch", type=int, help="max_batch_size of the Triton config (default: the model's)")
+    p.add_argument("--batches", help="batch sizes to time, comma-separated (default 1,2,4,... max batch)")
+    p.add_argument("--concurrency", default="1,2,4", help="closed-loop client counts, comma-separated (1,2,4)")
+    p.add_argument("--repeats", type=int, default=5, help="timed executions per batch size (5)")
+    p.add_argument("--cpu-threads", type=int, help="torch threads per Python-backend model instance "
+                                                   "(default: torch's, all cores)")
+    p.add_argument("--image", help="docker runner: Triton image (default: the calibration image of containers/)")
+    p.add_argument("--tritonserver", help="local runner: tritonserver binary (default: PATH, then nvidia-pytriton)")
+    p.add_argument("--out", help="profile JSON to write (default calibration/profiles/<name>.json); a "
+                                 "<name>.calibration.json report with every trace goes beside it")
+
+    def ints(text, flag):
+        from mmesim.errors import ConfigError
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError("expected integers separated by commas", field=flag, value=text) from None
+        if not values or min(values) < 1:
+            raise ConfigError("expected positive integers", field=flag, value=text)
+        return values
+
+    def run(args) -> int:
+        import shlex
+
+        from rich.console import Console
+
+        from mmesim.calibrate.run import CalibrateOptions, calibrate
+        from mmesim.calibrate.table import load_table, max_models_table, service_table, summary_table
+
+        console = Console(stderr=True)
+        options = CalibrateOptions(
+            model=args.model, framework=args.framework, device=args.device, runner=args.runner,
+            copies=args.copies, max_models=args.max_models, threshold=args.threshold,
+            memory_budget=args.memory_budget, max_copies=args.max_copies, inputs=args.inputs,
+            max_batch=args.max_batch, batches=ints(args.batches, "--batches") if args.batches else None,
+            concurrency=ints(args.concurrency, "--concurrency"), repeats=args.repeats, cpu_threads=args.cpu_threads,
+            image=args.image,
+            binary=args.tritonserver, command="mmesim calibrate " + shlex.join(sys.argv[2:] if argv_is_cli() else []))
+        with console.status("calibrating", spinner="dots") as status:
+            def progress(message: str) -> None:
+                console.log(message)
+                status.update(message)
+            result = calibrate(options, progress)
+        out = Path(args.out) if args.out else Path("calibration/profiles") / f"{result.profile.name}.json"
+        result.profile.save(out)
+        report = result.save_report(out.with_name(out.stem + ".calibration.json"))
+        stdout = Console()
+        for table in (summary_table(result), service_table(result), load_table(result), max_models_table(result)):
+            if table is not None:
+                stdout.print(table)
+        stdout.print(f"profile: {out}\nreport:  {report}")
+        return 0
+
+    def argv_is_cli() -> bool:
+        return len(sys.argv) > 1 and sys.argv[1] == "calibrate"
+
+    p.set_defaults(func=run)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,6 +43,7 @@ class CalibrateOptions:
     concurrency: list[int] = field(default_factory=lambda: [1, 2, 4])
     repeats: int = 5
     load_requests: int = 12
+    cpu_threads: int | None = None            # torch threads per Python-backend instance (default: torch's)
     measure_overhead: bool = True             # load the null model to split process overhead from the model
     image: str | None = None                  # docker runner
     binary: str | None = None                 # local runner
@@ -145,16 +146,18 @@ def calibrate(options: CalibrateOptions, progress: Callable[[str], None] = lambd
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mmesim-calibrate-")))
         gpu_probe = NvmlMemory(cuda_index(options.device)) if options.device != "cpu" else None
 
+        server = _server(options, workdir)     # finds binary / engine and backend before slow work
+
         progress(f"packaging {options.model} for the {options.framework} backend")
         packaged = package(options.model, options.framework, workdir / "artifact", device=options.device,
-                           inputs=options.inputs, max_batch_size=options.max_batch)
+                           inputs=options.inputs, max_batch_size=options.max_batch,
+                           cpu_threads=options.cpu_threads)
         spec = packaged.spec
         artifact_bytes = packaged.artifact_bytes
         null = package_null(workdir / "null-artifact", options.device) if (
             options.measure_overhead and options.framework == "python") else None
 
         before_server = gpu_probe.sample() if gpu_probe else None
-        server = _server(options, workdir)
         progress(f"starting tritonserver ({options.runner})")
         stack.enter_context(server)
         mme = MMEClient(server.sagemaker_url)

@@ -199,7 +199,7 @@ def _export_onnx(spec: ModelSpec, scripted, path: Path) -> None:
 
 
 def config_pbtxt(spec: ModelSpec, framework: str, device: str = "cpu", instance_count: int = 1,
-                 max_queue_delay_us: int = 0) -> str:
+                 max_queue_delay_us: int = 0, cpu_threads: int | None = None) -> str:
     """The model's config.pbtxt (no name: Triton takes the name the model is loaded under)."""
     def tensors(ts):
         return ",\n".join(f'  {{ name: "{t.name}" data_type: TYPE_{t.dtype} dims: [ {", ".join(map(str, t.dims))} ] }}'
@@ -214,12 +214,14 @@ def config_pbtxt(spec: ModelSpec, framework: str, device: str = "cpu", instance_
     return (f"{PLATFORM[framework]}\nmax_batch_size: {spec.max_batch_size}\n"
             f"input [\n{tensors(spec.inputs)}\n]\noutput [\n{tensors(spec.outputs)}\n]\n"
             f"dynamic_batching {{ {preferred}max_queue_delay_microseconds: {max_queue_delay_us} }}\n"
-            f"instance_group [ {group} ]\n")
+            f"instance_group [ {group} ]\n"
+            + (f'parameters {{ key: "cpu_threads" value {{ string_value: "{cpu_threads}" }} }}\n'
+               if cpu_threads and framework == "python" else ""))
 
 
 def package(model: str, framework: str, out_dir: str | Path, *, device: str = "cpu",
             inputs: list[str] | None = None, max_batch_size: int | None = None,
-            instance_count: int = 1) -> PackagedModel:
+            instance_count: int = 1, cpu_threads: int | None = None) -> PackagedModel:
     """Write ``<out_dir>/<name>/`` (the Triton model directory) and ``<out_dir>/model.tar.gz``."""
     if framework not in FRAMEWORKS:
         raise ConfigError(f"unknown framework; use one of {', '.join(FRAMEWORKS)}", field="--framework", value=framework)
@@ -261,7 +263,7 @@ def package(model: str, framework: str, out_dir: str | Path, *, device: str = "c
     if framework == "python":
         template = resources.files("mmesim.triton").joinpath("templates/python_model.py").read_text()
         (version / "model.py").write_text(template)
-    (directory / "config.pbtxt").write_text(config_pbtxt(spec, framework, device, instance_count))
+    (directory / "config.pbtxt").write_text(config_pbtxt(spec, framework, device, instance_count, cpu_threads=cpu_threads))
     artifact = out_dir / "model.tar.gz"
     with tarfile.open(artifact, "w:gz", compresslevel=1) as tar:
         tar.add(directory, arcname=spec.name)

@@ -13,6 +13,9 @@ import triton_python_backend_utils as pb_utils
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
+        threads = config.get("parameters", {}).get("cpu_threads", {}).get("string_value")
+        if threads:
+            torch.set_num_threads(int(threads))
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [(o["name"], pb_utils.triton_string_to_numpy(o["data_type"])) for o in config["output"]]
         if args.get("model_instance_kind") == "GPU":

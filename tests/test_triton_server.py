@@ -1,0 +1,149 @@
+"""The local Triton runner and the SageMaker MME protocol against the real tritonserver."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tritonclient")
+psutil = pytest.importorskip("psutil")
+
+from mmesim.calibrate.latency import measure_service  # noqa: E402
+from mmesim.calibrate.memory import HostMemory  # noqa: E402
+from mmesim.errors import MissingPiece  # noqa: E402
+from mmesim.triton.args import Ports, ServerOptions  # noqa: E402
+from mmesim.triton.client import MMEClient, MMEError, kserve_client  # noqa: E402
+from mmesim.triton.local import LocalTriton, find_tritonserver  # noqa: E402
+from mmesim.triton.packaging import package, package_null  # noqa: E402
+from mmesim.triton.server import ServerError  # noqa: E402
+
+pytestmark = pytest.mark.triton
+
+
+def _have_triton() -> bool:
+    try:
+        find_tritonserver()
+        return True
+    except MissingPiece:
+        return False
+
+
+if not _have_triton():
+    pytest.skip("no tritonserver (install mmesim[triton])", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("artifacts")
+    return {"mlp": package("tiny-mlp", "python", root / "mlp"), "cnn": package("tiny-cnn", "python", root / "cnn", cpu_threads=1)}
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LocalTriton() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def mme(server):
+    client = MMEClient(server.sagemaker_url)
+    yield client
+    client.close()
+
+
+def _load(server, mme, packaged, name):
+    url = packaged.extract(Path(server.workdir) / "models" / name)
+    return mme.load(name, server.model_url(url))
+
+
+def test_sagemaker_protocol_load_list_get_invoke_unload(server, mme, artifacts):
+    assert mme.ping()
+    seconds = _load(server, mme, artifacts["mlp"], "mlp-a")
+    assert seconds > 0
+    with pytest.raises(MMEError) as again:
+        _load(server, mme, artifacts["mlp"], "mlp-a")
+    assert again.value.status == 409
+    assert "mlp-a" in [m["modelName"] for m in mme.list()]
+    assert mme.get("mlp-a")["modelName"] == "mlp-a"
+    answer = mme.invoke("mlp-a", artifacts["mlp"].spec.request_body(3)).json()
+    assert answer["outputs"][0]["shape"] == [3, 10]
+    mme.unload("mlp-a")
+    assert "mlp-a" not in [m["modelName"] for m in mme.list()]
+    with pytest.raises(MMEError) as gone:
+        mme.invoke("mlp-a", artifacts["mlp"].spec.request_body(1))
+    assert gone.value.status == 404
+
+
+def test_memory_per_copy_is_positive_and_consistent(server, mme, artifacts):
+    probe = HostMemory(server.pid)
+    own = []
+    for name in ("mlp-m0", "mlp-m1"):
+        before = probe.sample()
+        _load(server, mme, artifacts["mlp"], name)
+        after = probe.sample()
+        new = set(after.processes) - set(before.processes)
+        assert new, "a Python-backend model runs in a process of its own"
+        own.append(sum(after.processes[p] for p in new))
+    assert min(own) > 10 * 2**20
+    assert abs(own[0] - own[1]) / statistics.fmean(own) < 0.15
+    for name in ("mlp-m0", "mlp-m1"):
+        mme.unload(name)
+
+
+def test_execution_time_grows_with_batch(server, mme, artifacts):
+    _load(server, mme, artifacts["cnn"], "cnn")
+    kserve = kserve_client(server.http_url)
+    try:
+        points = measure_service(mme, kserve, "cnn", artifacts["cnn"].spec, [1, 16], repeats=5)
+    finally:
+        kserve.close()
+    small, large = (statistics.median(p.compute_s) for p in points)
+    assert large > 1.5 * small
+    mme.unload("cnn")
+
+
+def test_broken_model_is_refused_with_its_error(server, mme, tmp_path):
+    broken = package_null(tmp_path / "broken")
+    (broken.directory / "1" / "model.py").write_text(
+        "class TritonPythonModel:\n    def initialize(self, args):\n        raise RuntimeError('weights are corrupt')\n")
+    import tarfile
+    with tarfile.open(broken.artifact, "w:gz") as tar:
+        tar.add(broken.directory, arcname="null")
+    with pytest.raises(MMEError) as err:
+        _load(server, mme, broken, "broken")
+    assert err.value.status == 400
+    assert "weights are corrupt" in str(err.value)
+
+
+def test_stop_leaves_no_process_behind(tmp_path):
+    null = package_null(tmp_path / "null")
+    with LocalTriton() as s:
+        client = MMEClient(s.sagemaker_url)
+        client.load("null", s.model_url(null.extract(tmp_path / "models" / "null")))
+        tree = [s.pid] + [c.pid for c in psutil.Process(s.pid).children(recursive=True)]
+        assert len(tree) >= 2          # server + the model's stub
+        client.close()
+    for pid in tree:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_missing_binary_says_what_to_do(tmp_path):
+    with pytest.raises(MissingPiece, match="tritonserver binary .* does not exist"):
+        LocalTriton(binary=tmp_path / "tritonserver")
+
+
+def test_port_in_use_is_named():
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        with pytest.raises(ServerError, match=f"port.*{busy}.*already in use"):
+            LocalTriton(ports=Ports(sagemaker=busy, http=busy + 1 if busy < 65535 else busy - 1, metrics=0)).start()
+
+
+def test_failed_start_shows_the_log():
+    with pytest.raises(ServerError, match="exited during start-up(.|\n)*log"):
+        LocalTriton(ServerOptions(extra_args=("--model-control-mode=nonsense",)), ready_timeout_s=30).start()
