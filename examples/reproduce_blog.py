@@ -20,6 +20,7 @@ from rich.table import Table
 from mmesim.calibrate.blog import profile_name, reference_rows
 from mmesim.endpoint import EndpointConfig
 from mmesim.profile import load_profile
+from mmesim.report import plot_frameworks
 from mmesim.results.summary import summarize
 from mmesim.sim import simulate
 from mmesim.workload import load_workload
@@ -38,9 +39,10 @@ def main() -> int:
     ap.add_argument("--out", default="out/reproduce")
     args = ap.parse_args()
     console = Console()
-    results = []
+    results, summaries = [], {}
     for row in reference_rows():
         s = predict(profile_name(row), row["instance_type"], args.seed)
+        summaries[(row["model"], row["instance_type"], row["framework"])] = s
         results.append({"profile": profile_name(row), "instance_type": row["instance_type"],
                         **{f"published_{m}": row[m] for m in METRICS},
                         **{f"predicted_{m}": getattr(s, m) for m in METRICS}})
@@ -83,7 +85,13 @@ def main() -> int:
         w = csv.DictWriter(fh, fieldnames=list(results[0]))
         w.writeheader()
         w.writerows(results)
-    console.print(f"wrote {out / 'reproduce.csv'} and {out / 'reproduce.json'}")
+    charts = 0
+    for (model, instance, fw), s in summaries.items():
+        if fw == "pytorch" and (model, instance, "tensorrt") in summaries:
+            plot_frameworks({"TorchScript": s, "TensorRT": summaries[(model, instance, "tensorrt")]},
+                            out / f"frameworks-{model}-{instance}.png", title=f"{model} on {instance} (predicted)")
+            charts += 1
+    console.print(f"wrote {out / 'reproduce.csv'}, {out / 'reproduce.json'} and {charts} framework charts")
     return 0
 
 

@@ -190,3 +190,16 @@ def test_translation_to_another_gpu_changes_compute_not_memory():
     assert v.gpu_memory_bytes == p.gpu_memory_bytes
     # V100 vs T4: FP32 15.7 vs 8.1 TFLOP/s, 900 vs 320 GB/s -> about 0.44 of the time
     assert v.service[0].seconds == pytest.approx(0.010 * (0.5 * 8.1 / 15.7 + 0.5 * 320 / 900))
+
+
+def test_utilization_series_match_busy_time():
+    from mmesim.results import cloudwatch
+    p = make_profile(max_batch=1, s1=0.01, decode=1e-6, payload=1000)   # 1 ms of host CPU a request
+    p.service = [{"batch": 1, "seconds": 0.01, "cv": 0}]
+    wl = Workload(kind="poisson", rates=[{"end_s": 120, "rate": 50}])
+    run = Simulation([p], EndpointConfig(instance_type=T4, overhead_s=0), wl, [1], seed=2).run()
+    gpu = dict(cloudwatch.series(run)["GPUUtilization"])
+    cpu = dict(cloudwatch.series(run)["CPUUtilization"])
+    # 50 req/s x 10 ms = 50 % GPU; 50 req/s x 1 ms = 5 % of one core
+    assert gpu[60.0] == pytest.approx(50, rel=0.1)
+    assert cpu[60.0] == pytest.approx(5, rel=0.1)

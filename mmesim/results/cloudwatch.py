@@ -22,12 +22,15 @@ ModelUnloadingTime    Microseconds seconds of each "unload" event               
 LoadedModelCount      None         per instance, models loaded at the period's end (Sum = endpoint,
                                    Average = per instance)
 GPUMemoryUtilization  Percent      per instance, used/total*100 sampled each whole second (Average, Maximum)
+GPUUtilization        Percent      per instance and second, GPU busy share*100 (Average, Maximum)
+CPUUtilization        Percent      per instance and second, host CPU busy summed over cores*100
+                                   (so up to vCPUs*100, as SageMaker reports it) (Average, Maximum)
 ===================== ============ ============================================================
 
 A datapoint is stamped with the period in which the thing it measures finished (a request's
 end, an event's ``time + seconds``: ``ModelEvent.time`` is taken as when the move began). As in
-CloudWatch, a period without samples has no datapoint. GPUUtilization and CPUUtilization are
-not produced: a Run holds only whole-run GPU busy time and no CPU data, and we don't invent.
+CloudWatch, a period without samples has no datapoint. GPUUtilization and CPUUtilization
+appear only when the run carries per-second busy data (``Run.utilization``).
 ModelLatency comes from the records' client-side times, so it includes SageMaker's overhead and
 client time unless ``overhead_s`` separates them: read it as an upper bound.
 """
@@ -66,6 +69,8 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "ModelUnloadingTime": ("Average", "Microseconds", _LATENCY_STATS),
     "LoadedModelCount": ("Sum", "None", ("Sum", "Average", "Minimum", "Maximum")),
     "GPUMemoryUtilization": ("Average", "Percent", ("Average", "Maximum", "Minimum")),
+    "GPUUtilization": ("Average", "Percent", ("Average", "Maximum", "Minimum")),
+    "CPUUtilization": ("Average", "Percent", ("Average", "Maximum", "Minimum")),
 }
 _EVENT_METRICS = {"download": "ModelDownloadingTime", "load": "ModelLoadingTime", "unload": "ModelUnloadingTime"}
 
@@ -186,6 +191,10 @@ def datapoints(run: Run, *, period_s: float = PERIOD_S,
         if e.kind in _EVENT_METRICS:
             s.add(_EVENT_METRICS[e.kind], e.time + e.seconds, e.seconds * 1e6)
     _gauge_samples(run, s, max(1, math.ceil(run.duration_s / period_s)))
+    for metric, per_instance in run.utilization.items():
+        for per_second in per_instance:
+            for sec, value in enumerate(per_second):
+                s.add(metric, float(sec), value)
     out = []
     for metric, (_, unit, stats) in METRICS.items():
         for p, samples in sorted(s.data.get(metric, {}).items()):

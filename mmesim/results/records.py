@@ -156,6 +156,7 @@ class Run:
     events: list[ModelEvent] = field(default_factory=list)
     memory: list[tuple[float, int, int]] = field(default_factory=list)
     inflight_peaks: list[tuple[float, int, int]] = field(default_factory=list)  # (second end, instance, peak)
+    utilization: dict[str, list[list[float]]] = field(default_factory=dict)  # metric -> per instance, per second, %
     gpu_total_bytes: int = 0
     gpu_busy_s: list[float] = field(default_factory=list)
     instance_type: str = ""

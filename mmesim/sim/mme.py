@@ -98,6 +98,7 @@ class Simulation:
         self._reaper_wake = None
         self._timeout = endpoint.invocation_timeout_s
         self.inflight_peaks: list[tuple[float, int, int]] = []
+        self.utilization: dict[str, list[list[float]]] = {}
         self.warm_count = self._warm() if warm else 0
         for inst in self.instances:
             self.memory.append((0.0, inst.index, inst.used))
@@ -230,12 +231,23 @@ class Simulation:
             self.reply(head, MODEL_NOT_READY if head.waiting else TIMEOUT)
 
     def _sampler(self):
-        """Once a second: the most requests in flight any arrival met on each instance."""
+        """Once a second, per instance: the most requests in flight any arrival met, and
+        GPU and host CPU busy time (CloudWatch's GPUUtilization, CPUUtilization: percent,
+        CPU summed over cores; CPU time counts in the second its work was scheduled)."""
+        gpu = [[] for _ in self.instances]
+        cpu = [[] for _ in self.instances]
+        self.utilization = {"GPUUtilization": gpu, "CPUUtilization": cpu}
+        last = [(0.0, 0.0) for _ in self.instances]
         while True:
             yield self.env.timeout(1.0)
             for inst in self.instances:
-                self.inflight_peaks.append((self.env.now, inst.index, inst.peak))
+                i = inst.index
+                self.inflight_peaks.append((self.env.now, i, inst.peak))
                 inst.peak = inst.inflight
+                g, c = inst.gpu.busy_until_now(), inst.cpu_busy_s
+                gpu[i].append(100.0 * (g - last[i][0]))
+                cpu[i].append(100.0 * (c - last[i][1]))
+                last[i] = (g, c)
 
     # -- running -------------------------------------------------------------------------
     def run(self, duration: float | None = None, progress=None) -> Run:
@@ -261,7 +273,8 @@ class Simulation:
             records=self.records, duration_s=duration, users=list(self.client.timeline),
             user_steps=list(self.workload.user_steps),
             request_name={t.name: t.request_name for t in self.targets},
-            events=self.events, memory=self.memory, inflight_peaks=self.inflight_peaks, gpu_total_bytes=self.gpu.nvml_total_bytes,
+            events=self.events, memory=self.memory, inflight_peaks=self.inflight_peaks,
+            utilization=self.utilization, gpu_total_bytes=self.gpu.nvml_total_bytes,
             gpu_busy_s=[i.gpu.busy_until_now() for i in self.instances],
             instance_type=it.name, instance_count=len(self.instances), price_usd_per_hour=it.price_usd_per_hour,
             kind="prediction",

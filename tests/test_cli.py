@@ -1,0 +1,70 @@
+"""`mmesim` end to end: the CLI parses, calls the library, prints, and writes its files."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mmesim.cli import main
+
+REQUIRED = ("max_models_loaded", "latency_ms", "throughput_qps", "max_concurrent_users", "p50_ms", "p95_ms", "p99_ms",
+            "requests", "failures", "failures_by_cause", "cold_starts", "cost_per_million_usd")
+
+
+def test_simulate_json_and_files(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["simulate", "--profile", "resnet50-pytorch-t4", "--instance", "ml.g4dn.2xlarge", "--json",
+                 "--out", str(out)]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert all(k in s for k in REQUIRED)
+    assert s["max_models_loaded"] == 46
+    assert s["requests"] > 10_000 and s["failures"] > 0
+    assert s["failures_by_cause"].keys() <= {"ServiceUnavailable", "InvocationTimeout"}
+    for name in ("summary.json", "mmesim_stats.csv", "mmesim_stats_history.csv", "mmesim_failures.csv",
+                 "requests.csv", "cloudwatch.csv", "steps.png", "memory.png", "max_models_trace.csv"):
+        assert (out / name).stat().st_size > 100, name
+    assert json.loads((out / "summary.json").read_text())["latency_ms"] == s["latency_ms"]
+
+
+def test_simulate_table_and_translation(capsys):
+    assert main(["simulate", "--profile", "resnet50-pytorch-t4", "--instance", "ml.p3.2xlarge", "--seed", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "max models loaded" in text and "translated" in text and "ml.p3.2xlarge" in text
+
+
+def test_heterogeneous_endpoint(tmp_path, capsys):
+    wl = tmp_path / "mix.yaml"
+    wl.write_text("kind: poisson\nrates: [{end_s: 60, rate: 40}]\n"
+                  "popularity: {kind: mix, weights: {resnet50-pytorch-t4: 3, bert-base-uncased-pytorch-t4: 1}}\n")
+    assert main(["simulate", "--profile", "resnet50-pytorch-t4", "--profile", "bert-base-uncased-pytorch-t4",
+                 "--instance", "ml.g4dn.2xlarge", "--copies", "4,2", "--workload", str(wl), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["requests"] > 2000 and s["failures"] == 0
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--profile", "{bad}", "--instance", "ml.g4dn.2xlarge"], ["bad.json", "load_s"]),
+    (["--profile", "resnet50-pytorch-t4", "--instance", "ml.q9.huge"], ["instance", "ml.q9.huge"]),
+    (["--profile", "resnet50-pytorch-t4", "--instance", "ml.g4dn.2xlarge", "--copies", "x"], ["--copies", "x"]),
+    (["--profile", "resnet50-pytorch-t4", "--instance", "ml.g4dn.2xlarge", "--workload", "nope"], ["workload", "nope"]),
+])
+def test_bad_input_is_one_clear_line(tmp_path, args, words):
+    bad = tmp_path / "bad.json"
+    data = json.loads((__import__("mmesim.profile", fromlist=["x"]).builtin_profiles()["resnet50-pytorch-t4"]).read_text())
+    data["load_s"] = "slow"
+    bad.write_text(json.dumps(data))
+    args = [a.replace("{bad}", str(bad)) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "mmesim.cli", "simulate", *args], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in proc.stderr
+
+
+def test_listings(capsys):
+    assert main(["profiles", "--json"]) == 0
+    names = {p["name"] for p in json.loads(capsys.readouterr().out)}
+    assert {"resnet50-pytorch-t4", "roberta-large-tensorrt-a10g"} <= names
+    assert main(["instances"]) == 0
+    assert "ml.g6e.xlarge" in capsys.readouterr().out
