@@ -1,0 +1,71 @@
+"""`mmesim calibrate` end to end against the real tritonserver on CPU: the profile it writes
+is a valid ModelProfile that loads back unchanged, with plausible figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("tritonclient")
+
+from mmesim.cli import main  # noqa: E402
+from mmesim.errors import MissingPiece  # noqa: E402
+from mmesim.profile import ModelProfile, load_profile  # noqa: E402
+from mmesim.triton.local import find_tritonserver  # noqa: E402
+from mmesim.triton.packaging import resolve  # noqa: E402
+
+pytestmark = pytest.mark.triton
+
+try:
+    find_tritonserver()
+except MissingPiece:
+    pytest.skip("no tritonserver (install mmesim[triton])", allow_module_level=True)
+
+MiB = 2**20
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("calibrate") / "tiny-mlp.json"
+    rc = main(["calibrate", "--model", "tiny-mlp", "--framework", "python", "--device", "cpu", "--runner", "local",
+               "--batches", "1,4,16", "--concurrency", "1,2", "--repeats", "3", "--cpu-threads", "1",
+               "--max-models", "--memory-budget", "800MiB", "--out", str(out)])
+    assert rc == 0
+    return out
+
+
+def test_profile_round_trips_and_is_valid(calibrated):
+    profile = load_profile(calibrated)
+    assert isinstance(profile, ModelProfile)
+    again = calibrated.with_name("again.json")
+    profile.save(again)
+    assert load_profile(again) == profile
+    assert profile.framework == "python" and profile.gpu == "cpu" and profile.provenance.method == "measured"
+    assert profile.provenance.triton_version and profile.provenance.command.startswith("mmesim calibrate")
+
+
+def test_profile_figures_are_plausible(calibrated):
+    p = load_profile(calibrated)
+    assert 10 * MiB < p.gpu_memory_bytes < 2000 * MiB
+    assert p.baseline_gpu_bytes > 0
+    assert 0 < p.load_s < 120 and 0 <= p.unload_s < 120
+    assert [t.batch for t in p.service] == [1, 4, 16]
+    assert p.service[-1].seconds > p.service[0].seconds
+    spec, _ = resolve("tiny-mlp")
+    assert p.input_bytes == len(spec.request_body(1))          # KServe v2 JSON of one request
+    assert 0 <= p.gpu_overlap <= 1 and p.decode_s_per_byte >= 0
+    assert p.artifact_bytes > MiB
+    assert p.triton.max_batch_size == 16
+
+
+def test_report_has_the_traces(calibrated):
+    report = json.loads(calibrated.with_name("tiny-mlp.calibration.json").read_text())
+    copies = report["per_copy_bytes"]
+    assert len(copies) == 2 and abs(copies[0] - copies[1]) / max(copies) < 0.15
+    assert report["process_overhead_bytes"] > 0
+    mm = report["max_models"]
+    assert mm["count"] >= 1 and mm["trace"][-1]["models"] == mm["count"]
+    last = mm["trace"][-1]
+    assert (last["used"] + last["used"] / last["models"]) / last["total"] >= 0.9 or mm["stopped_by"] != "threshold"
+    assert {(p["batch"], p["concurrency"]) for p in report["load_points"]} >= {(1, 1), (16, 2)}

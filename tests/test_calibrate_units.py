@@ -1,0 +1,77 @@
+"""Calibration arithmetic without a server: decode fit, batch sizes, sizes, the max-models rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmesim.calibrate.latency import ServicePoint, batch_sizes, decode_cost
+from mmesim.calibrate.maxmodels import max_models_loaded
+from mmesim.calibrate.memory import MemorySample, parse_bytes
+from mmesim.calibrate.run import CalibrateOptions, catalog_key
+from mmesim.errors import ConfigError, MissingPiece
+from mmesim.triton.client import MMEError
+
+MiB = 2**20
+
+
+def test_batch_sizes_are_powers_of_two_up_to_max():
+    assert batch_sizes(32) == [1, 2, 4, 8, 16, 32]
+    assert batch_sizes(12) == [1, 2, 4, 8, 12]
+    assert batch_sizes(1) == [1]
+
+
+def test_decode_cost_is_the_slope_per_byte():
+    points = [ServicePoint(1, 1000, [0.01], overhead_s=[0.001 + 1000 * 2e-8]),
+              ServicePoint(4, 4000, [0.02], overhead_s=[0.001 + 4000 * 2e-8])]
+    per_byte, fixed = decode_cost(points)
+    assert per_byte == pytest.approx(2e-8) and fixed == pytest.approx(0.001)
+
+
+def test_parse_bytes():
+    assert parse_bytes("4GiB") == 4 * 2**30 and parse_bytes("512MiB") == 512 * MiB and parse_bytes("1e9") == 10**9
+    with pytest.raises(ConfigError, match="memory-budget"):
+        parse_bytes("lots")
+
+
+def test_max_models_rule_of_the_reference():
+    # baseline 1000 MiB + 1000 MiB per copy of 10000 MiB: after 4 copies used = 5000, average 1250,
+    # (5000 + 1250) / 10000 = 0.625; after 7: used 8000, (8000 + 1143) / 10000 = 0.914 >= 0.9 -> stop at 7
+    loaded = []
+
+    def load(i):
+        loaded.append(i)
+        return 1.0
+
+    result = max_models_loaded(load, lambda: MemorySample((1000 + 1000 * len(loaded)) * MiB, 10000 * MiB), 0.9)
+    assert result.count == 7 and result.stopped_by == "threshold"
+    assert [s.models for s in result.trace] == list(range(1, 8))
+
+
+def test_max_models_stops_on_out_of_memory():
+    def load(i):
+        if i == 3:
+            raise MMEError("POST", "/models", 507, "CUDA out of memory")
+        return 1.0
+    result = max_models_loaded(load, lambda: MemorySample(MiB, 100 * MiB), 0.9)
+    assert result.count == 3 and result.stopped_by == "out of memory (507)"
+
+
+def test_gpu_names_map_to_catalogue_keys():
+    assert catalog_key("Tesla T4", 15 * 2**30) == "t4"
+    assert catalog_key("NVIDIA L40S", 45 * 2**30) == "l40s"
+    assert catalog_key("NVIDIA L4", 22 * 2**30) == "l4"
+    assert catalog_key("NVIDIA A100-SXM4-80GB", 80 * 2**30) == "a100-80gb"
+    assert catalog_key("NVIDIA A100-SXM4-40GB", 40 * 2**30) == "a100-40gb"
+    assert catalog_key("NVIDIA H200", 141 * 2**30) == "h200"
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"framework": "tf"}, ConfigError, "--framework"),
+    ({"device": "tpu"}, ConfigError, "--device"),
+    ({"threshold": 1.5}, ConfigError, "--threshold"),
+    ({"runner": "k8s"}, ConfigError, "--runner"),
+    ({"framework": "tensorrt"}, MissingPiece, "NVIDIA GPU"),
+])
+def test_bad_options(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        CalibrateOptions("tiny-mlp", **kwargs).check()
