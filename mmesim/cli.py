@@ -149,7 +149,7 @@ def _add_calibrate(sub) -> None:
                                                    "(default: torch's, all cores)")
     p.add_argument("--image", help="docker runner: Triton image (default: the calibration image of containers/)")
     p.add_argument("--tritonserver", help="local runner: tritonserver binary (default: PATH, then nvidia-pytriton)")
-    p.add_argument("--out", help="profile JSON to write (default calibration/profiles/<name>.json); a "
+    p.add_argument("--out", help="profile JSON to write, or a folder for <name>.json (default calibration/profiles/); a "
                                  "<name>.calibration.json report with every trace goes beside it")
 
     def ints(text, flag):
@@ -184,7 +184,9 @@ def _add_calibrate(sub) -> None:
                 console.log(message)
                 status.update(message)
             result = calibrate(options, progress)
-        out = Path(args.out) if args.out else Path("calibration/profiles") / f"{result.profile.name}.json"
+        out = Path(args.out or "calibration/profiles/")
+        if out.is_dir() or str(args.out or "/").endswith("/"):
+            out = out / f"{result.profile.name}.json"
         result.profile.save(out)
         report = result.save_report(out.with_name(out.stem + ".calibration.json"))
         stdout = Console()

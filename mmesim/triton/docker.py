@@ -15,9 +15,9 @@ from mmesim.errors import MissingPiece
 from mmesim.triton.args import Ports, ServerOptions, server_args, server_env
 from mmesim.triton.server import TritonServer, free_ports
 
-NVIDIA_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"          # Triton 2.51, all backends
+NVIDIA_IMAGE = "nvcr.io/nvidia/tritonserver:25.01-py3"          # Triton 2.54, all backends
 SAGEMAKER_IMAGE = "785573368785.dkr.ecr.us-east-1.amazonaws.com/sagemaker-tritonserver:24.09-py3"
-CALIBRATION_IMAGE = "mmesim-triton:24.10"                          # containers/Dockerfile
+CALIBRATION_IMAGE = "mmesim-triton:latest"                         # containers/Dockerfile
 CONTAINER_MODELS = "/opt/ml/models"
 CONTAINER_PORTS = Ports(sagemaker=8080, http=8000, metrics=8002)
 
