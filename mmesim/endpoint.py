@@ -21,7 +21,10 @@ class EndpointConfig(Model):
                                          description="ModelNotReadyException if not loaded in this time")
     max_inflight_per_instance: int | None = Field(default=None, ge=1,
                                                   description="overload limit; default: the profiles' max_inflight")
-    overhead_s: float = Field(default=0.004, ge=0, description="platform routing/auth per request (OverheadLatency)")
+    overhead_s: float = Field(default=0.030, ge=0,
+                              description="SageMaker front end and the client's round trip per request, a pure "
+                                          "delay (OverheadLatency); 30 ms is what the built-in profiles were "
+                                          "derived with (calibration/README.md)")
     routing: Literal["loaded-least-busy"] = "loaded-least-busy"
     spread_inflight: int = Field(default=64, ge=1,
                                  description="a hot model loads on another instance once its least busy one has this many in flight")

@@ -45,13 +45,25 @@ from mmesim.workload import LoadGenerator, builtin_workloads, load_workload
 SOURCE = "AWS ML blog 'Achieve high performance at scale for model serving using Amazon SageMaker MME with GPU' (2023), results.csv"
 GPU_KEYS = {"T4": "t4", "A10G": "a10g", "V100": "v100"}
 TRACE_FIRST_SHARE, TRACE_STEP_MIB, TRACE_TOTAL_MIB = 0.0802, 268, 15109   # reference README, T4 trace
-OVERHEAD_S = 0.030            # SageMaker front end + boto3/SigV4/TLS round trip for a small payload
 WORKERS, CLIENT_PER_REQUEST_S, CEILING_MARGIN = 6, 0.002, 1.10
 SERVICE_CV = 0.10             # spread of execution times (not published; a typical GPU figure)
 LOAD_FIXED_S, LOAD_BYTES_PER_S = 1.0, 200e6   # not published: load = 1 s + artifact at 200 MB/s
 UNLOAD_S = 0.5
-BATCH_ITEM_SHARE = 0.5        # each extra request in a batch adds half the batch-1 time (typical of a busy GPU; not published)
-MAX_ITERATIONS = 8
+MAX_ITERATIONS = 10
+TOLERANCE = 0.01              # |log(simulated / published)| for latency and throughput
+THETA_MAX = 51.0
+
+
+def concurrency(theta: float) -> tuple[float, float]:
+    """One knob for how much work a busy GPU gets done, as (per-extra-item share of the
+    batch-1 time, gpu_overlap). theta 0: batching gains nothing and executions serialise;
+    up to 1: batching gets better, down to each extra item costing half the batch-1 time
+    (typical of a GPU already busy at batch 1); beyond 1: executions of different copies
+    also overlap, 0.02 per unit, up to 1 at theta 51."""
+    theta = min(max(theta, 0.0), THETA_MAX)
+    if theta <= 1.0:
+        return 1.0 - 0.5 * theta, 0.0
+    return 0.5, min(1.0, 0.02 * (theta - 1.0))
 TRITON = {"pytorch": {"max_batch_size": 32, "preferred_batch_sizes": [16]},
           "tensorrt": {"max_batch_size": 12, "preferred_batch_sizes": [12]}}
 
@@ -135,15 +147,16 @@ def fit_row(row: dict, gen: LoadGenerator, seed: int = 0, verbose: bool = False)
     artifact = int(row["size_on_disk_mb"] * 1e6)
     load_s = round(LOAD_FIXED_S + artifact / LOAD_BYTES_PER_S, 3)
     wl = load_workload("blog").model_copy(update={"generator": gen})
-    endpoint = EndpointConfig(instance_type=row["instance_type"], overhead_s=OVERHEAD_S)
+    endpoint = EndpointConfig(instance_type=row["instance_type"])   # its default overhead: 30 ms
     target_l, target_x, target_u = row["latency_ms"], row["throughput_qps"], row["max_concurrent_users"]
     steps = [u for u in wl.user_steps if u <= target_u]
     until = next(s.end_s for s in wl.stages if s.users >= target_u)
-    s1, overlap = max(0.002, target_l / 4000), 0.05
+    s1, theta = max(0.002, target_l / 4000), 1.0
     n = row["max_models_loaded"]
 
-    def make(s1: float, overlap: float, limit: int | None) -> ModelProfile:
-        per_item = BATCH_ITEM_SHARE * s1
+    def make(s1: float, theta: float, limit: int | None) -> ModelProfile:
+        item_share, overlap = concurrency(theta)
+        per_item = item_share * s1
         tri = TRITON[row["framework"]]
         return ModelProfile(
             name=profile_name(row), model=row["model"], framework=row["framework"], gpu=gpu.key,
@@ -166,28 +179,34 @@ def fit_row(row: dict, gen: LoadGenerator, seed: int = 0, verbose: bool = False)
         sim = Simulation([p], endpoint, wl, [n], seed=seed)
         return sim.run(duration)
 
-    # Solve (log s1, log overlap) -> (latency, throughput) with Newton steps on a
-    # finite-difference Jacobian: latency answers mostly to the batch-1 time, throughput to
-    # how much executions of different copies overlap, but each moves the other through
-    # queueing, so they are solved together.
-    def residual(x: np.ndarray) -> np.ndarray:
-        got = _metrics(simulate(make(math.exp(x[0]), min(1.0, math.exp(x[1])), None), until), steps)
-        if verbose:
-            print(f"  {profile_name(row)}: s1={math.exp(x[0]) * 1000:.2f}ms overlap={min(1.0, math.exp(x[1])):.4f} "
-                  f"-> {got['latency_ms']:.1f} ms {got['throughput_qps']:.1f} qps")
-        return np.array([math.log(got["latency_ms"] / target_l), math.log(got["throughput_qps"] / target_x)])
+    # Solve (log s1, theta) -> (latency, throughput) with Newton steps on a finite-difference
+    # Jacobian: latency answers mostly to the batch-1 time, throughput to how much work the
+    # GPU gets done when busy (theta), but each moves the other through queueing.
+    best: list = [np.inf, None]     # every run counts: keep the closest point seen
 
-    x = np.array([math.log(s1), math.log(overlap)])
+    def residual(x: np.ndarray) -> np.ndarray:
+        got = _metrics(simulate(make(math.exp(x[0]), x[1], None), until), steps)
+        if verbose:
+            print(f"  {profile_name(row)}: s1={math.exp(x[0]) * 1000:.2f}ms theta={x[1]:.3f} "
+                  f"-> {got['latency_ms']:.1f} ms {got['throughput_qps']:.1f} qps")
+        f = np.array([math.log(got["latency_ms"] / target_l), math.log(got["throughput_qps"] / target_x)])
+        if np.abs(f).max() < best[0]:
+            best[:] = [np.abs(f).max(), x.copy()]
+        return f
+
+    x = np.array([math.log(s1), theta])
     f = residual(x)
     it = 0
     for it in range(1, MAX_ITERATIONS + 1):
-        if np.all(np.abs(f) < 0.008):
+        if best[0] < TOLERANCE:
             break
         jac = np.empty((2, 2))
         for j in range(2):
             h = np.zeros(2)
             h[j] = 0.05
             jac[:, j] = (residual(x + h) - f) / 0.05
+            if abs(jac[1, 1]) < 1e-3 and j == 1:    # flat: throughput set by something else here
+                jac[1, 1] = -1e-3 if f[1] > 0 else 1e-3
         try:
             step = -np.linalg.solve(jac, f)
         except np.linalg.LinAlgError:
@@ -195,33 +214,34 @@ def fit_row(row: dict, gen: LoadGenerator, seed: int = 0, verbose: bool = False)
         step = np.clip(step, -0.7, 0.7)
         for _ in range(4):     # backtrack while the step makes things worse
             x_new = x + step
-            x_new[1] = min(x_new[1], 0.0)
+            x_new[1] = min(max(x_new[1], 0.0), THETA_MAX)
             f_new = residual(x_new)
             if np.abs(f_new).sum() < np.abs(f).sum():
                 break
             step /= 2
         x, f = x_new, f_new
-    s1, overlap = math.exp(x[0]), min(1.0, math.exp(x[1]))
+    s1, theta = math.exp(best[1][0]), best[1][1]
     # overload limit: from the peaks in flight of a run without one (identical until the first failure)
-    run = simulate(make(s1, overlap, None), wl.duration_s)
+    run = simulate(make(s1, theta, None), wl.duration_s)
     limit = _limit_for(run, target_u, wl)
-    profile = make(s1, overlap, limit)
+    profile = make(s1, theta, limit)
     got = _metrics(simulate(profile, wl.duration_s), wl.user_steps)
     return Fit(profile, got["latency_ms"] or 0.0, got["throughput_qps"] or 0.0, got["max_concurrent_users"], it)
 
 
 def _limit_for(run, target_u: int, wl) -> int | None:
-    """Midway between the most requests in flight before the first step beyond the
-    published maximum and the most within that step."""
+    """An in-flight limit that no arrival meets while the published maximum of users runs,
+    and that some arrival meets before the next step ends: midway between the two peaks.
+    (Failures while the users ramp up between steps fall in no step's rows, as in the
+    reference's arithmetic.)"""
     nxt = next((u for u in wl.user_steps if u > target_u), None)
     if nxt is None:
         return None
-    first = next(t for t, u in run.users if u == nxt)
-    step_end = max((t for t, u in run.users if u == nxt), default=first)
-    following = [t for t, _ in run.users if t > step_end]
-    step_end = following[0] if following else run.duration_s
-    before = max((p for t, _, p in run.inflight_peaks if t <= math.floor(first) + 1), default=0)
-    within = max((p for t, _, p in run.inflight_peaks if first < t <= step_end + 1), default=before)
+    leave = next(t for t, u in run.users if u > target_u)
+    after = [t for t, u in run.users if t > leave and u > nxt]
+    next_end = after[0] if after else run.duration_s
+    before = max((p for t, _, p in run.inflight_peaks if t <= leave), default=0)
+    within = max((p for t, _, p in run.inflight_peaks if leave < t <= next_end), default=0)
     return (before + 1 + max(within, before + 1)) // 2
 
 
