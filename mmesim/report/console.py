@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import contextmanager
 
@@ -10,7 +11,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 MiB = 2**20
-console = Console()
+# Piped or captured output gets a wide table rather than names cut short with an ellipsis.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @contextmanager

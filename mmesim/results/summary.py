@@ -28,14 +28,24 @@ from mmesim.results.records import OK, OUTCOMES, Run
 AGGREGATED = "Aggregated"
 
 
-def percentile_ms(values_ms: np.ndarray, q: float) -> float:
-    """A percentile by Locust's own arithmetic (bucketed times, its counting rule)."""
-    if len(values_ms) == 0:
+def bucketed(values_ms) -> np.ndarray:
+    """Response times as Locust keeps them: rounded to ~2 significant digits."""
+    return np.array([bucket_response_time(v) for v in np.asarray(values_ms, dtype=float).tolist()], dtype=float)
+
+
+def locust_percentile(buckets: np.ndarray, q: float, presorted: bool = False) -> float:
+    """Locust's percentile rule (``response_time_percentile``) on bucketed times: walking
+    from the slowest down until at most int(n*q) remain below is the element at index int(n*q)."""
+    n = len(buckets)
+    if n == 0:
         return 0.0
-    buckets: dict[int, int] = defaultdict(int)
-    for v in np.asarray(values_ms).tolist():
-        buckets[bucket_response_time(v)] += 1
-    return float(response_time_percentile(buckets, len(values_ms), q))
+    k = min(int(n * q), n - 1)
+    return float(buckets[k] if presorted else np.partition(buckets, k)[k])
+
+
+def percentile_ms(values_ms, q: float) -> float:
+    """A percentile of raw response times by Locust's own arithmetic."""
+    return locust_percentile(bucketed(values_ms), q)
 
 
 PERCENTILE_COLUMNS = ((0.5, "50%"), (0.66, "66%"), (0.75, "75%"), (0.8, "80%"), (0.9, "90%"), (0.95, "95%"),
@@ -51,6 +61,7 @@ def history(run: Run, percentiles: bool = True, request_type: str = DEFAULT_REQU
     order = np.argsort(a["end"], kind="stable")
     end = a["end"][order]
     rt = ((a["end"] - a["start"]) * 1000.0)[order]
+    brt = bucketed(rt) if percentiles else rt
     failed = (a["outcome"] != 0)[order]
     uniq = sorted(set(names))
     index_of = np.array([uniq.index(n) for n in names], dtype=np.int32)
@@ -88,12 +99,12 @@ def history(run: Run, percentiles: bool = True, request_type: str = DEFAULT_REQU
             if percentiles:
                 d = int(done[i])
                 m = mask[:d]
-                recent = rt[:d][m & (end[:d] > t - 10)]
+                recent = np.sort(brt[:d][m & (end[:d] > t - 10)])
                 for q, col in PERCENTILE_COLUMNS:
-                    row[col] = percentile_ms(recent, q) if len(recent) else None
+                    row[col] = locust_percentile(recent, q, presorted=True) if len(recent) else None
             row.update({"Total Request Count": n, "Total Failure Count": int(fcnt[i])})
             if percentiles:
-                row["Total Median Response Time"] = percentile_ms(rt[:int(done[i])][mask[:int(done[i])]], 0.5) if n else 0
+                row["Total Median Response Time"] = locust_percentile(brt[:d][m], 0.5) if n else 0
             row.update({"Total Average Response Time": float(rsum[i] / n) if n else 0.0,
                         "Total Min Response Time": float(rmin[i]) if n else 0,
                         "Total Max Response Time": float(rmax[i]) if n else 0,
