@@ -9,7 +9,7 @@ request needs (serialising the payload) queues behind the other users of that wo
 
 from __future__ import annotations
 
-from mmesim.workload import Workload, read_trace
+from mmesim.workload import Workload
 
 
 class Worker:
@@ -120,8 +120,7 @@ class Client:
 
     def _trace(self):
         env, send = self.env, self.sim.send
-        by_name = {t.name: t for t in self.sim.targets}
-        for i, (when, model) in enumerate(read_trace(self.workload.trace)):
+        for i, (when, target) in enumerate(self.sim.trace):
             if when > env.now:
                 yield env.timeout(when - env.now)
-            send(by_name[model], self.workers[i % len(self.workers)])
+            send(target, self.workers[i % len(self.workers)])

@@ -59,14 +59,15 @@ class Request:
         self.queued = 0.0
 
 
-def target_names(profiles: list[ModelProfile], copies: list[int]) -> list[tuple[str, int]]:
-    """(name, profile index) per copy: ``<model>-v<i>`` as the reference named its copies,
-    or ``<profile name>-v<i>`` when two profiles share a model."""
+def target_names(profiles: list[ModelProfile], copies: list[int]) -> list[tuple[str, int, str]]:
+    """(name, profile index, request name) per copy: ``<model>-v<i>`` as the reference named
+    its copies, or ``<profile name>-v<i>`` when two profiles share a model; Locust reports
+    every copy under the request name ``<model>`` (or the profile name)."""
     models = [p.model for p in profiles]
     out = []
     for pi, (p, n) in enumerate(zip(profiles, copies)):
         base = p.model if models.count(p.model) == 1 else p.name
-        out.extend((f"{base}-v{i}", pi) for i in range(n))
+        out.extend((f"{base}-v{i}", pi, base) for i in range(n))
     return out
 
 
@@ -102,7 +103,7 @@ class Simulation:
         self.warm_count = self._warm() if warm else 0
         for inst in self.instances:
             self.memory.append((0.0, inst.index, inst.used))
-        self._validate_workload()
+        self.trace = self._read_trace() if workload.kind == "trace" else []
 
     # -- set-up --------------------------------------------------------------------------
     def _make_targets(self, copies: list[int]) -> list[Target]:
@@ -111,10 +112,9 @@ class Simulation:
         cpu_ratio = {id(p): p.host_cpu_speed / it.cpu_speed for p in self.profiles}
         bw = it.network_bytes_per_s
         out = []
-        for tid, (name, pi) in enumerate(target_names(self.profiles, copies)):
+        for tid, (name, pi, base) in enumerate(target_names(self.profiles, copies)):
             p = self.profiles[pi]
             payload = wl.payload_bytes or p.input_bytes
-            base = p.model if name.startswith(p.model + "-v") else p.name
             out.append(Target(
                 id=tid, name=name, profile=p, request_name=base, payload_bytes=payload,
                 client_cost_s=(gen.cpu_s_per_request + gen.cpu_s_per_byte * payload) if gen else 0.0,
@@ -156,13 +156,16 @@ class Simulation:
                 count += 1
         return count
 
-    def _validate_workload(self) -> None:
-        if self.workload.kind == "trace":
-            names = {t.name for t in self.targets}
-            for line, (_, model) in enumerate(read_trace(self.workload.trace), start=2):
-                if model not in names:
-                    raise ConfigError(f"model is not a target of this endpoint (targets: {', '.join(sorted(names)[:5])}...)",
-                                      source=f"{self.workload.trace}:{line}", field="model", value=model)
+    def _read_trace(self) -> list[tuple[float, Target]]:
+        """The trace as (time, target), every line checked before the run starts."""
+        by_name = {t.name: t for t in self.targets}
+        out = []
+        for line, (when, model) in enumerate(read_trace(self.workload.trace), start=2):
+            if model not in by_name:
+                raise ConfigError(f"model is not a target of this endpoint (targets: {', '.join(sorted(by_name)[:5])}...)",
+                                  source=f"{self.workload.trace}:{line}", field="model", value=model)
+            out.append((when, by_name[model]))
+        return out
 
     # -- the request path ----------------------------------------------------------------
     def send(self, target: Target, worker, user=None) -> None:
