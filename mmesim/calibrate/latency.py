@@ -79,9 +79,10 @@ def measure_service(mme: MMEClient, kserve, name: str, spec: ModelSpec, batches:
 
 
 def decode_cost(points: list[ServicePoint]) -> tuple[float, float]:
-    """(seconds per request byte, fixed seconds): least squares of overhead against body size."""
-    xs = [p.body_bytes for p in points for _ in p.overhead_s]
-    ys = [o for p in points for o in p.overhead_s]
+    """(seconds per request byte, fixed seconds): least squares of the median overhead of each
+    batch size against its body size (medians: one slow round trip must not tilt the line)."""
+    xs = [p.body_bytes for p in points if p.overhead_s]
+    ys = [statistics.median(p.overhead_s) for p in points if p.overhead_s]
     if len(set(xs)) < 2:
         return (ys[0] / xs[0] if xs and xs[0] else 0.0), 0.0
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
