@@ -79,6 +79,9 @@ class ModelProfile(Model):
     decode_s_per_byte: float = Field(ge=0, description="host CPU seconds per payload byte to parse the request")
     host_cpu_speed: float = Field(default=1.0, gt=0,
                                   description="single-thread speed of the host decode was measured on (catalogue scale)")
+    host_share: float = Field(default=0.0, ge=0, le=1,
+                              description="share of execution time bound by the host CPU (framework dispatch, "
+                                          "Python backend), which follows the CPU, not the GPU, when translated")
     gpu_overlap: float = Field(default=0.0, ge=0, le=1,
                                description="0: concurrent executions on one GPU serialise; 1: they overlap perfectly")
     max_inflight: int | None = Field(default=None, ge=1,

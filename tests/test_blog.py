@@ -6,7 +6,7 @@ import pytest
 from mmesim.calibrate import blog
 from mmesim.catalog import MiB
 from mmesim.endpoint import EndpointConfig
-from mmesim.profile import builtin_profiles, load_profile
+from mmesim.profile import ModelProfile, builtin_profiles, load_profile
 from mmesim.results.summary import summarize
 from mmesim.sim import max_models_loaded, simulate
 from mmesim.workload import load_workload
@@ -50,8 +50,25 @@ def test_reference_rows_reproduce(row):
 def test_shipped_profile_is_what_the_code_derives():
     row = next(r for r in ROWS if blog.profile_name(r) == "bert-base-uncased-tensorrt-t4")
     fit = blog.fit_row(row, blog.generator())
-    assert fit.profile == load_profile("bert-base-uncased-tensorrt-t4")
+    shipped = load_profile("bert-base-uncased-tensorrt-t4")
+    assert fit.profile == shipped.model_copy(update={"host_share": 0.0})   # the split needs both GPUs' fits
+    shipped_all = [load_profile(p) for p in builtin_profiles().values()]
+    assert blog.with_host_shares(shipped_all) == shipped_all
     assert load_workload("blog").generator == blog.generator()
+
+
+def test_host_share_split_by_hand():
+    """Same batch-1 time on both GPUs: all host-bound; scaling exactly like the GPU: none."""
+    from mmesim.sim.translate import compute_ratio
+    from mmesim.catalog import load_catalog
+    c = load_catalog()
+    r = compute_ratio(c.gpu("t4"), c.gpu("a10g"), "pytorch")
+    base = load_profile("resnet50-pytorch-t4").to_dict()
+    t4 = ModelProfile.model_validate({**base, "service": [{"batch": 1, "seconds": 0.02}], "host_cpu_speed": 1.0})
+    for s_a10g, expect in ((0.02 / 1.05, 1.0), (0.02 * r, 0.0), (0.5 * 0.02 / 1.05 + 0.5 * 0.02 * r, 0.5)):
+        a10g = ModelProfile.model_validate({**base, "name": "resnet50-pytorch-a10g", "gpu": "a10g", "host_cpu_speed": 1.05,
+                                            "service": [{"batch": 1, "seconds": s_a10g}]})
+        assert blog.host_shares([t4, a10g])["resnet50-pytorch-t4"] == pytest.approx(expect, abs=1e-3)
 
 
 def test_v100_is_predicted_by_translation():

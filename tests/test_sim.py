@@ -184,12 +184,18 @@ def test_requests_spread_to_a_second_instance_when_hot():
 def test_translation_to_another_gpu_changes_compute_not_memory():
     from mmesim.catalog import load_catalog
     from mmesim.sim.translate import translate
+    p3 = load_catalog().instance("ml.p3.2xlarge")
     p = make_profile(s1=0.010)
-    v = translate(p, load_catalog().gpu("v100"))
+    v = translate(p, p3)
     assert v.gpu == "v100" and v.provenance.method == "translated"
     assert v.gpu_memory_bytes == p.gpu_memory_bytes
     # V100 vs T4: FP32 15.7 vs 8.1 TFLOP/s, 900 vs 320 GB/s -> about 0.44 of the time
-    assert v.service[0].seconds == pytest.approx(0.010 * (0.5 * 8.1 / 15.7 + 0.5 * 320 / 900))
+    gpu_ratio = 0.5 * 8.1 / 15.7 + 0.5 * 320 / 900
+    assert v.service[0].seconds == pytest.approx(0.010 * gpu_ratio)
+    # a host-bound execution follows the CPU instead: p3's Xeon E5-2686 v4 is 0.8 of the g4dn's
+    h = make_profile(s1=0.010, host_share=0.5)
+    assert translate(h, p3).service[0].seconds == pytest.approx(0.010 * (0.5 / 0.8 + 0.5 * gpu_ratio))
+    assert translate(h, load_catalog().instance("ml.g4dn.xlarge")) is h
 
 
 def test_utilization_series_match_busy_time():

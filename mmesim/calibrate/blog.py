@@ -40,6 +40,7 @@ from mmesim.endpoint import EndpointConfig
 from mmesim.profile import ModelProfile, builtin_dir
 from mmesim.results.summary import history, reference_metrics
 from mmesim.sim.mme import Simulation
+from mmesim.sim.translate import compute_ratio
 from mmesim.workload import LoadGenerator, builtin_workloads, load_workload
 
 SOURCE = "AWS ML blog 'Achieve high performance at scale for model serving using Amazon SageMaker MME with GPU' (2023), results.csv"
@@ -245,6 +246,35 @@ def _limit_for(run, target_u: int, wl) -> int | None:
     return (before + 1 + max(within, before + 1)) // 2
 
 
+def host_shares(profiles: list[ModelProfile]) -> dict[str, float]:
+    """Split each fitted execution time into a host-bound part (framework dispatch, which
+    follows the CPU) and GPU work (which follows the GPU), from the same model and framework
+    fitted on two instances: with s = host + gpu on the T4 and
+    s' = host * (cpu T4 / cpu A10G) + gpu * (GPU ratio A10G/T4), two equations give both
+    parts. Translation to a third instance (V100) then moves each part its own way.
+    Returns profile name -> host share of its batch-1 time."""
+    catalog = load_catalog()
+    by_name = {p.name: p for p in profiles}
+    out: dict[str, float] = {}
+    for p in profiles:
+        if p.gpu != "t4" or f"{p.model}-{p.framework}-a10g" not in by_name:
+            continue
+        q = by_name[f"{p.model}-{p.framework}-a10g"]
+        cpu = p.host_cpu_speed / q.host_cpu_speed
+        gpu = compute_ratio(catalog.gpu("t4"), catalog.gpu("a10g"), p.framework)
+        s_t, s_a = p.service[0].seconds, q.service[0].seconds
+        gpu_t = min(max((s_a - s_t * cpu) / (gpu - cpu), 0.0), s_t)
+        host_t = s_t - gpu_t
+        out[p.name] = round(host_t / s_t, 4)
+        out[q.name] = round(host_t * cpu / (host_t * cpu + gpu_t * gpu), 4)
+    return out
+
+
+def with_host_shares(profiles: list[ModelProfile]) -> list[ModelProfile]:
+    shares = host_shares(profiles)
+    return [p.model_copy(update={"host_share": shares.get(p.name, 0.0)}) for p in profiles]
+
+
 def derive_all(verbose: bool = False, only: str | None = None, report=None) -> tuple[list[Fit], LoadGenerator]:
     gen = generator()
     fits = []
@@ -254,6 +284,8 @@ def derive_all(verbose: bool = False, only: str | None = None, report=None) -> t
         fits.append(fit_row(row, gen, verbose=verbose))
         if report:
             report(fits[-1])
+    for fit, profile in zip(fits, with_host_shares([f.profile for f in fits])):
+        fit.profile = profile
     return fits, gen
 
 

@@ -82,7 +82,7 @@ class Simulation:
         self.endpoint, self.workload, self.seed = endpoint, workload, seed
         self.instance_type = catalog.instance(endpoint.instance_type)
         self.gpu = catalog.gpu(self.instance_type.gpu)
-        self.profiles = [translate(p, self.gpu) for p in profiles]
+        self.profiles = [translate(p, self.instance_type) for p in profiles]
         self.env = simpy.Environment()
         rs = streams(seed, ("waits", "targets", "noise"))
         self.waits, self._targets_rng, self.noise = rs["waits"], rs["targets"], rs["noise"]
@@ -297,10 +297,9 @@ def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) ->
     (used + used / loaded) / total >= threshold. Returns copies per profile and the trace
     [(models loaded, bytes used)]."""
     catalog = load_catalog()
-    gpu = catalog.gpu_of(endpoint.instance_type)
-    translated = [translate(p, gpu) for p in profiles]
+    translated = [translate(p, catalog.instance(endpoint.instance_type)) for p in profiles]
     smallest = max(1, min(p.gpu_memory_bytes for p in translated))
-    cap = min(10_000, gpu.nvml_total_bytes // smallest + 2)
+    cap = min(10_000, catalog.gpu_of(endpoint.instance_type).nvml_total_bytes // smallest + 2)
     probe = Simulation(translated, endpoint.model_copy(update={"instance_count": 1, "memory_threshold": 1.0}),
                        Workload(kind="poisson", rates=[{"end_s": 1, "rate": 0}]), [cap] * len(profiles), warm=False)
     inst, total, threshold = probe.instances[0], probe.gpu.nvml_total_bytes, endpoint.memory_threshold
