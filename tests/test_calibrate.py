@@ -69,3 +69,13 @@ def test_report_has_the_traces(calibrated):
     last = mm["trace"][-1]
     assert (last["used"] + last["used"] / last["models"]) / last["total"] >= 0.9 or mm["stopped_by"] != "threshold"
     assert {(p["batch"], p["concurrency"]) for p in report["load_points"]} >= {(1, 1), (16, 2)}
+
+
+def test_simulate_accepts_it(calibrated, tmp_path, capsys):
+    wl = tmp_path / "light.yaml"
+    wl.write_text("kind: poisson\nrates: [{end_s: 30, rate: 20}]\n")
+    assert main(["simulate", "--profile", str(calibrated), "--instance", "ml.g4dn.2xlarge", "--copies", "2",
+                 "--workload", str(wl), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["requests"] > 400 and s["failures"] == 0
+    assert any("translated" in w for w in s["warnings"])      # a CPU profile on a GPU instance is said to be one

@@ -3,10 +3,14 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from mmesim.cli import main
+from mmesim.profile import builtin_profiles, load_profile
+
+MEASURED = sorted((Path(__file__).parent.parent / "calibration" / "profiles").glob("*-cpu.json"))
 
 REQUIRED = ("max_models_loaded", "latency_ms", "throughput_qps", "max_concurrent_users", "p50_ms", "p95_ms", "p99_ms",
             "requests", "failures", "failures_by_cause", "cold_starts", "cost_per_million_usd")
@@ -51,7 +55,7 @@ def test_heterogeneous_endpoint(tmp_path, capsys):
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, words):
     bad = tmp_path / "bad.json"
-    data = json.loads((__import__("mmesim.profile", fromlist=["x"]).builtin_profiles()["resnet50-pytorch-t4"]).read_text())
+    data = json.loads(builtin_profiles()["resnet50-pytorch-t4"].read_text())
     data["load_s"] = "slow"
     bad.write_text(json.dumps(data))
     args = [a.replace("{bad}", str(bad)) for a in args]
@@ -68,3 +72,15 @@ def test_listings(capsys):
     assert {"resnet50-pytorch-t4", "roberta-large-tensorrt-a10g"} <= names
     assert main(["instances"]) == 0
     assert "ml.g6e.xlarge" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", MEASURED, ids=lambda p: p.stem)
+def test_shipped_measured_profiles_simulate(path, tmp_path, capsys):
+    p = load_profile(path)
+    assert p.provenance.method == "measured" and p.provenance.command.startswith("mmesim calibrate")
+    wl = tmp_path / "light.yaml"
+    wl.write_text("kind: poisson\nrates: [{end_s: 20, rate: 2}]\n")
+    assert main(["simulate", "--profile", str(path), "--instance", "ml.g4dn.xlarge", "--copies", "1",
+                 "--workload", str(wl), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["requests"] >= 20 and s["failures"] == 0
