@@ -21,7 +21,7 @@ REMOTE, DOWNLOADING, ON_DISK, LOADING, LOADED, UNLOADING = range(6)
 class Slot:
     """A target model's state on one instance."""
 
-    __slots__ = ("target", "state", "on_disk", "waiters", "server", "inflight", "last_used", "wait_since")
+    __slots__ = ("target", "state", "on_disk", "waiters", "server", "inflight")
 
     def __init__(self, target):
         self.target = target
@@ -30,8 +30,6 @@ class Slot:
         self.waiters: list = []
         self.server: ModelServer | None = None
         self.inflight = 0
-        self.last_used = 0.0
-        self.wait_since = 0.0
 
 
 class Instance:
@@ -79,8 +77,6 @@ class Instance:
             return
         req.cold = True
         req.waiting = True
-        if not slot.waiters:
-            slot.wait_since = self.env.now
         slot.waiters.append(req)
         if slot.state in (REMOTE, ON_DISK):
             self._fetch(slot)
@@ -101,12 +97,9 @@ class Instance:
         req.slot.server.enqueue(req)
 
     def _executed(self, batch) -> None:
-        now = self.env.now
         reply = self.sim.reply
         for req in batch:
-            slot = req.slot
-            slot.inflight -= 1
-            slot.last_used = now
+            req.slot.inflight -= 1
             self.inflight -= 1
             reply(req, 0)
 
@@ -243,7 +236,3 @@ class Instance:
         self.used += need
         self.sim.events.append(ModelEvent(0.0, self.index, target.name, "preload", 0.0))
         return True
-
-    @property
-    def loaded_count(self) -> int:
-        return len(self.lru)

@@ -66,7 +66,3 @@ class ModelServer:
         self.done(batch)
         if self.queue:
             self._dispatch()
-
-    @property
-    def idle(self) -> bool:
-        return not self.queue and self.free == self.profile.triton.instance_count
