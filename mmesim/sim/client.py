@@ -9,6 +9,7 @@ request needs (serialising the payload) queues behind the other users of that wo
 
 from __future__ import annotations
 
+from mmesim.sim.events import after
 from mmesim.workload import Workload
 
 
@@ -94,7 +95,7 @@ class Client:
         """``user`` has its answer ``delay`` seconds from now; it waits, then asks again."""
         if user.alive:
             wait = self._wait_lo + self._wait_span * self.sim.waits.random()
-            self.env.timeout(delay + wait, user).callbacks.append(self._again)
+            after(self.env, delay + wait, user, self._again)
 
     def _again(self, ev) -> None:
         user = ev._value

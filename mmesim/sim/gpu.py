@@ -18,9 +18,11 @@ from typing import Callable
 
 import simpy
 
+from mmesim.sim.events import after
+
 
 class GPU:
-    __slots__ = ("env", "_heap", "_overlaps", "_virtual", "_last", "_gen", "_seq", "busy_s", "_busy_since")
+    __slots__ = ("env", "_heap", "_overlaps", "_virtual", "_last", "_gen", "_seq", "_speed", "busy_s", "_busy_since")
 
     def __init__(self, env: simpy.Environment):
         self.env = env
@@ -30,6 +32,7 @@ class GPU:
         self._last = 0.0
         self._gen = 0
         self._seq = 0
+        self._speed = 1.0                      # progress rate of each running execution, until the next change
         self.busy_s = 0.0
         self._busy_since = 0.0
 
@@ -44,7 +47,7 @@ class GPU:
     def _advance(self) -> None:
         now = self.env.now
         if self._heap:
-            self._virtual += (now - self._last) * self._rate()
+            self._virtual += (now - self._last) * self._speed
         self._last = now
 
     def run(self, work: float, overlap: float, callback: Callable, arg) -> None:
@@ -58,10 +61,12 @@ class GPU:
         self._schedule()
 
     def _schedule(self) -> None:
+        """After the set of executions changed: new speed, and the next finish."""
         self._gen += 1
+        self._speed = self._rate()
         if self._heap:
-            delay = (self._heap[0][0] - self._virtual) / self._rate()
-            self.env.timeout(delay if delay > 0 else 0.0, self._gen).callbacks.append(self._finish)
+            delay = (self._heap[0][0] - self._virtual) / self._speed
+            after(self.env, delay if delay > 0 else 0.0, self._gen, self._finish)
 
     def _finish(self, ev) -> None:
         if ev._value != self._gen:   # the set of executions changed since: a newer finish is scheduled

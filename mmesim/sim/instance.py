@@ -12,6 +12,7 @@ import heapq
 from collections import OrderedDict
 
 from mmesim.results.records import OUT_OF_MEMORY, OVERLOADED, ModelEvent
+from mmesim.sim.events import after
 from mmesim.sim.gpu import GPU
 from mmesim.sim.triton import ModelServer
 
@@ -90,7 +91,7 @@ class Instance:
             start = now
         heapq.heapreplace(self._cpus, start + cost)
         self.cpu_busy_s += cost
-        self.env.timeout(start + cost - now, req).callbacks.append(self._decoded)
+        after(self.env, start + cost - now, req, self._decoded)
 
     def _decoded(self, ev) -> None:
         req = ev._value
@@ -120,7 +121,7 @@ class Instance:
         slot.state = DOWNLOADING
         self.disk_used += size
         seconds = size / self.bandwidth
-        self.env.timeout(seconds, slot).callbacks.append(self._downloaded)
+        after(self.env, seconds, slot, self._downloaded)
         self.sim.events.append(ModelEvent(self.env.now, self.index, slot.target.name, "download", seconds))
 
     def _downloaded(self, ev) -> None:
@@ -140,7 +141,7 @@ class Instance:
         self.committed += need
         self.disk_lru.move_to_end(slot.target.id)
         seconds = slot.target.profile.load_s
-        self.env.timeout(delay + seconds, slot).callbacks.append(self._loaded)
+        after(self.env, delay + seconds, slot, self._loaded)
         self.sim.events.append(ModelEvent(self.env.now + delay, self.index, slot.target.name, "load", seconds))
 
     def _loaded(self, ev) -> None:
@@ -183,7 +184,7 @@ class Instance:
         size = slot.target.profile.gpu_memory_bytes
         self.committed -= size
         seconds = slot.target.profile.unload_s
-        self.env.timeout(seconds, slot).callbacks.append(self._unloaded)
+        after(self.env, seconds, slot, self._unloaded)
         self.sim.events.append(ModelEvent(self.env.now, self.index, slot.target.name, "unload", seconds))
         return seconds
 

@@ -25,6 +25,7 @@ from mmesim.errors import ConfigError
 from mmesim.profile import ModelProfile
 from mmesim.results.records import MODEL_NOT_READY, OUTCOMES, TIMEOUT, Records, Run
 from mmesim.sim.client import Client
+from mmesim.sim.events import after
 from mmesim.sim.instance import DOWNLOADING, LOADED, LOADING, Instance
 from mmesim.sim.random import streams
 from mmesim.sim.translate import translate
@@ -174,7 +175,7 @@ class Simulation:
         now = env.now
         req = Request(now, now + self._timeout, target, user)
         leave = worker.send(now, target.client_cost_s)
-        env.timeout(leave - now + target.network_s, req).callbacks.append(self._arrive)
+        after(env, leave - now + target.network_s, req, self._arrive)
         self._pending.append(req)
         wake = self._reaper_wake
         if wake is not None and not wake.triggered:

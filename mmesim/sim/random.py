@@ -9,12 +9,13 @@ import numpy as np
 
 
 class Stream:
-    __slots__ = ("_rng", "_buf", "_i", "_block")
+    __slots__ = ("_rng", "_buf", "_i", "_block", "_gammas")
 
     def __init__(self, rng: np.random.Generator, block: int = 8192):
         self._rng, self._block = rng, block
         self._buf: list[float] = []
         self._i = 0
+        self._gammas: dict[float, list[float]] = {}   # shape -> pre-drawn standard gamma variates
 
     def random(self) -> float:
         """Uniform on [0, 1)."""
@@ -36,7 +37,10 @@ class Stream:
         if cv <= 0:
             return mean
         k = 1.0 / (cv * cv)
-        return float(self._rng.gamma(k, mean / k))
+        buf = self._gammas.get(k)
+        if not buf:
+            buf = self._gammas[k] = self._rng.standard_gamma(k, self._block).tolist()
+        return buf.pop() * mean / k
 
 
 def streams(seed: int, names: tuple[str, ...]) -> dict[str, Stream]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 
 from mmesim.profile import ModelProfile
+from mmesim.sim.events import after
 
 
 class ModelServer:
@@ -48,7 +49,7 @@ class ModelServer:
                 if self.env.now < due:
                     if self._wake_at is None or self._wake_at > due:
                         self._wake_at = due
-                        self.env.timeout(due - self.env.now).callbacks.append(self._wake)
+                        after(self.env, due - self.env.now, None, self._wake)
                     return
             batch = [queue.popleft() for _ in range(n)]
             self.free -= 1
