@@ -33,10 +33,31 @@ def predict(profile_name: str, instance: str, seed: int):
                               load_workload("blog"), copies="auto", seed=seed))
 
 
+def markdown(results: list[dict]) -> str:
+    """The two tables of the README's Accuracy section."""
+    pub = ["| profile | instance | max models (pub / pred) | latency ms (pub / pred) | throughput req/s (pub / pred) "
+           "| max users (pub / pred) |", "|---|---|---|---|---|---|"]
+    v100 = ["| profile (translated from T4) | max models | latency ms | throughput req/s | max users |",
+            "|---|---|---|---|---|"]
+    for r in results:
+        if r["published_latency_ms"] is None:
+            v100.append(f"| {r['profile']} | {r['predicted_max_models_loaded']} | {r['predicted_latency_ms']:.0f} | "
+                        f"{r['predicted_throughput_qps']:.0f} | {r['predicted_max_concurrent_users']} |")
+            continue
+
+        def cell(m: str, pct: bool) -> str:
+            p, q = r[f"published_{m}"], r[f"predicted_{m}"]
+            return f"{p} / {q:.0f}" + (f" ({100 * (q - p) / p:+.1f}%)" if pct else "")
+        pub.append(f"| {r['profile']} | {r['instance_type']} | {cell('max_models_loaded', False)} | "
+                   f"{cell('latency_ms', True)} | {cell('throughput_qps', True)} | {cell('max_concurrent_users', False)} |")
+    return "\n".join(pub) + "\n\n" + "\n".join(v100)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="out/reproduce")
+    ap.add_argument("--markdown", action="store_true", help="also print the README's tables")
     args = ap.parse_args()
     console = Console()
     results, summaries = [], {}
@@ -85,6 +106,8 @@ def main() -> int:
         w = csv.DictWriter(fh, fieldnames=list(results[0]))
         w.writeheader()
         w.writerows(results)
+    if args.markdown:
+        print(markdown(results))
     charts = 0
     for (model, instance, fw), s in summaries.items():
         if fw == "pytorch" and (model, instance, "tensorrt") in summaries:
