@@ -77,11 +77,15 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a 6-minute churn run instead of an hour")
     args = ap.parse_args()
 
-    run, t_sim = cpu(blog)
-    n = len(run.records)
-    _, t_base = cpu(lambda: minimal_closed_loop(100, n))
+    # best of five, alternating, so a noisy neighbour hurts both sides alike
+    t_sim = t_base = float("inf")
+    for _ in range(5):
+        run, t = cpu(blog)
+        t_sim = min(t_sim, t)
+        n = len(run.records)
+        t_base = min(t_base, cpu(lambda: minimal_closed_loop(100, n))[1])
     sim_rate, base_rate = n / t_sim, n / t_base
-    print(f"blog workload, 46 models: {n:,} requests in {t_sim:.2f} CPU-s = {sim_rate:,.0f} requests/s "
+    print(f"blog workload, 46 models (best of 5): {n:,} requests in {t_sim:.2f} CPU-s = {sim_rate:,.0f} requests/s "
           f"(target >= 100,000)")
     print(f"minimal SimPy closed loop:  {n:,} requests in {t_base:.2f} CPU-s = {base_rate:,.0f} requests/s")
     print(f"ratio simulator / minimal loop: {sim_rate / base_rate:.2f} (target >= 0.5)")
