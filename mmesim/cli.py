@@ -21,13 +21,14 @@ def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="predict what a load test on an MME will see")
     p.add_argument("--profile", action="append", required=True, metavar="NAME|PATH",
                    help="built-in profile name or profile file; repeat for a heterogeneous endpoint")
-    p.add_argument("--instance", required=True, metavar="TYPE", help="e.g. ml.g4dn.2xlarge (see `mmesim instances`)")
-    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--instance", metavar="TYPE", help="e.g. ml.g4dn.2xlarge (see `mmesim instances`)")
+    p.add_argument("--endpoint", metavar="PATH", help="an EndpointConfig file (YAML/JSON); flags override it")
+    p.add_argument("--instance-count", type=int, default=None)
     p.add_argument("--copies", default="auto", metavar="N|N,N,...|auto",
                    help="copies of each model (auto: the reference's max-models-loaded procedure)")
     p.add_argument("--workload", default="blog", metavar="blog|PATH")
-    p.add_argument("--threshold", type=float, default=0.90, help="GPU memory threshold (share of NVML total)")
-    p.add_argument("--timeout", type=float, default=60.0, help="invocation timeout, s")
+    p.add_argument("--threshold", type=float, default=None, help="GPU memory threshold (share of NVML total; 0.9)")
+    p.add_argument("--timeout", type=float, default=None, help="invocation timeout, s (60)")
     p.add_argument("--max-inflight", type=int, default=None, help="overload limit per instance (default: profiles')")
     p.add_argument("--cold", action="store_true", help="start with no model loaded (default: copies pre-loaded)")
     p.add_argument("--seed", type=int, default=0)
@@ -50,20 +51,15 @@ def _copies(text: str):
 
 
 def _simulate(args) -> int:
-    from mmesim.endpoint import EndpointConfig
     from mmesim.profile import load_profile
     from mmesim.report.console import progress_bar, print_summary
     from mmesim.results.outputs import write_outputs
     from mmesim.results.summary import summarize
-    from mmesim.serde import validate
     from mmesim.sim import simulate
     from mmesim.workload import load_workload
 
     profiles = [load_profile(p) for p in args.profile]          # every file is checked before anything runs
-    endpoint = validate(EndpointConfig, {
-        "instance_type": args.instance, "instance_count": args.instance_count, "memory_threshold": args.threshold,
-        "invocation_timeout_s": args.timeout, "model_ready_timeout_s": args.timeout,
-        "max_inflight_per_instance": args.max_inflight}, source="command line")
+    endpoint = _endpoint(args)
     workload = load_workload(args.workload)
     copies = _copies(args.copies)
     with progress_bar("simulating", quiet=args.json) as progress:
@@ -79,6 +75,23 @@ def _simulate(args) -> int:
         if args.out:
             print(f"wrote {len(files)} files to {args.out}: " + ", ".join(sorted(p.name for p in files.values())))
     return 0
+
+
+def _endpoint(args):
+    """EndpointConfig from --endpoint's file, with the flags given on the command line on top."""
+    from mmesim.endpoint import EndpointConfig
+    from mmesim.errors import ConfigError
+    from mmesim.serde import read_data, validate
+
+    data = dict(read_data(args.endpoint) or {}) if args.endpoint else {}
+    flags = {"instance_type": args.instance, "instance_count": args.instance_count, "memory_threshold": args.threshold,
+             "invocation_timeout_s": args.timeout, "model_ready_timeout_s": args.timeout,
+             "max_inflight_per_instance": args.max_inflight}
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if "instance_type" not in data:
+        raise ConfigError("say which instance type: --instance TYPE, or instance_type in an --endpoint file",
+                          field="--instance")
+    return validate(EndpointConfig, data, source=args.endpoint or "command line")
 
 
 def _add_profiles(sub) -> None:

@@ -84,3 +84,20 @@ def test_shipped_measured_profiles_simulate(path, tmp_path, capsys):
                  "--workload", str(wl), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["requests"] >= 20 and s["failures"] == 0
+
+
+def test_endpoint_file_and_flags_on_top(tmp_path, capsys):
+    ep = tmp_path / "endpoint.yaml"
+    ep.write_text("instance_type: ml.g5.2xlarge\ninstance_count: 2\nmemory_threshold: 0.5\n")
+    wl = tmp_path / "light.yaml"
+    wl.write_text("kind: poisson\nrates: [{end_s: 10, rate: 10}]\n")
+    assert main(["simulate", "--profile", "resnet50-pytorch-a10g", "--endpoint", str(ep), "--threshold", "0.6",
+                 "--workload", str(wl), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["instance_type"] == "ml.g5.2xlarge" and s["instance_count"] == 2
+    # (944 MiB + n x 280.4 MiB)(n + 1)/n first reaches 0.6 x 23028 MiB at n = 45 (70 at 0.9)
+    assert s["max_models_loaded"] == 45
+    ep.write_text("instance_type: ml.g5.2xlarge\nmemory_treshold: 0.5\n")
+    proc = subprocess.run([sys.executable, "-m", "mmesim.cli", "simulate", "--profile", "resnet50-pytorch-a10g",
+                           "--endpoint", str(ep)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "endpoint.yaml" in proc.stderr and "memory_treshold" in proc.stderr

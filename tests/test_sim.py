@@ -52,16 +52,17 @@ def test_lru_evicts_the_least_recently_used_idle_model(tmp_path):
     assert max(used for _, _, used in run.memory) <= 0.9 * 15109 * MiB
 
 
-def test_lru_never_evicts_a_busy_model(tmp_path):
-    # v0 is busy (a slow execution in flight) when v2 needs room: v1 must go although v0 is older
-    p = make_profile(mem_mib=5000, load_s=1.0, s1=10.0, max_batch=1)
-    p.service = [{"batch": 1, "seconds": 10.0, "cv": 0}]
-    wl = trace_workload(tmp_path, [(0, "tiny-v0"), (0.5, "tiny-v1"), (3, "tiny-v2")])
-    sim = Simulation([p], EndpointConfig(instance_type=T4, overhead_s=0), wl, [3], warm=False)
-    run = sim.run(40)
-    assert [e.model for e in run.events if e.kind == "unload"] == ["tiny-v1"] or \
-        [e.model for e in run.events if e.kind == "unload"] == []
-    assert "tiny-v0" not in [e.model for e in run.events if e.kind == "unload"]
+@pytest.mark.parametrize("slow_s, evicted", [(10.0, "fast-v0"), (0.01, "slow-v0")])
+def test_lru_never_evicts_a_busy_model(tmp_path, slow_s, evicted):
+    """slow-v0 is the least recently used when fast-v1 needs room. While its 10 s execution
+    is in flight it must be skipped and fast-v0 unloaded instead; once idle, it goes."""
+    slow = make_profile(name="slow", mem_mib=5000, load_s=1.0, max_batch=1)
+    slow.service = [{"batch": 1, "seconds": slow_s, "cv": 0}]
+    fast = make_profile(name="fast", mem_mib=5000, load_s=1.0)
+    wl = trace_workload(tmp_path, [(0, "slow-v0"), (0.5, "fast-v0"), (5, "fast-v1")])
+    run = Simulation([slow, fast], EndpointConfig(instance_type=T4, overhead_s=0), wl, [1, 2], warm=False).run(30)
+    assert [e.model for e in run.events if e.kind == "unload"] == [evicted]
+    assert all(r.ok for r in run.records)
 
 
 def test_nothing_to_evict_fails_with_insufficient_memory(tmp_path):
