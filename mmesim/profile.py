@@ -89,6 +89,15 @@ class ModelProfile(Model):
     triton: TritonConfig = Field(default_factory=TritonConfig)
     provenance: Provenance
 
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, v: str) -> str:
+        from mmesim.catalog import load_catalog
+        gpus = load_catalog().gpus
+        if v != "cpu" and v.lower() not in gpus:
+            raise ValueError(f"unknown GPU; use 'cpu' or one of {', '.join(gpus)}")
+        return v.lower()
+
     @field_validator("service")
     @classmethod
     def _sorted_unique(cls, v: list[BatchTiming]) -> list[BatchTiming]:

@@ -47,6 +47,12 @@ def test_bad_profile_names_file_field_value(tmp_path):
     with pytest.raises(ConfigError, match="gpu_memory_byte"):
         load_profile(path)
 
+    data = make_profile().to_dict()
+    data["gpu"] = "x100"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="bad.json.*gpu.*x100.*unknown GPU"):
+        load_profile(path)
+
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_profile(path)
