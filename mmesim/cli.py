@@ -37,16 +37,22 @@ def _add_simulate(sub) -> None:
     p.set_defaults(func=_simulate)
 
 
+def _ints(text: str, flag: str) -> list[int]:
+    """A comma-separated list of positive integers, or a ConfigError naming the flag."""
+    from mmesim.errors import ConfigError
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError("expected positive integers separated by commas", field=flag, value=text) from None
+    if not values or min(values) < 1:
+        raise ConfigError("expected positive integers", field=flag, value=text)
+    return values
+
+
 def _copies(text: str):
     if text == "auto":
         return "auto"
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        from mmesim.errors import ConfigError
-        raise ConfigError("expected 'auto', a count >= 1, or one count per profile (2,3)", field="--copies", value=text)
+    values = _ints(text, "--copies")
     return values[0] if len(values) == 1 else values
 
 
@@ -165,16 +171,6 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--out", help="profile JSON to write, or a folder for <name>.json (default calibration/profiles/); a "
                                  "<name>.calibration.json report with every trace goes beside it")
 
-    def ints(text, flag):
-        from mmesim.errors import ConfigError
-        try:
-            values = [int(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError("expected integers separated by commas", field=flag, value=text) from None
-        if not values or min(values) < 1:
-            raise ConfigError("expected positive integers", field=flag, value=text)
-        return values
-
     def run(args) -> int:
         import shlex
 
@@ -188,8 +184,8 @@ def _add_calibrate(sub) -> None:
             model=args.model, framework=args.framework, device=args.device, runner=args.runner,
             copies=args.copies, max_models=args.max_models, threshold=args.threshold,
             memory_budget=args.memory_budget, max_copies=args.max_copies, inputs=args.inputs,
-            max_batch=args.max_batch, batches=ints(args.batches, "--batches") if args.batches else None,
-            concurrency=ints(args.concurrency, "--concurrency"), repeats=args.repeats, cpu_threads=args.cpu_threads,
+            max_batch=args.max_batch, batches=_ints(args.batches, "--batches") if args.batches else None,
+            concurrency=_ints(args.concurrency, "--concurrency"), repeats=args.repeats, cpu_threads=args.cpu_threads,
             image=args.image,
             binary=args.tritonserver, command="mmesim calibrate " + shlex.join(sys.argv[2:] if argv_is_cli() else []))
         with console.status("calibrating", spinner="dots") as status:
