@@ -62,3 +62,19 @@ def test_measured_history_rows_give_the_same_summary(tmp_path):
     predicted = summarize(run)
     assert (measured.latency_ms, measured.throughput_qps, measured.max_concurrent_users) == \
         (pytest.approx(predicted.latency_ms), pytest.approx(predicted.throughput_qps), predicted.max_concurrent_users)
+
+
+def test_vectorised_percentile_is_locusts_rule():
+    from collections import Counter
+
+    import numpy as np
+
+    from mmesim.results.locust_csv import response_time_percentile
+    from mmesim.results.summary import bucketed, locust_percentile
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 7, 100, 1001):
+        values = rng.lognormal(5, 1.5, n)
+        buckets = bucketed(values)
+        counts = Counter(buckets.astype(int).tolist())
+        for q in (0.5, 0.66, 0.95, 0.99, 0.999, 1.0):
+            assert locust_percentile(buckets, q) == response_time_percentile(counts, n, q)

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from mmesim.results.locust_csv import DEFAULT_REQUEST_TYPE, bucket_response_time, response_time_percentile
-from mmesim.results.records import OK, OUTCOMES, Run
+from mmesim.results.locust_csv import DEFAULT_REQUEST_TYPE, bucket_response_time
+from mmesim.results.records import OUTCOMES, Run
 
 AGGREGATED = "Aggregated"
 
@@ -41,11 +41,6 @@ def locust_percentile(buckets: np.ndarray, q: float, presorted: bool = False) ->
         return 0.0
     k = min(int(n * q), n - 1)
     return float(buckets[k] if presorted else np.partition(buckets, k)[k])
-
-
-def percentile_ms(values_ms, q: float) -> float:
-    """A percentile of raw response times by Locust's own arithmetic."""
-    return locust_percentile(bucketed(values_ms), q)
 
 
 PERCENTILE_COLUMNS = ((0.5, "50%"), (0.66, "66%"), (0.75, "75%"), (0.8, "80%"), (0.9, "90%"), (0.95, "95%"),
@@ -185,7 +180,13 @@ def _time_at(users: list[tuple[float, int]], u: int, end: float | None = None) -
 
 
 class Summary(BaseModel):
-    """What `mmesim simulate --json` prints and summary.json holds."""
+    """What `mmesim simulate --json` prints and summary.json holds.
+
+    latency_ms, throughput_qps, max_concurrent_users: the reference's definitions (see
+    ``reference_metrics``); p50/p95/p99 over every successful request of the run; steps:
+    per user step over the requests started in it; cost_per_million_usd: the endpoint's
+    hourly price over a million requests served at throughput_qps (the best rate seen
+    without failures)."""
 
     model_config = ConfigDict(extra="allow")
     kind: str
@@ -250,6 +251,3 @@ def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
         cost_per_million_usd=(hourly / (tput * 3600) * 1e6) if tput else None,
         reference_steps=ref["steps"], steps=step_table(run), warnings=warnings,
     )
-
-
-__all__ = ["history", "reference_metrics", "step_table", "summarize", "Summary", "percentile_ms", "OK"]
