@@ -100,12 +100,11 @@ class Instance:
     def _executed(self, batch) -> None:
         reply = self.sim.reply
         for req in batch:
-            req.slot.inflight -= 1
-            self.inflight -= 1
+            self.release(req)
             reply(req, 0)
 
     def release(self, req) -> None:
-        """A request leaves the instance without executing (it failed while waiting)."""
+        """A request leaves the instance: executed, or failed while waiting."""
         req.slot.inflight -= 1
         self.inflight -= 1
 
@@ -147,9 +146,7 @@ class Instance:
     def _loaded(self, ev) -> None:
         slot = ev._value
         self._set_used(self.used + slot.target.profile.gpu_memory_bytes)
-        slot.state = LOADED
-        slot.server = ModelServer(self.env, slot.target.profile, self.gpu, self.sim.noise, self._executed)
-        self.lru[slot.target.id] = slot
+        self._serve(slot)
         waiters, slot.waiters = slot.waiters, []
         for req in waiters:
             req.waiting = False
@@ -157,6 +154,12 @@ class Instance:
                 self.release(req)
             else:
                 self._decode(req)
+
+    def _serve(self, slot: Slot) -> None:
+        """The model is in GPU memory: Triton serves it, and it joins the LRU as most recent."""
+        slot.state = LOADED
+        slot.server = ModelServer(self.env, slot.target.profile, self.gpu, self.sim.noise, self._executed)
+        self.lru[slot.target.id] = slot
 
     def _make_room(self, need: int) -> float | None:
         """Unload idle models, least recently used first, until ``need`` bytes fit.
@@ -228,11 +231,10 @@ class Instance:
         if self.committed + need > self.budget or self.disk_used + target.profile.artifact_bytes > self.disk_capacity:
             return False
         slot = self.slot(target)
-        slot.on_disk, slot.state = True, LOADED
-        slot.server = ModelServer(self.env, target.profile, self.gpu, self.sim.noise, self._executed)
+        slot.on_disk = True
+        self._serve(slot)
         self.disk_used += target.profile.artifact_bytes
         self.disk_lru[target.id] = slot
-        self.lru[target.id] = slot
         self.committed += need
         self.used += need
         self.sim.events.append(ModelEvent(0.0, self.index, target.name, "preload", 0.0))
