@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[triton,dev]'
+	$(PY) -m pip install -q -e '.[triton,emulate,loadtest,plan,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,7 +23,7 @@ reproduce: $(STAMP)
 	$(PY) examples/reproduce_blog.py
 
 profiles: $(STAMP)
-	$(PY) -m mmesim.calibrate.blog --write
+	$(PY) -m mmesim.derive.blog --write
 
 bench: $(STAMP)
 	$(PY) benchmarks/sim_speed.py

@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mmesim.calibrate.blog import profile_name, reference_rows
+from mmesim.derive.blog import profile_name, reference_rows
 from mmesim.endpoint import EndpointConfig
 from mmesim.profile import load_profile
 from mmesim.report import plot_frameworks

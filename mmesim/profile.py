@@ -1,7 +1,7 @@
 """ModelProfile: what one model costs on one GPU kind and framework.
 
 Everything the simulator and the emulator need to know about a model, measured by
-`mmesim calibrate` or derived from published figures (mmesim.calibrate.blog), always with
+`mmesim calibrate` or derived from published figures (mmesim.derive.blog), always with
 its provenance. Seconds and bytes inside; MiB and ms only at the edges.
 """
 

@@ -1,5 +1,5 @@
 """Built-in profiles derived from the published MME-on-GPU load test (the AWS blog; its
-results are copied in mmesim/calibrate/reference/), by code, not by hand.
+results are copied in mmesim/derive/reference/), by code, not by hand.
 
 From each results.csv row (model x framework x instance) the derivation works out:
 - memory: the reference stopped loading copies once (used + used/N) / total >= 0.90.
@@ -19,7 +19,7 @@ From each results.csv row (model x framework x instance) the derivation works ou
 Everything not in the reference (load and unload time) follows a documented rule and is
 marked as such in the provenance.
 
-Run ``python -m mmesim.calibrate.blog --write`` to regenerate mmesim/profiles/*.json.
+Run ``python -m mmesim.derive.blog --write`` to regenerate mmesim/profiles/*.json.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def fit_row(row: dict, gen: LoadGenerator, seed: int = 0, verbose: bool = False)
             gpu_overlap=round(overlap, 4), max_inflight=limit, triton=tri,
             provenance={"method": "derived", "source": SOURCE, "date": "2023",
                         "device": f"{gpu.name} ({row['instance_type']})", "triton_version": "22.10 (SageMaker image)",
-                        "command": "python -m mmesim.calibrate.blog --write",
+                        "command": "python -m mmesim.derive.blog --write",
                         "notes": (f"fitted to latency {target_l} ms, throughput {target_x} qps, max users {target_u}, "
                                   f"max models {n}; load/unload times not published: "
                                   f"load = {LOAD_FIXED_S} s + artifact at {LOAD_BYTES_PER_S / 1e6:.0f} MB/s, unload {UNLOAD_S} s")})
