@@ -166,6 +166,17 @@ class Run:
     memory_trace: list[tuple[int, int]] = field(default_factory=list)  # (models loaded, bytes used)
     kind: str = "prediction"            # or "measurement"
     meta: dict = field(default_factory=dict)
+    # with autoscaling: [(time, instances provisioned (billed), instances in service)] at each change
+    instance_timeline: list[tuple[float, int, int]] = field(default_factory=list)
+
+    def mean_instances(self) -> float:
+        """Instances billed, averaged over the run (instance_count without autoscaling)."""
+        tl = self.instance_timeline
+        if not tl or self.duration_s <= 0:
+            return float(self.instance_count)
+        ends = [t for t, _, _ in tl[1:]] + [self.duration_s]
+        return sum(n * (min(e, self.duration_s) - min(t, self.duration_s))
+                   for (t, n, _), e in zip(tl, ends)) / self.duration_s
 
     def users_at(self, t: float) -> int:
         """The user count in force at time t (0 before the first change)."""

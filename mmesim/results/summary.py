@@ -226,7 +226,7 @@ def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
     rt_ok = (a["end"] - a["start"])[ok] * 1000.0
     causes = {OUTCOMES[i]: int(c) for i, c in enumerate(np.bincount(a["outcome"], minlength=len(OUTCOMES))) if c and i}
     peak = max((b for _, _, b in run.memory), default=None)
-    hourly = run.instance_count * run.price_usd_per_hour
+    hourly = run.mean_instances() * run.price_usd_per_hour
     tput = ref["throughput_qps"]
     warnings = []
     busy = run.meta.get("generator_busy_s")

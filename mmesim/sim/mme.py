@@ -24,6 +24,7 @@ from mmesim.endpoint import EndpointConfig
 from mmesim.errors import ConfigError
 from mmesim.profile import ModelProfile
 from mmesim.results.records import MODEL_NOT_READY, OUTCOMES, TIMEOUT, Records, Run
+from mmesim.sim.autoscaler import Autoscaler
 from mmesim.sim.client import Client
 from mmesim.sim.events import after
 from mmesim.sim.instance import DOWNLOADING, LOADED, LOADING, Instance
@@ -74,7 +75,10 @@ def target_names(profiles: list[ModelProfile], copies: list[int]) -> list[tuple[
 
 class Simulation:
     def __init__(self, profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
-                 copies: list[int], seed: int = 0, warm: bool = True):
+                 copies: list[int], seed: int = 0, warm: bool = True, weights: list[float] | None = None):
+        """``weights``: an explicit share of requests per target (in target order), overriding
+        the workload's popularity; targets of weight 0 are never asked for nor pre-loaded (how
+        a planner's mix or one partition of a large endpoint is given)."""
         if not profiles:
             raise ConfigError("at least one profile is needed", field="profile")
         if len(copies) != len(profiles) or any(c < 1 for c in copies):
@@ -88,12 +92,21 @@ class Simulation:
         rs = streams(seed, ("waits", "targets", "noise"))
         self.waits, self._targets_rng, self.noise = rs["waits"], rs["targets"], rs["noise"]
         self.targets = self._make_targets(copies)
+        if weights is not None and (len(weights) != len(self.targets) or min(weights) < 0 or sum(weights) <= 0):
+            raise ConfigError(f"needs one weight >= 0 per target ({len(self.targets)}), not all 0", field="weights")
+        self.weights = weights
         limits = [p.max_inflight for p in self.profiles if p.max_inflight]
         self.max_inflight = endpoint.max_inflight_per_instance or (min(limits) if limits else UNLIMITED)
         self.records = Records([t.name for t in self.targets])
         self.events: list = []
         self.memory: list[tuple[float, int, int]] = []
-        self.instances = [Instance(self, i) for i in range(endpoint.instance_count)]
+        scaling = endpoint.autoscaling
+        count = endpoint.instance_count if scaling is None else \
+            min(scaling.max_instances, max(scaling.min_instances, endpoint.instance_count))
+        self.instances = [Instance(self, i) for i in range(count)]
+        self.routable = list(self.instances)       # in service: what the router may choose
+        self.instance_timeline: list[tuple[float, int, int]] = []
+        self.autoscaler = Autoscaler(self, scaling) if scaling else None
         self.pick_target = self._picker()
         self.client = Client(self, workload)
         self._pending: deque[Request] = deque()
@@ -127,9 +140,11 @@ class Simulation:
         """A function returning the next request's target, per the workload's popularity."""
         pop, targets, rng = self.workload.popularity, self.targets, self._targets_rng
         n = len(targets)
-        if pop.kind == "uniform":
+        if self.weights is not None:
+            weights = self.weights
+        elif pop.kind == "uniform":
             return lambda: targets[int(rng.random() * n)]
-        if pop.kind == "zipf":
+        elif pop.kind == "zipf":
             weights = [1.0 / (k ** pop.s) for k in range(1, n + 1)]
         elif pop.kind == "top-n":
             hot = min(pop.n, n)
@@ -152,7 +167,8 @@ class Simulation:
     def _warm(self) -> int:
         """Load copies before the run, round-robin over instances, as many as fit."""
         count = 0
-        for i, target in enumerate(self.targets):
+        wanted = self.targets if self.weights is None else [t for t, w in zip(self.targets, self.weights) if w > 0]
+        for i, target in enumerate(wanted):
             if self.instances[i % len(self.instances)].preload(target):
                 count += 1
         return count
@@ -167,6 +183,14 @@ class Simulation:
                                   source=f"{self.workload.trace}:{line}", field="model", value=model)
             out.append((when, by_name[model]))
         return out
+
+    def add_instance(self) -> Instance:
+        """A new, empty instance joins the endpoint and the router (the autoscaler's hook)."""
+        inst = Instance(self, len(self.instances))
+        self.instances.append(inst)
+        self.routable.append(inst)
+        self.memory.append((self.env.now, inst.index, inst.used))
+        return inst
 
     # -- the request path ----------------------------------------------------------------
     def send(self, target: Target, worker, user=None) -> None:
@@ -185,7 +209,7 @@ class Simulation:
         req = ev._value
         if req.done:
             return
-        inst = self._route(req.target) if len(self.instances) > 1 else self.instances[0]
+        inst = self._route(req.target) if len(self.routable) > 1 else self.routable[0]
         req.instance = inst.index
         inst.admit(req)
 
@@ -193,14 +217,14 @@ class Simulation:
         """Least busy instance that has the model (loaded or on its way); a hot model spreads
         to another instance once its least busy one has ``spread_inflight`` in flight."""
         best = None
-        for inst in self.instances:
+        for inst in self.routable:
             slot = inst.slots.get(target.id)
             if slot is not None and slot.state in (LOADED, LOADING, DOWNLOADING):
                 if best is None or inst.inflight < best.inflight:
                     best = inst
         if best is not None and best.inflight < self.endpoint.spread_inflight:
             return best
-        others = [i for i in self.instances if i is not best]
+        others = [i for i in self.routable if i is not best]
         least = min(others, key=lambda i: (i.inflight, i.committed))
         return least if best is None or least.inflight < best.inflight else best
 
@@ -244,6 +268,11 @@ class Simulation:
         last = [(0.0, 0.0) for _ in self.instances]
         while True:
             yield self.env.timeout(1.0)
+            while len(last) < len(self.instances):      # added by the autoscaler: idle before it existed
+                seconds = len(gpu[0]) if gpu else 0
+                gpu.append([0.0] * seconds)
+                cpu.append([0.0] * seconds)
+                last.append((0.0, 0.0))
             for inst in self.instances:
                 i = inst.index
                 self.inflight_peaks.append((self.env.now, i, inst.peak))
@@ -261,6 +290,8 @@ class Simulation:
         self.client.start()
         self.env.process(self._reaper())
         self.env.process(self._sampler())
+        if self.autoscaler:
+            self.autoscaler.start()
         step = 5.0
         t = 0.0
         while t < end:
@@ -281,7 +312,7 @@ class Simulation:
             utilization=self.utilization, gpu_total_bytes=self.gpu.nvml_total_bytes,
             gpu_busy_s=[i.gpu.busy_until_now() for i in self.instances],
             instance_type=it.name, instance_count=len(self.instances), price_usd_per_hour=it.price_usd_per_hour,
-            kind="prediction",
+            kind="prediction", instance_timeline=self.instance_timeline,
             meta={
                 "seed": self.seed, "gpu": self.gpu.key, "copies_loaded_at_start": self.warm_count,
                 "targets": len(self.targets), "max_inflight_per_instance": None if self.max_inflight == UNLIMITED else self.max_inflight,
