@@ -11,7 +11,7 @@ from mmesim.errors import MmesimError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmesim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_simulate, _add_profiles, _add_instances, _add_calibrate):
+    for add in (_add_simulate, _add_profiles, _add_instances, _add_calibrate, _add_plan, _add_sweep):
         add(sub)
     return parser
 
@@ -207,6 +207,69 @@ def _add_calibrate(sub) -> None:
 
     def argv_is_cli() -> bool:
         return len(sys.argv) > 1 and sys.argv[1] == "calibrate"
+
+    p.set_defaults(func=run)
+
+
+# --- plan / sweep (mmesim.plan) ----------------------------------------------------------
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="cheapest instance type, count and framework meeting SLOs for a model mix",
+                       description="Search instance type x count x framework x memory threshold by simulation and "
+                                   "print a ranked plan (or, when nothing meets the SLOs, what fails and by how much).")
+    p.add_argument("mix", metavar="MIX.yaml", help="models, traffic, SLOs, candidates, budget (examples/plan_mix.yaml)")
+    p.add_argument("--out", metavar="DIR", help="write plan.csv/.parquet, simulations.csv, plots and report.html")
+    p.add_argument("--cluster", metavar="tcp://HOST:8786", help="run the simulations on this Dask scheduler")
+    p.add_argument("--workers", type=int, help="local processes (default: the usable cores)")
+    p.add_argument("--json", action="store_true", help="print the ranked table and the misses as JSON")
+
+    def run(args) -> int:
+        from mmesim.plan import load_mix, plan
+        from mmesim.plan.report import print_plan, write_plan
+
+        mix, profiles = load_mix(args.mix)
+        result = plan(mix, profiles, cluster=args.cluster, workers=args.workers, quiet=args.json)
+        if args.json:
+            import json
+            print(json.dumps({"ranked": result.ranked, "infeasible": result.infeasible,
+                              "capacity_rps": result.capacity}, indent=2, default=str))
+        else:
+            print_plan(result)
+        if args.out:
+            files = write_plan(result, args.out)
+            if not args.json:
+                print(f"wrote {len(files)} files to {args.out}: " + ", ".join(sorted(files)))
+        return 0 if result.feasible else 1
+
+    p.set_defaults(func=run)
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="simulate every combination of PARAM=v1,v2,... in parallel",
+                       description="PARAM is an EndpointConfig field (instance_type, instance_count, "
+                                   "memory_threshold, ...), autoscaling.FIELD, workload.FIELD[.FIELD], copies, "
+                                   "profile or seed. Writes results.csv/.parquet and report.html.")
+    p.add_argument("params", nargs="+", metavar="PARAM=v1,v2,...")
+    p.add_argument("--profile", action="append", metavar="NAME|PATH", help="as for simulate (repeat)")
+    p.add_argument("--instance", metavar="TYPE")
+    p.add_argument("--endpoint", metavar="PATH", help="an EndpointConfig file: the base every point changes")
+    p.add_argument("--workload", default="blog", metavar="blog|PATH")
+    p.add_argument("--copies", default="auto", metavar="N|N,N,...|auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/sweep", metavar="DIR")
+    p.add_argument("--cluster", metavar="tcp://HOST:8786", help="run on this Dask scheduler")
+    p.add_argument("--workers", type=int, help="local processes (default: the usable cores)")
+
+    def run(args) -> int:
+        from mmesim.plan.report import console
+        from mmesim.plan.sweep import SweepBase, parse_params, sweep, write_sweep
+
+        base = SweepBase.from_cli(args.profile or [], args.instance, args.endpoint, args.workload, args.copies,
+                                  args.seed)
+        grid = parse_params(args.params)
+        rows = sweep(base, grid, cluster=args.cluster, workers=args.workers)
+        files = write_sweep(rows, grid, args.out)
+        console.print(f"{len(rows)} simulations; wrote " + ", ".join(str(f) for f in files.values()))
+        return 0
 
     p.set_defaults(func=run)
 

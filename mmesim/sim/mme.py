@@ -136,15 +136,16 @@ class Simulation:
                 decode_s=p.decode_s_per_byte * payload * cpu_ratio[id(p)]))
         return out
 
-    def _picker(self):
-        """A function returning the next request's target, per the workload's popularity."""
-        pop, targets, rng = self.workload.popularity, self.targets, self._targets_rng
+    def target_weights(self) -> list[float] | None:
+        """Relative share of requests per target, in target order: the explicit weights or the
+        workload's popularity; None when uniform."""
+        pop, targets = self.workload.popularity, self.targets
         n = len(targets)
         if self.weights is not None:
-            weights = self.weights
-        elif pop.kind == "uniform":
-            return lambda: targets[int(rng.random() * n)]
-        elif pop.kind == "zipf":
+            return self.weights
+        if pop.kind == "uniform":
+            return None
+        if pop.kind == "zipf":
             weights = [1.0 / (k ** pop.s) for k in range(1, n + 1)]
         elif pop.kind == "top-n":
             hot = min(pop.n, n)
@@ -158,6 +159,15 @@ class Simulation:
                                   field="popularity.weights", value=sorted(unknown))
             per = {p.name: sum(1 for t in targets if t.profile is p) for p in self.profiles}
             weights = [pop.weights.get(t.profile.name, 0.0) / per[t.profile.name] for t in targets]
+        return weights
+
+    def _picker(self):
+        """A function returning the next request's target, per ``target_weights``."""
+        targets, rng = self.targets, self._targets_rng
+        n = len(targets)
+        weights = self.target_weights()
+        if weights is None:
+            return lambda: targets[int(rng.random() * n)]
         cdf = list(accumulate(weights))
         total = cdf[-1]
         bisect_right = bisect.bisect_right
@@ -167,7 +177,8 @@ class Simulation:
     def _warm(self) -> int:
         """Load copies before the run, round-robin over instances, as many as fit."""
         count = 0
-        wanted = self.targets if self.weights is None else [t for t, w in zip(self.targets, self.weights) if w > 0]
+        wanted = self.targets if self.weights is None else \
+            [t for t, w in sorted(zip(self.targets, self.weights), key=lambda tw: -tw[1]) if w > 0]   # hottest first
         for i, target in enumerate(wanted):
             if self.instances[i % len(self.instances)].preload(target):
                 count += 1

@@ -1,0 +1,379 @@
+"""The planner's search: instance type x framework x memory threshold x instance count.
+
+For each candidate (type, framework, threshold) cheap bounds come first: the largest model
+must fit an instance's memory budget beside the baseline; the instances must have the host
+CPU to decode the peak's payloads and the GPU time to execute them at the best batch size
+with the most overlap the profiles allow (both computed with the simulator's own figures
+for the translated profiles), and the count must fit the budget. Then the smallest count
+meeting every SLO is found by simulation: doubling from the lower bound until one meets
+them, then bisection (this assumes more instances never hurt, as they do not in the
+model). All candidates advance one probe per round, and a round's simulations run in
+parallel (local processes or a Dask cluster). A candidate that cannot enter the ranked
+table even at its lower bound stops early."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from mmesim.catalog import load_catalog
+from mmesim.plan.evaluate import Task, evaluate
+from mmesim.plan.mix import HOURS_PER_MONTH, PlanMix, endpoint_config
+from mmesim.plan.parallel import run_tasks
+from mmesim.profile import ModelProfile
+from mmesim.sim import Simulation
+from mmesim.workload import Workload
+
+MiB = 2**20
+CAPACITY_ROUNDS = 4
+CAPACITY_MAX = 4.0      # capacity is searched up to this multiple of the peak
+
+
+@dataclass
+class Violation:
+    slo: str
+    value: float
+    limit: float
+
+    @property
+    def ratio(self) -> float:
+        if self.limit == 0:
+            return math.inf if self.value > 0 else 0.0
+        return self.value / self.limit
+
+    def __str__(self) -> str:
+        fmt = {"p95_ms": "{:.0f} ms", "p99_ms": "{:.0f} ms", "error_rate": "{:.3%}",
+               "cold_start_share": "{:.2%}", "cost_usd_per_month": "{:,.0f} USD"}.get(self.slo, "{:g}")
+        over = f"+{self.ratio - 1:.0%}" if math.isfinite(self.ratio) else "any is too many"
+        return f"{self.slo} {fmt.format(self.value)} > {fmt.format(self.limit)} ({over})"
+
+
+def judge(measures: dict, mix: PlanMix) -> list[Violation]:
+    """Every SLO with its measured value; the ones with ratio > 1 are missed."""
+    slo = mix.slo
+    out = []
+    for key, limit in (("p95_ms", slo.p95_ms), ("p99_ms", slo.p99_ms), ("error_rate", slo.max_error_rate),
+                       ("cold_start_share", slo.max_cold_start_share)):
+        if limit is not None:
+            out.append(Violation(key, measures[key], limit))
+    return out
+
+
+@dataclass
+class Candidate:
+    instance_type: str
+    framework: str
+    threshold: float
+    profiles: list[ModelProfile]
+    price: float
+    n_min: int = 1
+    n_max: int = 1
+    bounds: list[str] = field(default_factory=list)
+    infeasible: str | None = None          # why no count can work (from a bound)
+    stopped: str | None = None              # why the search stopped early
+    lo: int = 0                             # largest count known to miss an SLO
+    hi: int | None = None                   # smallest count known to meet every SLO
+    tried: dict[int, dict] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.instance_type} {self.framework} t={self.threshold:g}"
+
+    @property
+    def done(self) -> bool:
+        return bool(self.infeasible or self.stopped) or (self.hi is not None and self.hi - self.lo <= 1) \
+            or (self.hi is None and self.lo >= self.n_max)
+
+    def next_count(self) -> int:
+        if self.hi is None:
+            return self.n_min if not self.tried else min(self.n_max, max(self.lo + 1, 2 * self.lo))
+        return (self.lo + self.hi) // 2
+
+    def cost_per_hour(self, n: int) -> float:
+        return n * self.price
+
+
+# --- set-up ------------------------------------------------------------------------------
+def _choose(names: list[str], profiles: dict[str, ModelProfile], gpu: str) -> ModelProfile:
+    """The profile made on this GPU if one is listed, else the first (translated by the simulator)."""
+    for name in names:
+        if profiles[name].gpu == gpu:
+            return profiles[name]
+    return profiles[names[0]]
+
+
+def mix_weights(mix: PlanMix) -> list[float]:
+    """Share of requests per target, in target order (group by group, copy by copy)."""
+    total = sum(g.share for g in mix.models)
+    out = []
+    for g in mix.models:
+        raw = [1.0 / (k ** g.s) if g.popularity == "zipf" else 1.0 for k in range(1, g.copies + 1)]
+        norm = sum(raw)
+        out.extend(g.share / total * w / norm for w in raw)
+    return out
+
+
+def workload(mix: PlanMix, scale: float = 1.0) -> Workload:
+    """The traffic of one evaluation: the peak (times ``scale``) for the simulated duration."""
+    t, sim = mix.traffic, mix.simulation
+    common = {"name": mix.name, "payload_bytes": t.payload_bytes}
+    if t.peak_rps is not None:
+        return Workload(kind="poisson", rates=[{"end_s": sim.duration_s, "rate": t.peak_rps * scale}], **common)
+    if t.users is not None:
+        users = max(1, round(t.users * scale))
+        return Workload(kind="users", wait_s=t.wait_s, **common,
+                        stages=[{"end_s": sim.duration_s, "users": users, "spawn_rate": max(1.0, users / 5)}])
+    return Workload(kind="trace", trace=t.trace, **common)
+
+
+def candidates(mix: PlanMix, profiles: dict[str, ModelProfile]) -> list[Candidate]:
+    catalog = load_catalog()
+    types = mix.candidates.instance_types or list(catalog.instances)
+    out = []
+    for name in types:
+        it = catalog.instance(name)
+        for fw in mix.frameworks:
+            chosen = [_choose(g.profiles.get(fw) or next(iter(g.profiles.values())), profiles, it.gpu)
+                      for g in mix.models]
+            label = fw if fw != "*" else "+".join(sorted({p.framework for p in chosen}))
+            for threshold in mix.candidates.memory_thresholds:
+                c = Candidate(it.name, label, threshold, chosen, it.price_usd_per_hour)
+                _bound(c, mix)
+                out.append(c)
+    return out
+
+
+def _bound(c: Candidate, mix: PlanMix) -> None:
+    """Cheap bounds on the count, with the simulator's own figures for the translated profiles."""
+    ep = endpoint_config(mix, c.instance_type, c.threshold)
+    probe = Simulation(c.profiles, ep, Workload(kind="poisson", rates=[{"end_s": 1, "rate": 0}],
+                                                payload_bytes=mix.traffic.payload_bytes),
+                       [1] * len(c.profiles), warm=False)
+    inst = probe.instances[0]
+    gpu_name = probe.gpu.name
+    big = max(probe.profiles, key=lambda p: p.gpu_memory_bytes)
+    if inst.baseline + big.gpu_memory_bytes > inst.budget:
+        c.infeasible = (f"memory: {big.name} needs {big.gpu_memory_bytes / MiB:,.0f} MiB beside a "
+                        f"{inst.baseline / MiB:,.0f} MiB baseline; the {gpu_name}'s budget at threshold "
+                        f"{c.threshold:g} is {inst.budget / MiB:,.0f} MiB "
+                        f"(+{(inst.baseline + big.gpu_memory_bytes) / inst.budget - 1:.0%})")
+        return
+    months = mix.budget_usd_per_month
+    n_budget = math.floor(months / (c.price * HOURS_PER_MONTH) + 1e-9) if months else mix.candidates.max_instances
+    c.n_max = min(mix.candidates.max_instances, n_budget)
+    if mix.traffic.peak_rps is not None:
+        total = sum(g.share for g in mix.models)
+        rates = [mix.traffic.peak_rps * g.share / total for g in mix.models]
+        cpu_s = sum(r * probe.targets[i].decode_s for i, r in enumerate(rates))
+        n_cpu = math.ceil(cpu_s / probe.instance_type.vcpus - 1e-9)
+        overlap = max(p.gpu_overlap for p in probe.profiles)
+        speedup = 1 + overlap * (probe.max_inflight - 1) if probe.max_inflight < 1 << 30 else math.inf
+        gpu_s = sum(r * min(p.service_time(b) / b for b in range(1, p.triton.batch_limit + 1))
+                    for r, p in zip(rates, probe.profiles))
+        n_gpu = math.ceil(gpu_s / speedup - 1e-9) if math.isfinite(speedup) else 1
+        c.n_min = max(1, n_cpu, n_gpu)
+        c.bounds.append(f"host CPU to decode {cpu_s:.2f} core-s/s: >= {n_cpu}; GPU {gpu_s:.2f} s/s at best batch, "
+                        f"overlap {overlap:.3f}: >= {n_gpu}")
+    if c.n_min > c.n_max:
+        if months and c.n_min > n_budget:
+            cost = c.n_min * c.price * HOURS_PER_MONTH
+            c.infeasible = (f"budget: at least {c.n_min} instances ({cost:,.0f} USD/month) > "
+                            f"{months:,.0f} USD/month (+{cost / months - 1:.0%})")
+        else:
+            c.infeasible = f"capacity: at least {c.n_min} instances needed > max_instances {c.n_max}"
+    c.lo = c.n_min - 1
+
+
+def _task(mix: PlanMix, c: Candidate, n: int, weights: list[float], scale: float = 1.0) -> Task:
+    ep = endpoint_config(mix, c.instance_type, c.threshold, n)
+    copies = [g.copies for g in mix.models]
+    return Task(c.profiles, copies, weights, ep, workload(mix, scale), seed=mix.simulation.seed,
+                warmup_s=mix.simulation.warmup_s, label=f"{c.label} x{n}")
+
+
+# --- the search --------------------------------------------------------------------------
+@dataclass
+class Plan:
+    mix: PlanMix
+    candidates: list[Candidate]
+    ranked: list[dict]
+    infeasible: list[dict]               # the closest misses when nothing (or little) works
+    capacity: dict[str, float]           # instance type -> max peak requests/s meeting the SLOs
+    simulations: int
+    whatif: dict | None = None           # the autoscaling what-if of the best plan
+
+    @property
+    def feasible(self) -> bool:
+        return bool(self.ranked)
+
+
+def plan(mix: PlanMix, profiles: dict[str, ModelProfile], *, cluster: str | None = None,
+         workers: int | None = None, quiet: bool = False) -> Plan:
+    cands = candidates(mix, profiles)
+    weights = mix_weights(mix)
+    simulations = 0
+    rnd = 0
+    while True:
+        active = [c for c in cands if not c.done]
+        _prune(active, cands, mix.top)
+        active = [c for c in active if not c.done]
+        if not active:
+            break
+        rnd += 1
+        probes = [(c, c.next_count()) for c in active]
+        results = run_tasks(evaluate, [_task(mix, c, n, weights) for c, n in probes], cluster=cluster,
+                            workers=workers, label=f"round {rnd}: {len(probes)} simulations", quiet=quiet)
+        simulations += len(probes)
+        for (c, n), res in zip(probes, results):
+            res["violations"] = judge(res, mix)
+            c.tried[n] = res
+            if all(v.ratio <= 1 for v in res["violations"]):
+                c.hi = n if c.hi is None else min(c.hi, n)
+            else:
+                c.lo = max(c.lo, n)
+    ranked = _rank(mix, cands)
+    capacity, extra = _capacity(mix, cands, ranked, weights, cluster, workers, quiet)
+    whatif = None
+    if ranked and mix.endpoint.get("autoscaling") and mix.traffic.peak_rps is not None:
+        best = next(c for c in cands if c.hi == ranked[0]["count"] and c.label.startswith(
+            f"{ranked[0]['instance_type']} {ranked[0]['framework']} t={ranked[0]['threshold']:g}"))
+        whatif = run_tasks(whatif_minutes, [whatif_task(mix, best, weights)], cluster=cluster, workers=workers,
+                           label="autoscaling what-if", quiet=quiet)[0]
+        extra += 1
+    return Plan(mix, cands, ranked, _misses(cands), capacity, simulations + extra, whatif)
+
+
+def _prune(active: list[Candidate], cands: list[Candidate], top: int) -> None:
+    """Stop a candidate that cannot enter the top ``top`` rows even at its smallest possible count."""
+    costs = sorted(c.cost_per_hour(c.hi) for c in cands if c.hi is not None)
+    if len(costs) < top:
+        return
+    bar = costs[top - 1]
+    for c in active:
+        if c.cost_per_hour(c.lo + 1) > bar + 1e-9:
+            c.stopped = f"outranked: {c.lo + 1}+ instances cost {c.cost_per_hour(c.lo + 1):.2f} USD/h > {bar:.2f}"
+
+
+def _row(mix: PlanMix, c: Candidate, n: int) -> dict:
+    m = c.tried[n]
+    hourly = c.cost_per_hour(n)
+    mean_rps = (mix.traffic.peak_rps or m["ok_rps"]) * mix.traffic.mean_multiplier
+    binding = max(m["violations"], key=lambda v: v.ratio, default=None)
+    row = {
+        "instance_type": c.instance_type, "count": n, "framework": c.framework, "threshold": c.threshold,
+        "cost_per_hour_usd": hourly, "cost_per_month_usd": hourly * HOURS_PER_MONTH,
+        "cost_per_million_usd": hourly / (mean_rps * 3600) * 1e6 if mean_rps else None,
+        "p95_ms": m["p95_ms"], "p99_ms": m["p99_ms"], "error_rate": m["error_rate"],
+        "cold_start_share": m["cold_start_share"], "models_resident_per_instance": m["models_resident"],
+        "cache_hit_ratio": m["cache_hit_ratio"], "gpu_utilization": m["gpu_utilization"],
+        "binding_slo": f"{binding.slo} ({binding.ratio:.0%} of limit)" if binding else "-",
+        "profiles": ", ".join(p.name for p in c.profiles),
+    }
+    scaling = mix.endpoint.get("autoscaling")
+    if scaling and mix.traffic.daily:
+        lo, hi = scaling.get("min_instances", 1), scaling.get("max_instances", n)
+        hours = [max(lo, min(hi, math.ceil(n * f - 1e-9))) for f in mix.traffic.daily]
+        row["cost_per_month_autoscaled_usd"] = sum(hours) / 24 * c.price * HOURS_PER_MONTH
+    return row
+
+
+def _rank(mix: PlanMix, cands: list[Candidate]) -> list[dict]:
+    rows = [_row(mix, c, c.hi) for c in cands if c.hi is not None]
+    rows.sort(key=lambda r: (r["cost_per_hour_usd"], r["p95_ms"]))
+    return rows[:mix.top]
+
+
+def _misses(cands: list[Candidate]) -> list[dict]:
+    """Candidates with no count meeting the SLOs: which constraint fails first, by how much
+    (at the largest count simulated), closest first; then those ruled out by a bound."""
+    out = []
+    for c in cands:
+        if c.hi is not None:
+            continue
+        if c.infeasible:
+            out.append({"candidate": c.label, "count": None, "fails": c.infeasible, "worst": math.inf})
+        elif c.tried:
+            n = max(c.tried)
+            missed = sorted((v for v in c.tried[n]["violations"] if v.ratio > 1), key=lambda v: -v.ratio)
+            out.append({"candidate": c.label, "count": n, "fails": "; ".join(map(str, missed)),
+                        "worst": missed[0].ratio if missed else 1.0})
+    out.sort(key=lambda r: r.pop("worst"))
+    return out
+
+
+def _capacity(mix, cands, ranked, weights, cluster, workers, quiet) -> tuple[dict[str, float], int]:
+    """Per instance type (its cheapest plan): the highest peak, as a multiple of the mix's,
+    that the same count still serves within the SLOs, by bisection over the load."""
+    if mix.traffic.peak_rps is None or not ranked:
+        return {}, 0
+    best: dict[str, tuple[Candidate, int]] = {}
+    for c in cands:
+        if c.hi is not None and (c.instance_type not in best
+                                 or c.cost_per_hour(c.hi) < best[c.instance_type][0].cost_per_hour(c.hi)):
+            best[c.instance_type] = (c, c.hi)
+    state = {k: [1.0, None] for k in best}          # [largest load met, smallest load missed]
+    sims = 0
+    for _ in range(CAPACITY_ROUNDS):
+        probes = []
+        for k, (lo, hi) in state.items():
+            probes.append((k, min(CAPACITY_MAX, 2 * lo) if hi is None else (lo + hi) / 2))
+        probes = [(k, s) for k, s in probes if s > state[k][0] + 1e-6]
+        if not probes:
+            break
+        tasks = [_task(mix, best[k][0], best[k][1], weights, scale=s) for k, s in probes]
+        results = run_tasks(evaluate, tasks, cluster=cluster, workers=workers, label="capacity", quiet=quiet)
+        sims += len(tasks)
+        for (k, s), res in zip(probes, results):
+            if all(v.ratio <= 1 for v in judge(res, mix)):
+                state[k][0] = s
+            else:
+                state[k][1] = s
+    return {k: lo * mix.traffic.peak_rps for k, (lo, _) in state.items()}, sims
+
+
+# --- autoscaling what-if -------------------------------------------------------------------
+def whatif_task(mix: PlanMix, c: Candidate, weights: list[float]) -> Task:
+    """The best plan with the mix's autoscaling policy under a step: a quiet start at the
+    daily pattern's lowest hour (or a quarter of the peak), the peak long enough to scale
+    out and settle, then quiet again long enough to scale back in."""
+    p = endpoint_config(mix, c.instance_type, c.threshold).autoscaling
+    low = min(mix.traffic.daily) if mix.traffic.daily else 0.25
+    low = max(low, 0.05)
+    t1 = 5 * p.period_s
+    t2 = t1 + max(15 * 60.0, p.startup_s + (p.scale_out_datapoints + 2) * p.period_s + 300)
+    t3 = t2 + (p.scale_in_datapoints + 3) * p.period_s
+    peak = mix.traffic.peak_rps
+    wl = Workload(kind="poisson", name=f"{mix.name} step", payload_bytes=mix.traffic.payload_bytes,
+                  rates=[{"end_s": t1, "rate": peak * low}, {"end_s": t2, "rate": peak}, {"end_s": t3, "rate": peak * low}])
+    ep = endpoint_config(mix, c.instance_type, c.threshold, p.min_instances)
+    return Task(c.profiles, [g.copies for g in mix.models], weights, ep, wl, seed=mix.simulation.seed,
+                label=f"{c.label} autoscaling {p.min_instances}..{p.max_instances}")
+
+
+def whatif_minutes(task: Task) -> dict:
+    """Run the what-if and summarise it per minute (a worker function, like ``evaluate``)."""
+    import numpy as np
+
+    sim = Simulation(task.profiles, task.endpoint, task.workload, task.copies, seed=task.seed, weights=task.weights)
+    run = sim.run()
+    a = run.records.arrays()
+    minute = (a["start"] // 60).astype(int)
+    ok = a["outcome"] == 0
+    rt = (a["end"] - a["start"]) * 1000
+    rows = []
+    for m in range(int(math.ceil(run.duration_s / 60))):
+        sel = minute == m
+        good = rt[sel & ok]
+        rows.append({"minute": m, "offered_rps": float(sel.sum() / 60), "failed": int((sel & ~ok).sum()),
+                     "p95_ms": float(np.percentile(good, 95)) if len(good) else float("nan")})
+    tl = list(run.instance_timeline)
+    step_at = task.workload.rates[0].end_s
+    peak_serving = max(s for _, _, s in tl)
+    settled = min((t for t, _, s in tl if s == peak_serving and t >= step_at), default=step_at)
+    window = (a["start"] >= step_at) & (a["start"] < max(settled, step_at + 60))
+    p95s = [r["p95_ms"] for r in rows if step_at / 60 <= r["minute"] < max(settled, step_at + 60) / 60
+            and math.isfinite(r["p95_ms"])]
+    return {"label": task.label, "timeline": tl, "minutes": rows, "duration_s": run.duration_s,
+            "min_serving": tl[0][2], "max_serving": peak_serving, "end_serving": tl[-1][2],
+            "failed_while_scaling": int((window & ~ok).sum()), "worst_minute_p95_ms": max(p95s, default=float("nan")),
+            "mean_instances": run.mean_instances(), "step_at_s": step_at, "settled_at_s": settled}

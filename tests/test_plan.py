@@ -1,0 +1,105 @@
+"""`mmesim plan`: the known optimum of a small case (checked by exhaustive search), infeasible
+SLOs named with their shortfall, and bad mix files named by file, field and value."""
+
+import json
+
+import pytest
+import yaml
+
+from mmesim.cli import main
+from mmesim.errors import ConfigError
+from mmesim.plan import load_mix, plan
+from mmesim.plan.evaluate import evaluate
+from mmesim.plan.search import _task, candidates, judge, mix_weights
+
+SMALL = {
+    "name": "small",
+    "models": [{"name": "roberta", "profile": "roberta-large-pytorch-t4", "copies": 6, "share": 1.0}],
+    "traffic": {"peak_rps": 45},
+    "slo": {"p95_ms": 400, "max_error_rate": 0.001},
+    "candidates": {"instance_types": ["ml.g4dn.xlarge", "ml.g4dn.2xlarge", "ml.g5.xlarge"], "max_instances": 3},
+    "simulation": {"duration_s": 40, "warmup_s": 10, "seed": 0},
+}
+
+
+def _write(tmp_path, data, name="mix.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_plan_finds_the_optimum_of_exhaustive_search(tmp_path):
+    mix, profiles = load_mix(_write(tmp_path, SMALL))
+    result = plan(mix, profiles, workers=1, quiet=True)
+    # exhaustive: every type at every count from 1, bounds ignored, the same simulations
+    weights = mix_weights(mix)
+    best = None
+    for c in candidates(mix, profiles):
+        for n in range(1, mix.candidates.max_instances + 1):
+            m = evaluate(_task(mix, c, n, weights))
+            if all(v.ratio <= 1 for v in judge(m, mix)):
+                key = (n * c.price, c.instance_type, n)
+                best = min(best, key) if best else key
+                break                      # more of the same type only costs more
+    assert best is not None
+    top = result.ranked[0]
+    assert (top["instance_type"], top["count"]) == (best[1], best[2])
+    assert top["cost_per_hour_usd"] == pytest.approx(best[0])
+    # the search needed fewer simulations than the exhaustive one (bounds and bisection)
+    assert result.simulations < 3 * mix.candidates.max_instances + 3 * 4
+
+
+def test_infeasible_slo_says_which_constraint_fails_and_by_how_much(tmp_path, capsys):
+    data = {**SMALL, "slo": {"p95_ms": 20, "max_error_rate": 0.001}}
+    rc = main(["plan", str(_write(tmp_path, data)), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1 and out["ranked"] == []
+    closest = out["infeasible"][0]
+    # roberta-large takes ~50 ms per request alone on a T4: p95 can never be 20 ms
+    assert closest["fails"].startswith("p95_ms ")
+    assert "> 20 ms (+" in closest["fails"]
+    assert closest["count"] == 3                    # judged at the most instances allowed
+
+
+def test_memory_and_budget_bounds_rule_out_candidates_with_amounts(tmp_path, capsys):
+    data = {**SMALL, "candidates": {**SMALL["candidates"], "memory_thresholds": [0.05]}}
+    rc = main(["plan", str(_write(tmp_path, data)), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1
+    assert all(m["fails"].startswith("memory: roberta-large-pytorch-t4 needs") for m in out["infeasible"])
+    data = {**SMALL, "budget_usd_per_month": 300}
+    rc = main(["plan", str(_write(tmp_path, data)), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1
+    # 45 req/s of ~30 ms GPU work each, no overlap: at least 2 instances, 2 x 0.7364 x 730 USD
+    assert {"candidate": "ml.g4dn.xlarge pytorch t=0.9", "count": None,
+            "fails": "budget: at least 2 instances (1,075 USD/month) > 300 USD/month (+258%)"} in out["infeasible"]
+
+
+@pytest.mark.parametrize("change, field, value", [
+    ({"slo": {"p95_ms": -3}}, "slo.p95_ms", "-3"),
+    ({"models": [{"name": "r", "profile": "no-such-model", "copies": 2, "share": 1}]}, "models[0].profiles.*",
+     "no-such-model"),
+    ({"candidates": {"instance_types": ["ml.x9.huge"]}}, "candidates.instance_types", "ml.x9.huge"),
+    ({"traffic": {"peak_rps": 10, "users": 5}}, "traffic", None),
+    ({"endpoint": {"autoscaling": {"target": 100, "max_instances": 0}}}, "endpoint.autoscaling.max_instances", "0"),
+])
+def test_bad_mix_file_gives_one_line_naming_file_field_value(tmp_path, capsys, change, field, value):
+    path = _write(tmp_path, {**SMALL, **change}, "bad.yaml")
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert str(path) in err and f"field '{field}'" in err
+    if value is not None:
+        assert value in err
+
+
+def test_plan_writes_table_plots_and_one_html_report(tmp_path):
+    mix, profiles = load_mix(_write(tmp_path, {**SMALL, "candidates": {**SMALL["candidates"],
+                                                                      "instance_types": ["ml.g5.xlarge"]}}))
+    from mmesim.plan.report import write_plan
+    files = write_plan(plan(mix, profiles, workers=1, quiet=True), tmp_path / "out")
+    assert {"plan.csv", "simulations.csv", "pareto.png", "capacity.png", "report.html"} <= set(files)
+    html = files["report.html"].read_text()
+    assert html.count("data:image/png;base64,") == 2 and 'src="http' not in html
+    assert "ml.g5.xlarge" in html
