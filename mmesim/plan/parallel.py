@@ -2,7 +2,9 @@
 
 Each task carries everything it needs, its seed included, and a result depends on nothing
 but its task, so the same tasks give the same results wherever they run; results come back
-in task order whatever order they finish in. A rich progress bar counts them on stderr."""
+in task order whatever order they finish in. A rich progress bar counts them on stderr.
+A ``Runner`` keeps its processes (or its cluster connection) across batches, so a search
+that submits a round at a time pays for start-up once."""
 
 from __future__ import annotations
 
@@ -24,49 +26,72 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _bar(label: str, total: int, quiet: bool):
-    err = Console(stderr=True)
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err, transient=True, disable=quiet or not err.is_terminal)
+class Runner:
+    """``map(fn, tasks)`` on ``workers`` local processes, or on the Dask scheduler at
+    ``cluster`` (tcp://host:8786). Use as a context manager."""
+
+    def __init__(self, cluster: str | None = None, workers: int | None = None, quiet: bool = False):
+        self.cluster, self.quiet = cluster, quiet
+        self.workers = workers or default_workers()
+        if self.workers < 1:
+            raise ConfigError("needs at least one worker", field="--workers", value=workers)
+        self._pool = self._client = None
+
+    def __enter__(self) -> "Runner":
+        if self.cluster:
+            try:
+                from distributed import Client
+            except ImportError:  # pragma: no cover - the [plan] extra brings it
+                raise MissingPiece("--cluster needs dask.distributed: pip install 'mmesim[plan]'") from None
+            try:
+                self._client = Client(self.cluster, timeout="10s")
+            except (OSError, TimeoutError) as exc:
+                raise ConfigError(f"cannot reach the Dask scheduler ({exc})", field="--cluster",
+                                  value=self.cluster) from None
+        else:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool:
+            self._pool.shutdown(cancel_futures=True)
+        if self._client:
+            self._client.close()
+
+    @property
+    def slots(self) -> int:
+        """How many tasks run at once."""
+        if self._client:
+            return max(1, sum(w.get("nthreads", 1) for w in self._client.scheduler_info()["workers"].values()))
+        return self.workers
+
+    def map(self, fn: Callable, tasks: Sequence, label: str = "simulating") -> list:
+        if not tasks:
+            return []
+        results: list = [None] * len(tasks)
+        err = Console(stderr=True)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=True, disable=self.quiet or not err.is_terminal) as bar:
+            tid = bar.add_task(label, total=len(tasks))
+            if self._client:
+                from distributed import as_completed as dask_completed
+                futures = self._client.map(fn, list(tasks), pure=False)
+                index = {f.key: i for i, f in enumerate(futures)}
+                for fut in dask_completed(futures):
+                    results[index[fut.key]] = fut.result()
+                    bar.advance(tid)
+            else:
+                futures = {self._pool.submit(fn, t): i for i, t in enumerate(tasks)}
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.advance(tid)
+        return results
 
 
 def run_tasks(fn: Callable, tasks: Sequence, *, cluster: str | None = None, workers: int | None = None,
               label: str = "simulating", quiet: bool = False) -> list:
-    """``[fn(t) for t in tasks]``, in parallel. ``cluster``: a Dask scheduler address
-    (tcp://host:8786); otherwise ``workers`` local processes (default: the usable cores)."""
+    """``[fn(t) for t in tasks]`` in parallel, once (a Runner for one batch)."""
     if not tasks:
         return []
-    results: list = [None] * len(tasks)
-    with _bar(label, len(tasks), quiet) as bar:
-        task_id = bar.add_task(label, total=len(tasks))
-        if cluster:
-            _on_dask(fn, tasks, cluster, results, lambda: bar.advance(task_id))
-        else:
-            n = workers or default_workers()
-            if n < 1:
-                raise ConfigError("needs at least one worker", field="--workers", value=n)
-            with ProcessPoolExecutor(max_workers=min(n, len(tasks))) as pool:
-                futures = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
-                for fut in as_completed(futures):
-                    results[futures[fut]] = fut.result()
-                    bar.advance(task_id)
-    return results
-
-
-def _on_dask(fn, tasks, address: str, results: list, advance) -> None:
-    try:
-        from distributed import Client, as_completed as dask_completed
-    except ImportError:  # pragma: no cover - the [plan] extra brings it
-        raise MissingPiece("--cluster needs dask.distributed: pip install 'mmesim[plan]'") from None
-    try:
-        client = Client(address, timeout="10s", set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        raise ConfigError(f"cannot reach the Dask scheduler ({exc})", field="--cluster", value=address) from None
-    try:
-        futures = client.map(fn, list(tasks), pure=False)
-        index = {f.key: i for i, f in enumerate(futures)}
-        for fut in dask_completed(futures):
-            results[index[fut.key]] = fut.result()
-            advance()
-    finally:
-        client.close()
+    with Runner(cluster, min(workers or default_workers(), len(tasks)), quiet) as runner:
+        return runner.map(fn, tasks, label)

@@ -5,11 +5,15 @@ so an endpoint splits along models: each partition is one instance (or a few) wi
 assigned to it, fed the requests for those models only, simulated on its own (in parallel,
 on local processes or a Dask cluster); the records are merged into one Run and one Summary.
 
-The approximation, stated: models are assigned to partitions once, before the run, largest
-expected GPU work first to the least loaded partition (LPT), and stay there. The whole
-endpoint's router instead places a model on the least busy instance when it is first asked
-for, and spreads a hot model to a second instance once its first has ``spread_inflight``
-requests in flight; partitions cannot do either across partitions (within one, they do).
+The approximation, stated: models are assigned to partitions once, before the run, and stay
+there. A model the whole endpoint would pre-load goes where the simulator's own pre-load puts
+it; the others go largest expected GPU work first to the least loaded partition (LPT). The
+whole endpoint's router instead places a model that is loaded nowhere on the least busy
+instance at that moment (again after every eviction), and spreads a hot model to a second
+instance once its first has ``spread_inflight`` requests in flight; partitions cannot do
+either across partitions (within one, they do). So the approximation holds while the models
+an instance serves stay put (they fit, or one instance's LRU keeps its own), and drifts when
+evicted models wander between instances.
 Open-loop Poisson traffic splits exactly (each partition gets a Poisson stream at its share);
 closed-loop users are split by share, which is an approximation. ``compare`` measures the
 error against the unpartitioned simulation."""
@@ -58,15 +62,23 @@ def partitions(profiles: list[ModelProfile], endpoint: EndpointConfig, workload:
         raise ConfigError(f"instance_count {n_inst} is not a multiple of the partition size",
                           field="instances_per_partition", value=instances_per_partition)
     k = n_inst // instances_per_partition
-    probe = Simulation(profiles, endpoint.model_copy(update={"instance_count": 1}), workload, copies, warm=False,
-                       weights=weights)
+    # where the whole endpoint would hold each model at the start: its own pre-load decision
+    probe = Simulation(profiles, endpoint, workload, copies, warm=True, weights=weights)
     w = probe.target_weights() or [1.0] * len(probe.targets)
     total = sum(w)
-    # LPT on expected GPU work per second: the hottest, heaviest models spread first
+    owner = [-1] * len(w)
+    for inst in probe.instances:
+        for tid in inst.slots:
+            owner[tid] = inst.index // instances_per_partition
+    # the others: largest expected GPU work first, to the partition with the least so far (LPT)
     work = [(wt / total) * t.profile.service_time(1) for wt, t in zip(w, probe.targets)]
-    heap = [(0.0, p) for p in range(k)]
-    owner = [0] * len(work)
-    for tid in sorted(range(len(work)), key=lambda i: -work[i]):
+    loads = [0.0] * k
+    for tid, p in enumerate(owner):
+        if p >= 0:
+            loads[p] += work[tid]
+    heap = [(load, p) for p, load in enumerate(loads)]
+    heapq.heapify(heap)
+    for tid in sorted((t for t in range(len(w)) if owner[t] < 0), key=lambda i: -work[i]):
         load, p = heapq.heappop(heap)
         owner[tid] = p
         heapq.heappush(heap, (load + work[tid], p))

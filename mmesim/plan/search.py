@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from mmesim.catalog import load_catalog
 from mmesim.plan.evaluate import Task, evaluate
 from mmesim.plan.mix import HOURS_PER_MONTH, PlanMix, endpoint_config
-from mmesim.plan.parallel import run_tasks
+from mmesim.plan.parallel import Runner
 from mmesim.profile import ModelProfile
 from mmesim.sim import Simulation
 from mmesim.workload import Workload
@@ -209,47 +209,52 @@ class Plan:
 
 def plan(mix: PlanMix, profiles: dict[str, ModelProfile], *, cluster: str | None = None,
          workers: int | None = None, quiet: bool = False) -> Plan:
+    """Best first: each round simulates the candidates whose smallest possible cost is lowest
+    (a few per worker), so expensive types are pruned before they cost a simulation."""
     cands = candidates(mix, profiles)
     weights = mix_weights(mix)
     simulations = 0
     rnd = 0
-    while True:
-        active = [c for c in cands if not c.done]
-        _prune(active, cands, mix.top)
-        active = [c for c in active if not c.done]
-        if not active:
-            break
-        rnd += 1
-        probes = [(c, c.next_count()) for c in active]
-        results = run_tasks(evaluate, [_task(mix, c, n, weights) for c, n in probes], cluster=cluster,
-                            workers=workers, label=f"round {rnd}: {len(probes)} simulations", quiet=quiet)
-        simulations += len(probes)
-        for (c, n), res in zip(probes, results):
-            res["violations"] = judge(res, mix)
-            c.tried[n] = res
-            if all(v.ratio <= 1 for v in res["violations"]):
-                c.hi = n if c.hi is None else min(c.hi, n)
-            else:
-                c.lo = max(c.lo, n)
-    ranked = _rank(mix, cands)
-    capacity, extra = _capacity(mix, cands, ranked, weights, cluster, workers, quiet)
-    whatif = None
-    if ranked and mix.endpoint.get("autoscaling") and mix.traffic.peak_rps is not None:
-        best = next(c for c in cands if c.hi == ranked[0]["count"] and c.label.startswith(
-            f"{ranked[0]['instance_type']} {ranked[0]['framework']} t={ranked[0]['threshold']:g}"))
-        whatif = run_tasks(whatif_minutes, [whatif_task(mix, best, weights)], cluster=cluster, workers=workers,
-                           label="autoscaling what-if", quiet=quiet)[0]
-        extra += 1
+    with Runner(cluster, workers, quiet) as runner:
+        batch = max(4, 2 * runner.slots)
+        while True:
+            _prune(cands, mix.top)
+            active = sorted((c for c in cands if not c.done), key=lambda c: (c.cost_per_hour(c.lo + 1), c.label))
+            if not active:
+                break
+            rnd += 1
+            probes = [(c, c.next_count()) for c in active[:batch]]
+            results = runner.map(evaluate, [_task(mix, c, n, weights) for c, n in probes],
+                                 label=f"round {rnd}: {len(probes)} simulations")
+            simulations += len(probes)
+            for (c, n), res in zip(probes, results):
+                res["violations"] = judge(res, mix)
+                c.tried[n] = res
+                if all(v.ratio <= 1 for v in res["violations"]):
+                    c.hi = n if c.hi is None else min(c.hi, n)
+                else:
+                    c.lo = max(c.lo, n)
+        ranked = _rank(mix, cands)
+        capacity, extra = _capacity(mix, cands, ranked, weights, runner)
+        whatif = None
+        if ranked and mix.endpoint.get("autoscaling") and mix.traffic.peak_rps is not None:
+            top = ranked[0]
+            best = next(c for c in cands if c.hi == top["count"] and c.instance_type == top["instance_type"]
+                        and c.framework == top["framework"] and c.threshold == top["threshold"])
+            whatif = runner.map(whatif_minutes, [whatif_task(mix, best, weights)], label="autoscaling what-if")[0]
+            extra += 1
     return Plan(mix, cands, ranked, _misses(cands), capacity, simulations + extra, whatif)
 
 
-def _prune(active: list[Candidate], cands: list[Candidate], top: int) -> None:
+def _prune(cands: list[Candidate], top: int) -> None:
     """Stop a candidate that cannot enter the top ``top`` rows even at its smallest possible count."""
     costs = sorted(c.cost_per_hour(c.hi) for c in cands if c.hi is not None)
     if len(costs) < top:
         return
     bar = costs[top - 1]
-    for c in active:
+    for c in cands:
+        if c.done:
+            continue
         if c.cost_per_hour(c.lo + 1) > bar + 1e-9:
             c.stopped = f"outranked: {c.lo + 1}+ instances cost {c.cost_per_hour(c.lo + 1):.2f} USD/h > {bar:.2f}"
 
@@ -301,14 +306,15 @@ def _misses(cands: list[Candidate]) -> list[dict]:
     return out
 
 
-def _capacity(mix, cands, ranked, weights, cluster, workers, quiet) -> tuple[dict[str, float], int]:
+def _capacity(mix, cands, ranked, weights, runner) -> tuple[dict[str, float], int]:
     """Per instance type (its cheapest plan): the highest peak, as a multiple of the mix's,
     that the same count still serves within the SLOs, by bisection over the load."""
     if mix.traffic.peak_rps is None or not ranked:
         return {}, 0
     best: dict[str, tuple[Candidate, int]] = {}
+    shown = {r["instance_type"] for r in ranked}
     for c in cands:
-        if c.hi is not None and (c.instance_type not in best
+        if c.hi is not None and c.instance_type in shown and (c.instance_type not in best
                                  or c.cost_per_hour(c.hi) < best[c.instance_type][0].cost_per_hour(c.hi)):
             best[c.instance_type] = (c, c.hi)
     state = {k: [1.0, None] for k in best}          # [largest load met, smallest load missed]
@@ -321,7 +327,7 @@ def _capacity(mix, cands, ranked, weights, cluster, workers, quiet) -> tuple[dic
         if not probes:
             break
         tasks = [_task(mix, best[k][0], best[k][1], weights, scale=s) for k, s in probes]
-        results = run_tasks(evaluate, tasks, cluster=cluster, workers=workers, label="capacity", quiet=quiet)
+        results = runner.map(evaluate, tasks, label="capacity")
         sims += len(tasks)
         for (k, s), res in zip(probes, results):
             if all(v.ratio <= 1 for v in judge(res, mix)):

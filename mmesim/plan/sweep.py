@@ -77,10 +77,22 @@ class Point:
     seed: int
 
 
-def _set(data: dict, path: list[str], value) -> None:
-    for key in path[:-1]:
-        data = data.setdefault(key, {})
-    data[path[-1]] = value
+def _set(data: dict, path: list[str], value, name: str) -> None:
+    """Set ``value`` at a dotted path of dict keys and list indices (``rates.0.rate``)."""
+    try:
+        for i, key in enumerate(path):
+            last = i == len(path) - 1
+            if isinstance(data, list):
+                if last:
+                    data[int(key)] = value
+                else:
+                    data = data[int(key)]
+            elif last:
+                data[key] = value
+            else:
+                data = data.setdefault(key, {})
+    except (ValueError, IndexError, TypeError):
+        raise ConfigError("no such place in the workload or endpoint", field=name, value=value) from None
 
 
 def points(base: SweepBase, grid: dict[str, list]) -> list[Point]:
@@ -103,9 +115,9 @@ def points(base: SweepBase, grid: dict[str, list]) -> list[Point]:
                 except ConfigError as exc:
                     raise ConfigError(str(exc), source=where) from None
             elif head == "workload" and rest:
-                _set(wl, rest.split("."), value)
+                _set(wl, rest.split("."), value, name)
             elif head == "autoscaling" and rest:
-                _set(ep, ["autoscaling"] + rest.split("."), value)
+                _set(ep, ["autoscaling"] + rest.split("."), value, name)
             elif name in endpoint_fields:
                 ep[name] = value
             else:
