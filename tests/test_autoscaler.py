@@ -60,3 +60,25 @@ def test_policy_errors_name_the_field():
         validate(EndpointConfig, {"instance_type": "ml.g4dn.xlarge",
                                   "autoscaling": {"target": 100, "min_instances": 3, "max_instances": 2}},
                  source="ep.yaml")
+
+
+def test_simulate_cli_takes_the_policy_in_the_endpoint_file_and_shows_instances_over_time(tmp_path, capsys):
+    import csv
+
+    import yaml
+
+    from mmesim.cli import main
+
+    ep = tmp_path / "endpoint.yaml"
+    ep.write_text(yaml.safe_dump(_endpoint().to_dict()))
+    wl = tmp_path / "step.yaml"
+    wl.write_text(yaml.safe_dump(STEP.to_dict()))
+    out = tmp_path / "out"
+    assert main(["simulate", "--profile", "roberta-large-pytorch-t4", "--endpoint", str(ep), "--workload", str(wl),
+                 "--copies", "10", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "instances in service (autoscaling)" in printed and "1 -> 3 -> 1" in printed
+    rows = list(csv.DictReader((out / "instances.csv").open()))
+    assert [int(r["instances_in_service"]) for r in rows][-1] == 1
+    assert max(int(r["instances_billed"]) for r in rows) == 3
+    assert (out / "instances.png").stat().st_size > 10_000

@@ -29,6 +29,36 @@ class Task:
     seed: int = 0
     warmup_s: float = 0.0
     label: str = ""
+    limits: dict | None = None      # SLOs and the most requests expected: stop once one is surely missed
+
+
+class _Doomed:
+    """A progress callback that stops a simulation once an SLO is missed whatever comes next:
+    more failures, or more successful requests slower than a percentile's limit, than that
+    percentile allows of the most requests the run can judge."""
+
+    def __init__(self, sim, task: Task):
+        self.sim, self.warmup = sim, task.warmup_s
+        lim = task.limits
+        self.most = lim["expected_requests"]
+        self.errors = lim.get("error_rate")
+        self.slow = [(1 - q / 100, lim[k] / 1000.0) for q, k in ((95, "p95_ms"), (99, "p99_ms")) if lim.get(k)]
+        self.stopped_at = None
+
+    def __call__(self, now: float, end: float):
+        if now <= self.warmup:
+            return None
+        a = self.sim.records.arrays()
+        keep = a["start"] >= self.warmup
+        ok = a["outcome"] == 0
+        doomed = self.errors is not None and (keep & ~ok).sum() > self.errors * self.most
+        rt = a["end"] - a["start"]
+        for share, limit in self.slow:
+            doomed = doomed or (keep & ok & (rt > limit)).sum() > share * self.most
+        if doomed:
+            self.stopped_at = now
+            return False
+        return None
 
 
 def measure(run, warmup_s: float = 0.0) -> dict:
@@ -58,8 +88,10 @@ def measure(run, warmup_s: float = 0.0) -> dict:
 def evaluate(task: Task) -> dict:
     """Run ``task`` and return its measures (a small dict: cheap to send back from a worker)."""
     sim = Simulation(task.profiles, task.endpoint, task.workload, task.copies, seed=task.seed, weights=task.weights)
-    run = sim.run()
+    guard = _Doomed(sim, task) if task.limits else None
+    run = sim.run(progress=guard)
     out = measure(run, task.warmup_s)
+    out["stopped_at_s"] = guard.stopped_at if guard else None
     serving = sim.routable
     out["models_resident"] = float(np.mean([sum(1 for s in i.lru.values() if s.state == LOADED) for i in serving]))
     busy = run.utilization.get("GPUUtilization", [])

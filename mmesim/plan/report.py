@@ -139,28 +139,8 @@ def capacity_png(capacity: dict[str, float], counts: dict[str, int], peak: float
 def scaling_png(timeline: list[tuple[float, int, int]], minutes: list[dict], duration_s: float,
                 title: str) -> str:
     """Instances billed and in service over time, over per-minute p95 and failed requests."""
-    fig = new_figure(10, 6)
-    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 1]})
-    ts = [t / 60 for t, _, _ in timeline] + [duration_s / 60]
-    top.step(ts, [b for _, b, _ in timeline] + [timeline[-1][1]], where="post", color=LATENCY, label="billed")
-    top.step(ts, [s for _, _, s in timeline] + [timeline[-1][2]], where="post", color=RPS, lw=2, label="in service")
-    top.set_ylabel("instances")
-    top.legend(fontsize=8, frameon=False, loc="upper left")
-    top.set_title(title)
-    right = top.twinx()
-    right.plot([m["minute"] + 0.5 for m in minutes], [m["offered_rps"] for m in minutes], color="grey", lw=1,
-               ls=":", label="offered req/s")
-    right.set_ylabel("offered req/s")
-    x = [m["minute"] + 0.5 for m in minutes]
-    bottom.bar(x, [m["failed"] for m in minutes], color=FAIL_BARS, width=0.8, label="failed requests")
-    bottom.set_ylabel("failed per minute")
-    r2 = bottom.twinx()
-    r2.plot(x, [m["p95_ms"] for m in minutes], color=OK_BARS, marker=".", label="p95 ms")
-    r2.set_ylabel("p95 ms")
-    bottom.set_xlabel("minutes")
-    bottom.legend(fontsize=8, frameon=False, loc="upper left")
-    fig.tight_layout()
-    return _png(fig)
+    from mmesim.report.scaling import figure
+    return _png(figure(timeline, minutes, duration_s, title))
 
 
 # --- terminal ----------------------------------------------------------------------------

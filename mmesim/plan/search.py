@@ -7,7 +7,8 @@ with the most overlap the profiles allow (both computed with the simulator's own
 for the translated profiles), and the count must fit the budget. Then the smallest count
 meeting every SLO is found by simulation: doubling from the lower bound until one meets
 them, then bisection (this assumes more instances never hurt, as they do not in the
-model). All candidates advance one probe per round, and a round's simulations run in
+model); the first probe is the count that holds every copy in GPU memory at once, where
+the answer often is. All candidates advance one probe per round, and a round's simulations run in
 parallel (local processes or a Dask cluster). A candidate that cannot enter the ranked
 table even at its lower bound stops early."""
 
@@ -68,6 +69,7 @@ class Candidate:
     price: float
     n_min: int = 1
     n_max: int = 1
+    n_fit: int = 1                          # instances holding every copy at once: the first probe
     bounds: list[str] = field(default_factory=list)
     infeasible: str | None = None          # why no count can work (from a bound)
     stopped: str | None = None              # why the search stopped early
@@ -86,7 +88,9 @@ class Candidate:
 
     def next_count(self) -> int:
         if self.hi is None:
-            return self.n_min if not self.tried else min(self.n_max, max(self.lo + 1, 2 * self.lo))
+            if not self.tried:
+                return min(self.n_max, max(self.n_min, self.n_fit))
+            return min(self.n_max, max(self.lo + 1, 2 * self.lo))
         return (self.lo + self.hi) // 2
 
     def cost_per_hour(self, n: int) -> float:
@@ -158,6 +162,9 @@ def _bound(c: Candidate, mix: PlanMix) -> None:
                         f"{c.threshold:g} is {inst.budget / MiB:,.0f} MiB "
                         f"(+{(inst.baseline + big.gpu_memory_bytes) / inst.budget - 1:.0%})")
         return
+    copies = {p.name: g.copies for p, g in zip(probe.profiles, mix.models)}
+    resident = sum(p.gpu_memory_bytes * copies[p.name] for p in probe.profiles)
+    c.n_fit = max(1, math.ceil(resident / max(1, inst.budget - inst.baseline)))
     months = mix.budget_usd_per_month
     n_budget = math.floor(months / (c.price * HOURS_PER_MONTH) + 1e-9) if months else mix.candidates.max_instances
     c.n_max = min(mix.candidates.max_instances, n_budget)
@@ -184,11 +191,18 @@ def _bound(c: Candidate, mix: PlanMix) -> None:
     c.lo = c.n_min - 1
 
 
-def _task(mix: PlanMix, c: Candidate, n: int, weights: list[float], scale: float = 1.0) -> Task:
+def _task(mix: PlanMix, c: Candidate, n: int, weights: list[float], scale: float = 1.0,
+          early_stop: bool = True) -> Task:
     ep = endpoint_config(mix, c.instance_type, c.threshold, n)
     copies = [g.copies for g in mix.models]
+    limits = None
+    if early_stop and mix.traffic.peak_rps is not None:
+        # a Poisson count over the judged span stays under mean + 5 sigma
+        mean = mix.traffic.peak_rps * scale * (mix.simulation.duration_s - mix.simulation.warmup_s)
+        limits = {"expected_requests": mean + 5 * math.sqrt(mean) + 10, "error_rate": mix.slo.max_error_rate,
+                  "p95_ms": mix.slo.p95_ms, "p99_ms": mix.slo.p99_ms}
     return Task(c.profiles, copies, weights, ep, workload(mix, scale), seed=mix.simulation.seed,
-                warmup_s=mix.simulation.warmup_s, label=f"{c.label} x{n}")
+                warmup_s=mix.simulation.warmup_s, label=f"{c.label} x{n}", limits=limits)
 
 
 # --- the search --------------------------------------------------------------------------
@@ -300,7 +314,9 @@ def _misses(cands: list[Candidate]) -> list[dict]:
         elif c.tried:
             n = max(c.tried)
             missed = sorted((v for v in c.tried[n]["violations"] if v.ratio > 1), key=lambda v: -v.ratio)
-            out.append({"candidate": c.label, "count": n, "fails": "; ".join(map(str, missed)),
+            stop = c.tried[n].get("stopped_at_s")
+            why = "; ".join(map(str, missed)) + (f" (already certain at {stop:g} simulated s)" if stop else "")
+            out.append({"candidate": c.label, "count": n, "fails": why,
                         "worst": missed[0].ratio if missed else 1.0})
     out.sort(key=lambda r: r.pop("worst"))
     return out
@@ -358,20 +374,13 @@ def whatif_task(mix: PlanMix, c: Candidate, weights: list[float]) -> Task:
 
 def whatif_minutes(task: Task) -> dict:
     """Run the what-if and summarise it per minute (a worker function, like ``evaluate``)."""
-    import numpy as np
+    from mmesim.report.scaling import per_minute
 
     sim = Simulation(task.profiles, task.endpoint, task.workload, task.copies, seed=task.seed, weights=task.weights)
     run = sim.run()
     a = run.records.arrays()
-    minute = (a["start"] // 60).astype(int)
     ok = a["outcome"] == 0
-    rt = (a["end"] - a["start"]) * 1000
-    rows = []
-    for m in range(int(math.ceil(run.duration_s / 60))):
-        sel = minute == m
-        good = rt[sel & ok]
-        rows.append({"minute": m, "offered_rps": float(sel.sum() / 60), "failed": int((sel & ~ok).sum()),
-                     "p95_ms": float(np.percentile(good, 95)) if len(good) else float("nan")})
+    rows = per_minute(run)
     tl = list(run.instance_timeline)
     step_at = task.workload.rates[0].end_s
     peak_serving = max(s for _, _, s in tl)

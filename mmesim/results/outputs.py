@@ -35,4 +35,12 @@ def write_outputs(run: Run, summary: Summary, out: str | Path, prefix: str = "mm
         files["steps_png"] = plot_steps(summary.steps, out / "steps.png", title=title)
     if run.memory:
         files["memory_png"] = plot_run_memory(run, out / "memory.png", title=title)
+    if run.instance_timeline:               # autoscaling: instances over time, SLO misses while scaling
+        from mmesim.report.scaling import plot_scaling
+        files["instances"] = out / "instances.csv"
+        with files["instances"].open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["time_s", "instances_billed", "instances_in_service"])
+            w.writerows(run.instance_timeline)
+        files["instances_png"] = plot_scaling(run, out / "instances.png", title=title)
     return files

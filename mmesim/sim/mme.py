@@ -296,7 +296,7 @@ class Simulation:
     # -- running -------------------------------------------------------------------------
     def run(self, duration: float | None = None, progress=None) -> Run:
         """Simulate ``duration`` seconds (default: the workload's); ``progress(now, end)``
-        is called about every simulated 5 seconds."""
+        is called about every simulated 5 seconds, and stops the run there if it returns False."""
         end = duration if duration is not None else self.workload.duration_s
         self.client.start()
         self.env.process(self._reaper())
@@ -308,8 +308,9 @@ class Simulation:
         while t < end:
             t = min(end, t + step)
             self.env.run(until=t)
-            if progress:
-                progress(t, end)
+            if progress and progress(t, end) is False:
+                end = t
+                break
         return self._result(end)
 
     def _result(self, duration: float) -> Run:
