@@ -130,13 +130,15 @@ def merge(runs: list[Run], per_partition: int) -> Run:
         busy.extend(run.gpu_busy_s)
         for metric, per in run.utilization.items():
             util.setdefault(metric, []).extend(per)
-    return Run(records=records, duration_s=first.duration_s, users=_sum_users(runs), user_steps=first.user_steps,
-               request_name=first.request_name, events=sorted(events, key=lambda e: e.time), memory=memory,
-               inflight_peaks=peaks, utilization=util, gpu_total_bytes=first.gpu_total_bytes, gpu_busy_s=busy,
-               instance_type=first.instance_type, instance_count=per_partition * len(runs),
-               price_usd_per_hour=first.price_usd_per_hour, kind="prediction",
-               meta={**{k: v for k, v in first.meta.items() if k in ("gpu", "profiles", "translated", "targets")},
-                     "partitions": len(runs), "seed": first.meta.get("seed")})
+    merged = replace(first, records=records, users=_sum_users(runs), events=sorted(events, key=lambda e: e.time),
+                     memory=memory, inflight_peaks=peaks, utilization=util, gpu_busy_s=busy,
+                     instance_count=per_partition * len(runs), max_models_loaded=None, memory_trace=[])
+    for name in ("cpu_busy_s",):           # per-instance figures kept as run fields
+        if isinstance(getattr(first, name, None), list):
+            setattr(merged, name, [x for run in runs for x in getattr(run, name)])
+    if isinstance(getattr(first, "meta", None), dict) and isinstance(first.meta.get("cpu_busy_s"), list):
+        merged.meta = {**first.meta, "cpu_busy_s": [x for run in runs for x in run.meta["cpu_busy_s"]]}
+    return merged
 
 
 def _sum_users(runs: list[Run]) -> list[tuple[float, int]]:

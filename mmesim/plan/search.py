@@ -26,7 +26,7 @@ from mmesim.sim import Simulation
 from mmesim.workload import Workload
 
 MiB = 2**20
-CAPACITY_ROUNDS = 4
+CAPACITY_ROUNDS = 3
 CAPACITY_MAX = 4.0      # capacity is searched up to this multiple of the peak
 
 
