@@ -103,3 +103,21 @@ def test_plan_writes_table_plots_and_one_html_report(tmp_path):
     html = files["report.html"].read_text()
     assert html.count("data:image/png;base64,") == 2 and 'src="http' not in html
     assert "ml.g5.xlarge" in html
+
+
+def test_plan_with_an_autoscaling_policy_runs_the_what_if_of_the_best_plan(tmp_path):
+    data = {**SMALL, "candidates": {**SMALL["candidates"], "instance_types": ["ml.g5.xlarge"]},
+            "endpoint": {"autoscaling": {"target": 1200, "min_instances": 1, "max_instances": 3,
+                                         "startup_s": 120, "scale_out_cooldown_s": 120, "scale_in_cooldown_s": 120,
+                                         "scale_in_datapoints": 5}}}
+    mix, profiles = load_mix(_write(tmp_path, data))
+    result = plan(mix, profiles, workers=1, quiet=True)
+    w = result.whatif
+    # from 1 instance at a quarter of the peak, out to ceil(45 x 60 / 1200) = 3 under the peak, back to 1
+    assert (w["min_serving"], w["max_serving"], w["end_serving"]) == (1, 3, 1)
+    assert w["settled_at_s"] > w["step_at_s"]
+    assert w["failed_while_scaling"] > 0            # the SLO misses while new instances start and load
+    assert 1 < w["mean_instances"] < 3
+    from mmesim.plan.report import write_plan
+    files = write_plan(result, tmp_path / "out")
+    assert "autoscaling.png" in files and "Autoscaling what-if" in files["report.html"].read_text()

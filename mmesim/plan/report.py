@@ -30,6 +30,9 @@ def _fmt(v, digits: int = 1) -> str:
 
 
 # --- files -------------------------------------------------------------------------------
+_warned: list = []
+
+
 def write_table(rows: list[dict], path_stem: Path) -> list[Path]:
     """``<stem>.csv`` always; ``<stem>.parquet`` too when pyarrow imports (else says why)."""
     path_stem.parent.mkdir(parents=True, exist_ok=True)
@@ -43,8 +46,10 @@ def write_table(rows: list[dict], path_stem: Path) -> list[Path]:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:
-        console.print(f"[yellow]note:[/yellow] no Parquet file: pyarrow does not import here ({exc}); "
-                      "the [plan] extra pins a version that works with numpy<2")
+        if not _warned:
+            _warned.append(True)
+            console.print(f"[yellow]note:[/yellow] no Parquet files: pyarrow does not import here ({exc}); "
+                          "the \\[plan] extra pins a version that works with numpy<2")
         return out
     table = pa.table({c: [r.get(c) for r in rows] for c in cols})
     out.append(path_stem.with_suffix(".parquet"))
@@ -110,9 +115,10 @@ def pareto_png(points: list[dict], slo_p95: float | None) -> str:
     if front:
         ax.step([p["cost_per_hour_usd"] for p in front], [p["p95_ms"] for p in front], where="post",
                 color="black", lw=1, label="Pareto front")
-        for p in front[:6]:
+        for i, p in enumerate(front[:4]):
             ax.annotate(f"{p['count']}x {p['instance_type'].removeprefix('ml.')} {p['framework']}",
-                        (p["cost_per_hour_usd"], p["p95_ms"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+                        (p["cost_per_hour_usd"], p["p95_ms"]), fontsize=7, xytext=(6, 10 + 12 * i),
+                        textcoords="offset points", arrowprops={"arrowstyle": "-", "lw": 0.5})
     if slo_p95:
         ax.axhline(slo_p95, color=LATENCY, ls="--", lw=1, label=f"p95 SLO {slo_p95:g} ms")
     ax.set_yscale("log")
