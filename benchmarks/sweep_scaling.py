@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import time
 
 from mmesim.endpoint import EndpointConfig
@@ -39,12 +41,20 @@ def sweep_configs(n: int, minutes: float, rate: float) -> list:
     return points(base, grid)[:n]
 
 
-def timed_sweep(pts, workers: int, cluster: str | None) -> tuple[float, list]:
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed_sweep(pts, workers: int, cluster: str | None) -> tuple[float, float, list]:
+    """Wall time of the sweep, and the CPU seconds its local worker processes used."""
+    cpu0 = _children_cpu()
     with Runner(cluster, workers, quiet=True) as runner:
         runner.map(run_point, pts[:workers])          # start-up (imports in each worker) not timed
         t0 = time.perf_counter()
         rows = runner.map(run_point, pts)
-        return time.perf_counter() - t0, rows
+        wall = time.perf_counter() - t0
+    return wall, _children_cpu() - cpu0, rows
 
 
 def main() -> None:
@@ -64,13 +74,15 @@ def main() -> None:
 
     if not args.skip_sweep:
         pts = sweep_configs(args.configs, args.minutes, args.rate)
-        t1, rows1 = timed_sweep(pts, 1, args.cluster if args.cluster else None)
-        t2, rows2 = timed_sweep(pts, 2, args.cluster if args.cluster else None)
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start")
+        t1, c1, rows1 = timed_sweep(pts, 1, args.cluster)
+        t2, c2, rows2 = timed_sweep(pts, 2, args.cluster)
         reqs = sum(r["requests"] for r in rows1)
         print(f"sweep: {len(pts)} configurations x {args.minutes:g} simulated minutes at {args.rate:g} req/s "
               f"({reqs:,} requests)")
-        print(f"  1 worker : {t1:7.1f} s wall")
-        print(f"  2 workers: {t2:7.1f} s wall   speed-up {t1 / t2:.2f}x   identical rows: {rows1 == rows2}")
+        print(f"  1 worker : {t1:7.1f} s wall, {c1:6.1f} CPU-s in workers")
+        print(f"  2 workers: {t2:7.1f} s wall, {c2:6.1f} CPU-s in workers   speed-up {t1 / t2:.2f}x   "
+              f"identical rows: {rows1 == rows2}   (load average now {os.getloadavg()[0]:.1f})")
 
     inst, models, rps, secs = ((100, 10_000, 10_000.0, 3600.0) if args.full
                                else (args.instances, args.models, args.rps, args.seconds))
@@ -101,15 +113,15 @@ def main() -> None:
               f"{per_hour_per_worker * scale * secs / 3600 / 2:,.0f} s wall on 2 workers")
 
     ci = args.check_instances
-    err = compare(profiles, EndpointConfig(instance_type="ml.g5.2xlarge", instance_count=ci),
-                  Workload(name="check", kind="poisson", rates=[{"end_s": 120, "rate": 150.0 * ci}],
-                           popularity={"kind": "zipf"}), [100 * ci * 4], seed=0, workers=2)
-    print(f"partitioning error against the whole simulation ({ci} instances, {400 * ci} models, {150 * ci} req/s, "
-          "120 s):")
-    for key, v in err.items():
-        print(f"  {key:12s} whole {v['whole']:>12,.1f}   partitioned {v['partitioned']:>12,.1f}   "
-              f"error {100 * v['error']:+6.1f}%")
-
+    for case, per_instance in (("models fit", 30), ("memory pressure", 100)):
+        err = compare(profiles, EndpointConfig(instance_type="ml.g5.2xlarge", instance_count=ci),
+                      Workload(name="check", kind="poisson", rates=[{"end_s": 60, "rate": 150.0 * ci}],
+                               popularity={"kind": "zipf"}), [per_instance * ci], seed=0, workers=2)
+        print(f"partitioning error against the whole simulation, {case}: {ci} x ml.g5.2xlarge, "
+              f"{per_instance * ci} models, {150 * ci} req/s, 60 s")
+        for key, v in err.items():
+            print(f"  {key:12s} whole {v['whole']:>12,.1f}   partitioned {v['partitioned']:>12,.1f}   "
+                  f"error {100 * v['error']:+6.1f}%")
 
 if __name__ == "__main__":
     main()
