@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-MiB = 2**20
+from mmesim.units import MiB
+
 # Piped or captured output gets a wide table rather than names cut short with an ellipsis.
 console = Console(width=None if sys.stdout.isatty() else 160)
 
