@@ -57,9 +57,9 @@ def _copies(text: str):
 
 
 def _simulate(args) -> int:
+    from mmesim.outputs import write_outputs
     from mmesim.profile import load_profile
     from mmesim.report.console import progress_bar, print_summary
-    from mmesim.results.outputs import write_outputs
     from mmesim.results.summary import summarize
     from mmesim.sim import simulate
     from mmesim.workload import load_workload
