@@ -79,6 +79,7 @@ class Simulation:
             raise ConfigError("at least one profile is needed", field="profile")
         if len(copies) != len(profiles) or any(c < 1 for c in copies):
             raise ConfigError("one copy count >= 1 per profile is needed", field="copies", value=copies)
+        workload.check_profiles(p.name for p in profiles)
         catalog = load_catalog()
         self.endpoint, self.workload, self.seed = endpoint, workload, seed
         self.copies = list(copies)
@@ -136,12 +137,7 @@ class Simulation:
             hot = min(pop.n, n)
             cold_share = (1 - pop.share) / (n - hot) if n > hot else 0.0
             weights = [pop.share / hot] * hot + [cold_share] * (n - hot)
-        else:  # mix: weight per profile name, uniform over that profile's copies
-            names = {p.name for p in self.profiles}
-            unknown = set(pop.weights) - names
-            if unknown:
-                raise ConfigError(f"mix weights name profiles not in the endpoint ({', '.join(sorted(names))})",
-                                  field="popularity.weights", value=sorted(unknown))
+        else:  # mix: weight per profile name, uniform over that profile's copies (checked in __init__)
             per = {p.name: sum(1 for t in targets if t.profile is p) for p in self.profiles}
             weights = [pop.weights.get(t.profile.name, 0.0) / per[t.profile.name] for t in targets]
         cdf = list(accumulate(weights))
@@ -324,6 +320,7 @@ def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) ->
 def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
              copies: list[int] | int | str = "auto", seed: int = 0, warm: bool = True, progress=None) -> Run:
     """Predict one run: ``copies`` per profile, or "auto" for the reference's max-models count."""
+    workload.check_profiles(p.name for p in profiles)         # before the max-models step
     mm, trace = max_models_loaded(profiles, endpoint)
     if copies == "auto":
         copies = mm
