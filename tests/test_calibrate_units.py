@@ -10,7 +10,6 @@ from mmesim.calibrate.memory import MemorySample, parse_bytes
 from mmesim.calibrate.run import CalibrateOptions, catalog_key
 from mmesim.errors import ConfigError, MissingPiece
 from mmesim.triton.client import MMEError
-
 from mmesim.units import MiB
 
 

@@ -133,14 +133,6 @@ def test_empty_run_writes_na_percentiles(tmp_path):
     assert L.read_stats(path)[0]["50%"] is None
 
 
-def test_stats_round_trip(tmp_path):
-    rows = L.read_stats(L.write_stats(tiny_run(), tmp_path / "p_stats.csv"))
-    assert [r["Name"] for r in rows] == ["a", "b", "Aggregated"]
-    assert rows[0]["Average Response Time"] == pytest.approx(437.5 / 3, rel=1e-15)
-    assert rows[2]["Request Count"] == 4 and isinstance(rows[2]["Request Count"], int)
-    assert rows[2]["99%"] == 2000 and rows[2]["Type"] == ""
-
-
 # -- _failures.csv ------------------------------------------------------------------------------
 
 def test_failures_by_cause_with_first_and_last_seen(tmp_path):

@@ -61,16 +61,6 @@ def test_summary_counts_and_cost():
     assert steps[20]["rps"] == pytest.approx(1.0)
 
 
-def test_measured_history_rows_give_the_same_summary(tmp_path):
-    from mmesim.results.locust_csv import read_stats_history, write_stats_history
-    run = tiny_run()
-    path = write_stats_history(history(run), tmp_path / "x_stats_history.csv")
-    measured = summarize(run, rows=read_stats_history(path))
-    predicted = summarize(run)
-    assert (measured.latency_ms, measured.throughput_qps, measured.max_concurrent_users) == \
-        (pytest.approx(predicted.latency_ms), pytest.approx(predicted.throughput_qps), predicted.max_concurrent_users)
-
-
 def test_summary_percentiles_are_exact_not_bucketed():
     """p50/p95/p99 of the Summary interpolate the unrounded times (mmesim.results.locust says
     so); Locust's bucketed rule would give 150 ms for all three here."""

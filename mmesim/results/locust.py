@@ -249,7 +249,7 @@ class LocustStats:
         self._group = np.concatenate([self._group, np.asarray(group, dtype=np.int64)])
         self._failed = np.concatenate([self._failed, np.asarray(failed, dtype=bool)])
 
-    def _log_through(self, t: float, inclusive: bool = True) -> None:
+    def log_through(self, t: float, inclusive: bool = True) -> None:
         """Log buffered requests that ended by ``t``, a second at a time."""
         n = int(np.searchsorted(self._end, t, side="right" if inclusive else "left"))
         if not n:
@@ -280,14 +280,14 @@ class LocustStats:
         rows: list[dict[str, Any]] = []
         while self.next_row <= t:
             now = self.next_row
-            self._log_through(now)
+            self.log_through(now)
             rows.extend(self.row(now))
             self.next_row += 1
         return rows
 
     def finish(self, until: float) -> None:
         """Log what ended by ``until`` (the run's end; later requests Locust never logs)."""
-        self._log_through(until)
+        self.log_through(until)
 
     def row(self, now: int) -> list[dict[str, Any]]:
         """One history row per entry, as Locust writes them at ``now`` (whole seconds)."""
