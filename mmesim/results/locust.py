@@ -117,8 +117,9 @@ class Entry:
     """One Locust ``StatsEntry`` (a request name, or the aggregate), fed in completion order
     so float sums match Locust's bit for bit."""
 
-    def __init__(self, method: str, name: str, created_s: int = 0, history: bool = True):
+    def __init__(self, method: str, name: str, created_s: int = 0, history: bool = True, histogram: bool = True):
         self.method, self.name = method, name
+        self.histogram = histogram or history     # without it: no median or percentiles (cheaper)
         self.num_requests = self.num_failures = 0
         self.total_ms = 0.0
         self.min_ms: float | None = None
@@ -143,16 +144,34 @@ class Entry:
                 del self.cache[old]
         self.last_second = second
         self.num_requests += n
-        nf = int(failed.sum())
+        nf = int(np.count_nonzero(failed))
         self.num_failures += nf
-        self.total_ms = float(np.add.accumulate(np.concatenate(([self.total_ms], ms)))[-1])
-        lo, hi = float(ms.min()), float(ms.max())
+        # one at a time, in order (accumulate is sequential): the same float sum as Locust's
+        if n < 32:
+            values = ms.tolist()
+            total = self.total_ms
+            for v in values:
+                total += v
+            self.total_ms = total
+            lo, hi = min(values), max(values)
+        else:
+            self.total_ms = float(np.add.accumulate(np.concatenate(([self.total_ms], ms)))[-1])
+            lo, hi = float(ms.min()), float(ms.max())
         self.min_ms = lo if self.min_ms is None else min(self.min_ms, lo)
         self.max_ms = max(self.max_ms, hi)
-        top = int(idx.max())
-        if top >= len(self.hist):
-            self.hist = np.concatenate([self.hist, np.zeros(top + 1 - len(self.hist) + 64, dtype=np.int64)])
-        self.hist[: top + 1] += np.bincount(idx, minlength=top + 1)
+        if not self.histogram:
+            pass
+        elif n < 32:
+            hist = self.hist
+            for i in idx.tolist():
+                if i >= len(hist):
+                    hist = self.hist = np.concatenate([hist, np.zeros(i + 1 - len(hist) + 64, dtype=np.int64)])
+                hist[i] += 1
+        else:
+            top = int(idx.max())
+            if top >= len(self.hist):
+                self.hist = np.concatenate([self.hist, np.zeros(top + 1 - len(self.hist) + 64, dtype=np.int64)])
+            self.hist[: top + 1] += np.bincount(idx, minlength=top + 1)
         self.per_sec[second] = self.per_sec.get(second, 0) + n
         if nf:
             self.fail_per_sec[second] = self.fail_per_sec.get(second, 0) + nf
@@ -202,8 +221,8 @@ class Entry:
             return 0.0, 0.0
         secs = range(max(last_s - 12, start_s), last_s - 2)
         width = max(len(secs), 1)
-        return (sum(self.per_sec.get(s, 0) for s in secs) / width,
-                sum(self.fail_per_sec.get(s, 0) for s in secs) / width)
+        per, fails = self.per_sec.get, self.fail_per_sec.get
+        return sum(per(s, 0) for s in secs) / width, sum(fails(s, 0) for s in secs) / width
 
     def stats_row(self, elapsed_s: float) -> list:
         """A ``_stats.csv`` row; rates are per second of ``elapsed_s`` (Locust: the stats'
@@ -224,52 +243,57 @@ class LocustStats:
     ~20 s of snapshots per entry, whatever the run's length."""
 
     def __init__(self, names: Sequence[str], request_type: str = DEFAULT_REQUEST_TYPE,
-                 percentiles: bool = True, users: Callable[[int], int] | None = None, start_s: float = 0.0):
+                 percentiles: bool = True, users: Callable[[int], int] | None = None, start_s: float = 0.0,
+                 histograms: bool = True):
         self.names, self.request_type, self.percentiles = list(names), request_type, percentiles
+        self.histograms = histograms or percentiles    # False: no medians or percentiles anywhere (cheaper)
         self.users = users or (lambda t: 0)
         self.start_s = start_s          # when the stats began (Locust: the test's start), same clock as ends
-        self.total = Entry("", AGGREGATED, int(math.floor(start_s)), history=percentiles)
+        self.total = Entry("", AGGREGATED, int(math.floor(start_s)), history=percentiles, histogram=self.histograms)
         self.entries: dict[int, Entry] = {}       # group -> entry, created at its first request
         self.last_end: float | None = None
         self.next_row = 0
-        self._end = np.zeros(0)
-        self._ms = np.zeros(0)
-        self._idx = np.zeros(0, dtype=np.int64)
-        self._group = np.zeros(0, dtype=np.int64)
-        self._failed = np.zeros(0, dtype=bool)
+        self._cols = (np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                      np.zeros(0, dtype=bool))    # buffered end, ms, bucket index, group, failed
+        self._next = 0                            # first buffered request not logged yet
 
     def feed(self, end, ms, group, failed) -> None:
         end = np.asarray(end, dtype=np.float64)
         if not len(end):
             return
         ms = np.asarray(ms, dtype=np.float64)
-        self._end = np.concatenate([self._end, end])
-        self._ms = np.concatenate([self._ms, ms])
-        self._idx = np.concatenate([self._idx, bucket_index(bucket_keys(ms))])
-        self._group = np.concatenate([self._group, np.asarray(group, dtype=np.int64)])
-        self._failed = np.concatenate([self._failed, np.asarray(failed, dtype=bool)])
+        idx = bucket_index(bucket_keys(ms)) if self.histograms else np.zeros(len(ms), dtype=np.int64)
+        new = (end, ms, idx, np.asarray(group, dtype=np.int64), np.asarray(failed, dtype=bool))
+        self._cols = tuple(np.concatenate([old[self._next:], add]) for old, add in zip(self._cols, new))
+        self._next = 0
 
-    def log_through(self, t: float, inclusive: bool = True) -> None:
+    def log_through(self, t: float) -> None:
         """Log buffered requests that ended by ``t``, a second at a time."""
-        n = int(np.searchsorted(self._end, t, side="right" if inclusive else "left"))
-        if not n:
+        end_all = self._cols[0]
+        lo = self._next
+        hi = int(np.searchsorted(end_all, t, side="right"))
+        if hi <= lo:
             return
-        end, ms, idx, grp, failed = self._end[:n], self._ms[:n], self._idx[:n], self._group[:n], self._failed[:n]
+        end, ms, idx, grp, failed = (c[lo:hi] for c in self._cols)
         sec = np.floor(end).astype(np.int64)
         cuts = np.flatnonzero(np.diff(sec)) + 1
-        for a, b in zip(np.concatenate(([0], cuts)).tolist(), np.concatenate((cuts, [n])).tolist()):
+        single = len(self.names) == 1
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), hi - lo]):
             s = int(sec[a])
             g = grp[a:b]
-            for gi in np.unique(g).tolist():
-                m = g == gi
+            for gi in ([int(g[0])] if single else np.unique(g).tolist()):
                 entry = self.entries.get(gi)
                 if entry is None:
-                    entry = self.entries[gi] = Entry(self.request_type, self.names[gi], s, history=self.percentiles)
-                entry.log(s, ms[a:b][m], idx[a:b][m], failed[a:b][m])
+                    entry = self.entries[gi] = Entry(self.request_type, self.names[gi], s, history=self.percentiles,
+                                                     histogram=self.histograms)
+                if single:
+                    entry.log(s, ms[a:b], idx[a:b], failed[a:b])
+                else:
+                    m = g == gi
+                    entry.log(s, ms[a:b][m], idx[a:b][m], failed[a:b][m])
             self.total.log(s, ms[a:b], idx[a:b], failed[a:b])
         self.last_end = float(end[-1])
-        self._end, self._ms, self._idx = self._end[n:], self._ms[n:], self._idx[n:]
-        self._group, self._failed = self._group[n:], self._failed[n:]
+        self._next = hi
 
     def sorted_entries(self) -> list[Entry]:
         """Per-name entries sorted as Locust sorts them, then the aggregate."""
@@ -345,12 +369,12 @@ def _chunks(run, chunk_s: float) -> Iterator[tuple[float, dict[str, np.ndarray]]
 
 
 def stream(run, request_type: str = DEFAULT_REQUEST_TYPE, percentiles: bool = True,
-           chunk_s: float = 300.0) -> tuple[LocustStats, Iterator[dict[str, Any]]]:
+           chunk_s: float = 300.0, histograms: bool = True) -> tuple[LocustStats, Iterator[dict[str, Any]]]:
     """Locust's stats over a Run: the LocustStats and an iterator of its history rows (one
     per entry and whole second up to the run's duration). The stats are final once the rows
     are consumed; records go through in ``chunk_s`` slices."""
     names, group_of = _names(run)
-    stats = LocustStats(names, request_type, percentiles, _users(run))
+    stats = LocustStats(names, request_type, percentiles, _users(run), histograms=histograms)
     seconds = int(math.floor(run.duration_s))
 
     def rows() -> Iterator[dict[str, Any]]:
@@ -369,7 +393,7 @@ def history(run, percentiles: bool = True, request_type: str = DEFAULT_REQUEST_T
     """Locust ``--csv-full-history`` rows for a Run: for every whole second, one row per
     request name seen so far and one "Aggregated" row, keyed by Locust 2.x column names.
     Without ``percentiles`` the percentile and median columns are left out (cheaper)."""
-    _, rows = stream(run, request_type, percentiles)
+    _, rows = stream(run, request_type, percentiles, histograms=percentiles)
     return list(rows)
 
 
