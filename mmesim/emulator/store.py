@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmesim.errors import ConfigError, MmesimError
+from mmesim.sim.policy import lru_victims
 
 GiB = 2**30
 DEFAULT_MAX_EXTRACT_BYTES = 20 * GiB   # an archive expanding past this is treated as a bomb
@@ -451,18 +452,11 @@ class ArtifactStore:
             shutil.rmtree(work, ignore_errors=True)
 
     def _victims(self, need: int) -> list[str] | None:
-        """Least recently used unpinned names whose removal lets ``need`` bytes fit."""
+        """Least recently used unpinned names whose removal lets ``need`` bytes fit: the same
+        rule (sim.policy.lru_victims) as the platform's choice of models to unload."""
         used = sum(e.bytes for e in self._entries.values())
-        if used + need <= self.cache_bytes:
-            return []
-        victims = []
-        for name, entry in self._entries.items():
-            if not entry.pins:
-                victims.append(name)
-                used -= entry.bytes
-                if used + need <= self.cache_bytes:
-                    return victims
-        return None
+        return lru_victims(((n, e.bytes, not e.pins) for n, e in self._entries.items()), used, need,
+                           self.cache_bytes)
 
     def _evict(self, name: str) -> None:
         entry = self._entries.pop(name)
