@@ -283,28 +283,22 @@ def test_with_keys_the_right_signature_passes_and_others_are_refused():
             "MissingAuthenticationTokenException"
 
 
-class _Headers(dict):
-    """Case-insensitive enough for verify_sigv4: what aiohttp's CIMultiDict offers."""
-
-    def get(self, key, default=None):
-        return next((v for k, v in self.items() if k.lower() == key.lower()), default)
-
-    def getall(self, key):
-        return [v for k, v in self.items() if k.lower() == key.lower()]
-
-
 def _signed(body: bytes, secret: str = "s3cr3t-key", headers: dict | None = None):
     """A request signed by botocore's SigV4Auth, as boto3 signs sagemaker-runtime calls."""
     req = botocore.awsrequest.AWSRequest(method="POST", url="http://127.0.0.1:8080/endpoints/ep/invocations",
                                          data=body, headers={"Content-Type": "application/json", **(headers or {})})
     botocore.auth.SigV4Auth(botocore.credentials.Credentials("AKIDEMULATOR", secret), "sagemaker",
                             "eu-west-1").add_auth(req)
-    return req.url, _Headers({**req.headers, "Host": "127.0.0.1:8080"})
+    return req.url, {**req.headers, "Host": "127.0.0.1:8080"}         # a plain dict, as received
 
 
 def test_verify_sigv4_checks_body_date_and_payload_hash():
     url, headers = _signed(b'{"a": 1}')
     assert verify_sigv4("POST", url, headers, b'{"a": 1}', KEYS) == "AKIDEMULATOR"
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert verify_sigv4("POST", url, lowered, b'{"a": 1}', KEYS) == "AKIDEMULATOR"   # header names in any case
+    with pytest.raises(AuthError, match="content-type"):
+        verify_sigv4("POST", url, {k: v for k, v in headers.items() if k != "Content-Type"}, b'{"a": 1}', KEYS)
     with pytest.raises(AuthError, match="does not match the signature") as err:
         verify_sigv4("POST", url, headers, b'{"a": 2}', KEYS)                          # altered body
     assert err.value.code == "InvalidSignatureException"

@@ -44,13 +44,18 @@ def verify_sigv4(method: str, url: str, headers, body: bytes, keys: dict[str, st
     """Check the SigV4 ``Authorization`` of a received request; return its access key id.
 
     ``url`` is the URL as received (scheme, Host and the raw, still percent-encoded path and
-    query); ``headers`` a case-insensitive mapping (aiohttp's request.headers); ``keys``
-    maps access key id -> secret. Raises AuthError."""
+    query: ``request_url(request)`` for aiohttp); ``headers`` any mapping of the received
+    headers (aiohttp's request.headers or a plain dict: names are matched ignoring case);
+    ``keys`` maps access key id -> secret. Raises AuthError."""
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    header = headers.get("Authorization")
+    seen: dict[str, list[str]] = {}
+    for name, value in headers.items():          # a multidict yields a repeated header once per value
+        seen.setdefault(name.lower(), []).append(value)
+    headers = {name: ",".join(values) for name, values in seen.items()}
+    header = headers.get("authorization")
     if not header:
         raise AuthError("MissingAuthenticationTokenException", "Missing Authentication Token")
     m = _AUTH.match(header.strip())
@@ -65,7 +70,7 @@ def verify_sigv4(method: str, url: str, headers, body: bytes, keys: dict[str, st
     secret = keys.get(access_key)
     if secret is None:
         raise AuthError("UnrecognizedClientException", "The security token included in the request is invalid.")
-    stamp = headers.get("X-Amz-Date", "")
+    stamp = headers.get("x-amz-date", "")
     try:
         when = dt.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
     except ValueError:
@@ -82,18 +87,15 @@ def verify_sigv4(method: str, url: str, headers, body: bytes, keys: dict[str, st
     signed = m["signed"].split(";")
     if "host" not in signed:
         raise AuthError("InvalidSignatureException", "the Host header must be signed")
-    content_sha = headers.get("X-Amz-Content-SHA256")
+    content_sha = headers.get("x-amz-content-sha256")
     if content_sha is not None and content_sha != UNSIGNED_PAYLOAD \
             and not hmac.compare_digest(content_sha, hashlib.sha256(body).hexdigest()):
         raise AuthError("InvalidSignatureException", "X-Amz-Content-SHA256 does not match the body")
 
-    received = {}
-    for name in signed:
-        values = headers.getall(name) if hasattr(headers, "getall") else [headers.get(name)]
-        if values == [None] or not values:
-            raise AuthError("InvalidSignatureException", f"signed header {name!r} is missing from the request")
-        received[name] = ",".join(values)
-    request = AWSRequest(method=method, url=url, headers=received, data=body)
+    missing = [name for name in signed if name not in headers]
+    if missing:
+        raise AuthError("InvalidSignatureException", f"signed header(s) {', '.join(missing)} missing from the request")
+    request = AWSRequest(method=method, url=url, headers={name: headers[name] for name in signed}, data=body)
     request.context["timestamp"] = stamp
     signer = SigV4Auth(Credentials(access_key, secret), service, region)
     if sorted(signer.headers_to_sign(request)) != sorted(signed):
