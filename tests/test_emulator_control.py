@@ -28,13 +28,14 @@ FAST_WAIT = {"Delay": 0.05, "MaxAttempts": 200}
 class Recorder:
     """Stub callbacks: record what the control plane asked, optionally fail or hold."""
 
-    def __init__(self, fail: str | None = None):
+    def __init__(self, fail: str | None = None, delay_s: float = 0.0):
         self.created: list[EndpointSpec] = []
         self.deleted: list[str] = []
-        self.fail = fail
+        self.fail, self.delay_s = fail, delay_s
         self.hold: asyncio.Event | None = None
 
     async def on_create(self, spec: EndpointSpec) -> None:
+        await asyncio.sleep(self.delay_s)
         if self.hold is not None:
             await self.hold.wait()
         if self.fail:
@@ -160,16 +161,21 @@ async def _event() -> asyncio.Event:
     return asyncio.Event()
 
 
-def test_deleting_an_endpoint_still_creating_cancels_its_creation():
+def test_an_endpoint_still_creating_cannot_be_deleted():
     rec = Recorder()
     control = ControlPlane(rec.on_create, rec.on_delete)
     with serve(control) as (url, loop):
-        rec.hold = asyncio.run_coroutine_threadsafe(_event(), loop).result()     # never set
+        rec.hold = asyncio.run_coroutine_threadsafe(_event(), loop).result()
         sm = client(url)
         create_stack(sm)
+        with pytest.raises(ClientError, match="while it is in Creating status") as err:
+            sm.delete_endpoint(EndpointName="ep")
+        assert error_code(err.value) == "ValidationException" and rec.deleted == []
+        loop.call_soon_threadsafe(rec.hold.set)
+        sm.get_waiter("endpoint_in_service").wait(EndpointName="ep", WaiterConfig=FAST_WAIT)
         sm.delete_endpoint(EndpointName="ep")
         sm.get_waiter("endpoint_deleted").wait(EndpointName="ep", WaiterConfig=FAST_WAIT)
-        assert rec.created == [] and rec.deleted == ["ep"]
+        assert rec.deleted == ["ep"]
 
 
 def test_failed_creation_shows_failed_with_reason():

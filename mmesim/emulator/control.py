@@ -7,13 +7,15 @@ ValidationException (HTTP 400) saying ``Could not find endpoint "arn..."``, as S
 it. CreateEndpoint answers at once with the endpoint ``Creating``; the emulator's
 ``on_create`` callback brings it up, after which DescribeEndpoint shows ``InService`` (or
 ``Failed`` with the callback's error as FailureReason). DeleteEndpoint shows ``Deleting``
-until ``on_delete`` returns, then the endpoint is gone.
+until ``on_delete`` returns, then the endpoint is gone; as on SageMaker, an endpoint still
+``Creating`` cannot be deleted (users of the service wait for InService or Failed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 import uuid
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+_log = logging.getLogger(__name__)
 JSON = "application/x-amz-json-1.1"
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _NAME_RULE = "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
@@ -229,19 +232,18 @@ class ControlPlane:
 
     async def _delete_endpoint(self, p: dict) -> None:
         e = self._get(self.endpoints, "endpoint", "endpoint", p.get("EndpointName"))
-        if e["EndpointStatus"] == "Deleting":
-            raise _invalid(f'Cannot delete endpoint "{e["EndpointArn"]}" while it is being deleted.')
+        if e["EndpointStatus"] in ("Creating", "Deleting"):
+            raise _invalid(f'Cannot delete endpoint "{e["EndpointArn"]}" while it is in {e["EndpointStatus"]} '
+                           'status.')
         name = e["EndpointName"]
-        creating = self._tasks.pop(name, None)
         e["EndpointStatus"], e["LastModifiedTime"] = "Deleting", time.time()
-        self._tasks[name] = asyncio.create_task(self._tear_down(name, creating))
+        self._tasks[name] = asyncio.create_task(self._tear_down(name))
 
-    async def _tear_down(self, name: str, creating: asyncio.Task | None) -> None:
+    async def _tear_down(self, name: str) -> None:
         try:
-            if creating is not None:
-                creating.cancel()
-                await asyncio.gather(creating, return_exceptions=True)
             await self.on_delete(name)
+        except Exception:  # noqa: BLE001 - the endpoint goes regardless, as on SageMaker; say why
+            _log.exception("on_delete(%r) failed; the endpoint is removed anyway", name)
         finally:
             self.endpoints.pop(name, None)
             if self._tasks.get(name) is asyncio.current_task():

@@ -254,7 +254,7 @@ def wait_in_service(dep: Deployment, *, timeout_s: float = 3600, poll_s: float =
 
 # --- teardown -------------------------------------------------------------------------------
 def teardown(dep: Deployment | str | Path, *, progress: Callable[[str], None] = print,
-             poll_s: float = 15.0, timeout_s: float = 1800) -> Deployment:
+             poll_s: float = 15.0, timeout_s: float = 3600) -> Deployment:
     """Delete what the state file names (endpoint, config, model, uploaded objects, a bucket it
     created), newest first; "not found" counts as deleted. Each deletion is written to the
     state file, so an interrupted teardown can simply be run again."""
@@ -268,8 +268,10 @@ def teardown(dep: Deployment | str | Path, *, progress: Callable[[str], None] = 
     for key, delete in steps:
         if not s.get(key):
             continue
-        progress(f"deleting {key.replace('_', ' ')} {s[key]}")
         try:
+            if key == "endpoint":
+                _wait_settled(dep, s[key], poll_s, timeout_s, progress)
+            progress(f"deleting {key.replace('_', ' ')} {s[key]}")
             delete(s[key])
             if key == "endpoint":
                 _wait_gone(dep, s[key], poll_s, timeout_s)
@@ -314,6 +316,23 @@ def teardown(dep: Deployment | str | Path, *, progress: Callable[[str], None] = 
     dep.save()
     progress(f"deleted everything {dep.state['name']} created (state: {dep.path})")
     return dep
+
+
+BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack")
+
+
+def _wait_settled(dep: Deployment, name: str, poll_s: float, timeout_s: float, progress) -> None:
+    """SageMaker refuses to delete an endpoint while it is Creating or Updating: wait that out."""
+    sm, told = dep.client("sagemaker"), False
+    deadline = time.monotonic() + timeout_s
+    while (status := sm.describe_endpoint(EndpointName=name)["EndpointStatus"]) in BUSY:
+        if not told:
+            progress(f"endpoint {name} is {status}; SageMaker deletes it only after that ends: waiting "
+                     f"(interrupting leaves it to `mmesim live teardown --state {dep.path}`)")
+            told = True
+        if time.monotonic() > deadline:
+            raise LiveError(f"endpoint {name} still {status} after {timeout_s:g} s; delete it later")
+        time.sleep(poll_s)
 
 
 def _wait_gone(dep: Deployment, name: str, poll_s: float, timeout_s: float) -> None:
