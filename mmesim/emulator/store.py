@@ -442,11 +442,12 @@ class ArtifactStore:
                 if victims is None:
                     raise DiskFull(f"{name!r} ({size} bytes unpacked) does not fit in the cache of "
                                    f"{self.cache_bytes} bytes next to the pinned artifacts")
-                for victim in victims:
-                    self._evict(victim)
+                trash = [self._evict(victim) for victim in victims]
                 folder = self._models / key
                 os.replace(work / "entry", folder)
                 entry = self._entries[name] = _Entry(name, folder, artifact_bytes, size, pins=int(pin))
+            for folder in trash:                 # deleted outside the lock: fetches of others go on
+                shutil.rmtree(folder, ignore_errors=True)
             return Fetched(entry.path, artifact_bytes, download_s, extract_s, False)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -458,11 +459,12 @@ class ArtifactStore:
         return lru_victims(((n, e.bytes, not e.pins) for n, e in self._entries.items()), used, need,
                            self.cache_bytes)
 
-    def _evict(self, name: str) -> None:
+    def _evict(self, name: str) -> Path:
+        """Take ``name`` out of the cache at once (a rename); the caller deletes the returned folder."""
         entry = self._entries.pop(name)
         trash = self._scratch / uuid.uuid4().hex
-        os.replace(entry.folder, trash)          # gone from the cache at once, deleted after
-        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(entry.folder, trash)
+        return trash
 
     def _reindex(self) -> None:
         found = []
@@ -480,4 +482,4 @@ class ArtifactStore:
             self._entries[entry.name] = entry
         victims = self._victims(0) or []
         for victim in victims:
-            self._evict(victim)
+            shutil.rmtree(self._evict(victim), ignore_errors=True)
