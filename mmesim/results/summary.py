@@ -235,6 +235,9 @@ def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
                         "of the run; its CPU limits throughput (add workers)")
     if run.meta.get("translated"):
         warnings.append(f"profiles translated to {run.meta.get('gpu')}: {', '.join(run.meta['translated'])}")
+    if run.meta.get("cpu_figures"):
+        warnings.append(f"profiles measured on CPU, used with their CPU figures on {run.meta.get('gpu')} "
+                        f"(not a GPU estimate: calibrate on the GPU): {', '.join(run.meta['cpu_figures'])}")
     return Summary(
         kind=run.kind, instance_type=run.instance_type, instance_count=run.instance_count, duration_s=run.duration_s,
         max_models_loaded=run.max_models_loaded,
