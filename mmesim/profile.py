@@ -34,6 +34,8 @@ class GpuWork(Model):
 
     flops_per_item: float = Field(gt=0, description="floating-point operations (2 per multiply-add) for one item")
     weight_bytes: int = Field(ge=0, description="bytes of weights an execution reads, in the precision it runs")
+    peak_fraction: float = Field(default=1.0, gt=0, le=1,
+                                 description="fraction of the GPU's peak FLOP/s its engines attain (same on every GPU)")
     source: str | None = None
 
 

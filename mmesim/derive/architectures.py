@@ -17,6 +17,7 @@ from mmesim.profile import GpuWork
 class Count:
     macs: float = 0.0
     params: int = 0
+    lookup_params: int = 0      # embedding tables: resident, but an execution reads only its rows
 
     def conv(self, h: int, w: int, cin: int, cout: int, k: int, groups: int = 1, bias: bool = False) -> None:
         """A conv whose OUTPUT is h x w."""
@@ -82,7 +83,7 @@ def vit_large_patch16_224() -> Count:
     """ViT-L/16 at 224: 196 patches + a class token, 24 layers of width 1024, MLP 4096."""
     c = Count()
     c.conv(14, 14, 3, 1024, 16, bias=True)
-    c.params += 197 * 1024 + 1024               # position embeddings, class token
+    c.params += 197 * 1024 + 1024               # position embeddings, class token (read whole)
     encoder(c, 197, 1024, 4096, 24)
     c.linear(1, 1024, 1000)
     return c
@@ -90,7 +91,7 @@ def vit_large_patch16_224() -> Count:
 
 def bert(layers: int, d: int, ffn: int, vocab: int, positions: int, tokens: int = 128) -> Count:
     c = Count()
-    c.params += (vocab + positions + 2) * d      # token, position and type embeddings
+    c.lookup_params += (vocab + positions + 2) * d      # token, position and type embeddings
     encoder(c, tokens, d, ffn, layers)
     c.linear(1, d, d)                            # pooler on the first token
     return c
@@ -106,7 +107,8 @@ ARCHITECTURES = {
 
 
 def gpu_work(model: str, framework: str) -> GpuWork:
-    """The work of one item of ``model``; weights in FP16 for TensorRT engines, FP32 else."""
+    """The work of one item of ``model``: FLOPs, and the weight bytes an execution reads
+    (embedding tables excepted), in FP16 for TensorRT engines, FP32 otherwise."""
     c = ARCHITECTURES[model]()
     width = 2 if framework == "tensorrt" else 4
     return GpuWork(flops_per_item=float(f"{2 * c.macs:.4g}"), weight_bytes=c.params * width,

@@ -261,21 +261,25 @@ def attainable_fraction(rows: list[dict], gpu_key: str, framework: str) -> float
 
 
 def split(profile: ModelProfile, rows: list[dict]) -> ModelProfile:
-    """Host-bound and GPU parts of ``profile``'s batch-1 and busy per-item times, by evidence
-    from its own GPU's rows only: the GPU work of one item is the model's FLOPs (and weight
-    bytes) at the attainable fraction of this GPU's peak; whatever the fitted time has on
-    top of it is host-bound. (A GPU-bound figure at batch 1 is a lower bound, so the batch-1
-    host share is an upper bound.)"""
+    """Host-bound and GPU parts of ``profile``'s two execution figures, by evidence from its
+    own GPU's rows only (``rows`` may hold others; they are not read):
+    - busy: the published throughput times the model's FLOPs is the FLOP rate the row
+      achieved; its ratio to the rate this GPU attains (``attainable_fraction``) is the
+      share of a busy item's time that is GPU work, the rest is host-bound;
+    - batch 1: the model's GPU work at that attainable rate (or its weight traffic at peak
+      bandwidth, if longer) against the fitted batch-1 time; the rest is host-bound (GPU
+      work at batch 1 runs at no better than the batched rate, so this host share is an
+      upper bound)."""
     gpu = load_catalog().gpu(profile.gpu)
-    work = gpu_work(profile.model, profile.framework)
     eta = attainable_fraction(rows, profile.gpu, profile.framework)
-    b = busy_batch(profile)
-    g1 = gpu_seconds(work, 1, gpu, profile.framework) / eta
-    gb = gpu_seconds(work, b, gpu, profile.framework) / eta / b
+    work = gpu_work(profile.model, profile.framework).model_copy(update={"peak_fraction": round(eta, 4)})
+    row = next(r for r in rows if GPU_KEYS[r["gpu"]] == profile.gpu and r["model"] == profile.model
+               and r["framework"] == profile.framework)
+    busy_gpu = work.flops_per_item * row["throughput_qps"] / (eta * gpu.peak_flops(profile.framework))
+    g1 = gpu_seconds(work, 1, gpu, profile.framework)
     s1 = profile.service[0].seconds
-    per_item = (profile.service_time(b) - s1) / (b - 1) if b > 1 else s1
     return profile.model_copy(update={"work": work, "host_share": round(1 - min(1.0, g1 / s1), 4),
-                                      "busy_host_share": round(1 - min(1.0, gb / per_item), 4)})
+                                      "busy_host_share": round(1 - min(1.0, busy_gpu), 4)})
 
 
 def with_shares(profiles: list[ModelProfile], rows: list[dict] | None = None) -> list[ModelProfile]:

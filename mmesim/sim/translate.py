@@ -30,11 +30,13 @@ from mmesim.catalog import GPU, InstanceType, load_catalog
 from mmesim.profile import BatchTiming, GpuWork, ModelProfile, Provenance
 
 def gpu_seconds(work: GpuWork | None, batch: int, gpu: GPU, framework: str) -> float:
-    """Time of the GPU work of a batch at peak (roofline): compute or weight traffic,
-    whichever is longer. Without work figures: one unit of compute-bound work."""
+    """Time of the GPU work of a batch (roofline): compute at the attainable fraction of
+    peak, or weight traffic at peak bandwidth, whichever is longer. Without work figures:
+    one unit of compute-bound work."""
     if work is None:
         return batch / gpu.peak_flops(framework)
-    return max(batch * work.flops_per_item / gpu.peak_flops(framework), work.weight_bytes / (gpu.bandwidth_gbs * 1e9))
+    compute = batch * work.flops_per_item / (work.peak_fraction * gpu.peak_flops(framework))
+    return max(compute, work.weight_bytes / (gpu.bandwidth_gbs * 1e9))
 
 
 def gpu_ratio(work: GpuWork | None, src: GPU, dst: GPU, framework: str, batch: int = 1) -> float:
@@ -47,7 +49,9 @@ def busy_batch(profile: ModelProfile) -> int:
 
 
 def ratios(profile: ModelProfile, instance: InstanceType) -> tuple[float, float, float]:
-    """(batch-1 time, busy per-item time, decode) ratios of ``instance`` over the profile's own."""
+    """(batch-1 time, busy per-item time, decode) ratios of ``instance`` over the profile's
+    own: each figure is host + GPU work in sequence, the host part following the CPU speed,
+    the GPU part the per-GPU model."""
     catalog = load_catalog()
     dst = catalog.gpu(instance.gpu)
     cpu = profile.host_cpu_speed / instance.cpu_speed
