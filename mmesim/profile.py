@@ -92,8 +92,8 @@ class ModelProfile(Model):
     host_cpu_speed: float = Field(default=1.0, gt=0,
                                   description="single-thread speed of the host decode was measured on (catalogue scale)")
     host_share: float = Field(default=0.0, ge=0, le=1,
-                              description="share of execution time bound by the host CPU (framework dispatch, "
-                                          "Python backend), which follows the CPU, not the GPU, when translated")
+                              description="share of the batch-1 execution time bound by the host CPU (framework "
+                                          "dispatch, Python backend), which follows the CPU, not the GPU, when translated")
     busy_host_share: float | None = Field(default=None, ge=0, le=1,
                                           description="share of each extra batched item's time bound by the host; "
                                                       "None: as host_share")

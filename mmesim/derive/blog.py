@@ -16,8 +16,12 @@ From each results.csv row (model x framework x instance) the derivation works ou
   and throughput come out within 1 %; then the in-flight limit beyond which the instance
   sheds load is placed midway between the peak in flight met in the last clean step and
   that met in the first failing one, so the onset of failures lands on the published step.
+- host-bound and GPU parts (per row, ``split``): of the batch-1 time and of a busy item's
+  time, from the model's FLOPs and the FLOP rate attainable on that row's own GPU (the best
+  any of its rows reached), so that translation to another GPU needs no other GPU's rows.
 Everything not in the reference (load and unload time) follows a documented rule and is
-marked as such in the provenance.
+marked as such in the provenance. ``derive_all(gpus=["T4"])`` derives from one GPU's rows
+alone (mmesim.derive.leave_one_out).
 
 Run ``python -m mmesim.derive.blog --write`` to regenerate mmesim/profiles/*.json.
 """

@@ -66,11 +66,6 @@ def ratios(profile: ModelProfile, instance: InstanceType) -> tuple[float, float,
     return h1 * cpu + (1 - h1) * g1, hb * cpu + (1 - hb) * gb, cpu
 
 
-def execution_ratio(profile: ModelProfile, instance: InstanceType) -> float:
-    """How much longer a batch-1 execution of ``profile`` takes on ``instance``."""
-    return ratios(profile, instance)[0]
-
-
 def translate(profile: ModelProfile, instance: InstanceType) -> ModelProfile:
     """The profile as it would measure on ``instance``; unchanged if it was made there
     (translating twice to the same instance is the same as once)."""
