@@ -29,6 +29,7 @@ from __future__ import annotations
 from mmesim.catalog import GPU, InstanceType, load_catalog
 from mmesim.profile import BatchTiming, GpuWork, ModelProfile, Provenance
 
+
 def gpu_seconds(work: GpuWork | None, batch: int, gpu: GPU, framework: str) -> float:
     """Time of the GPU work of a batch (roofline): compute at the attainable fraction of
     peak, or weight traffic at peak bandwidth, whichever is longer. Without work figures:
@@ -45,6 +46,7 @@ def gpu_ratio(work: GpuWork | None, src: GPU, dst: GPU, framework: str, batch: i
 
 
 def busy_batch(profile: ModelProfile) -> int:
+    """The batch a busy GPU runs this model at: Triton's largest."""
     return max(1, profile.triton.batch_limit)
 
 
