@@ -30,6 +30,7 @@ one-gpu-profiles: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/sim_speed.py
+	$(PY) benchmarks/output_writing.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
