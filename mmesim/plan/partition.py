@@ -133,11 +133,7 @@ def merge(runs: list[Run], per_partition: int) -> Run:
     merged = replace(first, records=records, users=_sum_users(runs), events=sorted(events, key=lambda e: e.time),
                      memory=memory, inflight_peaks=peaks, utilization=util, gpu_busy_s=busy,
                      instance_count=per_partition * len(runs), max_models_loaded=None, memory_trace=[])
-    for name in ("cpu_busy_s",):           # per-instance figures kept as run fields
-        if isinstance(getattr(first, name, None), list):
-            setattr(merged, name, [x for run in runs for x in getattr(run, name)])
-    if isinstance(getattr(first, "meta", None), dict) and isinstance(first.meta.get("cpu_busy_s"), list):
-        merged.meta = {**first.meta, "cpu_busy_s": [x for run in runs for x in run.meta["cpu_busy_s"]]}
+    merged.cpu_busy_s = [x for run in runs for x in run.cpu_busy_s]      # per instance
     return merged
 
 
