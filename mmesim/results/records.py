@@ -137,9 +137,11 @@ class Records:
 
 @dataclass
 class ModelEvent:
-    """A model moving between tiers on one instance (what CloudWatch's Model* metrics count)."""
+    """A model moving between tiers on one instance (what CloudWatch's Model* metrics count).
+    A simulation appends a download or a load when it completes (its length depends on what
+    else shared the network, disk, CPUs and PCIe meanwhile), so the list is not in time order."""
 
-    time: float
+    time: float           # when the move began
     instance: int
     model: str
     kind: str             # "preload" (before the run) | "download" | "load" | "unload" | "evict-disk"
