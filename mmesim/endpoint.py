@@ -24,8 +24,10 @@ class PlatformCosts(Model):
       the GPU over PCIe (catalogue ``pcie_gbs`` x ``h2d_share``, shared)."""
 
     load_parallelism: int = Field(default=4, ge=1,
-                                  description="loads run at once; Triton's --model-load-thread-count, 4 by default "
-                                              "since Triton 2.24 (22.07; the reference ran 22.10)")
+                                  description="loads run at once: Triton's --model-load-thread-count (default 4); "
+                                              "measured through POST /models on Triton 2.51 "
+                                              "(tests/test_platform_triton.py). Releases whose repository manager "
+                                              "holds one lock for a whole explicit load run them one at a time: 1")
     s3_first_byte_s: float = Field(default=0.15, ge=0,
                                    description="S3 GET latency to the first byte; AWS quotes 100-200 ms")
     s3_stream_bytes_per_s: float = Field(default=87.5e6, gt=0,

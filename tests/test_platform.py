@@ -173,3 +173,22 @@ def test_a_model_too_large_for_the_budget_counts_zero(tmp_path, capsys):
     assert err.count("\n") == 0
     for words in ("huge", "13,000 MiB", "1,000 MiB", "13,598 MiB", "0 models"):
         assert words in err
+
+
+def test_platform_costs_from_an_endpoint_file(tmp_path, capsys):
+    good = tmp_path / "ep.yaml"
+    good.write_text("instance_type: ml.g4dn.2xlarge\nplatform: {load_parallelism: 1, s3_first_byte_s: 0.2}\n")
+    assert main(["simulate", "--profile", "resnet50-pytorch-t4", "--endpoint", str(good), "--copies", "2",
+                 "--cold", "--workload", str(_short_workload(tmp_path)), "--json"]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("instance_type: ml.g4dn.2xlarge\nplatform: {load_parallelism: 0}\n")
+    capsys.readouterr()
+    assert main(["simulate", "--profile", "resnet50-pytorch-t4", "--endpoint", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "bad.yaml" in err and "platform.load_parallelism" in err
+
+
+def _short_workload(tmp_path):
+    path = tmp_path / "wl.yaml"
+    path.write_text("kind: poisson\nrates: [{end_s: 10, rate: 5}]\n")
+    return path
