@@ -230,8 +230,9 @@ class Instance:
         self._serve(slot)
         waiters, slot.waiters = slot.waiters, []
         for req in waiters:
-            req.waiting = False
-            self._decode(req)
+            if not req.done:        # else answered already (ModelNotReadyException) and released
+                req.waiting = False
+                self._decode(req)
 
     def _serve(self, slot: Slot) -> None:
         """The model is in GPU memory: Triton serves it, and it joins the LRU as most recent."""
@@ -273,6 +274,7 @@ class Instance:
         slot = ev._value
         self._set_used(self.used - slot.target.profile.gpu_memory_bytes)
         slot.state = ON_DISK
+        slot.waiters = [r for r in slot.waiters if not r.done]
         if slot.waiters:           # requested while it was being unloaded: load it again
             self._load(slot)
 
@@ -294,15 +296,16 @@ class Instance:
         slot.state = ON_DISK if slot.on_disk else REMOTE
         waiters, slot.waiters = slot.waiters, []
         for req in waiters:
-            req.waiting = False
-            self.release(req)
-            self.sim.reply(req, cause)
+            if not req.done:
+                req.waiting = False
+                self.release(req)
+                self.sim.reply(req, cause)
 
     def abandon(self, req) -> None:
-        """A request waiting for its model is answered without it (ModelNotReadyException):
-        it leaves the instance now; the download or load goes on."""
+        """A request waiting for its model is to be answered without it (ModelNotReadyException):
+        it leaves the instance now (its entry in the waiters is skipped once answered); the
+        download or load goes on."""
         req.waiting = False
-        req.slot.waiters.remove(req)
         self.release(req)
 
     def _set_used(self, used: int) -> None:
