@@ -20,8 +20,8 @@ class PlatformCosts(Model):
       untar on one vCPU at ``untar_bytes_per_s`` (x the instance's cpu_speed);
     - load: at most ``load_parallelism`` at once (the rest queue); each reads the artifact
       from the cache volume (catalogue ``disk_mbs``, shared), deserialises on one vCPU (what
-      remains of ``load_s``, shared with request decoding), and copies its resident bytes to
-      the GPU over PCIe (catalogue ``pcie_gbs`` x ``h2d_share``, shared)."""
+      remains of ``load_s``; untar and deserialising share the vCPUs), and copies its resident
+      bytes to the GPU over PCIe (catalogue ``pcie_gbs`` x ``h2d_share``, shared)."""
 
     load_parallelism: int = Field(default=4, ge=1,
                                   description="loads run at once: Triton's --model-load-thread-count (default 4); "

@@ -50,8 +50,8 @@ def test_eight_cold_models_load_later_than_one(tmp_path):
 
 
 def test_host_cpus_bound_load_throughput_whatever_the_threads(tmp_path):
-    """Loads that are mostly deserialising (host CPU): with 16 load threads on 8 vCPUs, 16 loads
-    still need two rounds of CPU; 4 threads make it four rounds."""
+    """Loads that are mostly deserialising (host CPU): 16 load threads on 8 vCPUs share the
+    cores, so each deserialises at half speed; 4 threads make it four rounds."""
     p = make_profile(mem_mib=100, load_s=2.0)
     wide = EndpointConfig(instance_type=T4, overhead_s=0, platform={"load_parallelism": 16})
     run16, sim = cold_burst(tmp_path, p, 16, wide)

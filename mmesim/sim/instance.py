@@ -6,7 +6,9 @@ shares the instance's network with the other downloads, then untars on one vCPU;
 for one of ``load_parallelism`` load threads, reads the artifact from the cache volume
 (shared), deserialises on one vCPU (shared with request decoding) and copies its resident
 bytes over PCIe (shared). A profile's ``load_s`` is one load alone: its deserialising part is
-what remains once the read and the copy, at the instance's rates, are taken out.
+what remains once the read and the copy, at the instance's rates, are taken out. Untar and
+deserialising share the vCPUs as the OS shares them (one core each while there are enough,
+time-sliced beyond); request decoding keeps its own FIFO over the vCPUs and does not see them.
 
 Where LRU eviction is decided: ``Instance._make_room``. Only *idle* loaded models (no
 request admitted and unfinished) are unloaded, least recently used first; if that cannot
@@ -70,6 +72,7 @@ class Instance:
         self.disk = SharedRate(self.env, disk_rate) if disk_rate else None
         self.pcie = SharedRate(self.env, gpu.pcie_gbs * 1e9 * costs.h2d_share) if gpu.pcie_gbs else None
         self.cpu_speed = itype.cpu_speed
+        self.host = SharedRate(self.env, itype.vcpus, 1.0)     # CPU-seconds: untar and deserialising
         self.loading = 0                   # loads holding a load thread
         self.load_queue: deque[Slot] = deque()
 
@@ -146,11 +149,10 @@ class Instance:
         self.network.start(slot.target.profile.artifact_bytes, slot, self._received)
 
     def _received(self, slot: Slot, seconds: float) -> None:
-        untar = slot.target.profile.artifact_bytes / (self.costs.untar_bytes_per_s * self.cpu_speed)
-        after(self.env, self._on_cpu(untar) - self.env.now, slot, self._downloaded)
+        self._on_cpu(slot.target.profile.artifact_bytes / (self.costs.untar_bytes_per_s * self.cpu_speed), slot,
+                     self._downloaded)
 
-    def _downloaded(self, ev) -> None:
-        slot = ev._value
+    def _downloaded(self, slot: Slot, seconds: float) -> None:
         now = self.env.now
         self.sim.events.append(ModelEvent(slot.since, self.index, slot.target.name, "download", now - slot.since))
         slot.on_disk = True
@@ -191,10 +193,9 @@ class Instance:
             self._read(slot, 0.0)
 
     def _read(self, slot: Slot, seconds: float) -> None:
-        after(self.env, self._on_cpu(self.deserialise_s(slot.target.profile)) - self.env.now, slot, self._deserialised)
+        self._on_cpu(self.deserialise_s(slot.target.profile), slot, self._deserialised)
 
-    def _deserialised(self, ev) -> None:
-        slot = ev._value
+    def _deserialised(self, slot: Slot, seconds: float) -> None:
         if self.pcie is not None:
             self.pcie.start(slot.target.profile.gpu_memory_bytes, slot, self._loaded)
         else:
@@ -210,15 +211,13 @@ class Instance:
             io += profile.gpu_memory_bytes / self.pcie.total
         return max(0.0, profile.load_s - io) * profile.host_cpu_speed / self.cpu_speed
 
-    def _on_cpu(self, seconds: float) -> float:
-        """Run ``seconds`` of work on the first free vCPU (FIFO, as decoding); when it ends."""
-        now = self.env.now
-        start = self._cpus[0]
-        if start < now:
-            start = now
-        heapq.heapreplace(self._cpus, start + seconds)
+    def _on_cpu(self, seconds: float, slot: Slot, callback) -> None:
+        """``seconds`` of one thread's work on the shared vCPUs, then ``callback(slot, elapsed)``."""
         self.cpu_busy_s += seconds
-        return start + seconds
+        if seconds > 0:
+            self.host.start(seconds, slot, callback)
+        else:
+            callback(slot, 0.0)
 
     def _loaded(self, slot: Slot, seconds: float) -> None:
         now = self.env.now

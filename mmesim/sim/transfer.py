@@ -1,4 +1,5 @@
-"""A bandwidth shared by the transfers in progress (a disk, a network link, PCIe).
+"""A bandwidth shared by the transfers in progress (a disk, a network link, PCIe, or the
+host's vCPUs, whose "bytes" are CPU-seconds and whose per-transfer cap is one core).
 
 Processor sharing with a per-transfer cap: with n transfers in progress each moves at
 min(``per_transfer``, ``total`` / n) bytes a second, so one alone is as fast as it can be,
@@ -14,8 +15,6 @@ from itertools import count
 
 from mmesim.sim.events import after
 
-_DONE_BYTES = 1.0       # remaining bytes that count as finished (float arithmetic on GB sizes)
-
 
 class SharedRate:
     def __init__(self, env, total: float, per_transfer: float = float("inf")):
@@ -26,6 +25,7 @@ class SharedRate:
         self._since = 0.0             # when the counter was last brought up to date
         self._seq = count()
         self._timer = None
+        self._done_within = total * 1e-9  # what is left after a nanosecond's worth counts as done
 
     def rate(self) -> float:
         """Bytes a second each transfer in progress moves now."""
@@ -57,7 +57,7 @@ class SharedRate:
             return
         self._advance()
         ends, done = self._ends, [heappop(self._ends)]   # the one the timer was for
-        while ends and ends[0][0] - self._counter <= _DONE_BYTES:
+        while ends and ends[0][0] - self._counter <= self._done_within:
             done.append(heappop(ends))
         self._schedule()
         now = self.env.now
