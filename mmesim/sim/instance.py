@@ -4,11 +4,11 @@ remote -> on disk -> loading -> loaded -> unloading.
 What a move costs (EndpointConfig.platform, PlatformCosts): a download waits S3's first byte,
 shares the instance's network with the other downloads, then untars on one vCPU; a load waits
 for one of ``load_parallelism`` load threads, reads the artifact from the cache volume
-(shared), deserialises on one vCPU (shared with request decoding) and copies its resident
-bytes over PCIe (shared). A profile's ``load_s`` is one load alone: its deserialising part is
-what remains once the read and the copy, at the instance's rates, are taken out. Untar and
-deserialising share the vCPUs as the OS shares them (one core each while there are enough,
-time-sliced beyond); request decoding keeps its own FIFO over the vCPUs and does not see them.
+(shared), deserialises on one vCPU and copies its resident bytes over PCIe (shared). A
+profile's ``load_s`` is one load alone: its deserialising part is what remains once the read
+and the copy, at the instance's rates, are taken out. Untar and deserialising share the vCPUs
+as the OS shares them (one core each while there are enough, time-sliced beyond); request
+decoding keeps its own FIFO over the vCPUs and does not see them.
 
 Where LRU eviction is decided: ``Instance._make_room``. Only *idle* loaded models (no
 request admitted and unfinished) are unloaded, least recently used first; if that cannot
