@@ -10,8 +10,7 @@ from pydantic import Field
 
 from mmesim.errors import ConfigError
 from mmesim.serde import Model, validate
-
-MiB, GiB = 2**20, 2**30
+from mmesim.units import GiB, MiB
 
 
 class GPU(Model):
@@ -26,6 +25,16 @@ class GPU(Model):
     architecture: str
     pcie_gbs: float | None = Field(default=None, gt=0,
                                    description="host link per direction, GB/s; None: no host-to-device copy (a CPU)")
+    tdp_w: float | None = Field(default=None, gt=0, description="board power limit")
+    boost_mhz: float | None = Field(default=None, gt=0, description="boost clock the peak figures assume")
+    sources: list[str] = Field(default_factory=list, description="where the figures come from")
+    results: list["PublishedResult"] = Field(default_factory=list, description="public inference results on this GPU")
+
+    def peak_flops(self, framework: str) -> float:
+        """Peak FLOP/s of the arithmetic a framework's engines use: tensor-core FP16 for
+        TensorRT engines (the reference built them FP16), FP32 CUDA cores otherwise
+        (TorchScript in FP32)."""
+        return (self.fp16_tflops if framework == "tensorrt" else self.fp32_tflops) * 1e12
 
     @property
     def memory_bytes(self) -> int:
@@ -35,6 +44,18 @@ class GPU(Model):
     def nvml_total_bytes(self) -> int:
         """What NVML reports as total: the denominator of every utilisation figure."""
         return self.nvml_total_mib * MiB
+
+
+class PublishedResult(Model):
+    """One public inference figure for a GPU, kept beside the specs it checks."""
+
+    what: str
+    value: float
+    unit: str
+    source: str
+
+
+GPU.model_rebuild()
 
 
 class InstanceType(Model):

@@ -23,6 +23,7 @@ from collections import OrderedDict, deque
 from mmesim.results.records import DISK_FULL, OUT_OF_MEMORY, OVERLOADED, ModelEvent
 from mmesim.sim.events import after
 from mmesim.sim.gpu import GPU
+from mmesim.sim.policy import lru_victims, memory_budget
 from mmesim.sim.transfer import SharedRate
 from mmesim.sim.triton import ModelServer
 
@@ -50,7 +51,7 @@ class Instance:
         cfg, itype, gpu = sim.endpoint, sim.instance_type, sim.gpu
         self.gpu = GPU(self.env)
         self.total = gpu.nvml_total_bytes
-        self.budget = int(cfg.memory_threshold * self.total)
+        self.budget = memory_budget(self.total, cfg.memory_threshold)
         self.baseline = max((t.profile.baseline_gpu_bytes for t in sim.targets), default=0)
         self.used = self.baseline          # what NVML would report now
         self.committed = self.baseline     # used + loads decided but not finished - unloads decided
@@ -75,6 +76,11 @@ class Instance:
         self.host = SharedRate(self.env, itype.vcpus, 1.0)     # CPU-seconds: untar and deserialising
         self.loading = 0                   # loads holding a load thread
         self.load_queue: deque[Slot] = deque()
+
+    def holds(self, target) -> bool:
+        """The model is loaded or on its way here (what routing looks for)."""
+        slot = self.slots.get(target.id)
+        return slot is not None and slot.state in (LOADED, LOADING, DOWNLOADING)
 
     def slot(self, target) -> Slot:
         s = self.slots.get(target.id)
@@ -240,18 +246,11 @@ class Instance:
         self.lru[slot.target.id] = slot
 
     def _make_room(self, need: int) -> float | None:
-        """Unload idle models, least recently used first, until ``need`` bytes fit.
-        Returns the delay until the memory is free, or None if it cannot be freed."""
-        if self.committed + need <= self.budget:
-            return 0.0
-        victims, freed = [], 0
-        for slot in self.lru.values():
-            if slot.inflight == 0:
-                victims.append(slot)
-                freed += slot.target.profile.gpu_memory_bytes
-                if self.committed - freed + need <= self.budget:
-                    break
-        if self.committed - freed + need > self.budget:
+        """Unload idle models, least recently used first (policy.lru_victims), until ``need``
+        bytes fit. Returns the delay until the memory is free, or None if it cannot be freed."""
+        victims = lru_victims(((s, s.target.profile.gpu_memory_bytes, s.inflight == 0) for s in self.lru.values()),
+                              self.committed, need, self.budget)
+        if victims is None:
             return None
         delay = 0.0
         for slot in victims:
