@@ -23,6 +23,8 @@ class GPU(Model):
     fp16_tflops: float = Field(gt=0)
     bandwidth_gbs: float = Field(gt=0)
     architecture: str
+    pcie_gbs: float | None = Field(default=None, gt=0,
+                                   description="host link per direction, GB/s; None: no host-to-device copy (a CPU)")
     tdp_w: float | None = Field(default=None, gt=0, description="board power limit")
     boost_mhz: float | None = Field(default=None, gt=0, description="boost clock the peak figures assume")
     sources: list[str] = Field(default_factory=list, description="where the figures come from")
@@ -65,6 +67,8 @@ class InstanceType(Model):
     network_gbps: float = Field(gt=0)
     disk_gb: float = Field(gt=0)
     disk_note: str | None = None
+    disk_mbs: float | None = Field(default=None, gt=0,
+                                   description="sequential read of the model cache volume, MB/s; None: not modelled")
     cpu: str
     cpu_speed: float = Field(gt=0)
     price_usd_per_hour: float = Field(gt=0)
@@ -78,6 +82,10 @@ class InstanceType(Model):
     @property
     def disk_bytes(self) -> int:
         return int(self.disk_gb * 1e9)
+
+    @property
+    def disk_read_bytes_per_s(self) -> float | None:
+        return self.disk_mbs * 1e6 if self.disk_mbs else None
 
     @property
     def host_memory_bytes(self) -> int:
