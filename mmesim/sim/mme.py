@@ -29,7 +29,7 @@ from mmesim.sim.events import after
 from mmesim.sim.instance import DOWNLOADING, LOADED, LOADING, Instance
 from mmesim.sim.random import streams
 from mmesim.sim.translate import translate
-from mmesim.workload import Workload, read_trace
+from mmesim.workload import Popularity, Workload, read_trace
 
 UNLIMITED = 1 << 30
 
@@ -70,6 +70,28 @@ def target_names(profiles: list[ModelProfile], copies: list[int]) -> list[tuple[
         base = p.model if models.count(p.model) == 1 else p.name
         out.extend((f"{base}-v{i}", pi, base) for i in range(n))
     return out
+
+
+def popularity_weights(pop: Popularity, profile_of_target: list[str]) -> list[float]:
+    """Relative request weight of each target (in ``target_names`` order; ``profile_of_target``
+    names each one's profile): uniform, zipf over the order, top-n, or a mix of profiles
+    spread evenly over each profile's copies. The simulator and the load test both draw from it."""
+    n = len(profile_of_target)
+    if pop.kind == "uniform":
+        return [1.0] * n
+    if pop.kind == "zipf":
+        return [1.0 / (k ** pop.s) for k in range(1, n + 1)]
+    if pop.kind == "top-n":
+        hot = min(pop.n, n)
+        cold_share = (1 - pop.share) / (n - hot) if n > hot else 0.0
+        return [pop.share / hot] * hot + [cold_share] * (n - hot)
+    names = set(profile_of_target)
+    unknown = set(pop.weights) - names
+    if unknown:
+        raise ConfigError(f"mix weights name profiles not in the endpoint ({', '.join(sorted(names))})",
+                          field="popularity.weights", value=sorted(unknown))
+    per = {name: profile_of_target.count(name) for name in names}
+    return [pop.weights.get(name, 0.0) / per[name] for name in profile_of_target]
 
 
 class Simulation:
@@ -129,21 +151,7 @@ class Simulation:
         n = len(targets)
         if pop.kind == "uniform":
             return lambda: targets[int(rng.random() * n)]
-        if pop.kind == "zipf":
-            weights = [1.0 / (k ** pop.s) for k in range(1, n + 1)]
-        elif pop.kind == "top-n":
-            hot = min(pop.n, n)
-            cold_share = (1 - pop.share) / (n - hot) if n > hot else 0.0
-            weights = [pop.share / hot] * hot + [cold_share] * (n - hot)
-        else:  # mix: weight per profile name, uniform over that profile's copies
-            names = {p.name for p in self.profiles}
-            unknown = set(pop.weights) - names
-            if unknown:
-                raise ConfigError(f"mix weights name profiles not in the endpoint ({', '.join(sorted(names))})",
-                                  field="popularity.weights", value=sorted(unknown))
-            per = {p.name: sum(1 for t in targets if t.profile is p) for p in self.profiles}
-            weights = [pop.weights.get(t.profile.name, 0.0) / per[t.profile.name] for t in targets]
-        cdf = list(accumulate(weights))
+        cdf = list(accumulate(popularity_weights(pop, [t.profile.name for t in targets])))
         total = cdf[-1]
         bisect_right = bisect.bisect_right
         last = n - 1
