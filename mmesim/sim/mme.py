@@ -103,8 +103,8 @@ class Simulation:
             raise ConfigError("one copy count >= 1 per profile is needed", field="copies", value=copies)
         catalog = load_catalog()
         self.endpoint, self.workload, self.seed = endpoint, workload, seed
-        self.instance_type = catalog.instance(endpoint.instance_type)
-        self.gpu = catalog.gpu(self.instance_type.gpu)
+        self.instance_type = endpoint.instance()
+        self.gpu = catalog.gpu_of(self.instance_type)
         self.profiles = [translate(p, self.instance_type) for p in profiles]
         self.env = simpy.Environment()
         rs = streams(seed, ("waits", "targets", "noise"))
@@ -306,9 +306,10 @@ def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) ->
     (used + used / loaded) / total >= threshold. Returns copies per profile and the trace
     [(models loaded, bytes used)]."""
     catalog = load_catalog()
-    translated = [translate(p, catalog.instance(endpoint.instance_type)) for p in profiles]
+    itype = endpoint.instance()
+    translated = [translate(p, itype) for p in profiles]
     smallest = max(1, min(p.gpu_memory_bytes for p in translated))
-    cap = min(10_000, catalog.gpu_of(endpoint.instance_type).nvml_total_bytes // smallest + 2)
+    cap = min(10_000, catalog.gpu_of(itype).nvml_total_bytes // smallest + 2)
     probe = Simulation(translated, endpoint.model_copy(update={"instance_count": 1, "memory_threshold": 1.0}),
                        Workload(kind="poisson", rates=[{"end_s": 1, "rate": 0}]), [cap] * len(profiles), warm=False)
     inst, total, threshold = probe.instances[0], probe.gpu.nvml_total_bytes, endpoint.memory_threshold
