@@ -197,7 +197,7 @@ def _add_calibrate(sub) -> None:
             max_batch=args.max_batch, batches=_ints(args.batches, "--batches") if args.batches else None,
             concurrency=_ints(args.concurrency, "--concurrency"), repeats=args.repeats, cpu_threads=args.cpu_threads,
             image=args.image,
-            binary=args.tritonserver, command="mmesim calibrate " + shlex.join(sys.argv[2:] if argv_is_cli() else []))
+            binary=args.tritonserver, command="mmesim " + shlex.join(args.argv))
         with console.status("calibrating", spinner="dots") as status:
             def progress(message: str) -> None:
                 console.log(message)
@@ -215,14 +215,13 @@ def _add_calibrate(sub) -> None:
         stdout.print(f"profile: {out}\nreport:  {report}")
         return 0
 
-    def argv_is_cli() -> bool:
-        return len(sys.argv) > 1 and sys.argv[1] == "calibrate"
-
     p.set_defaults(func=run)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv      # what was asked, for provenance (calibrate records its own command line)
     try:
         return args.func(args) or 0
     except MmesimError as exc:

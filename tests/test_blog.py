@@ -4,7 +4,7 @@ simulator reproduces the published rows from them."""
 import pytest
 
 from mmesim.derive import blog
-from mmesim.catalog import MiB
+from mmesim.units import MiB
 from mmesim.endpoint import EndpointConfig
 from mmesim.profile import ModelProfile, builtin_profiles, load_profile
 from mmesim.results.summary import summarize

@@ -22,8 +22,7 @@ from mmesim.errors import ConfigError, MissingPiece
 from mmesim.profile import BatchTiming, ModelProfile, Provenance, TritonConfig
 from mmesim.triton.client import MMEClient, kserve_client
 from mmesim.triton.packaging import FRAMEWORKS, package, package_null
-
-MiB = 2**20
+from mmesim.units import MiB
 
 
 @dataclass

@@ -12,6 +12,7 @@ from mmesim.results import cloudwatch
 from mmesim.results.locust_csv import write_locust_csv
 from mmesim.results.records import Run
 from mmesim.results.summary import Summary, history
+from mmesim.units import MiB
 
 
 def write_outputs(run: Run, summary: Summary, out: str | Path, prefix: str = "mmesim") -> dict[str, Path]:
@@ -29,8 +30,8 @@ def write_outputs(run: Run, summary: Summary, out: str | Path, prefix: str = "mm
             w = csv.writer(fh)
             w.writerow(["models_loaded", "gpu_memory_used_mib", "used_share"])
             for n, used in run.memory_trace:
-                w.writerow([n, f"{used / 2**20:.1f}", f"{used / run.gpu_total_bytes:.4f}"])
-    title = f"{', '.join(run.meta.get('profiles', []))} on {run.instance_count} x {run.instance_type}"
+                w.writerow([n, f"{used / MiB:.1f}", f"{used / run.gpu_total_bytes:.4f}"])
+    title = f"{', '.join(run.profiles)} on {run.instance_count} x {run.instance_type}"
     if summary.steps:
         files["steps_png"] = plot_steps(summary.steps, out / "steps.png", title=title)
     if run.memory:

@@ -229,12 +229,12 @@ def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
     hourly = run.instance_count * run.price_usd_per_hour
     tput = ref["throughput_qps"]
     warnings = []
-    busy = run.meta.get("generator_busy_s")
+    busy = run.generator_busy_s
     if busy and run.duration_s and max(busy) / run.duration_s > 0.5:
         warnings.append(f"load generator: the busiest worker was busy {100 * max(busy) / run.duration_s:.0f}% "
                         "of the run; its CPU limits throughput (add workers)")
-    if run.meta.get("translated"):
-        warnings.append(f"profiles translated to {run.meta.get('gpu')}: {', '.join(run.meta['translated'])}")
+    if run.translated:
+        warnings.append(f"profiles translated to {run.gpu}: {', '.join(run.translated)}")
     return Summary(
         kind=run.kind, instance_type=run.instance_type, instance_count=run.instance_count, duration_s=run.duration_s,
         max_models_loaded=run.max_models_loaded,

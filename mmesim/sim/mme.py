@@ -103,6 +103,7 @@ class Simulation:
             raise ConfigError("one copy count >= 1 per profile is needed", field="copies", value=copies)
         catalog = load_catalog()
         self.endpoint, self.workload, self.seed = endpoint, workload, seed
+        self.copies = list(copies)
         self.instance_type = endpoint.instance()
         self.gpu = catalog.gpu_of(self.instance_type)
         self.profiles = [translate(p, self.instance_type) for p in profiles]
@@ -290,14 +291,15 @@ class Simulation:
             gpu_busy_s=[i.gpu.busy_until_now() for i in self.instances],
             instance_type=it.name, instance_count=len(self.instances), price_usd_per_hour=it.price_usd_per_hour,
             kind="prediction",
-            meta={
-                "seed": self.seed, "gpu": self.gpu.key, "copies_loaded_at_start": self.warm_count,
-                "targets": len(self.targets), "max_inflight_per_instance": None if self.max_inflight == UNLIMITED else self.max_inflight,
-                "cpu_busy_s": [i.cpu_busy_s for i in self.instances], "vcpus": it.vcpus,
-                "generator_workers": len(workers), "generator_busy_s": [w.busy_s for w in workers],
-                "profiles": [p.name for p in self.profiles],
-                "translated": [p.name for p in self.profiles if p.provenance.method == "translated"],
-            })
+            seed=self.seed, gpu=self.gpu.key, copies_loaded_at_start=self.warm_count,
+            targets=len(self.targets),
+            max_inflight_per_instance=None if self.max_inflight == UNLIMITED else self.max_inflight,
+            cpu_busy_s=[i.cpu_busy_s for i in self.instances], vcpus=it.vcpus,
+            generator_workers=len(workers), generator_busy_s=[w.busy_s for w in workers],
+            profiles=[p.name for p in self.profiles],
+            translated=[p.name for p in self.profiles if p.provenance.method == "translated"],
+            copies=list(self.copies),
+        )
 
 
 def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) -> tuple[list[int], list[tuple[int, int]]]:
@@ -340,7 +342,6 @@ def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     run = sim.run(progress=progress)
     run.max_models_loaded = sum(mm)
     run.memory_trace = trace
-    run.meta["copies"] = list(copies)
     return run
 
 
