@@ -11,7 +11,7 @@ from mmesim.errors import MmesimError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmesim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_simulate, _add_profiles, _add_instances, _add_calibrate):
+    for add in (_add_simulate, _add_profiles, _add_instances, _add_calibrate, _add_loadtest, _add_validate):
         add(sub)
     return parser
 
@@ -216,6 +216,119 @@ def _add_calibrate(sub) -> None:
         return 0
 
     p.set_defaults(func=run)
+
+
+# --- loadtest / validate (mmesim.loadtest) -------------------------------------------------
+def _loadtest_flags(p, required_endpoint: bool) -> None:
+    p.add_argument("--endpoint-url", required=required_endpoint, metavar="URL",
+                   help="the emulator or a live endpoint (sagemaker protocol), or tritonserver's SageMaker port")
+    p.add_argument("--endpoint-name", metavar="NAME", help="SageMaker endpoint name (sagemaker protocol)")
+    p.add_argument("--protocol", default="sagemaker", choices=["sagemaker", "triton"],
+                   help="sagemaker: boto3 InvokeEndpoint; triton: POST /models/{target}/invoke (tritonserver "
+                        "--allow-sagemaker)")
+    p.add_argument("--payload", default="json", choices=["json", "binary"],
+                   help="KServe v2 JSON (the reference's) or Triton's binary tensors")
+    p.add_argument("--workers", type=int, default=0, help="Locust worker processes (0: one local process)")
+    p.add_argument("--region", default=None, help="AWS region for boto3 (default: AWS_DEFAULT_REGION or us-east-1)")
+
+
+def _add_loadtest(sub) -> None:
+    p = sub.add_parser("loadtest", help="run a real Locust load test against an endpoint and summarise it",
+                       description="Real Locust users, driven by the same Workload as a prediction; writes Locust's "
+                                   "CSVs (full history), the request log, summary.json and the prediction's charts.")
+    _loadtest_flags(p, required_endpoint=True)
+    p.add_argument("--profile", action="append", required=True, metavar="NAME|PATH",
+                   help="profile of each model the endpoint serves (names the targets and builds the payloads)")
+    p.add_argument("--copies", required=True, metavar="N|N,N,...", help="copies of each profile's model to target")
+    p.add_argument("--workload", default="blog", metavar="blog|PATH")
+    p.add_argument("--instance", default="", metavar="TYPE", help="what serves the endpoint (for cost; optional)")
+    p.add_argument("--web-ui", type=int, metavar="PORT", help="serve Locust's web UI on this port while it runs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/loadtest", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.set_defaults(func=_loadtest)
+
+
+def _loadtest(args) -> int:
+    from pathlib import Path
+
+    from mmesim.catalog import load_catalog
+    from mmesim.loadtest import run_loadtest
+    from mmesim.profile import load_profile
+    from mmesim.report.console import print_summary
+    from mmesim.results.outputs import write_outputs
+    from mmesim.results.summary import summarize
+    from mmesim.workload import load_workload
+
+    profiles = [load_profile(p) for p in args.profile]
+    copies = _ints(args.copies, "--copies")
+    price = load_catalog().instance(args.instance).price_usd_per_hour if args.instance else 0.0
+    aws = {"region_name": args.region} if args.region else {}
+    run = run_loadtest(args.endpoint_url, args.endpoint_name, load_workload(args.workload), profiles,
+                       copies * len(profiles) if len(copies) == 1 else copies, Path(args.out), workers=args.workers,
+                       protocol=args.protocol, payload=args.payload, web_ui=args.web_ui, seed=args.seed,
+                       instance_type=args.instance, price_usd_per_hour=price, **aws)
+    summary = summarize(run)
+    files = write_outputs(run, summary, args.out)
+    if args.json:
+        print(summary.model_dump_json(indent=2))
+    else:
+        print_summary(summary, run)
+        print(f"wrote {args.out}: locust_*.csv (Locust's own), " + ", ".join(sorted(p.name for p in files.values())))
+    return 0
+
+
+def _add_validate(sub) -> None:
+    p = sub.add_parser("validate", help="predict a load test, run it (or read one), compare figure by figure",
+                       description="Simulates first, then load-tests the endpoint (unless --measured names a load test "
+                                   "folder), prints every figure and user step predicted vs measured with relative "
+                                   "errors, writes comparison.json/csv and overlay.png, and exits 1 beyond tolerance.")
+    p.add_argument("--profile", action="append", required=True, metavar="NAME|PATH")
+    p.add_argument("--instance", metavar="TYPE|local")
+    p.add_argument("--memory-budget", metavar="SIZE", help="--instance local: memory the models may fill")
+    p.add_argument("--endpoint", metavar="PATH", help="an EndpointConfig file; flags override it")
+    p.add_argument("--instance-count", type=int, default=None)
+    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--max-inflight", type=int, default=None)
+    p.add_argument("--copies", default="auto", metavar="N|N,N,...|auto")
+    p.add_argument("--workload", default="blog", metavar="blog|PATH")
+    p.add_argument("--measured", metavar="DIR", help="a folder written by mmesim loadtest (instead of --endpoint-url)")
+    _loadtest_flags(p, required_endpoint=False)
+    p.add_argument("--tolerance", default=None, metavar="FIG=REL,...",
+                   help="figures checked: throughput, latency, p50, p95, p99 (relative), users, models (absolute); "
+                        "default throughput=0.05,p50=0.10,p95=0.10")
+    p.add_argument("--check-steps", action="store_true", help="hold every user step to the tolerances too")
+    p.add_argument("--cold", action="store_true", help="predict a start with no model loaded")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/validate", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON on stdout")
+    p.set_defaults(func=_validate)
+
+
+def _validate(args) -> int:
+    import json
+
+    from mmesim.loadtest.validate import validate
+    from mmesim.profile import load_profile
+    from mmesim.report.validation import print_comparison
+    from mmesim.results.compare import parse_tolerance
+    from mmesim.workload import load_workload
+
+    profiles = [load_profile(p) for p in args.profile]
+    tolerance = parse_tolerance(args.tolerance)
+    aws = {"region_name": args.region} if args.region else {}
+    v = validate(profiles, _endpoint(args), load_workload(args.workload), _copies(args.copies),
+                 endpoint_url=args.endpoint_url, endpoint_name=args.endpoint_name, measured=args.measured,
+                 out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed, warm=not args.cold,
+                 workers=args.workers, protocol=args.protocol, payload=args.payload, **aws)
+    if args.json:
+        print(json.dumps(v.comparison.to_dict(), indent=2))
+    else:
+        print_comparison(v.comparison, f"{', '.join(v.predicted.profiles)} on {v.predicted.instance_type}: "
+                                       "predicted vs measured")
+        print(f"wrote {args.out}: comparison.json, comparison.csv, overlay.png, prediction/, measurement/")
+    return 0 if v.comparison.passed else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,9 +142,7 @@ def run_loadtest(endpoint_url: str, endpoint_name: str | None, workload: Workloa
         tail = "\n".join((out / ("locust-master.out" if workers else "locust.out")).read_text(errors="replace")
                          .splitlines()[-30:])
         raise LoadTestError(f"Locust ran no load test (rc {procs[0].returncode}); its output:\n{tail}")
-    run, rows = measured_run(out)
-    run.meta["locust_rows"] = rows
-    return run
+    return measured_run(out)
 
 
 def _spawn(cmd: list[str], env: dict, out_path: Path, logs: list) -> subprocess.Popen:

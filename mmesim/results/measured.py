@@ -42,6 +42,7 @@ class LoadTestInfo:
     workers: int = 0
     copies: list[int] = field(default_factory=list)
     profiles: list[str] = field(default_factory=list)
+    max_models_loaded: int | None = None           # if the endpoint reported it
 
     def write(self, folder: Path) -> Path:
         path = Path(folder) / "loadtest.json"
@@ -102,8 +103,8 @@ def _users_from_history(rows: list[dict], t0: float) -> list[tuple[float, int]]:
 
 
 def measured_run(folder: str | Path, *, prefix: str = LOCUST_PREFIX, request_logs: list[Path] | None = None,
-                 info: LoadTestInfo | None = None) -> tuple[Run, list[dict] | None]:
-    """The Run a load test folder holds, and Locust's own history rows (None if absent).
+                 info: LoadTestInfo | None = None) -> Run:
+    """The Run a load test folder holds (Locust's own history rows in ``locust_history``).
 
     ``request_logs`` defaults to the folder's ``requests-*.csv``; give the emulator's request
     log instead to count instances and cold starts the client cannot see."""
@@ -125,11 +126,12 @@ def measured_run(folder: str | Path, *, prefix: str = LOCUST_PREFIX, request_log
     senders = [p for p in processes if p["role"] != "master"]
     requests = sum(p["requests"] for p in senders)
     duration = info.duration_s or (max(records.end, default=0.0))
-    meta = {"profiles": info.profiles, "copies": info.copies, "source": str(folder),
-            "generator_workers": len(senders), "generator_busy_s": [p["cpu_s"] for p in senders],
-            "generator_cpu_s_per_request": (sum(p["cpu_s"] for p in senders) / requests) if requests else None}
+    cpu = [p["cpu_s"] for p in senders]
     run = Run(records=records, duration_s=duration, users=users, user_steps=list(info.user_steps),
               request_name=dict(info.request_name), instance_type=info.instance_type,
               instance_count=info.instance_count, price_usd_per_hour=info.price_usd_per_hour,
-              kind="measurement", meta=meta)
-    return run, rows
+              max_models_loaded=info.max_models_loaded, kind="measurement", profiles=list(info.profiles),
+              copies=list(info.copies), targets=len(info.request_name), generator_workers=len(senders),
+              generator_busy_s=cpu, generator_cpu_s_per_request=(sum(cpu) / requests) if requests else None,
+              locust_history=rows)
+    return run
