@@ -46,7 +46,7 @@ class Target:
     client_cost_s: float          # client CPU to build and send one request
     network_s: float              # payload over the network, plus platform overhead
     reply_s: float                # response over the network
-    decode_s: float               # host CPU on the instance to parse the payload
+    decode_s: float               # host CPU on the instance to handle the request and parse the payload
 
 
 class Request:
@@ -143,7 +143,7 @@ class Simulation:
                 id=tid, name=name, profile=p, request_name=base, payload_bytes=payload,
                 client_cost_s=(gen.cpu_s_per_request + gen.cpu_s_per_byte * payload) if gen else 0.0,
                 network_s=ep.overhead_s + payload / bw, reply_s=p.output_bytes / bw,
-                decode_s=p.decode_s_per_byte * payload * cpu_ratio[id(p)]))
+                decode_s=(p.request_overhead_s + p.decode_s_per_byte * payload) * cpu_ratio[id(p)]))
         return out
 
     def _picker(self):
@@ -183,12 +183,18 @@ class Simulation:
         env = self.env
         now = env.now
         req = Request(now, now + self._timeout, target, user)
-        leave = worker.send(now, target.client_cost_s)
-        after(env, leave - now + target.network_s, req, self._arrive)
+        if worker.cores is not None:     # the generator computes on the endpoint's host: its time is shared
+            worker.submit(target.client_cost_s, self._sent, req)
+        else:
+            leave = worker.send(now, target.client_cost_s)
+            after(env, leave - now + target.network_s, req, self._arrive)
         self._pending.append(req)
         wake = self._reaper_wake
         if wake is not None and not wake.triggered:
             wake.succeed()
+
+    def _sent(self, req: Request) -> None:
+        after(self.env, req.target.network_s, req, self._arrive)
 
     def _arrive(self, ev) -> None:
         req = ev._value
@@ -257,7 +263,7 @@ class Simulation:
                 i = inst.index
                 self.inflight_peaks.append((self.env.now, i, inst.peak))
                 inst.peak = inst.inflight
-                g, c = inst.gpu.busy_until_now(), inst.cpu_busy_s
+                g, c = inst.gpu.busy_until_now(), inst.cpu_busy_until_now()
                 gpu[i].append(100.0 * (g - last[i][0]))
                 cpu[i].append(100.0 * (c - last[i][1]))
                 last[i] = (g, c)
@@ -294,7 +300,7 @@ class Simulation:
             seed=self.seed, gpu=self.gpu.key, copies_loaded_at_start=self.warm_count,
             targets=len(self.targets),
             max_inflight_per_instance=None if self.max_inflight == UNLIMITED else self.max_inflight,
-            cpu_busy_s=[i.cpu_busy_s for i in self.instances], vcpus=it.vcpus,
+            cpu_busy_s=[i.cpu_busy_until_now() for i in self.instances], vcpus=it.vcpus,
             generator_workers=len(workers), generator_busy_s=[w.busy_s for w in workers],
             profiles=[p.name for p in self.profiles],
             translated=[p.name for p in self.profiles if p.provenance.method == "translated"],
