@@ -263,6 +263,13 @@ def _sample_users(runner) -> None:
             gevent.sleep(0.02)
 
 
+@events.test_stopping.add_listener
+def _on_stopping(environment, **_kw):
+    """When the shape ended the test: Locust's statistics count the requests done by then."""
+    if not isinstance(environment.runner, WorkerRunner):
+        (Path(PLAN.log_dir) / "stop.json").write_text(json.dumps({"t": time.time()}))
+
+
 @events.quit.add_listener
 def _on_quit(**_kw):
     LOG.close()

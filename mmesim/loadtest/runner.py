@@ -87,7 +87,7 @@ def run_loadtest(endpoint_url: str, endpoint_name: str | None, workload: Workloa
     loadtest.json into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for old in [*out.glob("requests-*.csv"), *out.glob("process-*.json"), out / "start.json", out / "users.csv"]:
+    for old in [*out.glob("requests-*.csv"), *out.glob("process-*.json"), out / "start.json", out / "stop.json", out / "users.csv"]:
         old.unlink(missing_ok=True)
     if protocol == "sagemaker":
         aws.setdefault("region_name", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))

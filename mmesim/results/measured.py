@@ -5,7 +5,10 @@ Inputs, all optional but the request log:
 - request logs in the RequestRecords CSV format (``start,end,model,instance,outcome,cold``),
   times in unix seconds: the ones mmesim's Locust users write (``requests-*.csv``), or the
   emulator's request log (which also knows the instance and cold starts);
-- ``start.json`` (unix time the load shape started: t = 0 of the run), ``users.csv`` (user
+- ``start.json`` (unix time the load shape started: t = 0 of the run), ``stop.json`` (when
+  the test was stopped: requests that end later are left out, as one Locust process leaves
+  them out of its statistics; a distributed master's count of the last seconds depends on
+  which worker reports reach it before it writes its CSVs), ``users.csv`` (user
   count changes as Locust reported them), ``process-*.json`` (CPU each Locust process used);
 - Locust's own ``<prefix>_stats_history.csv`` (``--csv-full-history``): the rows the
   reference computed its metrics from, passed to ``summarize(run, rows)``.
@@ -60,13 +63,15 @@ class LoadTestInfo:
             raise ConfigError(f"not a load test description: {exc}", source=str(path)) from None
 
 
-def read_request_log(paths: list[Path], t0: float | None = None) -> tuple[Records, float]:
+def read_request_log(paths: list[Path], t0: float | None = None, stop: float | None = None) -> tuple[Records, float]:
     """Records from request logs (unix times), shifted so that ``t0`` (default: the first
-    start) is 0; returns the records in start order and the t0 used."""
+    start) is 0, without those ending after ``stop``; returns the records in start order and
+    the t0 used."""
     rows: list[RequestRecord] = []
     for path in paths:
         for r in Records.read_csv(path):
-            rows.append(r)
+            if stop is None or r.end <= stop:
+                rows.append(r)
     if t0 is None:
         t0 = min((r.start for r in rows), default=0.0)
     rows.sort(key=lambda r: r.start)
@@ -118,14 +123,16 @@ def measured_run(folder: str | Path, *, prefix: str = LOCUST_PREFIX, request_log
                           source=str(folder))
     start = folder / "start.json"
     t0 = json.loads(start.read_text())["t0"] if start.is_file() else None
-    records, t0 = read_request_log(logs, t0)
+    stop_path = folder / "stop.json"
+    stop = json.loads(stop_path.read_text())["t"] if stop_path.is_file() else None
+    records, t0 = read_request_log(logs, t0, stop)
     hist_path = folder / f"{prefix}_stats_history.csv"
     rows = read_stats_history(hist_path) if hist_path.is_file() else None
     users = _users(folder, t0) or (_users_from_history(rows, t0) if rows else [])
     processes = [json.loads(p.read_text()) for p in sorted(folder.glob("process-*.json"))]
     senders = [p for p in processes if p["role"] != "master"]
     requests = sum(p["requests"] for p in senders)
-    duration = info.duration_s or (max(records.end, default=0.0))
+    duration = (stop - t0) if stop is not None else (info.duration_s or max(records.end, default=0.0))
     cpu = [p["cpu_s"] for p in senders]
     run = Run(records=records, duration_s=duration, users=users, user_steps=list(info.user_steps),
               request_name=dict(info.request_name), instance_type=info.instance_type,
