@@ -1,0 +1,228 @@
+"""The loop on this machine, end to end: profiles measured on the local Triton -> predict
+on instance type ``local`` -> serve the models in a real Triton (SageMaker MME mode) ->
+load-test with real Locust -> compare, on workloads the profiles were not fitted on.
+
+    python examples/validate_local.py [--workloads ramp,hetero,burst] [--out out/validate_local]
+                                      [--profiles calibration/profiles] [--emulator]
+
+The profiles are the shipped calibration/profiles/tiny-*-python-cpu.json (made by
+`mmesim calibrate ... --cpu-threads 1 --memory-budget 2GiB`, see their provenance; rerun
+that command first to calibrate afresh). The load generator runs here too, on the same
+cores: its CPU per request is measured once by a short probe load test (not one of the
+validated workloads) and goes into each workload's generator block, so the prediction
+includes the client measured where it runs.
+
+Workloads (each 1-1.5 minutes):
+- ramp: closed-loop users 2 -> 24 on tiny-bert (4 copies), to saturation;
+- hetero: tiny-bert and tiny-mlp, 3 copies each, Zipf over the 6 copies (uneven traffic
+  between the models and among copies);
+- burst: open loop on tiny-mlp, 6 req/s, x8 for 15 s, back to 6 req/s;
+- churn: more copies than the memory budget holds, so models load and unload on demand:
+  needs the emulator in front of Triton (``--emulator``, mmesim emulate), since Triton alone
+  loads only what it is told to.
+
+Prints one comparison table per workload and writes everything under --out/<workload>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from mmesim.endpoint import EndpointConfig
+from mmesim.loadtest import run_loadtest
+from mmesim.loadtest.validate import validate
+from mmesim.profile import load_profile
+from mmesim.report.console import console
+from mmesim.report.validation import print_comparison
+from mmesim.results.compare import parse_tolerance
+from mmesim.sim.mme import target_names
+from mmesim.units import GiB
+from mmesim.workload import LoadGenerator, Workload
+
+ROOT = Path(__file__).resolve().parent.parent
+BUDGET = 2 * GiB                 # the budget the shipped profiles were calibrated with
+TOLERANCE = "throughput=0.05,p50=0.10,p95=0.10,users=0"
+
+
+def workloads() -> dict[str, tuple[list[str], list[int], Workload]]:
+    """name -> (models, copies, workload)."""
+    def ramp(users, seconds, rate):
+        return [{"end_s": seconds * (i + 1), "users": u, "spawn_rate": rate} for i, u in enumerate(users)]
+    return {
+        "ramp": (["tiny-bert"], [4], Workload(
+            name="ramp", kind="users", stages=ramp([2, 4, 8, 16, 24], 15, 4), wait_s=(0.05, 0.2),
+            user_steps=[2, 4, 8, 16, 24])),
+        "hetero": (["tiny-bert", "tiny-mlp"], [3, 3], Workload(
+            name="hetero", kind="users", stages=ramp([4, 8, 16], 20, 4), wait_s=(0.05, 0.2),
+            popularity={"kind": "zipf", "s": 1.0}, user_steps=[4, 8, 16])),
+        "burst": (["tiny-mlp"], [4], Workload(
+            name="burst", kind="poisson", rates=[{"end_s": 20, "rate": 6}, {"end_s": 35, "rate": 48},
+                                                 {"end_s": 60, "rate": 6}])),
+        "churn": (["tiny-mlp"], [16], Workload(
+            name="churn", kind="users", stages=ramp([4, 8], 30, 4), wait_s=(0.05, 0.2), user_steps=[4, 8])),
+    }
+
+
+def probe_workload() -> Workload:
+    """A short steady load to measure the load generator's own CPU per request (not validated)."""
+    return Workload(name="probe", kind="users", stages=[{"end_s": 12, "users": 4, "spawn_rate": 4}], wait_s=(0.05, 0.2))
+
+
+class LocalEndpoint:
+    """A real Triton in SageMaker MME mode with the models packaged as artifacts; copies are
+    loaded (extracted, POST /models) before each workload and unloaded after."""
+
+    def __init__(self, models: list[str], workdir: Path):
+        from mmesim.triton.local import LocalTriton
+        from mmesim.triton.packaging import package
+        self.workdir = workdir
+        self.packaged = {m: package(m, "python", workdir / "artifacts" / m, cpu_threads=1) for m in models}
+        self.server = LocalTriton(workdir=workdir / "triton").start()
+
+    @property
+    def url(self) -> str:
+        return self.server.sagemaker_url
+
+    def serve(self, profiles, copies) -> list[str]:
+        from mmesim.calibrate.maxmodels import mme_copy_loader
+        from mmesim.triton.client import MMEClient
+        client = MMEClient(self.url)
+        names = []
+        for name, pi, _ in target_names(profiles, copies):
+            base, i = name.rsplit("-v", 1)
+            mme_copy_loader(client, self.packaged[profiles[pi].model], self.server, self.workdir / "copies", base)(int(i))
+            names.append(name)
+        return names
+
+    def unload(self, names) -> None:
+        from mmesim.triton.client import MMEClient
+        client = MMEClient(self.url)
+        for n in names:
+            client.unload(n)
+
+    def cpu_s(self) -> float:
+        """CPU seconds used so far by Triton and its Python-backend stubs."""
+        import psutil
+        total = 0.0
+        try:
+            proc = psutil.Process(self.server.pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                t = p.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            pass
+        return total
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class CpuShare:
+    """Who used this machine's cores during a run: the whole machine (/proc/stat), Triton,
+    Locust; the rest is other people's work, which the prediction does not know about."""
+
+    def __init__(self, server: LocalEndpoint):
+        import psutil
+        self.server, self.psutil = server, psutil
+        t = psutil.cpu_times()
+        self.busy0, self.triton0 = t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0), server.cpu_s()
+
+    def done(self, wall_s: float, locust_cpu_s: float) -> dict:
+        t = self.psutil.cpu_times()
+        busy = t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0) - self.busy0
+        triton = self.server.cpu_s() - self.triton0
+        return {"machine_cores_busy": busy / wall_s, "triton_cores": triton / wall_s,
+                "locust_cores": locust_cpu_s / wall_s, "others_cores": (busy - triton - locust_cpu_s) / wall_s}
+
+
+def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = False) -> dict:
+    specs = workloads()
+    endpoint = EndpointConfig(instance_type="local", memory_budget_bytes=BUDGET)
+    models = sorted({m for name in selected for m in specs[name][0]})
+    profile_of = {m: load_profile(profiles_dir / f"{m}-python-cpu.json") for m in models}
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="mmesim-validate-") as tmp:
+        server = LocalEndpoint(models, Path(tmp))
+        try:
+            # the client where it runs: CPU per request of this machine's Locust process
+            probe_profiles = [profile_of[models[0]]]
+            loaded = server.serve(probe_profiles, [2])
+            probe = run_loadtest(server.url, None, probe_workload(), probe_profiles, [2], out / "probe",
+                                 protocol="triton")
+            server.unload(loaded)
+            client_cpu = probe.generator_cpu_s_per_request
+            console.print(f"load generator: {1000 * client_cpu:.2f} ms of CPU per request (probe, "
+                          f"{len(probe.records)} requests)")
+            for name in selected:
+                mods, copies, wl = specs[name]
+                if name == "churn" and not emulator:
+                    console.print("[yellow]churn: skipped[/yellow] (needs --emulator: Triton alone loads only what "
+                                  "it is told to)")
+                    continue
+                wl = wl.model_copy(update={"generator": LoadGenerator(workers=1, cpu_s_per_request=client_cpu,
+                                                                      on_host=True)})
+                profiles = [profile_of[m] for m in mods]
+                loaded = server.serve(profiles, copies)
+                share, began = CpuShare(server), time.monotonic()
+                try:
+                    v = validate(profiles, endpoint, wl, copies, endpoint_url=server.url, protocol="triton",
+                                 out=out / name, tolerance=parse_tolerance(TOLERANCE))
+                finally:
+                    server.unload(loaded)
+                v.cpu = share.done(time.monotonic() - began, sum(v.measured.generator_busy_s))
+                v.cpu["triton_cpu_ms_per_request"] = (1000 * v.cpu["triton_cores"] * (time.monotonic() - began)
+                                                      / max(1, len(v.measured.records)))
+                print_comparison(v.comparison, f"{name}: {', '.join(mods)} x {copies} on local, predicted vs measured")
+                console.print("cores busy during the run: " + ", ".join(f"{k} {val:.2f}" for k, val in v.cpu.items()))
+                results[name] = v
+        finally:
+            server.stop()
+    summary = {name: {**v.comparison.to_dict(), "cpu": v.cpu,
+                      "generator_cpu_s_per_request": client_cpu} for name, v in results.items()}
+    (out / "accuracy.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return results
+
+
+def accuracy_table(results: dict) -> Table:
+    t = Table(title="predicted vs measured on this machine (errors: (predicted - measured) / measured)")
+    for col in ("workload", "throughput", "p50", "p95", "max users", "requests", "cores used by others"):
+        t.add_column(col, justify="right")
+    for name, v in results.items():
+        line = {x.figure: x for x in v.comparison.lines}
+
+        def cell(fig):
+            x = line[fig]
+            if x.predicted is None and x.measured is None:
+                return "-"
+            err = "" if x.error is None else (f" ({x.error:+.0f})" if fig == "users" else f" ({100 * x.error:+.1f}%)")
+            fmt = (lambda v: "-" if v is None else f"{v:,.1f}")
+            return f"{fmt(x.predicted)} / {fmt(x.measured)}{err}"
+        t.add_row(name, cell("throughput"), cell("p50"), cell("p95"), cell("users"), cell("requests"),
+                  f"{v.cpu['others_cores']:.2f}")
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workloads", default="ramp,hetero,burst")
+    ap.add_argument("--out", default="out/validate_local")
+    ap.add_argument("--profiles", default=str(ROOT / "calibration" / "profiles"))
+    ap.add_argument("--emulator", action="store_true", help="serve through mmesim emulate (churn needs it)")
+    args = ap.parse_args(argv)
+    selected = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = set(selected) - set(workloads())
+    if unknown:
+        ap.error(f"unknown workload(s) {', '.join(sorted(unknown))}; known: {', '.join(workloads())}")
+    results = run(selected, Path(args.out), Path(args.profiles), args.emulator)
+    console.print(accuracy_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
