@@ -96,7 +96,7 @@ def run_loadtest(endpoint_url: str, endpoint_name: str | None, workload: Workloa
                      protocol=protocol, payload=payload, inputs=inputs, seed=seed, timeout_s=timeout_s, aws=aws)
     plan_path = plan.write(out / "plan.json")
     request_name = {t["name"]: t["request_name"] for t in plan.targets}
-    LoadTestInfo(user_steps=list(workload.user_steps), request_name=request_name, duration_s=workload.duration_s,
+    LoadTestInfo(kind=workload.kind, user_steps=list(workload.user_steps), request_name=request_name, duration_s=workload.duration_s,
                  instance_type=instance_type, instance_count=instance_count, price_usd_per_hour=price_usd_per_hour,
                  workers=workers, copies=list(copies), profiles=[p.name for p in profiles]).write(out)
 

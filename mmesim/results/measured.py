@@ -36,6 +36,7 @@ LOCUST_PREFIX = "locust"
 class LoadTestInfo:
     """What the load test knew that the logs do not say (written as loadtest.json)."""
 
+    kind: str = "users"                            # the workload's: open loops have no users to count
     user_steps: list[int] = field(default_factory=list)
     request_name: dict[str, str] = field(default_factory=dict)
     duration_s: float | None = None
@@ -128,7 +129,7 @@ def measured_run(folder: str | Path, *, prefix: str = LOCUST_PREFIX, request_log
     records, t0 = read_request_log(logs, t0, stop)
     hist_path = folder / f"{prefix}_stats_history.csv"
     rows = read_stats_history(hist_path) if hist_path.is_file() else None
-    users = _users(folder, t0) or (_users_from_history(rows, t0) if rows else [])
+    users = (_users(folder, t0) or (_users_from_history(rows, t0) if rows else [])) if info.kind == "users" else []
     processes = [json.loads(p.read_text()) for p in sorted(folder.glob("process-*.json"))]
     senders = [p for p in processes if p["role"] != "master"]
     requests = sum(p["requests"] for p in senders)
