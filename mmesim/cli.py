@@ -11,7 +11,7 @@ from mmesim.errors import MmesimError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmesim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_simulate, _add_profiles, _add_instances, _add_calibrate):
+    for add in (_add_simulate, _add_profiles, _add_instances, _add_calibrate, _add_emulate, _add_package):
         add(sub)
     return parser
 
@@ -207,6 +207,80 @@ def _add_calibrate(sub) -> None:
 
     def argv_is_cli() -> bool:
         return len(sys.argv) > 1 and sys.argv[1] == "calibrate"
+
+    p.set_defaults(func=run)
+
+
+# --- emulate / package (mmesim.emulator) ----------------------------------------------------
+def _add_emulate(sub) -> None:
+    p = sub.add_parser("emulate", help="serve a SageMaker-compatible multi-model endpoint on this machine",
+                       description="A local SageMaker MME: boto3's sagemaker-runtime client works against it "
+                                   "unchanged (endpoint_url= or AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME). Ctrl-C stops it "
+                                   "and writes the request log (summary.json, Locust CSVs) to --out.")
+    p.add_argument("--instance", required=True, metavar="TYPE|local", help="catalogue instance type, or local")
+    p.add_argument("--models", required=True, metavar="DIR|s3://bucket/prefix",
+                   help="where TargetModel artifacts live (<prefix>/<TargetModel>)")
+    p.add_argument("--backend", default="virtual", choices=["triton", "virtual"])
+    p.add_argument("--profile", action="append", default=[], metavar="NAME|PATH",
+                   help="model profile (memory, load and execution times); repeat per model; needed by virtual")
+    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--endpoint-name", default="mmesim")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="0: any free port")
+    p.add_argument("--out", default=None, metavar="DIR", help="write the request log here on shutdown")
+    p.add_argument("--memory-budget", default=None, help="memory models may use per instance on local (or a CPU "
+                                                          "Triton), e.g. 4GiB")
+    p.add_argument("--threshold", type=float, default=0.9, help="share of memory models may fill (0.9)")
+    p.add_argument("--ready-timeout", type=float, default=60.0,
+                   help="seconds before a request for a loading model gets ModelNotReadyException (60)")
+    p.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint for s3:// models (e.g. a moto server)")
+    p.add_argument("--cache-dir", default=None, help="disk cache of extracted models (default: a temporary folder)")
+    p.add_argument("--tritonserver", default=None, help="triton backend: tritonserver binary")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_emulate)
+
+
+def _emulate(args) -> int:
+    from pathlib import Path
+
+    from mmesim.calibrate.memory import parse_bytes
+    from mmesim.emulator.emulator import EmulatorConfig, serve
+    from mmesim.profile import load_profile
+
+    config = EmulatorConfig(
+        instance=args.instance, models=args.models, backend=args.backend,
+        profiles=[load_profile(p) for p in args.profile], instance_count=args.instance_count,
+        endpoint_name=args.endpoint_name, host=args.host, port=args.port, out=Path(args.out) if args.out else None,
+        memory_budget_bytes=parse_bytes(args.memory_budget), threshold=args.threshold,
+        ready_timeout_s=args.ready_timeout, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        s3_endpoint_url=args.s3_endpoint_url, tritonserver=args.tritonserver, seed=args.seed)
+
+    def ready(url: str) -> None:
+        print(f"mmesim emulate: endpoint '{args.endpoint_name}' on {url} ({args.instance_count} x {args.instance}, "
+              f"{args.backend} backend)\nexport AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}", flush=True)
+
+    run, files = serve(config, on_ready=ready)
+    print(f"mmesim emulate: {len(run.records)} requests" +
+          (f"; wrote {len(files)} files to {args.out}" if files else ""), flush=True)
+    return 0
+
+
+def _add_package(sub) -> None:
+    p = sub.add_parser("package", help="package a model for an MME: <model>-v0.tar.gz ... as the reference named copies")
+    p.add_argument("--model", required=True, help="built-in name or a .py/TorchScript/.onnx file")
+    p.add_argument("--framework", default="python", choices=["python", "pytorch", "onnx", "tensorrt"])
+    p.add_argument("--copies", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the config's instance kind)")
+    p.add_argument("--input", action="append", dest="inputs", metavar="NAME:DTYPE:D1,D2")
+    p.add_argument("--max-batch", type=int)
+    p.add_argument("--out", required=True, metavar="DIR")
+
+    def run(args) -> int:
+        from mmesim.triton.packaging import package_copies
+        paths = package_copies(args.model, args.framework, args.out, args.copies, device=args.device,
+                               inputs=args.inputs, max_batch_size=args.max_batch)
+        print(f"wrote {len(paths)} artifacts to {args.out}: {paths[0].name}" + (f" ... {paths[-1].name}" if len(paths) > 1 else ""))
+        return 0
 
     p.set_defaults(func=run)
 
