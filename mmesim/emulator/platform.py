@@ -178,6 +178,7 @@ class Instance:
     async def _unload(self, slot: Slot) -> None:
         del self.lru[slot.name]
         slot.state = UNLOADING
+        self.committed -= slot.size         # as the simulator counts: unloads decided are not committed
         slot.task = asyncio.ensure_future(self._do_unload(slot))
         await slot.task
 
@@ -187,7 +188,6 @@ class Instance:
             await self.backend.unload(slot.container)
         finally:
             seconds = time.perf_counter() - t
-            self.committed -= slot.size
             slot.size = 0
             slot.state = REMOTE
             self.platform.unpin(slot.name)
