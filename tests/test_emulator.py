@@ -133,8 +133,8 @@ def test_200_clients_for_60_s_each_answer_matches_its_request(tmp_path):
     with emulate("--instance", "ml.g4dn.2xlarge", "--models", str(models), "--profile", "resnet50-pytorch-t4",
                  out=out) as (url, _):
         client = runtime(url, pool=200)
-        for name in names:                          # loaded before the clock starts
-            invoke(client, name)
+        with ThreadPoolExecutor(len(names)) as pool:  # loaded before the clock starts
+            list(pool.map(lambda name: invoke(client, name), names))
         end = time.monotonic() + 60
         sent, answers, failures = [], [], []
 
@@ -213,11 +213,12 @@ def test_a_slow_load_answers_model_not_ready_and_goes_on(tmp_path):
 
 
 def test_two_instances_route_to_the_instance_holding_the_model(tmp_path):
-    names = [f"resnet50-v{i}.tar.gz" for i in range(4)]
+    names = [f"small-v{i}.tar.gz" for i in range(4)]
     models = fake_artifacts(tmp_path / "models", names)
+    profile = save(make_profile("small", load_s=0.2, s1=0.003), tmp_path)
     out = tmp_path / "out"
     with emulate("--instance", "ml.g4dn.xlarge", "--instance-count", "2", "--models", str(models),
-                 "--profile", "resnet50-pytorch-t4", out=out) as (url, _):
+                 "--profile", profile, out=out) as (url, _):
         client = runtime(url)
         for _ in range(3):
             for name in names:
