@@ -21,7 +21,9 @@ def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="predict what a load test on an MME will see")
     p.add_argument("--profile", action="append", required=True, metavar="NAME|PATH",
                    help="built-in profile name or profile file; repeat for a heterogeneous endpoint")
-    p.add_argument("--instance", metavar="TYPE", help="e.g. ml.g4dn.2xlarge (see `mmesim instances`)")
+    p.add_argument("--instance", metavar="TYPE", help="e.g. ml.g4dn.2xlarge, or local: this host (see `mmesim instances`)")
+    p.add_argument("--memory-budget", metavar="SIZE", help="--instance local: the memory models may fill, e.g. 4GiB "
+                                                          "(default: a quarter of RAM, as `mmesim calibrate`)")
     p.add_argument("--endpoint", metavar="PATH", help="an EndpointConfig file (YAML/JSON); flags override it")
     p.add_argument("--instance-count", type=int, default=None)
     p.add_argument("--copies", default="auto", metavar="N|N,N,...|auto",
@@ -92,12 +94,17 @@ def _endpoint(args):
     data = dict(read_data(args.endpoint) or {}) if args.endpoint else {}
     flags = {"instance_type": args.instance, "instance_count": args.instance_count, "memory_threshold": args.threshold,
              "invocation_timeout_s": args.timeout, "model_ready_timeout_s": args.timeout,
-             "max_inflight_per_instance": args.max_inflight}
+             "max_inflight_per_instance": args.max_inflight, "memory_budget_bytes": _bytes(args.memory_budget)}
     data.update({k: v for k, v in flags.items() if v is not None})
     if "instance_type" not in data:
         raise ConfigError("say which instance type: --instance TYPE, or instance_type in an --endpoint file",
                           field="--instance")
     return validate(EndpointConfig, data, source=args.endpoint or "command line")
+
+
+def _bytes(text: str | None) -> int | None:
+    from mmesim.calibrate.memory import parse_bytes
+    return parse_bytes(text)
 
 
 def _add_profiles(sub) -> None:
@@ -131,7 +138,10 @@ def _instances(args) -> int:
 
     catalog = load_catalog()
     if args.json:
-        print(catalog.model_dump_json(indent=2))
+        import json
+        data = catalog.model_dump(mode="json")
+        data["instances"] = {it.name: it.model_dump(mode="json") for it in catalog.listed()}
+        print(json.dumps(data, indent=2))
     else:
         print_instances(catalog)
     return 0

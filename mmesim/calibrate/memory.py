@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from mmesim.errors import ConfigError, MissingPiece
 
+from mmesim.catalog import default_memory_budget
+
 GiB = 2**30
-DEFAULT_BUDGET_FRACTION = 0.25    # CPU "device": a quarter of host RAM unless --memory-budget says
 
 
 @dataclass
@@ -35,7 +36,7 @@ class HostMemory:
         import psutil
         self._psutil = psutil
         self.pid = pid
-        self.total = budget_bytes or int(psutil.virtual_memory().total * DEFAULT_BUDGET_FRACTION)
+        self.total = budget_bytes or default_memory_budget()
 
     def _tree(self):
         root = self._psutil.Process(self.pid)
@@ -59,9 +60,8 @@ class ContainerMemory:
     device = "cpu"
 
     def __init__(self, server, budget_bytes: int | None = None):
-        import psutil
         self.server = server
-        self.total = budget_bytes or int(psutil.virtual_memory().total * DEFAULT_BUDGET_FRACTION)
+        self.total = budget_bytes or default_memory_budget()
 
     def sample(self) -> MemorySample:
         return MemorySample(self.server.memory_bytes(), self.total, {})

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import platform
 import re
 import statistics
 import tempfile
@@ -18,6 +17,7 @@ from mmesim.calibrate.latency import (LoadPoint, ServicePoint, batch_sizes, deco
                                       measure_overlap, measure_service)
 from mmesim.calibrate.maxmodels import MaxModels, copy_name, max_models_loaded, mme_copy_loader
 from mmesim.calibrate.memory import ContainerMemory, HostMemory, MemorySample, NvmlMemory, cuda_index, parse_bytes
+from mmesim.catalog import host_cpu
 from mmesim.errors import ConfigError, MissingPiece
 from mmesim.profile import BatchTiming, ModelProfile, Provenance, TritonConfig
 from mmesim.triton.client import MMEClient, kserve_client
@@ -109,16 +109,6 @@ def catalog_key(device_name: str, total_bytes: int) -> str:
     if not matches:
         return re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
     return min(matches, key=lambda g: abs(g.memory_gib * 2**30 - total_bytes)).key
-
-
-def host_cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _server(options: CalibrateOptions, workdir: Path):

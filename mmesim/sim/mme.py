@@ -47,7 +47,7 @@ class Target:
     client_cost_s: float          # client CPU to build and send one request
     network_s: float              # payload over the network, plus platform overhead
     reply_s: float                # response over the network
-    decode_s: float               # host CPU on the instance to parse the payload
+    decode_s: float               # host CPU on the instance to handle the request and parse the payload
 
 
 class Request:
@@ -82,8 +82,8 @@ class Simulation:
             raise ConfigError("one copy count >= 1 per profile is needed", field="copies", value=copies)
         catalog = load_catalog()
         self.endpoint, self.workload, self.seed = endpoint, workload, seed
-        self.instance_type = catalog.instance(endpoint.instance_type)
-        self.gpu = catalog.gpu(self.instance_type.gpu)
+        self.instance_type = endpoint.instance()
+        self.gpu = catalog.gpu_of(self.instance_type)
         self.profiles = [translate(p, self.instance_type) for p in profiles]
         self.env = simpy.Environment()
         rs = streams(seed, ("waits", "targets", "noise"))
@@ -121,7 +121,7 @@ class Simulation:
                 id=tid, name=name, profile=p, request_name=base, payload_bytes=payload,
                 client_cost_s=(gen.cpu_s_per_request + gen.cpu_s_per_byte * payload) if gen else 0.0,
                 network_s=ep.overhead_s + payload / bw, reply_s=p.output_bytes / bw,
-                decode_s=p.decode_s_per_byte * payload * cpu_ratio[id(p)]))
+                decode_s=(p.request_overhead_s + p.decode_s_per_byte * payload) * cpu_ratio[id(p)]))
         return out
 
     def _picker(self):
@@ -175,12 +175,18 @@ class Simulation:
         env = self.env
         now = env.now
         req = Request(now, now + self._timeout, target, user)
-        leave = worker.send(now, target.client_cost_s)
-        after(env, leave - now + target.network_s, req, self._arrive)
+        if worker.cores is not None:     # the generator computes on the endpoint's host: its time is shared
+            worker.submit(target.client_cost_s, self._sent, req)
+        else:
+            leave = worker.send(now, target.client_cost_s)
+            after(env, leave - now + target.network_s, req, self._arrive)
         self._pending.append(req)
         wake = self._reaper_wake
         if wake is not None and not wake.triggered:
             wake.succeed()
+
+    def _sent(self, req: Request) -> None:
+        after(self.env, req.target.network_s, req, self._arrive)
 
     def _arrive(self, ev) -> None:
         req = ev._value
@@ -238,7 +244,7 @@ class Simulation:
                 i = inst.index
                 self.inflight_peaks.append((self.env.now, i, inst.peak))
                 inst.peak = inst.inflight
-                g, c = inst.gpu.busy_until_now(), inst.cpu_busy_s
+                g, c = inst.gpu.busy_until_now(), inst.cpu_busy_until_now()
                 gpu[i].append(100.0 * (g - last[i][0]))
                 cpu[i].append(100.0 * (c - last[i][1]))
                 last[i] = (g, c)
@@ -275,7 +281,7 @@ class Simulation:
             meta={
                 "seed": self.seed, "gpu": self.gpu.key, "copies_loaded_at_start": self.warm_count,
                 "targets": len(self.targets), "max_inflight_per_instance": None if self.max_inflight == UNLIMITED else self.max_inflight,
-                "cpu_busy_s": [i.cpu_busy_s for i in self.instances], "vcpus": it.vcpus,
+                "cpu_busy_s": [i.cpu_busy_until_now() for i in self.instances], "vcpus": it.vcpus,
                 "generator_workers": len(workers), "generator_busy_s": [w.busy_s for w in workers],
                 "profiles": [p.name for p in self.profiles],
                 "translated": [p.name for p in self.profiles if p.provenance.method == "translated"],
@@ -288,9 +294,10 @@ def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) ->
     (used + used / loaded) / total >= threshold. Returns copies per profile and the trace
     [(models loaded, bytes used)]."""
     catalog = load_catalog()
-    translated = [translate(p, catalog.instance(endpoint.instance_type)) for p in profiles]
+    itype = endpoint.instance()
+    translated = [translate(p, itype) for p in profiles]
     smallest = max(1, min(p.gpu_memory_bytes for p in translated))
-    cap = min(10_000, catalog.gpu_of(endpoint.instance_type).nvml_total_bytes // smallest + 2)
+    cap = min(10_000, catalog.gpu_of(itype).nvml_total_bytes // smallest + 2)
     probe = Simulation(translated, endpoint.model_copy(update={"instance_count": 1, "memory_threshold": 1.0}),
                        Workload(kind="poisson", rates=[{"end_s": 1, "rate": 0}]), [cap] * len(profiles), warm=False)
     inst, total, threshold = probe.instances[0], probe.gpu.nvml_total_bytes, endpoint.memory_threshold

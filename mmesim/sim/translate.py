@@ -15,7 +15,8 @@ The model, documented in calibration/README.md:
 
 from __future__ import annotations
 
-from mmesim.catalog import GPU, InstanceType, load_catalog
+from mmesim.catalog import CPU, GPU, InstanceType, load_catalog
+from mmesim.errors import ConfigError
 from mmesim.profile import BatchTiming, ModelProfile, Provenance
 
 
@@ -37,6 +38,12 @@ def execution_ratio(profile: ModelProfile, instance: InstanceType) -> float:
 def translate(profile: ModelProfile, instance: InstanceType) -> ModelProfile:
     """The profile as it would measure on ``instance``; unchanged if it was made there."""
     gpu = load_catalog().gpu(instance.gpu)
+    if gpu.key == CPU:
+        if profile.gpu != CPU:
+            raise ConfigError(f"a profile measured on a GPU cannot be predicted on the CPU-only instance "
+                              f"{instance.name}: calibrate the model on this host (mmesim calibrate --device cpu)",
+                              field="profile", value=profile.name)
+        return profile
     if profile.gpu == "cpu":
         # A CPU profile says nothing about GPU speed: keep its figures, and say so.
         return profile.model_copy(update={"provenance": _prov(profile, f"measured on CPU, used unchanged on {gpu.name}")})
