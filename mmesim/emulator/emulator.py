@@ -66,30 +66,13 @@ class EmulatorConfig:
 # -- the instance: what memory it has --------------------------------------------------------
 def instance_memory(config: EmulatorConfig) -> tuple[str, int, float, int]:
     """(instance type name, memory total in bytes, price per hour, vCPUs) of the emulated instance."""
-    from mmesim.catalog import load_catalog
-    catalog = load_catalog()
+    from mmesim import catalog as catalog_module
+    catalog = catalog_module.load_catalog()
     if config.instance == LOCAL:
-        it = _local_instance(config.memory_budget_bytes)
-        return it.name, _total_of(it), it.price_usd_per_hour, it.vcpus
+        it = catalog_module.local_instance(config.memory_budget_bytes)
+        return it.name, it.memory_budget_bytes, it.price_usd_per_hour, it.vcpus
     it = catalog.instance(config.instance)
-    total = catalog.gpu_of(it).nvml_total_bytes
-    return it.name, total, it.price_usd_per_hour, it.vcpus
-
-
-def _local_instance(budget):
-    from mmesim import catalog
-    if not hasattr(catalog, "local_instance"):
-        raise ConfigError("the 'local' instance type needs mmesim.catalog.local_instance (branch exec)",
-                          field="--instance", value=LOCAL)
-    return catalog.local_instance(budget)
-
-
-def _total_of(it) -> int:
-    from mmesim.catalog import load_catalog
-    for attr in ("memory_budget_bytes", "gpu_memory_bytes"):
-        if getattr(it, attr, None):
-            return int(getattr(it, attr))
-    return load_catalog().gpu_of(it).nvml_total_bytes
+    return it.name, catalog.gpu_of(it).nvml_total_bytes, it.price_usd_per_hour, it.vcpus
 
 
 # -- which profile a target model takes --------------------------------------------------------
