@@ -227,9 +227,10 @@ def _add_emulate(sub) -> None:
                        description="A local SageMaker MME: boto3's sagemaker-runtime client works against it "
                                    "unchanged (endpoint_url= or AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME). Ctrl-C stops it "
                                    "and writes the request log (summary.json, Locust CSVs) to --out.")
-    p.add_argument("--instance", required=True, metavar="TYPE|local", help="catalogue instance type, or local")
-    p.add_argument("--models", required=True, metavar="DIR|s3://bucket/prefix",
-                   help="where TargetModel artifacts live (<prefix>/<TargetModel>)")
+    p.add_argument("--instance", metavar="TYPE|local", help="catalogue instance type, or local")
+    p.add_argument("--models", metavar="DIR|s3://bucket/prefix",
+                   help="where TargetModel artifacts live (<prefix>/<TargetModel>); without it, only endpoints "
+                        "created through the control plane (boto3's sagemaker client) are served")
     p.add_argument("--backend", default="virtual", choices=["triton", "virtual"])
     p.add_argument("--profile", action="append", default=[], metavar="NAME|PATH",
                    help="model profile (memory, load and execution times); repeat per model; needed by virtual")
@@ -245,6 +246,9 @@ def _add_emulate(sub) -> None:
                    help="seconds before a request for a loading model gets ModelNotReadyException (60)")
     p.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint for s3:// models (e.g. a moto server)")
     p.add_argument("--cache-dir", default=None, help="disk cache of extracted models (default: a temporary folder)")
+    p.add_argument("--cache-size", default="20GiB", help="disk cache of extracted models per endpoint (20GiB)")
+    p.add_argument("--auth", metavar="ACCESS_KEY:SECRET", action="append", default=[],
+                   help="verify SigV4 signatures with this key pair (repeatable); default: any credentials")
     p.add_argument("--tritonserver", default=None, help="triton backend: tritonserver binary")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_emulate)
@@ -255,22 +259,32 @@ def _emulate(args) -> int:
 
     from mmesim.calibrate.memory import parse_bytes
     from mmesim.emulator.emulator import EmulatorConfig, serve
+    from mmesim.errors import ConfigError
     from mmesim.profile import load_profile
 
+    keys = {}
+    for pair in args.auth:
+        key, sep, secret = pair.partition(":")
+        if not (key and sep and secret):
+            raise ConfigError("expected ACCESS_KEY:SECRET", field="--auth", value=pair)
+        keys[key] = secret
     config = EmulatorConfig(
         instance=args.instance, models=args.models, backend=args.backend,
         profiles=[load_profile(p) for p in args.profile], instance_count=args.instance_count,
         endpoint_name=args.endpoint_name, host=args.host, port=args.port, out=Path(args.out) if args.out else None,
         memory_budget_bytes=parse_bytes(args.memory_budget), threshold=args.threshold,
         ready_timeout_s=args.ready_timeout, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        s3_endpoint_url=args.s3_endpoint_url, tritonserver=args.tritonserver, seed=args.seed)
+        s3_endpoint_url=args.s3_endpoint_url, tritonserver=args.tritonserver, seed=args.seed,
+        cache_bytes=parse_bytes(args.cache_size), keys=keys or None)
 
     def ready(url: str) -> None:
-        print(f"mmesim emulate: endpoint '{args.endpoint_name}' on {url} ({args.instance_count} x {args.instance}, "
-              f"{args.backend} backend)\nexport AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url}", flush=True)
+        what = (f"endpoint '{args.endpoint_name}' ({args.instance_count} x {args.instance}, {args.backend} backend)"
+                if args.models else "no endpoint yet (create one with boto3's sagemaker client)")
+        print(f"mmesim emulate: {what} on {url}\nexport AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url} "
+              f"AWS_ENDPOINT_URL_SAGEMAKER={url}", flush=True)
 
-    run, files = serve(config, on_ready=ready)
-    print(f"mmesim emulate: {len(run.records)} requests" +
+    runs, files = serve(config, on_ready=ready)
+    print(f"mmesim emulate: {sum(len(run.records) for _, run in runs)} requests" +
           (f"; wrote {len(files)} files to {args.out}" if files else ""), flush=True)
     return 0
 

@@ -50,7 +50,7 @@ def call(client, target: str):
 
 def metrics(url: str) -> dict:
     with urllib.request.urlopen(url + "/metrics.json") as r:
-        return json.loads(r.read())["instances"][0]
+        return json.loads(r.read())["endpoints"][0]["instances"][0]
 
 
 @pytest.fixture(scope="module")

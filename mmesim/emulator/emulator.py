@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import tarfile
 import tempfile
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mmesim.emulator.backends import TritonBackend, VirtualBackend
@@ -28,8 +25,9 @@ LOCAL = "local"
 
 @dataclass
 class EmulatorConfig:
-    instance: str                                # a catalogue type, or "local"
-    models: str                                  # a directory, file://dir or s3://bucket/prefix
+    instance: str | None                         # a catalogue type, or "local"
+    models: str | None                           # a directory, file://dir or s3://bucket/prefix; None: only
+                                                 # endpoints the control plane creates
     backend: str = "virtual"
     profiles: list[ModelProfile] = field(default_factory=list)
     instance_count: int = 1
@@ -57,6 +55,8 @@ class EmulatorConfig:
                               field="--profile")
         if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", self.endpoint_name) or len(self.endpoint_name) > 63:
             raise ConfigError("letters, digits and hyphens, up to 63", field="--endpoint-name", value=self.endpoint_name)
+        if not self.instance:
+            raise ConfigError("say which instance type: --instance TYPE|local", field="--instance")
         if not self.models.startswith("s3://"):
             root = Path(self.models.removeprefix("file://"))
             if not root.is_dir():
@@ -99,83 +99,22 @@ def profile_matcher(profiles: list[ModelProfile]):
     return profile_for
 
 
-# -- the artifact store ---------------------------------------------------------------------
-def make_store(config: EmulatorConfig, cache_dir: Path):
-    """emustore's ArtifactStore (mmesim.emulator.store) when present; else a stand-in that
-    serves a local directory of model directories or tarballs (no S3, no cache limit)."""
-    try:
-        from mmesim.emulator.store import ArtifactStore, validate_target_model
-    except ImportError:
-        return _DirectoryStandIn(config.models, cache_dir), _DirectoryStandIn.validate
-    return (ArtifactStore(config.models, cache_dir, config.cache_bytes, s3_endpoint_url=config.s3_endpoint_url),
-            validate_target_model)
+# -- one endpoint ---------------------------------------------------------------------------
+class Endpoint:
+    """One multi-model endpoint: its artifact store, instances (backends), platform, request
+    log and metrics. The CLI's endpoint and each one CreateEndpoint makes are alike."""
 
-
-@dataclass
-class _Fetched:
-    path: Path
-    artifact_bytes: int
-    download_s: float
-    extract_s: float
-    cache_hit: bool
-
-
-class _DirectoryStandIn:
-    """Until the artifact store lands: ``<dir>/<TargetModel>`` as a tarball (extracted once
-    with tarfile's "data" filter) or a model directory."""
-
-    def __init__(self, source: str, cache_dir: Path):
-        if source.startswith("s3://"):
-            raise ConfigError("s3:// sources need the artifact store (mmesim.emulator.store)", field="--models",
-                              value=source)
-        self.root, self.cache = Path(source.removeprefix("file://")), cache_dir
-        self._lock = threading.Lock()
-        self._done: dict[str, _Fetched] = {}
-
-    @staticmethod
-    def validate(name: str) -> str:
-        if not name or "/" in name or "\\" in name or name.startswith(".") or "%" in name or "\x00" in name:
-            from mmesim.emulator.errors import ValidationError
-            raise ValidationError(f"invalid TargetModel {name!r}")
-        return name
-
-    def fetch(self, name: str) -> _Fetched:
-        with self._lock:
-            if name in self._done:
-                f = self._done[name]
-                return _Fetched(f.path, f.artifact_bytes, 0.0, 0.0, True)
-            src = self.root / name
-            if not src.exists():
-                from mmesim.emulator.errors import ValidationError
-                raise ValidationError(f"Could not find model data at {src}")
-            if src.is_dir():
-                fetched = _Fetched(src, sum(p.stat().st_size for p in src.rglob("*") if p.is_file()), 0.0, 0.0, False)
-            else:
-                t = time.perf_counter()
-                dest = self.cache / f"m{len(self._done)}"
-                dest.mkdir(parents=True)
-                with tarfile.open(src) as tar:
-                    tar.extractall(dest, filter="data")
-                fetched = _Fetched(dest, src.stat().st_size, 0.0, time.perf_counter() - t, False)
-            self._done[name] = fetched
-            return fetched
-
-
-# -- the emulator ---------------------------------------------------------------------------
-class Emulator:
-    """Everything ``mmesim emulate`` runs, on one asyncio loop."""
-
-    def __init__(self, config: EmulatorConfig):
+    def __init__(self, config: EmulatorConfig, workdir: Path):
         config.check()
-        self.config = config
+        self.config, self.name = config, config.endpoint_name
         self.type_name, self.total, self.price, self.vcpus = instance_memory(config)
         self.profiles = self._profiles()
         self.records = Records()
-        self.url = ""
-        self._tmp: tempfile.TemporaryDirectory | None = None
-        self._runner = None
-        self._watch = None
+        self.metrics = Metrics(config.endpoint_name, config.instance_count)
+        self.workdir = workdir
         self.platform: Platform | None = None
+        self._watch: asyncio.Future | None = None
+        self.run_result: Run | None = None
 
     def _profiles(self) -> list[ModelProfile]:
         """Profiles as the emulated instance runs them: translated to its GPU (a catalogue type)."""
@@ -194,16 +133,13 @@ class Emulator:
         budget = c.memory_budget_bytes or self.total
         return [TritonBackend(budget, binary=c.tritonserver) for _ in range(c.instance_count)]
 
-    async def start(self) -> str:
-        from aiohttp import web
+    async def start(self) -> None:
+        from mmesim.emulator.store import ArtifactStore
         c = self.config
-        self._tmp = tempfile.TemporaryDirectory(prefix="mmesim-emulate-")
-        cache = c.cache_dir or Path(self._tmp.name) / "cache"
-        cache.mkdir(parents=True, exist_ok=True)
-        store, validate = make_store(c, cache)
+        cache = c.cache_dir or self.workdir / "cache"
+        store = ArtifactStore(c.models, cache, c.cache_bytes, s3_endpoint_url=c.s3_endpoint_url)
         self.platform = Platform(self._backends(), store, profile_matcher(self.profiles), threshold=c.threshold,
                                  ready_timeout_s=c.ready_timeout_s)
-        self.metrics = Metrics(c.endpoint_name, c.instance_count)
         self.platform.on_event = self.metrics.event
         try:
             await self.platform.start()
@@ -211,8 +147,61 @@ class Emulator:
             await self.platform.stop()
             raise
         self._watch = asyncio.ensure_future(self.platform.watch())
-        front = Front(c.endpoint_name, self.platform, self.records, self.metrics, validate,
-                      verify=self._verifier(), control=None)
+
+    async def stop(self) -> Run:
+        """Stop every backend; the request log so far becomes the endpoint's Run."""
+        if self.run_result is not None:
+            return self.run_result
+        if self._watch is not None:
+            self._watch.cancel()
+        duration = self.platform.clock() if self.platform else 0.0
+        if self.platform is not None:
+            await self.platform.stop()
+        self.run_result = self.run(duration)
+        return self.run_result
+
+    def run(self, duration: float) -> Run:
+        """The request log as a measured Run (the simulator's own record types)."""
+        p = self.platform
+        instances = p.instances if p else []
+        return Run(records=self.records, duration_s=max(duration, 1.0),
+                   request_name={m: base_name(m) for m in self.records.models},
+                   events=list(p.events) if p else [], memory=sorted(p.memory) if p else [],
+                   gpu_total_bytes=self.total,
+                   gpu_busy_s=[b for b in (i.backend.gpu_busy_s() for i in instances) if b is not None],
+                   instance_type=self.type_name, instance_count=self.config.instance_count,
+                   price_usd_per_hour=self.price, kind="measurement",
+                   meta={"emulator": True, "backend": self.config.backend, "endpoint": self.name,
+                         "profiles": [pr.name for pr in self.profiles],
+                         "backend_restarts": [i.restarts for i in instances]})
+
+
+# -- the emulator ---------------------------------------------------------------------------
+class Emulator:
+    """Everything ``mmesim emulate`` runs, on one asyncio loop: the endpoint of the command
+    line (if ``models`` is given) and those the control plane creates, behind one front."""
+
+    def __init__(self, config: EmulatorConfig):
+        if config.models:
+            config.check()
+        self.config = config
+        self.endpoints: dict[str, Endpoint] = {}
+        self.finished: list[Endpoint] = []
+        self.url = ""
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._runner = None
+        self.control = None
+
+    async def start(self) -> str:
+        from aiohttp import web
+
+        from mmesim.emulator.control import ControlPlane
+        c = self.config
+        self._tmp = tempfile.TemporaryDirectory(prefix="mmesim-emulate-")
+        if c.models:
+            await self._add(c)
+        self.control = ControlPlane(self._on_create, self._on_delete)
+        front = Front(self.endpoints, self.control, keys=c.keys)
         self._runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, c.host, c.port, backlog=1024)
@@ -221,41 +210,39 @@ class Emulator:
         self.url = f"http://{c.host}:{port}"
         return self.url
 
-    def _verifier(self):
-        if not self.config.keys:
-            return None
-        from mmesim.emulator.auth import verify_sigv4     # emustore's SigV4 check (interfaces.md item 4)
-        keys = self.config.keys
+    async def _add(self, config: EmulatorConfig) -> Endpoint:
+        workdir = Path(self._tmp.name) / config.endpoint_name
+        workdir.mkdir(parents=True, exist_ok=True)
+        endpoint = Endpoint(config, workdir)
+        await endpoint.start()
+        self.endpoints[config.endpoint_name] = endpoint
+        return endpoint
 
-        def verify(request, body: bytes) -> None:
-            verify_sigv4(request.method, str(request.url), dict(request.headers), body, keys)
-        return verify
+    async def _on_create(self, spec) -> None:
+        """CreateEndpoint: the command line's backend, profiles and budget, the spec's
+        instance type, count and ModelDataUrl."""
+        if spec.name in self.endpoints:
+            raise ConfigError("an endpoint of that name is served already", field="EndpointName", value=spec.name)
+        await self._add(replace(self.config, endpoint_name=spec.name, models=spec.model_data_url,
+                                instance=spec.instance_type, instance_count=spec.instance_count, cache_dir=None))
 
-    async def stop(self) -> Run:
-        if self._watch is not None:
-            self._watch.cancel()
+    async def _on_delete(self, name: str) -> None:
+        endpoint = self.endpoints.pop(name, None)
+        if endpoint is not None:
+            await endpoint.stop()
+            self.finished.append(endpoint)
+
+    async def stop(self) -> list[tuple[str, Run]]:
+        """Stop the front, every endpoint and backend; the Runs of every endpoint served."""
         if self._runner is not None:
             await self._runner.cleanup()
-        duration = self.platform.clock() if self.platform else 0.0
-        if self.platform is not None:
-            await self.platform.stop()
-        run = self.run(duration)
+        if self.control is not None:
+            await self.control.close()
+        for name in list(self.endpoints):
+            await self._on_delete(name)
         if self._tmp is not None:
             self._tmp.cleanup()
-        return run
-
-    def run(self, duration: float) -> Run:
-        """The request log so far as a measured Run (the simulator's own record types)."""
-        p = self.platform
-        return Run(records=self.records, duration_s=max(duration, 1.0),
-                   request_name={m: base_name(m) for m in self.records.models},
-                   events=list(p.events), memory=sorted(p.memory), gpu_total_bytes=self.total,
-                   gpu_busy_s=[b for b in (i.backend.gpu_busy_s() for i in p.instances) if b is not None],
-                   instance_type=self.type_name, instance_count=len(p.instances), price_usd_per_hour=self.price,
-                   kind="measurement",
-                   meta={"emulator": True, "backend": self.config.backend, "endpoint": self.config.endpoint_name,
-                         "profiles": [pr.name for pr in self.profiles],
-                         "backend_restarts": [i.restarts for i in p.instances]})
+        return [(e.name, e.run_result) for e in self.finished]
 
 
 def write_run(run: Run, out: Path) -> dict[str, Path]:
@@ -266,7 +253,17 @@ def write_run(run: Run, out: Path) -> dict[str, Path]:
     return write_outputs(run, summarize(run), out)
 
 
-def serve(config: EmulatorConfig, on_ready=print) -> tuple[Run, dict[str, Path]]:
+def write_runs(runs: list[tuple[str, Run]], config: EmulatorConfig) -> dict[str, Path]:
+    """Each endpoint's outputs: the command line's into ``out``, others into ``out/<name>``."""
+    files: dict[str, Path] = {}
+    for name, run in runs:
+        if config.out and len(run.records):
+            folder = config.out if (name == config.endpoint_name and config.models) else config.out / name
+            files.update({f"{name}:{k}": v for k, v in write_run(run, folder).items()})
+    return files
+
+
+def serve(config: EmulatorConfig, on_ready=print) -> tuple[list[tuple[str, Run]], dict[str, Path]]:
     """Run the emulator until SIGINT or SIGTERM; then stop everything it started and write
     the outputs (if ``config.out``). ``on_ready(url)`` is called once it listens."""
     try:
@@ -286,9 +283,8 @@ def serve(config: EmulatorConfig, on_ready=print) -> tuple[Run, dict[str, Path]]
             on_ready(url)
             loop.run_until_complete(stop.wait())
         finally:
-            run = loop.run_until_complete(emulator.stop())
-        files = write_run(run, config.out) if config.out and len(run.records) else {}
-        return run, files
+            runs = loop.run_until_complete(emulator.stop())
+        return runs, write_runs(runs, config)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

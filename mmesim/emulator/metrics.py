@@ -74,28 +74,33 @@ class Metrics:
             out["instances"].append(row)
         return out
 
-    def prometheus(self, platform) -> str:
-        """Prometheus text exposition: counters ``_total``, latencies as summaries (sum, count)."""
-        snap = self.snapshot(platform)
-        base = f'EndpointName="{self.endpoint}",VariantName="AllTraffic"'
-        lines: list[str] = []
-        rows = snap["instances"]
-        counters = ("Invocations", "InvocationsPerInstance", "Invocation4XXErrors", "Invocation5XXErrors",
-                    "ModelCacheHit", "BackendRestarts")
-        gauges = ("LoadedModelCount", "GPUMemoryUtilization", "GPUMemoryUsedBytes", "GPUMemoryTotalBytes",
-                  "MemoryBudgetBytes", "CommittedBytes", "InFlight", "GPUBusySeconds")
-        for name in counters:
-            lines.append(f"# TYPE {name} counter")
-            lines += [f'{name}{{{base},Instance="{r["Instance"]}"}} {r[name]:g}' for r in rows]
-        for name in gauges:
-            present = [r for r in rows if name in r]
-            if present:
-                lines.append(f"# TYPE {name} gauge")
-                lines += [f'{name}{{{base},Instance="{r["Instance"]}"}} {r[name]:g}' for r in present]
-        for name in LATENCIES:
-            lines.append(f"# HELP {name} microseconds")
-            lines.append(f"# TYPE {name} summary")
-            for r in rows:
-                lines.append(f'{name}_sum{{{base},Instance="{r["Instance"]}"}} {r[name]["Sum"]:.1f}')
-                lines.append(f'{name}_count{{{base},Instance="{r["Instance"]}"}} {r[name]["SampleCount"]}')
-        return "\n".join(lines) + "\n"
+
+
+def prometheus(endpoints: list[tuple[Metrics, object]]) -> str:
+    """Prometheus text exposition of every endpoint's metrics (labels EndpointName,
+    VariantName, Instance): counters, gauges, and latencies as summaries (sum, count)."""
+    rows = []
+    for metrics, platform in endpoints:
+        snap = metrics.snapshot(platform)
+        base = f'EndpointName="{snap["EndpointName"]}",VariantName="AllTraffic"'
+        rows += [(f'{base},Instance="{r["Instance"]}"', r) for r in snap["instances"]]
+    lines: list[str] = []
+    counters = ("Invocations", "InvocationsPerInstance", "Invocation4XXErrors", "Invocation5XXErrors",
+                "ModelCacheHit", "BackendRestarts")
+    gauges = ("LoadedModelCount", "GPUMemoryUtilization", "GPUMemoryUsedBytes", "GPUMemoryTotalBytes",
+              "MemoryBudgetBytes", "CommittedBytes", "InFlight", "GPUBusySeconds")
+    for name in counters:
+        lines.append(f"# TYPE {name} counter")
+        lines += [f"{name}{{{labels}}} {r[name]:g}" for labels, r in rows]
+    for name in gauges:
+        present = [(labels, r) for labels, r in rows if name in r]
+        if present:
+            lines.append(f"# TYPE {name} gauge")
+            lines += [f"{name}{{{labels}}} {r[name]:g}" for labels, r in present]
+    for name in LATENCIES:
+        lines.append(f"# HELP {name} microseconds")
+        lines.append(f"# TYPE {name} summary")
+        for labels, r in rows:
+            lines.append(f'{name}_sum{{{labels}}} {r[name]["Sum"]:.1f}')
+            lines.append(f'{name}_count{{{labels}}} {r[name]["SampleCount"]}')
+    return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from functools import partial
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
@@ -125,9 +126,10 @@ class Instance:
 
     # -- model tiers -----------------------------------------------------------------------
     async def _load(self, slot: Slot) -> None:
-        platform, reserved = self.platform, 0
-        try:
-            fetched = await asyncio.to_thread(platform.store.fetch, slot.name)
+        platform, reserved, pinned = self.platform, 0, False
+        try:   # pinned from fetch to unload: the disk cache keeps a loaded model's files
+            fetched = await asyncio.to_thread(partial(platform.store.fetch, slot.name, pin=True))
+            pinned = True
             now = platform.clock()
             if not fetched.cache_hit:
                 platform.event(ModelEvent(now - fetched.download_s - fetched.extract_s, self.index, slot.name,
@@ -158,12 +160,13 @@ class Instance:
             slot.size = need
             slot.state = LOADED
             self.lru[slot.name] = slot
-            platform.pin(slot.name)
             platform.event(ModelEvent(platform.clock() - seconds, self.index, slot.name, "load", seconds))
             platform.sample_memory(self)
         except BaseException:
             slot.state = REMOTE
             self.committed -= reserved
+            if pinned:
+                platform.store.unpin(slot.name)
             raise
 
     def _estimate(self, name: str, artifact_bytes: int) -> int:
@@ -190,7 +193,7 @@ class Instance:
             seconds = time.perf_counter() - t
             slot.size = 0
             slot.state = REMOTE
-            self.platform.unpin(slot.name)
+            self.platform.store.unpin(slot.name)
             self.platform.event(ModelEvent(self.platform.clock() - seconds, self.index, slot.name, "unload", seconds))
             self.platform.sample_memory(self)
 
@@ -200,7 +203,7 @@ class Instance:
         self.ready = False
         for slot in self.slots.values():
             if slot.state == LOADED:
-                self.platform.unpin(slot.name)
+                self.platform.store.unpin(slot.name)
             slot.state, slot.size = REMOTE, 0
         self.lru.clear()
         try:
@@ -236,7 +239,6 @@ class Platform:
         self.events: list[ModelEvent] = []
         self.memory: list[tuple[float, int, int]] = []
         self._restarting: dict[int, asyncio.Task] = {}
-        self._pins: dict[str, int] = {}
         self.on_event: Callable[[ModelEvent], None] | None = None
 
     def clock(self) -> float:
@@ -278,20 +280,6 @@ class Platform:
             self.memory.append((self.clock(), inst.index, used))
             inst.memory_used = used
         asyncio.ensure_future(read())
-
-    def pin(self, name: str) -> None:
-        self._pins[name] = self._pins.get(name, 0) + 1
-        if self._pins[name] == 1 and hasattr(self.store, "pin"):
-            self.store.pin(name)
-
-    def unpin(self, name: str) -> None:
-        n = self._pins.get(name, 0) - 1
-        if n <= 0:
-            self._pins.pop(name, None)
-            if n == 0 and hasattr(self.store, "unpin"):
-                self.store.unpin(name)
-        else:
-            self._pins[name] = n
 
     def backend_down(self, inst: Instance) -> None:
         """Start one restart of a dead backend (later reports of the same death join it)."""
