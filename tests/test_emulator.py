@@ -231,3 +231,53 @@ def test_two_instances_route_to_the_instance_holding_the_model(tmp_path):
     for r in rows:
         where.setdefault(r[2], set()).add(r[3])
     assert all(len(v) == 1 for v in where.values()), where     # every request went where its model was
+
+
+from moto_fixture import moto_server  # noqa: E402,F401  (the fixture)
+
+
+def test_a_notebook_creates_an_s3_backed_endpoint_and_signatures_are_checked(tmp_path, moto_server):
+    """No --models: boto3's sagemaker client creates the endpoint over artifacts in a real moto
+    S3; with --auth, runtime calls signed with another secret are refused (403)."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="models")
+    for path in fake_artifacts(tmp_path / "models", ["tiny-v0.tar.gz", "tiny-v1.tar.gz"]).iterdir():
+        s3.upload_file(str(path), "models", f"mme/{path.name}")
+    profile = save(make_profile("tiny", load_s=0.2, s1=0.002), tmp_path)
+    out = tmp_path / "out"
+    with emulate("--backend", "virtual", "--profile", profile, "--s3-endpoint-url", moto_server,
+                 "--auth", "AKIDLOCAL:s3cret", out=out) as (url, proc):
+        keys = dict(region_name="us-east-1", aws_access_key_id="AKIDLOCAL", aws_secret_access_key="s3cret")
+        sm = boto3.client("sagemaker", endpoint_url=url, **keys)
+        sm.create_model(ModelName="m", ExecutionRoleArn="arn:aws:iam::000000000000:role/x",
+                        PrimaryContainer={"Image": "triton", "Mode": "MultiModel",
+                                          "ModelDataUrl": "s3://models/mme/"})
+        sm.create_endpoint_config(EndpointConfigName="c", ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": "m", "InstanceType": "ml.g4dn.xlarge",
+            "InitialInstanceCount": 1}])
+        sm.create_endpoint(EndpointName="nb", EndpointConfigName="c")
+        sm.get_waiter("endpoint_in_service").wait(EndpointName="nb", WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+        rt = boto3.client("sagemaker-runtime", endpoint_url=url, **keys)
+        for target in ("tiny-v0.tar.gz", "tiny-v1.tar.gz", "tiny-v0.tar.gz"):
+            r = rt.invoke_endpoint(EndpointName="nb", TargetModel=target, ContentType="application/json",
+                                   Body=body("s3"))
+            assert json.loads(r["Body"].read())["id"] == "s3"
+        with pytest.raises(rt.exceptions.ValidationError):            # not in the bucket
+            rt.invoke_endpoint(EndpointName="nb", TargetModel="tiny-v7.tar.gz", ContentType="application/json",
+                               Body=body("s3"))
+        wrong = boto3.client("sagemaker-runtime", endpoint_url=url, region_name="us-east-1",
+                             aws_access_key_id="AKIDLOCAL", aws_secret_access_key="guess")
+        with pytest.raises(ClientError) as refused:
+            wrong.invoke_endpoint(EndpointName="nb", TargetModel="tiny-v0.tar.gz", ContentType="application/json",
+                                  Body=body("s3"))
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        sm.delete_endpoint(EndpointName="nb")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sm.list_endpoints()["Endpoints"]:
+            time.sleep(0.2)
+        assert sm.list_endpoints()["Endpoints"] == []
+    summary = json.loads((out / "nb" / "summary.json").read_text())
+    assert summary["requests"] == 4 and summary["failures"] == 1 and summary["cold_starts"] == 3

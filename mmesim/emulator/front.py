@@ -105,8 +105,7 @@ class Front:
             if error is None:
                 error = InternalFailure(f"{type(exc).__name__}: {exc}")
             instance = getattr(exc, "instance", instance)
-            if cold is None and isinstance(exc, InvokeError) and instance >= 0:
-                cold = True
+            cold = getattr(exc, "cold", cold)
             log.record(t0, target, instance, error.outcome, cold, model_s, wait_s)
             return web.Response(status=error.status, body=error.body(), headers=error.headers())
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mmesim.emulator.backends import Backend, BackendDown
-from mmesim.emulator.errors import InsufficientMemory, InvokeError, ModelError, ModelNotReady, ServiceUnavailable
+from mmesim.emulator.errors import InsufficientMemory, ModelNotReady, ServiceUnavailable
 from mmesim.profile import ModelProfile
-from mmesim.results.records import OK, ModelEvent
+from mmesim.results.records import ModelEvent
 from mmesim.sim.policy import lru_victims, route
 
 REMOTE, LOADING, LOADED, UNLOADING = "remote", "loading", "loaded", "unloading"
@@ -94,8 +94,9 @@ class Instance:
             slot = self.slots[target] = Slot(target)
         slot.inflight += 1
         self.inflight += 1
+        cold = False
         try:
-            cold, wait_s = False, 0.0
+            wait_s = 0.0
             if slot.state == LOADED:
                 self.lru.move_to_end(target)
             else:
@@ -109,8 +110,10 @@ class Instance:
             t = time.perf_counter()
             status, data, ctype = await self.backend.invoke(slot.container, body, content_type, accept)
             return Answer(status, data, ctype, self.index, cold, time.perf_counter() - t, wait_s)
-        except BackendDown:
-            self.platform.backend_down(self)
+        except Exception as exc:
+            if isinstance(exc, BackendDown):
+                self.platform.backend_down(self)
+            exc.instance, exc.cold = self.index, cold      # for the request log
             raise
         finally:
             slot.inflight -= 1
@@ -260,11 +263,7 @@ class Platform:
 
     async def invoke(self, target: str, body: bytes, content_type: str, accept: str | None, started: float) -> Answer:
         inst = route(self.instances, target, self.spread_inflight)
-        try:
-            return await inst.invoke(target, body, content_type, accept, started)
-        except InvokeError as exc:
-            exc.instance = inst.index
-            raise
+        return await inst.invoke(target, body, content_type, accept, started)
 
     # -- bookkeeping ---------------------------------------------------------------------
     def event(self, ev: ModelEvent) -> None:
@@ -305,4 +304,3 @@ class Platform:
                     self.sample_memory(inst)
 
 
-__all__ = ["Platform", "Instance", "Answer", "OK", "ModelError", "container_name"]
