@@ -11,7 +11,8 @@ from mmesim.errors import MmesimError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmesim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_simulate, _add_profiles, _add_instances, _add_calibrate, _add_loadtest, _add_validate):
+    for add in (_add_simulate, _add_profiles, _add_instances, _add_calibrate, _add_emulate, _add_package, _add_live,
+                _add_loadtest, _add_validate):
         add(sub)
     return parser
 
@@ -329,6 +330,179 @@ def _validate(args) -> int:
                                        "predicted vs measured")
         print(f"wrote {args.out}: comparison.json, comparison.csv, overlay.png, prediction/, measurement/")
     return 0 if v.comparison.passed else 1
+
+# --- emulate / package (mmesim.emulator) ----------------------------------------------------
+def _add_emulate(sub) -> None:
+    p = sub.add_parser("emulate", help="serve a SageMaker-compatible multi-model endpoint on this machine",
+                       description="A local SageMaker MME: boto3's sagemaker-runtime client works against it "
+                                   "unchanged (endpoint_url= or AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME). Ctrl-C stops it "
+                                   "and writes the request log (summary.json, Locust CSVs) to --out.")
+    p.add_argument("--instance", metavar="TYPE|local", help="catalogue instance type, or local")
+    p.add_argument("--models", metavar="DIR|s3://bucket/prefix",
+                   help="where TargetModel artifacts live (<prefix>/<TargetModel>); without it, only endpoints "
+                        "created through the control plane (boto3's sagemaker client) are served")
+    p.add_argument("--backend", default="virtual", choices=["triton", "virtual"])
+    p.add_argument("--profile", action="append", default=[], metavar="NAME|PATH",
+                   help="model profile (memory, load and execution times); repeat per model; needed by virtual")
+    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--endpoint-name", default="mmesim")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="0: any free port")
+    p.add_argument("--out", default=None, metavar="DIR", help="write the request log here on shutdown")
+    p.add_argument("--memory-budget", default=None, help="memory models may use per instance on local (or a CPU "
+                                                          "Triton), e.g. 4GiB")
+    p.add_argument("--threshold", type=float, default=0.9, help="share of memory models may fill (0.9)")
+    p.add_argument("--ready-timeout", type=float, default=60.0,
+                   help="seconds before a request for a loading model gets ModelNotReadyException (60)")
+    p.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint for s3:// models (e.g. a moto server)")
+    p.add_argument("--cache-dir", default=None, help="disk cache of extracted models (default: a temporary folder)")
+    p.add_argument("--cache-size", default="20GiB", help="disk cache of extracted models per endpoint (20GiB)")
+    p.add_argument("--auth", metavar="ACCESS_KEY:SECRET", action="append", default=[],
+                   help="verify SigV4 signatures with this key pair (repeatable); default: any credentials")
+    p.add_argument("--tritonserver", default=None, help="triton backend: tritonserver binary")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_emulate)
+
+
+def _emulate(args) -> int:
+    from pathlib import Path
+
+    from mmesim.calibrate.memory import parse_bytes
+    from mmesim.emulator.emulator import EmulatorConfig, serve
+    from mmesim.errors import ConfigError
+    from mmesim.profile import load_profile
+
+    keys = {}
+    for pair in args.auth:
+        key, sep, secret = pair.partition(":")
+        if not (key and sep and secret):
+            raise ConfigError("expected ACCESS_KEY:SECRET", field="--auth", value=pair)
+        keys[key] = secret
+    config = EmulatorConfig(
+        instance=args.instance, models=args.models, backend=args.backend,
+        profiles=[load_profile(p) for p in args.profile], instance_count=args.instance_count,
+        endpoint_name=args.endpoint_name, host=args.host, port=args.port, out=Path(args.out) if args.out else None,
+        memory_budget_bytes=parse_bytes(args.memory_budget), threshold=args.threshold,
+        ready_timeout_s=args.ready_timeout, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        s3_endpoint_url=args.s3_endpoint_url, tritonserver=args.tritonserver, seed=args.seed,
+        cache_bytes=parse_bytes(args.cache_size), keys=keys or None)
+
+    def ready(url: str) -> None:
+        what = (f"endpoint '{args.endpoint_name}' ({args.instance_count} x {args.instance}, {args.backend} backend)"
+                if args.models else "no endpoint yet (create one with boto3's sagemaker client)")
+        print(f"mmesim emulate: {what} on {url}\nexport AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url} "
+              f"AWS_ENDPOINT_URL_SAGEMAKER={url}", flush=True)
+
+    runs, files = serve(config, on_ready=ready)
+    print(f"mmesim emulate: {sum(len(run.records) for _, run in runs)} requests" +
+          (f"; wrote {len(files)} files to {args.out}" if files else ""), flush=True)
+    return 0
+
+
+def _add_package(sub) -> None:
+    p = sub.add_parser("package", help="package a model for an MME: <model>-v0.tar.gz ... as the reference named copies")
+    p.add_argument("--model", required=True, help="built-in name or a .py/TorchScript/.onnx file")
+    p.add_argument("--framework", default="python", choices=["python", "pytorch", "onnx", "tensorrt"])
+    p.add_argument("--copies", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the config's instance kind)")
+    p.add_argument("--input", action="append", dest="inputs", metavar="NAME:DTYPE:D1,D2")
+    p.add_argument("--max-batch", type=int)
+    p.add_argument("--out", required=True, metavar="DIR")
+
+    def run(args) -> int:
+        from mmesim.triton.packaging import package_copies
+        paths = package_copies(args.model, args.framework, args.out, args.copies, device=args.device,
+                               inputs=args.inputs, max_batch_size=args.max_batch)
+        print(f"wrote {len(paths)} artifacts to {args.out}: {paths[0].name}" + (f" ... {paths[-1].name}" if len(paths) > 1 else ""))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+# --- live (mmesim.live) -------------------------------------------------------------------
+def _add_live(sub) -> None:
+    p = sub.add_parser("live", help="deploy a real SageMaker MME, load-test it, read CloudWatch, tear it down",
+                       description="Live mode creates billed AWS resources. It prints the estimated cost first and "
+                                   "refuses to start without --yes-spend; a state file records what it creates, so "
+                                   "`mmesim live teardown --state FILE` removes it after a crash.")
+    steps = p.add_subparsers(dest="step", required=True)
+
+    def deployment(q) -> None:
+        q.add_argument("--models", required=True, metavar="DIR", help="folder of model.tar.gz artifacts to upload")
+        q.add_argument("--bucket", required=True, help="S3 bucket for the artifacts (created, and deleted, if missing)")
+        q.add_argument("--prefix", default="mmesim", help="key prefix: ModelDataUrl is s3://BUCKET/PREFIX/ (mmesim)")
+        q.add_argument("--instance", required=True, metavar="TYPE", help="e.g. ml.g4dn.2xlarge")
+        q.add_argument("--instance-count", type=int, default=1)
+        q.add_argument("--region", default="us-east-1")
+        q.add_argument("--role", required=True, metavar="ARN", help="SageMaker execution role ARN")
+        q.add_argument("--image", help="container image URI (default: SageMaker's Triton image for --region)")
+        q.add_argument("--name", help="base name of model, config and endpoint (default mmesim-<utc time>)")
+        q.add_argument("--yes-spend", action="store_true", help="confirm the estimated cost; nothing starts without it")
+        for service in ("sagemaker", "s3", "cloudwatch", "runtime"):
+            q.add_argument(f"--{service}-endpoint-url", metavar="URL", help=f"{service} endpoint (rehearsal: the "
+                                                                            "emulator or moto)")
+
+    def measuring(q) -> None:
+        q.add_argument("--workload", default="blog", metavar="blog|PATH")
+        q.add_argument("--profile", action="append", required=True, metavar="NAME|PATH")
+        q.add_argument("--copies", required=True, metavar="N|N,N,...", help="copies of each profile's model")
+        q.add_argument("--workers", type=int, default=0, help="Locust worker processes (0: in-process)")
+        q.add_argument("--payload", default="json", choices=["json", "binary"])
+        q.add_argument("--out", required=True, metavar="DIR")
+
+    for name, text in (("deploy", "upload artifacts, create model, config and endpoint, wait for InService"),
+                       ("run", "deploy, load-test, read CloudWatch, then delete everything (always)")):
+        q = steps.add_parser(name, help=text)
+        deployment(q)
+        q.add_argument("--state", required=True, metavar="FILE", help="state file recording what is created")
+        if name == "run":
+            measuring(q)
+        else:
+            q.add_argument("--workload", default="blog", metavar="blog|PATH", help="for the cost estimate")
+        q.set_defaults(func=_live)
+    q = steps.add_parser("loadtest", help="load-test a deployed endpoint and read its CloudWatch metrics")
+    q.add_argument("--state", required=True, metavar="FILE")
+    measuring(q)
+    q.set_defaults(func=_live)
+    q = steps.add_parser("teardown", help="delete everything a state file records (idempotent)")
+    q.add_argument("--state", required=True, metavar="FILE")
+    q.set_defaults(func=_live)
+
+
+def _live(args) -> int:
+    from pathlib import Path
+
+    import mmesim.live as live
+    from mmesim.workload import load_workload
+
+    if args.step == "teardown":
+        live.teardown(args.state)
+        return 0
+    workload = load_workload(args.workload)
+    if args.step == "loadtest":
+        from mmesim.profile import load_profile
+        dep = live.Deployment.load(args.state)
+        run = live.loadtest(dep, workload, [load_profile(p) for p in args.profile], _ints(args.copies, "--copies"),
+                            args.out, workers=args.workers, payload=args.payload)
+        points = live.metrics(dep, args.out)
+        print(f"measured {len(run.records)} requests; {len(points)} CloudWatch datapoints; outputs in {args.out}")
+        return 0
+    print(live.estimate_cost(args.instance, args.instance_count, workload.duration_s).describe())
+    plan = live.LivePlan.from_models_dir(
+        args.models, bucket=args.bucket, prefix=args.prefix, instance_type=args.instance,
+        instance_count=args.instance_count, region=args.region, role_arn=args.role, image=args.image, name=args.name,
+        sagemaker_endpoint_url=args.sagemaker_endpoint_url, s3_endpoint_url=args.s3_endpoint_url,
+        cloudwatch_endpoint_url=args.cloudwatch_endpoint_url, runtime_endpoint_url=args.runtime_endpoint_url)
+    if args.step == "deploy":
+        dep = live.deploy(plan, args.state, yes_spend=args.yes_spend)
+        print(f"endpoint {dep.endpoint_name} is InService; delete it with: mmesim live teardown --state {args.state}")
+        return 0
+    from mmesim.profile import load_profile
+    result = live.run_live(plan, args.state, workload, [load_profile(p) for p in args.profile],
+                           _ints(args.copies, "--copies"), Path(args.out), yes_spend=args.yes_spend,
+                           workers=args.workers, payload=args.payload)
+    print(f"measured {len(result.run.records)} requests; outputs in {args.out}; everything created was deleted")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

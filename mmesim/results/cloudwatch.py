@@ -205,8 +205,14 @@ def datapoints(run: Run, *, period_s: float = PERIOD_S,
 def series(run: Run, *, period_s: float = PERIOD_S,
            overhead_s: Sequence[float] | None = None) -> dict[str, list[tuple[float, float]]]:
     """metric -> [(period_start_s, value)] in each metric's usual statistic (see METRICS)."""
+    return series_of(datapoints(run, period_s=period_s, overhead_s=overhead_s))
+
+
+def series_of(points: Sequence[Datapoint]) -> dict[str, list[tuple[float, float]]]:
+    """Datapoints (predicted, emulated or read from CloudWatch) as metric -> [(period_start_s,
+    value)] in each metric's usual statistic."""
     out: dict[str, list[tuple[float, float]]] = {}
-    for d in datapoints(run, period_s=period_s, overhead_s=overhead_s):
+    for d in points:
         if d.statistic == METRICS[d.metric][0]:
             out.setdefault(d.metric, []).append((d.period_start_s, d.value))
     return out
@@ -218,11 +224,15 @@ CSV_COLUMNS = ("metric", "period_start_s", "statistic", "value", "unit")
 def write_csv(run: Run, path: str | Path, *, period_s: float = PERIOD_S,
               overhead_s: Sequence[float] | None = None) -> Path:
     """Long format, one row per (metric, period, statistic)."""
+    return write_points_csv(datapoints(run, period_s=period_s, overhead_s=overhead_s), path)
+
+
+def write_points_csv(points: Sequence[Datapoint], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(CSV_COLUMNS)
-        for d in datapoints(run, period_s=period_s, overhead_s=overhead_s):
+        for d in points:
             w.writerow((d.metric, f"{d.period_start_s:g}", d.statistic, repr(d.value), d.unit))
     return path

@@ -26,7 +26,8 @@ from mmesim.profile import ModelProfile
 from mmesim.results.records import MODEL_NOT_READY, OUTCOMES, TIMEOUT, Records, Run
 from mmesim.sim.client import Client
 from mmesim.sim.events import after
-from mmesim.sim.instance import DOWNLOADING, LOADED, LOADING, Instance
+from mmesim.sim.instance import Instance
+from mmesim.sim.policy import route
 from mmesim.sim.random import streams
 from mmesim.sim.translate import translate
 from mmesim.workload import Popularity, Workload, read_trace
@@ -205,19 +206,8 @@ class Simulation:
         inst.admit(req)
 
     def _route(self, target: Target) -> Instance:
-        """Least busy instance that has the model (loaded or on its way); a hot model spreads
-        to another instance once its least busy one has ``spread_inflight`` in flight."""
-        best = None
-        for inst in self.instances:
-            slot = inst.slots.get(target.id)
-            if slot is not None and slot.state in (LOADED, LOADING, DOWNLOADING):
-                if best is None or inst.inflight < best.inflight:
-                    best = inst
-        if best is not None and best.inflight < self.endpoint.spread_inflight:
-            return best
-        others = [i for i in self.instances if i is not best]
-        least = min(others, key=lambda i: (i.inflight, i.committed))
-        return least if best is None or least.inflight < best.inflight else best
+        """Least busy instance that has the model (loaded or on its way); see policy.route."""
+        return route(self.instances, target, self.endpoint.spread_inflight)
 
     def reply(self, req: Request, outcome: int | str) -> None:
         """The answer (or a failure) for ``req``; the client has it after the reply crosses back."""
