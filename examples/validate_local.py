@@ -17,9 +17,10 @@ Workloads (each 1-1.5 minutes):
 - hetero: tiny-bert and tiny-mlp, 3 copies each, Zipf over the 6 copies (uneven traffic
   between the models and among copies);
 - burst: open loop on tiny-mlp, 6 req/s, x8 for 15 s, back to 6 req/s;
-- churn: more copies than the memory budget holds, so models load and unload on demand:
-  needs the emulator in front of Triton (``--emulator``, mmesim emulate), since Triton alone
-  loads only what it is told to.
+- churn: 8 copies of tiny-mlp on a 1 GiB budget (about 5 fit), so models load and unload
+  on demand: needs the emulator in front of Triton (``--emulator``, mmesim emulate), since
+  Triton alone loads only what it is told to; compares loads, unloads, cold starts and
+  ModelLoadingWaitTime as well.
 
 Prints one comparison table per workload and writes everything under --out/<workload>/.
 """
@@ -47,6 +48,7 @@ from mmesim.workload import LoadGenerator, Workload
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET = 2 * GiB                 # the budget the shipped profiles were calibrated with
+CHURN_BUDGET = 1 * GiB           # churn: a smaller budget, so that 8 copies do not fit
 TOLERANCE = "throughput=0.05,p50=0.10,p95=0.10,users=0"
 
 
@@ -64,8 +66,8 @@ def workloads() -> dict[str, tuple[list[str], list[int], Workload]]:
         "burst": (["tiny-mlp"], [4], Workload(
             name="burst", kind="poisson", rates=[{"end_s": 20, "rate": 6}, {"end_s": 35, "rate": 48},
                                                  {"end_s": 60, "rate": 6}])),
-        "churn": (["tiny-mlp"], [16], Workload(
-            name="churn", kind="users", stages=ramp([4, 8], 30, 4), wait_s=(0.05, 0.2), user_steps=[4, 8])),
+        "churn": (["tiny-mlp"], [8], Workload(          # with CHURN_BUDGET about 5 copies fit
+            name="churn", kind="users", stages=ramp([2, 4], 45, 2), wait_s=(0.05, 0.2), user_steps=[2, 4])),
     }
 
 
@@ -123,6 +125,67 @@ class LocalEndpoint:
         self.server.stop()
 
 
+class EmulatedEndpoint:
+    """`mmesim emulate` over a real Triton: SageMaker's runtime API, models loaded on demand
+    from an artifact folder (one tarball per target name) and the least recently used idle
+    ones unloaded when the memory budget is full. Its own log gives loads, unloads, cold
+    starts and ModelLoadingWaitTime, which a client cannot see."""
+
+    def __init__(self, local: LocalEndpoint, profile_paths: list[Path], profiles, copies, workdir: Path,
+                 budget: int):
+        import re
+        import shutil
+        import subprocess
+        import sys
+        artifacts = workdir / "emulated-models"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        for name, pi, _ in target_names(profiles, copies):
+            shutil.copy(local.packaged[profiles[pi].model].artifact, artifacts / name)
+        self.out = workdir / "emulator-out"
+        cmd = [sys.executable, "-m", "mmesim.cli", "emulate", "--instance", "local", "--memory-budget",
+               str(budget), "--backend", "triton", "--models", str(artifacts), "--port", "0",
+               "--endpoint-name", "mmesim", "--out", str(self.out)]
+        for path in profile_paths:
+            cmd += ["--profile", str(path)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=(\S+)", line)
+            if m:
+                self.url = m.group(1)
+                return
+        self.stop()
+        raise RuntimeError("mmesim emulate did not start:\n" + "".join(lines))
+
+    def stop(self) -> dict:
+        """Stop it (SIGTERM: it writes its request log); its summary, if written."""
+        import signal
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=90)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+        path = self.out / "summary.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def mean_loading_wait_ms(cloudwatch_csv: Path) -> float | None:
+    """ModelLoadingWaitTime over the run: the mean of its per-period averages, in ms."""
+    import csv
+    if not cloudwatch_csv.is_file():
+        return None
+    values = [float(r["value"]) for r in csv.DictReader(cloudwatch_csv.open())
+              if r["metric"] == "ModelLoadingWaitTime" and r["statistic"] == "Average"]
+    return sum(values) / len(values) / 1000 if values else None
+
+
 class CpuShare:
     """Who used this machine's cores during a run: the whole machine (/proc/stat), Triton,
     Locust; the rest is other people's work, which the prediction does not know about."""
@@ -168,13 +231,32 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                 wl = wl.model_copy(update={"generator": LoadGenerator(workers=1, cpu_s_per_request=client_cpu,
                                                                       on_host=True)})
                 profiles = [profile_of[m] for m in mods]
-                loaded = server.serve(profiles, copies)
                 share, began = CpuShare(server), time.monotonic()
-                try:
-                    v = validate(profiles, endpoint, wl, copies, endpoint_url=server.url, protocol="triton",
-                                 out=out / name, tolerance=parse_tolerance(TOLERANCE))
-                finally:
-                    server.unload(loaded)
+                if name == "churn":
+                    emu = EmulatedEndpoint(server, [profiles_dir / f"{m}-python-cpu.json" for m in mods], profiles,
+                                           copies, Path(tmp) / name, CHURN_BUDGET)
+                    try:
+                        churn_endpoint = endpoint.model_copy(update={"memory_budget_bytes": CHURN_BUDGET})
+                        v = validate(profiles, churn_endpoint, wl, copies, endpoint_url=emu.url, endpoint_name="mmesim",
+                                     protocol="sagemaker", out=out / name, tolerance=parse_tolerance(TOLERANCE),
+                                     warm=False)
+                    finally:
+                        emulated = emu.stop()
+                    v.platform = {
+                        "loads": (v.predicted_summary.loads, emulated.get("loads")),
+                        "unloads": (v.predicted_summary.unloads, emulated.get("unloads")),
+                        "cold_starts": (v.predicted_summary.cold_starts, emulated.get("cold_starts")),
+                        "ModelLoadingWaitTime_ms": (mean_loading_wait_ms(out / name / "prediction" / "cloudwatch.csv"),
+                                                    mean_loading_wait_ms(emu.out / "cloudwatch.csv"))}
+                    console.print("platform (predicted, measured by the emulator): " + ", ".join(
+                        f"{k} {p} / {m}" for k, (p, m) in v.platform.items()))
+                else:
+                    loaded = server.serve(profiles, copies)
+                    try:
+                        v = validate(profiles, endpoint, wl, copies, endpoint_url=server.url, protocol="triton",
+                                     out=out / name, tolerance=parse_tolerance(TOLERANCE))
+                    finally:
+                        server.unload(loaded)
                 v.cpu = share.done(time.monotonic() - began, sum(v.measured.generator_busy_s))
                 v.cpu["triton_cpu_ms_per_request"] = (1000 * v.cpu["triton_cores"] * (time.monotonic() - began)
                                                       / max(1, len(v.measured.records)))
@@ -183,7 +265,7 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                 results[name] = v
         finally:
             server.stop()
-    summary = {name: {**v.comparison.to_dict(), "cpu": v.cpu,
+    summary = {name: {**v.comparison.to_dict(), "cpu": v.cpu, "platform": getattr(v, "platform", None),
                       "generator_cpu_s_per_request": client_cpu} for name, v in results.items()}
     (out / "accuracy.json").write_text(json.dumps(summary, indent=2) + "\n")
     return results

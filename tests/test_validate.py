@@ -94,3 +94,18 @@ def test_validate_cli_exits_nonzero_beyond_tolerance(tmp_path, capsys):
     assert (tmp_path / "out" / "overlay.png").stat().st_size > 10_000
     assert (tmp_path / "out" / "comparison.csv").read_text().count("\n") > 10
     assert main(args + ["--tolerance", "p50=0.21,p95=0.21"]) == 0   # the same pair within 21 %
+
+
+def test_a_load_test_where_nothing_finished_still_summarises(tmp_path):
+    # e.g. every request still waiting for its model when the test stopped
+    from mmesim.results.measured import measured_run
+    empty = Run(records=Records(), duration_s=10.0, users=[(0.0, 2)], user_steps=[2], kind="measurement")
+    _write_measured(tmp_path / "m", empty, stretch=1.0)
+    s = summarize(measured_run(tmp_path / "m"))
+    assert (s.requests, s.throughput_qps, s.p50_ms) == (0, 0.0, None)
+
+
+def test_a_folder_without_request_logs_is_named(tmp_path):
+    from mmesim.results.measured import measured_run
+    with pytest.raises(ConfigError, match=f"{tmp_path}.*requests-"):
+        measured_run(tmp_path)

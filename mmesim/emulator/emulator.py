@@ -171,9 +171,7 @@ class Endpoint:
                    gpu_busy_s=[b for b in (i.backend.gpu_busy_s() for i in instances) if b is not None],
                    instance_type=self.type_name, instance_count=self.config.instance_count,
                    price_usd_per_hour=self.price, kind="measurement",
-                   meta={"emulator": True, "backend": self.config.backend, "endpoint": self.name,
-                         "profiles": [pr.name for pr in self.profiles],
-                         "backend_restarts": [i.restarts for i in instances]})
+                   profiles=[pr.name for pr in self.profiles])
 
 
 # -- the emulator ---------------------------------------------------------------------------

@@ -64,7 +64,8 @@ def history(run: Run, percentiles: bool = True, request_type: str = DEFAULT_REQU
     seconds = int(math.floor(run.duration_s))
     T = np.arange(seconds + 1)
     done = np.searchsorted(end, T, side="right")             # requests logged by each row's time
-    last_sec = np.where(done > 0, np.floor(end[np.maximum(done - 1, 0)]).astype(int), -1)
+    last_sec = (np.where(done > 0, np.floor(end[np.maximum(done - 1, 0)]).astype(int), -1) if len(end)
+                else np.full(len(T), -1))                    # a measured run may have no finished request
     lo, hi = np.maximum(last_sec - 12, 0), last_sec - 2
     width = np.maximum(hi - lo, 1)
     users_t = np.array([t for t, _ in run.users] or [0.0])
