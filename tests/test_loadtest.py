@@ -137,3 +137,17 @@ def test_distributed_two_workers_through_boto3(endpoint, tmp_path):
     for r in run.records:
         counts[r.model] = counts.get(r.model, 0) + 1
     assert max(counts, key=counts.get) == "tiny-bert-v0"
+
+
+def test_loadtest_cli_writes_what_a_prediction_writes(endpoint, tmp_path):
+    from mmesim.cli import main
+    wl = tmp_path / "short.yaml"
+    wl.write_text("kind: users\nwait_s: [0.05, 0.1]\nuser_steps: [2]\nstages:\n  - {end_s: 4, users: 2, spawn_rate: 2}\n")
+    out = tmp_path / "out"
+    assert main(["loadtest", "--endpoint-url", endpoint, "--protocol", "triton", "--profile",
+                 str(PROFILES / "tiny-mlp-python-cpu.json"), "--copies", "2", "--workload", str(wl),
+                 "--out", str(out)]) == 0
+    summary = __import__("json").loads((out / "summary.json").read_text())
+    assert summary["kind"] == "measurement" and summary["requests"] > 10 and summary["max_concurrent_users"] == 2
+    for name in ("locust_stats_history.csv", "mmesim_stats_history.csv", "requests.csv", "steps.png"):
+        assert (out / name).is_file(), name
