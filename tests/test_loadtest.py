@@ -151,3 +151,17 @@ def test_loadtest_cli_writes_what_a_prediction_writes(endpoint, tmp_path):
     assert summary["kind"] == "measurement" and summary["requests"] > 10 and summary["max_concurrent_users"] == 2
     for name in ("locust_stats_history.csv", "mmesim_stats_history.csv", "requests.csv", "steps.png"):
         assert (out / name).is_file(), name
+
+
+def test_trace_replay_sends_every_row_at_its_time(endpoint, tmp_path):
+    trace = tmp_path / "trace.csv"
+    rows = [(round(0.15 * i, 2), f"tiny-mlp-v{i % 3}") for i in range(20)]
+    trace.write_text("timestamp,model\n" + "".join(f"{t},{m}\n" for t, m in rows))
+    wl = Workload(kind="trace", trace=str(trace))
+    run = run_loadtest(endpoint, None, wl, [load_profile(PROFILES / "tiny-mlp-python-cpu.json")], [3], tmp_path / "o",
+                       protocol="triton")
+    got = sorted((r.start, r.model) for r in run.records)
+    assert [m for _, m in got] == [m for _, m in rows]
+    offset = got[0][0] - rows[0][0]                    # the arrival user starts a moment after the shape
+    assert all(abs((s - offset) - t) < 0.1 for (s, _), (t, _) in zip(got, rows))
+    assert run.users == [] and summarize(run).requests == 20
