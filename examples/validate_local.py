@@ -196,12 +196,15 @@ class CpuShare:
         t = psutil.cpu_times()
         self.busy0, self.triton0 = t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0), server.cpu_s()
 
-    def done(self, wall_s: float, locust_cpu_s: float) -> dict:
+    def done(self, wall_s: float, measured) -> dict:
+        """Cores busy on average over ``wall_s`` (prediction + load test + files), and the
+        CPU per request of Triton (with its stubs) and of Locust over the load test."""
         t = self.psutil.cpu_times()
         busy = t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0) - self.busy0
-        triton = self.server.cpu_s() - self.triton0
-        return {"machine_cores_busy": busy / wall_s, "triton_cores": triton / wall_s,
-                "locust_cores": locust_cpu_s / wall_s, "others_cores": (busy - triton - locust_cpu_s) / wall_s}
+        triton, locust = self.server.cpu_s() - self.triton0, sum(measured.generator_busy_s)
+        n = max(1, len(measured.records))
+        return {"machine_cores_busy": busy / wall_s, "others_cores": (busy - triton - locust) / wall_s,
+                "triton_cpu_ms_per_request": 1000 * triton / n, "locust_cpu_ms_per_request": 1000 * locust / n}
 
 
 def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = False) -> dict:
@@ -231,8 +234,8 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                 wl = wl.model_copy(update={"generator": LoadGenerator(workers=1, cpu_s_per_request=client_cpu,
                                                                       on_host=True)})
                 profiles = [profile_of[m] for m in mods]
-                share, began = CpuShare(server), time.monotonic()
-                if name == "churn":
+                if name == "churn":                 # the emulator's own Triton: counted among "others"
+                    share, began = CpuShare(server), time.monotonic()
                     emu = EmulatedEndpoint(server, [profiles_dir / f"{m}-python-cpu.json" for m in mods], profiles,
                                            copies, Path(tmp) / name, CHURN_BUDGET)
                     try:
@@ -250,16 +253,16 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                                                     mean_loading_wait_ms(emu.out / "cloudwatch.csv"))}
                     console.print("platform (predicted, measured by the emulator): " + ", ".join(
                         f"{k} {p} / {m}" for k, (p, m) in v.platform.items()))
+                    v.cpu = share.done(time.monotonic() - began, v.measured)
                 else:
                     loaded = server.serve(profiles, copies)
+                    share, began = CpuShare(server), time.monotonic()
                     try:
                         v = validate(profiles, endpoint, wl, copies, endpoint_url=server.url, protocol="triton",
                                      out=out / name, tolerance=parse_tolerance(TOLERANCE))
+                        v.cpu = share.done(time.monotonic() - began, v.measured)   # before the stubs exit
                     finally:
                         server.unload(loaded)
-                v.cpu = share.done(time.monotonic() - began, sum(v.measured.generator_busy_s))
-                v.cpu["triton_cpu_ms_per_request"] = (1000 * v.cpu["triton_cores"] * (time.monotonic() - began)
-                                                      / max(1, len(v.measured.records)))
                 print_comparison(v.comparison, f"{name}: {', '.join(mods)} x {copies} on local, predicted vs measured")
                 console.print("cores busy during the run: " + ", ".join(f"{k} {val:.2f}" for k, val in v.cpu.items()))
                 results[name] = v
