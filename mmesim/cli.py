@@ -11,7 +11,7 @@ from mmesim.errors import MmesimError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmesim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_simulate, _add_profiles, _add_instances, _add_calibrate):
+    for add in (_add_simulate, _add_profiles, _add_instances, _add_calibrate, _add_live):
         add(sub)
     return parser
 
@@ -59,9 +59,9 @@ def _copies(text: str):
 
 
 def _simulate(args) -> int:
+    from mmesim.outputs import write_outputs
     from mmesim.profile import load_profile
     from mmesim.report.console import progress_bar, print_summary
-    from mmesim.results.outputs import write_outputs
     from mmesim.results.summary import summarize
     from mmesim.sim import simulate
     from mmesim.workload import load_workload
@@ -203,7 +203,7 @@ def _add_calibrate(sub) -> None:
             concurrency=_ints(args.concurrency, "--concurrency"), repeats=args.repeats, cpu_threads=args.cpu_threads,
             scaling=_ints(args.scaling, "--scaling"), stop_batch_s=args.stop_batch_s, quick=args.quick,
             image=args.image,
-            binary=args.tritonserver, command="mmesim calibrate " + shlex.join(sys.argv[2:] if argv_is_cli() else []))
+            binary=args.tritonserver, command="mmesim " + shlex.join(args.argv))
         with console.status("calibrating", spinner="dots") as status:
             def progress(message: str) -> None:
                 console.log(message)
@@ -221,14 +221,99 @@ def _add_calibrate(sub) -> None:
         stdout.print(f"profile: {out}\nreport:  {report}")
         return 0
 
-    def argv_is_cli() -> bool:
-        return len(sys.argv) > 1 and sys.argv[1] == "calibrate"
-
     p.set_defaults(func=run)
 
 
+# --- live (mmesim.live) -------------------------------------------------------------------
+def _add_live(sub) -> None:
+    p = sub.add_parser("live", help="deploy a real SageMaker MME, load-test it, read CloudWatch, tear it down",
+                       description="Live mode creates billed AWS resources. It prints the estimated cost first and "
+                                   "refuses to start without --yes-spend; a state file records what it creates, so "
+                                   "`mmesim live teardown --state FILE` removes it after a crash.")
+    steps = p.add_subparsers(dest="step", required=True)
+
+    def deployment(q) -> None:
+        q.add_argument("--models", required=True, metavar="DIR", help="folder of model.tar.gz artifacts to upload")
+        q.add_argument("--bucket", required=True, help="S3 bucket for the artifacts (created, and deleted, if missing)")
+        q.add_argument("--prefix", default="mmesim", help="key prefix: ModelDataUrl is s3://BUCKET/PREFIX/ (mmesim)")
+        q.add_argument("--instance", required=True, metavar="TYPE", help="e.g. ml.g4dn.2xlarge")
+        q.add_argument("--instance-count", type=int, default=1)
+        q.add_argument("--region", default="us-east-1")
+        q.add_argument("--role", required=True, metavar="ARN", help="SageMaker execution role ARN")
+        q.add_argument("--image", help="container image URI (default: SageMaker's Triton image for --region)")
+        q.add_argument("--name", help="base name of model, config and endpoint (default mmesim-<utc time>)")
+        q.add_argument("--yes-spend", action="store_true", help="confirm the estimated cost; nothing starts without it")
+        for service in ("sagemaker", "s3", "cloudwatch", "runtime"):
+            q.add_argument(f"--{service}-endpoint-url", metavar="URL", help=f"{service} endpoint (rehearsal: the "
+                                                                            "emulator or moto)")
+
+    def measuring(q) -> None:
+        q.add_argument("--workload", default="blog", metavar="blog|PATH")
+        q.add_argument("--profile", action="append", required=True, metavar="NAME|PATH")
+        q.add_argument("--copies", required=True, metavar="N|N,N,...", help="copies of each profile's model")
+        q.add_argument("--workers", type=int, default=0, help="Locust worker processes (0: in-process)")
+        q.add_argument("--payload", default="json", choices=["json", "binary"])
+        q.add_argument("--out", required=True, metavar="DIR")
+
+    for name, text in (("deploy", "upload artifacts, create model, config and endpoint, wait for InService"),
+                       ("run", "deploy, load-test, read CloudWatch, then delete everything (always)")):
+        q = steps.add_parser(name, help=text)
+        deployment(q)
+        q.add_argument("--state", required=True, metavar="FILE", help="state file recording what is created")
+        if name == "run":
+            measuring(q)
+        else:
+            q.add_argument("--workload", default="blog", metavar="blog|PATH", help="for the cost estimate")
+        q.set_defaults(func=_live)
+    q = steps.add_parser("loadtest", help="load-test a deployed endpoint and read its CloudWatch metrics")
+    q.add_argument("--state", required=True, metavar="FILE")
+    measuring(q)
+    q.set_defaults(func=_live)
+    q = steps.add_parser("teardown", help="delete everything a state file records (idempotent)")
+    q.add_argument("--state", required=True, metavar="FILE")
+    q.set_defaults(func=_live)
+
+
+def _live(args) -> int:
+    from pathlib import Path
+
+    import mmesim.live as live
+    from mmesim.workload import load_workload
+
+    if args.step == "teardown":
+        live.teardown(args.state)
+        return 0
+    workload = load_workload(args.workload)
+    if args.step == "loadtest":
+        from mmesim.profile import load_profile
+        dep = live.Deployment.load(args.state)
+        run = live.loadtest(dep, workload, [load_profile(p) for p in args.profile], _ints(args.copies, "--copies"),
+                            args.out, workers=args.workers, payload=args.payload)
+        points = live.metrics(dep, args.out)
+        print(f"measured {len(run.records)} requests; {len(points)} CloudWatch datapoints; outputs in {args.out}")
+        return 0
+    print(live.estimate_cost(args.instance, args.instance_count, workload.duration_s).describe())
+    plan = live.LivePlan.from_models_dir(
+        args.models, bucket=args.bucket, prefix=args.prefix, instance_type=args.instance,
+        instance_count=args.instance_count, region=args.region, role_arn=args.role, image=args.image, name=args.name,
+        sagemaker_endpoint_url=args.sagemaker_endpoint_url, s3_endpoint_url=args.s3_endpoint_url,
+        cloudwatch_endpoint_url=args.cloudwatch_endpoint_url, runtime_endpoint_url=args.runtime_endpoint_url)
+    if args.step == "deploy":
+        dep = live.deploy(plan, args.state, yes_spend=args.yes_spend)
+        print(f"endpoint {dep.endpoint_name} is InService; delete it with: mmesim live teardown --state {args.state}")
+        return 0
+    from mmesim.profile import load_profile
+    result = live.run_live(plan, args.state, workload, [load_profile(p) for p in args.profile],
+                           _ints(args.copies, "--copies"), Path(args.out), yes_spend=args.yes_spend,
+                           workers=args.workers, payload=args.payload)
+    print(f"measured {len(result.run.records)} requests; outputs in {args.out}; everything created was deleted")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv      # what was asked, for provenance (calibrate records its own command line)
     try:
         return args.func(args) or 0
     except MmesimError as exc:

@@ -31,8 +31,8 @@ from mmesim.errors import ConfigError, MissingPiece
 from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig
 from mmesim.triton.client import MMEClient, kserve_client
 from mmesim.triton.packaging import FRAMEWORKS, PackagedModel, package, package_null
+from mmesim.units import MiB
 
-MiB = 2**20
 MAX_JSON_BYTES = 16 * MiB      # request-cost bodies larger than this are not worth building
 
 

@@ -16,6 +16,7 @@ from mmesim.results.records import OUT_OF_MEMORY, OVERLOADED, ModelEvent
 from mmesim.sim.cores import Cores
 from mmesim.sim.events import after
 from mmesim.sim.gpu import GPU
+from mmesim.sim.policy import lru_victims, memory_budget
 from mmesim.sim.triton import ModelServer
 
 REMOTE, DOWNLOADING, ON_DISK, LOADING, LOADED, UNLOADING = range(6)
@@ -43,7 +44,7 @@ class Instance:
         self.cores = Cores(self.env, itype.vcpus) if gpu.key == CPU else None
         self.gpu = self.cores if self.cores is not None else GPU(self.env)
         self.total = gpu.nvml_total_bytes
-        self.budget = int(cfg.memory_threshold * self.total)
+        self.budget = memory_budget(self.total, cfg.memory_threshold)
         self.baseline = max((t.profile.baseline_gpu_bytes for t in sim.targets), default=0)
         self.used = self.baseline          # what NVML would report now
         self.committed = self.baseline     # used + loads decided but not finished - unloads decided
@@ -58,6 +59,11 @@ class Instance:
         self.slots: dict[int, Slot] = {}
         self.lru: OrderedDict[int, Slot] = OrderedDict()   # loaded models, least recently used first
         self.disk_lru: OrderedDict[int, Slot] = OrderedDict()
+
+    def holds(self, target) -> bool:
+        """The model is loaded or on its way here (what routing looks for)."""
+        slot = self.slots.get(target.id)
+        return slot is not None and slot.state in (LOADED, LOADING, DOWNLOADING)
 
     def slot(self, target) -> Slot:
         s = self.slots.get(target.id)
@@ -176,18 +182,11 @@ class Instance:
         self.lru[slot.target.id] = slot
 
     def _make_room(self, need: int) -> float | None:
-        """Unload idle models, least recently used first, until ``need`` bytes fit.
-        Returns the delay until the memory is free, or None if it cannot be freed."""
-        if self.committed + need <= self.budget:
-            return 0.0
-        victims, freed = [], 0
-        for slot in self.lru.values():
-            if slot.inflight == 0:
-                victims.append(slot)
-                freed += slot.target.profile.gpu_memory_bytes
-                if self.committed - freed + need <= self.budget:
-                    break
-        if self.committed - freed + need > self.budget:
+        """Unload idle models, least recently used first (policy.lru_victims), until ``need``
+        bytes fit. Returns the delay until the memory is free, or None if it cannot be freed."""
+        victims = lru_victims(((s, s.target.profile.gpu_memory_bytes, s.inflight == 0) for s in self.lru.values()),
+                              self.committed, need, self.budget)
+        if victims is None:
             return None
         delay = 0.0
         for slot in victims:

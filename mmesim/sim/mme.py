@@ -26,7 +26,8 @@ from mmesim.profile import ModelProfile
 from mmesim.results.records import MODEL_NOT_READY, OUTCOMES, TIMEOUT, Records, Run
 from mmesim.sim.client import Client
 from mmesim.sim.events import after
-from mmesim.sim.instance import DOWNLOADING, LOADED, LOADING, Instance
+from mmesim.sim.instance import Instance
+from mmesim.sim.policy import route
 from mmesim.sim.random import streams
 from mmesim.sim.translate import translate
 from mmesim.workload import Workload, read_trace
@@ -79,8 +80,10 @@ class Simulation:
             raise ConfigError("at least one profile is needed", field="profile")
         if len(copies) != len(profiles) or any(c < 1 for c in copies):
             raise ConfigError("one copy count >= 1 per profile is needed", field="copies", value=copies)
+        workload.check_profiles(p.name for p in profiles)
         catalog = load_catalog()
         self.endpoint, self.workload, self.seed = endpoint, workload, seed
+        self.copies = list(copies)
         self.instance_type = endpoint.instance()
         self.gpu = catalog.gpu_of(self.instance_type)
         self.profiles = [translate(p, self.instance_type) for p in profiles]
@@ -135,12 +138,7 @@ class Simulation:
             hot = min(pop.n, n)
             cold_share = (1 - pop.share) / (n - hot) if n > hot else 0.0
             weights = [pop.share / hot] * hot + [cold_share] * (n - hot)
-        else:  # mix: weight per profile name, uniform over that profile's copies
-            names = {p.name for p in self.profiles}
-            unknown = set(pop.weights) - names
-            if unknown:
-                raise ConfigError(f"mix weights name profiles not in the endpoint ({', '.join(sorted(names))})",
-                                  field="popularity.weights", value=sorted(unknown))
+        else:  # mix: weight per profile name, uniform over that profile's copies (checked in __init__)
             per = {p.name: sum(1 for t in targets if t.profile is p) for p in self.profiles}
             weights = [pop.weights.get(t.profile.name, 0.0) / per[t.profile.name] for t in targets]
         cdf = list(accumulate(weights))
@@ -196,19 +194,8 @@ class Simulation:
         inst.admit(req)
 
     def _route(self, target: Target) -> Instance:
-        """Least busy instance that has the model (loaded or on its way); a hot model spreads
-        to another instance once its least busy one has ``spread_inflight`` in flight."""
-        best = None
-        for inst in self.instances:
-            slot = inst.slots.get(target.id)
-            if slot is not None and slot.state in (LOADED, LOADING, DOWNLOADING):
-                if best is None or inst.inflight < best.inflight:
-                    best = inst
-        if best is not None and best.inflight < self.endpoint.spread_inflight:
-            return best
-        others = [i for i in self.instances if i is not best]
-        least = min(others, key=lambda i: (i.inflight, i.committed))
-        return least if best is None or least.inflight < best.inflight else best
+        """Least busy instance that has the model (loaded or on its way); see policy.route."""
+        return route(self.instances, target, self.endpoint.spread_inflight)
 
     def reply(self, req: Request, outcome: int | str) -> None:
         """The answer (or a failure) for ``req``; the client has it after the reply crosses back."""
@@ -288,14 +275,15 @@ class Simulation:
             gpu_busy_s=[i.gpu.busy_until_now() for i in self.instances],
             instance_type=it.name, instance_count=len(self.instances), price_usd_per_hour=it.price_usd_per_hour,
             kind="prediction",
-            meta={
-                "seed": self.seed, "gpu": self.gpu.key, "copies_loaded_at_start": self.warm_count,
-                "targets": len(self.targets), "max_inflight_per_instance": None if self.max_inflight == UNLIMITED else self.max_inflight,
-                "cpu_busy_s": [i.cpu_busy_until_now() for i in self.instances], "vcpus": it.vcpus,
-                "generator_workers": len(workers), "generator_busy_s": [w.busy_s for w in workers],
-                "profiles": [p.name for p in self.profiles],
-                "translated": [p.name for p in self.profiles if p.provenance.method == "translated"],
-            })
+            seed=self.seed, gpu=self.gpu.key, copies_loaded_at_start=self.warm_count,
+            targets=len(self.targets),
+            max_inflight_per_instance=None if self.max_inflight == UNLIMITED else self.max_inflight,
+            cpu_busy_s=[i.cpu_busy_until_now() for i in self.instances], vcpus=it.vcpus,
+            generator_workers=len(workers), generator_busy_s=[w.busy_s for w in workers],
+            profiles=[p.name for p in self.profiles],
+            translated=[p.name for p in self.profiles if p.provenance.method == "translated"],
+            copies=list(self.copies),
+        )
 
 
 def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) -> tuple[list[int], list[tuple[int, int]]]:
@@ -329,6 +317,7 @@ def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) ->
 def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
              copies: list[int] | int | str = "auto", seed: int = 0, warm: bool = True, progress=None) -> Run:
     """Predict one run: ``copies`` per profile, or "auto" for the reference's max-models count."""
+    workload.check_profiles(p.name for p in profiles)         # before the max-models step
     mm, trace = max_models_loaded(profiles, endpoint)
     if copies == "auto":
         copies = mm
@@ -338,7 +327,6 @@ def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     run = sim.run(progress=progress)
     run.max_models_loaded = sum(mm)
     run.memory_trace = trace
-    run.meta["copies"] = list(copies)
     return run
 
 

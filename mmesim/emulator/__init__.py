@@ -1,0 +1,1 @@
+"""A local SageMaker multi-model endpoint: runtime front, platform, backends."""
