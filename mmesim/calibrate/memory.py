@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mmesim.errors import ConfigError, MissingPiece
-from mmesim.catalog import default_memory_budget
 from mmesim.units import GiB, KiB, MiB, TiB
+
+from mmesim.catalog import default_memory_budget
 
 
 @dataclass

@@ -89,10 +89,11 @@ def run_live(plan: LivePlan, state_path: str | Path, workload, profiles, copies:
              poll_s: float = 15.0, timeout_s: float = 3600) -> LiveResult:
     """Deploy, wait for InService, load-test, read CloudWatch, and always tear down (on
     success, on errors, on Ctrl-C or SIGTERM). Outputs go to ``out``."""
-    from mmesim.results.outputs import write_outputs
+    from mmesim.outputs import write_outputs
     from mmesim.results.summary import summarize
 
     out = Path(out)
+    _run_loadtest()                        # fail before spending anything if the load generator is missing
     with sigterm_as_interrupt():
         dep = deploy(plan, state_path, yes_spend=yes_spend, progress=progress, poll_s=poll_s, timeout_s=timeout_s)
         try:

@@ -62,7 +62,7 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
 
 def write_validation(v: Validation, out: Path) -> dict[str, Path]:
     from mmesim.report.overlay import plot_overlay
-    from mmesim.results.outputs import write_outputs
+    from mmesim.outputs import write_outputs
 
     out.mkdir(parents=True, exist_ok=True)
     files = {f"prediction/{k}": p for k, p in write_outputs(v.predicted, v.predicted_summary, out / "prediction").items()}

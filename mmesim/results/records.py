@@ -105,11 +105,17 @@ class Records:
     def write_csv(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        a = self.arrays()
+        models, outcomes = np.array(self.models, dtype=object), np.array(OUTCOMES, dtype=object)
+        fmt = "{:.6f}".format
         with path.open("w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(self.COLUMNS)
-            for r in self:
-                w.writerow((f"{r.start:.6f}", f"{r.end:.6f}", r.model, r.instance, r.outcome, int(r.cold)))
+            for i in range(0, len(self), 65536):      # a slice at a time: memory stays flat
+                s = slice(i, i + 65536)
+                w.writerows(zip(map(fmt, a["start"][s].tolist()), map(fmt, a["end"][s].tolist()),
+                                models[a["model"][s]].tolist(), a["instance"][s].tolist(),
+                                outcomes[a["outcome"][s]].tolist(), a["cold"][s].astype(np.int8).tolist()))
         return path
 
     @classmethod

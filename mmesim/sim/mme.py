@@ -102,6 +102,7 @@ class Simulation:
             raise ConfigError("at least one profile is needed", field="profile")
         if len(copies) != len(profiles) or any(c < 1 for c in copies):
             raise ConfigError("one copy count >= 1 per profile is needed", field="copies", value=copies)
+        workload.check_profiles(p.name for p in profiles)
         catalog = load_catalog()
         self.endpoint, self.workload, self.seed = endpoint, workload, seed
         self.copies = list(copies)
@@ -329,6 +330,7 @@ def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) ->
 def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
              copies: list[int] | int | str = "auto", seed: int = 0, warm: bool = True, progress=None) -> Run:
     """Predict one run: ``copies`` per profile, or "auto" for the reference's max-models count."""
+    workload.check_profiles(p.name for p in profiles)         # before the max-models step
     mm, trace = max_models_loaded(profiles, endpoint)
     if copies == "auto":
         copies = mm
