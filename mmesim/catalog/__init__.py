@@ -30,6 +30,16 @@ class GPU(Model):
     fp16_tflops: float = Field(gt=0)
     bandwidth_gbs: float = Field(gt=0)
     architecture: str
+    tdp_w: float | None = Field(default=None, gt=0, description="board power limit")
+    boost_mhz: float | None = Field(default=None, gt=0, description="boost clock the peak figures assume")
+    sources: list[str] = Field(default_factory=list, description="where the figures come from")
+    results: list["PublishedResult"] = Field(default_factory=list, description="public inference results on this GPU")
+
+    def peak_flops(self, framework: str) -> float:
+        """Peak FLOP/s of the arithmetic a framework's engines use: tensor-core FP16 for
+        TensorRT engines (the reference built them FP16), FP32 CUDA cores otherwise
+        (TorchScript in FP32)."""
+        return (self.fp16_tflops if framework == "tensorrt" else self.fp32_tflops) * 1e12
 
     @property
     def memory_bytes(self) -> int:
@@ -39,6 +49,18 @@ class GPU(Model):
     def nvml_total_bytes(self) -> int:
         """What NVML reports as total: the denominator of every utilisation figure."""
         return self.nvml_total_mib * MiB
+
+
+class PublishedResult(Model):
+    """One public inference figure for a GPU, kept beside the specs it checks."""
+
+    what: str
+    value: float
+    unit: str
+    source: str
+
+
+GPU.model_rebuild()
 
 
 class InstanceType(Model):

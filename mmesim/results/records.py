@@ -176,6 +176,7 @@ class Run:
     gpu: str = ""                       # GPU kind of the instances (catalog key, e.g. "t4")
     profiles: list[str] = field(default_factory=list)      # profile names, in the order of ``copies``
     translated: list[str] = field(default_factory=list)    # profiles translated from another GPU
+    cpu_figures: list[str] = field(default_factory=list)   # profiles measured on CPU, used unchanged on a GPU
     copies: list[int] = field(default_factory=list)        # copies per profile the traffic targets
     copies_loaded_at_start: int = 0     # copies already loaded when the traffic began (warm start)
     targets: int = 0                    # distinct target models

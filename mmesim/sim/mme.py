@@ -29,7 +29,7 @@ from mmesim.sim.events import after
 from mmesim.sim.instance import Instance
 from mmesim.sim.policy import route
 from mmesim.sim.random import streams
-from mmesim.sim.translate import translate
+from mmesim.sim.translate import cpu_profiles_on_gpu, translate
 from mmesim.workload import Popularity, Workload, read_trace
 
 UNLIMITED = 1 << 30
@@ -295,6 +295,7 @@ class Simulation:
             generator_workers=len(workers), generator_busy_s=[w.busy_s for w in workers],
             profiles=[p.name for p in self.profiles],
             translated=[p.name for p in self.profiles if p.provenance.method == "translated"],
+            cpu_figures=cpu_profiles_on_gpu(self.profiles, it),
             copies=list(self.copies),
         )
 
