@@ -11,7 +11,8 @@ from mmesim.errors import MmesimError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmesim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_simulate, _add_profiles, _add_instances, _add_calibrate, _add_live, _add_plan, _add_sweep):
+    for add in (_add_simulate, _add_profiles, _add_instances, _add_calibrate, _add_emulate, _add_package, _add_live,
+                _add_loadtest, _add_validate, _add_plan, _add_sweep):
         add(sub)
     return parser
 
@@ -21,7 +22,9 @@ def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="predict what a load test on an MME will see")
     p.add_argument("--profile", action="append", required=True, metavar="NAME|PATH",
                    help="built-in profile name or profile file; repeat for a heterogeneous endpoint")
-    p.add_argument("--instance", metavar="TYPE", help="e.g. ml.g4dn.2xlarge (see `mmesim instances`)")
+    p.add_argument("--instance", metavar="TYPE", help="e.g. ml.g4dn.2xlarge, or local: this host (see `mmesim instances`)")
+    p.add_argument("--memory-budget", metavar="SIZE", help="--instance local: the memory models may fill, e.g. 4GiB "
+                                                          "(default: a quarter of RAM, as `mmesim calibrate`)")
     p.add_argument("--endpoint", metavar="PATH", help="an EndpointConfig file (YAML/JSON); flags override it")
     p.add_argument("--instance-count", type=int, default=None)
     p.add_argument("--copies", default="auto", metavar="N|N,N,...|auto",
@@ -92,12 +95,17 @@ def _endpoint(args):
     data = dict(read_data(args.endpoint) or {}) if args.endpoint else {}
     flags = {"instance_type": args.instance, "instance_count": args.instance_count, "memory_threshold": args.threshold,
              "invocation_timeout_s": args.timeout, "model_ready_timeout_s": args.timeout,
-             "max_inflight_per_instance": args.max_inflight}
+             "max_inflight_per_instance": args.max_inflight, "memory_budget_bytes": _bytes(args.memory_budget)}
     data.update({k: v for k, v in flags.items() if v is not None})
     if "instance_type" not in data:
         raise ConfigError("say which instance type: --instance TYPE, or instance_type in an --endpoint file",
                           field="--instance")
     return validate(EndpointConfig, data, source=args.endpoint or "command line")
+
+
+def _bytes(text: str | None) -> int | None:
+    from mmesim.calibrate.memory import parse_bytes
+    return parse_bytes(text)
 
 
 def _add_profiles(sub) -> None:
@@ -131,7 +139,10 @@ def _instances(args) -> int:
 
     catalog = load_catalog()
     if args.json:
-        print(catalog.model_dump_json(indent=2))
+        import json
+        data = catalog.model_dump(mode="json")
+        data["instances"] = {it.name: it.model_dump(mode="json") for it in catalog.listed()}
+        print(json.dumps(data, indent=2))
     else:
         print_instances(catalog)
     return 0
@@ -161,7 +172,12 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--input", action="append", dest="inputs", metavar="NAME:DTYPE:D1,D2",
                    help="an input of a user's model, without the batch dimension (repeat per input)")
     p.add_argument("--max-batch", type=int, help="max_batch_size of the Triton config (default: the model's)")
-    p.add_argument("--batches", help="batch sizes to time, comma-separated (default 1,2,4,... max batch)")
+    p.add_argument("--batches", help="batch sizes to time, comma-separated (default 1,2,4,... max batch, until one "
+                                     "execution takes --stop-batch-s)")
+    p.add_argument("--stop-batch-s", type=float, default=1.0,
+                   help="do not time larger batches once an execution takes this long, s (1; the profile extrapolates)")
+    p.add_argument("--scaling", default="1,2,4,8", help="copies executing at once, to find the device's ceiling (1,2,4,8)")
+    p.add_argument("--quick", action="store_true", help="a first look: 3 repeats, concurrency <= 2, 2 copies at once")
     p.add_argument("--concurrency", default="1,2,4", help="closed-loop client counts, comma-separated (1,2,4)")
     p.add_argument("--repeats", type=int, default=5, help="timed executions per batch size (5)")
     p.add_argument("--cpu-threads", type=int, help="torch threads per Python-backend model instance "
@@ -186,6 +202,7 @@ def _add_calibrate(sub) -> None:
             memory_budget=args.memory_budget, max_copies=args.max_copies, inputs=args.inputs,
             max_batch=args.max_batch, batches=_ints(args.batches, "--batches") if args.batches else None,
             concurrency=_ints(args.concurrency, "--concurrency"), repeats=args.repeats, cpu_threads=args.cpu_threads,
+            scaling=_ints(args.scaling, "--scaling"), stop_batch_s=args.stop_batch_s, quick=args.quick,
             image=args.image,
             binary=args.tritonserver, command="mmesim " + shlex.join(args.argv))
         with console.status("calibrating", spinner="dots") as status:
@@ -266,6 +283,206 @@ def _add_sweep(sub) -> None:
         rows = sweep(base, grid, cluster=args.cluster, workers=args.workers)
         files = write_sweep(rows, grid, args.out)
         console.print(f"{len(rows)} simulations; wrote " + ", ".join(str(f) for f in files.values()))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+# --- loadtest / validate (mmesim.loadtest) -------------------------------------------------
+def _loadtest_flags(p, required_endpoint: bool) -> None:
+    p.add_argument("--endpoint-url", required=required_endpoint, metavar="URL",
+                   help="the emulator or a live endpoint (sagemaker protocol), or tritonserver's SageMaker port")
+    p.add_argument("--endpoint-name", metavar="NAME", help="SageMaker endpoint name (sagemaker protocol)")
+    p.add_argument("--protocol", default="sagemaker", choices=["sagemaker", "triton"],
+                   help="sagemaker: boto3 InvokeEndpoint; triton: POST /models/{target}/invoke (tritonserver "
+                        "--allow-sagemaker)")
+    p.add_argument("--payload", default="json", choices=["json", "binary"],
+                   help="KServe v2 JSON (the reference's) or Triton's binary tensors")
+    p.add_argument("--workers", type=int, default=0, help="Locust worker processes (0: one local process)")
+    p.add_argument("--region", default=None, help="AWS region for boto3 (default: AWS_DEFAULT_REGION or us-east-1)")
+
+
+def _add_loadtest(sub) -> None:
+    p = sub.add_parser("loadtest", help="run a real Locust load test against an endpoint and summarise it",
+                       description="Real Locust users, driven by the same Workload as a prediction; writes Locust's "
+                                   "CSVs (full history), the request log, summary.json and the prediction's charts.")
+    _loadtest_flags(p, required_endpoint=True)
+    p.add_argument("--profile", action="append", required=True, metavar="NAME|PATH",
+                   help="profile of each model the endpoint serves (names the targets and builds the payloads)")
+    p.add_argument("--copies", required=True, metavar="N|N,N,...", help="copies of each profile's model to target")
+    p.add_argument("--workload", default="blog", metavar="blog|PATH")
+    p.add_argument("--instance", default="", metavar="TYPE", help="what serves the endpoint (for cost; optional)")
+    p.add_argument("--web-ui", type=int, metavar="PORT", help="serve Locust's web UI on this port while it runs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/loadtest", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.set_defaults(func=_loadtest)
+
+
+def _loadtest(args) -> int:
+    from pathlib import Path
+
+    from mmesim.catalog import load_catalog
+    from mmesim.loadtest import run_loadtest
+    from mmesim.profile import load_profile
+    from mmesim.report.console import print_summary
+    from mmesim.outputs import write_outputs
+    from mmesim.results.summary import summarize
+    from mmesim.workload import load_workload
+
+    profiles = [load_profile(p) for p in args.profile]
+    copies = _ints(args.copies, "--copies")
+    price = load_catalog().instance(args.instance).price_usd_per_hour if args.instance else 0.0
+    aws = {"region_name": args.region} if args.region else {}
+    run = run_loadtest(args.endpoint_url, args.endpoint_name, load_workload(args.workload), profiles,
+                       copies * len(profiles) if len(copies) == 1 else copies, Path(args.out), workers=args.workers,
+                       protocol=args.protocol, payload=args.payload, web_ui=args.web_ui, seed=args.seed,
+                       instance_type=args.instance, price_usd_per_hour=price, **aws)
+    summary = summarize(run)
+    files = write_outputs(run, summary, args.out)
+    if args.json:
+        print(summary.model_dump_json(indent=2))
+    else:
+        print_summary(summary, run)
+        print(f"wrote {args.out}: locust_*.csv (Locust's own), " + ", ".join(sorted(p.name for p in files.values())))
+    return 0
+
+
+def _add_validate(sub) -> None:
+    p = sub.add_parser("validate", help="predict a load test, run it (or read one), compare figure by figure",
+                       description="Simulates first, then load-tests the endpoint (unless --measured names a load test "
+                                   "folder), prints every figure and user step predicted vs measured with relative "
+                                   "errors, writes comparison.json/csv and overlay.png, and exits 1 beyond tolerance.")
+    p.add_argument("--profile", action="append", required=True, metavar="NAME|PATH")
+    p.add_argument("--instance", metavar="TYPE|local")
+    p.add_argument("--memory-budget", metavar="SIZE", help="--instance local: memory the models may fill")
+    p.add_argument("--endpoint", metavar="PATH", help="an EndpointConfig file; flags override it")
+    p.add_argument("--instance-count", type=int, default=None)
+    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--max-inflight", type=int, default=None)
+    p.add_argument("--copies", default="auto", metavar="N|N,N,...|auto")
+    p.add_argument("--workload", default="blog", metavar="blog|PATH")
+    p.add_argument("--measured", metavar="DIR", help="a folder written by mmesim loadtest (instead of --endpoint-url)")
+    _loadtest_flags(p, required_endpoint=False)
+    p.add_argument("--tolerance", default=None, metavar="FIG=REL,...",
+                   help="figures checked: throughput, latency, p50, p95, p99 (relative), users, models (absolute); "
+                        "default throughput=0.05,p50=0.10,p95=0.10")
+    p.add_argument("--check-steps", action="store_true", help="hold every user step to the tolerances too")
+    p.add_argument("--cold", action="store_true", help="predict a start with no model loaded")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="out/validate", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON on stdout")
+    p.set_defaults(func=_validate)
+
+
+def _validate(args) -> int:
+    import json
+
+    from mmesim.loadtest.validate import validate
+    from mmesim.profile import load_profile
+    from mmesim.report.validation import print_comparison
+    from mmesim.results.compare import parse_tolerance
+    from mmesim.workload import load_workload
+
+    profiles = [load_profile(p) for p in args.profile]
+    tolerance = parse_tolerance(args.tolerance)
+    aws = {"region_name": args.region} if args.region else {}
+    v = validate(profiles, _endpoint(args), load_workload(args.workload), _copies(args.copies),
+                 endpoint_url=args.endpoint_url, endpoint_name=args.endpoint_name, measured=args.measured,
+                 out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed, warm=not args.cold,
+                 workers=args.workers, protocol=args.protocol, payload=args.payload, **aws)
+    if args.json:
+        print(json.dumps(v.comparison.to_dict(), indent=2))
+    else:
+        print_comparison(v.comparison, f"{', '.join(v.predicted.profiles)} on {v.predicted.instance_type}: "
+                                       "predicted vs measured")
+        print(f"wrote {args.out}: comparison.json, comparison.csv, overlay.png, prediction/, measurement/")
+    return 0 if v.comparison.passed else 1
+
+# --- emulate / package (mmesim.emulator) ----------------------------------------------------
+def _add_emulate(sub) -> None:
+    p = sub.add_parser("emulate", help="serve a SageMaker-compatible multi-model endpoint on this machine",
+                       description="A local SageMaker MME: boto3's sagemaker-runtime client works against it "
+                                   "unchanged (endpoint_url= or AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME). Ctrl-C stops it "
+                                   "and writes the request log (summary.json, Locust CSVs) to --out.")
+    p.add_argument("--instance", metavar="TYPE|local", help="catalogue instance type, or local")
+    p.add_argument("--models", metavar="DIR|s3://bucket/prefix",
+                   help="where TargetModel artifacts live (<prefix>/<TargetModel>); without it, only endpoints "
+                        "created through the control plane (boto3's sagemaker client) are served")
+    p.add_argument("--backend", default="virtual", choices=["triton", "virtual"])
+    p.add_argument("--profile", action="append", default=[], metavar="NAME|PATH",
+                   help="model profile (memory, load and execution times); repeat per model; needed by virtual")
+    p.add_argument("--instance-count", type=int, default=1)
+    p.add_argument("--endpoint-name", default="mmesim")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="0: any free port")
+    p.add_argument("--out", default=None, metavar="DIR", help="write the request log here on shutdown")
+    p.add_argument("--memory-budget", default=None, help="memory models may use per instance on local (or a CPU "
+                                                          "Triton), e.g. 4GiB")
+    p.add_argument("--threshold", type=float, default=0.9, help="share of memory models may fill (0.9)")
+    p.add_argument("--ready-timeout", type=float, default=60.0,
+                   help="seconds before a request for a loading model gets ModelNotReadyException (60)")
+    p.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint for s3:// models (e.g. a moto server)")
+    p.add_argument("--cache-dir", default=None, help="disk cache of extracted models (default: a temporary folder)")
+    p.add_argument("--cache-size", default="20GiB", help="disk cache of extracted models per endpoint (20GiB)")
+    p.add_argument("--auth", metavar="ACCESS_KEY:SECRET", action="append", default=[],
+                   help="verify SigV4 signatures with this key pair (repeatable); default: any credentials")
+    p.add_argument("--tritonserver", default=None, help="triton backend: tritonserver binary")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_emulate)
+
+
+def _emulate(args) -> int:
+    from pathlib import Path
+
+    from mmesim.calibrate.memory import parse_bytes
+    from mmesim.emulator.emulator import EmulatorConfig, serve
+    from mmesim.errors import ConfigError
+    from mmesim.profile import load_profile
+
+    keys = {}
+    for pair in args.auth:
+        key, sep, secret = pair.partition(":")
+        if not (key and sep and secret):
+            raise ConfigError("expected ACCESS_KEY:SECRET", field="--auth", value=pair)
+        keys[key] = secret
+    config = EmulatorConfig(
+        instance=args.instance, models=args.models, backend=args.backend,
+        profiles=[load_profile(p) for p in args.profile], instance_count=args.instance_count,
+        endpoint_name=args.endpoint_name, host=args.host, port=args.port, out=Path(args.out) if args.out else None,
+        memory_budget_bytes=parse_bytes(args.memory_budget), threshold=args.threshold,
+        ready_timeout_s=args.ready_timeout, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        s3_endpoint_url=args.s3_endpoint_url, tritonserver=args.tritonserver, seed=args.seed,
+        cache_bytes=parse_bytes(args.cache_size), keys=keys or None)
+
+    def ready(url: str) -> None:
+        what = (f"endpoint '{args.endpoint_name}' ({args.instance_count} x {args.instance}, {args.backend} backend)"
+                if args.models else "no endpoint yet (create one with boto3's sagemaker client)")
+        print(f"mmesim emulate: {what} on {url}\nexport AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url} "
+              f"AWS_ENDPOINT_URL_SAGEMAKER={url}", flush=True)
+
+    runs, files = serve(config, on_ready=ready)
+    print(f"mmesim emulate: {sum(len(run.records) for _, run in runs)} requests" +
+          (f"; wrote {len(files)} files to {args.out}" if files else ""), flush=True)
+    return 0
+
+
+def _add_package(sub) -> None:
+    p = sub.add_parser("package", help="package a model for an MME: <model>-v0.tar.gz ... as the reference named copies")
+    p.add_argument("--model", required=True, help="built-in name or a .py/TorchScript/.onnx file")
+    p.add_argument("--framework", default="python", choices=["python", "pytorch", "onnx", "tensorrt"])
+    p.add_argument("--copies", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the config's instance kind)")
+    p.add_argument("--input", action="append", dest="inputs", metavar="NAME:DTYPE:D1,D2")
+    p.add_argument("--max-batch", type=int)
+    p.add_argument("--out", required=True, metavar="DIR")
+
+    def run(args) -> int:
+        from mmesim.triton.packaging import package_copies
+        paths = package_copies(args.model, args.framework, args.out, args.copies, device=args.device,
+                               inputs=args.inputs, max_batch_size=args.max_batch)
+        print(f"wrote {len(paths)} artifacts to {args.out}: {paths[0].name}" + (f" ... {paths[-1].name}" if len(paths) > 1 else ""))
         return 0
 
     p.set_defaults(func=run)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mmesim.catalog import load_catalog
+from mmesim.catalog import LOCAL, InstanceType, load_catalog, local_instance
 from mmesim.serde import Model
 
 
@@ -100,7 +100,32 @@ class EndpointConfig(Model):
                                  description="a hot model loads on another instance once its least busy one has this many in flight")
     autoscaling: AutoScaling | None = Field(default=None, description="None: a fixed instance_count")
 
+    memory_budget_bytes: int | None = Field(default=None, gt=0,
+                                            description="instance type local only: the memory models may fill "
+                                                        "(its NVML total); default a quarter of RAM, as calibrate")
+
     @field_validator("instance_type")
     @classmethod
     def _known(cls, v: str) -> str:
         return load_catalog().instance(v).name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_front_end_here(cls, data):
+        """On ``local`` there is no SageMaker front end: a client talks to the server directly."""
+        if isinstance(data, dict) and data.get("instance_type") == LOCAL and data.get("overhead_s") is None:
+            data = {**data, "overhead_s": 0.0}
+        return data
+
+    @model_validator(mode="after")
+    def _budget_is_local(self) -> "EndpointConfig":
+        if self.instance_type != LOCAL and self.memory_budget_bytes is not None:
+            raise ValueError(f"memory_budget_bytes applies to instance type {LOCAL} only (a GPU's memory is "
+                             "the catalogue's)")
+        return self
+
+    def instance(self) -> InstanceType:
+        """The instance type this endpoint runs on (``local`` with its memory budget)."""
+        if self.instance_type == LOCAL:
+            return local_instance(self.memory_budget_bytes)
+        return load_catalog().instance(self.instance_type)

@@ -27,6 +27,14 @@ class BatchTiming(Model):
     cv: float = Field(default=0.0, ge=0, description="coefficient of variation (spread)")
 
 
+class Scaling(Model):
+    """Total throughput of ``concurrent`` executions running at once, relative to one alone
+    (1 at k = 1; k if they do not slow each other; flat once the device is saturated)."""
+
+    concurrent: int = Field(ge=1)
+    throughput: float = Field(gt=0)
+
+
 class GpuWork(Model):
     """What one request asks of a GPU, from the model's architecture (not from timing):
     floating-point operations per item and the weight bytes an execution reads. The
@@ -100,6 +108,17 @@ class ModelProfile(Model):
     work: GpuWork | None = Field(default=None, description="the model's FLOPs and weight bytes (translation)")
     gpu_overlap: float = Field(default=0.0, ge=0, le=1,
                                description="0: concurrent executions on one GPU serialise; 1: they overlap perfectly")
+    concurrency_scaling: list[Scaling] = Field(
+        default_factory=list,
+        description="measured total throughput at k = 1, 2, 4, 8 concurrent executions of different copies, "
+                    "relative to one alone: the device's ceiling; empty: gpu_overlap's (1 + overlap (k - 1)) "
+                    "without a ceiling")
+    request_overhead_s: float = Field(default=0.0, ge=0,
+                                      description="server CPU seconds per request beyond decoding its payload "
+                                                  "(HTTP handling, request and response objects)")
+    cpu_threads: int | None = Field(default=None, ge=1,
+                                    description="cores one execution can use on a CPU (torch threads of the "
+                                                "Python-backend instance); None: one")
     max_inflight: int | None = Field(default=None, ge=1,
                                      description="requests in flight per instance beyond which the server sheds load")
     triton: TritonConfig = Field(default_factory=TritonConfig)
@@ -136,6 +155,16 @@ class ModelProfile(Model):
                 return lo.seconds + f * (hi.seconds - lo.seconds)
         lo, hi = pts[-2], pts[-1]
         return hi.seconds + (batch - hi.batch) * (hi.seconds - lo.seconds) / (hi.batch - lo.batch)
+
+    @field_validator("concurrency_scaling")
+    @classmethod
+    def _scaling(cls, v: list[Scaling]) -> list[Scaling]:
+        v = sorted(v, key=lambda s: s.concurrent)
+        if len({s.concurrent for s in v}) != len(v):
+            raise ValueError("concurrency values repeat")
+        if v and v[0].concurrent != 1:
+            raise ValueError("the curve starts at concurrent: 1 (one execution alone)")
+        return v
 
     def service_cv(self, batch: int) -> float:
         return min(self.service, key=lambda t: abs(t.batch - batch)).cv

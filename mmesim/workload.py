@@ -70,6 +70,9 @@ class LoadGenerator(Model):
     workers: int = Field(default=1, ge=1)
     cpu_s_per_request: float = Field(default=0.0, ge=0)
     cpu_s_per_byte: float = Field(default=0.0, ge=0, description="per request payload byte")
+    on_host: bool = Field(default=False,
+                          description="the generator runs on the endpoint's host and shares its cores (instance "
+                                      "type local, CPU only; on a GPU instance type it is taken to run elsewhere)")
 
 
 class Workload(Model):

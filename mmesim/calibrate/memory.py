@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from mmesim.errors import ConfigError, MissingPiece
 from mmesim.units import GiB, KiB, MiB, TiB
 
-DEFAULT_BUDGET_FRACTION = 0.25    # CPU "device": a quarter of host RAM unless --memory-budget says
+from mmesim.catalog import default_memory_budget
 
 
 @dataclass
@@ -35,7 +35,7 @@ class HostMemory:
         import psutil
         self._psutil = psutil
         self.pid = pid
-        self.total = budget_bytes or int(psutil.virtual_memory().total * DEFAULT_BUDGET_FRACTION)
+        self.total = budget_bytes or default_memory_budget()
 
     def _tree(self):
         root = self._psutil.Process(self.pid)
@@ -59,9 +59,8 @@ class ContainerMemory:
     device = "cpu"
 
     def __init__(self, server, budget_bytes: int | None = None):
-        import psutil
         self.server = server
-        self.total = budget_bytes or int(psutil.virtual_memory().total * DEFAULT_BUDGET_FRACTION)
+        self.total = budget_bytes or default_memory_budget()
 
     def sample(self) -> MemorySample:
         return MemorySample(self.server.memory_bytes(), self.total, {})

@@ -1,9 +1,16 @@
-"""The catalogue of GPUs and instance types, read from catalog.yaml (data, not code)."""
+"""The catalogue of GPUs and instance types, read from catalog.yaml (data, not code), plus
+the instance type ``local``: the host mmesim runs on, described at run time."""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import platform
+import shutil
+import tempfile
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 import yaml
 from pydantic import Field
@@ -98,23 +105,33 @@ class Catalog(Model):
     price_source: str
 
     def gpu(self, key: str) -> GPU:
+        if key.lower() == CPU:
+            return cpu_device()
         try:
             return self.gpus[key.lower()]
         except KeyError:
             raise ConfigError(f"unknown GPU; known: {', '.join(self.gpus)}", field="gpu", value=key) from None
 
     def instance(self, name: str) -> InstanceType:
+        if name == LOCAL:
+            return local_instance()
         if not name.startswith("ml."):
             name = "ml." + name
         try:
             return self.instances[name]
         except KeyError:
-            raise ConfigError(f"unknown instance type; known: {', '.join(self.instances)}",
+            raise ConfigError(f"unknown instance type; known: {', '.join(self.instances)}, {LOCAL}",
                               field="instance_type", value=name) from None
 
     def gpu_of(self, instance: str | InstanceType) -> GPU:
         it = self.instance(instance) if isinstance(instance, str) else instance
+        if isinstance(it, LocalInstance):
+            return cpu_device(it.memory_budget_bytes)
         return self.gpu(it.gpu)
+
+    def listed(self) -> list[InstanceType]:
+        """Every instance type a user can name: the catalogue's, then ``local``."""
+        return [*self.instances.values(), local_instance()]
 
 
 @lru_cache(maxsize=1)
@@ -128,3 +145,85 @@ def load_catalog() -> Catalog:
     for inst in catalog.instances.values():
         catalog.gpu(inst.gpu)  # every instance names a known GPU
     return catalog
+
+
+# --- the host mmesim runs on ----------------------------------------------------------------
+LOCAL = "local"                   # the instance type naming this host
+CPU = "cpu"                       # its "GPU": the host's cores, with a memory budget as NVML total
+DEFAULT_BUDGET_FRACTION = 0.25    # a CPU host's memory budget unless one is given: a quarter of RAM
+
+
+class HostCPU(GPU):
+    """The host's processor standing in for a GPU on the CPU-only ``local`` instance: what
+    NVML would report as total is the memory budget (``mmesim calibrate --device cpu``'s
+    "total"). It has no GPU figures: GPU profiles are not translated onto it."""
+
+    fp32_tflops: float | None = None
+    fp16_tflops: float | None = None
+    bandwidth_gbs: float | None = None
+    budget_bytes: int = Field(gt=0)
+
+    @property
+    def nvml_total_bytes(self) -> int:
+        return self.budget_bytes
+
+
+class LocalInstance(InstanceType):
+    """This host as an instance type: its cores and RAM, a memory budget, no price."""
+
+    price_usd_per_hour: float = Field(default=0.0, ge=0)
+    memory_budget_bytes: int = Field(gt=0, description="the memory models may fill, as a GPU's NVML total")
+
+
+def host_cores() -> int:
+    """Cores this process may run on (the affinity mask, as a container or taskset limits it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def host_memory_bytes() -> int:
+    """Physical RAM of the host."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        import psutil
+        return int(psutil.virtual_memory().total)
+
+
+def default_memory_budget() -> int:
+    """The memory budget of a CPU host when none is given: the same for `mmesim calibrate
+    --device cpu` (its max-models "total") and the ``local`` instance."""
+    return int(host_memory_bytes() * DEFAULT_BUDGET_FRACTION)
+
+
+def host_cpu() -> str:
+    """The host processor's model name."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_device(memory_budget_bytes: int | None = None) -> HostCPU:
+    """The host's processor as the catalogue's device ``cpu``, with its memory budget."""
+    budget = memory_budget_bytes or default_memory_budget()
+    return HostCPU(key=CPU, name=f"host CPU ({host_cpu()})", memory_gib=budget / GiB,
+                   nvml_total_mib=max(1, budget // MiB), nvml_verified=True, architecture=CPU, budget_bytes=budget)
+
+
+def local_instance(memory_budget_bytes: int | None = None) -> LocalInstance:
+    """The instance type ``local``: this host's cores (affinity mask) and RAM, free disk of
+    the temporary folder, a memory budget (default: a quarter of RAM, as calibrate uses),
+    device ``cpu``, price 0. cpu_speed is 1.0, the scale profiles measured here record, so
+    their host-side costs run unchanged; loopback traffic is taken as 40 Gbit/s."""
+    budget = memory_budget_bytes or default_memory_budget()
+    return LocalInstance(
+        name=LOCAL, gpu=CPU, vcpus=host_cores(), memory_gib=host_memory_bytes() / GiB, network_gbps=40,
+        disk_gb=shutil.disk_usage(tempfile.gettempdir()).free / 1e9, disk_note="free space of the temporary folder",
+        cpu=host_cpu(), cpu_speed=1.0, price_date=dt.date.today().isoformat(), price_verified=True,
+        memory_budget_bytes=budget)

@@ -96,8 +96,8 @@ def print_instances(catalog) -> None:
     t = Table(title="instance types")
     for col in ("instance", "GPU", "GPU MiB (NVML)", "vCPUs", "RAM GiB", "Gbit/s", "USD/h", "price"):
         t.add_column(col)
-    for it in catalog.instances.values():
-        g = catalog.gpu(it.gpu)
+    for it in catalog.listed():
+        g = catalog.gpu_of(it)
         t.add_row(it.name, g.name, f"{g.nvml_total_mib:,}", str(it.vcpus), f"{it.memory_gib:g}", f"{it.network_gbps:g}",
                   f"{it.price_usd_per_hour:.4g}", f"{it.price_date}{'' if it.price_verified else ' (unverified)'}")
     console.print(t)

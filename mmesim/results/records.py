@@ -193,6 +193,8 @@ class Run:
     vcpus: int = 0                      # vCPUs per instance
     generator_workers: int = 0          # load generator worker processes
     generator_busy_s: list[float] = field(default_factory=list)  # busy seconds per generator worker
+    generator_cpu_s_per_request: float | None = None  # measured: client CPU per request sent
+    locust_history: list[dict] | None = None  # measured by Locust: its own _stats_history rows
     # with autoscaling: [(time, instances provisioned (billed), instances in service)] at each change
     instance_timeline: list[tuple[float, int, int]] = field(default_factory=list)
 

@@ -1,26 +1,35 @@
 """The load generator: Locust-style users, open-loop arrivals, or a replayed trace.
 
-Users follow Locust's LoadTestShape semantics: when a stage begins, the runner moves the
-user count toward the stage's target at ``spawn_rate`` users a second (the first at once,
-then one every 1/spawn_rate s); a user sends a request as soon as it starts, then waits
-uniform(wait_s) after each answer. Users are spread over the generator's worker processes
+Users follow Locust's LoadTestShape semantics: the user count moves in batches as Locust's
+dispatcher moves it (one rule, ``mmesim.dispatch.user_timeline``, shared with the real load
+test); a user sends a request as soon as it starts, then waits uniform(wait_s) after each
+answer. Users are spread over the generator's worker processes
 round-robin, as Locust's dispatcher does; each worker is one process, so the client CPU a
-request needs (serialising the payload) queues behind the other users of that worker."""
+request needs (serialising the payload) queues behind the other users of that worker.
+When the generator runs on the CPU-only host it loads (``generator.on_host`` on instance
+type local), each worker's work also takes its turn on that host's shared cores."""
 
 from __future__ import annotations
 
+from collections import deque
+
+from mmesim.dispatch import user_timeline
 from mmesim.sim.events import after
 from mmesim.workload import Workload
 
 
 class Worker:
-    """One Locust worker process: a single CPU, first come first served."""
+    """One Locust worker process: a single CPU, first come first served; on the endpoint's
+    own host (``cores``), one core of its shared pool at a time."""
 
-    __slots__ = ("free_at", "busy_s")
+    __slots__ = ("free_at", "busy_s", "cores", "_queue", "_running")
 
-    def __init__(self):
+    def __init__(self, cores=None):
         self.free_at = 0.0
         self.busy_s = 0.0
+        self.cores = cores
+        self._queue: deque = deque()
+        self._running = False
 
     def send(self, now: float, cost: float) -> float:
         """When a request that needs ``cost`` CPU-seconds leaves this worker."""
@@ -28,6 +37,25 @@ class Worker:
         self.free_at = start + cost
         self.busy_s += cost
         return self.free_at
+
+    def submit(self, cost: float, callback, arg) -> None:
+        """On shared cores: run ``cost`` CPU-seconds after this worker's earlier work, then
+        ``callback(arg)``."""
+        self.busy_s += cost
+        self._queue.append((cost, callback, arg))
+        if not self._running:
+            self._next()
+
+    def _next(self) -> None:
+        self._running = True
+        self.cores.run(self._queue[0][0], 1, self._done, None)
+
+    def _done(self, _) -> None:
+        _, callback, arg = self._queue.popleft()
+        self._running = False
+        if self._queue:
+            self._next()
+        callback(arg)
 
 
 class User:
@@ -48,11 +76,13 @@ class Client:
     def __init__(self, sim, workload: Workload):
         self.sim, self.env, self.workload = sim, sim.env, workload
         gen = workload.generator
-        self.workers = [Worker() for _ in range(gen.workers if gen else 1)]
+        cores = sim.instances[0].cores if gen is not None and gen.on_host else None
+        self.workers = [Worker(cores) for _ in range(gen.workers if gen else 1)]
         self.users: list[User] = []
         self.count = 0
         self.timeline: list[tuple[float, int]] = [(0.0, 0)]
-        self._ramp = 0
+        # a Locust master (several workers) blocks while ramping; one process does not
+        self.distributed = bool(gen and gen.workers > 1)
         lo, hi = workload.wait_s
         self._wait_lo, self._wait_span = lo, hi - lo
 
@@ -67,29 +97,25 @@ class Client:
 
     # -- closed loop ---------------------------------------------------------------------
     def _shape(self):
-        begin = 0.0
-        for stage in self.workload.stages:
-            self._ramp += 1
-            self.env.process(self._move_to(stage.users, stage.spawn_rate, self._ramp))
-            yield self.env.timeout(stage.end_s - begin)
-            begin = stage.end_s
-
-    def _move_to(self, target: int, rate: float, ramp: int):
-        step = 1.0 / rate
-        while self.count != target and ramp == self._ramp:
-            if self.count < target:
+        """Move the user count as Locust's dispatcher does (mmesim.dispatch.user_timeline)."""
+        for when, target in user_timeline(self.workload.stages, distributed=self.distributed):
+            if when > self.env.now:
+                yield self.env.timeout(when - self.env.now)
+            while self.count < target:
                 user = User(self.workers[len(self.users) % len(self.workers)])
                 self.users.append(user)
                 self.sim.send(self.sim.pick_target(), user.worker, user)   # a user starts with a request
                 self.count += 1
-            else:
+            while self.count > target:                                      # last started, first stopped
                 for user in reversed(self.users):
                     if user.alive:
                         user.alive = False
                         break
                 self.count -= 1
-            self.timeline.append((self.env.now, self.count))
-            yield self.env.timeout(step)
+            if self.timeline[-1][0] == self.env.now:
+                self.timeline[-1] = (self.env.now, self.count)
+            else:
+                self.timeline.append((self.env.now, self.count))
 
     def answered(self, user: User, delay: float) -> None:
         """``user`` has its answer ``delay`` seconds from now; it waits, then asks again."""

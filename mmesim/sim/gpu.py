@@ -1,87 +1,77 @@
-"""One GPU shared by every model on an instance: processor sharing with partial overlap.
+"""One GPU shared by every model on an instance: processor sharing with partial overlap and
+a ceiling.
 
-An execution that would take ``work`` seconds alone progresses at rate
-``(1 + overlap * (k - 1)) / k`` while k executions run together: overlap 0 means kernels
-of different executions take turns (the GPU's total throughput stays 1), overlap 1 means
-they run side by side without slowing each other. The overlap comes from the profiles
-(calibrate measures it); with several models the smallest overlap among the running ones
-applies, because the most contended model sets the pace.
+k executions running at once each progress at ``S(k) / k`` of their solo speed, where S(k)
+is the GPU's total throughput with k executions relative to one alone:
 
-All running executions progress at the same rate, so the GPU keeps one "virtual work"
-clock: an execution finishes when the clock reaches its start reading plus its work. A
-heap of those finishing readings makes each start and finish O(log k)."""
+- a profile with a measured ``concurrency_scaling`` curve (k = 1, 2, 4, 8...) gives S by
+  linear interpolation between its points, and flat beyond the last: a saturated GPU does
+  no more work however many executions it holds (the ceiling);
+- without one, S(k) = 1 + overlap (k - 1) from ``gpu_overlap``: overlap 0 means kernels of
+  different executions take turns (S stays 1), overlap 1 means they run side by side.
+
+With several models the slowest rate among the running ones applies, because the most
+contended model sets the pace."""
 
 from __future__ import annotations
 
-import heapq
-from typing import Callable
+from functools import lru_cache
 
-import simpy
-
-from mmesim.sim.events import after
+from mmesim.profile import ModelProfile
+from mmesim.sim.sharing import SharedProcessor
 
 
-class GPU:
-    __slots__ = ("env", "_heap", "_overlaps", "_virtual", "_last", "_gen", "_seq", "_speed", "busy_s", "_busy_since")
+class Sharing:
+    """How one profile's executions share the GPU: ``rate(k)`` of each among k running."""
 
-    def __init__(self, env: simpy.Environment):
-        self.env = env
-        self._heap: list = []                  # (virtual finish, seq, callback, arg, overlap)
-        self._overlaps: dict[float, int] = {}  # overlap -> running executions with it
-        self._virtual = 0.0
-        self._last = 0.0
-        self._gen = 0
-        self._seq = 0
-        self._speed = 1.0                      # progress rate of each running execution, until the next change
-        self.busy_s = 0.0
-        self._busy_since = 0.0
+    __slots__ = ("overlap", "curve", "_rates")
+
+    def __init__(self, overlap: float, curve: tuple[tuple[int, float], ...] = ()):
+        self.overlap, self.curve = overlap, curve
+        self._rates: dict[int, float] = {}
+
+    def total(self, k: int) -> float:
+        """S(k): total throughput of k concurrent executions relative to one alone."""
+        if not self.curve:
+            return 1.0 + self.overlap * (k - 1)
+        pts = self.curve
+        base = pts[0][1]
+        if k >= pts[-1][0]:
+            return pts[-1][1] / base
+        for (k0, s0), (k1, s1) in zip(pts, pts[1:]):
+            if k <= k1:
+                return (s0 + (k - k0) * (s1 - s0) / (k1 - k0)) / base
+        return 1.0
+
+    def rate(self, k: int) -> float:
+        r = self._rates.get(k)
+        if r is None:
+            r = self._rates[k] = min(1.0, self.total(k) / k) if k > 1 else 1.0
+        return r
+
+
+@lru_cache(maxsize=None)
+def _sharing(overlap: float, curve: tuple[tuple[int, float], ...]) -> Sharing:
+    return Sharing(overlap, curve)
+
+
+def sharing_of(profile: ModelProfile) -> Sharing:
+    """One Sharing per distinct (overlap, curve), so equal profiles count as one tag."""
+    return _sharing(profile.gpu_overlap, tuple((s.concurrent, s.throughput) for s in profile.concurrency_scaling))
+
+
+class GPU(SharedProcessor):
+    __slots__ = ()
+
+    def tag(self, profile: ModelProfile) -> Sharing:
+        """What a model's executions pass to ``run``."""
+        return sharing_of(profile)
 
     def _rate(self) -> float:
         k = len(self._heap)
         if k <= 1:
             return 1.0
-        overlaps = self._overlaps
-        overlap = next(iter(overlaps)) if len(overlaps) == 1 else min(overlaps)
-        return (1.0 + overlap * (k - 1)) / k
-
-    def _advance(self) -> None:
-        now = self.env.now
-        if self._heap:
-            self._virtual += (now - self._last) * self._speed
-        self._last = now
-
-    def run(self, work: float, overlap: float, callback: Callable, arg) -> None:
-        """Start an execution of ``work`` solo-seconds; ``callback(arg)`` when it finishes."""
-        self._advance()
-        if not self._heap:
-            self._busy_since = self.env.now
-        self._seq += 1
-        heapq.heappush(self._heap, (self._virtual + work, self._seq, callback, arg, overlap))
-        self._overlaps[overlap] = self._overlaps.get(overlap, 0) + 1
-        self._schedule()
-
-    def _schedule(self) -> None:
-        """After the set of executions changed: new speed, and the next finish."""
-        self._gen += 1
-        self._speed = self._rate()
-        if self._heap:
-            delay = (self._heap[0][0] - self._virtual) / self._speed
-            after(self.env, delay if delay > 0 else 0.0, self._gen, self._finish)
-
-    def _finish(self, ev) -> None:
-        if ev._value != self._gen:   # the set of executions changed since: a newer finish is scheduled
-            return
-        self._advance()
-        _, _, callback, arg, overlap = heapq.heappop(self._heap)
-        left = self._overlaps[overlap] - 1
-        if left:
-            self._overlaps[overlap] = left
-        else:
-            del self._overlaps[overlap]
-        if not self._heap:
-            self.busy_s += self.env.now - self._busy_since
-        self._schedule()
-        callback(arg)
-
-    def busy_until_now(self) -> float:
-        return self.busy_s + (self.env.now - self._busy_since if self._heap else 0.0)
+        tags = self._tags
+        if len(tags) == 1:
+            return next(iter(tags)).rate(k)
+        return min(t.rate(k) for t in tags)

@@ -20,7 +20,9 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict, deque
 
+from mmesim.catalog import CPU
 from mmesim.results.records import DISK_FULL, OUT_OF_MEMORY, OVERLOADED, ModelEvent
+from mmesim.sim.cores import Cores
 from mmesim.sim.events import after
 from mmesim.sim.gpu import GPU
 from mmesim.sim.policy import lru_victims, memory_budget
@@ -49,7 +51,9 @@ class Instance:
     def __init__(self, sim, index: int):
         self.sim, self.env, self.index = sim, sim.env, index
         cfg, itype, gpu = sim.endpoint, sim.instance_type, sim.gpu
-        self.gpu = GPU(self.env)
+        # a CPU-only host (instance type local) computes everything on one pool of cores
+        self.cores = Cores(self.env, itype.vcpus) if gpu.key == CPU else None
+        self.gpu = self.cores if self.cores is not None else GPU(self.env)
         self.total = gpu.nvml_total_bytes
         self.budget = memory_budget(self.total, cfg.memory_threshold)
         self.baseline = max((t.profile.baseline_gpu_bytes for t in sim.targets), default=0)
@@ -111,8 +115,12 @@ class Instance:
             self._fetch(slot)
 
     def _decode(self, req) -> None:
-        """Parse the request on the host CPUs (FIFO over vCPUs), then queue it at Triton."""
+        """Parse the request on the host CPUs (FIFO over vCPUs, or one core of a CPU-only
+        host's shared pool), then queue it at Triton."""
         cost = req.target.decode_s
+        if self.cores is not None:
+            self.cores.run(cost, 1, self._to_triton, req)
+            return
         now = self.env.now
         start = self._cpus[0]
         if start < now:
@@ -122,8 +130,14 @@ class Instance:
         after(self.env, start + cost - now, req, self._decoded)
 
     def _decoded(self, ev) -> None:
-        req = ev._value
+        self._to_triton(ev._value)
+
+    def _to_triton(self, req) -> None:
         req.slot.server.enqueue(req)
+
+    def cpu_busy_until_now(self) -> float:
+        """Host CPU seconds used so far (on a CPU-only host: every core-second, the model's too)."""
+        return self.cores.core_s_until_now() if self.cores is not None else self.cpu_busy_s
 
     def _executed(self, batch) -> None:
         reply = self.sim.reply

@@ -34,7 +34,7 @@ from mmesim.sim.instance import Instance
 from mmesim.sim.policy import memory_budget, route
 from mmesim.sim.random import streams
 from mmesim.sim.translate import cpu_profiles_on_gpu, translate
-from mmesim.workload import Workload, read_trace
+from mmesim.workload import Popularity, Workload, read_trace
 
 UNLIMITED = 1 << 30
 
@@ -51,7 +51,7 @@ class Target:
     client_cost_s: float          # client CPU to build and send one request
     network_s: float              # payload over the network, plus platform overhead
     reply_s: float                # response over the network
-    decode_s: float               # host CPU on the instance to parse the payload
+    decode_s: float               # host CPU on the instance to handle the request and parse the payload
 
 
 class Request:
@@ -77,6 +77,28 @@ def target_names(profiles: list[ModelProfile], copies: list[int]) -> list[tuple[
     return out
 
 
+def popularity_weights(pop: Popularity, profile_of_target: list[str]) -> list[float]:
+    """Relative request weight of each target (in ``target_names`` order; ``profile_of_target``
+    names each one's profile): uniform, zipf over the order, top-n, or a mix of profiles
+    spread evenly over each profile's copies. The simulator and the load test both draw from it."""
+    n = len(profile_of_target)
+    if pop.kind == "uniform":
+        return [1.0] * n
+    if pop.kind == "zipf":
+        return [1.0 / (k ** pop.s) for k in range(1, n + 1)]
+    if pop.kind == "top-n":
+        hot = min(pop.n, n)
+        cold_share = (1 - pop.share) / (n - hot) if n > hot else 0.0
+        return [pop.share / hot] * hot + [cold_share] * (n - hot)
+    names = set(profile_of_target)
+    unknown = set(pop.weights) - names
+    if unknown:
+        raise ConfigError(f"mix weights name profiles not in the endpoint ({', '.join(sorted(names))})",
+                          field="popularity.weights", value=sorted(unknown))
+    per = {name: profile_of_target.count(name) for name in names}
+    return [pop.weights.get(name, 0.0) / per[name] for name in profile_of_target]
+
+
 class Simulation:
     def __init__(self, profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
                  copies: list[int], seed: int = 0, warm: bool = True, weights: list[float] | None = None):
@@ -91,8 +113,8 @@ class Simulation:
         catalog = load_catalog()
         self.endpoint, self.workload, self.seed = endpoint, workload, seed
         self.copies = list(copies)
-        self.instance_type = catalog.instance(endpoint.instance_type)
-        self.gpu = catalog.gpu(self.instance_type.gpu)
+        self.instance_type = endpoint.instance()
+        self.gpu = catalog.gpu_of(self.instance_type)
         self.profiles = [translate(p, self.instance_type) for p in profiles]
         self.env = simpy.Environment()
         rs = streams(seed, ("waits", "targets", "noise"))
@@ -142,28 +164,17 @@ class Simulation:
                 id=tid, name=name, profile=p, request_name=base, payload_bytes=payload,
                 client_cost_s=(gen.cpu_s_per_request + gen.cpu_s_per_byte * payload) if gen else 0.0,
                 network_s=ep.overhead_s + payload / bw, reply_s=p.output_bytes / bw,
-                decode_s=p.decode_s_per_byte * payload * cpu_ratio[id(p)]))
+                decode_s=(p.request_overhead_s + p.decode_s_per_byte * payload) * cpu_ratio[id(p)]))
         return out
 
     def target_weights(self) -> list[float] | None:
         """Relative share of requests per target, in target order: the explicit weights or the
         workload's popularity; None when uniform."""
-        pop, targets = self.workload.popularity, self.targets
-        n = len(targets)
         if self.weights is not None:
             return self.weights
-        if pop.kind == "uniform":
+        if self.workload.popularity.kind == "uniform":
             return None
-        if pop.kind == "zipf":
-            weights = [1.0 / (k ** pop.s) for k in range(1, n + 1)]
-        elif pop.kind == "top-n":
-            hot = min(pop.n, n)
-            cold_share = (1 - pop.share) / (n - hot) if n > hot else 0.0
-            weights = [pop.share / hot] * hot + [cold_share] * (n - hot)
-        else:  # mix: weight per profile name, uniform over that profile's copies (checked in __init__)
-            per = {p.name: sum(1 for t in targets if t.profile is p) for p in self.profiles}
-            weights = [pop.weights.get(t.profile.name, 0.0) / per[t.profile.name] for t in targets]
-        return weights
+        return popularity_weights(self.workload.popularity, [t.profile.name for t in self.targets])
 
     def _picker(self):
         """A function returning the next request's target, per ``target_weights``."""
@@ -213,12 +224,18 @@ class Simulation:
         env = self.env
         now = env.now
         req = Request(now, now + self._timeout, target, user)
-        leave = worker.send(now, target.client_cost_s)
-        after(env, leave - now + target.network_s, req, self._arrive)
+        if worker.cores is not None:     # the generator computes on the endpoint's host: its time is shared
+            worker.submit(target.client_cost_s, self._sent, req)
+        else:
+            leave = worker.send(now, target.client_cost_s)
+            after(env, leave - now + target.network_s, req, self._arrive)
         self._pending.append(req)
         wake = self._reaper_wake
         if wake is not None and not wake.triggered:
             wake.succeed()
+
+    def _sent(self, req: Request) -> None:
+        after(self.env, req.target.network_s, req, self._arrive)
 
     def _arrive(self, ev) -> None:
         req = ev._value
@@ -309,7 +326,7 @@ class Simulation:
                 i = inst.index
                 self.inflight_peaks.append((self.env.now, i, inst.peak))
                 inst.peak = inst.inflight
-                g, c = inst.gpu.busy_until_now(), inst.cpu_busy_s
+                g, c = inst.gpu.busy_until_now(), inst.cpu_busy_until_now()
                 gpu[i].append(100.0 * (g - last[i][0]))
                 cpu[i].append(100.0 * (c - last[i][1]))
                 last[i] = (g, c)
@@ -349,7 +366,7 @@ class Simulation:
             seed=self.seed, gpu=self.gpu.key, copies_loaded_at_start=self.warm_count,
             targets=len(self.targets),
             max_inflight_per_instance=None if self.max_inflight == UNLIMITED else self.max_inflight,
-            cpu_busy_s=[i.cpu_busy_s for i in self.instances], vcpus=it.vcpus,
+            cpu_busy_s=[i.cpu_busy_until_now() for i in self.instances], vcpus=it.vcpus,
             generator_workers=len(workers), generator_busy_s=[w.busy_s for w in workers],
             profiles=[p.name for p in self.profiles],
             translated=[p.name for p in self.profiles if p.provenance.method == "translated"],
@@ -365,10 +382,11 @@ def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) ->
     [(models loaded, bytes used)]. A profile whose one copy does not fit the memory budget
     beside the baseline counts 0 and the others go on without it (see ``too_large``)."""
     catalog = load_catalog()
-    translated = [translate(p, catalog.instance(endpoint.instance_type)) for p in profiles]
+    itype = endpoint.instance()
+    translated = [translate(p, itype) for p in profiles]
     fits = [not too_large(p, endpoint) for p in translated]
     smallest = max(1, min(p.gpu_memory_bytes for p in translated))
-    cap = min(10_000, catalog.gpu_of(endpoint.instance_type).nvml_total_bytes // smallest + 2)
+    cap = min(10_000, catalog.gpu_of(itype).nvml_total_bytes // smallest + 2)
     probe = Simulation(translated, endpoint.model_copy(update={"instance_count": 1, "memory_threshold": 1.0}),
                        Workload(kind="poisson", rates=[{"end_s": 1, "rate": 0}]), [cap] * len(profiles), warm=False)
     inst, total, threshold = probe.instances[0], probe.gpu.nvml_total_bytes, endpoint.memory_threshold
@@ -391,10 +409,10 @@ def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) ->
 def too_large(profile: ModelProfile, endpoint: EndpointConfig) -> str | None:
     """Why not even one copy of ``profile`` fits an instance of ``endpoint`` (its resident
     bytes and the baseline above the memory budget), or None when it fits."""
-    catalog = load_catalog()
-    total = catalog.gpu_of(endpoint.instance_type).nvml_total_bytes
+    itype = endpoint.instance()
+    total = load_catalog().gpu_of(itype).nvml_total_bytes
     budget = memory_budget(total, endpoint.memory_threshold)
-    p = translate(profile, catalog.instance(endpoint.instance_type))
+    p = translate(profile, itype)
     if p.gpu_memory_bytes + p.baseline_gpu_bytes <= budget:
         return None
     return (f"profile {profile.name} does not fit even alone on {endpoint.instance_type}: one copy "

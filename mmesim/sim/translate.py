@@ -26,7 +26,8 @@ so (it is not "translated").
 
 from __future__ import annotations
 
-from mmesim.catalog import GPU, InstanceType, load_catalog
+from mmesim.catalog import CPU, GPU, InstanceType, load_catalog
+from mmesim.errors import ConfigError
 from mmesim.profile import BatchTiming, GpuWork, ModelProfile, Provenance
 
 
@@ -70,7 +71,14 @@ def ratios(profile: ModelProfile, instance: InstanceType) -> tuple[float, float,
 
 def translate(profile: ModelProfile, instance: InstanceType) -> ModelProfile:
     """The profile as it would measure on ``instance``; unchanged if it was made there
-    (translating twice to the same instance is the same as once)."""
+    (translating twice to the same instance is the same as once). A GPU profile cannot be
+    predicted on a CPU-only instance (local)."""
+    if load_catalog().gpu(instance.gpu).key == CPU:
+        if profile.gpu != CPU:
+            raise ConfigError(f"a profile measured on a GPU cannot be predicted on the CPU-only instance "
+                              f"{instance.name}: calibrate the model on this host (mmesim calibrate --device cpu)",
+                              field="profile", value=profile.name)
+        return profile
     if profile.gpu == "cpu":    # no evidence of GPU speed: used as measured (see cpu_profiles_on_gpu)
         return profile
     gpu = load_catalog().gpu(instance.gpu)

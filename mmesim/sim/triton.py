@@ -16,7 +16,7 @@ from mmesim.sim.events import after
 
 class ModelServer:
     __slots__ = ("env", "profile", "gpu", "noise", "done", "queue", "free", "limit", "_delay",
-                 "_preferred", "_wake_at", "_timing", "_overlap", "_cv", "executions", "batched")
+                 "_preferred", "_wake_at", "_timing", "_share", "_cv", "executions", "batched")
 
     def __init__(self, env, profile: ModelProfile, gpu, noise, done):
         self.env, self.profile, self.gpu, self.noise, self.done = env, profile, gpu, noise, done
@@ -30,7 +30,7 @@ class ModelServer:
         # service time by batch size, precomputed: the hot path only indexes a list
         self._timing = [0.0] + [profile.service_time(b) for b in range(1, self.limit + 1)]
         self._cv = [0.0] + [profile.service_cv(b) for b in range(1, self.limit + 1)]
-        self._overlap = profile.gpu_overlap
+        self._share = gpu.tag(profile)       # how its executions share the GPU (or the host's cores)
         self.executions = 0
         self.batched = 0
 
@@ -56,7 +56,7 @@ class ModelServer:
             self.executions += 1
             self.batched += n
             work = self.noise.gamma(self._timing[n], self._cv[n])
-            self.gpu.run(work, self._overlap, self._finish, batch)
+            self.gpu.run(work, self._share, self._finish, batch)
 
     def _wake(self, _ev) -> None:
         self._wake_at = None

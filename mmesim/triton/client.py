@@ -29,6 +29,7 @@ class Response:
     status: int
     body: bytes
     seconds: float
+    content_type: str = ""
 
     def json(self):
         return json.loads(self.body) if self.body else None
@@ -105,7 +106,7 @@ class MMEClient:
 
     def load(self, name: str, url: str) -> float:
         """Load the model directory at ``url`` (as the server sees it) under ``name``; seconds taken."""
-        return self.request("POST", "/models", json.dumps({"model_name": name, "url": url}).encode()).seconds
+        return self.request("POST", "/models", load_body(name, url)).seconds
 
     def list(self) -> list[dict]:
         return [m for m in (self.request("GET", "/models").json() or {}).get("models", []) if m]
@@ -116,8 +117,52 @@ class MMEClient:
     def unload(self, name: str) -> float:
         return self.request("DELETE", f"/models/{name}").seconds
 
-    def invoke(self, name: str, body: bytes) -> Response:
-        return self.request("POST", f"/models/{name}/invoke", body)
+    def invoke(self, name: str, body: bytes, content_type: str = "application/json") -> Response:
+        return self.request("POST", f"/models/{name}/invoke", body, headers={"Content-Type": content_type})
+
+
+def load_body(name: str, url: str) -> bytes:
+    """The body of ``POST /models``: what the platform sends to load ``url`` as ``name``."""
+    return json.dumps({"model_name": name, "url": url}).encode()
+
+
+class AsyncMMEClient:
+    """The same protocol on an asyncio loop (aiohttp), for the emulator's request path:
+    one pooled session per server, no thread per request."""
+
+    def __init__(self, base_url: str, timeout_s: float = 600.0, connections: int = 256):
+        import aiohttp
+        self.base_url = base_url.rstrip("/")
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections, force_close=False),
+            timeout=aiohttp.ClientTimeout(total=timeout_s), skip_auto_headers=("User-Agent",))
+
+    async def request(self, method: str, path: str, body: bytes | None = None,
+                      headers: dict[str, str] | None = None, check: bool = True) -> Response:
+        """One call; ``check`` raises MMEError on a non-2xx answer. Connection failures
+        raise aiohttp.ClientError (the server is gone)."""
+        start = time.perf_counter()
+        async with self._session.request(method, self.base_url + path, data=body,
+                                         headers={"Content-Type": "application/json", **(headers or {})}) as resp:
+            data = await resp.read()
+            status, content_type = resp.status, resp.headers.get("Content-Type", "")
+        elapsed = time.perf_counter() - start
+        if check and status >= 300:
+            raise MMEError(method, path, status, data.decode(errors="replace"))
+        return Response(status, data, elapsed, content_type)
+
+    async def load(self, name: str, url: str) -> float:
+        return (await self.request("POST", "/models", load_body(name, url))).seconds
+
+    async def unload(self, name: str) -> float:
+        return (await self.request("DELETE", f"/models/{name}")).seconds
+
+    async def invoke(self, name: str, body: bytes, headers: dict[str, str] | None = None) -> Response:
+        """The model's answer whatever its status (the caller maps errors)."""
+        return await self.request("POST", f"/models/{name}/invoke", body, headers, check=False)
+
+    async def close(self) -> None:
+        await self._session.close()
 
 
 def kserve_client(url: str, concurrency: int = 1):

@@ -301,3 +301,21 @@ def package_null(out_dir: str | Path, device: str = "cpu") -> PackagedModel:
     with tarfile.open(artifact, "w:gz") as tar:
         tar.add(directory, arcname="null")
     return PackagedModel(spec, "python", directory, artifact)
+
+
+def package_copies(model: str, framework: str, out_dir: str | Path, copies: int, **kwargs) -> list[Path]:
+    """``<out_dir>/<model>-v0.tar.gz ... -v<copies-1>.tar.gz``: one packaged model under the
+    names the reference gave its copies, ready as an MME's model prefix (a directory or S3)."""
+    import tempfile
+    if copies < 1:
+        raise ConfigError("must be at least 1", field="--copies", value=copies)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mmesim-package-") as tmp:
+        packaged = package(model, framework, tmp, **kwargs)
+        paths = []
+        for i in range(copies):
+            path = out_dir / f"{packaged.spec.name}-v{i}.tar.gz"
+            shutil.copyfile(packaged.artifact, path)
+            paths.append(path)
+    return paths

@@ -1,0 +1,313 @@
+"""The loop on this machine, end to end: profiles measured on the local Triton -> predict
+on instance type ``local`` -> serve the models in a real Triton (SageMaker MME mode) ->
+load-test with real Locust -> compare, on workloads the profiles were not fitted on.
+
+    python examples/validate_local.py [--workloads ramp,hetero,burst] [--out out/validate_local]
+                                      [--profiles calibration/profiles] [--emulator]
+
+The profiles are the shipped calibration/profiles/tiny-*-python-cpu.json (made by
+`mmesim calibrate ... --cpu-threads 1 --memory-budget 2GiB`, see their provenance; rerun
+that command first to calibrate afresh). The load generator runs here too, on the same
+cores: its CPU per request is measured once by a short probe load test (not one of the
+validated workloads) and goes into each workload's generator block, so the prediction
+includes the client measured where it runs.
+
+Workloads (each 1-1.5 minutes):
+- ramp: closed-loop users 2 -> 24 on tiny-bert (4 copies), to saturation;
+- hetero: tiny-bert and tiny-mlp, 3 copies each, Zipf over the 6 copies (uneven traffic
+  between the models and among copies);
+- burst: open loop on tiny-mlp, 6 req/s, x8 for 15 s, back to 6 req/s;
+- churn: 8 copies of tiny-mlp on a 1 GiB budget (about 5 fit), so models load and unload
+  on demand: needs the emulator in front of Triton (``--emulator``, mmesim emulate), since
+  Triton alone loads only what it is told to; compares loads, unloads, cold starts and
+  ModelLoadingWaitTime as well.
+
+Prints one comparison table per workload and writes everything under --out/<workload>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from mmesim.endpoint import EndpointConfig
+from mmesim.loadtest import run_loadtest
+from mmesim.loadtest.validate import validate
+from mmesim.profile import load_profile
+from mmesim.report.console import console
+from mmesim.report.validation import print_comparison
+from mmesim.results.compare import parse_tolerance
+from mmesim.sim.mme import target_names
+from mmesim.units import GiB
+from mmesim.workload import LoadGenerator, Workload
+
+ROOT = Path(__file__).resolve().parent.parent
+BUDGET = 2 * GiB                 # the budget the shipped profiles were calibrated with
+CHURN_BUDGET = 1 * GiB           # churn: a smaller budget, so that 8 copies do not fit
+TOLERANCE = "throughput=0.05,p50=0.10,p95=0.10,users=0"
+
+
+def workloads() -> dict[str, tuple[list[str], list[int], Workload]]:
+    """name -> (models, copies, workload)."""
+    def ramp(users, seconds, rate):
+        return [{"end_s": seconds * (i + 1), "users": u, "spawn_rate": rate} for i, u in enumerate(users)]
+    return {
+        "ramp": (["tiny-bert"], [4], Workload(
+            name="ramp", kind="users", stages=ramp([2, 4, 8, 16, 24], 15, 4), wait_s=(0.05, 0.2),
+            user_steps=[2, 4, 8, 16, 24])),
+        "hetero": (["tiny-bert", "tiny-mlp"], [3, 3], Workload(
+            name="hetero", kind="users", stages=ramp([4, 8, 16], 20, 4), wait_s=(0.05, 0.2),
+            popularity={"kind": "zipf", "s": 1.0}, user_steps=[4, 8, 16])),
+        "burst": (["tiny-mlp"], [4], Workload(
+            name="burst", kind="poisson", rates=[{"end_s": 20, "rate": 6}, {"end_s": 35, "rate": 48},
+                                                 {"end_s": 60, "rate": 6}])),
+        "churn": (["tiny-mlp"], [8], Workload(          # with CHURN_BUDGET about 5 copies fit
+            name="churn", kind="users", stages=ramp([2, 4], 45, 2), wait_s=(0.05, 0.2), user_steps=[2, 4])),
+    }
+
+
+def probe_workload() -> Workload:
+    """A short steady load to measure the load generator's own CPU per request (not validated)."""
+    return Workload(name="probe", kind="users", stages=[{"end_s": 12, "users": 4, "spawn_rate": 4}], wait_s=(0.05, 0.2))
+
+
+class LocalEndpoint:
+    """A real Triton in SageMaker MME mode with the models packaged as artifacts; copies are
+    loaded (extracted, POST /models) before each workload and unloaded after."""
+
+    def __init__(self, models: list[str], workdir: Path):
+        from mmesim.triton.local import LocalTriton
+        from mmesim.triton.packaging import package
+        self.workdir = workdir
+        self.packaged = {m: package(m, "python", workdir / "artifacts" / m, cpu_threads=1) for m in models}
+        self.server = LocalTriton(workdir=workdir / "triton").start()
+
+    @property
+    def url(self) -> str:
+        return self.server.sagemaker_url
+
+    def serve(self, profiles, copies) -> list[str]:
+        from mmesim.calibrate.maxmodels import mme_copy_loader
+        from mmesim.triton.client import MMEClient
+        client = MMEClient(self.url)
+        names = []
+        for name, pi, _ in target_names(profiles, copies):
+            base, i = name.rsplit("-v", 1)
+            mme_copy_loader(client, self.packaged[profiles[pi].model], self.server, self.workdir / "copies", base)(int(i))
+            names.append(name)
+        return names
+
+    def unload(self, names) -> None:
+        from mmesim.triton.client import MMEClient
+        client = MMEClient(self.url)
+        for n in names:
+            client.unload(n)
+
+    def cpu_s(self) -> float:
+        """CPU seconds used so far by Triton and its Python-backend stubs."""
+        import psutil
+        total = 0.0
+        try:
+            proc = psutil.Process(self.server.pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                t = p.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            pass
+        return total
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class EmulatedEndpoint:
+    """`mmesim emulate` over a real Triton: SageMaker's runtime API, models loaded on demand
+    from an artifact folder (one tarball per target name) and the least recently used idle
+    ones unloaded when the memory budget is full. Its own log gives loads, unloads, cold
+    starts and ModelLoadingWaitTime, which a client cannot see."""
+
+    def __init__(self, local: LocalEndpoint, profile_paths: list[Path], profiles, copies, workdir: Path,
+                 budget: int):
+        import re
+        import shutil
+        import subprocess
+        import sys
+        artifacts = workdir / "emulated-models"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        for name, pi, _ in target_names(profiles, copies):
+            shutil.copy(local.packaged[profiles[pi].model].artifact, artifacts / name)
+        self.out = workdir / "emulator-out"
+        cmd = [sys.executable, "-m", "mmesim.cli", "emulate", "--instance", "local", "--memory-budget",
+               str(budget), "--backend", "triton", "--models", str(artifacts), "--port", "0",
+               "--endpoint-name", "mmesim", "--out", str(self.out)]
+        for path in profile_paths:
+            cmd += ["--profile", str(path)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=(\S+)", line)
+            if m:
+                self.url = m.group(1)
+                return
+        self.stop()
+        raise RuntimeError("mmesim emulate did not start:\n" + "".join(lines))
+
+    def stop(self) -> dict:
+        """Stop it (SIGTERM: it writes its request log); its summary, if written."""
+        import signal
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=90)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+        path = self.out / "summary.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def mean_loading_wait_ms(cloudwatch_csv: Path) -> float | None:
+    """ModelLoadingWaitTime over the run: the mean of its per-period averages, in ms."""
+    import csv
+    if not cloudwatch_csv.is_file():
+        return None
+    values = [float(r["value"]) for r in csv.DictReader(cloudwatch_csv.open())
+              if r["metric"] == "ModelLoadingWaitTime" and r["statistic"] == "Average"]
+    return sum(values) / len(values) / 1000 if values else None
+
+
+class CpuShare:
+    """Who used this machine's cores during a run: the whole machine (/proc/stat), Triton,
+    Locust; the rest is other people's work, which the prediction does not know about."""
+
+    def __init__(self, server: LocalEndpoint):
+        import psutil
+        self.server, self.psutil = server, psutil
+        t = psutil.cpu_times()
+        self.busy0, self.triton0 = t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0), server.cpu_s()
+
+    def done(self, wall_s: float, measured) -> dict:
+        """Cores busy on average over ``wall_s`` (prediction + load test + files), and the
+        CPU per request of Triton (with its stubs) and of Locust over the load test."""
+        t = self.psutil.cpu_times()
+        busy = t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0) - self.busy0
+        triton, locust = self.server.cpu_s() - self.triton0, sum(measured.generator_busy_s)
+        n = max(1, len(measured.records))
+        return {"machine_cores_busy": busy / wall_s, "others_cores": (busy - triton - locust) / wall_s,
+                "triton_cpu_ms_per_request": 1000 * triton / n, "locust_cpu_ms_per_request": 1000 * locust / n}
+
+
+def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = False) -> dict:
+    specs = workloads()
+    endpoint = EndpointConfig(instance_type="local", memory_budget_bytes=BUDGET)
+    models = sorted({m for name in selected for m in specs[name][0]})
+    profile_of = {m: load_profile(profiles_dir / f"{m}-python-cpu.json") for m in models}
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="mmesim-validate-") as tmp:
+        server = LocalEndpoint(models, Path(tmp))
+        try:
+            # the client where it runs: CPU per request of this machine's Locust process
+            probe_profiles = [profile_of[models[0]]]
+            loaded = server.serve(probe_profiles, [2])
+            probe = run_loadtest(server.url, None, probe_workload(), probe_profiles, [2], out / "probe",
+                                 protocol="triton")
+            server.unload(loaded)
+            client_cpu = probe.generator_cpu_s_per_request
+            console.print(f"load generator: {1000 * client_cpu:.2f} ms of CPU per request (probe, "
+                          f"{len(probe.records)} requests)")
+            for name in selected:
+                mods, copies, wl = specs[name]
+                if name == "churn" and not emulator:
+                    console.print("[yellow]churn: skipped[/yellow] (needs --emulator: Triton alone loads only what "
+                                  "it is told to)")
+                    continue
+                wl = wl.model_copy(update={"generator": LoadGenerator(workers=1, cpu_s_per_request=client_cpu,
+                                                                      on_host=True)})
+                profiles = [profile_of[m] for m in mods]
+                if name == "churn":                 # the emulator's own Triton: counted among "others"
+                    share, began = CpuShare(server), time.monotonic()
+                    emu = EmulatedEndpoint(server, [profiles_dir / f"{m}-python-cpu.json" for m in mods], profiles,
+                                           copies, Path(tmp) / name, CHURN_BUDGET)
+                    try:
+                        churn_endpoint = endpoint.model_copy(update={"memory_budget_bytes": CHURN_BUDGET})
+                        v = validate(profiles, churn_endpoint, wl, copies, endpoint_url=emu.url, endpoint_name="mmesim",
+                                     protocol="sagemaker", out=out / name, tolerance=parse_tolerance(TOLERANCE),
+                                     warm=False)
+                    finally:
+                        emulated = emu.stop()
+                    v.platform = {
+                        "loads": (v.predicted_summary.loads, emulated.get("loads")),
+                        "unloads": (v.predicted_summary.unloads, emulated.get("unloads")),
+                        "cold_starts": (v.predicted_summary.cold_starts, emulated.get("cold_starts")),
+                        "ModelLoadingWaitTime_ms": (mean_loading_wait_ms(out / name / "prediction" / "cloudwatch.csv"),
+                                                    mean_loading_wait_ms(emu.out / "cloudwatch.csv"))}
+                    console.print("platform (predicted, measured by the emulator): " + ", ".join(
+                        f"{k} {p} / {m}" for k, (p, m) in v.platform.items()))
+                    v.cpu = share.done(time.monotonic() - began, v.measured)
+                else:
+                    loaded = server.serve(profiles, copies)
+                    share, began = CpuShare(server), time.monotonic()
+                    try:
+                        v = validate(profiles, endpoint, wl, copies, endpoint_url=server.url, protocol="triton",
+                                     out=out / name, tolerance=parse_tolerance(TOLERANCE))
+                        v.cpu = share.done(time.monotonic() - began, v.measured)   # before the stubs exit
+                    finally:
+                        server.unload(loaded)
+                print_comparison(v.comparison, f"{name}: {', '.join(mods)} x {copies} on local, predicted vs measured")
+                console.print("cores busy during the run: " + ", ".join(f"{k} {val:.2f}" for k, val in v.cpu.items()))
+                results[name] = v
+        finally:
+            server.stop()
+    summary = {name: {**v.comparison.to_dict(), "cpu": v.cpu, "platform": getattr(v, "platform", None),
+                      "generator_cpu_s_per_request": client_cpu} for name, v in results.items()}
+    (out / "accuracy.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return results
+
+
+def accuracy_table(results: dict) -> Table:
+    t = Table(title="predicted vs measured on this machine (errors: (predicted - measured) / measured)")
+    for col in ("workload", "throughput", "p50", "p95", "max users", "requests", "cores used by others"):
+        t.add_column(col, justify="right")
+    for name, v in results.items():
+        line = {x.figure: x for x in v.comparison.lines}
+
+        def cell(fig):
+            x = line[fig]
+            if x.predicted is None and x.measured is None:
+                return "-"
+            err = "" if x.error is None else (f" ({x.error:+.0f})" if fig == "users" else f" ({100 * x.error:+.1f}%)")
+            fmt = (lambda v: "-" if v is None else f"{v:,.1f}")
+            return f"{fmt(x.predicted)} / {fmt(x.measured)}{err}"
+        t.add_row(name, cell("throughput"), cell("p50"), cell("p95"), cell("users"), cell("requests"),
+                  f"{v.cpu['others_cores']:.2f}")
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workloads", default="ramp,hetero,burst")
+    ap.add_argument("--out", default="out/validate_local")
+    ap.add_argument("--profiles", default=str(ROOT / "calibration" / "profiles"))
+    ap.add_argument("--emulator", action="store_true", help="serve through mmesim emulate (churn needs it)")
+    args = ap.parse_args(argv)
+    selected = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = set(selected) - set(workloads())
+    if unknown:
+        ap.error(f"unknown workload(s) {', '.join(sorted(unknown))}; known: {', '.join(workloads())}")
+    results = run(selected, Path(args.out), Path(args.profiles), args.emulator)
+    console.print(accuracy_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""The errors InvokeEndpoint answers with, shaped as SageMaker Runtime sends them (rest-json:
+``x-amzn-ErrorType`` and ``__type`` name the error, ``message`` says why), so botocore
+raises the client's own exception class for each: ``client.exceptions.ModelError`` etc.
+Each also names the outcome the request log records (mmesim.results.records)."""
+
+from __future__ import annotations
+
+import json
+
+from mmesim.errors import MmesimError
+from mmesim.results.records import INTERNAL, MODEL_ERROR, MODEL_NOT_READY, OUT_OF_MEMORY, OVERLOADED, VALIDATION
+
+
+class InvokeError(MmesimError):
+    status = 500
+    code = "InternalFailure"
+    outcome = INTERNAL
+
+    def __init__(self, message: str):
+        self.message = message
+        super().__init__(message)
+
+    def fields(self) -> dict:
+        return {}
+
+    def body(self) -> bytes:
+        return json.dumps({"__type": self.code, "message": self.message, "Message": self.message,
+                           **self.fields()}).encode()
+
+    def headers(self) -> dict[str, str]:
+        return {"x-amzn-ErrorType": self.code, "Content-Type": "application/json"}
+
+
+class ValidationError(InvokeError):
+    """400: the request itself is wrong (endpoint, TargetModel, size)."""
+    status, code, outcome = 400, "ValidationError", VALIDATION
+
+
+class ModelError(InvokeError):
+    """424: the container answered with an error; its status and message are passed on."""
+    status, code, outcome = 424, "ModelError", MODEL_ERROR
+
+    def __init__(self, message: str, original_status: int, original_message: str):
+        self.original_status, self.original_message = original_status, original_message
+        super().__init__(message)
+
+    def fields(self) -> dict:
+        return {"OriginalStatusCode": self.original_status, "OriginalMessage": self.original_message}
+
+
+class ModelNotReady(InvokeError):
+    """429: the model is not loaded within the ready timeout; its load goes on."""
+    status, code, outcome = 429, "ModelNotReadyException", MODEL_NOT_READY
+
+
+class InternalFailure(InvokeError):
+    """500: the backend failed while serving the request (e.g. the server process died)."""
+    status, code, outcome = 500, "InternalFailure", INTERNAL
+
+
+class ServiceUnavailable(InvokeError):
+    """503: the instance cannot take the request now (backend restarting, shutting down)."""
+    status, code, outcome = 503, "ServiceUnavailable", OVERLOADED
+
+
+class InsufficientMemory(ServiceUnavailable):
+    """503: the model does not fit even after unloading every idle model (the container's 507)."""
+    outcome = OUT_OF_MEMORY

@@ -1,0 +1,131 @@
+"""The SageMaker Runtime front: ``POST /endpoints/{name}/invocations`` as boto3's
+``sagemaker-runtime`` client calls it, plus ``/ping``, ``/metrics`` (Prometheus text) and
+``/metrics.json``. Every request, answered or refused, becomes one RequestRecord."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from aiohttp import web
+
+from mmesim.emulator.errors import InternalFailure, InvokeError, ModelError, ServiceUnavailable, ValidationError
+from mmesim.emulator.metrics import prometheus
+from mmesim.emulator.store import validate_target_model
+from mmesim.results.records import OK, VALIDATION, RequestRecord
+
+BODY_LIMIT = 6_291_456           # bytes: InvokeEndpoint's payload limit
+TARGET = "X-Amzn-SageMaker-Target-Model"
+VARIANT = "AllTraffic"
+
+
+def artifact_error(exc: Exception) -> InvokeError | None:
+    """The answer SageMaker gives when the artifact store fails (interfaces.md item 3)."""
+    kind = {c.__name__ for c in type(exc).__mro__}
+    if kind & {"InvalidTargetModel", "ArtifactNotFound"}:
+        return ValidationError(str(exc))
+    if "BadArtifact" in kind:
+        return ModelError(f"Failed to extract model data: {exc}", 400, str(exc))
+    if kind & {"DiskFull", "StoreUnavailable"}:
+        return ServiceUnavailable(str(exc))
+    return None
+
+
+class Front:
+    """The HTTP face of the emulator. ``endpoints`` maps a name to the served Endpoint (its
+    platform, request log and metrics; the emulator adds and removes them); ``control``
+    serves ``POST /`` (the SageMaker control plane); with ``keys`` (access key -> secret)
+    every request must be SigV4-signed with one of them, else any credentials are accepted."""
+
+    def __init__(self, endpoints: dict, control=None, keys: dict[str, str] | None = None):
+        self.endpoints, self.control, self.keys = endpoints, control, keys
+
+    def app(self) -> web.Application:
+        middlewares = []
+        if self.keys:
+            from mmesim.emulator.auth import sigv4_middleware
+            middlewares.append(sigv4_middleware(self.keys))
+        app = web.Application(client_max_size=BODY_LIMIT, middlewares=middlewares)
+        app.router.add_post("/endpoints/{name}/invocations", self.invocations)
+        app.router.add_get("/ping", self.ping)
+        app.router.add_get("/metrics", self.prometheus)
+        app.router.add_get("/metrics.json", self.metrics_json)
+        if self.control is not None:
+            app.router.add_post("/", self.control.handle)
+        return app
+
+    def _served(self) -> list:
+        return [e for e in list(self.endpoints.values()) if e.platform is not None]
+
+    async def ping(self, request: web.Request) -> web.Response:
+        ready = all(i.ready for e in self._served() for i in e.platform.instances)
+        return web.Response(status=200 if ready else 503, text="" if ready else "restarting")
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        return web.Response(text=prometheus([(e.metrics, e.platform) for e in self._served()]),
+                            content_type="text/plain", headers={"X-Content-Type": "text/plain; version=0.0.4"})
+
+    async def metrics_json(self, request: web.Request) -> web.Response:
+        return web.json_response({"endpoints": [e.metrics.snapshot(e.platform) for e in self._served()]})
+
+    async def invocations(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        name = request.match_info["name"]
+        endpoint = self.endpoints.get(name)
+        if endpoint is None or endpoint.platform is None:
+            error = ValidationError(f"Endpoint {name} of account 000000000000 not found.")
+            return web.Response(status=error.status, body=error.body(), headers=error.headers())
+        platform, log = endpoint.platform, _Log(endpoint)
+        t0 = platform.clock()
+        target = request.headers.get(TARGET)
+        instance, cold, model_s, wait_s = -1, None, None, 0.0
+        try:
+            if request.content_length is not None and request.content_length > BODY_LIMIT:
+                return log.too_large(t0, target)
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return log.too_large(t0, target)
+            if not target:
+                raise ValidationError("TargetModel header (X-Amzn-SageMaker-Target-Model) is required when invoking "
+                                      "a multi-model endpoint")
+            target = validate_target_model(target)
+            content_type = request.headers.get("Content-Type", "application/octet-stream")
+            answer = await platform.invoke(target, body, content_type, request.headers.get("Accept"), started)
+            instance, cold, model_s, wait_s = answer.instance, answer.cold, answer.model_s, answer.wait_s
+            if answer.status >= 300:
+                message = answer.body.decode(errors="replace")[:4096]
+                raise ModelError(f'Received {"client" if answer.status < 500 else "server"} error ({answer.status}) '
+                                 f'from primary with message "{message}".', answer.status, message)
+            log.record(t0, target, instance, OK, cold, model_s, wait_s)
+            return web.Response(body=answer.body, headers={"Content-Type": answer.content_type,
+                                                           "x-Amzn-Invoked-Production-Variant": VARIANT})
+        except Exception as exc:
+            error = exc if isinstance(exc, InvokeError) else artifact_error(exc)
+            if error is None:
+                error = InternalFailure(f"{type(exc).__name__}: {exc}")
+            instance = getattr(exc, "instance", instance)
+            cold = getattr(exc, "cold", cold)
+            log.record(t0, target, instance, error.outcome, cold, model_s, wait_s)
+            return web.Response(status=error.status, body=error.body(), headers=error.headers())
+
+
+
+class _Log:
+    """One endpoint's request log and metrics, as the front writes them."""
+
+    __slots__ = ("clock", "records", "metrics")
+
+    def __init__(self, endpoint):
+        self.clock, self.records, self.metrics = endpoint.platform.clock, endpoint.records, endpoint.metrics
+
+    def record(self, t0, target, instance, outcome, cold, model_s, wait_s) -> None:
+        end = self.clock()
+        self.records.add(RequestRecord(t0, end, target or "(none)", instance, outcome, bool(cold)))
+        self.metrics.request(instance, outcome, cold, end - t0, model_s, wait_s)
+
+    def too_large(self, t0: float, target: str | None) -> web.Response:
+        """SageMaker answers an oversize payload with a bare 413 (botocore: ClientError code '413')."""
+        self.record(t0, target, -1, VALIDATION, None, None, 0.0)
+        return web.Response(status=413, content_type="application/json",
+                            body=json.dumps({"message": f"HTTP content length exceeded {BODY_LIMIT} bytes."}).encode())

@@ -1,0 +1,306 @@
+"""What SageMaker does outside the container, for each emulated instance: fetch the
+artifact, keep models within the instance's memory budget (unloading the least recently
+used idle ones, mmesim.sim.policy), load each model once while later requests wait for
+that load, answer ModelNotReadyException when a load outlasts the ready timeout (the load
+goes on), and route requests across instances as the simulator does.
+
+A request counts as in flight on its model from admission to answer, and only models with
+nothing in flight are unloaded: a request never fails because its model was evicted."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from functools import partial
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+from mmesim.emulator.backends import Backend, BackendDown
+from mmesim.emulator.errors import InsufficientMemory, ModelNotReady, ServiceUnavailable
+from mmesim.profile import ModelProfile
+from mmesim.results.records import ModelEvent
+from mmesim.sim.policy import lru_victims, route
+
+REMOTE, LOADING, LOADED, UNLOADING = "remote", "loading", "loaded", "unloading"
+
+
+def container_name(target: str) -> str:
+    """The name the platform loads a target under in the container: a hash, as SageMaker
+    does, so any TargetModel spelling is a safe Triton model name."""
+    return hashlib.sha1(target.encode()).hexdigest()[:20]
+
+
+class Slot:
+    """One target model's state on one instance."""
+
+    __slots__ = ("name", "state", "inflight", "size", "task", "container")
+
+    def __init__(self, name: str):
+        self.name, self.state, self.inflight, self.size = name, REMOTE, 0, 0
+        self.task: asyncio.Future | None = None       # the load or unload under way
+        self.container = container_name(name)
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes
+    content_type: str
+    instance: int
+    cold: bool
+    model_s: float          # time inside the container (ModelLatency)
+    wait_s: float           # time waiting for the model's load (ModelLoadingWaitTime), 0 if warm
+
+
+class Instance:
+    """One emulated instance: a backend, its memory budget, its models."""
+
+    def __init__(self, platform: "Platform", index: int, backend: Backend):
+        self.platform, self.index, self.backend = platform, index, backend
+        self.slots: dict[str, Slot] = {}
+        self.lru: OrderedDict[str, Slot] = OrderedDict()       # loaded, least recently used first
+        self.inflight = 0
+        self.committed = 0
+        self.budget = 0
+        self.ready = False
+        self.restarts = 0
+        self.memory_used = 0
+        self._measured: dict[str, int] = {}
+        self._measure_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        await self.backend.start()
+        self.budget = self.platform.budget_of(self.backend)
+        self.committed = self.backend.baseline_bytes
+        self.ready = True
+        self.platform.sample_memory(self)
+
+    def holds(self, target: str) -> bool:
+        slot = self.slots.get(target)
+        return slot is not None and slot.state in (LOADED, LOADING)
+
+    @property
+    def loaded_count(self) -> int:
+        return len(self.lru)
+
+    # -- requests --------------------------------------------------------------------------
+    async def invoke(self, target: str, body: bytes, content_type: str, accept: str | None, started: float) -> Answer:
+        if not self.ready:
+            raise ServiceUnavailable("the instance's model server is restarting; retry")
+        slot = self.slots.get(target)
+        if slot is None:
+            slot = self.slots[target] = Slot(target)
+        slot.inflight += 1
+        self.inflight += 1
+        cold = False
+        try:
+            wait_s = 0.0
+            if slot.state == LOADED:
+                self.lru.move_to_end(target)
+            else:
+                cold = True
+                remaining = self.platform.ready_timeout_s - (time.monotonic() - started)
+                try:
+                    await asyncio.wait_for(self._until_loaded(slot), max(remaining, 0.0))
+                except asyncio.TimeoutError:
+                    raise ModelNotReady(f"Model {target} is not ready yet (still loading); retry later") from None
+                wait_s = time.monotonic() - started
+            t = time.perf_counter()
+            status, data, ctype = await self.backend.invoke(slot.container, body, content_type, accept)
+            return Answer(status, data, ctype, self.index, cold, time.perf_counter() - t, wait_s)
+        except Exception as exc:
+            if isinstance(exc, BackendDown):
+                self.platform.backend_down(self)
+            exc.instance, exc.cold = self.index, cold      # for the request log
+            raise
+        finally:
+            slot.inflight -= 1
+            self.inflight -= 1
+
+    async def _until_loaded(self, slot: Slot) -> None:
+        while slot.state != LOADED:
+            if slot.state == REMOTE:
+                slot.state = LOADING
+                slot.task = asyncio.ensure_future(self._load(slot))
+            await asyncio.shield(slot.task)
+        self.lru.move_to_end(slot.name)
+
+    # -- model tiers -----------------------------------------------------------------------
+    async def _load(self, slot: Slot) -> None:
+        platform, reserved, pinned = self.platform, 0, False
+        try:   # pinned from fetch to unload: the disk cache keeps a loaded model's files
+            fetched = await asyncio.to_thread(partial(platform.store.fetch, slot.name, pin=True))
+            pinned = True
+            now = platform.clock()
+            if not fetched.cache_hit:
+                platform.event(ModelEvent(now - fetched.download_s - fetched.extract_s, self.index, slot.name,
+                                          "download", fetched.download_s + fetched.extract_s))
+            profile = platform.profile_for(slot.name)
+            measure = profile is None
+            need = profile.gpu_memory_bytes if profile else self._estimate(slot.name, fetched.artifact_bytes)
+            victims = lru_victims(((s, s.size, s.inflight == 0) for s in self.lru.values()),
+                                  self.committed, need, self.budget)
+            if victims is None:
+                raise InsufficientMemory(f"model {slot.name} ({need / 2**20:.0f} MiB) does not fit: "
+                                         f"{self.committed / 2**20:.0f} of {self.budget / 2**20:.0f} MiB committed "
+                                         "and no idle model to unload")
+            self.committed += need
+            reserved = need
+            if victims:
+                await asyncio.gather(*(self._unload(v) for v in victims))
+            async with (self._measure_lock if measure else _nothing()):
+                before = await asyncio.to_thread(self.backend.memory_used) if measure else 0
+                t = time.perf_counter()
+                await self.backend.load(slot.container, fetched.path, profile)
+                seconds = time.perf_counter() - t
+                if measure:
+                    size = max(1, await asyncio.to_thread(self.backend.memory_used) - before)
+                    self._measured[slot.name] = size
+                    self.committed += size - need
+                    reserved = need = size
+            slot.size = need
+            slot.state = LOADED
+            self.lru[slot.name] = slot
+            platform.event(ModelEvent(platform.clock() - seconds, self.index, slot.name, "load", seconds))
+            platform.sample_memory(self)
+        except BaseException:
+            slot.state = REMOTE
+            self.committed -= reserved
+            if pinned:
+                platform.store.unpin(slot.name)
+            raise
+
+    def _estimate(self, name: str, artifact_bytes: int) -> int:
+        """Memory a model without a profile is expected to take before its first load: what it
+        took last time, else the mean of the models measured here, else its artifact's size."""
+        if name in self._measured:
+            return self._measured[name]
+        if self._measured:
+            return int(sum(self._measured.values()) / len(self._measured))
+        return max(1, artifact_bytes)
+
+    async def _unload(self, slot: Slot) -> None:
+        del self.lru[slot.name]
+        slot.state = UNLOADING
+        self.committed -= slot.size         # as the simulator counts: unloads decided are not committed
+        slot.task = asyncio.ensure_future(self._do_unload(slot))
+        await slot.task
+
+    async def _do_unload(self, slot: Slot) -> None:
+        t = time.perf_counter()
+        try:
+            await self.backend.unload(slot.container)
+        finally:
+            seconds = time.perf_counter() - t
+            slot.size = 0
+            slot.state = REMOTE
+            self.platform.store.unpin(slot.name)
+            self.platform.event(ModelEvent(self.platform.clock() - seconds, self.index, slot.name, "unload", seconds))
+            self.platform.sample_memory(self)
+
+    # -- the backend dying -----------------------------------------------------------------
+    async def restart(self) -> None:
+        """Forget every model (the server that held them is gone) and start a new server."""
+        self.ready = False
+        for slot in self.slots.values():
+            if slot.state == LOADED:
+                self.platform.store.unpin(slot.name)
+            slot.state, slot.size = REMOTE, 0
+        self.lru.clear()
+        try:
+            await self.backend.stop()
+        except Exception:
+            pass
+        await self.backend.start()
+        self.committed = self.backend.baseline_bytes
+        self.restarts += 1
+        self.ready = True
+        self.platform.sample_memory(self)
+
+
+class _nothing:
+    async def __aenter__(self):
+        return None
+
+    async def __aexit__(self, *exc):
+        return False
+
+
+class Platform:
+    """The endpoint's instances and the decisions above them."""
+
+    def __init__(self, backends: list[Backend], store, profile_for: Callable[[str], ModelProfile | None],
+                 threshold: float = 0.90, ready_timeout_s: float = 60.0, spread_inflight: int = 64):
+        from mmesim.sim.policy import memory_budget
+        self._memory_budget = memory_budget
+        self.store, self.profile_for = store, profile_for
+        self.threshold, self.ready_timeout_s, self.spread_inflight = threshold, ready_timeout_s, spread_inflight
+        self.instances = [Instance(self, i, b) for i, b in enumerate(backends)]
+        self._t0 = time.monotonic()
+        self.events: list[ModelEvent] = []
+        self.memory: list[tuple[float, int, int]] = []
+        self._restarting: dict[int, asyncio.Task] = {}
+        self.on_event: Callable[[ModelEvent], None] | None = None
+
+    def clock(self) -> float:
+        """Seconds since the platform started (the time base of records and events)."""
+        return time.monotonic() - self._t0
+
+    def budget_of(self, backend: Backend) -> int:
+        return self._memory_budget(backend.total_bytes, self.threshold)
+
+    async def start(self) -> None:
+        await asyncio.gather(*(i.start() for i in self.instances))
+
+    async def stop(self) -> None:
+        for task in self._restarting.values():
+            task.cancel()
+        for inst in self.instances:
+            inst.ready = False
+        await asyncio.gather(*(i.backend.stop() for i in self.instances), return_exceptions=True)
+
+    async def invoke(self, target: str, body: bytes, content_type: str, accept: str | None, started: float) -> Answer:
+        inst = route(self.instances, target, self.spread_inflight)
+        return await inst.invoke(target, body, content_type, accept, started)
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def event(self, ev: ModelEvent) -> None:
+        self.events.append(ev)
+        if self.on_event:
+            self.on_event(ev)
+
+    def sample_memory(self, inst: Instance) -> None:
+        """Record the instance's memory in use now (read off the loop: a process tree's
+        memory takes milliseconds to read)."""
+        async def read():
+            used = await asyncio.to_thread(inst.backend.memory_used)
+            self.memory.append((self.clock(), inst.index, used))
+            inst.memory_used = used
+        asyncio.ensure_future(read())
+
+    def backend_down(self, inst: Instance) -> None:
+        """Start one restart of a dead backend (later reports of the same death join it)."""
+        if inst.index in self._restarting or not inst.ready:
+            return
+        inst.ready = False
+        task = asyncio.ensure_future(inst.restart())
+        self._restarting[inst.index] = task
+        task.add_done_callback(lambda _t: self._restarting.pop(inst.index, None))
+
+    async def watch(self, every_s: float = 0.5, sample_every_s: float = 1.0) -> None:
+        """Restart backends whose process exited, even when no request noticed; sample memory."""
+        last = 0.0
+        while True:
+            await asyncio.sleep(every_s)
+            sample = self.clock() - last >= sample_every_s
+            if sample:
+                last = self.clock()
+            for inst in self.instances:
+                if inst.ready and not inst.backend.alive():
+                    self.backend_down(inst)
+                elif inst.ready and sample:
+                    self.sample_memory(inst)
+
+

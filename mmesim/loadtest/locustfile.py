@@ -1,0 +1,275 @@
+"""The Locust file mmesim runs (``locust -f`` this file, with MMESIM_LOADTEST_PLAN naming a
+plan written by mmesim.loadtest.plan). Real Locust users invoke the endpoint; the Workload
+decides who sends what:
+
+- ``InvokeUser``: closed-loop users (workload kind ``users``), wait uniform(wait_s) between
+  answers; ``WorkloadShape`` moves their count with ``mmesim.dispatch.stage_at``, the rule the
+  simulator shares;
+- ``ArrivalUser``: one per Locust process, sends open-loop arrivals (Poisson rates or a
+  replayed trace) without waiting for answers.
+
+Every request is timed from BEFORE its body is serialised (as the reference timed it),
+reported to Locust under its request name, and written to this process's request log in
+the RequestRecords CSV format (unix times), which mmesim.results.measured turns into a Run.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import json
+import os
+import random
+import resource
+import time
+from itertools import accumulate
+from pathlib import Path
+
+import gevent
+from locust import LoadTestShape, User, between, events, task
+from locust.runners import MasterRunner, WorkerRunner
+
+from mmesim.dispatch import stage_at
+from mmesim.loadtest.plan import Plan
+from mmesim.results.records import INTERNAL, OK, OUTCOMES, TIMEOUT, VALIDATION
+
+PLAN = Plan.read(os.environ["MMESIM_LOADTEST_PLAN"])
+REQUEST_TYPE = "InvokeEndpoint"
+
+
+class Log:
+    """This process's request log, CPU use and request count."""
+
+    def __init__(self):
+        self.fh = None
+        self.requests = 0
+        self.cpu0 = self._cpu()
+
+    @staticmethod
+    def _cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    def open(self, role: str) -> None:
+        folder = Path(PLAN.log_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.role = role
+        self.path = folder / f"requests-{role}-{os.getpid()}.csv"
+        self.fh = self.path.open("w", newline="")
+        self.writer = csv.writer(self.fh)
+        self.writer.writerow(("start", "end", "model", "instance", "outcome", "cold"))
+        self.cpu0 = self._cpu()
+        self.wall0 = time.time()
+
+    def write(self, start: float, end: float, target: str, outcome: str) -> None:
+        self.requests += 1
+        if self.fh is not None:
+            self.writer.writerow((f"{start:.6f}", f"{end:.6f}", target, -1, outcome, 0))
+
+    def close(self) -> None:
+        if self.fh is None:
+            return
+        self.fh.close()
+        self.fh = None
+        info = {"role": self.role, "pid": os.getpid(), "requests": self.requests, "cpu_s": self._cpu() - self.cpu0,
+                "wall_s": time.time() - self.wall0}
+        (Path(PLAN.log_dir) / f"process-{self.role}-{os.getpid()}.json").write_text(json.dumps(info))
+
+
+LOG = Log()
+_rng = random.Random(PLAN.seed * 1000 + os.getpid())
+_targets = [t["name"] for t in PLAN.targets]
+_request_names = [t["request_name"] for t in PLAN.targets]
+_cdf = list(accumulate(t["weight"] for t in PLAN.targets))
+
+
+def pick() -> int:
+    return min(bisect.bisect_right(_cdf, _rng.random() * _cdf[-1]), len(_cdf) - 1)
+
+
+def _outcome(exc: BaseException) -> str:
+    """SageMaker's error code of a failed invocation, as RequestRecords name outcomes."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+    if code in OUTCOMES:
+        return code
+    if code in ("ModelNotReady", "ModelNotReadyException"):
+        return "ModelNotReadyException"
+    if code:
+        return INTERNAL if code.startswith("Internal") else VALIDATION if code.startswith("Validation") else code
+    name = type(exc).__name__
+    if "Timeout" in name:
+        return TIMEOUT
+    return getattr(exc, "outcome", INTERNAL)
+
+
+class HttpStatus(Exception):
+    """A non-200 answer of Triton's SageMaker-protocol endpoint."""
+
+    OUTCOME = {400: VALIDATION, 404: VALIDATION, 424: "ModelError", 429: "ModelNotReadyException",
+               500: INTERNAL, 503: "ServiceUnavailable", 507: "InsufficientMemory"}
+
+    def __init__(self, status: int, body: bytes):
+        self.outcome = self.OUTCOME.get(status, INTERNAL)
+        super().__init__(f"HTTP {status} ({self.outcome}): {body[:200]!r}")
+
+
+def _client():
+    """What sends one invocation: boto3's sagemaker-runtime client or Triton's own endpoint."""
+    if PLAN.protocol == "sagemaker":
+        import boto3
+        from botocore.config import Config
+        client = boto3.client("sagemaker-runtime", endpoint_url=PLAN.endpoint_url, **PLAN.aws,
+                              config=Config(max_pool_connections=1000, retries={"total_max_attempts": 1},
+                                            read_timeout=PLAN.timeout_s, connect_timeout=10))
+
+        def invoke(target: str, body: bytes, content_type: str) -> None:
+            client.invoke_endpoint(EndpointName=PLAN.endpoint_name, TargetModel=target, Body=body,
+                                   ContentType=content_type)["Body"].read()
+        return invoke
+    import requests
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=1000))
+    base = PLAN.endpoint_url.rstrip("/")
+
+    def invoke(target: str, body: bytes, content_type: str) -> None:
+        r = session.post(f"{base}/models/{target}/invoke", data=body, headers={"Content-Type": content_type},
+                         timeout=(10, PLAN.timeout_s))
+        if r.status_code != 200:
+            raise HttpStatus(r.status_code, r.content)
+    return invoke
+
+
+_payloads = None
+_invoke = None
+
+
+def send(environment, index: int) -> None:
+    """One timed invocation of target ``index``: timer, body, call, Locust event, log line."""
+    global _payloads, _invoke
+    if _invoke is None:
+        _invoke = _client()
+        _payloads = PLAN.payloads()
+    target = PLAN.targets[index]
+    payload = _payloads[target["payload"]]
+    start_unix, start = time.time(), time.perf_counter()      # before the body is serialised
+    exc = None
+    try:
+        body, content_type = payload.body()
+        _invoke(target["name"], body, content_type)
+    except Exception as e:       # a failed request fails alone
+        exc = e
+    elapsed = time.perf_counter() - start
+    environment.events.request.fire(request_type=REQUEST_TYPE, name=_request_names[index],
+                                    response_time=elapsed * 1000.0, response_length=0, exception=exc, context={})
+    LOG.write(start_unix, start_unix + elapsed, target["name"], OK if exc is None else _outcome(exc))
+
+
+class InvokeUser(User):
+    """A closed-loop user: invoke, wait uniform(wait_s), invoke again."""
+
+    wait_time = between(*PLAN.wait_s)
+
+    @task
+    def invoke(self):
+        send(self.environment, pick())
+
+
+class ArrivalUser(User):
+    """Open-loop arrivals for this process: its share of the Poisson rates, or its rows of the
+    trace; each request runs in its own greenlet so slow answers do not delay arrivals."""
+
+    wait_time = between(0, 0)
+
+    @task
+    def arrivals(self):
+        env = self.environment
+        share, index = PLAN.processes, _process_index(env)
+        began = time.time()
+        pending = gevent.pool.Group()
+        by_name = {n: i for i, n in enumerate(_targets)}
+        if PLAN.kind == "poisson":
+            t = 0.0
+            for step in PLAN.rates:
+                while step["rate"] > 0:
+                    t += _rng.expovariate(step["rate"] / share)
+                    if t >= step["end_s"]:
+                        t = step["end_s"]
+                        break
+                    _sleep_until(began + t)
+                    pending.spawn(send, env, pick())
+                t = max(t, step["end_s"])
+        else:
+            for i, (when, name) in enumerate(PLAN.trace):
+                if i % share == index:
+                    _sleep_until(began + when)
+                    pending.spawn(send, env, by_name[name])
+        _sleep_until(began + PLAN.duration_s)
+        pending.join(timeout=PLAN.timeout_s)
+        gevent.sleep(3600)            # the shape stops the test
+
+
+def _sleep_until(unix_t: float) -> None:
+    delay = unix_t - time.time()
+    if delay > 0:
+        gevent.sleep(delay)
+
+
+def _process_index(environment) -> int:
+    runner = environment.runner
+    return getattr(runner, "worker_index", 0) % max(1, PLAN.processes)
+
+
+class WorkloadShape(LoadTestShape):
+    """Stages of closed-loop users through ``mmesim.dispatch.stage_at`` (Locust's own dispatcher
+    then moves the count in its batches), or one ArrivalUser per process for open loops."""
+
+    def reset_time(self):
+        super().reset_time()
+        (Path(PLAN.log_dir) / "start.json").write_text(json.dumps({"t0": time.time()}))
+
+    def tick(self):
+        t = self.get_run_time()
+        if PLAN.kind == "users":
+            stage = stage_at(PLAN.stages_typed, t)
+            return None if stage is None else (stage.users, stage.spawn_rate)
+        if t >= PLAN.duration_s:
+            return None
+        return (PLAN.processes, max(1.0, float(PLAN.processes)))
+
+
+@events.init.add_listener
+def _on_init(environment, **_kw):
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        LOG.open("worker")
+        return
+    LOG.open("master" if isinstance(runner, MasterRunner) else "local")
+    gevent.spawn(_sample_users, runner)
+
+
+def _sample_users(runner) -> None:
+    """The user count as Locust reports it, each change with its time (users.csv)."""
+    path = Path(PLAN.log_dir) / "users.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(("time", "users"))
+        last = None
+        while True:
+            n = runner.user_count
+            if n != last:
+                w.writerow((f"{time.time():.6f}", n))
+                fh.flush()
+                last = n
+            gevent.sleep(0.02)
+
+
+@events.test_stopping.add_listener
+def _on_stopping(environment, **_kw):
+    """When the shape ended the test: Locust's statistics count the requests done by then."""
+    if not isinstance(environment.runner, WorkerRunner):
+        (Path(PLAN.log_dir) / "stop.json").write_text(json.dumps({"t": time.time()}))
+
+
+@events.quit.add_listener
+def _on_quit(**_kw):
+    LOG.close()

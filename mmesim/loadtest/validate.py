@@ -1,0 +1,76 @@
+"""Validation: predict a load test, run it (or read one already run), compare.
+
+The prediction and the measurement use the same Workload, the same target names and the
+same Summary code, so a difference is a difference in the system, not in the arithmetic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmesim.endpoint import EndpointConfig
+from mmesim.errors import ConfigError
+from mmesim.loadtest.runner import run_loadtest
+from mmesim.profile import ModelProfile
+from mmesim.results.compare import Comparison, compare
+from mmesim.results.measured import measured_run
+from mmesim.results.records import Run
+from mmesim.results.summary import Summary, history, summarize
+from mmesim.sim import simulate
+from mmesim.workload import Workload
+
+
+@dataclass
+class Validation:
+    predicted: Run
+    measured: Run
+    predicted_summary: Summary
+    measured_summary: Summary
+    comparison: Comparison
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
+             copies: list[int] | int | str = "auto", *, endpoint_url: str | None = None,
+             endpoint_name: str | None = None, measured: str | Path | None = None, out: str | Path | None = None,
+             tolerance: dict[str, float] | None = None, check_steps: bool = False, seed: int = 0,
+             warm: bool = True, workers: int = 0, protocol: str = "sagemaker", payload: str = "json",
+             **aws) -> Validation:
+    """Simulate, then load-test ``endpoint_url`` (or read the load test folder ``measured``),
+    and compare every figure. With ``out``: prediction/ and measurement/ (all the files a
+    prediction writes), comparison.json, comparison.csv and overlay.png."""
+    if (endpoint_url is None) == (measured is None):
+        raise ConfigError("give either an endpoint to load-test or a measured load test folder, not both",
+                          field="--endpoint-url/--measured")
+    pred = simulate(profiles, endpoint, workload, copies=copies, seed=seed, warm=warm)
+    if measured is not None:
+        meas = measured_run(measured)
+    else:
+        if out is None:
+            raise ConfigError("a load test needs an output folder", field="--out")
+        it = endpoint.instance()
+        meas = run_loadtest(endpoint_url, endpoint_name, workload, profiles, pred.copies, Path(out) / "measurement",
+                            workers=workers, protocol=protocol, payload=payload, seed=seed,
+                            timeout_s=endpoint.invocation_timeout_s, instance_type=it.name,
+                            instance_count=endpoint.instance_count, price_usd_per_hour=it.price_usd_per_hour, **aws)
+    ps, ms = summarize(pred), summarize(meas)
+    result = Validation(pred, meas, ps, ms, compare(ps, ms, tolerance, check_steps))
+    if out is not None:
+        result.files = write_validation(result, Path(out))
+    return result
+
+
+def write_validation(v: Validation, out: Path) -> dict[str, Path]:
+    from mmesim.report.overlay import plot_overlay
+    from mmesim.outputs import write_outputs
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {f"prediction/{k}": p for k, p in write_outputs(v.predicted, v.predicted_summary, out / "prediction").items()}
+    files.update({f"measurement/{k}": p for k, p in
+                  write_outputs(v.measured, v.measured_summary, out / "measurement").items()})
+    files["comparison_json"] = v.comparison.write_json(out / "comparison.json")
+    files["comparison_csv"] = v.comparison.write_csv(out / "comparison.csv")
+    title = f"{', '.join(v.predicted.profiles)} on {v.predicted.instance_type}: predicted vs measured"
+    # one code path for both sides: history rows computed from each run's records
+    files["overlay_png"] = plot_overlay(history(v.predicted), history(v.measured), out / "overlay.png", title=title)
+    return files

@@ -1,0 +1,54 @@
+"""Prediction vs measurement on the terminal: every figure, then every user step."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from mmesim.report.console import console
+
+
+def _num(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if isinstance(v, int) or float(v).is_integer() else f"{v:,.1f}"
+
+
+def _err(line) -> str:
+    if line.error is None:
+        return "-"
+    if line.figure in ("users", "models"):
+        text = f"{line.error:+.0f}"
+    else:
+        text = f"{100 * line.error:+.1f}%"
+    if line.ok is True:
+        return f"[green]{text}[/green]"
+    if line.ok is False:
+        return f"[bold red]{text}[/bold red]"
+    return text
+
+
+def _tol(line) -> str:
+    if line.tolerance is None:
+        return ""
+    return f"±{line.tolerance:g}" if line.figure in ("users", "models") else f"±{100 * line.tolerance:g}%"
+
+
+def print_comparison(comparison, title: str = "predicted vs measured") -> None:
+    t = Table(title=title)
+    for col in ("figure", "predicted", "measured", "error", "tolerance"):
+        t.add_column(col, justify="left" if col == "figure" else "right")
+    for x in comparison.lines:
+        t.add_row(x.figure, _num(x.predicted), _num(x.measured), _err(x), _tol(x))
+    console.print(t)
+    if comparison.steps:
+        st = Table(title="per user step (requests started at that step)")
+        for col in ("users", "figure", "predicted", "measured", "error", "tolerance"):
+            st.add_column(col, justify="right")
+        for x in comparison.steps:
+            st.add_row(str(x.users), x.figure, _num(x.predicted), _num(x.measured), _err(x), _tol(x))
+        console.print(st)
+    if comparison.passed:
+        console.print("[green]within tolerance[/green]")
+    else:
+        names = ", ".join(f"{x.figure}{'' if x.users is None else f' @{x.users} users'}" for x in comparison.failed)
+        console.print(f"[bold red]beyond tolerance:[/bold red] {names}")

@@ -1,0 +1,140 @@
+"""Prediction vs measurement: every summary figure and every user step side by side, with
+relative errors, checked against tolerances (``mmesim validate``).
+
+Relative error = (predicted - measured) / measured. Tolerances name figures: ``throughput``,
+``latency``, ``p50``, ``p95``, ``p99`` are relative (0.05 = 5 %); ``users`` (max concurrent
+users) and ``models`` (max models loaded) are absolute differences (0 = exact). Only the
+figures named are checked; per-step figures are shown, and checked with the same
+tolerances when asked (``check_steps``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mmesim.errors import ConfigError
+from mmesim.results.summary import Summary
+
+DEFAULT_TOLERANCE = "throughput=0.05,p50=0.10,p95=0.10"
+# tolerance key -> (Summary field, step field or None, relative?)
+FIGURES = {
+    "throughput": ("throughput_qps", "rps", True),
+    "latency": ("latency_ms", "avg_ms", True),
+    "p50": ("p50_ms", "p50_ms", True),
+    "p95": ("p95_ms", "p95_ms", True),
+    "p99": ("p99_ms", "p99_ms", True),
+    "users": ("max_concurrent_users", None, False),
+    "models": ("max_models_loaded", None, False),
+}
+# shown, never checked unless a tolerance names them through the figures above
+SHOWN = ("requests", "failures", "cold_starts", "loads", "unloads")
+
+
+def parse_tolerance(text: str | None) -> dict[str, float]:
+    """``throughput=0.05,p50=0.10`` -> {"throughput": 0.05, "p50": 0.1}."""
+    out: dict[str, float] = {}
+    for part in (text if text is not None else DEFAULT_TOLERANCE).split(","):
+        if not part.strip():
+            continue
+        key, _, value = part.partition("=")
+        key = key.strip()
+        if key not in FIGURES:
+            raise ConfigError(f"unknown figure; use {', '.join(FIGURES)}", field="--tolerance", value=key)
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ConfigError("expected figure=number", field="--tolerance", value=part) from None
+        if out[key] < 0:
+            raise ConfigError("tolerances are >= 0", field="--tolerance", value=part)
+    return out
+
+
+def relative_error(predicted, measured) -> float | None:
+    if predicted is None or measured is None or measured == 0:
+        return None
+    return (predicted - measured) / measured
+
+
+@dataclass
+class Line:
+    figure: str
+    predicted: float | None
+    measured: float | None
+    error: float | None                 # relative, or absolute for users/models
+    tolerance: float | None = None
+    ok: bool | None = None              # None: not checked
+    users: int | None = None            # per-step lines: the user step
+
+
+@dataclass
+class Comparison:
+    lines: list[Line] = field(default_factory=list)
+    steps: list[Line] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Line]:
+        return [x for x in self.lines + self.steps if x.ok is False]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "figures": [asdict(x) for x in self.lines],
+                "steps": [asdict(x) for x in self.steps]}
+
+    def write_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    def write_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        with path.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(("users", "figure", "predicted", "measured", "error", "tolerance", "ok"))
+            for x in self.lines + self.steps:
+                w.writerow(("" if x.users is None else x.users, x.figure, _cell(x.predicted), _cell(x.measured),
+                            _cell(x.error), _cell(x.tolerance), "" if x.ok is None else int(x.ok)))
+        return path
+
+
+def _cell(v) -> str:
+    return "" if v is None else f"{v:.6g}"
+
+
+def _line(name: str, p, m, relative: bool, tol: float | None, users: int | None = None) -> Line:
+    err = relative_error(p, m) if relative else (None if p is None or m is None else float(p - m))
+    ok = None
+    if tol is not None:
+        ok = (p is None and m is None) or (err is not None and abs(err) <= tol + 1e-12)
+    return Line(name, p, m, err, tol, ok, users)
+
+
+def compare(predicted: Summary, measured: Summary, tolerance: dict[str, float] | None = None,
+            check_steps: bool = False) -> Comparison:
+    """Every figure of two Summaries and every user step both have, with errors; the figures
+    a tolerance names are checked (the steps' too with ``check_steps``)."""
+    tol = parse_tolerance(None) if tolerance is None else tolerance
+    out = Comparison()
+    for key, (attr, _, relative) in FIGURES.items():
+        out.lines.append(_line(key, getattr(predicted, attr), getattr(measured, attr), relative, tol.get(key)))
+    for attr in SHOWN:
+        out.lines.append(_line(attr, getattr(predicted, attr), getattr(measured, attr), True, None))
+    causes = sorted(set(predicted.failures_by_cause) | set(measured.failures_by_cause))
+    for c in causes:
+        out.lines.append(_line(f"failures: {c}", predicted.failures_by_cause.get(c, 0),
+                               measured.failures_by_cause.get(c, 0), True, None))
+    measured_steps = {s["users"]: s for s in measured.steps}
+    for s in predicted.steps:
+        m = measured_steps.get(s["users"])
+        if m is None:
+            continue
+        for key, (_, step_attr, _) in FIGURES.items():
+            if step_attr and step_attr in s:
+                out.steps.append(_line(step_attr.removesuffix("_ms"), s[step_attr], m[step_attr], True,
+                                       tol.get(key) if check_steps else None, users=s["users"]))
+        out.steps.append(_line("failures", s["failures"], m["failures"], True, None, users=s["users"]))
+    return out

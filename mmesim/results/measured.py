@@ -1,0 +1,145 @@
+"""A measured run is a Run: the adapter from what a load test leaves behind to the records
+the simulator produces, so ``summarize()`` is the one function for prediction and measurement.
+
+Inputs, all optional but the request log:
+- request logs in the RequestRecords CSV format (``start,end,model,instance,outcome,cold``),
+  times in unix seconds: the ones mmesim's Locust users write (``requests-*.csv``), or the
+  emulator's request log (which also knows the instance and cold starts);
+- ``start.json`` (unix time the load shape started: t = 0 of the run), ``stop.json`` (when
+  the test was stopped: requests that end later are left out, as one Locust process leaves
+  them out of its statistics; a distributed master's count of the last seconds depends on
+  which worker reports reach it before it writes its CSVs), ``users.csv`` (user
+  count changes as Locust reported them), ``process-*.json`` (CPU each Locust process used);
+- Locust's own ``<prefix>_stats_history.csv`` (``--csv-full-history``): the rows the
+  reference computed its metrics from, passed to ``summarize(run, rows)``.
+
+Percentiles: the Summary's p50/p95/p99 are exact (numpy's linear rule over successful
+requests) for predictions and measurements alike; Locust's bucketed percentiles (about two
+significant digits) stay in the Locust CSVs, reproduced by mmesim.results.locust_csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmesim.errors import ConfigError
+from mmesim.results.locust_csv import read_stats_history
+from mmesim.results.records import RequestRecord, Records, Run
+
+LOCUST_PREFIX = "locust"
+
+
+@dataclass
+class LoadTestInfo:
+    """What the load test knew that the logs do not say (written as loadtest.json)."""
+
+    kind: str = "users"                            # the workload's: open loops have no users to count
+    user_steps: list[int] = field(default_factory=list)
+    request_name: dict[str, str] = field(default_factory=dict)
+    duration_s: float | None = None
+    instance_type: str = ""
+    instance_count: int = 1
+    price_usd_per_hour: float = 0.0
+    workers: int = 0
+    copies: list[int] = field(default_factory=list)
+    profiles: list[str] = field(default_factory=list)
+    max_models_loaded: int | None = None           # if the endpoint reported it
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / "loadtest.json"
+        path.write_text(json.dumps(self.__dict__, indent=1))
+        return path
+
+    @classmethod
+    def read(cls, folder: Path) -> "LoadTestInfo":
+        path = Path(folder) / "loadtest.json"
+        if not path.is_file():
+            return cls()
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"not a load test description: {exc}", source=str(path)) from None
+
+
+def read_request_log(paths: list[Path], t0: float | None = None, stop: float | None = None) -> tuple[Records, float]:
+    """Records from request logs (unix times), shifted so that ``t0`` (default: the first
+    start) is 0, without those ending after ``stop``; returns the records in start order and
+    the t0 used."""
+    rows: list[RequestRecord] = []
+    for path in paths:
+        for r in Records.read_csv(path):
+            if stop is None or r.end <= stop:
+                rows.append(r)
+    if t0 is None:
+        t0 = min((r.start for r in rows), default=0.0)
+    rows.sort(key=lambda r: r.start)
+    out = Records()
+    for r in rows:
+        out.add(RequestRecord(r.start - t0, r.end - t0, r.model, r.instance, r.outcome, r.cold))
+    return out, t0
+
+
+def _users(folder: Path, t0: float) -> list[tuple[float, int]]:
+    path = folder / "users.csv"
+    if not path.is_file():
+        return []
+    out: list[tuple[float, int]] = []
+    with path.open(newline="") as fh:
+        for line, row in enumerate(csv.DictReader(fh), start=2):
+            try:
+                t, n = max(0.0, float(row["time"]) - t0), int(row["users"])
+            except (KeyError, TypeError, ValueError):
+                raise ConfigError("needs time,users numbers", source=f"{path}:{line}") from None
+            if out and out[-1][0] == t:
+                out[-1] = (t, n)
+            else:
+                out.append((t, n))
+    return out
+
+
+def _users_from_history(rows: list[dict], t0: float) -> list[tuple[float, int]]:
+    out: list[tuple[float, int]] = []
+    for r in rows:
+        if r["Name"] == "Aggregated" and (not out or out[-1][1] != r["User Count"]):
+            out.append((max(0.0, r["Timestamp"] - t0), r["User Count"]))
+    return out
+
+
+def measured_run(folder: str | Path, *, prefix: str = LOCUST_PREFIX, request_logs: list[Path] | None = None,
+                 info: LoadTestInfo | None = None) -> Run:
+    """The Run a load test folder holds (Locust's own history rows in ``locust_history``).
+
+    ``request_logs`` defaults to the folder's ``requests-*.csv``; give the emulator's request
+    log instead to count instances and cold starts the client cannot see."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError("no such load test folder", source=str(folder))
+    info = info or LoadTestInfo.read(folder)
+    logs = request_logs if request_logs is not None else sorted(folder.glob("requests-*.csv"))
+    if not logs:
+        raise ConfigError("no request log (requests-*.csv) in the folder: was it written by mmesim loadtest?",
+                          source=str(folder))
+    start = folder / "start.json"
+    t0 = json.loads(start.read_text())["t0"] if start.is_file() else None
+    stop_path = folder / "stop.json"
+    stop = json.loads(stop_path.read_text())["t"] if stop_path.is_file() else None
+    records, t0 = read_request_log(logs, t0, stop)
+    hist_path = folder / f"{prefix}_stats_history.csv"
+    rows = read_stats_history(hist_path) if hist_path.is_file() else None
+    users = (_users(folder, t0) or (_users_from_history(rows, t0) if rows else [])) if info.kind == "users" else []
+    processes = [json.loads(p.read_text()) for p in sorted(folder.glob("process-*.json"))]
+    senders = [p for p in processes if p["role"] != "master"]
+    requests = sum(p["requests"] for p in senders)
+    duration = (stop - t0) if stop is not None else (info.duration_s or max(records.end, default=0.0))
+    cpu = [p["cpu_s"] for p in senders]
+    run = Run(records=records, duration_s=duration, users=users, user_steps=list(info.user_steps),
+              request_name=dict(info.request_name), instance_type=info.instance_type,
+              instance_count=info.instance_count, price_usd_per_hour=info.price_usd_per_hour,
+              max_models_loaded=info.max_models_loaded, kind="measurement", profiles=list(info.profiles),
+              copies=list(info.copies), targets=len(info.request_name), generator_workers=len(senders),
+              generator_busy_s=cpu, generator_cpu_s_per_request=(sum(cpu) / requests) if requests else None,
+              locust_history=rows)
+    return run

@@ -1,0 +1,56 @@
+"""A CPU-only host's cores, shared by everything that computes on it.
+
+On the instance type ``local`` there is no GPU: a model's executions, Triton's handling of
+each request (HTTP, decoding the payload) and, when the load generator runs on the same
+host, the client's work all run on the same N cores. The model is processor sharing with
+per-job demand:
+
+- a job can use up to ``demand`` cores: an execution of a Python-backend model uses its
+  instance's ``cpu_threads`` (torch intra-op threads; one when the profile does not say),
+  a request's decoding one (a Triton HTTP thread), a Locust worker's work one (one
+  process, one interpreter lock);
+- while the running jobs' demands D add up to at most N, every job runs at full speed
+  (a job's work is its time alone, measured with its full demand); beyond that the
+  operating system shares the cores among the threads, so every job slows by N / D.
+
+So two models with 2 threads each on 2 cores run at half speed together, one model with
+one thread on 2 cores is untouched by the idle second core, and client work on the same
+host slows the server. The assumptions: threads scale perfectly up to their demand, and
+the scheduler is fair among runnable threads (Linux CFS is, to first order).
+
+Core-seconds used (min(N, D) over time) are CloudWatch's CPUUtilization on this host."""
+
+from __future__ import annotations
+
+from mmesim.profile import ModelProfile
+from mmesim.sim.sharing import SharedProcessor
+
+
+class Cores(SharedProcessor):
+    __slots__ = ("cores", "demand", "core_s")
+
+    def __init__(self, env, cores: int):
+        super().__init__(env)
+        self.cores = cores
+        self.demand = 0          # cores wanted by the running jobs
+        self.core_s = 0.0        # core-seconds used so far
+
+    def tag(self, profile: ModelProfile) -> int:
+        """What a model's executions pass to ``run``: the cores one execution can use (never
+        more than the host has: its time alone was measured with what it could get)."""
+        return min(profile.cpu_threads or 1, self.cores)
+
+    def _rate(self) -> float:
+        d = self.demand
+        return 1.0 if d <= self.cores else self.cores / d
+
+    def _changed(self, tag: int, delta: int) -> None:
+        self.demand += tag * delta
+
+    def _elapsed(self, seconds: float) -> None:
+        d = self.demand
+        self.core_s += seconds * (d if d < self.cores else self.cores)
+
+    def core_s_until_now(self) -> float:
+        d = self.demand
+        return self.core_s + (self.env.now - self._last) * (d if d < self.cores else self.cores)

@@ -1,0 +1,167 @@
+"""Real Locust against a real HTTP server: Locust's user dispatch against mmesim's rule, the
+adapter from Locust's output to a Run against Locust's own CSV figures, distributed mode.
+
+The server is a tiny stub (tests/stub_endpoint.py): these tests are about the load
+generator, so the server only has to answer."""
+
+import csv
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mmesim.dispatch import user_timeline, users_at
+from mmesim.loadtest import run_loadtest
+from mmesim.profile import load_profile
+from mmesim.results.locust import bucket_response_time, response_time_percentile
+from mmesim.results.locust_csv import read_stats
+from mmesim.results.summary import summarize
+from mmesim.workload import Workload
+
+PROFILES = Path(__file__).parent.parent / "calibration" / "profiles"
+STAGES = [{"end_s": 4, "users": 9, "spawn_rate": 3},      # batches of 3 every second
+          {"end_s": 8, "users": 4, "spawn_rate": 10},     # one batch down
+          {"end_s": 13, "users": 7, "spawn_rate": 0.5}]   # one user every 2 s
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory):
+    port_file = tmp_path_factory.mktemp("stub") / "port"
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("stub_endpoint.py")), str(port_file), "0.005"])
+    try:
+        for _ in range(100):
+            if port_file.exists() and port_file.read_text():
+                break
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port_file.read_text()}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def local_run(endpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("locust")
+    wl = Workload(kind="users", stages=STAGES, wait_s=(0.05, 0.2), user_steps=[9, 4, 7])
+    run = run_loadtest(endpoint, None, wl, [load_profile(PROFILES / "tiny-mlp-python-cpu.json")], [3], out,
+                       protocol="triton")
+    return run, out
+
+
+def _naive(stages):
+    """The rule mmesim used before: the first user at once, then one every 1/spawn_rate s."""
+    out, count, t0 = [], 0, 0.0
+    for s in stages:
+        t = t0
+        while count != s["users"] and t < s["end_s"]:
+            count += 1 if count < s["users"] else -1
+            out.append((t, count))
+            t += 1 / s["spawn_rate"]
+        t0 = s["end_s"]
+    return out
+
+
+def _matches(observed, rule, slack=0.35) -> bool:
+    """Every observed change lands on the rule's count within ``slack`` seconds, and both
+    visit the same counts in the same order."""
+    if [n for _, n in observed] != [n for _, n in rule]:
+        return False
+    return all(abs(t - rt) <= slack for (t, _), (rt, _) in zip(observed, rule))
+
+
+def test_locust_starts_users_as_the_shared_rule_says(local_run):
+    run, out = local_run
+    from mmesim.workload import Stage
+    rule = [(t, n) for t, n in user_timeline([Stage(**s) for s in STAGES]) if n]
+    observed = [(t, n) for t, n in run.users if n]
+    assert [n for _, n in rule] == [3, 6, 9, 4, 5, 6, 7]
+    assert _matches(observed, rule), observed
+    assert not _matches(observed, [(t, n) for t, n in _naive(STAGES)]), "the control rule must not match"
+    # Locust's own history rows (one a second, whole-second timestamps) agree with the rule
+    t0 = min(r.start for r in run.records)
+    t0_unix = float(__import__("json").loads((out / "start.json").read_text())["t0"])
+    rows = [r for r in run.locust_history if r["Name"] == "Aggregated"]
+    assert len(rows) >= 10
+    for r in rows:
+        t = r["Timestamp"] - t0_unix          # the row was written within [t, t + 1)
+        possible = {users_at(rule, x / 20) for x in range(int((t - 0.4) * 20), int((t + 1.4) * 20) + 1)}
+        assert r["User Count"] in possible | {0}, (t, r["User Count"], possible)
+    assert t0 >= 0
+
+
+def test_adapted_run_reads_as_locust_counted_it(local_run):
+    run, out = local_run
+    s = summarize(run)
+    agg = next(r for r in read_stats(out / "locust_stats.csv") if r["Name"] == "Aggregated")
+    assert s.requests == agg["Request Count"] > 100
+    assert s.failures == agg["Failure Count"] == 0
+    # the request log times what Locust timed: Locust's bucketed median and mean from our records
+    ms = [(r.end - r.start) * 1000 for r in run.records]
+    buckets = __import__("collections").Counter(bucket_response_time(m) for m in ms)
+    assert response_time_percentile(buckets, len(ms), 0.5) == agg["Median Response Time"]
+    assert sum(ms) / len(ms) == pytest.approx(agg["Average Response Time"], abs=0.01)
+    # the Summary's exact p50 lies within Locust's bucket of the median (2 significant digits)
+    assert s.p50_ms == pytest.approx(agg["Median Response Time"], rel=0.06, abs=0.6)
+    # the reference's metrics from Locust's own rows and from the records agree (time base)
+    from_locust = summarize(run, rows=run.locust_history)
+    assert from_locust.max_concurrent_users == s.max_concurrent_users == 9
+    assert s.throughput_qps == pytest.approx(from_locust.throughput_qps, rel=0.15)
+    # the users per step and the load generator's cost were measured
+    assert [st["users"] for st in s.steps] == [9, 4, 7]
+    assert run.generator_workers == 1 and run.generator_cpu_s_per_request > 0
+    assert run.kind == "measurement" and run.copies == [3]
+    with (out / "plan.json").open() as fh:
+        assert '"tiny-mlp-v2"' in fh.read()
+
+
+def test_distributed_two_workers_through_boto3(endpoint, tmp_path):
+    wl = Workload(kind="users", stages=[{"end_s": 6, "users": 4, "spawn_rate": 4}], wait_s=(0.05, 0.1),
+                  popularity={"kind": "zipf", "s": 1.2})
+    run = run_loadtest(endpoint, "my-endpoint", wl, [load_profile(PROFILES / "tiny-bert-python-cpu.json")], [4],
+                       tmp_path, workers=2, protocol="sagemaker", payload="binary")
+    logs = sorted(tmp_path.glob("requests-worker-*.csv"))
+    per_worker = [sum(1 for _ in csv.DictReader(p.open())) for p in logs]
+    assert len(per_worker) == 2 and min(per_worker) > 10          # both workers sent load
+    stop = __import__("json").loads((tmp_path / "stop.json").read_text())["t"]
+    ended = sum(1 for p in logs for r in csv.DictReader(p.open()) if float(r["end"]) <= stop)
+    assert summarize(run).requests == ended > 0.8 * sum(per_worker)   # what ended before the test stopped
+    # the master counts what its workers' reports brought in before it wrote its CSVs (the last
+    # report of a stopping worker may miss it), never more
+    agg = next(r for r in read_stats(tmp_path / "locust_stats.csv") if r["Name"] == "Aggregated")
+    assert 0.5 * ended <= agg["Request Count"] <= sum(per_worker)
+    assert run.generator_workers == 2 and summarize(run).failures == 0
+    # Zipf over the copies: v0 is the most requested
+    counts = {}
+    for r in run.records:
+        counts[r.model] = counts.get(r.model, 0) + 1
+    assert max(counts, key=counts.get) == "tiny-bert-v0"
+
+
+def test_loadtest_cli_writes_what_a_prediction_writes(endpoint, tmp_path):
+    from mmesim.cli import main
+    wl = tmp_path / "short.yaml"
+    wl.write_text("kind: users\nwait_s: [0.05, 0.1]\nuser_steps: [2]\nstages:\n  - {end_s: 4, users: 2, spawn_rate: 2}\n")
+    out = tmp_path / "out"
+    assert main(["loadtest", "--endpoint-url", endpoint, "--protocol", "triton", "--profile",
+                 str(PROFILES / "tiny-mlp-python-cpu.json"), "--copies", "2", "--workload", str(wl),
+                 "--out", str(out)]) == 0
+    summary = __import__("json").loads((out / "summary.json").read_text())
+    assert summary["kind"] == "measurement" and summary["requests"] > 10 and summary["max_concurrent_users"] == 2
+    for name in ("locust_stats_history.csv", "mmesim_stats_history.csv", "requests.csv", "steps.png"):
+        assert (out / name).is_file(), name
+
+
+def test_trace_replay_sends_every_row_at_its_time(endpoint, tmp_path):
+    trace = tmp_path / "trace.csv"
+    rows = [(round(0.15 * i, 2), f"tiny-mlp-v{i % 3}") for i in range(20)]
+    trace.write_text("timestamp,model\n" + "".join(f"{t},{m}\n" for t, m in rows))
+    wl = Workload(kind="trace", trace=str(trace))
+    run = run_loadtest(endpoint, None, wl, [load_profile(PROFILES / "tiny-mlp-python-cpu.json")], [3], tmp_path / "o",
+                       protocol="triton")
+    got = sorted((r.start, r.model) for r in run.records)
+    assert [m for _, m in got] == [m for _, m in rows]
+    offset = got[0][0] - rows[0][0]                    # the arrival user starts a moment after the shape
+    assert all(abs((s - offset) - t) < 0.1 for (s, _), (t, _) in zip(got, rows))
+    assert run.users == [] and summarize(run).requests == 20

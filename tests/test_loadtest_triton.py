@@ -1,0 +1,67 @@
+"""Locust against a real Triton in SageMaker MME mode: both payload formats reach the model,
+and `mmesim validate --endpoint-url` runs prediction, load test and comparison end to end."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mmesim.calibrate.maxmodels import mme_copy_loader
+from mmesim.cli import main
+from mmesim.loadtest import run_loadtest
+from mmesim.profile import load_profile
+from mmesim.results.summary import summarize
+from mmesim.triton.client import MMEClient
+from mmesim.workload import Workload
+
+pytestmark = pytest.mark.triton
+PROFILE = Path(__file__).parent.parent / "calibration" / "profiles" / "tiny-mlp-python-cpu.json"
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory):
+    from mmesim.triton.local import LocalTriton
+    from mmesim.triton.packaging import package
+    work = tmp_path_factory.mktemp("triton")
+    packaged = package("tiny-mlp", "python", work / "artifact", cpu_threads=1)
+    with LocalTriton(workdir=work / "server") as server:
+        load = mme_copy_loader(MMEClient(server.sagemaker_url), packaged, server, work / "copies", "tiny-mlp")
+        for i in range(2):
+            load(i)
+        yield server
+
+
+@pytest.mark.parametrize("payload", ["json", "binary"])
+def test_both_payload_formats_are_served(triton, tmp_path, payload):
+    wl = Workload(kind="users", stages=[{"end_s": 5, "users": 2, "spawn_rate": 2}], wait_s=(0.05, 0.1))
+    run = run_loadtest(triton.sagemaker_url, None, wl, [load_profile(PROFILE)], [2], tmp_path, protocol="triton",
+                       payload=payload)
+    s = summarize(run)
+    assert s.requests > 20 and s.failures == 0
+    assert {r.model for r in run.records} == {"tiny-mlp-v0", "tiny-mlp-v1"}
+
+
+def test_an_unloaded_target_fails_alone(triton, tmp_path):
+    # three copies targeted, two loaded: the third copy's requests fail, the others do not
+    wl = Workload(kind="users", stages=[{"end_s": 5, "users": 2, "spawn_rate": 2}], wait_s=(0.05, 0.1))
+    run = run_loadtest(triton.sagemaker_url, None, wl, [load_profile(PROFILE)], [3], tmp_path, protocol="triton")
+    bad = [r for r in run.records if r.model == "tiny-mlp-v2"]
+    good = [r for r in run.records if r.model != "tiny-mlp-v2"]
+    assert bad and all(not r.ok for r in bad) and all(r.ok for r in good)
+    assert summarize(run).failures == len(bad)
+
+
+def test_validate_against_the_real_server(triton, tmp_path):
+    wl = tmp_path / "ramp.yaml"
+    wl.write_text("kind: users\nwait_s: [0.05, 0.1]\nuser_steps: [1, 2]\n"
+                  "stages:\n  - {end_s: 5, users: 1, spawn_rate: 1}\n  - {end_s: 10, users: 2, spawn_rate: 1}\n")
+    rc = main(["validate", "--profile", str(PROFILE), "--instance", "local", "--memory-budget", "2GiB",
+               "--copies", "2", "--workload", str(wl), "--endpoint-url", triton.sagemaker_url, "--protocol", "triton",
+               "--tolerance", "users=0", "--out", str(tmp_path / "v")])
+    report = json.loads((tmp_path / "v" / "comparison.json").read_text())
+    fig = {x["figure"]: x for x in report["figures"]}
+    assert fig["requests"]["measured"] > 30 and fig["failures"]["measured"] == 0
+    assert fig["users"]["predicted"] == fig["users"]["measured"] == 2
+    assert rc == 0 and report["passed"]
+    assert (tmp_path / "v" / "measurement" / "locust_stats_history.csv").is_file()
+    assert (tmp_path / "v" / "overlay.png").is_file()

@@ -1,0 +1,136 @@
+"""How executions share the processor they run on: a GPU's ceiling over k concurrent
+executions, and a CPU-only host (instance type local) where models, request handling and an
+on-host load generator share N cores."""
+
+import pytest
+
+from conftest import make_profile
+from mmesim.endpoint import EndpointConfig
+from mmesim.sim import Simulation
+from mmesim.workload import Workload
+
+T4 = "ml.g4dn.2xlarge"
+
+
+@pytest.fixture
+def two_cores(monkeypatch):
+    """The local host as a 2-core machine, whatever this one has."""
+    import mmesim.catalog
+    monkeypatch.setattr(mmesim.catalog, "host_cores", lambda: 2)
+
+
+def trace(tmp_path, rows, generator=None):
+    path = tmp_path / "trace.csv"
+    path.write_text("timestamp,model\n" + "".join(f"{t},{m}\n" for t, m in rows))
+    return Workload(kind="trace", trace=str(path), generator=generator)
+
+
+def cpu_model(name="m", threads=1, s1=0.1, **kw):
+    return make_profile(name=name, gpu="cpu", s1=s1, max_batch=1, mem_mib=100, baseline_mib=100,
+                        cpu_threads=threads, **kw)
+
+
+def ends(run):
+    return sorted(r.end for r in run.records if r.ok)
+
+
+def run_local(profiles, copies, wl, seconds=10, **ep):
+    return Simulation(profiles, EndpointConfig(instance_type="local", **ep), wl, copies).run(seconds)
+
+
+# -- a CPU-only host ------------------------------------------------------------------------
+@pytest.mark.parametrize("threads, expect", [(2, 0.2), (1, 0.1)])
+def test_two_models_on_two_cores(tmp_path, two_cores, threads, expect):
+    """Each 100 ms alone. With 2 threads each they want 4 cores of 2: both run at half
+    speed; with 1 thread each they fit and neither slows."""
+    a, b = cpu_model("a", threads), cpu_model("b", threads)
+    run = run_local([a, b], [1, 1], trace(tmp_path, [(0, "a-v0"), (0, "b-v0")]))
+    assert ends(run) == pytest.approx([expect, expect], abs=1e-4)
+
+
+def test_an_idle_core_does_not_speed_up_a_one_thread_model(tmp_path, two_cores):
+    """One single-threaded model, closed loop: one execution at a time, 100 ms each,
+    whatever the second core does; two copies use both cores and double throughput."""
+    wl = Workload(stages=[{"end_s": 20, "users": 40, "spawn_rate": 100}], wait_s=(0, 0))
+    one = run_local([cpu_model()], [1], wl, 20)
+    two = run_local([cpu_model()], [2], wl, 20)
+    three = run_local([cpu_model()], [3], wl, 20)
+    assert len(one.records) / 20 == pytest.approx(10, rel=0.02)
+    assert len(two.records) / 20 == pytest.approx(20, rel=0.02)
+    # a third copy has no third core: 3 executions share 2 cores, throughput stays at 20/s
+    assert len(three.records) / 20 == pytest.approx(20, rel=0.02)
+
+
+def test_client_on_the_same_host_slows_the_model(tmp_path, two_cores):
+    """A 2-thread model (100 ms alone) and a Locust worker needing 100 ms of CPU per request.
+    Elsewhere, the second request's client work overlaps the first execution for free; on
+    the host, 3 cores are wanted of 2 while both run, so both progress at 2/3 speed."""
+    rows = [(0, "m-v0"), (0, "m-v0")]
+    gen = {"workers": 1, "cpu_s_per_request": 0.1}
+    away = run_local([cpu_model(threads=2)], [1], trace(tmp_path, rows, gen))
+    here = run_local([cpu_model(threads=2)], [1], trace(tmp_path, rows, {**gen, "on_host": True}))
+    assert ends(away) == pytest.approx([0.2, 0.3], abs=1e-4)
+    # client 1 alone to 0.1; execution 1 and client 2 share until both finish at 0.1 + 0.1 / (2/3)
+    assert ends(here) == pytest.approx([0.25, 0.35], abs=1e-4)
+
+
+def test_request_handling_is_on_the_request_path_and_shares_the_cores(tmp_path, two_cores):
+    """The server's fixed cost per request (HTTP handling) comes before the execution, and
+    on a CPU-only host it competes with the executions for cores."""
+    alone = run_local([cpu_model(threads=2, request_overhead_s=0.02)], [1], trace(tmp_path, [(0, "m-v0")]))
+    assert ends(alone) == pytest.approx([0.12], abs=1e-4)
+    # a second request's handling (1 core) starts while the first executes (2 cores): 3 of 2
+    both = run_local([cpu_model(threads=2, request_overhead_s=0.02)], [1], trace(tmp_path, [(0, "m-v0"), (0.05, "m-v0")]))
+    first, second = ends(both)
+    assert first > 0.12 + 0.005 and second > first + 0.1
+
+
+def test_cpu_utilization_counts_every_core_second(tmp_path, two_cores):
+    wl = Workload(stages=[{"end_s": 10, "users": 40, "spawn_rate": 100}], wait_s=(0, 0))
+    sim = Simulation([cpu_model(threads=1)], EndpointConfig(instance_type="local"), wl, [4])
+    run = sim.run(10)
+    cpu = run.utilization["CPUUtilization"][0]
+    assert sum(cpu[1:]) / len(cpu[1:]) == pytest.approx(200, rel=0.02)     # both cores busy, in percent
+
+
+def test_cpu_profile_on_a_gpu_instance_keeps_its_gpu_model(tmp_path):
+    """On a GPU instance a CPU profile runs as before: executions on the GPU model (its
+    overlap), host work on separate vCPUs, however many threads it names."""
+    p = cpu_model(threads=2, overlap=0.0)
+    run = Simulation([p], EndpointConfig(instance_type=T4, overhead_s=0), trace(tmp_path, [(0, "m-v0"), (0, "m-v1")]),
+                     [2]).run(5)
+    assert ends(run) == pytest.approx([0.2, 0.2], abs=1e-4)
+
+
+# -- a GPU's ceiling -------------------------------------------------------------------------
+CURVE = [{"concurrent": 1, "throughput": 1.0}, {"concurrent": 2, "throughput": 1.6},
+         {"concurrent": 4, "throughput": 2.0}, {"concurrent": 8, "throughput": 2.0}]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 8, 16])
+def test_gpu_throughput_flattens_at_the_measured_ceiling(tmp_path, k):
+    """k executions of 100 ms started together on k copies all end at k x 0.1 / S(k), with
+    S the measured curve (interpolated between points, flat beyond the last)."""
+    s = {1: 1.0, 2: 1.6, 3: 1.8, 4: 2.0, 8: 2.0, 16: 2.0}[k]
+    p = make_profile(s1=0.1, max_batch=1, mem_mib=100, concurrency_scaling=CURVE)
+    run = Simulation([p], EndpointConfig(instance_type=T4, overhead_s=0),
+                     trace(tmp_path, [(0, f"tiny-v{i}") for i in range(k)]), [k]).run(10)
+    assert ends(run) == pytest.approx([k * 0.1 / s] * k, abs=1e-5)
+
+
+def test_without_a_curve_overlap_still_grows_throughput(tmp_path):
+    """Profiles without a measured curve keep the overlap model: S(k) = 1 + overlap (k - 1)."""
+    p = make_profile(s1=0.1, max_batch=1, mem_mib=100, overlap=0.5)
+    run = Simulation([p], EndpointConfig(instance_type=T4, overhead_s=0),
+                     trace(tmp_path, [(0, f"tiny-v{i}") for i in range(8)]), [8]).run(10)
+    assert ends(run) == pytest.approx([8 * 0.1 / 4.5] * 8, abs=1e-5)
+
+
+def test_the_most_contended_model_sets_the_pace(tmp_path):
+    capped = make_profile(name="capped", s1=0.1, max_batch=1, mem_mib=100, concurrency_scaling=CURVE[:2])
+    free = make_profile(name="free", s1=0.1, max_batch=1, mem_mib=100, overlap=1.0)
+    rows = [(0, "capped-v0"), (0, "capped-v1"), (0, "free-v0"), (0, "free-v1")]
+    run = Simulation([capped, free], EndpointConfig(instance_type=T4, overhead_s=0), trace(tmp_path, rows),
+                     [2, 2]).run(10)
+    # 4 running, capped's curve is flat at 1.6 beyond k=2: every execution runs at 1.6 / 4
+    assert ends(run) == pytest.approx([0.1 * 4 / 1.6] * 4, abs=1e-5)

@@ -1,0 +1,111 @@
+"""Validation on synthetic pairs whose errors are known by construction."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from mmesim.cli import main
+from mmesim.endpoint import EndpointConfig
+from mmesim.errors import ConfigError
+from mmesim.profile import load_profile
+from mmesim.results.compare import compare, parse_tolerance
+from mmesim.results.records import OK, RequestRecord, Records, Run
+from mmesim.results.summary import summarize
+from mmesim.sim import simulate
+from mmesim.workload import Workload
+
+PROFILE = Path(__file__).parent.parent / "calibration" / "profiles" / "tiny-mlp-python-cpu.json"
+
+
+def steady_run(rate: float, rt_s: float, kind: str) -> Run:
+    """10 users for 20 s then 20 users for 20 s, a request every 1/rate s taking rt_s each."""
+    rec = Records()
+    n = int(40 * rate)
+    for i in range(n):
+        start = i / rate + 0.001
+        rec.add(RequestRecord(start, start + rt_s, "m-v0", 0, OK, False))
+    return Run(records=rec, duration_s=40.0, users=[(0.0, 10), (20.0, 20)], user_steps=[10, 20], kind=kind)
+
+
+def test_known_errors_are_reported_and_judged():
+    pred = summarize(steady_run(10, 0.100, "prediction"))
+    meas = summarize(steady_run(8, 0.125, "measurement"))
+    assert (pred.throughput_qps, meas.throughput_qps) == (pytest.approx(10), pytest.approx(8))
+    c = compare(pred, meas)                                   # default: throughput 5 %, p50 and p95 10 %
+    err = {x.figure: x.error for x in c.lines}
+    assert err["throughput"] == pytest.approx(0.25)           # 10 vs 8 req/s
+    assert err["p50"] == pytest.approx(-0.2) and err["p95"] == pytest.approx(-0.2)   # 100 vs 125 ms
+    assert err["users"] == 0                                  # same max users, absolute difference
+    assert not c.passed and {x.figure for x in c.failed} == {"throughput", "p50", "p95"}
+    step20 = {x.figure: x.error for x in c.steps if x.users == 20}
+    assert step20["rps"] == pytest.approx(0.25) and step20["p50"] == pytest.approx(-0.2)
+    assert compare(pred, meas, parse_tolerance("throughput=0.26,p50=0.21,p95=0.21")).passed
+    assert compare(pred, meas, parse_tolerance("p50=0.21"), check_steps=True).passed
+    assert not compare(pred, meas, parse_tolerance("p50=0.19"), check_steps=True).passed
+
+
+def test_tolerance_errors_name_the_flag():
+    assert parse_tolerance("throughput=0.05, users=0") == {"throughput": 0.05, "users": 0.0}
+    with pytest.raises(ConfigError, match="--tolerance.*speed"):
+        parse_tolerance("speed=0.1")
+    with pytest.raises(ConfigError, match="figure=number"):
+        parse_tolerance("p50=ten")
+
+
+def _write_measured(folder: Path, run: Run, stretch: float, t0: float = 1.8e9) -> None:
+    """A load test folder as mmesim loadtest writes it, from ``run`` with every response time
+    multiplied by ``stretch``."""
+    folder.mkdir()
+    with (folder / "requests-local-1.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(Records.COLUMNS)
+        for r in run.records:
+            w.writerow((f"{t0 + r.start:.6f}", f"{t0 + r.start + stretch * (r.end - r.start):.6f}", r.model, -1,
+                        r.outcome, 0))
+    (folder / "start.json").write_text(json.dumps({"t0": t0}))
+    with (folder / "users.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(("time", "users"))
+        w.writerows((f"{t0 + t:.6f}", n) for t, n in run.users)
+    (folder / "loadtest.json").write_text(json.dumps({
+        "user_steps": run.user_steps, "request_name": run.request_name, "duration_s": run.duration_s + 5,
+        "instance_type": "local", "copies": run.copies, "profiles": run.profiles}))
+
+
+def test_validate_cli_exits_nonzero_beyond_tolerance(tmp_path, capsys):
+    wl_path = tmp_path / "ramp.yaml"
+    wl_path.write_text("kind: users\nwait_s: [0.05, 0.2]\nuser_steps: [2, 4]\n"
+                       "stages:\n  - {end_s: 10, users: 2, spawn_rate: 2}\n  - {end_s: 20, users: 4, spawn_rate: 2}\n")
+    from mmesim.workload import load_workload
+    pred = simulate([load_profile(PROFILE)], EndpointConfig(instance_type="local"), load_workload(wl_path),
+                    copies=[2], seed=0)
+    _write_measured(tmp_path / "measured", pred, stretch=1.25)
+    args = ["validate", "--profile", str(PROFILE), "--instance", "local", "--copies", "2", "--workload", str(wl_path),
+            "--measured", str(tmp_path / "measured"), "--out", str(tmp_path / "out")]
+    assert main(args) == 1                                          # p50 and p95 20 % low: beyond 10 %
+    out = capsys.readouterr().out
+    assert "beyond tolerance" in out and "-20.0%" in out
+    report = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    fig = {x["figure"]: x for x in report["figures"]}
+    assert fig["p50"]["error"] == pytest.approx(-0.2, abs=1e-4) and fig["p50"]["ok"] is False
+    assert fig["requests"]["error"] == pytest.approx(0.0)
+    assert (tmp_path / "out" / "overlay.png").stat().st_size > 10_000
+    assert (tmp_path / "out" / "comparison.csv").read_text().count("\n") > 10
+    assert main(args + ["--tolerance", "p50=0.21,p95=0.21"]) == 0   # the same pair within 21 %
+
+
+def test_a_load_test_where_nothing_finished_still_summarises(tmp_path):
+    # e.g. every request still waiting for its model when the test stopped
+    from mmesim.results.measured import measured_run
+    empty = Run(records=Records(), duration_s=10.0, users=[(0.0, 2)], user_steps=[2], kind="measurement")
+    _write_measured(tmp_path / "m", empty, stretch=1.0)
+    s = summarize(measured_run(tmp_path / "m"))
+    assert (s.requests, s.throughput_qps, s.p50_ms) == (0, 0.0, None)
+
+
+def test_a_folder_without_request_logs_is_named(tmp_path):
+    from mmesim.results.measured import measured_run
+    with pytest.raises(ConfigError, match=f"{tmp_path}.*requests-"):
+        measured_run(tmp_path)
