@@ -159,6 +159,7 @@ def test_200_clients_for_60_s_each_answer_matches_its_request(tmp_path):
     assert len(answers) > 200 * 10
     summary = json.loads((out / "summary.json").read_text())
     assert summary["requests"] == len(sent) + len(names) and summary["failures"] == 0
+    assert summary["loads"] == len(names) and summary["unloads"] == 0     # each model loaded once
 
 
 def test_churn_unloads_idle_models_lru_and_no_request_fails(tmp_path):
