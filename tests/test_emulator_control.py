@@ -178,6 +178,21 @@ def test_an_endpoint_still_creating_cannot_be_deleted():
         assert rec.deleted == ["ep"]
 
 
+def test_an_adopted_endpoint_is_described_listed_and_deleted_like_a_created_one():
+    rec = Recorder()
+    control = ControlPlane(rec.on_create, rec.on_delete)
+    control.adopt(EndpointSpec(name="cli", config_name="cli", model_name="cli", model_data_url="/models",
+                               instance_type="local", instance_count=1))
+    with serve(control) as (url, _):
+        sm = client(url)
+        assert sm.describe_endpoint(EndpointName="cli")["EndpointStatus"] == "InService"
+        assert sm.describe_model(ModelName="cli")["PrimaryContainer"]["ModelDataUrl"] == "/models"
+        assert [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]] == ["cli"]
+        sm.delete_endpoint(EndpointName="cli")
+        sm.get_waiter("endpoint_deleted").wait(EndpointName="cli", WaiterConfig=FAST_WAIT)
+        assert rec.deleted == ["cli"] and rec.created == []
+
+
 def test_failed_creation_shows_failed_with_reason():
     rec = Recorder(fail="no artifact store at s3://nowhere/")
     with serve(ControlPlane(rec.on_create, rec.on_delete)) as (url, _):

@@ -105,6 +105,23 @@ class ControlPlane:
         return web.Response(body=json.dumps(body).encode(), status=status,
                             headers={"Content-Type": JSON, "x-amzn-RequestId": str(uuid.uuid4())})
 
+    def adopt(self, spec: EndpointSpec) -> None:
+        """Show an endpoint started without CreateEndpoint (``mmesim emulate``'s own) as InService,
+        with its model and config, so notebooks can describe, list and delete it."""
+        now = time.time()
+        self.models.setdefault(spec.model_name, {
+            "ModelName": spec.model_name, "ModelArn": self.arn("model", spec.model_name), "CreationTime": now,
+            "PrimaryContainer": {"Image": spec.image, "Mode": "MultiModel", "ModelDataUrl": spec.model_data_url,
+                                 "Environment": dict(spec.environment)}})
+        self.configs.setdefault(spec.config_name, {
+            "EndpointConfigName": spec.config_name, "EndpointConfigArn": self.arn("endpoint-config", spec.config_name),
+            "CreationTime": now, "ProductionVariants": [{
+                "VariantName": spec.variant_name, "ModelName": spec.model_name, "InstanceType": spec.instance_type,
+                "InitialInstanceCount": spec.instance_count, "InitialVariantWeight": 1.0}]})
+        self.endpoints[spec.name] = {"EndpointName": spec.name, "EndpointArn": self.arn("endpoint", spec.name),
+                                     "EndpointConfigName": spec.config_name, "EndpointStatus": "InService",
+                                     "CreationTime": now, "LastModifiedTime": now, "spec": spec}
+
     def status(self, endpoint_name: str) -> str | None:
         """The endpoint's EndpointStatus, None if there is none by that name."""
         endpoint = self.endpoints.get(endpoint_name)

@@ -178,18 +178,32 @@ def _source(source: str, s3_endpoint_url: str | None):
 
 # --- safe extraction ----------------------------------------------------------------------
 class _Counted:
-    """A read-only stream that stops once more than ``limit`` bytes came out of it: the
-    decompressed bytes are counted as they stream, whatever the tar headers claim."""
+    """A forward-only stream that stops once more than ``limit`` bytes came out of it: the
+    decompressed bytes are counted as they stream, whatever the tar headers claim. It
+    offers tell() and forward seek() so tarfile reads it without its slower stream mode."""
 
     def __init__(self, raw, limit: int, where):
         self.raw, self.limit, self.where, self.count = raw, limit, where, 0
 
     def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
+        if n is None or n < 0:                 # never "all of it": a bomb must stop at the limit
+            n = self.limit + 1 - self.count
+        data = self.raw.read(min(n, self.limit + 1 - self.count))
         self.count += len(data)
         if self.count > self.limit:
             raise ArchiveTooLarge(f"expands past {self.limit} bytes (at entry {self.where()!r})")
         return data
+
+    def tell(self) -> int:
+        return self.count
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence != 0 or pos < self.count:
+            raise tarfile.ReadError("archive needs to be read backwards (hard link to a later entry?)")
+        while self.count < pos:
+            if not self.read(min(pos - self.count, _CHUNK)):
+                break
+        return self.count
 
 
 def _entry_parts(name: str) -> list[str]:
@@ -236,7 +250,7 @@ def extract(archive, dest: Path, max_bytes: int) -> int:
     stream = _Counted(raw, max_bytes, lambda: current["name"])
     written, links = 0, []
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with tarfile.open(fileobj=stream, mode="r:") as tar:
             for m in tar:
                 current["name"] = m.name
                 parts = _entry_parts(m.name)

@@ -93,6 +93,7 @@ def run_live(plan: LivePlan, state_path: str | Path, workload, profiles, copies:
     from mmesim.results.summary import summarize
 
     out = Path(out)
+    _run_loadtest()                        # fail before spending anything if the load generator is missing
     with sigterm_as_interrupt():
         dep = deploy(plan, state_path, yes_spend=yes_spend, progress=progress, poll_s=poll_s, timeout_s=timeout_s)
         try:
