@@ -171,7 +171,12 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--input", action="append", dest="inputs", metavar="NAME:DTYPE:D1,D2",
                    help="an input of a user's model, without the batch dimension (repeat per input)")
     p.add_argument("--max-batch", type=int, help="max_batch_size of the Triton config (default: the model's)")
-    p.add_argument("--batches", help="batch sizes to time, comma-separated (default 1,2,4,... max batch)")
+    p.add_argument("--batches", help="batch sizes to time, comma-separated (default 1,2,4,... max batch, until one "
+                                     "execution takes --stop-batch-s)")
+    p.add_argument("--stop-batch-s", type=float, default=1.0,
+                   help="do not time larger batches once an execution takes this long, s (1; the profile extrapolates)")
+    p.add_argument("--scaling", default="1,2,4,8", help="copies executing at once, to find the device's ceiling (1,2,4,8)")
+    p.add_argument("--quick", action="store_true", help="a first look: 3 repeats, concurrency <= 2, 2 copies at once")
     p.add_argument("--concurrency", default="1,2,4", help="closed-loop client counts, comma-separated (1,2,4)")
     p.add_argument("--repeats", type=int, default=5, help="timed executions per batch size (5)")
     p.add_argument("--cpu-threads", type=int, help="torch threads per Python-backend model instance "
@@ -196,6 +201,7 @@ def _add_calibrate(sub) -> None:
             memory_budget=args.memory_budget, max_copies=args.max_copies, inputs=args.inputs,
             max_batch=args.max_batch, batches=_ints(args.batches, "--batches") if args.batches else None,
             concurrency=_ints(args.concurrency, "--concurrency"), repeats=args.repeats, cpu_threads=args.cpu_threads,
+            scaling=_ints(args.scaling, "--scaling"), stop_batch_s=args.stop_batch_s, quick=args.quick,
             image=args.image,
             binary=args.tritonserver, command="mmesim calibrate " + shlex.join(sys.argv[2:] if argv_is_cli() else []))
         with console.status("calibrating", spinner="dots") as status:

@@ -29,7 +29,7 @@ MiB = 2**20
 def calibrated(tmp_path_factory):
     out = tmp_path_factory.mktemp("calibrate") / "tiny-mlp.json"
     rc = main(["calibrate", "--model", "tiny-mlp", "--framework", "python", "--device", "cpu", "--runner", "local",
-               "--batches", "1,4,16", "--concurrency", "1,2", "--repeats", "3", "--cpu-threads", "1",
+               "--batches", "1,4,16", "--concurrency", "1,2", "--repeats", "3", "--cpu-threads", "1", "--scaling", "1,2,3",
                "--max-models", "--memory-budget", "800MiB", "--out", str(out)])
     assert rc == 0
     return out
@@ -55,6 +55,11 @@ def test_profile_figures_are_plausible(calibrated):
     spec, _ = resolve("tiny-mlp")
     assert p.input_bytes == len(spec.request_body(1))          # KServe v2 JSON of one request
     assert 0 <= p.gpu_overlap <= 1 and p.decode_s_per_byte >= 0
+    # the server's fixed cost per request is kept, and it is small next to an execution
+    assert 0 < p.request_overhead_s < 0.05
+    assert p.cpu_threads == 1
+    # 3 copies at once on this host: measured, starting from one alone
+    assert [s.concurrent for s in p.concurrency_scaling] == [1, 2, 3] and p.concurrency_scaling[0].throughput == 1
     assert p.artifact_bytes > MiB
     assert p.triton.max_batch_size == 16
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmesim.calibrate.latency import ServicePoint, batch_sizes, decode_cost
+from mmesim.calibrate.latency import RequestPoint, ServicePoint, batch_sizes, decode_cost, request_cost
 from mmesim.calibrate.maxmodels import max_models_loaded
 from mmesim.calibrate.memory import MemorySample, parse_bytes
 from mmesim.calibrate.run import CalibrateOptions, catalog_key
@@ -25,6 +25,26 @@ def test_decode_cost_is_the_slope_per_byte():
               ServicePoint(4, 4000, [0.02], overhead_s=[0.001 + 4000 * 2e-8])]
     per_byte, fixed = decode_cost(points)
     assert per_byte == pytest.approx(2e-8) and fixed == pytest.approx(0.001)
+
+
+def test_request_cost_keeps_the_fixed_part_and_ignores_one_slow_request():
+    points = [RequestPoint(1, 1000, server_cpu_s=[0.0005 + 1000 * 1e-8] * 4 + [0.5], overhead_s=[0.002] * 5),
+              RequestPoint(8, 8000, server_cpu_s=[0.0005 + 8000 * 1e-8] * 5, overhead_s=[0.003] * 5)]
+    per_byte, fixed, how = request_cost(points)
+    assert how == "server process CPU"
+    assert per_byte == pytest.approx(1e-8) and fixed == pytest.approx(0.0005)
+    # without the server's CPU (a container), the round trip beyond Triton's own time
+    for p in points:
+        p.server_cpu_s = []
+    per_byte, fixed, how = request_cost(points)
+    assert how.startswith("round trip") and fixed == pytest.approx(0.002 - 1000 * per_byte)
+
+
+def test_quick_is_a_smaller_run():
+    quick, full = CalibrateOptions("tiny-mlp", quick=True), CalibrateOptions("tiny-mlp")
+    assert full.scaling == [1, 2, 4, 8] and quick.scaling == [1, 2]
+    assert quick.repeats < full.repeats and max(quick.concurrency) <= 2
+    assert quick.stop_batch_s < full.stop_batch_s
 
 
 def test_parse_bytes():
@@ -71,6 +91,8 @@ def test_gpu_names_map_to_catalogue_keys():
     ({"threshold": 1.5}, ConfigError, "--threshold"),
     ({"runner": "k8s"}, ConfigError, "--runner"),
     ({"framework": "tensorrt"}, MissingPiece, "NVIDIA GPU"),
+    ({"scaling": [2, 4]}, ConfigError, "--scaling"),
+    ({"stop_batch_s": 0}, ConfigError, "--stop-batch-s"),
 ])
 def test_bad_options(kwargs, error, message):
     with pytest.raises(error, match=message):

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("tritonclient")
 psutil = pytest.importorskip("psutil")
 
-from mmesim.calibrate.latency import measure_service  # noqa: E402
+from mmesim.calibrate.latency import measure_requests, measure_service, request_cost, stub_pid  # noqa: E402
 from mmesim.calibrate.memory import HostMemory  # noqa: E402
 from mmesim.errors import MissingPiece  # noqa: E402
 from mmesim.triton.args import Ports, ServerOptions  # noqa: E402
@@ -103,6 +103,52 @@ def test_execution_time_grows_with_batch(server, mme, artifacts):
     small, large = (statistics.median(p.compute_s) for p in points)
     assert large > 1.5 * small
     mme.unload("cnn")
+
+
+def test_binary_and_json_bodies_give_the_same_answer(server, mme, artifacts):
+    _load(server, mme, artifacts["mlp"], "mlp-b")
+    spec = artifacts["mlp"].spec
+    body, ctype = spec.binary_body(3, seed=5)
+    assert len(body) < len(spec.request_body(3, seed=5))
+    as_binary = mme.invoke("mlp-b", body, ctype).json()["outputs"][0]
+    as_json = mme.invoke("mlp-b", spec.request_body(3, seed=5)).json()["outputs"][0]
+    assert as_binary["shape"] == [3, 10] and as_binary["data"] == pytest.approx(as_json["data"], rel=1e-5)
+    mme.unload("mlp-b")
+
+
+def test_one_thread_execution_work_and_the_sweep_stop(server, mme, artifacts):
+    """The one-thread stub's CPU per execution is its work: never more than Triton's wall
+    clock (plus noise), and a sweep stops once a batch takes longer than asked."""
+    _load(server, mme, artifacts["cnn"], "cnn-s")
+    kserve = kserve_client(server.http_url)
+    try:
+        stub = stub_pid(server.pid, "cnn-s")
+        assert stub is not None
+        points = measure_service(mme, kserve, "cnn-s", artifacts["cnn"].spec, [1, 4, 16], repeats=3, stub=stub)
+        assert [p.batch for p in points] == [1, 4, 16]
+        for p in points:
+            assert 0 < p.mean_s <= 1.2 * p.wall_s
+        stopped = measure_service(mme, kserve, "cnn-s", artifacts["cnn"].spec, [1, 4, 16], repeats=2,
+                                  stop_after_s=points[0].wall_s / 100)
+        assert [p.batch for p in stopped] == [1]
+    finally:
+        kserve.close()
+        mme.unload("cnn-s")
+
+
+def test_server_cost_per_request_grows_with_the_json_body(server, mme, artifacts):
+    _load(server, mme, artifacts["mlp"], "mlp-r")
+    kserve = kserve_client(server.http_url)
+    try:
+        points = measure_requests(mme, kserve, "mlp-r", artifacts["mlp"].spec, [1, 16], server.pid, requests=6)
+    finally:
+        kserve.close()
+        mme.unload("mlp-r")
+    per_byte, fixed, how = request_cost(points)
+    assert how == "server process CPU"
+    small, large = (statistics.median(p.server_cpu_s) for p in points)
+    assert 0 < small < large and per_byte > 0
+    assert fixed < small          # most of a one-sample request's cost is fixed, yet not all
 
 
 def test_broken_model_is_refused_with_its_error(server, mme, tmp_path):

@@ -1,11 +1,15 @@
 """Timing a loaded model through the MME invoke path, split with Triton's statistics:
 
-- service: one execution per request at concurrency 1, for each batch size; the statistics
-  API gives that execution's compute (input + infer + output) seconds exactly;
-- decode: what the round trip costs beyond Triton's own request time (HTTP + JSON parse of
-  the request and serialisation of the answer), fitted per payload byte;
+- service: one execution per request at concurrency 1, for each batch size, with bodies in
+  Triton's binary tensor format (building and parsing 95 MB of JSON is not what is being
+  timed); the statistics API gives each execution's compute seconds, and on a CPU the
+  Python-backend stub's own CPU seconds give its work without what neighbours took;
+- request cost: what the server's own process spends per request beyond executing it
+  (HTTP handling, parsing the body, building the answer), with KServe v2 JSON bodies of a
+  few sizes, as CPU time of the tritonserver process (or, where that cannot be read, the
+  round trip minus Triton's request time), fitted as fixed seconds + seconds per byte;
 - load: closed-loop clients at each concurrency, client-side p50/p95 and throughput;
-- overlap: how much two models executing at once slow each other on one device.
+- scaling: total throughput of k = 1, 2, 4, 8 copies executing at once, relative to one.
 """
 
 from __future__ import annotations
@@ -14,27 +18,73 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mmesim.triton.client import MMEClient, model_timings
-from mmesim.triton.modelspec import ModelSpec
+from mmesim.triton.modelspec import JSON_TYPE, ModelSpec
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds all threads of process ``pid`` have run (nanosecond scheduler counters)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
+
+
+def stub_pid(server_pid: int, model: str) -> int | None:
+    """The Python-backend stub process serving ``model``'s first instance, if there is one."""
+    import psutil
+    try:
+        for child in psutil.Process(server_pid).children(recursive=True):
+            if f"{model}_0_0" in child.cmdline():
+                return child.pid
+    except (psutil.Error, OSError):
+        pass
+    return None
 
 
 @dataclass
 class ServicePoint:
     batch: int
-    body_bytes: int
-    compute_s: list[float] = field(default_factory=list)     # per execution
+    body_bytes: int                                          # binary tensor body
+    compute_s: list[float] = field(default_factory=list)     # per execution, Triton's wall clock
+    cpu_s: list[float] = field(default_factory=list)         # per execution, the stub process's CPU (CPU device)
     queue_s: list[float] = field(default_factory=list)
     roundtrip_s: list[float] = field(default_factory=list)   # client-side, pre-serialised body
     overhead_s: list[float] = field(default_factory=list)    # round trip minus Triton's request time
 
     @property
-    def mean_s(self) -> float:
+    def wall_s(self) -> float:
         return statistics.fmean(self.compute_s)
 
     @property
+    def samples(self) -> list[float]:
+        """What the profile takes: the stub's CPU seconds where measured (one thread: its
+        time alone on a free core), else Triton's compute seconds."""
+        return self.cpu_s or self.compute_s
+
+    @property
+    def mean_s(self) -> float:
+        return statistics.fmean(self.samples)
+
+    @property
     def cv(self) -> float:
-        return statistics.pstdev(self.compute_s) / self.mean_s if len(self.compute_s) > 1 and self.mean_s else 0.0
+        s = self.samples
+        return statistics.pstdev(s) / self.mean_s if len(s) > 1 and self.mean_s else 0.0
+
+
+@dataclass
+class RequestPoint:
+    """The server's cost per request at one JSON body size."""
+
+    batch: int
+    body_bytes: int
+    server_cpu_s: list[float] = field(default_factory=list)  # tritonserver process CPU per request, less idle
+    overhead_s: list[float] = field(default_factory=list)    # round trip minus Triton's request time
 
 
 @dataclass
@@ -49,6 +99,13 @@ class LoadPoint:
     mean_exec_batch: float          # what the dynamic batcher made of it
 
 
+@dataclass
+class ScalingPoint:
+    concurrent: int                 # copies executing at once
+    per_exec_s: float               # Triton's compute seconds per execution
+    throughput: float               # concurrent x alone / per_exec: total relative to one copy alone
+
+
 def batch_sizes(max_batch: int) -> list[int]:
     """1, 2, 4, ... up to and including max batch."""
     out, b = [], 1
@@ -59,41 +116,89 @@ def batch_sizes(max_batch: int) -> list[int]:
 
 
 def measure_service(mme: MMEClient, kserve, name: str, spec: ModelSpec, batches: list[int], repeats: int = 5,
-                    warmup: int = 2, seed: int = 0) -> list[ServicePoint]:
+                    warmup: int = 2, seed: int = 0, stop_after_s: float | None = None,
+                    stub: int | None = None) -> list[ServicePoint]:
+    """Executions at each batch size, smallest first; once one batch size's execution takes
+    more than ``stop_after_s``, larger ones are not timed (the profile extrapolates).
+    ``stub``: the pid of the model's Python-backend process, to read its CPU seconds."""
     points = []
     for batch in batches:
-        body = spec.request_body(batch, seed)
+        body, ctype = spec.binary_body(batch, seed)
         for _ in range(warmup):
-            mme.invoke(name, body)
+            mme.invoke(name, body, ctype)
         point = ServicePoint(batch, len(body))
         for _ in range(repeats):
             before = model_timings(kserve, name)
-            resp = mme.invoke(name, body)
+            cpu0 = process_cpu_s(stub) if stub else 0.0
+            resp = mme.invoke(name, body, ctype)
+            cpu1 = process_cpu_s(stub) if stub else 0.0
             delta = model_timings(kserve, name) - before
             point.roundtrip_s.append(resp.seconds)
             point.compute_s.append(delta.compute_s / max(1, delta.executions))
+            if stub:
+                point.cpu_s.append((cpu1 - cpu0) / max(1, delta.executions))
             point.queue_s.append(delta.queue_s)
+            point.overhead_s.append(max(0.0, resp.seconds - delta.success_s))
+        points.append(point)
+        if stop_after_s is not None and point.wall_s > stop_after_s:
+            break
+    return points
+
+
+def measure_requests(mme: MMEClient, kserve, name: str, spec: ModelSpec, batches: list[int],
+                     server_pid: int | None, requests: int = 8) -> list[RequestPoint]:
+    """The server process's CPU per request (and the round trip beyond Triton's request time)
+    with KServe v2 JSON bodies of ``batches`` samples: what the reference's clients sent."""
+    idle_rate = 0.0
+    if server_pid:
+        c0, t0 = process_cpu_s(server_pid), time.perf_counter()
+        time.sleep(0.5)
+        idle_rate = (process_cpu_s(server_pid) - c0) / (time.perf_counter() - t0)
+    points = []
+    for batch in batches:
+        body = spec.request_body(batch)
+        mme.invoke(name, body, JSON_TYPE)
+        point = RequestPoint(batch, len(body))
+        for _ in range(requests):
+            before = model_timings(kserve, name)
+            c0 = process_cpu_s(server_pid) if server_pid else 0.0
+            resp = mme.invoke(name, body, JSON_TYPE)
+            if server_pid:
+                point.server_cpu_s.append(max(0.0, process_cpu_s(server_pid) - c0 - idle_rate * resp.seconds))
+            delta = model_timings(kserve, name) - before
             point.overhead_s.append(max(0.0, resp.seconds - delta.success_s))
         points.append(point)
     return points
 
 
-def decode_cost(points: list[ServicePoint]) -> tuple[float, float]:
-    """(seconds per request byte, fixed seconds): least squares of the median overhead of each
-    batch size against its body size (medians: one slow round trip must not tilt the line)."""
-    xs = [p.body_bytes for p in points if p.overhead_s]
-    ys = [statistics.median(p.overhead_s) for p in points if p.overhead_s]
+def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """(slope >= 0, intercept >= 0) by least squares (one point: all of it per unit)."""
     if len(set(xs)) < 2:
         return (ys[0] / xs[0] if xs and xs[0] else 0.0), 0.0
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     sxx = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
-    slope = max(0.0, slope)
+    slope = max(0.0, sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx)
     return slope, max(0.0, my - slope * mx)
 
 
-def _closed_loop(base_url: str, targets: list[str], body: bytes, concurrency: int, requests: int,
-                 min_seconds: float) -> list[float]:
+def request_cost(points: list[RequestPoint]) -> tuple[float, float, str]:
+    """(seconds per body byte, fixed seconds per request, how): medians per size (one slow
+    request must not tilt the line), server CPU where it was read, else the round trip."""
+    cpu = all(p.server_cpu_s for p in points)
+    xs = [p.body_bytes for p in points]
+    ys = [statistics.median(p.server_cpu_s if cpu else p.overhead_s) for p in points]
+    slope, fixed = fit_line(xs, ys)
+    return slope, fixed, ("server process CPU" if cpu else "round trip minus Triton's request time")
+
+
+def decode_cost(points: list[ServicePoint]) -> tuple[float, float]:
+    """(seconds per request byte, fixed seconds) from round trips beyond Triton's request time."""
+    pts = [p for p in points if p.overhead_s]
+    return fit_line([p.body_bytes for p in pts], [statistics.median(p.overhead_s) for p in pts])
+
+
+def _closed_loop(base_url: str, targets: list[str], body: bytes, content_type: str, concurrency: int,
+                 requests: int, min_seconds: float) -> list[float]:
     """``concurrency`` clients per target, each sending back-to-back until both ``requests``
     in total and ``min_seconds`` are reached; returns the latencies."""
     latencies: list[float] = []
@@ -108,7 +213,7 @@ def _closed_loop(base_url: str, targets: list[str], body: bytes, concurrency: in
                 with lock:
                     if len(latencies) >= requests and time.perf_counter() >= stop_at:
                         return
-                resp = client.invoke(target, body)
+                resp = client.invoke(target, body, content_type)
                 with lock:
                     latencies.append(resp.seconds)
         except BaseException as exc:   # surface in the caller
@@ -133,13 +238,14 @@ def _quantile(values: list[float], q: float) -> float:
 
 def measure_load(base_url: str, kserve, name: str, spec: ModelSpec, batches: list[int], concurrencies: list[int],
                  requests: int = 12, min_seconds: float = 1.0) -> list[LoadPoint]:
+    """Closed-loop clients sending binary bodies of ``batch`` samples, at each concurrency."""
     points = []
     for batch in batches:
-        body = spec.request_body(batch)
+        body, ctype = spec.binary_body(batch)
         for conc in concurrencies:
             before = model_timings(kserve, name)
             start = time.perf_counter()
-            lat = _closed_loop(base_url, [name], body, conc, max(requests, 2 * conc), min_seconds)
+            lat = _closed_loop(base_url, [name], body, ctype, conc, max(requests, 2 * conc), min_seconds)
             elapsed = time.perf_counter() - start
             delta = model_timings(kserve, name) - before
             points.append(LoadPoint(batch, conc, len(lat), _quantile(lat, 0.5), _quantile(lat, 0.95),
@@ -148,22 +254,23 @@ def measure_load(base_url: str, kserve, name: str, spec: ModelSpec, batches: lis
     return points
 
 
-def measure_overlap(base_url: str, kserve, names: list[str], spec: ModelSpec, batch: int,
-                    requests: int = 8) -> tuple[float, float, float]:
-    """(overlap in [0,1], compute per execution alone, together). With k models running at
-    once, perfect overlap leaves each execution's time unchanged; full serialisation
-    multiplies it by k. overlap = (k - slowdown) / (k - 1)."""
-    body = spec.request_body(batch)
-    k = len(names)
-
-    def per_exec(targets):
+def measure_scaling(base_url: str, kserve, names: list[str], spec: ModelSpec, batch: int, ks: list[int],
+                    requests: int = 6, min_seconds: float = 0.5) -> list[ScalingPoint]:
+    """For each k in ``ks``: one closed-loop client on each of k copies, so k executions run
+    at once; Triton's compute per execution against one copy alone gives the total
+    throughput relative to one, k x alone / together (k if they do not slow each other,
+    1 if they take turns, flat once the device is saturated)."""
+    body, ctype = spec.binary_body(batch)
+    _closed_loop(base_url, names[:max(ks)], body, ctype, 1, max(ks), 0.0)   # warm every copy
+    points: list[ScalingPoint] = []
+    alone = None
+    for k in sorted(set(ks)):
+        targets = names[:k]
         before = [model_timings(kserve, n) for n in targets]
-        _closed_loop(base_url, targets, body, 1, requests * len(targets), 0.5)
+        _closed_loop(base_url, targets, body, ctype, 1, requests * k, min_seconds)
         deltas = [model_timings(kserve, n) - b for n, b in zip(targets, before)]
-        return sum(d.compute_s for d in deltas) / max(1, sum(d.executions for d in deltas))
-
-    _closed_loop(base_url, names, body, 1, 2 * k, 0.0)   # warm every copy
-    alone = per_exec(names[:1])
-    together = per_exec(names)
-    slowdown = together / alone if alone > 0 else 1.0
-    return min(1.0, max(0.0, (k - slowdown) / (k - 1))), alone, together
+        per_exec = sum(d.compute_s for d in deltas) / max(1, sum(d.executions for d in deltas))
+        if alone is None:
+            alone = per_exec
+        points.append(ScalingPoint(k, per_exec, k * alone / per_exec if per_exec > 0 else float(k)))
+    return points

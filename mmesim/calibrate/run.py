@@ -1,29 +1,38 @@
 """`mmesim calibrate`: package a model, run it in a real Triton, measure it, and write the
-ModelProfile the simulator reads (plus a report with every trace behind the numbers)."""
+ModelProfile the simulator reads (plus a report with every trace behind the numbers).
+
+Three steps: ``measure_memory`` (a null model, then copies loaded one at a time),
+``measure_timing`` (executions by batch size, the server's cost per request, closed-loop
+load, concurrent copies) and ``assemble_profile`` (the figures into a ModelProfile, with
+notes saying how each was taken)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import statistics
 import tempfile
+import threading
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from mmesim.calibrate.latency import (LoadPoint, ServicePoint, batch_sizes, decode_cost, measure_load,
-                                      measure_overlap, measure_service)
+from mmesim.calibrate.latency import (LoadPoint, RequestPoint, ScalingPoint, ServicePoint, batch_sizes,
+                                      measure_load, measure_requests, measure_scaling, measure_service,
+                                      request_cost, stub_pid)
 from mmesim.calibrate.maxmodels import MaxModels, copy_name, max_models_loaded, mme_copy_loader
 from mmesim.calibrate.memory import ContainerMemory, HostMemory, MemorySample, NvmlMemory, cuda_index, parse_bytes
-from mmesim.catalog import host_cpu
+from mmesim.catalog import host_cores, host_cpu
 from mmesim.errors import ConfigError, MissingPiece
-from mmesim.profile import BatchTiming, ModelProfile, Provenance, TritonConfig
+from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig
 from mmesim.triton.client import MMEClient, kserve_client
-from mmesim.triton.packaging import FRAMEWORKS, package, package_null
+from mmesim.triton.packaging import FRAMEWORKS, PackagedModel, package, package_null
 
 MiB = 2**20
+MAX_JSON_BYTES = 16 * MiB      # request-cost bodies larger than this are not worth building
 
 
 @dataclass
@@ -32,23 +41,35 @@ class CalibrateOptions:
     framework: str = "python"
     device: str = "cpu"                       # cpu | cuda | cuda:N
     runner: str = "local"                     # local | docker
-    copies: int = 2                           # copies loaded to measure per-copy memory and overlap
+    copies: int = 2                           # copies loaded to measure per-copy memory
     max_models: bool = False
     threshold: float = 0.9
     memory_budget: str | int | None = None    # CPU only: the "total" of the max-models rule
     max_copies: int = 200
     inputs: list[str] | None = None
     max_batch: int | None = None
-    batches: list[int] | None = None          # default: 1, 2, 4, ... max batch
+    batches: list[int] | None = None          # default: 1, 2, 4, ... max batch, until one takes stop_batch_s
     concurrency: list[int] = field(default_factory=lambda: [1, 2, 4])
     repeats: int = 5
     load_requests: int = 12
+    scaling: list[int] = field(default_factory=lambda: [1, 2, 4, 8])   # concurrent copies for the ceiling
+    stop_batch_s: float | None = 1.0          # larger batches are not timed once an execution takes this long
+    request_requests: int = 8                 # JSON requests per body size for the request cost
+    quick: bool = False                       # fewer repeats, concurrencies and copies: a first look
     cpu_threads: int | None = None            # torch threads per Python-backend instance (default: torch's)
     measure_overhead: bool = True             # load the null model to split process overhead from the model
     image: str | None = None                  # docker runner
     binary: str | None = None                 # local runner
     workdir: str | None = None
     command: str | None = None                # for provenance
+
+    def __post_init__(self):
+        if self.quick:
+            self.repeats = min(self.repeats, 3)
+            self.concurrency = [c for c in self.concurrency if c <= 2] or [1]
+            self.scaling = [k for k in self.scaling if k <= 2] or [1]
+            self.request_requests = min(self.request_requests, 4)
+            self.stop_batch_s = min(self.stop_batch_s or 0.5, 0.5)
 
     def check(self) -> None:
         if self.framework not in FRAMEWORKS:
@@ -63,9 +84,48 @@ class CalibrateOptions:
             raise ConfigError("must be at least 1", field="--copies", value=self.copies)
         if any(c < 1 for c in self.concurrency):
             raise ConfigError("must be positive", field="--concurrency", value=self.concurrency)
+        if not self.scaling or min(self.scaling) != 1:
+            raise ConfigError("concurrent copies must start at 1 (one alone is the reference)", field="--scaling",
+                              value=self.scaling)
+        if self.stop_batch_s is not None and self.stop_batch_s <= 0:
+            raise ConfigError("must be positive", field="--stop-batch-s", value=self.stop_batch_s)
         if self.framework == "tensorrt" and self.device == "cpu":
             raise MissingPiece("TensorRT engines run only on an NVIDIA GPU: use --device cuda on a GPU host, or "
                                "--framework python|pytorch|onnx on CPU")
+
+    @property
+    def threads(self) -> int | None:
+        """Cores one execution can use on a CPU: the threads asked for, else torch's default (all)."""
+        return None if self.device != "cpu" else (self.cpu_threads or host_cores())
+
+
+@dataclass
+class Memory:
+    """What loading copies cost: per copy, once (baseline), and in time."""
+
+    names: list[str]
+    per_copy_bytes: list[int]
+    host_per_copy_bytes: list[int]
+    baseline_bytes: int
+    process_overhead_bytes: int | None
+    load_s: list[float]
+    trace: list[dict]
+
+
+@dataclass
+class Timing:
+    """What executing and serving requests cost."""
+
+    service: list[ServicePoint]
+    requests: list[RequestPoint]
+    decode_s_per_byte: float
+    request_overhead_s: float
+    request_cost_how: str
+    load_points: list[LoadPoint]
+    scaling: list[ScalingPoint]
+    scaling_batch: int
+    output_bytes: int
+    extra_copies: list[str]                  # loaded only to run k copies at once
 
 
 @dataclass
@@ -80,10 +140,11 @@ class Calibration:
     load_s: list[float]
     unload_s: list[float]
     service: list[ServicePoint]
-    decode_fixed_s: float
+    requests: list[RequestPoint]
     load_points: list[LoadPoint]
-    overlap: tuple[float, float, float] | None
+    scaling: list[ScalingPoint]
     memory_trace: list[dict]
+    load_average: tuple[float, float] = (0.0, 0.0)    # 1-minute load average at the start and the end
     max_models: MaxModels | None = None
 
     def to_dict(self) -> dict:
@@ -124,182 +185,304 @@ def _server(options: CalibrateOptions, workdir: Path):
     return server
 
 
+@dataclass
+class Bench:
+    """A running Triton with the model packaged, the clients talking to it and the probes
+    reading its memory."""
+
+    options: CalibrateOptions
+    workdir: Path
+    server: object
+    packaged: PackagedModel
+    null: PackagedModel | None
+    mme: MMEClient
+    kserve: object
+    probe: object                          # NvmlMemory | ContainerMemory | HostMemory
+    host_probe: HostMemory | None          # GPU runs: the host side of each copy
+    gpu_probe: NvmlMemory | None
+    before_server: MemorySample | None     # GPU runs: device memory before the server started
+
+    @property
+    def spec(self):
+        return self.packaged.spec
+
+    @property
+    def server_pid(self) -> int | None:
+        return getattr(self.server, "pid", None)
+
+    def load_copy(self, name: str) -> float:
+        url = self.packaged.extract(self.workdir / "models" / name)
+        return self.mme.load(name, self.server.model_url(url))
+
+
+def start_bench(options: CalibrateOptions, stack: ExitStack, progress: Callable[[str], None]) -> Bench:
+    """Package the model, start the server, connect the clients and probes (all stopped by ``stack``)."""
+    if options.workdir:
+        workdir = Path(options.workdir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mmesim-calibrate-")))
+    budget = parse_bytes(options.memory_budget)
+    gpu_probe = NvmlMemory(cuda_index(options.device)) if options.device != "cpu" else None
+    server = _server(options, workdir)     # finds binary / engine and backend before slow work
+
+    progress(f"packaging {options.model} for the {options.framework} backend")
+    packaged = package(options.model, options.framework, workdir / "artifact", device=options.device,
+                       inputs=options.inputs, max_batch_size=options.max_batch, cpu_threads=options.cpu_threads)
+    null = package_null(workdir / "null-artifact", options.device) if (
+        options.measure_overhead and options.framework == "python") else None
+
+    before_server = gpu_probe.sample() if gpu_probe else None
+    progress(f"starting tritonserver ({options.runner})")
+    stack.enter_context(server)
+    mme = MMEClient(server.sagemaker_url)
+    stack.callback(mme.close)
+    kserve = kserve_client(server.http_url)
+    stack.callback(kserve.close)
+    pid = getattr(server, "pid", None)
+    if gpu_probe:
+        probe = gpu_probe
+    elif options.runner == "docker":
+        probe = ContainerMemory(server, budget)
+    else:
+        probe = HostMemory(pid, budget)
+    host_probe = HostMemory(pid, budget) if (gpu_probe and pid) else None
+    return Bench(options, workdir, server, packaged, null, mme, kserve, probe, host_probe, gpu_probe, before_server)
+
+
+def measure_memory(bench: Bench, progress: Callable[[str], None]) -> Memory:
+    """The null model's process overhead, then ``copies`` copies loaded one at a time: what
+    each added (own pages, or device memory) and what stays once (the baseline)."""
+    probe, host_probe, pid = bench.probe, bench.host_probe, bench.server_pid
+
+    def own_bytes(before: MemorySample, after: MemorySample) -> int:
+        """What one load added: new processes' own pages plus the server's growth (CPU),
+        or the device's used-memory growth (GPU, container)."""
+        if isinstance(probe, HostMemory):
+            new = set(after.processes) - set(before.processes)
+            grown = after.processes.get(pid, 0) - before.processes.get(pid, 0)
+            return sum(after.processes[p] for p in new) + max(0, grown)
+        return after.used - before.used
+
+    trace: list[dict] = []
+    start = probe.sample()
+    trace.append({"event": "server ready", "used": start.used})
+
+    overhead = None
+    if bench.null is not None:
+        progress("measuring the Python backend's per-process overhead (null model)")
+        b = probe.sample()
+        bench.mme.load("mmesim-null", bench.server.model_url(bench.null.extract(bench.workdir / "models" / "mmesim-null")))
+        a = probe.sample()
+        overhead = own_bytes(b, a)
+        trace.append({"event": "null model loaded", "used": a.used, "own": overhead})
+        bench.mme.unload("mmesim-null")
+
+    names = [copy_name(bench.spec.name, i) for i in range(bench.options.copies)]
+    per_copy, host_per_copy, load_s = [], [], []
+    for name in names:
+        progress(f"loading {name}")
+        b = probe.sample()
+        hb = host_probe.sample().processes if host_probe else None
+        load_s.append(bench.load_copy(name))
+        a = probe.sample()
+        per_copy.append(own_bytes(b, a))
+        if host_probe:
+            ha = host_probe.sample().processes
+            host_per_copy.append(sum(ha[p] for p in set(ha) - set(hb)))
+        trace.append({"event": f"{name} loaded", "used": a.used, "own": per_copy[-1], "load_s": load_s[-1]})
+    after = probe.sample()
+
+    mean_copy = int(statistics.fmean(per_copy))
+    if bench.gpu_probe:
+        baseline = max(0, start.used - bench.before_server.used)
+    elif isinstance(probe, HostMemory):
+        baseline = max(0, after.used - len(per_copy) * mean_copy)
+    else:
+        baseline = start.used
+    return Memory(names, per_copy, host_per_copy, baseline, overhead, load_s, trace)
+
+
+def _concurrently(bench: Bench, names: list[str], unload: bool = False) -> None:
+    """Load (or unload) copies at once (Triton does them in parallel): they only need to be
+    there, or gone; their times are not figures of the profile."""
+    errors: list[BaseException] = []
+
+    def load(name: str) -> None:
+        client = MMEClient(bench.server.sagemaker_url)
+        try:
+            if unload:
+                client.unload(name)
+            else:
+                url = bench.packaged.extract(bench.workdir / "models" / name)
+                client.load(name, bench.server.model_url(url))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=load, args=(n,), daemon=True) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def measure_timing(bench: Bench, names: list[str], progress: Callable[[str], None]) -> Timing:
+    """Executions by batch size (binary bodies), the server's cost per request (JSON bodies,
+    the reference's format), closed-loop load, and k copies executing at once."""
+    opts, spec, mme, kserve = bench.options, bench.spec, bench.mme, bench.kserve
+    batches = opts.batches or batch_sizes(spec.max_batch_size)
+    if max(batches) > spec.max_batch_size:
+        raise ConfigError(f"larger than the model's max batch {spec.max_batch_size}", field="--batches", value=batches)
+    # one thread: the stub's CPU seconds are its time alone on a free core, whatever the neighbours do
+    stub = (stub_pid(bench.server_pid, names[0]) if bench.server_pid and opts.device == "cpu"
+            and opts.framework == "python" and opts.threads == 1 else None)
+    progress(f"timing executions at batch sizes {batches} (binary tensors"
+             + (f", stopping once one takes {opts.stop_batch_s:g} s)" if opts.stop_batch_s and not opts.batches else ")"))
+    service = measure_service(mme, kserve, names[0], spec, batches, repeats=opts.repeats,
+                              stop_after_s=None if opts.batches else opts.stop_batch_s, stub=stub)
+    timed = [p.batch for p in service]
+
+    sized = [b for b in timed if len(spec.request_body(b)) <= MAX_JSON_BYTES] or timed[:1]
+    json_batches = sorted({sized[0], sized[len(sized) // 2], sized[-1]})
+    progress(f"the server's cost per request with JSON bodies of {json_batches} samples")
+    server_pid = bench.server_pid if opts.framework == "python" else None   # other backends execute in the server
+    requests = measure_requests(mme, kserve, names[0], spec, json_batches, server_pid, opts.request_requests)
+    per_byte, fixed, how = request_cost(requests)
+
+    quick_batches = [p.batch for p in service if p.wall_s <= 0.1]
+    load_batches = sorted({1, quick_batches[-1] if quick_batches else 1})
+    progress(f"closed-loop load at concurrency {opts.concurrency}, batch sizes {load_batches}")
+    load_points = measure_load(bench.server.sagemaker_url, kserve, names[0], spec, load_batches, opts.concurrency,
+                               requests=opts.load_requests)
+
+    ks = sorted(set(opts.scaling))
+    extra = [copy_name(spec.name, i) for i in range(len(names), max(ks))]
+    if extra:
+        progress(f"loading {len(extra)} more copies to run up to {max(ks)} at once")
+        _concurrently(bench, extra)
+    scaling_batch = next((p.batch for p in service if p.wall_s >= 0.02), timed[-1])
+    progress(f"total throughput of {ks} copies executing at once (batch {scaling_batch})")
+    scaling = measure_scaling(bench.server.sagemaker_url, kserve, names + extra, spec, scaling_batch, ks)
+
+    output_bytes = len(mme.invoke(names[0], spec.request_body(1)).body)
+    return Timing(service, requests, per_byte, fixed, how, load_points, scaling, scaling_batch, output_bytes, extra)
+
+
 def calibrate(options: CalibrateOptions, progress: Callable[[str], None] = lambda msg: None) -> Calibration:
     """Run the whole measurement; ``progress`` hears what is happening, one line at a time."""
     options.check()
-    budget = parse_bytes(options.memory_budget)
+    load_average = [os.getloadavg()[0]]
     with ExitStack() as stack:
-        if options.workdir:
-            workdir = Path(options.workdir).resolve()
-            workdir.mkdir(parents=True, exist_ok=True)
-        else:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mmesim-calibrate-")))
-        gpu_probe = NvmlMemory(cuda_index(options.device)) if options.device != "cpu" else None
-
-        server = _server(options, workdir)     # finds binary / engine and backend before slow work
-
-        progress(f"packaging {options.model} for the {options.framework} backend")
-        packaged = package(options.model, options.framework, workdir / "artifact", device=options.device,
-                           inputs=options.inputs, max_batch_size=options.max_batch,
-                           cpu_threads=options.cpu_threads)
-        spec = packaged.spec
-        artifact_bytes = packaged.artifact_bytes
-        null = package_null(workdir / "null-artifact", options.device) if (
-            options.measure_overhead and options.framework == "python") else None
-
-        before_server = gpu_probe.sample() if gpu_probe else None
-        progress(f"starting tritonserver ({options.runner})")
-        stack.enter_context(server)
-        mme = MMEClient(server.sagemaker_url)
-        stack.callback(mme.close)
-        kserve = kserve_client(server.http_url)
-        stack.callback(kserve.close)
-        if gpu_probe:
-            probe = gpu_probe
-        elif options.runner == "docker":
-            probe = ContainerMemory(server, budget)
-        else:
-            probe = HostMemory(server.pid, budget)
-        server_pid = getattr(server, "pid", None)
-
-        def own_bytes(before: MemorySample, after: MemorySample) -> int:
-            """What one load added: new processes' own pages plus the server's growth (CPU),
-            or the device's used-memory growth (GPU, container)."""
-            if isinstance(probe, HostMemory):
-                new = set(after.processes) - set(before.processes)
-                grown = after.processes.get(server_pid, 0) - before.processes.get(server_pid, 0)
-                return sum(after.processes[p] for p in new) + max(0, grown)
-            return after.used - before.used
-
-        def host_own(before: dict[int, int], after: dict[int, int]) -> int:
-            new = set(after) - set(before)
-            return sum(after[p] for p in new)
-
-        host_probe = HostMemory(server_pid, budget) if (gpu_probe and server_pid) else None
-
-        trace: list[dict] = []
-        start = probe.sample()
-        baseline_gpu = (start.used - before_server.used) if gpu_probe else None
-        trace.append({"event": "server ready", "used": start.used})
-
-        overhead = None
-        if null is not None:
-            progress("measuring the Python backend's per-process overhead (null model)")
-            b = probe.sample()
-            mme.load("mmesim-null", server.model_url(null.extract(workdir / "models" / "mmesim-null")))
-            a = probe.sample()
-            overhead = own_bytes(b, a)
-            trace.append({"event": "null model loaded", "used": a.used, "own": overhead})
-            mme.unload("mmesim-null")
-
-        names = [copy_name(spec.name, i) for i in range(options.copies)]
-        per_copy, host_per_copy, load_s = [], [], []
-        for name in names:
-            progress(f"loading {name}")
-            url = packaged.extract(workdir / "models" / name)
-            b = probe.sample()
-            hb = host_probe.sample().processes if host_probe else None
-            load_s.append(mme.load(name, server.model_url(url)))
-            a = probe.sample()
-            per_copy.append(own_bytes(b, a))
-            if host_probe:
-                host_per_copy.append(host_own(hb, host_probe.sample().processes))
-            trace.append({"event": f"{name} loaded", "used": a.used, "own": per_copy[-1], "load_s": load_s[-1]})
-        after_copies = probe.sample()
-
-        batches = options.batches or batch_sizes(spec.max_batch_size)
-        if max(batches) > spec.max_batch_size:
-            raise ConfigError(f"larger than the model's max batch {spec.max_batch_size}", field="--batches",
-                              value=batches)
-        progress(f"timing executions at batch sizes {batches}")
-        service = measure_service(mme, kserve, names[0], spec, batches, repeats=options.repeats)
-        decode_per_byte, decode_fixed = decode_cost(service)
-
-        progress(f"closed-loop load at concurrency {options.concurrency}")
-        load_batches = sorted({1, batches[len(batches) // 2], batches[-1]})
-        load_points = measure_load(server.sagemaker_url, kserve, names[0], spec, load_batches, options.concurrency,
-                                   requests=options.load_requests)
-
-        overlap = None
-        if len(names) >= 2:
-            progress("measuring how concurrent executions of two models slow each other")
-            overlap = measure_overlap(server.sagemaker_url, kserve, names[:2], spec,
-                                      batch=min(8, spec.max_batch_size))
-
-        output_bytes = len(mme.invoke(names[0], spec.request_body(1)).body)
+        bench = start_bench(options, stack, progress)
+        memory = measure_memory(bench, progress)
+        timing = measure_timing(bench, memory.names, progress)
+        if timing.extra_copies:
+            progress(f"unloading {len(timing.extra_copies)} copies loaded to run at once")
+            _concurrently(bench, timing.extra_copies, unload=True)
         unload_s = []
-        for name in reversed(names):
+        for name in reversed(memory.names):
             progress(f"unloading {name}")
-            unload_s.append(mme.unload(name))
-        trace.append({"event": "copies unloaded", "used": probe.sample().used})
+            unload_s.append(bench.mme.unload(name))
+        memory.trace.append({"event": "copies unloaded", "used": bench.probe.sample().used})
 
         max_models = None
         if options.max_models:
             progress(f"max models loaded: copies until (used + average) / total >= {options.threshold}")
-            loader = mme_copy_loader(mme, packaged, server, workdir / "maxmodels", spec.name)
-            max_models = max_models_loaded(loader, probe.sample, options.threshold, options.max_copies,
+            loader = mme_copy_loader(bench.mme, bench.packaged, bench.server, bench.workdir / "maxmodels",
+                                     bench.spec.name)
+            max_models = max_models_loaded(loader, bench.probe.sample, options.threshold, options.max_copies,
                                            on_step=lambda s: progress(
                                                f"  {s.models:>3} models: {s.used / MiB:,.0f} MiB of "
                                                f"{s.total / MiB:,.0f} MiB ({100 * s.fraction:.1f}%)"))
             for i in reversed(range(max_models.count)):
-                unload_s.append(mme.unload(copy_name(spec.name, i)))
-
-        version = server.version
+                unload_s.append(bench.mme.unload(copy_name(bench.spec.name, i)))
+        version = bench.server.version
+        artifact_bytes = bench.packaged.artifact_bytes
+        device = (bench.gpu_probe.device, bench.gpu_probe.driver,
+                  catalog_key(bench.gpu_probe.device, bench.gpu_probe.total)) if bench.gpu_probe else None
     # server stopped, work folder removed
+    load_average.append(os.getloadavg()[0])
+    profile = assemble_profile(options, bench.spec, artifact_bytes, memory, timing, unload_s, max_models, version,
+                               device, tuple(load_average))
+    return Calibration(profile, memory.per_copy_bytes, memory.baseline_bytes, memory.process_overhead_bytes,
+                       memory.host_per_copy_bytes, memory.load_s, unload_s, timing.service, timing.requests,
+                       timing.load_points, timing.scaling, memory.trace, tuple(load_average), max_models)
 
-    n = len(per_copy)
-    mean_copy = int(statistics.fmean(per_copy))
-    if gpu_probe:
-        baseline = max(0, baseline_gpu)
-        device, driver, gpu = gpu_probe.device, gpu_probe.driver, catalog_key(gpu_probe.device, gpu_probe.total)
-        host_bytes = int(statistics.fmean(host_per_copy)) if host_per_copy else 0
+
+def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memory: Memory, timing: Timing,
+                     unload_s: list[float], max_models: MaxModels | None, version: str | None,
+                     device: tuple[str, str, str] | None, load_average: tuple[float, float]) -> ModelProfile:
+    """The measured figures as a ModelProfile, with notes saying how each was taken."""
+    mean_copy = int(statistics.fmean(memory.per_copy_bytes))
+    if device:
+        device_name, driver, gpu = device
+        host_bytes = int(statistics.fmean(memory.host_per_copy_bytes)) if memory.host_per_copy_bytes else 0
     else:
-        baseline = max(0, after_copies.used - n * mean_copy) if isinstance(probe, HostMemory) else start.used
-        device, driver, gpu = f"cpu ({host_cpu()})", None, "cpu"
+        device_name, driver, gpu = f"cpu ({host_cpu()})", None, "cpu"
         host_bytes = mean_copy
     backend = {"python": "python", "pytorch": "pytorch_libtorch", "onnx": "onnxruntime", "tensorrt": "tensorrt"}
-    notes = [f"per copy {mean_copy / MiB:.1f} MiB (copies: {', '.join(f'{b / MiB:.1f}' for b in per_copy)} MiB)"]
+    overhead = memory.process_overhead_bytes
+    notes = [f"per copy {mean_copy / MiB:.1f} MiB (copies: {', '.join(f'{b / MiB:.1f}' for b in memory.per_copy_bytes)} MiB)"]
     if overhead is not None:
         notes.append(f"of which the Python-backend process overhead (null model: interpreter, torch"
-                     f"{', CUDA context' if gpu_probe else ''}) is {overhead / MiB:.1f} MiB and the model's own "
+                     f"{', CUDA context' if device else ''}) is {overhead / MiB:.1f} MiB and the model's own "
                      f"{max(0, mean_copy - overhead) / MiB:.1f} MiB; other backends share the server's context, so "
                      f"for them count only the model's own bytes")
-    notes.append(f"baseline {baseline / MiB:.1f} MiB counted once ("
-                 + ("device memory the server took before any model" if gpu_probe else
+    notes.append(f"baseline {memory.baseline_bytes / MiB:.1f} MiB counted once ("
+                 + ("device memory the server took before any model" if device else
                     "server process and shared libraries: tree PSS minus copies") + ")")
-    notes.append(f"service: compute_input+compute_infer+compute_output per execution from Triton's statistics at "
-                 f"concurrency 1; decode: round trip minus Triton's request time, fitted per request byte "
-                 f"(fixed part {decode_fixed * 1e3:.2f} ms)")
-    if overlap:
-        notes.append(f"overlap: execution {overlap[1] * 1e3:.1f} ms alone, {overlap[2] * 1e3:.1f} ms with a second "
-                     f"model running")
+    service = timing.service
+    cpu_timed = bool(service[0].cpu_s)
+    walls = ", ".join(f"{p.batch}: {p.wall_s * 1e3:.1f}" for p in service)
+    notes.append("service: " + ("CPU seconds of the model's one-thread Python-backend process per execution (its time "
+                                "alone on a free core); Triton's wall-clock compute ms by batch was " + walls
+                                if cpu_timed else "compute_input+compute_infer+compute_output per execution from "
+                                "Triton's statistics") + f"; binary tensor bodies at concurrency 1, batches "
+                 f"{[p.batch for p in service]}" + (f" (larger ones extrapolated: batch {service[-1].batch} took "
+                                                    f"over {options.stop_batch_s:g} s)"
+                                                    if service[-1].batch < spec.max_batch_size else ""))
+    notes.append(f"request cost: {timing.request_overhead_s * 1e3:.3f} ms per request + "
+                 f"{timing.decode_s_per_byte * 1e9:.2f} ns per body byte ({timing.request_cost_how}, KServe v2 JSON "
+                 f"bodies of {[p.body_bytes for p in timing.requests]} bytes)")
+    if len(timing.scaling) > 1:
+        notes.append("concurrent copies (batch %d): " % timing.scaling_batch + ", ".join(
+            f"{s.concurrent} -> x{s.throughput:.2f} ({s.per_exec_s * 1e3:.1f} ms per execution)" for s in timing.scaling))
+    notes.append(f"machine load average {load_average[0]:.1f} at the start, {load_average[1]:.1f} at the end, on "
+                 f"{host_cores()} cores")
     if max_models:
         notes.append(f"max models loaded at threshold {max_models.threshold}: {max_models.count} "
                      f"({max_models.stopped_by})")
-    profile = ModelProfile(
+    two = next((s for s in timing.scaling if s.concurrent == 2), None)
+    return ModelProfile(
         name=f"{spec.name}-{options.framework}-{gpu}",
         model=spec.name,
         framework=options.framework,
         gpu=gpu,
         artifact_bytes=artifact_bytes,
         gpu_memory_bytes=mean_copy,
-        baseline_gpu_bytes=baseline,
+        baseline_gpu_bytes=memory.baseline_bytes,
         host_memory_bytes=host_bytes,
-        load_s=statistics.fmean(load_s),
+        load_s=statistics.fmean(memory.load_s),
         unload_s=statistics.fmean(unload_s),
         service=[BatchTiming(batch=p.batch, seconds=p.mean_s, cv=round(p.cv, 4)) for p in service],
         input_bytes=len(spec.request_body(1)),
-        output_bytes=output_bytes,
-        decode_s_per_byte=decode_per_byte,
-        gpu_overlap=round(overlap[0], 3) if overlap else 0.0,
+        output_bytes=timing.output_bytes,
+        decode_s_per_byte=timing.decode_s_per_byte,
+        request_overhead_s=timing.request_overhead_s,
+        cpu_threads=options.threads,
+        gpu_overlap=round(min(1.0, max(0.0, two.throughput - 1)), 3) if two else 0.0,
+        concurrency_scaling=[Scaling(concurrent=s.concurrent, throughput=round(s.throughput, 3))
+                             for s in timing.scaling] if len(timing.scaling) > 1 else [],
         triton=TritonConfig(max_batch_size=spec.max_batch_size, dynamic_batching=True,
                             preferred_batch_sizes=list(spec.preferred_batch_sizes), max_queue_delay_s=0.0,
                             instance_count=1),
         provenance=Provenance(
             method="measured",
             source=f"mmesim calibrate: Triton {version} ({options.runner} runner), {backend[options.framework]} backend",
-            date=dt.date.today().isoformat(), device=device, driver=driver, triton_version=version,
+            date=dt.date.today().isoformat(), device=device_name, driver=driver, triton_version=version,
             host_cpu=host_cpu(), command=options.command, notes="; ".join(notes)),
     )
-    return Calibration(profile, per_copy, baseline, overhead, host_per_copy, load_s, unload_s, service, decode_fixed,
-                       load_points, overlap, trace, max_models)

@@ -23,9 +23,17 @@ def summary_table(c: Calibration) -> Table:
         t.add_row("host memory per copy", f"{p.host_memory_bytes / MiB:,.1f} MiB")
     t.add_row("artifact (model.tar.gz)", f"{p.artifact_bytes / MiB:,.1f} MiB")
     t.add_row("load / unload", f"{p.load_s:.2f} s / {p.unload_s:.2f} s")
-    t.add_row("request body (batch 1)", f"{p.input_bytes:,} bytes; decode {p.decode_s_per_byte * 1e9:.2f} ns/byte "
-              f"= {p.decode_s_per_byte * p.input_bytes * 1e3:.2f} ms")
-    t.add_row("overlap of two models", f"{p.gpu_overlap:.2f} (0 serialise, 1 perfect)")
+    t.add_row("request body (batch 1)", f"{p.input_bytes:,} bytes (JSON)")
+    t.add_row("server cost per request", f"{p.request_overhead_s * 1e3:.3f} ms + {p.decode_s_per_byte * 1e9:.2f} ns/byte "
+              f"= {(p.request_overhead_s + p.decode_s_per_byte * p.input_bytes) * 1e3:.2f} ms at batch 1")
+    if p.concurrency_scaling:
+        t.add_row("copies executing at once", "  ".join(f"{s.concurrent}: x{s.throughput:.2f}"
+                                                        for s in p.concurrency_scaling) + "  (total throughput)")
+    else:
+        t.add_row("overlap of two models", f"{p.gpu_overlap:.2f} (0 serialise, 1 perfect)")
+    if p.cpu_threads:
+        t.add_row("threads per execution", str(p.cpu_threads))
+    t.add_row("machine load average", f"{c.load_average[0]:.1f} at the start, {c.load_average[1]:.1f} at the end")
     if c.max_models:
         t.add_row("max models loaded", f"{c.max_models.count} at threshold {c.max_models.threshold} "
                   f"({c.max_models.stopped_by})")
@@ -33,11 +41,11 @@ def summary_table(c: Calibration) -> Table:
 
 
 def service_table(c: Calibration) -> Table:
-    t = Table(title="execution time by batch size (concurrency 1, Triton statistics)")
-    for col in ("batch", "compute ms", "cv", "round trip ms", "request KiB"):
+    t = Table(title="execution time by batch size (concurrency 1, binary tensors)")
+    for col in ("batch", "profile ms", "cv", "Triton compute ms", "round trip ms", "request KiB"):
         t.add_column(col, justify="right")
     for s in c.service:
-        t.add_row(str(s.batch), f"{s.mean_s * 1e3:.2f}", f"{s.cv:.2f}",
+        t.add_row(str(s.batch), f"{s.mean_s * 1e3:.2f}", f"{s.cv:.2f}", f"{s.wall_s * 1e3:.2f}",
                   f"{sum(s.roundtrip_s) / len(s.roundtrip_s) * 1e3:.2f}", f"{s.body_bytes / 1024:,.0f}")
     return t
 

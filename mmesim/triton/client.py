@@ -90,8 +90,8 @@ class MMEClient:
     def unload(self, name: str) -> float:
         return self.request("DELETE", f"/models/{name}").seconds
 
-    def invoke(self, name: str, body: bytes) -> Response:
-        return self.request("POST", f"/models/{name}/invoke", body)
+    def invoke(self, name: str, body: bytes, content_type: str = "application/json") -> Response:
+        return self.request("POST", f"/models/{name}/invoke", body, headers={"Content-Type": content_type})
 
 
 def load_body(name: str, url: str) -> bytes:
