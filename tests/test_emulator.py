@@ -169,7 +169,7 @@ def test_churn_unloads_idle_models_lru_and_no_request_fails(tmp_path):
     models = fake_artifacts(tmp_path / "models", names)
     profile = save(make_profile("big", mem_mib=4096, load_s=0.3, unload_s=0.1, s1=0.005), tmp_path)
     out = tmp_path / "out"
-    with emulate("--instance", "ml.g4dn.xlarge", "--models", str(models), "--profile", profile, out=out) as (url, _):
+    with emulate("--instance", "ml.g4dn.xlarge", "--models", str(models), "--profile", profile, out=out) as (url, proc):
         client = runtime(url)
         failures, peak = [], []
 
@@ -189,7 +189,7 @@ def test_churn_unloads_idle_models_lru_and_no_request_fails(tmp_path):
     assert not failures, failures[:3]
     assert max(peak) <= m["MemoryBudgetBytes"] and m["LoadedModelCount"] == 3
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["failures"] == 0 and summary["requests"] == 48
+    assert summary["failures"] == 0 and summary["requests"] == 48, proc.output
     # the sequence cycles over 8 models of which 3 fit: nearly every request loads, and
     # every load beyond the first three unloads one
     assert summary["loads"] > 30 and summary["unloads"] == summary["loads"] - 3
@@ -225,6 +225,12 @@ def test_two_instances_route_to_the_instance_holding_the_model(tmp_path):
         for _ in range(3):
             for name in names:
                 invoke(client, name)
+        import boto3                  # the command line's endpoint is visible to the control plane
+        sm = boto3.client("sagemaker", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="x")
+        described = sm.describe_endpoint(EndpointName="mmesim")
+        assert described["EndpointStatus"] == "InService"
+        assert described["ProductionVariants"][0]["CurrentInstanceCount"] == 2
         loaded = [i["LoadedModelCount"] for i in metrics(url)["instances"]]
     assert loaded == [2, 2]                       # spread by least busy / least memory, loaded once each
     rows = [r.split(",") for r in (out / "requests.csv").read_text().splitlines()[1:]]

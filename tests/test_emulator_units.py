@@ -123,3 +123,49 @@ def test_realtime_env_fires_in_time_order():
 
     seen, _ = asyncio.run(main())
     assert seen == [0.01, 0.02, 0.03]
+
+
+class _Store:
+    """An artifact store that has every name (the platform's view of emustore's ArtifactStore)."""
+
+    def __init__(self, root):
+        self.root, self.pins = root, {}
+
+    def fetch(self, name, pin=False):
+        from mmesim.emulator.store import Fetched
+        self.pins[name] = self.pins.get(name, 0) + pin
+        return Fetched(self.root, 1, 0.0, 0.0, True)
+
+    def unpin(self, name):
+        self.pins[name] -= 1
+
+
+def test_concurrent_loads_each_unload_a_different_idle_model(tmp_path):
+    """Three 4 GiB models fill the budget; two new ones arrive at once: each load must take its
+    own least recently used idle victim (a, then b), never the same one twice."""
+    from mmesim.emulator.backends import VirtualBackend
+    from mmesim.emulator.platform import Platform
+
+    MiB = 2**20
+    profile = make_profile(mem_mib=4096, load_s=0.05, unload_s=0.05, s1=0.001, baseline_mib=1000)
+    store = _Store(tmp_path)
+
+    async def main():
+        platform = Platform([VirtualBackend(15_109 * MiB, 1000 * MiB)], store, lambda target: profile)
+        await platform.start()
+        body = b'{"inputs": []}'
+        try:
+            for name in "abc":
+                await platform.invoke(name, body, "application/json", None, time.monotonic())
+            answers = await asyncio.gather(*(platform.invoke(n, body, "application/json", None, time.monotonic())
+                                             for n in "de"))
+            inst = platform.instances[0]
+            return [a.status for a in answers], list(inst.lru), inst.committed, inst.budget
+        finally:
+            await platform.stop()
+
+    statuses, loaded, committed, budget = asyncio.run(main())
+    assert statuses == [200, 200]
+    assert loaded == ["c", "d", "e"]
+    assert committed == 1000 * MiB + 3 * 4096 * MiB <= budget
+    assert store.pins == {"a": 0, "b": 0, "c": 1, "d": 1, "e": 1}      # unloaded models' files released

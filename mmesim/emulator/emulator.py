@@ -195,12 +195,15 @@ class Emulator:
     async def start(self) -> str:
         from aiohttp import web
 
-        from mmesim.emulator.control import ControlPlane
+        from mmesim.emulator.control import ControlPlane, EndpointSpec
         c = self.config
         self._tmp = tempfile.TemporaryDirectory(prefix="mmesim-emulate-")
-        if c.models:
-            await self._add(c)
         self.control = ControlPlane(self._on_create, self._on_delete)
+        if c.models:
+            endpoint = await self._add(c)
+            self.control.adopt(EndpointSpec(name=c.endpoint_name, config_name=c.endpoint_name,
+                                            model_name=c.endpoint_name, model_data_url=c.models,
+                                            instance_type=endpoint.type_name, instance_count=c.instance_count))
         front = Front(self.endpoints, self.control, keys=c.keys)
         self._runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
         await self._runner.setup()

@@ -148,8 +148,8 @@ class Instance:
                                          "and no idle model to unload")
             self.committed += need
             reserved = need
-            if victims:
-                await asyncio.gather(*(self._unload(v) for v in victims))
+            if victims:   # decided now (no await before): no other load can pick the same victims
+                await asyncio.gather(*[self._unload(v) for v in victims])
             async with (self._measure_lock if measure else _nothing()):
                 before = await asyncio.to_thread(self.backend.memory_used) if measure else 0
                 t = time.perf_counter()
@@ -181,12 +181,14 @@ class Instance:
             return int(sum(self._measured.values()) / len(self._measured))
         return max(1, artifact_bytes)
 
-    async def _unload(self, slot: Slot) -> None:
+    def _unload(self, slot: Slot) -> asyncio.Future:
+        """Take ``slot`` out of the LRU and the committed memory at once, as the simulator
+        counts it; the backend's unload runs as a task (returned) that later requests can await."""
         del self.lru[slot.name]
         slot.state = UNLOADING
-        self.committed -= slot.size         # as the simulator counts: unloads decided are not committed
+        self.committed -= slot.size
         slot.task = asyncio.ensure_future(self._do_unload(slot))
-        await slot.task
+        return slot.task
 
     async def _do_unload(self, slot: Slot) -> None:
         t = time.perf_counter()
