@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from functools import partial
 from collections import OrderedDict
@@ -23,6 +24,7 @@ from mmesim.profile import ModelProfile
 from mmesim.results.records import ModelEvent
 from mmesim.sim.policy import lru_victims, route
 
+_log = logging.getLogger(__name__)
 REMOTE, LOADING, LOADED, UNLOADING = "remote", "loading", "loaded", "unloading"
 
 
@@ -66,6 +68,7 @@ class Instance:
         self.budget = 0
         self.ready = False
         self.restarts = 0
+        self.epoch = 0                      # +1 per backend restart: what was reserved before is gone
         self.memory_used = 0
         self._measured: dict[str, int] = {}
         self._measure_lock = asyncio.Lock()
@@ -129,7 +132,7 @@ class Instance:
 
     # -- model tiers -----------------------------------------------------------------------
     async def _load(self, slot: Slot) -> None:
-        platform, reserved, pinned = self.platform, 0, False
+        platform, reserved, pinned, epoch = self.platform, 0, False, self.epoch
         try:   # pinned from fetch to unload: the disk cache keeps a loaded model's files
             fetched = await asyncio.to_thread(partial(platform.store.fetch, slot.name, pin=True))
             pinned = True
@@ -155,6 +158,8 @@ class Instance:
                 t = time.perf_counter()
                 await self.backend.load(slot.container, fetched.path, profile)
                 seconds = time.perf_counter() - t
+                if self.epoch != epoch:       # a restart cleared the reservation; the new server holds it
+                    self.committed += need
                 if measure:
                     size = max(1, await asyncio.to_thread(self.backend.memory_used) - before)
                     self._measured[slot.name] = size
@@ -167,7 +172,8 @@ class Instance:
             platform.sample_memory(self)
         except BaseException:
             slot.state = REMOTE
-            self.committed -= reserved
+            if self.epoch == epoch:
+                self.committed -= reserved
             if pinned:
                 platform.store.unpin(slot.name)
             raise
@@ -206,16 +212,24 @@ class Instance:
     async def restart(self) -> None:
         """Forget every model (the server that held them is gone) and start a new server."""
         self.ready = False
-        for slot in self.slots.values():
-            if slot.state == LOADED:
-                self.platform.store.unpin(slot.name)
+        self.epoch += 1
+        for slot in self.lru.values():       # loads and unloads under way fail and settle themselves
+            self.platform.store.unpin(slot.name)
             slot.state, slot.size = REMOTE, 0
         self.lru.clear()
         try:
             await self.backend.stop()
-        except Exception:
+        except Exception:  # noqa: BLE001 - it is dead already; what matters is the new one
             pass
-        await self.backend.start()
+        for attempt in range(3):
+            try:
+                await self.backend.start()
+                break
+            except Exception:
+                _log.exception("instance %d: restarting the model server failed (attempt %d)", self.index, attempt + 1)
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(2.0)
         self.committed = self.backend.baseline_bytes
         self.restarts += 1
         self.ready = True
