@@ -208,7 +208,11 @@ class Emulator:
         self._runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, c.host, c.port, backlog=1024)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen there ({exc.strerror}); choose another, or 0 for any free port",
+                              field="--port", value=f"{c.host}:{c.port}") from None
         port = site._server.sockets[0].getsockname()[1]
         self.url = f"http://{c.host}:{port}"
         return self.url
