@@ -18,6 +18,7 @@ from mmesim.emulator.platform import Platform
 from mmesim.errors import ConfigError
 from mmesim.profile import ModelProfile
 from mmesim.results.records import Records, Run
+from mmesim.sim.policy import inflight_limit
 
 BACKENDS = ("triton", "virtual")
 LOCAL = "local"
@@ -44,6 +45,7 @@ class EmulatorConfig:
     tritonserver: str | None = None
     seed: int = 0
     keys: dict[str, str] | None = None           # access key -> secret: verify SigV4 when given
+    max_inflight: int | None = None              # shed beyond this per instance; default: the profiles' limit
 
     def check(self) -> None:
         if self.backend not in BACKENDS:
@@ -139,7 +141,8 @@ class Endpoint:
         cache = c.cache_dir or self.workdir / "cache"
         store = ArtifactStore(c.models, cache, c.cache_bytes, s3_endpoint_url=c.s3_endpoint_url)
         self.platform = Platform(self._backends(), store, profile_matcher(self.profiles), threshold=c.threshold,
-                                 ready_timeout_s=c.ready_timeout_s)
+                                 ready_timeout_s=c.ready_timeout_s,
+                                 max_inflight=inflight_limit(c.max_inflight, self.profiles))
         self.platform.on_event = self.metrics.event
         try:
             await self.platform.start()
@@ -167,6 +170,7 @@ class Endpoint:
         return Run(records=self.records, duration_s=max(duration, 1.0),
                    request_name={m: base_name(m) for m in self.records.models},
                    events=list(p.events) if p else [], memory=sorted(p.memory) if p else [],
+                   utilization={k: [list(v) for v in per] for k, per in p.utilization.items()} if p else {},
                    gpu_total_bytes=self.total,
                    gpu_busy_s=[b for b in (i.backend.gpu_busy_s() for i in instances) if b is not None],
                    instance_type=self.type_name, instance_count=self.config.instance_count,

@@ -92,6 +92,11 @@ class Instance:
     async def invoke(self, target: str, body: bytes, content_type: str, accept: str | None, started: float) -> Answer:
         if not self.ready:
             raise ServiceUnavailable("the instance's model server is restarting; retry")
+        limit = self.platform.max_inflight
+        if limit is not None and self.inflight >= limit:      # as the simulator sheds (Instance.admit)
+            exc = ServiceUnavailable(f"the instance has {self.inflight} requests in flight (limit {limit}); retry")
+            exc.instance, exc.cold = self.index, False
+            raise exc
         slot = self.slots.get(target)
         if slot is None:
             slot = self.slots[target] = Slot(target)
@@ -248,15 +253,18 @@ class Platform:
     """The endpoint's instances and the decisions above them."""
 
     def __init__(self, backends: list[Backend], store, profile_for: Callable[[str], ModelProfile | None],
-                 threshold: float = 0.90, ready_timeout_s: float = 60.0, spread_inflight: int = 64):
+                 threshold: float = 0.90, ready_timeout_s: float = 60.0, spread_inflight: int = 64,
+                 max_inflight: int | None = None):
         from mmesim.sim.policy import memory_budget
         self._memory_budget = memory_budget
         self.store, self.profile_for = store, profile_for
         self.threshold, self.ready_timeout_s, self.spread_inflight = threshold, ready_timeout_s, spread_inflight
+        self.max_inflight = max_inflight          # per instance; None: no shedding
         self.instances = [Instance(self, i, b) for i, b in enumerate(backends)]
         self._t0 = time.monotonic()
         self.events: list[ModelEvent] = []
         self.memory: list[tuple[float, int, int]] = []
+        self.utilization: dict[str, list[list[float]]] = {}     # metric -> instance -> per second, %
         self._restarting: dict[int, asyncio.Task] = {}
         self.on_event: Callable[[ModelEvent], None] | None = None
 
@@ -305,18 +313,28 @@ class Platform:
         self._restarting[inst.index] = task
         task.add_done_callback(lambda _t: self._restarting.pop(inst.index, None))
 
-    async def watch(self, every_s: float = 0.5, sample_every_s: float = 1.0) -> None:
-        """Restart backends whose process exited, even when no request noticed; sample memory."""
-        last = 0.0
+    async def watch(self, every_s: float = 0.5) -> None:
+        """Restart backends whose process exited, even when no request noticed; once a second,
+        sample memory and the GPU's busy share of that second (GPUUtilization, where the
+        backend knows it: the virtual GPU)."""
+        second, last = 1, 0.0
+        busy = [0.0] * len(self.instances)
         while True:
             await asyncio.sleep(every_s)
-            sample = self.clock() - last >= sample_every_s
-            if sample:
-                last = self.clock()
+            sample = self.clock() >= second
             for inst in self.instances:
                 if inst.ready and not inst.backend.alive():
                     self.backend_down(inst)
                 elif inst.ready and sample:
                     self.sample_memory(inst)
+            if sample:
+                now = self.clock()
+                for inst in self.instances:
+                    b = inst.backend.gpu_busy_s()
+                    if b is not None:
+                        per_second = self.utilization.setdefault("GPUUtilization", [[] for _ in self.instances])
+                        per_second[inst.index].append(min(100.0, 100.0 * (b - busy[inst.index]) / (now - last)))
+                        busy[inst.index] = b
+                second, last = int(now) + 1, now
 
 
