@@ -27,6 +27,7 @@ profiles: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/sim_speed.py
+	$(PY) benchmarks/output_writing.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

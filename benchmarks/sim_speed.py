@@ -25,6 +25,7 @@ import simpy
 from mmesim.endpoint import EndpointConfig
 from mmesim.profile import load_profile
 from mmesim.sim import Simulation
+from mmesim.units import MiB
 from mmesim.workload import Workload, load_workload
 
 
@@ -115,7 +116,7 @@ def main() -> int:
         del sim, r
     (n1, m1, b1), (n2, m2, b2) = per
     print(f"records: {b1 / n1:.0f} bytes per request in the column store; process memory per extra request "
-          f"{(m2 - m1) / (n2 - n1):.0f} bytes ({n1:,} -> {n2:,} requests: {m1 / 2**20:.1f} -> {m2 / 2**20:.1f} MiB)")
+          f"{(m2 - m1) / (n2 - n1):.0f} bytes ({n1:,} -> {n2:,} requests: {m1 / MiB:.1f} -> {m2 / MiB:.1f} MiB)")
     return 0
 
 

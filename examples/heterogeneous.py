@@ -16,9 +16,9 @@ from pathlib import Path
 from rich.table import Table
 
 from mmesim.endpoint import EndpointConfig
+from mmesim.outputs import write_outputs
 from mmesim.profile import load_profile
 from mmesim.report.console import console
-from mmesim.results.outputs import write_outputs
 from mmesim.results.summary import summarize
 from mmesim.sim import simulate
 from mmesim.workload import load_workload

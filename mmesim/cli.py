@@ -59,9 +59,9 @@ def _copies(text: str):
 
 
 def _simulate(args) -> int:
+    from mmesim.outputs import write_outputs
     from mmesim.profile import load_profile
     from mmesim.report.console import progress_bar, print_summary
-    from mmesim.results.outputs import write_outputs
     from mmesim.results.summary import summarize
     from mmesim.sim import simulate
     from mmesim.workload import load_workload
@@ -203,7 +203,7 @@ def _add_calibrate(sub) -> None:
             concurrency=_ints(args.concurrency, "--concurrency"), repeats=args.repeats, cpu_threads=args.cpu_threads,
             scaling=_ints(args.scaling, "--scaling"), stop_batch_s=args.stop_batch_s, quick=args.quick,
             image=args.image,
-            binary=args.tritonserver, command="mmesim calibrate " + shlex.join(sys.argv[2:] if argv_is_cli() else []))
+            binary=args.tritonserver, command="mmesim " + shlex.join(args.argv))
         with console.status("calibrating", spinner="dots") as status:
             def progress(message: str) -> None:
                 console.log(message)
@@ -220,9 +220,6 @@ def _add_calibrate(sub) -> None:
                 stdout.print(table)
         stdout.print(f"profile: {out}\nreport:  {report}")
         return 0
-
-    def argv_is_cli() -> bool:
-        return len(sys.argv) > 1 and sys.argv[1] == "calibrate"
 
     p.set_defaults(func=run)
 
@@ -405,7 +402,9 @@ def _live(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv      # what was asked, for provenance (calibrate records its own command line)
     try:
         return args.func(args) or 0
     except MmesimError as exc:

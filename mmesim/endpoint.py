@@ -38,15 +38,19 @@ class EndpointConfig(Model):
     def _known(cls, v: str) -> str:
         return load_catalog().instance(v).name
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_front_end_here(cls, data):
+        """On ``local`` there is no SageMaker front end: a client talks to the server directly."""
+        if isinstance(data, dict) and data.get("instance_type") == LOCAL and data.get("overhead_s") is None:
+            data = {**data, "overhead_s": 0.0}
+        return data
+
     @model_validator(mode="after")
-    def _local(self) -> "EndpointConfig":
-        if self.instance_type != LOCAL:
-            if self.memory_budget_bytes is not None:
-                raise ValueError(f"memory_budget_bytes applies to instance type {LOCAL} only (a GPU's memory is "
-                                 "the catalogue's)")
-        elif "overhead_s" not in self.model_fields_set:
-            # no SageMaker front end on this host: a client talks to the server directly
-            object.__setattr__(self, "overhead_s", 0.0)
+    def _budget_is_local(self) -> "EndpointConfig":
+        if self.instance_type != LOCAL and self.memory_budget_bytes is not None:
+            raise ValueError(f"memory_budget_bytes applies to instance type {LOCAL} only (a GPU's memory is "
+                             "the catalogue's)")
         return self
 
     def instance(self) -> InstanceType:

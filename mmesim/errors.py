@@ -12,7 +12,7 @@ class ConfigError(MmesimError):
 
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None,
                  value: object = None):
-        self.source, self.field, self.value = source, field, value
+        self.message, self.source, self.field, self.value = message, source, field, value
         where = []
         if source:
             where.append(str(source))

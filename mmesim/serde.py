@@ -55,6 +55,10 @@ def validate(cls: type[T], data: Any, source: str | None = None) -> T:
     """Build ``cls`` from plain data; raise ConfigError naming source, field and value."""
     try:
         return cls.model_validate(data)
+    except ConfigError as exc:      # raised by a validator (e.g. a catalogue lookup): add the file
+        if exc.source is not None:
+            raise
+        raise ConfigError(exc.message, source=source or cls.__name__, field=exc.field, value=exc.value) from None
     except ValidationError as exc:
         errors = exc.errors()
         first = errors[0]
@@ -63,15 +67,28 @@ def validate(cls: type[T], data: Any, source: str | None = None) -> T:
         if len(errors) > 1:
             msg += f" (and {len(errors) - 1} more problem(s))"
         raise ConfigError(msg, source=source or cls.__name__, field=_field_path(loc) or None,
-                          value=first.get("input") if loc else None) from None
+                          value=first.get("input") if loc and first["type"] != "missing" else None) from None
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's contents; ConfigError naming the file if it is missing, unreadable
+    or not UTF-8."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("no such file", source=str(path))
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset {exc.start}",
+                          source=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from None
 
 
 def read_data(path: str | Path) -> Any:
     """Parse a JSON or YAML file, with a clear error if it is missing or malformed."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("no such file", source=str(path))
-    text = path.read_text()
+    text = read_text(path)
     try:
         if path.suffix in (".yaml", ".yml"):
             return yaml.safe_load(text)

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from mmesim.errors import ConfigError
 from mmesim.serde import Model, load
@@ -87,6 +87,15 @@ class Workload(Model):
     generator: LoadGenerator | None = Field(default=None, description="None: an ideal client")
     user_steps: list[int] = Field(default_factory=list,
                                   description="user counts the reference's metrics are taken at")
+    _source: str | None = PrivateAttr(default=None)      # the file it was read from, for errors
+
+    def check_profiles(self, names) -> None:
+        """Fail before anything runs if mix weights name a profile the endpoint lacks."""
+        names = set(names)
+        unknown = set(self.popularity.weights) - names if self.popularity.kind == "mix" else set()
+        if unknown:
+            raise ConfigError(f"mix weights name profiles not in the endpoint ({', '.join(sorted(names))})",
+                              source=self._source or "workload", field="popularity.weights", value=sorted(unknown))
 
     @model_validator(mode="after")
     def _shape(self) -> "Workload":
@@ -119,20 +128,23 @@ def read_trace(path: str | Path) -> list[tuple[float, str]]:
     if not path.is_file():
         raise ConfigError("trace file not found", source=str(path))
     rows: list[tuple[float, str]] = []
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"timestamp", "model"} <= set(reader.fieldnames):
-            raise ConfigError(f"needs columns 'timestamp' and 'model', has {reader.fieldnames}", source=str(path))
-        for line, row in enumerate(reader, start=2):
-            try:
-                t = float(row["timestamp"])
-            except (TypeError, ValueError):
-                raise ConfigError("timestamp is not a number", source=f"{path}:{line}", field="timestamp",
-                                  value=row["timestamp"]) from None
-            if t < 0 or not row["model"]:
-                raise ConfigError("needs a timestamp >= 0 and a model", source=f"{path}:{line}",
-                                  field="timestamp" if t < 0 else "model", value=row["model"] if t >= 0 else t)
-            rows.append((t, row["model"]))
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not {"timestamp", "model"} <= set(reader.fieldnames):
+                raise ConfigError(f"needs columns 'timestamp' and 'model', has {reader.fieldnames}", source=str(path))
+            for line, row in enumerate(reader, start=2):
+                try:
+                    t = float(row["timestamp"])
+                except (TypeError, ValueError):
+                    raise ConfigError("timestamp is not a number", source=f"{path}:{line}", field="timestamp",
+                                      value=row["timestamp"]) from None
+                if t < 0 or not row["model"]:
+                    raise ConfigError("needs a timestamp >= 0 and a model", source=f"{path}:{line}",
+                                      field="timestamp" if t < 0 else "model", value=row["model"] if t >= 0 else t)
+                rows.append((t, row["model"]))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x}", source=str(path)) from None
     rows.sort(key=lambda r: r[0])
     return rows
 
@@ -144,13 +156,12 @@ def builtin_workloads() -> dict[str, Path]:
 def load_workload(name_or_path: str | Path) -> Workload:
     """A built-in name (``blog``) or a path to a YAML/JSON workload file."""
     known = builtin_workloads()
-    if str(name_or_path) in known:
-        return load(Workload, known[str(name_or_path)])
-    path = Path(name_or_path)
+    path = Path(known.get(str(name_or_path), name_or_path))
     if not path.exists():
         raise ConfigError(f"no built-in workload of that name and no such file; built-in: {', '.join(known)}",
                           field="workload", value=str(name_or_path))
     wl = load(Workload, path)
+    wl._source = str(path)
     if wl.trace and not Path(wl.trace).is_absolute():
         wl.trace = str((path.parent / wl.trace).resolve())
     return wl

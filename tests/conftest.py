@@ -2,7 +2,7 @@ import pytest
 
 from mmesim.profile import ModelProfile
 
-MiB = 2**20
+from mmesim.units import MiB  # noqa: F401  (tests import it from here)
 
 
 def make_profile(name="tiny", model=None, mem_mib=1000, load_s=2.0, unload_s=0.5, s1=0.010, cv=0.0,

@@ -4,11 +4,11 @@ simulator reproduces the published rows from them."""
 import pytest
 
 from mmesim.derive import blog
-from mmesim.catalog import MiB
 from mmesim.endpoint import EndpointConfig
 from mmesim.profile import ModelProfile, builtin_profiles, load_profile
 from mmesim.results.summary import summarize
 from mmesim.sim import max_models_loaded, simulate
+from mmesim.units import MiB
 from mmesim.workload import load_workload
 
 ROWS = blog.reference_rows()

@@ -10,8 +10,7 @@ from mmesim.calibrate.memory import MemorySample, parse_bytes
 from mmesim.calibrate.run import CalibrateOptions, catalog_key
 from mmesim.errors import ConfigError, MissingPiece
 from mmesim.triton.client import MMEError
-
-MiB = 2**20
+from mmesim.units import MiB
 
 
 def test_batch_sizes_are_powers_of_two_up_to_max():

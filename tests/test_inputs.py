@@ -23,12 +23,19 @@ def test_catalogue_is_complete():
         EndpointConfig(instance_type="ml.x1.huge")
 
 
-def test_profile_round_trips(tmp_path):
-    p = make_profile()
-    path = p.save(tmp_path / "p.json")
-    assert load_profile(path) == p
-    path = p.save(tmp_path / "p.yaml")
-    assert load_profile(path) == p
+def test_a_hand_written_yaml_profile_loads_in_base_units(tmp_path):
+    """What a user types (YAML, flow lists) becomes the profile's fields, unchanged units."""
+    path = tmp_path / "p.yaml"
+    path.write_text("name: tiny\nmodel: tiny\nframework: pytorch\ngpu: t4\nartifact_bytes: 100000000\n"
+                    "gpu_memory_bytes: 1048576000\nbaseline_gpu_bytes: 990000000\nload_s: 2.5\nunload_s: 0.5\n"
+                    "input_bytes: 602112\ndecode_s_per_byte: 1.0e-9\n"
+                    "service: [{batch: 1, seconds: 0.01}, {batch: 8, seconds: 0.02}]\n"
+                    "triton: {max_batch_size: 8}\nprovenance: {method: hand, source: tests}\n")
+    p = load_profile(path)
+    assert (p.gpu_memory_bytes, p.load_s, p.triton.max_batch_size) == (1000 * 2**20, 2.5, 8)
+    assert (p.input_bytes, p.decode_s_per_byte) == (602112, 1e-9)
+    assert [(t.batch, t.seconds) for t in p.service] == [(1, 0.01), (8, 0.02)]
+    assert p == load_profile(p.save(tmp_path / "again.json"))      # and JSON holds the same
 
 
 def test_bad_profile_names_file_field_value(tmp_path):
@@ -81,3 +88,56 @@ def test_bad_workload_and_trace(tmp_path):
     trace.write_text("timestamp,model\n0.5,b-v0\n")
     with pytest.raises(ConfigError, match="not a target"):
         Simulation([make_profile(name="a")], EndpointConfig(instance_type="ml.g4dn.2xlarge"), load_workload(path), [1])
+
+
+# -- through the CLI: one clear line naming file, field and value; never a traceback ------------
+
+def run_cli(tmp_path, *args):
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-m", "mmesim.cli", "simulate", *args], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    return out.returncode, out.stderr.strip()
+
+
+POISSON = "kind: poisson\nrates: [{end_s: 10, rate: 5}]\n"
+
+
+@pytest.mark.parametrize("files, args, expected", [
+    ({"w.yaml": POISSON.encode() + b"name: caf\xe9\n"},
+     ["--profile", "resnet50-pytorch-t4", "--instance", "ml.g4dn.2xlarge", "--workload", "w.yaml"],
+     ["w.yaml", "not UTF-8", "0xe9"]),
+    ({"p.json": b'{"name": "tiny\xff"}'}, ["--profile", "p.json", "--instance", "ml.g4dn.2xlarge"],
+     ["p.json", "not UTF-8", "0xff"]),
+    ({"t.csv": b"timestamp,model\n0.5,caf\xe9\n", "w.yaml": b"kind: trace\ntrace: t.csv\n"},
+     ["--profile", "resnet50-pytorch-t4", "--instance", "ml.g4dn.2xlarge", "--workload", "w.yaml"],
+     ["t.csv", "not UTF-8"]),
+    ({"e.yaml": b"instance_type: ml.g9.huge\ninstance_count: 2\n"},
+     ["--profile", "resnet50-pytorch-t4", "--endpoint", "e.yaml"],
+     ["e.yaml", "instance_type", "ml.g9.huge", "unknown instance type"]),
+    ({"w.yaml": POISSON.encode() + b"popularity: {kind: mix, weights: {resnet50-pytorch-t4: 1, resnet5O: 2}}\n"},
+     ["--profile", "resnet50-pytorch-t4", "--instance", "ml.g4dn.2xlarge", "--workload", "w.yaml"],
+     ["w.yaml", "popularity.weights", "resnet5O", "not in the endpoint"]),
+])
+def test_bad_input_through_the_cli(tmp_path, files, args, expected):
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    rc, err = run_cli(tmp_path, *args)
+    assert rc == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("mmesim: error: ")
+    assert all(part in err for part in expected), err
+
+
+def test_mix_weights_are_checked_before_any_simulation(monkeypatch, tmp_path):
+    """The check comes first: max-models (the first simulation step) is never reached."""
+    import mmesim.sim.mme as mme
+    path = tmp_path / "w.yaml"
+    path.write_text(POISSON + "popularity: {kind: mix, weights: {other: 1}}\n")
+
+    def not_reached(*args, **kw):
+        raise AssertionError("simulated before checking the workload")
+    monkeypatch.setattr(mme, "max_models_loaded", not_reached)
+    with pytest.raises(ConfigError, match="w.yaml.*popularity.weights.*other"):
+        mme.simulate([make_profile(name="a")], EndpointConfig(instance_type="ml.g4dn.2xlarge"), load_workload(path))

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from mmesim.errors import ConfigError, MmesimError
+from mmesim.errors import ConfigError
 from mmesim.results import locust_csv as L
 from mmesim.results.records import (MODEL_NOT_READY, OK, OVERLOADED, TIMEOUT, Records, RequestRecord,
                                     Run)
@@ -19,14 +19,46 @@ def tiny_run() -> Run:
     return Run(records=recs, duration_s=5.0, request_name={"a-v0": "a", "a-v1": "a", "b-v0": "b"})
 
 
-# -- Locust's arithmetic ------------------------------------------------------------------------
+# -- Locust's arithmetic, against Locust's own functions -----------------------------------------
+# Locust is imported in a child process: importing it monkey-patches the interpreter (gevent).
 
-@pytest.mark.parametrize("ms, bucket", [
-    (0.4, 0), (62.5, 62), (63.5, 64), (99.4, 99), (99.5, 100), (147, 150), (125.0, 120),
-    (155.0, 160), (999, 1000), (3432, 3400), (1049, 1000), (58760, 59000)])
-def test_bucket_matches_locust_rounding(ms, bucket):
-    # Python's round is half-to-even, which Locust inherits: 62.5 -> 62, 125 -> 120.
-    assert L.bucket_response_time(ms) == bucket
+LOCUST_SIDE = """
+import json, sys
+from collections import Counter
+from locust.stats import (PERCENTILES_TO_REPORT, bucket_response_time, calculate_response_time_percentile,
+                          get_readable_percentiles)
+ask = json.load(sys.stdin)
+hists = [Counter(bucket_response_time(v) for v in vs) for vs in ask["samples"]]
+json.dump({"buckets": [bucket_response_time(v) for v in ask["values"]],
+           "percentiles": [[calculate_response_time_percentile(h, len(vs), p) for p in PERCENTILES_TO_REPORT]
+                           for h, vs in zip(hists, ask["samples"])],
+           "report": PERCENTILES_TO_REPORT, "labels": get_readable_percentiles(PERCENTILES_TO_REPORT)}, sys.stdout)
+"""
+
+
+@pytest.fixture(scope="module")
+def locust_says():
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.lognormal(5, 2, 20000),
+                             # exact and near ties at every scale (Python rounds half to even)
+                             [0.5, 1.5, 62.5, 63.5, 99.5, 125.0, 135.0, 155.0, 994.9999999, 995.0, 1050.0,
+                              1150.0, 9950.0, 10500.0, 11500.0, 58760.0, 0.15 * 1000, 1.005 * 1000, 1e-9]]).tolist()
+    samples = [rng.lognormal(5, 1.5, n).tolist() for n in (1, 2, 7, 100, 1001, 20000)]
+    ask = {"values": values, "samples": samples}
+    out = subprocess.run([sys.executable, "-c", LOCUST_SIDE], input=json.dumps(ask), capture_output=True,
+                         text=True, check=True, timeout=120)
+    return ask, json.loads(out.stdout)
+
+
+def test_buckets_equal_locusts_including_ties(locust_says):
+    from mmesim.results.locust import bucket_keys
+    ask, said = locust_says
+    assert bucket_keys(ask["values"]).tolist() == said["buckets"]
 
 
 def test_percentile_rule_by_hand():
@@ -37,18 +69,30 @@ def test_percentile_rule_by_hand():
     assert L.response_time_percentile({}, 0, 0.5) == 0
 
 
-def test_percentile_labels_are_locusts():
-    assert L.PERCENTILE_COLUMNS == ("50%", "66%", "75%", "80%", "90%", "95%", "98%", "99%", "99.9%",
-                                    "99.99%", "100%")
+def test_histogram_percentiles_equal_locusts(locust_says):
+    import numpy as np
+
+    from mmesim.results.locust import bucket_index, bucket_keys, histogram_percentiles
+    ask, said = locust_says
+    for values, expected in zip(ask["samples"], said["percentiles"]):
+        hist = np.bincount(bucket_index(bucket_keys(values)))
+        assert histogram_percentiles(hist, len(values), said["report"]) == expected
+
+
+def test_percentile_columns_are_locusts(locust_says):
+    _, said = locust_says
+    assert list(L.PERCENTILES) == said["report"]
+    assert list(L.PERCENTILE_COLUMNS) == said["labels"]
 
 
 @pytest.mark.parametrize("times, median", [([62.5], 62.5), ([1049.0], 1049.0), ([99.6], 99.6), ([147.0], 147.0),
                                            ([140.0, 147.0, 190.0], 150)])
 def test_median_is_bucketed_then_clamped_into_min_max(times, median):
-    e = L.Entry("InvokeEndpoint", "m")
+    recs = Records()
     for ms in times:
-        e.log(ms, False)
-    assert e.median_ms == median
+        recs.add(RequestRecord(0.0, ms / 1000, "m", 0, OK, False))
+    row = L.stats_rows(Run(records=recs, duration_s=5.0))[0]
+    assert row[L.STATS_COLUMNS.index("Median Response Time")] == pytest.approx(median)
 
 
 # -- _stats.csv ---------------------------------------------------------------------------------
@@ -87,14 +131,6 @@ def test_empty_run_writes_na_percentiles(tmp_path):
     assert agg == ["", "Aggregated", 0, 0, 0, 0.0, 0, 0, 0, 0.0, 0.0] + ["N/A"] * 11
     path = L.write_stats(run, tmp_path / "e_stats.csv")
     assert L.read_stats(path)[0]["50%"] is None
-
-
-def test_stats_round_trip(tmp_path):
-    rows = L.read_stats(L.write_stats(tiny_run(), tmp_path / "p_stats.csv"))
-    assert [r["Name"] for r in rows] == ["a", "b", "Aggregated"]
-    assert rows[0]["Average Response Time"] == pytest.approx(437.5 / 3, rel=1e-15)
-    assert rows[2]["Request Count"] == 4 and isinstance(rows[2]["Request Count"], int)
-    assert rows[2]["99%"] == 2000 and rows[2]["Type"] == ""
 
 
 # -- _failures.csv ------------------------------------------------------------------------------
@@ -221,27 +257,15 @@ def test_write_locust_csv_takes_rows_or_a_function(tmp_path):
     assert out2["stats_history"].read_text() == out["stats_history"].read_text()
 
 
-def test_write_locust_csv_defaults_to_summary_history_with_same_request_type(tmp_path, monkeypatch):
-    import sys
-    import types
-    seen = {}
-
-    def fake_history(run, request_type):
-        seen["request_type"] = request_type
-        return [history_row(1, 10, "a", 0.75, [120] * 11, 3, 1, 145.8, method=request_type)]
-
-    monkeypatch.setitem(sys.modules, "mmesim.results.summary", types.SimpleNamespace(history=fake_history))
-    out = L.write_locust_csv(tiny_run(), tmp_path / "p", request_type="sagemaker")
-    assert seen == {"request_type": "sagemaker"}
-    assert L.read_stats_history(out["stats_history"])[0]["Type"] == "sagemaker"
+def test_write_locust_csv_defaults_to_locusts_history_with_same_request_type(tmp_path):
+    from mmesim.results.locust import history
+    run = tiny_run()
+    out = L.write_locust_csv(run, tmp_path / "p", request_type="sagemaker")
+    back = L.read_stats_history(out["stats_history"])
+    expected = L.read_stats_history(L.write_stats_history(history(run, request_type="sagemaker"), tmp_path / "h.csv"))
+    assert back == expected and len(back) == 6 + 5 + 2      # Aggregated t=0..5, a from t=1, b from t=4
+    assert {r["Type"] for r in back if r["Name"] != "Aggregated"} == {"sagemaker"}
     assert L.read_stats(out["stats"])[0]["Type"] == "sagemaker"
-
-
-def test_write_locust_csv_without_history_source_says_why(tmp_path, monkeypatch):
-    import sys
-    monkeypatch.setitem(sys.modules, "mmesim.results.summary", None)   # import fails
-    with pytest.raises(MmesimError, match="history"):
-        L.write_locust_csv(tiny_run(), tmp_path / "x")
 
 
 def test_stats_agree_with_summary_history_totals(tmp_path):

@@ -210,3 +210,21 @@ def test_utilization_series_match_busy_time():
     # 50 req/s x 10 ms = 50 % GPU; 50 req/s x 1 ms = 5 % of one core
     assert gpu[60.0] == pytest.approx(50, rel=0.1)
     assert cpu[60.0] == pytest.approx(5, rel=0.1)
+
+
+def test_run_says_what_produced_it():
+    """The Run's typed fields describe the run: copies asked for, warm copies, generator busy
+    time, and which profiles had to be translated (which the Summary warns about)."""
+    from mmesim.results.summary import summarize
+    a, b = make_profile(name="a", mem_mib=100), make_profile(name="b", mem_mib=100, gpu="a10g")
+    wl = Workload(kind="poisson", rates=[{"end_s": 10, "rate": 20}],
+                  generator={"workers": 2, "cpu_s_per_request": 0.001})
+    run = simulate([a, b], EndpointConfig(instance_type=T4, instance_count=2), wl, copies=[2, 3], seed=4)
+    assert (run.seed, run.gpu, run.profiles, run.translated) == (4, "t4", ["a", "b"], ["b"])
+    assert run.copies == [2, 3] and run.targets == 5
+    assert run.copies_loaded_at_start == 5          # all five fit, so all start loaded
+    assert len(run.cpu_busy_s) == 2 and run.vcpus == 8
+    assert run.generator_workers == len(run.generator_busy_s) == 2
+    # about 200 requests at 1 ms of client CPU each
+    assert sum(run.generator_busy_s) == pytest.approx(len(run.records) * 0.001, rel=0.05)
+    assert any("translated to t4: b" in w for w in summarize(run).warnings)

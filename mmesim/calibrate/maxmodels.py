@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from mmesim.triton.client import MMEClient, MMEError
+from mmesim.units import MiB
 
 
 @dataclass
@@ -33,7 +34,7 @@ class MaxModels:
     def table(self) -> str:
         lines = [f"{'models':>6} {'used MiB':>10} {'used %':>7} {'load s':>7}"]
         for s in self.trace:
-            lines.append(f"{s.models:>6} {s.used / 2**20:>10.0f} {100 * s.fraction:>6.1f}% {s.load_s:>7.2f}")
+            lines.append(f"{s.models:>6} {s.used / MiB:>10.0f} {100 * s.fraction:>6.1f}% {s.load_s:>7.2f}")
         return "\n".join(lines)
 
 

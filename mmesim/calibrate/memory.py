@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mmesim.errors import ConfigError, MissingPiece
+from mmesim.units import GiB, KiB, MiB, TiB
 
 from mmesim.catalog import default_memory_budget
-
-GiB = 2**30
 
 
 @dataclass
@@ -105,8 +104,8 @@ def parse_bytes(text: str | int | None) -> int | None:
     """``4GiB``, ``512MiB``, ``2G``, ``1.5e9`` -> bytes."""
     if text is None or isinstance(text, int):
         return text
-    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6, "gb": 10**9,
-             "k": 2**10, "m": 2**20, "g": 2**30, "b": 1, "": 1}
+    units = {"kib": KiB, "mib": MiB, "gib": GiB, "tib": TiB, "kb": 10**3, "mb": 10**6, "gb": 10**9,
+             "k": KiB, "m": MiB, "g": GiB, "b": 1, "": 1}
     s = str(text).strip().lower().replace(" ", "")
     for unit in sorted(units, key=len, reverse=True):
         if s.endswith(unit):

@@ -1,10 +1,11 @@
 """`mmesim calibrate`: package a model, run it in a real Triton, measure it, and write the
 ModelProfile the simulator reads (plus a report with every trace behind the numbers).
 
-Three steps: ``measure_memory`` (a null model, then copies loaded one at a time),
+The steps: ``measure_memory`` (a null model, then copies loaded one at a time),
 ``measure_timing`` (executions by batch size, the server's cost per request, closed-loop
-load, concurrent copies) and ``assemble_profile`` (the figures into a ModelProfile, with
-notes saying how each was taken)."""
+load), the max-models procedure when asked, ``measure_copies_at_once`` (k copies executing
+together, on the copies already loaded) and ``assemble_profile`` (the figures into a
+ModelProfile, with notes saying how each was taken)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ from mmesim.errors import ConfigError, MissingPiece
 from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig
 from mmesim.triton.client import MMEClient, kserve_client
 from mmesim.triton.packaging import FRAMEWORKS, PackagedModel, package, package_null
+from mmesim.units import MiB
 
-MiB = 2**20
 MAX_JSON_BYTES = 16 * MiB      # request-cost bodies larger than this are not worth building
 
 
@@ -122,10 +123,9 @@ class Timing:
     request_overhead_s: float
     request_cost_how: str
     load_points: list[LoadPoint]
-    scaling: list[ScalingPoint]
+    scaling: list[ScalingPoint]              # filled by measure_copies_at_once
     scaling_batch: int
     output_bytes: int
-    extra_copies: list[str]                  # loaded only to run k copies at once
 
 
 @dataclass
@@ -332,7 +332,7 @@ def _concurrently(bench: Bench, names: list[str], unload: bool = False) -> None:
 
 def measure_timing(bench: Bench, names: list[str], progress: Callable[[str], None]) -> Timing:
     """Executions by batch size (binary bodies), the server's cost per request (JSON bodies,
-    the reference's format), closed-loop load, and k copies executing at once."""
+    the reference's format) and closed-loop load, on one loaded copy."""
     opts, spec, mme, kserve = bench.options, bench.spec, bench.mme, bench.kserve
     batches = opts.batches or batch_sizes(spec.max_batch_size)
     if max(batches) > spec.max_batch_size:
@@ -359,17 +359,42 @@ def measure_timing(bench: Bench, names: list[str], progress: Callable[[str], Non
     load_points = measure_load(bench.server.sagemaker_url, kserve, names[0], spec, load_batches, opts.concurrency,
                                requests=opts.load_requests)
 
-    ks = sorted(set(opts.scaling))
-    extra = [copy_name(spec.name, i) for i in range(len(names), max(ks))]
+    output_bytes = len(mme.invoke(names[0], spec.request_body(1)).body)
+    return Timing(service, requests, per_byte, fixed, how, load_points, [], 0, output_bytes)
+
+
+def measure_copies_at_once(bench: Bench, timing: Timing, loaded: list[str], progress: Callable[[str], None]) -> list[str]:
+    """k = 1, 2, 4, 8 copies executing at once (``timing.scaling``), on copies already loaded
+    where there are enough (the max-models procedure leaves many), loading the rest.
+    Returns the copies it loaded."""
+    ks = sorted(set(bench.options.scaling))
+    if len(ks) < 2:
+        return []
+    spec = bench.spec
+    extra = [copy_name(spec.name, i) for i in range(len(loaded), max(ks))]
     if extra:
         progress(f"loading {len(extra)} more copies to run up to {max(ks)} at once")
         _concurrently(bench, extra)
-    scaling_batch = next((p.batch for p in service if p.wall_s >= 0.02), timed[-1])
-    progress(f"total throughput of {ks} copies executing at once (batch {scaling_batch})")
-    scaling = measure_scaling(bench.server.sagemaker_url, kserve, names + extra, spec, scaling_batch, ks)
+    timing.scaling_batch = next((p.batch for p in timing.service if p.wall_s >= 0.02), timing.service[-1].batch)
+    progress(f"total throughput of {ks} copies executing at once (batch {timing.scaling_batch})")
+    timing.scaling = measure_scaling(bench.server.sagemaker_url, bench.kserve, loaded + extra, spec,
+                                     timing.scaling_batch, ks)
+    return extra
 
-    output_bytes = len(mme.invoke(names[0], spec.request_body(1)).body)
-    return Timing(service, requests, per_byte, fixed, how, load_points, scaling, scaling_batch, output_bytes, extra)
+
+def unload_copies(bench: Bench, names: list[str], progress: Callable[[str], None],
+                  timed: list[str] = ()) -> list[float]:
+    """Unload copies: the others at once, then those in ``timed`` one by one, the last
+    first (their seconds are returned)."""
+    rest = [n for n in names if n not in timed]
+    if rest:
+        progress(f"unloading {len(rest)} copies")
+        _concurrently(bench, rest, unload=True)
+    seconds = []
+    for name in reversed(timed):
+        progress(f"unloading {name}")
+        seconds.append(bench.mme.unload(name))
+    return seconds
 
 
 def calibrate(options: CalibrateOptions, progress: Callable[[str], None] = lambda msg: None) -> Calibration:
@@ -380,17 +405,10 @@ def calibrate(options: CalibrateOptions, progress: Callable[[str], None] = lambd
         bench = start_bench(options, stack, progress)
         memory = measure_memory(bench, progress)
         timing = measure_timing(bench, memory.names, progress)
-        if timing.extra_copies:
-            progress(f"unloading {len(timing.extra_copies)} copies loaded to run at once")
-            _concurrently(bench, timing.extra_copies, unload=True)
-        unload_s = []
-        for name in reversed(memory.names):
-            progress(f"unloading {name}")
-            unload_s.append(bench.mme.unload(name))
-        memory.trace.append({"event": "copies unloaded", "used": bench.probe.sample().used})
-
-        max_models = None
+        loaded, max_models, unload_s = list(memory.names), None, []
         if options.max_models:
+            unload_s += unload_copies(bench, loaded, progress, timed=loaded)
+            memory.trace.append({"event": "copies unloaded", "used": bench.probe.sample().used})
             progress(f"max models loaded: copies until (used + average) / total >= {options.threshold}")
             loader = mme_copy_loader(bench.mme, bench.packaged, bench.server, bench.workdir / "maxmodels",
                                      bench.spec.name)
@@ -398,8 +416,10 @@ def calibrate(options: CalibrateOptions, progress: Callable[[str], None] = lambd
                                            on_step=lambda s: progress(
                                                f"  {s.models:>3} models: {s.used / MiB:,.0f} MiB of "
                                                f"{s.total / MiB:,.0f} MiB ({100 * s.fraction:.1f}%)"))
-            for i in reversed(range(max_models.count)):
-                unload_s.append(bench.mme.unload(copy_name(bench.spec.name, i)))
+            loaded = [copy_name(bench.spec.name, i) for i in range(max_models.count)]
+        loaded += measure_copies_at_once(bench, timing, loaded, progress)
+        unload_s += unload_copies(bench, loaded, progress, timed=[] if options.max_models else memory.names)
+        memory.trace.append({"event": "copies unloaded", "used": bench.probe.sample().used})
         version = bench.server.version
         artifact_bytes = bench.packaged.artifact_bytes
         device = (bench.gpu_probe.device, bench.gpu_probe.driver,

@@ -5,8 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from mmesim.calibrate.run import Calibration
-
-MiB = 2**20
+from mmesim.units import MiB
 
 
 def summary_table(c: Calibration) -> Table:

@@ -17,8 +17,7 @@ from pydantic import Field
 
 from mmesim.errors import ConfigError
 from mmesim.serde import Model, validate
-
-MiB, GiB = 2**20, 2**30
+from mmesim.units import GiB, MiB
 
 
 class GPU(Model):

@@ -35,12 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mmesim.catalog import MiB, load_catalog
+from mmesim.catalog import load_catalog
 from mmesim.endpoint import EndpointConfig
 from mmesim.profile import ModelProfile, builtin_dir
 from mmesim.results.summary import history, reference_metrics
 from mmesim.sim.mme import Simulation
 from mmesim.sim.translate import compute_ratio
+from mmesim.units import MiB
 from mmesim.workload import LoadGenerator, builtin_workloads, load_workload
 
 SOURCE = "AWS ML blog 'Achieve high performance at scale for model serving using Amazon SageMaker MME with GPU' (2023), results.csv"

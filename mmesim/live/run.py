@@ -89,7 +89,7 @@ def run_live(plan: LivePlan, state_path: str | Path, workload, profiles, copies:
              poll_s: float = 15.0, timeout_s: float = 3600) -> LiveResult:
     """Deploy, wait for InService, load-test, read CloudWatch, and always tear down (on
     success, on errors, on Ctrl-C or SIGTERM). Outputs go to ``out``."""
-    from mmesim.results.outputs import write_outputs
+    from mmesim.outputs import write_outputs
     from mmesim.results.summary import summarize
 
     out = Path(out)

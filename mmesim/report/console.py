@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-MiB = 2**20
+from mmesim.units import MiB
+
 # Piped or captured output gets a wide table rather than names cut short with an ellipsis.
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -50,8 +51,8 @@ def print_summary(summary, run=None) -> None:
     t.add_column(style="bold")
     t.add_column(justify="right")
     t.add_row("max models loaded", str(s.max_models_loaded))
-    if run is not None and "copies" in run.meta:
-        t.add_row("copies targeted", ", ".join(map(str, run.meta["copies"])))
+    if run is not None and run.copies:
+        t.add_row("copies targeted", ", ".join(map(str, run.copies)))
     t.add_row("latency (reference definition)", _fmt(s.latency_ms, " ms"))
     t.add_row("throughput (reference definition)", _fmt(s.throughput_qps, " req/s"))
     t.add_row("max concurrent users", str(s.max_concurrent_users))

@@ -45,8 +45,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from mmesim.errors import ConfigError
-from mmesim.results.records import (INTERNAL, MODEL_ERROR, MODEL_NOT_READY, OK, OUT_OF_MEMORY,
+from mmesim.results.records import (INTERNAL, MODEL_ERROR, MODEL_NOT_READY, OK, OUT_OF_MEMORY, OUTCOMES,
                                     OVERLOADED, TIMEOUT, VALIDATION, ModelEvent, Run)
 
 PERIOD_S = 60
@@ -118,7 +120,7 @@ def _value_at(steps: list[tuple[float, float]], times: list[float], t: float, be
 
 
 class _Samples:
-    """Samples per (metric, period index)."""
+    """Samples per (metric, period index); per-request samples arrive as arrays."""
 
     def __init__(self, period_s: float):
         self.period_s = period_s
@@ -126,6 +128,17 @@ class _Samples:
 
     def add(self, metric: str, t: float, value: float) -> None:
         self.data[metric][max(0, int(t // self.period_s))].append(value)
+
+    def add_many(self, metric: str, t: np.ndarray, values: np.ndarray) -> None:
+        if not len(t):
+            return
+        period = np.maximum(0, np.floor_divide(t, self.period_s)).astype(np.int64)
+        order = np.argsort(period, kind="stable")
+        period, values = period[order], np.asarray(values, dtype=np.float64)[order]
+        cuts = np.flatnonzero(np.diff(period)) + 1
+        per = self.data[metric]
+        for p, chunk in zip(period[np.concatenate(([0], cuts))].tolist(), np.split(values, cuts)):
+            per[p].extend(chunk.tolist())
 
 
 def _request_samples(run: Run, s: _Samples, overhead_s: Sequence[float] | None) -> None:
@@ -136,23 +149,28 @@ def _request_samples(run: Run, s: _Samples, overhead_s: Sequence[float] | None) 
             loads[(e.instance, e.model)].append(e.time + e.seconds)
     for ends in loads.values():
         ends.sort()
-    for i, r in enumerate(run.records):
-        s.add("Invocations", r.end, 1.0)
-        s.add("InvocationsPerInstance", r.end, per_instance)
-        s.add("Invocation4XXErrors", r.end, float(r.outcome in ERRORS_4XX))
-        s.add("Invocation5XXErrors", r.end, float(r.outcome in ERRORS_5XX))
-        if r.instance >= 0:
-            s.add("ModelCacheHit", r.end, float(not r.cold))
-        if r.outcome == OK:
-            overhead = overhead_s[i] if overhead_s is not None else 0.0
-            s.add("ModelLatency", r.end, (r.end - r.start - overhead) * 1e6)
-            if overhead_s is not None:
-                s.add("OverheadLatency", r.end, overhead * 1e6)
-        if r.cold and r.instance >= 0:
-            ends = loads.get((r.instance, r.model), ())
-            j = bisect.bisect_left(ends, r.start)
-            if j < len(ends):
-                s.add("ModelLoadingWaitTime", r.end, (min(ends[j], r.end) - r.start) * 1e6)
+    a = run.records.arrays()
+    end, start, outcome = a["end"], a["start"], a["outcome"]
+    index = {name: i for i, name in enumerate(OUTCOMES)}
+    is_4xx = np.isin(outcome, [index[o] for o in ERRORS_4XX])
+    is_5xx = np.isin(outcome, [index[o] for o in ERRORS_5XX])
+    reached = a["instance"] >= 0
+    ok = outcome == index[OK]
+    s.add_many("Invocations", end, np.ones(len(end)))
+    s.add_many("InvocationsPerInstance", end, np.full(len(end), per_instance))
+    s.add_many("Invocation4XXErrors", end, is_4xx.astype(np.float64))
+    s.add_many("Invocation5XXErrors", end, is_5xx.astype(np.float64))
+    s.add_many("ModelCacheHit", end[reached], (~a["cold"][reached]).astype(np.float64))
+    overhead = np.asarray(overhead_s, dtype=np.float64) if overhead_s is not None else np.zeros(len(end))
+    s.add_many("ModelLatency", end[ok], (end[ok] - start[ok] - overhead[ok]) * 1e6)
+    if overhead_s is not None:
+        s.add_many("OverheadLatency", end[ok], overhead[ok] * 1e6)
+    models = run.records.models
+    for i in np.flatnonzero(a["cold"] & reached).tolist():
+        ends = loads.get((int(a["instance"][i]), models[a["model"][i]]), ())
+        j = bisect.bisect_left(ends, start[i])
+        if j < len(ends):
+            s.add("ModelLoadingWaitTime", float(end[i]), (min(ends[j], float(end[i])) - float(start[i])) * 1e6)
 
 
 def _gauge_samples(run: Run, s: _Samples, periods: int) -> None:

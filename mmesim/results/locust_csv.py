@@ -3,11 +3,8 @@
 A prediction written as ``<prefix>_stats.csv``, ``<prefix>_stats_history.csv`` and
 ``<prefix>_failures.csv`` reads like Locust 2.x output (``--csv PREFIX --csv-full-history``),
 so the blog's notebooks and any other Locust tooling read predictions unchanged; the readers
-turn a measured run's files into the same row dicts the summary code consumes.
-
-Locust's arithmetic is reproduced, not approximated: response times are kept in ms, bucketed
-to about two significant digits (``bucket_response_time``), and percentiles use Locust's
-counting rule (``response_time_percentile``), so a percentile here equals Locust's to the ms.
+turn a measured run's files into the same row dicts the summary code consumes. The numbers
+come from ``mmesim.results.locust`` (Locust's arithmetic); this module is the files.
 """
 
 from __future__ import annotations
@@ -16,27 +13,18 @@ import csv
 import hashlib
 import math
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mmesim.errors import ConfigError, MmesimError
-from mmesim.results.records import OK, OUTCOMES, TIMEOUT, Run
+import numpy as np
 
-# What the blog's boto3 Locust user passes as request_type (locust/locust_benchmark_sm.py).
-DEFAULT_REQUEST_TYPE = "InvokeEndpoint"
-AGGREGATED = "Aggregated"
-PERCENTILES = (0.50, 0.66, 0.75, 0.80, 0.90, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0)
+from mmesim.errors import ConfigError
+from mmesim.results import locust
+from mmesim.results.locust import (AGGREGATED, DEFAULT_REQUEST_TYPE, PERCENTILE_COLUMNS, PERCENTILES,  # noqa: F401
+                                   Entry, bucket_response_time, percentile_label, response_time_percentile)
+from mmesim.results.records import OUTCOMES, TIMEOUT, Run
 
-
-def percentile_label(p: float) -> str:
-    """Column title Locust gives a percentile: 0.5 -> '50%', 0.999 -> '99.9%'."""
-    pct = p * 100
-    return f"{int(pct) if pct.is_integer() else round(pct, 6)}%"
-
-
-PERCENTILE_COLUMNS = tuple(percentile_label(p) for p in PERCENTILES)
 STATS_COLUMNS = ("Type", "Name", "Request Count", "Failure Count", "Median Response Time",
                  "Average Response Time", "Min Response Time", "Max Response Time",
                  "Average Content Size", "Requests/s", "Failures/s", *PERCENTILE_COLUMNS)
@@ -50,116 +38,11 @@ _RATE_COLUMNS = frozenset({"Requests/s", "Failures/s"})   # history writes these
 _INT_COLUMNS = frozenset(PERCENTILE_COLUMNS)               # ... and int() of each percentile
 
 
-# -- Locust's arithmetic --------------------------------------------------------------------
-
-def bucket_response_time(ms: float) -> int:
-    """Locust's histogram key: ms rounded to ~2 significant digits (147 -> 150, 3432 -> 3400)."""
-    if ms < 100:
-        return round(ms)
-    if ms < 1000:
-        return int(round(ms, -1))
-    if ms < 10000:
-        return int(round(ms, -2))
-    return int(round(ms, -3))
-
-
-def response_time_percentile(buckets: Mapping[int, int], count: int, percent: float) -> int:
-    """Locust's percentile: walk buckets from the slowest down until at most
-    ``int(count * percent)`` requests are left below; 0 when there are no samples."""
-    keep = int(count * percent)
-    seen = 0
-    for key in sorted(buckets, reverse=True):
-        seen += buckets[key]
-        if count - seen <= keep:
-            return key
-    return 0
-
-
-class Entry:
-    """One Locust stats entry (a request name, or the aggregate) built from finished requests.
-
-    Fed in completion order, as Locust logs them, so float sums match Locust's bit for bit."""
-
-    def __init__(self, method: str, name: str):
-        self.method, self.name = method, name
-        self.num_requests = self.num_failures = 0
-        self.total_ms = 0.0
-        self.min_ms: float | None = None
-        self.max_ms: float = 0
-        self.buckets: Counter[int] = Counter()
-
-    def log(self, ms: float, failed: bool) -> None:
-        self.num_requests += 1
-        self.num_failures += failed
-        self.total_ms += ms
-        self.min_ms = ms if self.min_ms is None else min(self.min_ms, ms)
-        self.max_ms = max(self.max_ms, ms)
-        self.buckets[bucket_response_time(ms)] += 1
-
-    @property
-    def avg_ms(self) -> float:
-        return self.total_ms / self.num_requests if self.num_requests else 0.0
-
-    @property
-    def median_ms(self) -> float:
-        """Locust clamps the bucketed median into [min, max] so one slow request can't exceed max."""
-        if not self.buckets:
-            return 0
-        median = response_time_percentile(self.buckets, self.num_requests, 0.5) or 0
-        if median > self.max_ms:
-            return self.max_ms
-        if self.min_ms is not None and median < self.min_ms:
-            return self.min_ms
-        return median
-
-    def percentiles(self) -> list:
-        if not self.num_requests:
-            return ["N/A"] * len(PERCENTILES)
-        return [int(response_time_percentile(self.buckets, self.num_requests, p) or 0) for p in PERCENTILES]
-
-    def stats_row(self, elapsed_s: float) -> list:
-        """A ``_stats.csv`` row; rates are per second of ``elapsed_s`` (Locust: first request
-        timestamp of the stats object to the last request)."""
-        rps = self.num_requests / elapsed_s if elapsed_s > 0 else 0.0
-        fps = self.num_failures / elapsed_s if elapsed_s > 0 else 0.0
-        content = 0.0 if self.num_requests else 0   # the boto3 user reports response_length 0
-        return [self.method, self.name, self.num_requests, self.num_failures, self.median_ms, self.avg_ms,
-                self.min_ms or 0, self.max_ms, content, rps, fps, *self.percentiles()]
-
-
-def request_name(run: Run, model: str) -> str:
-    """The Locust request name for a target model (the blog names requests by base model)."""
-    return run.request_name.get(model, model)
-
-
-def _finished(run: Run) -> list[tuple[float, float, str, str]]:
-    """(end, start, name, outcome) in completion order, the order Locust logs requests in.
-
-    Requests still in flight at ``duration_s`` are left out: Locust stops its users there and
-    never logs them."""
-    recs = [(r.end, r.start, request_name(run, r.model), r.outcome) for r in run.records
-            if r.end <= run.duration_s]
-    recs.sort(key=lambda x: x[0])
-    return recs
-
-
-def stats_entries(run: Run, request_type: str = DEFAULT_REQUEST_TYPE) -> list[Entry]:
-    """Per-name entries sorted as Locust sorts them, then the Aggregated entry."""
-    by_name: dict[str, Entry] = {}
-    total = Entry("", AGGREGATED)
-    for end, start, name, outcome in _finished(run):
-        ms = (end - start) * 1000.0
-        entry = by_name.get(name) or by_name.setdefault(name, Entry(request_type, name))
-        entry.log(ms, outcome != OK)
-        total.log(ms, outcome != OK)
-    return [by_name[n] for n in sorted(by_name)] + [total]
-
-
 def stats_rows(run: Run, request_type: str = DEFAULT_REQUEST_TYPE) -> list[list]:
-    """Rows of ``_stats.csv`` (without header). The run starts at t=0, so Locust's
-    Requests/s = count / (last completion time)."""
-    last = max(run.records.end, default=0.0)
-    return [e.stats_row(last) for e in stats_entries(run, request_type)]
+    """Rows of ``_stats.csv`` (without header): per name, then Aggregated, over the requests
+    that ended by the run's duration (Locust stops its users there and never logs the rest).
+    Requests/s = count / (last logged completion), the run starting at t=0."""
+    return locust.stats(run, request_type).stats_rows()
 
 
 def utc_timestamp(unix_s: float) -> str:
@@ -172,13 +55,16 @@ def failure_rows(run: Run, request_type: str = DEFAULT_REQUEST_TYPE, epoch: floa
 
     Ordered like Locust orders them (by the sha256 key of method, name and error), which
     looks arbitrary but makes our file byte-comparable with Locust's."""
+    a = run.records.arrays()
+    failed = np.flatnonzero((a["outcome"] != 0) & (a["end"] <= run.duration_s))
+    failed = failed[np.argsort(a["end"][failed], kind="stable")]
     seen: dict[tuple[str, str], list] = {}
-    for end, _start, name, outcome in _finished(run):
-        if outcome == OK:
-            continue
+    for end, model, outcome in zip(a["end"][failed].tolist(), a["model"][failed].tolist(),
+                                   a["outcome"][failed].tolist()):
+        name = run.request_name.get(run.records.models[model], run.records.models[model])
         row = seen.get((name, outcome))
         if row is None:
-            seen[(name, outcome)] = [request_type, name, outcome, 1, end, end]
+            seen[(name, outcome)] = [request_type, name, OUTCOMES[outcome], 1, end, end]
         else:
             row[3] += 1
             row[5] = end
@@ -199,12 +85,13 @@ def _writer(path: Path):
     return fh, csv.writer(fh)   # csv's default dialect: "\r\n" line ends, as Locust writes
 
 
-def write_stats(run: Run, path: str | Path, request_type: str = DEFAULT_REQUEST_TYPE) -> Path:
+def write_stats(run: Run, path: str | Path, request_type: str = DEFAULT_REQUEST_TYPE,
+                rows: Sequence[Sequence] | None = None) -> Path:
     path = Path(path)
     fh, w = _writer(path)
     with fh:
         w.writerow(STATS_COLUMNS)
-        w.writerows(stats_rows(run, request_type))
+        w.writerows(rows if rows is not None else stats_rows(run, request_type))
     return path
 
 
@@ -250,31 +137,25 @@ def write_stats_history(rows: Iterable[Mapping], path: str | Path) -> Path:
 HistorySource = Iterable[Mapping] | Callable[[Run], Iterable[Mapping]] | None
 
 
-def _history_rows(run: Run, history: HistorySource, request_type: str) -> Iterable[Mapping]:
-    if callable(history):
-        return history(run)
-    if history is not None:
-        return history
-    try:
-        from mmesim.results.summary import history as summary_history
-    except ImportError as exc:
-        raise MmesimError("no history rows given and mmesim.results.summary.history is not "
-                          f"available ({exc}); pass history=rows or a function") from None
-    return summary_history(run, request_type=request_type)
-
-
 def write_locust_csv(run: Run, prefix: str | Path, *, history: HistorySource = None,
                      request_type: str = DEFAULT_REQUEST_TYPE, epoch: float = 0.0) -> dict[str, Path]:
     """Write ``<prefix>_stats.csv``, ``_stats_history.csv`` and ``_failures.csv`` for a run.
 
-    ``history`` is a list of row dicts, a function of the run, or None for
-    ``mmesim.results.summary.history`` (given the same ``request_type``, so the files agree)."""
+    ``history`` is a list of row dicts, a function of the run, or None for Locust's own
+    rows computed from the run's records (``mmesim.results.locust``): then the history is
+    streamed to its file as it is computed and the stats come from the same pass."""
     prefix = str(prefix)
-    return {
-        "stats": write_stats(run, prefix + "_stats.csv", request_type),
-        "stats_history": write_stats_history(_history_rows(run, history, request_type), prefix + "_stats_history.csv"),
-        "failures": write_failures(run, prefix + "_failures.csv", request_type, epoch),
-    }
+    files = {}
+    if history is None:
+        stats, rows = locust.stream(run, request_type)
+        files["stats_history"] = write_stats_history(rows, prefix + "_stats_history.csv")
+        files["stats"] = write_stats(run, prefix + "_stats.csv", rows=stats.stats_rows())
+    else:
+        rows = history(run) if callable(history) else history
+        files["stats_history"] = write_stats_history(rows, prefix + "_stats_history.csv")
+        files["stats"] = write_stats(run, prefix + "_stats.csv", request_type)
+    files["failures"] = write_failures(run, prefix + "_failures.csv", request_type, epoch)
+    return {k: files[k] for k in ("stats", "stats_history", "failures")}
 
 
 # -- readers --------------------------------------------------------------------------------

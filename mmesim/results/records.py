@@ -105,11 +105,17 @@ class Records:
     def write_csv(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        a = self.arrays()
+        models, outcomes = np.array(self.models, dtype=object), np.array(OUTCOMES, dtype=object)
+        fmt = "{:.6f}".format
         with path.open("w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(self.COLUMNS)
-            for r in self:
-                w.writerow((f"{r.start:.6f}", f"{r.end:.6f}", r.model, r.instance, r.outcome, int(r.cold)))
+            for i in range(0, len(self), 65536):      # a slice at a time: memory stays flat
+                s = slice(i, i + 65536)
+                w.writerows(zip(map(fmt, a["start"][s].tolist()), map(fmt, a["end"][s].tolist()),
+                                models[a["model"][s]].tolist(), a["instance"][s].tolist(),
+                                outcomes[a["outcome"][s]].tolist(), a["cold"][s].astype(np.int8).tolist()))
         return path
 
     @classmethod
@@ -165,7 +171,19 @@ class Run:
     max_models_loaded: int | None = None
     memory_trace: list[tuple[int, int]] = field(default_factory=list)  # (models loaded, bytes used)
     kind: str = "prediction"            # or "measurement"
-    meta: dict = field(default_factory=dict)
+    # What produced the run (one typed field per fact; add a field here rather than a loose dict).
+    seed: int | None = None             # the simulator's seed; None for a measurement
+    gpu: str = ""                       # GPU kind of the instances (catalog key, e.g. "t4")
+    profiles: list[str] = field(default_factory=list)      # profile names, in the order of ``copies``
+    translated: list[str] = field(default_factory=list)    # profiles translated from another GPU
+    copies: list[int] = field(default_factory=list)        # copies per profile the traffic targets
+    copies_loaded_at_start: int = 0     # copies already loaded when the traffic began (warm start)
+    targets: int = 0                    # distinct target models
+    max_inflight_per_instance: int | None = None  # None: unlimited
+    cpu_busy_s: list[float] = field(default_factory=list)  # host CPU busy seconds per instance (summed over cores)
+    vcpus: int = 0                      # vCPUs per instance
+    generator_workers: int = 0          # load generator worker processes
+    generator_busy_s: list[float] = field(default_factory=list)  # busy seconds per generator worker
 
     def users_at(self, t: float) -> int:
         """The user count in force at time t (0 before the first change)."""

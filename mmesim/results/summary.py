@@ -1,111 +1,31 @@
 """Summary: the numbers people compare, computed by ONE code path for a prediction and a
 measurement alike.
 
-- ``history(run)``: Locust's per-second ``_stats_history.csv`` rows, with Locust's own
-  semantics (Requests/s averages the 10 whole seconds ending 2 s before the last request;
-  Total Average Response Time is cumulative since the test began; failed requests count as
-  requests and their response times count too).
+- ``history(run)``: Locust's per-second ``_stats_history.csv`` rows, computed by
+  ``mmesim.results.locust`` with Locust's own semantics (Requests/s averages the 10 whole
+  seconds ending 2 s before the last request; Total Average Response Time is cumulative
+  since the test began; failed requests count as requests and their response times too).
 - ``reference_metrics(rows, steps)``: the reference's four numbers, exactly as its README
   (step 3) computes them from those rows, so a measured Locust CSV and a prediction give
   comparable figures.
 - ``step_table(run)``: better-defined per-user-step figures (p50/p95/p99 over the requests
   started during that step only).
+
+Which percentile is which: see ``mmesim.results.locust`` (Locust's bucketed rule in the
+Locust-format rows; exact percentiles in the Summary's p50/p95/p99 and steps).
 - ``summarize(run)``: all of it, plus failures by cause, cold starts, loads, cost.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from mmesim.results.locust_csv import DEFAULT_REQUEST_TYPE, bucket_response_time
+from mmesim.results.locust import AGGREGATED, exact_percentile, history  # noqa: F401  (history: re-exported)
 from mmesim.results.records import OUTCOMES, Run
-
-AGGREGATED = "Aggregated"
-
-
-def bucketed(values_ms) -> np.ndarray:
-    """Response times as Locust keeps them: rounded to ~2 significant digits."""
-    return np.array([bucket_response_time(v) for v in np.asarray(values_ms, dtype=float).tolist()], dtype=float)
-
-
-def locust_percentile(buckets: np.ndarray, q: float, presorted: bool = False) -> float:
-    """Locust's percentile rule (``response_time_percentile``) on bucketed times: walking
-    from the slowest down until at most int(n*q) remain below is the element at index int(n*q)."""
-    n = len(buckets)
-    if n == 0:
-        return 0.0
-    k = min(int(n * q), n - 1)
-    return float(buckets[k] if presorted else np.partition(buckets, k)[k])
-
-
-PERCENTILE_COLUMNS = ((0.5, "50%"), (0.66, "66%"), (0.75, "75%"), (0.8, "80%"), (0.9, "90%"), (0.95, "95%"),
-                      (0.98, "98%"), (0.99, "99%"), (0.999, "99.9%"), (0.9999, "99.99%"), (1.0, "100%"))
-
-
-def history(run: Run, percentiles: bool = True, request_type: str = DEFAULT_REQUEST_TYPE) -> list[dict[str, Any]]:
-    """Locust ``--csv-full-history`` rows: for every second, one row per request name and
-    one "Aggregated" row, keyed by Locust 2.x column names. Without ``percentiles`` the
-    percentile and median columns are left out (cheaper: capacity fits call this often)."""
-    a = run.records.arrays()
-    names = [run.request_name.get(m, m) for m in run.records.models]
-    order = np.argsort(a["end"], kind="stable")
-    end = a["end"][order]
-    rt = ((a["end"] - a["start"]) * 1000.0)[order]
-    brt = bucketed(rt) if percentiles else rt
-    failed = (a["outcome"] != 0)[order]
-    uniq = sorted(set(names))
-    index_of = np.array([uniq.index(n) for n in names], dtype=np.int32)
-    name_idx = index_of[a["model"][order]] if len(end) else np.zeros(0, dtype=np.int32)
-    seconds = int(math.floor(run.duration_s))
-    T = np.arange(seconds + 1)
-    done = np.searchsorted(end, T, side="right")             # requests logged by each row's time
-    last_sec = np.where(done > 0, np.floor(end[np.maximum(done - 1, 0)]).astype(int), -1)
-    lo, hi = np.maximum(last_sec - 12, 0), last_sec - 2
-    width = np.maximum(hi - lo, 1)
-    users_t = np.array([t for t, _ in run.users] or [0.0])
-    users_n = np.array([u for _, u in run.users] or [0])
-    users = users_n[np.maximum(np.searchsorted(users_t, T, side="right") - 1, 0)]
-    sec_of = np.floor(end).astype(int)
-    groups = [(n, name_idx == i) for i, n in enumerate(uniq)] + [(AGGREGATED, np.ones(len(end), dtype=bool))]
-    per_group = []
-    for g, mask in groups:
-        per_sec = np.bincount(sec_of[mask], minlength=seconds + 14)
-        fail_sec = np.bincount(sec_of[mask & failed], minlength=seconds + 14)
-        cps, cfs = np.concatenate([[0], np.cumsum(per_sec)]), np.concatenate([[0], np.cumsum(fail_sec)])
-        rps = np.where(hi > lo, (cps[np.maximum(hi, 0)] - cps[lo]) / width, 0.0)
-        fps = np.where(hi > lo, (cfs[np.maximum(hi, 0)] - cfs[lo]) / width, 0.0)
-        cnt = np.concatenate([[0], np.cumsum(mask)])[done]
-        fcnt = np.concatenate([[0], np.cumsum(mask & failed)])[done]
-        rsum = np.concatenate([[0.0], np.cumsum(np.where(mask, rt, 0.0))])[done]
-        rmin = np.concatenate([[np.inf], np.minimum.accumulate(np.where(mask, rt, np.inf))])[done]
-        rmax = np.concatenate([[0.0], np.maximum.accumulate(np.where(mask, rt, 0.0))])[done]
-        per_group.append((g, mask, rps, fps, cnt, fcnt, rsum, rmin, rmax))
-    rows: list[dict[str, Any]] = []
-    for i, t in enumerate(T.tolist()):
-        for g, mask, rps, fps, cnt, fcnt, rsum, rmin, rmax in per_group:
-            n = int(cnt[i])
-            row = {"Timestamp": t, "User Count": int(users[i]), "Type": "" if g == AGGREGATED else request_type,
-                   "Name": g, "Requests/s": float(rps[i]), "Failures/s": float(fps[i])}
-            if percentiles:
-                d = int(done[i])
-                m = mask[:d]
-                recent = np.sort(brt[:d][m & (end[:d] > t - 10)])
-                for q, col in PERCENTILE_COLUMNS:
-                    row[col] = locust_percentile(recent, q, presorted=True) if len(recent) else None
-            row.update({"Total Request Count": n, "Total Failure Count": int(fcnt[i])})
-            if percentiles:
-                row["Total Median Response Time"] = locust_percentile(brt[:d][m], 0.5) if n else 0
-            row.update({"Total Average Response Time": float(rsum[i] / n) if n else 0.0,
-                        "Total Min Response Time": float(rmin[i]) if n else 0,
-                        "Total Max Response Time": float(rmax[i]) if n else 0,
-                        "Total Average Content Size": 0})
-            rows.append(row)
-    return rows
 
 
 def reference_metrics(rows: list[dict[str, Any]], steps: list[int], name: str | None = None) -> dict[str, Any]:
@@ -164,9 +84,9 @@ def step_table(run: Run) -> list[dict[str, Any]]:
             "users": int(u), "requests": int(m.sum()), "failures": int((m & ~ok).sum()),
             "rps": float(m.sum() / span) if span > 0 else 0.0,
             "avg_ms": float(rt[m].mean()),
-            "p50_ms": float(np.percentile(good, 50)) if len(good) else None,
-            "p95_ms": float(np.percentile(good, 95)) if len(good) else None,
-            "p99_ms": float(np.percentile(good, 99)) if len(good) else None,
+            "p50_ms": exact_percentile(good, 50),
+            "p95_ms": exact_percentile(good, 95),
+            "p99_ms": exact_percentile(good, 99),
         })
     return out
 
@@ -183,7 +103,7 @@ class Summary(BaseModel):
     """What `mmesim simulate --json` prints and summary.json holds.
 
     latency_ms, throughput_qps, max_concurrent_users: the reference's definitions (see
-    ``reference_metrics``); p50/p95/p99 over every successful request of the run; steps:
+    ``reference_metrics``); p50/p95/p99: exact, over every successful request of the run; steps:
     per user step over the requests started in it; cost_per_million_usd: the endpoint's
     hourly price over a million requests served at throughput_qps (the best rate seen
     without failures)."""
@@ -229,19 +149,17 @@ def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
     hourly = run.instance_count * run.price_usd_per_hour
     tput = ref["throughput_qps"]
     warnings = []
-    busy = run.meta.get("generator_busy_s")
+    busy = run.generator_busy_s
     if busy and run.duration_s and max(busy) / run.duration_s > 0.5:
         warnings.append(f"load generator: the busiest worker was busy {100 * max(busy) / run.duration_s:.0f}% "
                         "of the run; its CPU limits throughput (add workers)")
-    if run.meta.get("translated"):
-        warnings.append(f"profiles translated to {run.meta.get('gpu')}: {', '.join(run.meta['translated'])}")
+    if run.translated:
+        warnings.append(f"profiles translated to {run.gpu}: {', '.join(run.translated)}")
     return Summary(
         kind=run.kind, instance_type=run.instance_type, instance_count=run.instance_count, duration_s=run.duration_s,
         max_models_loaded=run.max_models_loaded,
         latency_ms=ref["latency_ms"], throughput_qps=tput, max_concurrent_users=ref["max_concurrent_users"],
-        p50_ms=float(np.percentile(rt_ok, 50)) if len(rt_ok) else None,
-        p95_ms=float(np.percentile(rt_ok, 95)) if len(rt_ok) else None,
-        p99_ms=float(np.percentile(rt_ok, 99)) if len(rt_ok) else None,
+        p50_ms=exact_percentile(rt_ok, 50), p95_ms=exact_percentile(rt_ok, 95), p99_ms=exact_percentile(rt_ok, 99),
         requests=int(len(a["outcome"])), failures=int((~ok).sum()), failures_by_cause=causes,
         cold_starts=int(a["cold"].sum()),
         loads=sum(1 for e in run.events if e.kind == "load"), unloads=sum(1 for e in run.events if e.kind == "unload"),

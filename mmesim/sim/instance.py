@@ -108,8 +108,7 @@ class Instance:
         after(self.env, start + cost - now, req, self._decoded)
 
     def _decoded(self, ev) -> None:
-        req = ev._value
-        req.slot.server.enqueue(req)
+        self._to_triton(ev._value)
 
     def _to_triton(self, req) -> None:
         req.slot.server.enqueue(req)

@@ -80,8 +80,10 @@ class Simulation:
             raise ConfigError("at least one profile is needed", field="profile")
         if len(copies) != len(profiles) or any(c < 1 for c in copies):
             raise ConfigError("one copy count >= 1 per profile is needed", field="copies", value=copies)
+        workload.check_profiles(p.name for p in profiles)
         catalog = load_catalog()
         self.endpoint, self.workload, self.seed = endpoint, workload, seed
+        self.copies = list(copies)
         self.instance_type = endpoint.instance()
         self.gpu = catalog.gpu_of(self.instance_type)
         self.profiles = [translate(p, self.instance_type) for p in profiles]
@@ -135,12 +137,7 @@ class Simulation:
             hot = min(pop.n, n)
             cold_share = (1 - pop.share) / (n - hot) if n > hot else 0.0
             weights = [pop.share / hot] * hot + [cold_share] * (n - hot)
-        else:  # mix: weight per profile name, uniform over that profile's copies
-            names = {p.name for p in self.profiles}
-            unknown = set(pop.weights) - names
-            if unknown:
-                raise ConfigError(f"mix weights name profiles not in the endpoint ({', '.join(sorted(names))})",
-                                  field="popularity.weights", value=sorted(unknown))
+        else:  # mix: weight per profile name, uniform over that profile's copies (checked in __init__)
             per = {p.name: sum(1 for t in targets if t.profile is p) for p in self.profiles}
             weights = [pop.weights.get(t.profile.name, 0.0) / per[t.profile.name] for t in targets]
         cdf = list(accumulate(weights))
@@ -277,14 +274,15 @@ class Simulation:
             gpu_busy_s=[i.gpu.busy_until_now() for i in self.instances],
             instance_type=it.name, instance_count=len(self.instances), price_usd_per_hour=it.price_usd_per_hour,
             kind="prediction",
-            meta={
-                "seed": self.seed, "gpu": self.gpu.key, "copies_loaded_at_start": self.warm_count,
-                "targets": len(self.targets), "max_inflight_per_instance": None if self.max_inflight == UNLIMITED else self.max_inflight,
-                "cpu_busy_s": [i.cpu_busy_until_now() for i in self.instances], "vcpus": it.vcpus,
-                "generator_workers": len(workers), "generator_busy_s": [w.busy_s for w in workers],
-                "profiles": [p.name for p in self.profiles],
-                "translated": [p.name for p in self.profiles if p.provenance.method == "translated"],
-            })
+            seed=self.seed, gpu=self.gpu.key, copies_loaded_at_start=self.warm_count,
+            targets=len(self.targets),
+            max_inflight_per_instance=None if self.max_inflight == UNLIMITED else self.max_inflight,
+            cpu_busy_s=[i.cpu_busy_until_now() for i in self.instances], vcpus=it.vcpus,
+            generator_workers=len(workers), generator_busy_s=[w.busy_s for w in workers],
+            profiles=[p.name for p in self.profiles],
+            translated=[p.name for p in self.profiles if p.provenance.method == "translated"],
+            copies=list(self.copies),
+        )
 
 
 def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) -> tuple[list[int], list[tuple[int, int]]]:
@@ -318,6 +316,7 @@ def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) ->
 def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
              copies: list[int] | int | str = "auto", seed: int = 0, warm: bool = True, progress=None) -> Run:
     """Predict one run: ``copies`` per profile, or "auto" for the reference's max-models count."""
+    workload.check_profiles(p.name for p in profiles)         # before the max-models step
     mm, trace = max_models_loaded(profiles, endpoint)
     if copies == "auto":
         copies = mm
@@ -327,7 +326,6 @@ def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     run = sim.run(progress=progress)
     run.max_models_loaded = sum(mm)
     run.memory_trace = trace
-    run.meta["copies"] = list(copies)
     return run
 
 

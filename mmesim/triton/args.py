@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmesim.units import MiB
+
 
 @dataclass(frozen=True)
 class Ports:
@@ -31,8 +33,8 @@ class ServerOptions:
     backend_directory: str | None = None
     exit_timeout_s: int = 5
     log_verbose: int = 0
-    python_shm_default_bytes: int = 16 * 2**20       # what SageMaker's serve script sets
-    python_shm_growth_bytes: int = 2**20
+    python_shm_default_bytes: int = 16 * MiB       # what SageMaker's serve script sets
+    python_shm_growth_bytes: int = MiB
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
 

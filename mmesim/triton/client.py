@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import select
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -35,9 +36,27 @@ class Response:
         return json.loads(self.body) if self.body else None
 
 
+# Requests that may be sent twice: repeating them does not repeat their effect. A failed
+# ``POST /models`` (a load) or invoke is never resent, since the server may have acted on it.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """The server closed this idle keep-alive connection (its socket reads as ready: EOF)."""
+    if conn.sock is None:
+        return True
+    try:
+        return bool(select.select([conn.sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 class MMEClient:
     """``POST /models``, ``GET /models[/{name}]``, ``DELETE /models/{name}``,
-    ``POST /models/{name}/invoke``, ``GET /ping``; one keep-alive connection per client."""
+    ``POST /models/{name}/invoke``, ``GET /ping``; one keep-alive connection per client.
+
+    A request that fails on the wire is retried once only if it is idempotent, or if it
+    provably never left (the connection could not be opened)."""
 
     def __init__(self, base_url: str, timeout_s: float = 600.0):
         parts = urlsplit(base_url)
@@ -49,8 +68,17 @@ class MMEClient:
                 headers: dict[str, str] | None = None, check: bool = True) -> Response:
         headers = {"Content-Type": "application/json", **(headers or {})}
         for attempt in (1, 2):
+            if self._conn is not None and _dropped(self._conn):
+                self.close()                # closed by the server while idle: open a new one first
             if self._conn is None:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+                try:
+                    conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+                    conn.connect()          # nothing is sent yet: a failure here is safe to retry
+                except OSError:
+                    if attempt == 2:
+                        raise
+                    continue
+                self._conn = conn
             try:
                 start = time.perf_counter()
                 self._conn.request(method, path, body=body, headers=headers)
@@ -58,9 +86,9 @@ class MMEClient:
                 data = resp.read()
                 elapsed = time.perf_counter() - start
                 break
-            except (ConnectionError, http.client.HTTPException, OSError):
+            except (http.client.HTTPException, OSError):
                 self.close()
-                if attempt == 2:
+                if attempt == 2 or method.upper() not in IDEMPOTENT:
                     raise
         if check and resp.status >= 300:
             raise MMEError(method, path, resp.status, data.decode(errors="replace"))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mmesim.errors import MissingPiece
 from mmesim.triton.modelspec import ModelSpec
+from mmesim.units import GiB
 
 
 def require_tensorrt():
@@ -32,7 +33,7 @@ def require_tensorrt():
 
 
 def build_plan(onnx_path: Path, plan_path: Path, spec: ModelSpec, fp16: bool = True,
-               workspace_bytes: int = 4 * 2**30) -> Path:
+               workspace_bytes: int = 4 * GiB) -> Path:
     trt = require_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

@@ -1,5 +1,7 @@
 """Write everything a run produced into one folder: machine-readable files first
-(summary.json, Locust CSVs, request records, CloudWatch series), then charts."""
+(summary.json, Locust CSVs, request records, CloudWatch series), then charts.
+
+It sits above ``results`` (numbers) and ``report`` (pictures), which know nothing of each other."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from mmesim.report import plot_run_memory, plot_steps
 from mmesim.results import cloudwatch
 from mmesim.results.locust_csv import write_locust_csv
 from mmesim.results.records import Run
-from mmesim.results.summary import Summary, history
+from mmesim.results.summary import Summary
+from mmesim.units import MiB
 
 
 def write_outputs(run: Run, summary: Summary, out: str | Path, prefix: str = "mmesim") -> dict[str, Path]:
@@ -20,7 +23,7 @@ def write_outputs(run: Run, summary: Summary, out: str | Path, prefix: str = "mm
     files: dict[str, Path] = {}
     files["summary"] = out / "summary.json"
     files["summary"].write_text(json.dumps(summary.model_dump(mode="json"), indent=2) + "\n")
-    files.update(write_locust_csv(run, out / prefix, history=history(run)))
+    files.update(write_locust_csv(run, out / prefix))
     files["requests"] = run.records.write_csv(out / "requests.csv")
     files["cloudwatch"] = cloudwatch.write_csv(run, out / "cloudwatch.csv")
     if run.memory_trace:
@@ -29,8 +32,8 @@ def write_outputs(run: Run, summary: Summary, out: str | Path, prefix: str = "mm
             w = csv.writer(fh)
             w.writerow(["models_loaded", "gpu_memory_used_mib", "used_share"])
             for n, used in run.memory_trace:
-                w.writerow([n, f"{used / 2**20:.1f}", f"{used / run.gpu_total_bytes:.4f}"])
-    title = f"{', '.join(run.meta.get('profiles', []))} on {run.instance_count} x {run.instance_type}"
+                w.writerow([n, f"{used / MiB:.1f}", f"{used / run.gpu_total_bytes:.4f}"])
+    title = f"{', '.join(run.profiles)} on {run.instance_count} x {run.instance_type}"
     if summary.steps:
         files["steps_png"] = plot_steps(summary.steps, out / "steps.png", title=title)
     if run.memory:

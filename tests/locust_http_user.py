@@ -1,0 +1,41 @@
+"""A locustfile for tests/test_locust_real.py: users call /a (fast), /b (slower, every 7th
+answered 503) on the test's server, and every request is recorded as Locust logged it.
+
+The record uses the times Locust's own stats stored (each entry's last_request_timestamp,
+read right after Locust logged the request), so the test can feed the same requests, in the
+same order, to mmesim's Locust arithmetic. Written to $MMESIM_RECORDS at exit.
+"""
+
+import json
+import os
+
+from locust import HttpUser, between, events, task
+
+records = []
+
+
+@events.init.add_listener
+def _after_locusts_own_listener(environment, **_kw):
+    # added at init, after Locust's stats listener: it runs once Locust has logged the request
+    def on_request(request_type, name, response_time, response_length, exception=None, **_kw):
+        stats = environment.stats
+        records.append({"t": stats.total.last_request_timestamp, "ms": response_time, "name": name,
+                        "failed": exception is not None})
+    environment.events.request.add_listener(on_request)
+
+    @environment.events.quitting.add_listener
+    def _dump(environment, **_kw):
+        with open(os.environ["MMESIM_RECORDS"], "w") as fh:
+            json.dump({"start_time": environment.stats.total.start_time, "records": records}, fh)
+
+
+class Caller(HttpUser):
+    wait_time = between(0.01, 0.05)
+
+    @task(3)
+    def fast(self):
+        self.client.get("/a", name="a")
+
+    @task(2)
+    def slow(self):
+        self.client.get("/b", name="b")
