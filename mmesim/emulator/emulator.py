@@ -174,10 +174,10 @@ class Endpoint:
                    gpu_total_bytes=self.total,
                    gpu_busy_s=[b for b in (i.backend.gpu_busy_s() for i in instances) if b is not None],
                    instance_type=self.type_name, instance_count=self.config.instance_count,
-                   price_usd_per_hour=self.price, kind="measurement",
-                   meta={"emulator": True, "backend": self.config.backend, "endpoint": self.name,
-                         "profiles": [pr.name for pr in self.profiles],
-                         "backend_restarts": [i.restarts for i in instances]})
+                   price_usd_per_hour=self.price, kind="measurement", backend=self.config.backend,
+                   backend_restarts=[i.restarts for i in instances], profiles=[pr.name for pr in self.profiles],
+                   targets=len(self.records.models), vcpus=self.vcpus,
+                   max_inflight_per_instance=p.max_inflight if p else None)
 
 
 # -- the emulator ---------------------------------------------------------------------------
@@ -259,7 +259,7 @@ class Emulator:
 def write_run(run: Run, out: Path) -> dict[str, Path]:
     """summary.json, Locust CSVs, requests.csv, cloudwatch.csv (and charts) through the
     project's one Summary and writers."""
-    from mmesim.results.outputs import write_outputs
+    from mmesim.outputs import write_outputs
     from mmesim.results.summary import summarize
     return write_outputs(run, summarize(run), out)
 

@@ -193,6 +193,8 @@ class Run:
     vcpus: int = 0                      # vCPUs per instance
     generator_workers: int = 0          # load generator worker processes
     generator_busy_s: list[float] = field(default_factory=list)  # busy seconds per generator worker
+    backend: str = ""                   # a measurement by `mmesim emulate`: "triton" | "virtual"
+    backend_restarts: list[int] = field(default_factory=list)   # emulator: model-server restarts per instance
 
     def users_at(self, t: float) -> int:
         """The user count in force at time t (0 before the first change)."""
