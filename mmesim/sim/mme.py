@@ -30,7 +30,7 @@ from mmesim.results.records import MODEL_NOT_READY, OUTCOMES, TIMEOUT, Records, 
 from mmesim.sim.client import Client
 from mmesim.sim.events import after
 from mmesim.sim.instance import Instance
-from mmesim.sim.policy import memory_budget, route
+from mmesim.sim.policy import inflight_limit, memory_budget, route
 from mmesim.sim.random import streams
 from mmesim.sim.translate import cpu_profiles_on_gpu, translate
 from mmesim.workload import Popularity, Workload, read_trace
@@ -116,8 +116,7 @@ class Simulation:
         rs = streams(seed, ("waits", "targets", "noise"))
         self.waits, self._targets_rng, self.noise = rs["waits"], rs["targets"], rs["noise"]
         self.targets = self._make_targets(copies)
-        limits = [p.max_inflight for p in self.profiles if p.max_inflight]
-        self.max_inflight = endpoint.max_inflight_per_instance or (min(limits) if limits else UNLIMITED)
+        self.max_inflight = inflight_limit(endpoint.max_inflight_per_instance, self.profiles) or UNLIMITED
         self.records = Records([t.name for t in self.targets])
         self.events: list = []
         self.memory: list[tuple[float, int, int]] = []
