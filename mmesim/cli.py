@@ -425,6 +425,9 @@ def _add_emulate(sub) -> None:
                    help="seconds before a request for a loading model gets ModelNotReadyException (60)")
     p.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint for s3:// models (e.g. a moto server)")
     p.add_argument("--cache-dir", default=None, help="disk cache of extracted models (default: a temporary folder)")
+    p.add_argument("--max-inflight", type=int, default=None,
+                   help="requests in flight per instance beyond which it answers ServiceUnavailable, as the "
+                        "simulator sheds (default: the smallest max_inflight of the profiles, else none)")
     p.add_argument("--cache-size", default="20GiB", help="disk cache of extracted models per endpoint (20GiB)")
     p.add_argument("--auth", metavar="ACCESS_KEY:SECRET", action="append", default=[],
                    help="verify SigV4 signatures with this key pair (repeatable); default: any credentials")
@@ -454,7 +457,7 @@ def _emulate(args) -> int:
         memory_budget_bytes=parse_bytes(args.memory_budget), threshold=args.threshold,
         ready_timeout_s=args.ready_timeout, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         s3_endpoint_url=args.s3_endpoint_url, tritonserver=args.tritonserver, seed=args.seed,
-        cache_bytes=parse_bytes(args.cache_size), keys=keys or None)
+        cache_bytes=parse_bytes(args.cache_size), keys=keys or None, max_inflight=args.max_inflight)
 
     def ready(url: str) -> None:
         what = (f"endpoint '{args.endpoint_name}' ({args.instance_count} x {args.instance}, {args.backend} backend)"

@@ -70,5 +70,5 @@ def runtime(url: str, pool: int = 10, retries: int = 0):
     """boto3's own sagemaker-runtime client pointed at the emulator."""
     return boto3.client("sagemaker-runtime", endpoint_url=url, region_name="us-east-1",
                         aws_access_key_id="test", aws_secret_access_key="test",
-                        config=Config(max_pool_connections=pool, retries={"max_attempts": retries + 1, "mode": "standard"},
+                        config=Config(max_pool_connections=pool, retries={"total_max_attempts": retries + 1, "mode": "standard"},
                                       read_timeout=120))

@@ -45,7 +45,7 @@ def test_profile_round_trips_and_is_valid(calibrated):
     assert profile.provenance.triton_version
     # the command given to main(argv), not the test runner's sys.argv
     assert profile.provenance.command == f"mmesim calibrate --model tiny-mlp --framework python --device cpu " \
-        f"--runner local --batches 1,4,16 --concurrency 1,2 --repeats 3 --cpu-threads 1 --max-models " \
+        f"--runner local --batches 1,4,16 --concurrency 1,2 --repeats 3 --cpu-threads 1 --scaling 1,2,3 --max-models " \
         f"--memory-budget 800MiB --out {calibrated}"
 
 

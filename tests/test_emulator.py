@@ -131,8 +131,10 @@ def test_200_clients_for_60_s_each_answer_matches_its_request(tmp_path):
     names = [f"resnet50-v{i}.tar.gz" for i in range(10)]
     models = fake_artifacts(tmp_path / "models", names)
     out = tmp_path / "out"
+    # the profile's overload limit (168 in flight, derived from the reference's failure point)
+    # is lifted: this test is about every answer reaching its own request
     with emulate("--instance", "ml.g4dn.2xlarge", "--models", str(models), "--profile", "resnet50-pytorch-t4",
-                 out=out) as (url, _):
+                 "--max-inflight", "1000", out=out) as (url, _):
         client = runtime(url, pool=200)
         with ThreadPoolExecutor(len(names)) as pool:  # loaded before the clock starts
             list(pool.map(lambda name: invoke(client, name), names))
@@ -159,6 +161,11 @@ def test_200_clients_for_60_s_each_answer_matches_its_request(tmp_path):
     assert len(answers) > 200 * 10
     summary = json.loads((out / "summary.json").read_text())
     assert summary["requests"] == len(sent) + len(names) and summary["failures"] == 0
+    assert summary["loads"] == len(names) and summary["unloads"] == 0     # each model loaded once
+    # 200 clients keep the virtual T4 busy: GPUUtilization (the simulator's GPU busy share) is high
+    gpu = [float(r.split(",")[3]) for r in (out / "cloudwatch.csv").read_text().splitlines()
+           if r.startswith("GPUUtilization,0,Average")]
+    assert gpu and 50 < gpu[0] <= 100
 
 
 def test_churn_unloads_idle_models_lru_and_no_request_fails(tmp_path):
@@ -168,7 +175,7 @@ def test_churn_unloads_idle_models_lru_and_no_request_fails(tmp_path):
     models = fake_artifacts(tmp_path / "models", names)
     profile = save(make_profile("big", mem_mib=4096, load_s=0.3, unload_s=0.1, s1=0.005), tmp_path)
     out = tmp_path / "out"
-    with emulate("--instance", "ml.g4dn.xlarge", "--models", str(models), "--profile", profile, out=out) as (url, _):
+    with emulate("--instance", "ml.g4dn.xlarge", "--models", str(models), "--profile", profile, out=out) as (url, proc):
         client = runtime(url)
         failures, peak = [], []
 
@@ -188,7 +195,7 @@ def test_churn_unloads_idle_models_lru_and_no_request_fails(tmp_path):
     assert not failures, failures[:3]
     assert max(peak) <= m["MemoryBudgetBytes"] and m["LoadedModelCount"] == 3
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["failures"] == 0 and summary["requests"] == 48
+    assert summary["failures"] == 0 and summary["requests"] == 48, proc.output
     # the sequence cycles over 8 models of which 3 fit: nearly every request loads, and
     # every load beyond the first three unloads one
     assert summary["loads"] > 30 and summary["unloads"] == summary["loads"] - 3
@@ -213,6 +220,31 @@ def test_a_slow_load_answers_model_not_ready_and_goes_on(tmp_path):
         assert m["ModelLoadingTime"]["SampleCount"] == 1 and m["Invocation4XXErrors"] == 1
 
 
+def test_an_instance_sheds_requests_beyond_its_inflight_limit(tmp_path):
+    """A profile's max_inflight of 4 (500 ms per request, one at a time): of 10 requests at
+    once, 4 are admitted and the others get ServiceUnavailable at once, as the simulator sheds
+    them (a straggler arriving after a first answer may still get in)."""
+    models = fake_artifacts(tmp_path / "models", ["busy-v0.tar.gz"])
+    profile = save(make_profile("busy", load_s=0.1, s1=0.5, max_batch=1, max_inflight=4), tmp_path)
+    with emulate("--instance", "ml.g4dn.xlarge", "--models", str(models), "--profile", profile) as (url, _):
+        client = runtime(url, pool=10)
+        invoke(client, "busy-v0.tar.gz")
+
+        def one(_):
+            try:
+                invoke(client, "busy-v0.tar.gz")
+                return "ok"
+            except client.exceptions.ServiceUnavailable:
+                return "ServiceUnavailable"
+
+        with ThreadPoolExecutor(10) as pool:
+            outcomes = list(pool.map(one, range(10)))
+        m = metrics(url)["instances"][0]
+    assert outcomes.count("ok") >= 4 and outcomes.count("ServiceUnavailable") >= 1
+    assert outcomes.count("ok") + outcomes.count("ServiceUnavailable") == 10
+    assert m["Invocation5XXErrors"] == outcomes.count("ServiceUnavailable")
+
+
 def test_two_instances_route_to_the_instance_holding_the_model(tmp_path):
     names = [f"small-v{i}.tar.gz" for i in range(4)]
     models = fake_artifacts(tmp_path / "models", names)
@@ -224,6 +256,12 @@ def test_two_instances_route_to_the_instance_holding_the_model(tmp_path):
         for _ in range(3):
             for name in names:
                 invoke(client, name)
+        import boto3                  # the command line's endpoint is visible to the control plane
+        sm = boto3.client("sagemaker", endpoint_url=url, region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="x")
+        described = sm.describe_endpoint(EndpointName="mmesim")
+        assert described["EndpointStatus"] == "InService"
+        assert described["ProductionVariants"][0]["CurrentInstanceCount"] == 2
         loaded = [i["LoadedModelCount"] for i in metrics(url)["instances"]]
     assert loaded == [2, 2]                       # spread by least busy / least memory, loaded once each
     rows = [r.split(",") for r in (out / "requests.csv").read_text().splitlines()[1:]]

@@ -1,6 +1,6 @@
 """The platform decisions the simulator and the emulator share (mmesim.sim.policy)."""
 
-from mmesim.sim.policy import lru_victims, memory_budget, route
+from mmesim.sim.policy import inflight_limit, lru_victims, memory_budget, route
 
 GiB = 2**30
 
@@ -36,3 +36,11 @@ def test_route_prefers_a_holder_then_spreads_when_it_is_busy():
     a.inflight = b.inflight = c.inflight = 9
     assert route([a, b, c], "m", spread_inflight=4) is a            # nobody less busy: stays
     assert route([b], "m", spread_inflight=1) is b
+
+
+def test_inflight_limit_is_the_endpoints_else_the_strictest_profiles():
+    from conftest import make_profile
+    a, b, c = make_profile("a", max_inflight=150), make_profile("b", max_inflight=120), make_profile("c")
+    assert inflight_limit(None, [a, b, c]) == 120
+    assert inflight_limit(500, [a, b]) == 500
+    assert inflight_limit(None, [c]) is None

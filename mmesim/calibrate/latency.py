@@ -115,6 +115,17 @@ def batch_sizes(max_batch: int) -> list[int]:
     return out + [max(1, max_batch)]
 
 
+def _delta_after(kserve, name: str, before, executions: int = 1, timeout_s: float = 2.0):
+    """Triton's statistics since ``before`` once they count ``executions`` more: Triton may
+    record an execution just after its answer has left, so read again until it shows."""
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        delta = model_timings(kserve, name) - before
+        if delta.executions >= executions or time.perf_counter() >= deadline:
+            return delta
+        time.sleep(0.002)
+
+
 def measure_service(mme: MMEClient, kserve, name: str, spec: ModelSpec, batches: list[int], repeats: int = 5,
                     warmup: int = 2, seed: int = 0, stop_after_s: float | None = None,
                     stub: int | None = None) -> list[ServicePoint]:
@@ -132,7 +143,7 @@ def measure_service(mme: MMEClient, kserve, name: str, spec: ModelSpec, batches:
             cpu0 = process_cpu_s(stub) if stub else 0.0
             resp = mme.invoke(name, body, ctype)
             cpu1 = process_cpu_s(stub) if stub else 0.0
-            delta = model_timings(kserve, name) - before
+            delta = _delta_after(kserve, name, before)
             point.roundtrip_s.append(resp.seconds)
             point.compute_s.append(delta.compute_s / max(1, delta.executions))
             if stub:
@@ -165,7 +176,7 @@ def measure_requests(mme: MMEClient, kserve, name: str, spec: ModelSpec, batches
             resp = mme.invoke(name, body, JSON_TYPE)
             if server_pid:
                 point.server_cpu_s.append(max(0.0, process_cpu_s(server_pid) - c0 - idle_rate * resp.seconds))
-            delta = model_timings(kserve, name) - before
+            delta = _delta_after(kserve, name, before)
             point.overhead_s.append(max(0.0, resp.seconds - delta.success_s))
         points.append(point)
     return points

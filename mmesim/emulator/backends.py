@@ -217,11 +217,10 @@ class VirtualBackend(Backend):
         server.enqueue(_Request(future))
         self.env.pump()
         await future
-        answer = {"model_name": name, "model_version": "1",
-                  "outputs": [{"name": "OUTPUT__0", "datatype": "FP32", "shape": [1, 1], "data": [0.0]}]}
-        if request_id:
-            answer["id"] = request_id
-        return 200, json.dumps(answer).encode(), "application/json"
+        answer = (f'{{"id":{json.dumps(request_id)},' if request_id else "{") + (
+            f'"model_name":"{name}","model_version":"1","outputs":[{{"name":"OUTPUT__0","datatype":"FP32",'
+            '"shape":[1,1],"data":[0.0]}]}')
+        return 200, answer.encode(), "application/json"
 
     def _executed(self, batch) -> None:
         for req in batch:

@@ -18,6 +18,7 @@ from mmesim.emulator.platform import Platform
 from mmesim.errors import ConfigError
 from mmesim.profile import ModelProfile
 from mmesim.results.records import Records, Run
+from mmesim.sim.policy import inflight_limit
 
 BACKENDS = ("triton", "virtual")
 LOCAL = "local"
@@ -44,6 +45,7 @@ class EmulatorConfig:
     tritonserver: str | None = None
     seed: int = 0
     keys: dict[str, str] | None = None           # access key -> secret: verify SigV4 when given
+    max_inflight: int | None = None              # shed beyond this per instance; default: the profiles' limit
 
     def check(self) -> None:
         if self.backend not in BACKENDS:
@@ -139,7 +141,8 @@ class Endpoint:
         cache = c.cache_dir or self.workdir / "cache"
         store = ArtifactStore(c.models, cache, c.cache_bytes, s3_endpoint_url=c.s3_endpoint_url)
         self.platform = Platform(self._backends(), store, profile_matcher(self.profiles), threshold=c.threshold,
-                                 ready_timeout_s=c.ready_timeout_s)
+                                 ready_timeout_s=c.ready_timeout_s,
+                                 max_inflight=inflight_limit(c.max_inflight, self.profiles))
         self.platform.on_event = self.metrics.event
         try:
             await self.platform.start()
@@ -167,11 +170,14 @@ class Endpoint:
         return Run(records=self.records, duration_s=max(duration, 1.0),
                    request_name={m: base_name(m) for m in self.records.models},
                    events=list(p.events) if p else [], memory=sorted(p.memory) if p else [],
+                   utilization={k: [list(v) for v in per] for k, per in p.utilization.items()} if p else {},
                    gpu_total_bytes=self.total,
                    gpu_busy_s=[b for b in (i.backend.gpu_busy_s() for i in instances) if b is not None],
                    instance_type=self.type_name, instance_count=self.config.instance_count,
-                   price_usd_per_hour=self.price, kind="measurement",
-                   profiles=[pr.name for pr in self.profiles])
+                   price_usd_per_hour=self.price, kind="measurement", backend=self.config.backend,
+                   backend_restarts=[i.restarts for i in instances], profiles=[pr.name for pr in self.profiles],
+                   targets=len(self.records.models), vcpus=self.vcpus,
+                   max_inflight_per_instance=p.max_inflight if p else None)
 
 
 # -- the emulator ---------------------------------------------------------------------------
@@ -193,17 +199,24 @@ class Emulator:
     async def start(self) -> str:
         from aiohttp import web
 
-        from mmesim.emulator.control import ControlPlane
+        from mmesim.emulator.control import ControlPlane, EndpointSpec
         c = self.config
         self._tmp = tempfile.TemporaryDirectory(prefix="mmesim-emulate-")
-        if c.models:
-            await self._add(c)
         self.control = ControlPlane(self._on_create, self._on_delete)
+        if c.models:
+            endpoint = await self._add(c)
+            self.control.adopt(EndpointSpec(name=c.endpoint_name, config_name=c.endpoint_name,
+                                            model_name=c.endpoint_name, model_data_url=c.models,
+                                            instance_type=endpoint.type_name, instance_count=c.instance_count))
         front = Front(self.endpoints, self.control, keys=c.keys)
         self._runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, c.host, c.port, backlog=1024)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen there ({exc.strerror}); choose another, or 0 for any free port",
+                              field="--port", value=f"{c.host}:{c.port}") from None
         port = site._server.sockets[0].getsockname()[1]
         self.url = f"http://{c.host}:{port}"
         return self.url
@@ -246,7 +259,7 @@ class Emulator:
 def write_run(run: Run, out: Path) -> dict[str, Path]:
     """summary.json, Locust CSVs, requests.csv, cloudwatch.csv (and charts) through the
     project's one Summary and writers."""
-    from mmesim.results.outputs import write_outputs
+    from mmesim.outputs import write_outputs
     from mmesim.results.summary import summarize
     return write_outputs(run, summarize(run), out)
 

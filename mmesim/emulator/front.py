@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from mmesim.emulator.store import validate_target_model
 from mmesim.results.records import OK, VALIDATION, RequestRecord
 
 BODY_LIMIT = 6_291_456           # bytes: InvokeEndpoint's payload limit
+_log = logging.getLogger(__name__)
 TARGET = "X-Amzn-SageMaker-Target-Model"
 VARIANT = "AllTraffic"
 
@@ -103,6 +105,7 @@ class Front:
         except Exception as exc:
             error = exc if isinstance(exc, InvokeError) else artifact_error(exc)
             if error is None:
+                _log.exception("InvokeEndpoint %s failed unexpectedly", target)
                 error = InternalFailure(f"{type(exc).__name__}: {exc}")
             instance = getattr(exc, "instance", instance)
             cold = getattr(exc, "cold", cold)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from functools import partial
 from collections import OrderedDict
@@ -23,6 +24,7 @@ from mmesim.profile import ModelProfile
 from mmesim.results.records import ModelEvent
 from mmesim.sim.policy import lru_victims, route
 
+_log = logging.getLogger(__name__)
 REMOTE, LOADING, LOADED, UNLOADING = "remote", "loading", "loaded", "unloading"
 
 
@@ -66,6 +68,7 @@ class Instance:
         self.budget = 0
         self.ready = False
         self.restarts = 0
+        self.epoch = 0                      # +1 per backend restart: what was reserved before is gone
         self.memory_used = 0
         self._measured: dict[str, int] = {}
         self._measure_lock = asyncio.Lock()
@@ -89,6 +92,11 @@ class Instance:
     async def invoke(self, target: str, body: bytes, content_type: str, accept: str | None, started: float) -> Answer:
         if not self.ready:
             raise ServiceUnavailable("the instance's model server is restarting; retry")
+        limit = self.platform.max_inflight
+        if limit is not None and self.inflight >= limit:      # as the simulator sheds (Instance.admit)
+            exc = ServiceUnavailable(f"the instance has {self.inflight} requests in flight (limit {limit}); retry")
+            exc.instance, exc.cold = self.index, False
+            raise exc
         slot = self.slots.get(target)
         if slot is None:
             slot = self.slots[target] = Slot(target)
@@ -129,7 +137,7 @@ class Instance:
 
     # -- model tiers -----------------------------------------------------------------------
     async def _load(self, slot: Slot) -> None:
-        platform, reserved, pinned = self.platform, 0, False
+        platform, reserved, pinned, epoch = self.platform, 0, False, self.epoch
         try:   # pinned from fetch to unload: the disk cache keeps a loaded model's files
             fetched = await asyncio.to_thread(partial(platform.store.fetch, slot.name, pin=True))
             pinned = True
@@ -148,13 +156,15 @@ class Instance:
                                          "and no idle model to unload")
             self.committed += need
             reserved = need
-            if victims:
-                await asyncio.gather(*(self._unload(v) for v in victims))
+            if victims:   # decided now (no await before): no other load can pick the same victims
+                await asyncio.gather(*[self._unload(v) for v in victims])
             async with (self._measure_lock if measure else _nothing()):
                 before = await asyncio.to_thread(self.backend.memory_used) if measure else 0
                 t = time.perf_counter()
                 await self.backend.load(slot.container, fetched.path, profile)
                 seconds = time.perf_counter() - t
+                if self.epoch != epoch:       # a restart cleared the reservation; the new server holds it
+                    self.committed += need
                 if measure:
                     size = max(1, await asyncio.to_thread(self.backend.memory_used) - before)
                     self._measured[slot.name] = size
@@ -167,7 +177,8 @@ class Instance:
             platform.sample_memory(self)
         except BaseException:
             slot.state = REMOTE
-            self.committed -= reserved
+            if self.epoch == epoch:
+                self.committed -= reserved
             if pinned:
                 platform.store.unpin(slot.name)
             raise
@@ -181,12 +192,14 @@ class Instance:
             return int(sum(self._measured.values()) / len(self._measured))
         return max(1, artifact_bytes)
 
-    async def _unload(self, slot: Slot) -> None:
+    def _unload(self, slot: Slot) -> asyncio.Future:
+        """Take ``slot`` out of the LRU and the committed memory at once, as the simulator
+        counts it; the backend's unload runs as a task (returned) that later requests can await."""
         del self.lru[slot.name]
         slot.state = UNLOADING
-        self.committed -= slot.size         # as the simulator counts: unloads decided are not committed
+        self.committed -= slot.size
         slot.task = asyncio.ensure_future(self._do_unload(slot))
-        await slot.task
+        return slot.task
 
     async def _do_unload(self, slot: Slot) -> None:
         t = time.perf_counter()
@@ -204,16 +217,24 @@ class Instance:
     async def restart(self) -> None:
         """Forget every model (the server that held them is gone) and start a new server."""
         self.ready = False
-        for slot in self.slots.values():
-            if slot.state == LOADED:
-                self.platform.store.unpin(slot.name)
+        self.epoch += 1
+        for slot in self.lru.values():       # loads and unloads under way fail and settle themselves
+            self.platform.store.unpin(slot.name)
             slot.state, slot.size = REMOTE, 0
         self.lru.clear()
         try:
             await self.backend.stop()
-        except Exception:
+        except Exception:  # noqa: BLE001 - it is dead already; what matters is the new one
             pass
-        await self.backend.start()
+        for attempt in range(3):
+            try:
+                await self.backend.start()
+                break
+            except Exception:
+                _log.exception("instance %d: restarting the model server failed (attempt %d)", self.index, attempt + 1)
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(2.0)
         self.committed = self.backend.baseline_bytes
         self.restarts += 1
         self.ready = True
@@ -232,15 +253,18 @@ class Platform:
     """The endpoint's instances and the decisions above them."""
 
     def __init__(self, backends: list[Backend], store, profile_for: Callable[[str], ModelProfile | None],
-                 threshold: float = 0.90, ready_timeout_s: float = 60.0, spread_inflight: int = 64):
+                 threshold: float = 0.90, ready_timeout_s: float = 60.0, spread_inflight: int = 64,
+                 max_inflight: int | None = None):
         from mmesim.sim.policy import memory_budget
         self._memory_budget = memory_budget
         self.store, self.profile_for = store, profile_for
         self.threshold, self.ready_timeout_s, self.spread_inflight = threshold, ready_timeout_s, spread_inflight
+        self.max_inflight = max_inflight          # per instance; None: no shedding
         self.instances = [Instance(self, i, b) for i, b in enumerate(backends)]
         self._t0 = time.monotonic()
         self.events: list[ModelEvent] = []
         self.memory: list[tuple[float, int, int]] = []
+        self.utilization: dict[str, list[list[float]]] = {}     # metric -> instance -> per second, %
         self._restarting: dict[int, asyncio.Task] = {}
         self.on_event: Callable[[ModelEvent], None] | None = None
 
@@ -289,18 +313,28 @@ class Platform:
         self._restarting[inst.index] = task
         task.add_done_callback(lambda _t: self._restarting.pop(inst.index, None))
 
-    async def watch(self, every_s: float = 0.5, sample_every_s: float = 1.0) -> None:
-        """Restart backends whose process exited, even when no request noticed; sample memory."""
-        last = 0.0
+    async def watch(self, every_s: float = 0.5) -> None:
+        """Restart backends whose process exited, even when no request noticed; once a second,
+        sample memory and the GPU's busy share of that second (GPUUtilization, where the
+        backend knows it: the virtual GPU)."""
+        second, last = 1, 0.0
+        busy = [0.0] * len(self.instances)
         while True:
             await asyncio.sleep(every_s)
-            sample = self.clock() - last >= sample_every_s
-            if sample:
-                last = self.clock()
+            sample = self.clock() >= second
             for inst in self.instances:
                 if inst.ready and not inst.backend.alive():
                     self.backend_down(inst)
                 elif inst.ready and sample:
                     self.sample_memory(inst)
+            if sample:
+                now = self.clock()
+                for inst in self.instances:
+                    b = inst.backend.gpu_busy_s()
+                    if b is not None:
+                        per_second = self.utilization.setdefault("GPUUtilization", [[] for _ in self.instances])
+                        per_second[inst.index].append(min(100.0, 100.0 * (b - busy[inst.index]) / (now - last)))
+                        busy[inst.index] = b
+                second, last = int(now) + 1, now
 
 

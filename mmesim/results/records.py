@@ -195,6 +195,8 @@ class Run:
     generator_busy_s: list[float] = field(default_factory=list)  # busy seconds per generator worker
     generator_cpu_s_per_request: float | None = None  # measured: client CPU per request sent
     locust_history: list[dict] | None = None  # measured by Locust: its own _stats_history rows
+    backend: str = ""                   # a measurement by `mmesim emulate`: "triton" | "virtual"
+    backend_restarts: list[int] = field(default_factory=list)   # emulator: model-server restarts per instance
     # with autoscaling: [(time, instances provisioned (billed), instances in service)] at each change
     instance_timeline: list[tuple[float, int, int]] = field(default_factory=list)
 

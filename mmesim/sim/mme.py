@@ -31,7 +31,7 @@ from mmesim.sim.autoscaler import Autoscaler
 from mmesim.sim.client import Client
 from mmesim.sim.events import after
 from mmesim.sim.instance import Instance
-from mmesim.sim.policy import memory_budget, route
+from mmesim.sim.policy import inflight_limit, memory_budget, route
 from mmesim.sim.random import streams
 from mmesim.sim.translate import cpu_profiles_on_gpu, translate
 from mmesim.workload import Popularity, Workload, read_trace
@@ -123,8 +123,7 @@ class Simulation:
         if weights is not None and (len(weights) != len(self.targets) or min(weights) < 0 or sum(weights) <= 0):
             raise ConfigError(f"needs one weight >= 0 per target ({len(self.targets)}), not all 0", field="weights")
         self.weights = weights
-        limits = [p.max_inflight for p in self.profiles if p.max_inflight]
-        self.max_inflight = endpoint.max_inflight_per_instance or (min(limits) if limits else UNLIMITED)
+        self.max_inflight = inflight_limit(endpoint.max_inflight_per_instance, self.profiles) or UNLIMITED
         self.records = Records([t.name for t in self.targets])
         self.events: list = []
         self.memory: list[tuple[float, int, int]] = []

@@ -16,6 +16,13 @@ def memory_budget(total_bytes: int, threshold: float) -> int:
     return int(threshold * total_bytes)
 
 
+def inflight_limit(configured: int | None, profiles) -> int | None:
+    """Requests in flight per instance beyond which it sheds load (ServiceUnavailable): the
+    endpoint's setting, else the smallest limit among the profiles, else none."""
+    limits = [p.max_inflight for p in profiles if p.max_inflight]
+    return configured or (min(limits) if limits else None)
+
+
 def lru_victims(loaded: Iterable[tuple[T, int, bool]], committed: int, need: int, budget: int) -> list[T] | None:
     """Models to unload so that ``need`` more bytes fit in ``budget``.
 

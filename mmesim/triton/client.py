@@ -4,6 +4,7 @@ tritonclient)."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import select
@@ -126,30 +127,136 @@ def load_body(name: str, url: str) -> bytes:
     return json.dumps({"model_name": name, "url": url}).encode()
 
 
-class AsyncMMEClient:
-    """The same protocol on an asyncio loop (aiohttp), for the emulator's request path:
-    one pooled session per server, no thread per request."""
+class _Exchange(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: send a request, parse one response (Content-Length,
+    chunked, or until close). Small on purpose: the emulator calls it on every request."""
 
-    def __init__(self, base_url: str, timeout_s: float = 600.0, connections: int = 256):
-        import aiohttp
-        self.base_url = base_url.rstrip("/")
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=connections, force_close=False),
-            timeout=aiohttp.ClientTimeout(total=timeout_s), skip_auto_headers=("User-Agent",))
+    def __init__(self):
+        self.transport = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future | None = None
+        self.closed = False
+        self.reusable = True
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.waiter is not None and not self.waiter.done():
+            self._parse(eof=False)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self._parse(eof=True)
+            if not self.waiter.done():
+                self.waiter.set_exception(ConnectionResetError("the server closed the connection mid-response"))
+
+    def _parse(self, eof: bool) -> None:
+        buf = self.buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        start = end + 4
+        if "content-length" in headers:
+            stop = start + int(headers["content-length"])
+            if len(buf) < stop:
+                return
+            body = bytes(buf[start:stop])
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            body, stop = _dechunk(buf, start)
+            if body is None:
+                return
+        elif status in (204, 304) or 100 <= status < 200:
+            body, stop = b"", start
+        elif eof:
+            body, stop = bytes(buf[start:]), len(buf)
+            self.reusable = False
+        else:
+            return
+        del buf[:stop]
+        if headers.get("connection", "").lower() == "close":
+            self.reusable = False
+        self.waiter.set_result((status, headers, body))
+
+    async def exchange(self, request: bytes):
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        try:
+            return await self.waiter
+        finally:
+            self.waiter = None
+
+
+def _dechunk(buf: bytearray, at: int):
+    """(body, end) of a complete chunked body starting at ``at``, or (None, 0) if incomplete."""
+    out = bytearray()
+    while True:
+        eol = buf.find(b"\r\n", at)
+        if eol < 0:
+            return None, 0
+        size = int(bytes(buf[at:eol]).split(b";")[0], 16)
+        at = eol + 2
+        if size == 0:
+            trailer = buf.find(b"\r\n\r\n", at - 2)
+            return (bytes(out), trailer + 4) if trailer >= 0 else (None, 0)
+        if len(buf) < at + size + 2:
+            return None, 0
+        out += buf[at:at + size]
+        at += size + 2
+
+
+class AsyncMMEClient:
+    """The same protocol on an asyncio loop, for the emulator's request path: a pool of
+    keep-alive connections speaking plain HTTP/1.1 (no thread and no general-purpose client
+    per request: it costs a few tens of microseconds)."""
+
+    def __init__(self, base_url: str, timeout_s: float = 600.0):
+        parts = urlsplit(base_url)
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.timeout_s = timeout_s
+        self._idle: list[_Exchange] = []
+        self._host_header = f"Host: {self.host}:{self.port}\r\n"
 
     async def request(self, method: str, path: str, body: bytes | None = None,
                       headers: dict[str, str] | None = None, check: bool = True) -> Response:
-        """One call; ``check`` raises MMEError on a non-2xx answer. Connection failures
-        raise aiohttp.ClientError (the server is gone)."""
+        """One call; ``check`` raises MMEError on a non-2xx answer. A server that is gone
+        raises OSError (ConnectionError)."""
+        body = body or b""
+        head = [f"{method} {path} HTTP/1.1\r\n", self._host_header, f"Content-Length: {len(body)}\r\n"]
+        merged = {"Content-Type": "application/json", **(headers or {})}
+        head += [f"{k}: {v}\r\n" for k, v in merged.items()]
+        data = "".join(head).encode("latin-1") + b"\r\n" + body
         start = time.perf_counter()
-        async with self._session.request(method, self.base_url + path, data=body,
-                                         headers={"Content-Type": "application/json", **(headers or {})}) as resp:
-            data = await resp.read()
-            status, content_type = resp.status, resp.headers.get("Content-Type", "")
+        conn = None
+        while self._idle:
+            candidate = self._idle.pop()
+            if not candidate.closed:
+                conn = candidate
+                break
+        if conn is None:
+            loop = asyncio.get_running_loop()
+            _, conn = await loop.create_connection(_Exchange, self.host, self.port)
+        try:
+            status, resp_headers, data = await conn.exchange(data)
+        except BaseException:
+            conn.transport.close()
+            raise
+        if conn.reusable and not conn.closed:
+            self._idle.append(conn)
+        else:
+            conn.transport.close()
         elapsed = time.perf_counter() - start
         if check and status >= 300:
             raise MMEError(method, path, status, data.decode(errors="replace"))
-        return Response(status, data, elapsed, content_type)
+        return Response(status, data, elapsed, resp_headers.get("content-type", ""))
 
     async def load(self, name: str, url: str) -> float:
         return (await self.request("POST", "/models", load_body(name, url))).seconds
@@ -162,7 +269,9 @@ class AsyncMMEClient:
         return await self.request("POST", f"/models/{name}/invoke", body, headers, check=False)
 
     async def close(self) -> None:
-        await self._session.close()
+        for conn in self._idle:
+            conn.transport.close()
+        self._idle.clear()
 
 
 def kserve_client(url: str, concurrency: int = 1):

@@ -1,0 +1,171 @@
+"""Pieces of the emulator on their own: the simulator's Triton model on a real-time clock,
+the lean MME client against a real aiohttp server, naming and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from conftest import make_profile
+from mmesim.emulator.emulator import base_name, profile_matcher
+from mmesim.emulator.realtime import RealtimeEnv
+from mmesim.sim.gpu import GPU
+from mmesim.sim.random import streams
+from mmesim.sim.triton import ModelServer
+
+aiohttp = pytest.importorskip("aiohttp")
+
+
+class Req:
+    __slots__ = ("queued", "done_at")
+
+    def __init__(self):
+        self.queued = self.done_at = 0.0
+
+
+def test_the_simulators_model_server_batches_in_real_time():
+    """16 requests at once at a model with one execution instance, max batch 8, 25 ms for a
+    batch of 1 and 50 ms for 8 (linear between): as in Triton, the first request runs alone
+    at once (25 ms), the next 8 queue meanwhile and run together (50 ms, done at 75 ms), the
+    last 7 after them (25 + 25 x 6/7 = 46.4 ms, done at 121 ms)."""
+    profile = make_profile(s1=0.025, max_batch=8)      # batch 8 takes 2 x s1 = 50 ms
+
+    async def main():
+        env = RealtimeEnv()
+        done = []
+        server = ModelServer(env, profile, GPU(env), streams(0, ("noise",))["noise"],
+                             lambda batch: done.append((env.now, len(batch))))
+        start = env.now
+        for _ in range(16):
+            server.enqueue(Req())
+        env.pump()
+        await asyncio.sleep(0.4)
+        env.close()
+        return [(round(t - start, 2), n) for t, n in done]
+
+    finished = asyncio.run(main())
+    assert [n for _, n in finished] == [1, 8, 7]
+    for (t, _), want in zip(finished, (0.025, 0.075, 0.121)):
+        assert want - 0.002 <= t < want + 0.06          # never early; late only by the loop's delays
+
+
+def test_async_mme_client_reads_length_chunked_and_closing_answers():
+    from aiohttp import web
+
+    from mmesim.triton.client import AsyncMMEClient, MMEError
+
+    async def length(request):
+        return web.Response(body=b'{"ok": 1}', content_type="application/json")
+
+    async def chunked(request):
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for part in (b"ab", b"cde", b"f" * 70000):
+            await resp.write(part)
+        await resp.write_eof()
+        return resp
+
+    async def refuse(request):
+        return web.Response(status=507, text="no memory", headers={"Connection": "close"})
+
+    async def main():
+        app = web.Application()
+        app.router.add_post("/models/a/invoke", length)
+        app.router.add_post("/models/b/invoke", chunked)
+        app.router.add_post("/models", refuse)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        client = AsyncMMEClient(f"http://127.0.0.1:{port}")
+        try:
+            r = await client.invoke("a", b"{}")
+            assert (r.status, r.body, r.content_type) == (200, b'{"ok": 1}', "application/json")
+            results = await asyncio.gather(*(client.invoke("b", b"x" * 100) for _ in range(8)))
+            assert all(x.body == b"abcde" + b"f" * 70000 for x in results)
+            assert len(client._idle) >= 1                          # connections are kept and reused
+            with pytest.raises(MMEError) as err:
+                await client.load("m", "/x")
+            assert err.value.status == 507 and "no memory" in str(err.value)
+        finally:
+            await client.close()
+            await runner.cleanup()
+        with pytest.raises(OSError):                                # the server is gone
+            await AsyncMMEClient(f"http://127.0.0.1:{port}").invoke("a", b"{}")
+
+    asyncio.run(main())
+
+
+def test_targets_find_their_profile_by_the_copy_naming():
+    assert base_name("resnet50-v12.tar.gz") == "resnet50" and base_name("bert-base-uncased-v0") == "bert-base-uncased"
+    r50, bert = make_profile("r", model="resnet50"), make_profile("b", model="bert-base-uncased")
+    pick = profile_matcher([r50, bert])
+    assert pick("resnet50-v3.tar.gz") is r50 and pick("bert-base-uncased-v1.tar.gz") is bert
+    assert pick("other-v0.tar.gz") is None
+    assert profile_matcher([r50])("anything.tar.gz") is r50
+
+
+def test_realtime_env_fires_in_time_order():
+    from mmesim.sim.events import after
+
+    async def main():
+        env, seen = RealtimeEnv(), []
+        for delay in (0.03, 0.01, 0.02):
+            after(env, delay, delay, lambda ev: seen.append(ev._value))
+        env.pump()
+        t = time.monotonic()
+        await asyncio.sleep(0.06)
+        return seen, time.monotonic() - t
+
+    seen, _ = asyncio.run(main())
+    assert seen == [0.01, 0.02, 0.03]
+
+
+class _Store:
+    """An artifact store that has every name (the platform's view of emustore's ArtifactStore)."""
+
+    def __init__(self, root):
+        self.root, self.pins = root, {}
+
+    def fetch(self, name, pin=False):
+        from mmesim.emulator.store import Fetched
+        self.pins[name] = self.pins.get(name, 0) + pin
+        return Fetched(self.root, 1, 0.0, 0.0, True)
+
+    def unpin(self, name):
+        self.pins[name] -= 1
+
+
+def test_concurrent_loads_each_unload_a_different_idle_model(tmp_path):
+    """Three 4 GiB models fill the budget; two new ones arrive at once: each load must take its
+    own least recently used idle victim (a, then b), never the same one twice."""
+    from mmesim.emulator.backends import VirtualBackend
+    from mmesim.emulator.platform import Platform
+
+    MiB = 2**20
+    profile = make_profile(mem_mib=4096, load_s=0.05, unload_s=0.05, s1=0.001, baseline_mib=1000)
+    store = _Store(tmp_path)
+
+    async def main():
+        platform = Platform([VirtualBackend(15_109 * MiB, 1000 * MiB)], store, lambda target: profile)
+        await platform.start()
+        body = b'{"inputs": []}'
+        try:
+            for name in "abc":
+                await platform.invoke(name, body, "application/json", None, time.monotonic())
+            answers = await asyncio.gather(*(platform.invoke(n, body, "application/json", None, time.monotonic())
+                                             for n in "de"))
+            inst = platform.instances[0]
+            return [a.status for a in answers], list(inst.lru), inst.committed, inst.budget
+        finally:
+            await platform.stop()
+
+    statuses, loaded, committed, budget = asyncio.run(main())
+    assert statuses == [200, 200]
+    assert loaded == ["c", "d", "e"]
+    assert committed == 1000 * MiB + 3 * 4096 * MiB <= budget
+    assert store.pins == {"a": 0, "b": 0, "c": 1, "d": 1, "e": 1}      # unloaded models' files released
