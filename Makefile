@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench reproduce profiles clean
+.PHONY: demo test bench reproduce profiles one-gpu-profiles clean
 
 # One joint install: nvidia-pytriton pins numpy<2, and resolving everything at once keeps it so.
 $(STAMP): pyproject.toml
@@ -24,6 +24,9 @@ reproduce: $(STAMP)
 
 profiles: $(STAMP)
 	$(PY) -m mmesim.derive.blog --write
+
+one-gpu-profiles: $(STAMP)
+	$(PY) -m mmesim.derive.leave_one_out --write
 
 bench: $(STAMP)
 	$(PY) benchmarks/sim_speed.py

@@ -35,6 +35,18 @@ class Scaling(Model):
     throughput: float = Field(gt=0)
 
 
+class GpuWork(Model):
+    """What one request asks of a GPU, from the model's architecture (not from timing):
+    floating-point operations per item and the weight bytes an execution reads. The
+    translation's per-GPU model turns them into compute- or bandwidth-bound time."""
+
+    flops_per_item: float = Field(gt=0, description="floating-point operations (2 per multiply-add) for one item")
+    weight_bytes: int = Field(ge=0, description="bytes of weights an execution reads, in the precision it runs")
+    peak_fraction: float = Field(default=1.0, gt=0, le=1,
+                                 description="fraction of the GPU's peak FLOP/s its engines attain (same on every GPU)")
+    source: str | None = None
+
+
 class TritonConfig(Model):
     """The parts of config.pbtxt that shape queueing: batching and execution instances."""
 
@@ -88,8 +100,12 @@ class ModelProfile(Model):
     host_cpu_speed: float = Field(default=1.0, gt=0,
                                   description="single-thread speed of the host decode was measured on (catalogue scale)")
     host_share: float = Field(default=0.0, ge=0, le=1,
-                              description="share of execution time bound by the host CPU (framework dispatch, "
-                                          "Python backend), which follows the CPU, not the GPU, when translated")
+                              description="share of the batch-1 execution time bound by the host CPU (framework "
+                                          "dispatch, Python backend), which follows the CPU, not the GPU, when translated")
+    busy_host_share: float | None = Field(default=None, ge=0, le=1,
+                                          description="share of each extra batched item's time bound by the host; "
+                                                      "None: as host_share")
+    work: GpuWork | None = Field(default=None, description="the model's FLOPs and weight bytes (translation)")
     gpu_overlap: float = Field(default=0.0, ge=0, le=1,
                                description="0: concurrent executions on one GPU serialise; 1: they overlap perfectly")
     concurrency_scaling: list[Scaling] = Field(

@@ -50,25 +50,37 @@ def test_reference_rows_reproduce(row):
 def test_shipped_profile_is_what_the_code_derives():
     row = next(r for r in ROWS if blog.profile_name(r) == "bert-base-uncased-tensorrt-t4")
     fit = blog.fit_row(row, blog.generator())
-    shipped = load_profile("bert-base-uncased-tensorrt-t4")
-    assert fit.profile == shipped.model_copy(update={"host_share": 0.0})   # the split needs both GPUs' fits
+    assert blog.split(fit.profile, ROWS) == load_profile("bert-base-uncased-tensorrt-t4")
     shipped_all = [load_profile(p) for p in builtin_profiles().values()]
-    assert blog.with_host_shares(shipped_all) == shipped_all
+    assert blog.with_shares(shipped_all) == shipped_all
     assert load_workload("blog").generator == blog.generator()
 
 
-def test_host_share_split_by_hand():
-    """Same batch-1 time on both GPUs: all host-bound; scaling exactly like the GPU: none."""
-    from mmesim.sim.translate import compute_ratio
-    from mmesim.catalog import load_catalog
-    c = load_catalog()
-    r = compute_ratio(c.gpu("t4"), c.gpu("a10g"), "pytorch")
-    base = load_profile("resnet50-pytorch-t4").to_dict()
-    t4 = ModelProfile.model_validate({**base, "service": [{"batch": 1, "seconds": 0.02}], "host_cpu_speed": 1.0})
-    for s_a10g, expect in ((0.02 / 1.05, 1.0), (0.02 * r, 0.0), (0.5 * 0.02 / 1.05 + 0.5 * 0.02 * r, 0.5)):
-        a10g = ModelProfile.model_validate({**base, "name": "resnet50-pytorch-a10g", "gpu": "a10g", "host_cpu_speed": 1.05,
-                                            "service": [{"batch": 1, "seconds": s_a10g}]})
-        assert blog.host_shares([t4, a10g])["resnet50-pytorch-t4"] == pytest.approx(expect, abs=1e-3)
+def test_host_gpu_split_uses_one_gpus_rows_only():
+    """The split of a T4 profile reads only T4 rows: change every A10G row and it stays."""
+    p = load_profile("roberta-large-pytorch-t4")
+    other = [dict(r, throughput_qps=r["throughput_qps"] * 3) if r["gpu"] == "A10G" else r for r in ROWS]
+    assert blog.split(p, other) == blog.split(p, ROWS)
+    # and it follows the evidence of its own GPU: a faster best row on the T4 means a
+    # higher attainable FLOP rate, so less of this profile's time is GPU work
+    faster = [dict(r, throughput_qps=r["throughput_qps"] * 2) if blog.profile_name(r) == "vit_large_patch16_224-pytorch-t4"
+              else r for r in ROWS]
+    assert blog.split(p, faster).busy_host_share > blog.split(p, ROWS).busy_host_share
+
+
+def test_model_flops_match_a_framework_count():
+    """The architecture counts agree with PyTorch's own FLOP counter on BERT-base, seq 128."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from torch.utils.flop_counter import FlopCounterMode
+    from mmesim.derive.architectures import ARCHITECTURES
+    model = transformers.BertModel(transformers.BertConfig()).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(torch.zeros(1, 128, dtype=torch.long))
+    ours = ARCHITECTURES["bert-base-uncased"]()
+    # PyTorch's counter leaves out the fused attention products (2 x 128^2 x 768 x 12 MACs)
+    assert 2 * ours.macs == pytest.approx(fc.get_total_flops() + 2 * 2 * 128 * 128 * 768 * 12, rel=0.02)
+    assert ours.params + ours.lookup_params == pytest.approx(sum(p.numel() for p in model.parameters()), rel=0.01)
 
 
 def test_v100_is_predicted_by_translation():

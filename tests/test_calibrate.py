@@ -87,4 +87,4 @@ def test_simulate_accepts_it(calibrated, tmp_path, capsys):
                  "--workload", str(wl), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["requests"] > 400 and s["failures"] == 0
-    assert any("translated" in w for w in s["warnings"])      # a CPU profile on a GPU instance is said to be one
+    assert any("CPU figures" in w for w in s["warnings"])     # a CPU profile on a GPU instance says what it is

@@ -31,7 +31,10 @@ def test_requests_for_a_loading_model_share_one_load(tmp_path):
     assert len(loads) == 1
     recs = sorted(run.records, key=lambda r: r.start)
     assert all(r.ok and r.cold for r in recs)
-    download = 100e6 / (25e9 / 8)
+    # S3's first byte, 100 MB over 10 streams of 87.5 MB/s (the network allows 3.1 GB/s), untar
+    # at 250 MB/s; then the load alone takes the profile's load_s
+    download = 0.15 + 100e6 / 875e6 + 100e6 / 250e6
+    assert loads[0].time == pytest.approx(download) and loads[0].seconds == pytest.approx(3.0)
     # all three wait for the same load; the first to reach Triton runs alone (no queue delay
     # configured), the other two queue behind it and run as one batch of 2: 10 ms * (1 + 1/7)
     ready = download + 3.0
@@ -190,13 +193,51 @@ def test_translation_to_another_gpu_changes_compute_not_memory():
     v = translate(p, p3)
     assert v.gpu == "v100" and v.provenance.method == "translated"
     assert v.gpu_memory_bytes == p.gpu_memory_bytes
-    # V100 vs T4: FP32 15.7 vs 8.1 TFLOP/s, 900 vs 320 GB/s -> about 0.44 of the time
-    gpu_ratio = 0.5 * 8.1 / 15.7 + 0.5 * 320 / 900
-    assert v.service[0].seconds == pytest.approx(0.010 * gpu_ratio)
+    # all GPU work, no FLOP figures: compute-bound, V100 vs T4 FP32 15.7 vs 8.1 TFLOP/s
+    assert v.service[0].seconds == pytest.approx(0.010 * 8.1 / 15.7)
     # a host-bound execution follows the CPU instead: p3's Xeon E5-2686 v4 is 0.8 of the g4dn's
-    h = make_profile(s1=0.010, host_share=0.5)
-    assert translate(h, p3).service[0].seconds == pytest.approx(0.010 * (0.5 / 0.8 + 0.5 * gpu_ratio))
+    h = make_profile(s1=0.010, host_share=1.0)
+    assert translate(h, p3).service[0].seconds == pytest.approx(0.010 / 0.8)
     assert translate(h, load_catalog().instance("ml.g4dn.xlarge")) is h
+
+
+def test_translation_is_idempotent_and_composes():
+    """Translating twice to the same instance changes nothing more (the profile takes the
+    target's CPU speed); via another GPU it lands where a direct translation does."""
+    from mmesim.catalog import load_catalog
+    from mmesim.profile import load_profile
+    from mmesim.sim.translate import translate
+    c = load_catalog()
+    g5, p3 = c.instance("ml.g5.2xlarge"), c.instance("ml.p3.2xlarge")
+    p = load_profile("roberta-large-pytorch-t4")
+    once = translate(p, g5)
+    assert once.host_cpu_speed == g5.cpu_speed and once.decode_s_per_byte == pytest.approx(p.decode_s_per_byte / 1.05)
+    assert translate(once, g5) == once
+    direct, via = translate(p, p3), translate(once, p3)
+    for a, b in zip(direct.service, via.service):
+        assert b.seconds == pytest.approx(a.seconds, rel=1e-6)
+    assert via.decode_s_per_byte == pytest.approx(direct.decode_s_per_byte)
+
+
+def test_busy_gpu_work_speeds_up_more_than_host_bound_batch1():
+    """A model whose busy time is GPU work gains the GPU's speed-up when busy, while its
+    host-bound batch-1 time follows the CPU: the two figures translate apart."""
+    from mmesim.catalog import load_catalog
+    from mmesim.sim.translate import translate
+    p = make_profile(s1=0.010, max_batch=8, host_share=1.0, busy_host_share=0.0)
+    v = translate(p, load_catalog().instance("ml.g5.2xlarge"))
+    per_item = (v.service[1].seconds - v.service[0].seconds) / 7
+    assert v.service[0].seconds == pytest.approx(0.010 / 1.05)
+    assert per_item == pytest.approx(0.010 / 7 * 8.1 / 31.2)
+
+
+def test_a_cpu_profile_on_a_gpu_instance_says_its_figures_are_cpu_figures():
+    from mmesim.results.summary import summarize
+    p = make_profile(gpu="cpu", max_batch=1)
+    wl = Workload(kind="poisson", rates=[{"end_s": 5, "rate": 10}])
+    run = Simulation([p], EndpointConfig(instance_type=T4), wl, [1]).run()
+    assert run.cpu_figures == ["tiny"] and not run.translated
+    assert any("CPU figures" in w and "not a GPU estimate" in w for w in summarize(run).warnings)
 
 
 def test_utilization_series_match_busy_time():

@@ -30,6 +30,18 @@ class GPU(Model):
     fp16_tflops: float = Field(gt=0)
     bandwidth_gbs: float = Field(gt=0)
     architecture: str
+    pcie_gbs: float | None = Field(default=None, gt=0,
+                                   description="host link per direction, GB/s; None: no host-to-device copy (a CPU)")
+    tdp_w: float | None = Field(default=None, gt=0, description="board power limit")
+    boost_mhz: float | None = Field(default=None, gt=0, description="boost clock the peak figures assume")
+    sources: list[str] = Field(default_factory=list, description="where the figures come from")
+    results: list["PublishedResult"] = Field(default_factory=list, description="public inference results on this GPU")
+
+    def peak_flops(self, framework: str) -> float:
+        """Peak FLOP/s of the arithmetic a framework's engines use: tensor-core FP16 for
+        TensorRT engines (the reference built them FP16), FP32 CUDA cores otherwise
+        (TorchScript in FP32)."""
+        return (self.fp16_tflops if framework == "tensorrt" else self.fp32_tflops) * 1e12
 
     @property
     def memory_bytes(self) -> int:
@@ -41,6 +53,18 @@ class GPU(Model):
         return self.nvml_total_mib * MiB
 
 
+class PublishedResult(Model):
+    """One public inference figure for a GPU, kept beside the specs it checks."""
+
+    what: str
+    value: float
+    unit: str
+    source: str
+
+
+GPU.model_rebuild()
+
+
 class InstanceType(Model):
     name: str
     gpu: str
@@ -50,6 +74,8 @@ class InstanceType(Model):
     network_gbps: float = Field(gt=0)
     disk_gb: float = Field(gt=0)
     disk_note: str | None = None
+    disk_mbs: float | None = Field(default=None, gt=0,
+                                   description="sequential read of the model cache volume, MB/s; None: not modelled")
     cpu: str
     cpu_speed: float = Field(gt=0)
     price_usd_per_hour: float = Field(gt=0)
@@ -63,6 +89,10 @@ class InstanceType(Model):
     @property
     def disk_bytes(self) -> int:
         return int(self.disk_gb * 1e9)
+
+    @property
+    def disk_read_bytes_per_s(self) -> float | None:
+        return self.disk_mbs * 1e6 if self.disk_mbs else None
 
     @property
     def host_memory_bytes(self) -> int:

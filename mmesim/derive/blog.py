@@ -16,8 +16,12 @@ From each results.csv row (model x framework x instance) the derivation works ou
   and throughput come out within 1 %; then the in-flight limit beyond which the instance
   sheds load is placed midway between the peak in flight met in the last clean step and
   that met in the first failing one, so the onset of failures lands on the published step.
+- host-bound and GPU parts (per row, ``split``): of the batch-1 time and of a busy item's
+  time, from the model's FLOPs and the FLOP rate attainable on that row's own GPU (the best
+  any of its rows reached), so that translation to another GPU needs no other GPU's rows.
 Everything not in the reference (load and unload time) follows a documented rule and is
-marked as such in the provenance.
+marked as such in the provenance. ``derive_all(gpus=["T4"])`` derives from one GPU's rows
+alone (mmesim.derive.leave_one_out).
 
 Run ``python -m mmesim.derive.blog --write`` to regenerate mmesim/profiles/*.json.
 """
@@ -40,7 +44,8 @@ from mmesim.endpoint import EndpointConfig
 from mmesim.profile import ModelProfile, builtin_dir
 from mmesim.results.summary import history, reference_metrics
 from mmesim.sim.mme import Simulation
-from mmesim.sim.translate import compute_ratio
+from mmesim.derive.architectures import gpu_work
+from mmesim.sim.translate import busy_batch, gpu_seconds
 from mmesim.units import MiB
 from mmesim.workload import LoadGenerator, builtin_workloads, load_workload
 
@@ -70,14 +75,15 @@ TRITON = {"pytorch": {"max_batch_size": 32, "preferred_batch_sizes": [16]},
           "tensorrt": {"max_batch_size": 12, "preferred_batch_sizes": [12]}}
 
 
-def reference_rows() -> list[dict]:
+def reference_rows(gpus: list[str] | None = None) -> list[dict]:
+    """The published rows, or those of the named GPUs (e.g. ["T4"])."""
     text = resources.files(__package__).joinpath("reference/mme-gpu-blog-results.csv").read_text()
     rows = list(csv.DictReader(text.splitlines()))
     for r in rows:
         for k in ("params_millions", "size_on_disk_mb", "gpu_memory_gib", "max_models_loaded", "latency_ms",
                   "throughput_qps", "max_concurrent_users"):
             r[k] = float(r[k]) if "." in r[k] else int(r[k])
-    return rows
+    return [r for r in rows if gpus is None or r["gpu"] in gpus]
 
 
 def profile_name(row: dict) -> str:
@@ -111,8 +117,9 @@ def per_copy_bytes(n: int, total: int, baseline: int, threshold: float = 0.90) -
     return int((lo + hi) / 2)
 
 
-def generator() -> LoadGenerator:
-    rows = reference_rows()
+def generator(rows: list[dict] | None = None) -> LoadGenerator:
+    """The reference's load generator, its CV ceiling set from ``rows`` (default: all)."""
+    rows = rows if rows is not None else reference_rows()
     ceiling = CEILING_MARGIN * max(r["throughput_qps"] for r in rows if r["use_case"] == "cv")
     per_byte = (WORKERS / ceiling - CLIENT_PER_REQUEST_S) / payload_bytes("cv")
     return LoadGenerator(workers=WORKERS, cpu_s_per_request=CLIENT_PER_REQUEST_S, cpu_s_per_byte=float(f"{per_byte:.4g}"))
@@ -247,46 +254,58 @@ def _limit_for(run, target_u: int, wl) -> int | None:
     return (before + 1 + max(within, before + 1)) // 2
 
 
-def host_shares(profiles: list[ModelProfile]) -> dict[str, float]:
-    """Split each fitted execution time into a host-bound part (framework dispatch, which
-    follows the CPU) and GPU work (which follows the GPU), from the same model and framework
-    fitted on two instances: with s = host + gpu on the T4 and
-    s' = host * (cpu T4 / cpu A10G) + gpu * (GPU ratio A10G/T4), two equations give both
-    parts. Translation to a third instance (V100) then moves each part its own way.
-    Returns profile name -> host share of its batch-1 time."""
-    catalog = load_catalog()
-    by_name = {p.name: p for p in profiles}
-    out: dict[str, float] = {}
-    for p in profiles:
-        if p.gpu != "t4" or f"{p.model}-{p.framework}-a10g" not in by_name:
-            continue
-        q = by_name[f"{p.model}-{p.framework}-a10g"]
-        cpu = p.host_cpu_speed / q.host_cpu_speed
-        gpu = compute_ratio(catalog.gpu("t4"), catalog.gpu("a10g"), p.framework)
-        s_t, s_a = p.service[0].seconds, q.service[0].seconds
-        gpu_t = min(max((s_a - s_t * cpu) / (gpu - cpu), 0.0), s_t)
-        host_t = s_t - gpu_t
-        out[p.name] = round(host_t / s_t, 4)
-        out[q.name] = round(host_t * cpu / (host_t * cpu + gpu_t * gpu), 4)
-    return out
+def attainable_fraction(rows: list[dict], gpu_key: str, framework: str) -> float:
+    """The fraction of peak FLOP/s this GPU reaches for this framework's engines, from ONE
+    GPU's published rows: the most any of its rows achieved (model FLOPs x published
+    throughput / peak). At least that much is attainable; the row that reaches it is taken
+    as GPU-bound, and every other row's shortfall from it as host-bound time."""
+    gpu = load_catalog().gpu(gpu_key)
+    best = max(gpu_work(r["model"], framework).flops_per_item * r["throughput_qps"]
+               for r in rows if GPU_KEYS[r["gpu"]] == gpu_key and r["framework"] == framework)
+    return best / gpu.peak_flops(framework)
 
 
-def with_host_shares(profiles: list[ModelProfile]) -> list[ModelProfile]:
-    shares = host_shares(profiles)
-    return [p.model_copy(update={"host_share": shares.get(p.name, 0.0)}) for p in profiles]
+def split(profile: ModelProfile, rows: list[dict]) -> ModelProfile:
+    """Host-bound and GPU parts of ``profile``'s two execution figures, by evidence from its
+    own GPU's rows only (``rows`` may hold others; they are not read):
+    - busy: the published throughput times the model's FLOPs is the FLOP rate the row
+      achieved; its ratio to the rate this GPU attains (``attainable_fraction``) is the
+      share of a busy item's time that is GPU work, the rest is host-bound;
+    - batch 1: the model's GPU work at that attainable rate (or its weight traffic at peak
+      bandwidth, if longer) against the fitted batch-1 time; the rest is host-bound (GPU
+      work at batch 1 runs at no better than the batched rate, so this host share is an
+      upper bound)."""
+    gpu = load_catalog().gpu(profile.gpu)
+    eta = attainable_fraction(rows, profile.gpu, profile.framework)
+    work = gpu_work(profile.model, profile.framework).model_copy(update={"peak_fraction": round(eta, 4)})
+    row = next(r for r in rows if GPU_KEYS[r["gpu"]] == profile.gpu and r["model"] == profile.model
+               and r["framework"] == profile.framework)
+    busy_gpu = work.flops_per_item * row["throughput_qps"] / (eta * gpu.peak_flops(profile.framework))
+    g1 = gpu_seconds(work, 1, gpu, profile.framework)
+    s1 = profile.service[0].seconds
+    return profile.model_copy(update={"work": work, "host_share": round(1 - min(1.0, g1 / s1), 4),
+                                      "busy_host_share": round(1 - min(1.0, busy_gpu), 4)})
 
 
-def derive_all(verbose: bool = False, only: str | None = None, report=None) -> tuple[list[Fit], LoadGenerator]:
-    gen = generator()
+def with_shares(profiles: list[ModelProfile], rows: list[dict] | None = None) -> list[ModelProfile]:
+    rows = rows if rows is not None else reference_rows()
+    return [split(p, rows) for p in profiles]
+
+
+def derive_all(verbose: bool = False, only: str | None = None, report=None,
+               gpus: list[str] | None = None) -> tuple[list[Fit], LoadGenerator]:
+    """Every row's profile; with ``gpus`` (e.g. ["T4"]) from those GPUs' rows alone, the
+    load generator included, so that nothing is fitted on another GPU's rows."""
+    rows = reference_rows(gpus)
+    gen = generator(rows)
     fits = []
-    for row in reference_rows():
+    for row in rows:
         if only and profile_name(row) != only:
             continue
         fits.append(fit_row(row, gen, verbose=verbose))
+        fits[-1].profile = split(fits[-1].profile, rows)
         if report:
             report(fits[-1])
-    for fit, profile in zip(fits, with_host_shares([f.profile for f in fits])):
-        fit.profile = profile
     return fits, gen
 
 

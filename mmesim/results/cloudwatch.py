@@ -9,15 +9,17 @@ metric                unit         samples (a datapoint's statistic is taken ove
 Invocations           None         1 per request, stamped at its end           (Sum)
 InvocationsPerInstance None        1/instance_count per request                (Sum)
 Invocation4XXErrors   None         1 if 429/400/424 (incl. InvocationTimeout), else 0 (Sum, Average = rate)
-Invocation5XXErrors   None         1 if 503/500/507, else 0                    (Sum, Average = rate)
+Invocation5XXErrors   None         1 if 503/500/507 (memory or disk), else 0   (Sum, Average = rate)
 ModelCacheHit         None         1 if the model was loaded already, else 0, per request that
                                    reached an instance                         (Sum, Average = hit ratio)
 ModelLatency          Microseconds end - start (minus overhead_s if given) of each ok request (Average)
 OverheadLatency       Microseconds overhead_s of each ok request, only when given   (Average)
 ModelLoadingWaitTime  Microseconds per cold request: from its start until its model's load on
                                    its instance completed (or the request ended)  (Average)
-ModelDownloadingTime  Microseconds seconds of each "download" event             (Average)
-ModelLoadingTime      Microseconds seconds of each "load" event                 (Average)
+ModelDownloadingTime  Microseconds seconds of each "download" event: S3 first byte, transfer
+                                   (sharing the network) and untar            (Average)
+ModelLoadingTime      Microseconds seconds of each "load" event: from the load call (memory
+                                   free) to loaded, waiting for a load thread included (Average)
 ModelUnloadingTime    Microseconds seconds of each "unload" event               (Average)
 LoadedModelCount      None         per instance, models loaded at the period's end (Sum = endpoint,
                                    Average = per instance)
@@ -48,12 +50,12 @@ from pathlib import Path
 import numpy as np
 
 from mmesim.errors import ConfigError
-from mmesim.results.records import (INTERNAL, MODEL_ERROR, MODEL_NOT_READY, OK, OUT_OF_MEMORY, OUTCOMES,
+from mmesim.results.records import (DISK_FULL, INTERNAL, MODEL_ERROR, MODEL_NOT_READY, OK, OUT_OF_MEMORY, OUTCOMES,
                                     OVERLOADED, TIMEOUT, VALIDATION, ModelEvent, Run)
 
 PERIOD_S = 60
 ERRORS_4XX = frozenset({MODEL_NOT_READY, VALIDATION, MODEL_ERROR, TIMEOUT})
-ERRORS_5XX = frozenset({OVERLOADED, INTERNAL, OUT_OF_MEMORY})
+ERRORS_5XX = frozenset({OVERLOADED, INTERNAL, OUT_OF_MEMORY, DISK_FULL})
 
 _LATENCY_STATS = ("Average", "Minimum", "Maximum", "Sum", "SampleCount")
 # name: (statistic a series shows, unit, statistics written to CSV)

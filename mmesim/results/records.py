@@ -25,7 +25,13 @@ OUT_OF_MEMORY = "InsufficientMemory"         # 507 from the container: nothing c
 MODEL_ERROR = "ModelError"                   # 424: the model itself failed
 VALIDATION = "ValidationError"               # 400
 INTERNAL = "InternalFailure"                 # 500
-OUTCOMES = (OK, MODEL_NOT_READY, TIMEOUT, OVERLOADED, OUT_OF_MEMORY, MODEL_ERROR, VALIDATION, INTERNAL)
+DISK_FULL = "InsufficientDiskSpace"
+"""507 from the platform: the instance's disk cannot take the model's artifact even after
+deleting every cached artifact not in use (each copy in use stays on disk). SageMaker's MME
+guide asks for storage to hold the models served and names no error for running out; 507
+(HTTP "Insufficient Storage") is the container's answer to a load it cannot take."""
+# New causes go last: records store a cause as its index here.
+OUTCOMES = (OK, MODEL_NOT_READY, TIMEOUT, OVERLOADED, OUT_OF_MEMORY, MODEL_ERROR, VALIDATION, INTERNAL, DISK_FULL)
 _OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOMES)}
 
 
@@ -137,9 +143,11 @@ class Records:
 
 @dataclass
 class ModelEvent:
-    """A model moving between tiers on one instance (what CloudWatch's Model* metrics count)."""
+    """A model moving between tiers on one instance (what CloudWatch's Model* metrics count).
+    A simulation appends a download or a load when it completes (its length depends on what
+    else shared the network, disk, CPUs and PCIe meanwhile), so the list is not in time order."""
 
-    time: float
+    time: float           # when the move began
     instance: int
     model: str
     kind: str             # "preload" (before the run) | "download" | "load" | "unload" | "evict-disk"
@@ -176,6 +184,7 @@ class Run:
     gpu: str = ""                       # GPU kind of the instances (catalog key, e.g. "t4")
     profiles: list[str] = field(default_factory=list)      # profile names, in the order of ``copies``
     translated: list[str] = field(default_factory=list)    # profiles translated from another GPU
+    cpu_figures: list[str] = field(default_factory=list)   # profiles measured on CPU, used unchanged on a GPU
     copies: list[int] = field(default_factory=list)        # copies per profile the traffic targets
     copies_loaded_at_start: int = 0     # copies already loaded when the traffic began (warm start)
     targets: int = 0                    # distinct target models

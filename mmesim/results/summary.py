@@ -155,6 +155,9 @@ def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
                         "of the run; its CPU limits throughput (add workers)")
     if run.translated:
         warnings.append(f"profiles translated to {run.gpu}: {', '.join(run.translated)}")
+    if run.cpu_figures:
+        warnings.append(f"profiles measured on CPU, used with their CPU figures on {run.gpu} "
+                        f"(not a GPU estimate: calibrate on the GPU): {', '.join(run.cpu_figures)}")
     return Summary(
         kind=run.kind, instance_type=run.instance_type, instance_count=run.instance_count, duration_s=run.duration_s,
         max_models_loaded=run.max_models_loaded,

@@ -1,6 +1,15 @@
 """One endpoint instance: GPU memory, disk cache, host CPUs, and the models moving
 remote -> on disk -> loading -> loaded -> unloading.
 
+What a move costs (EndpointConfig.platform, PlatformCosts): a download waits S3's first byte,
+shares the instance's network with the other downloads, then untars on one vCPU; a load waits
+for one of ``load_parallelism`` load threads, reads the artifact from the cache volume
+(shared), deserialises on one vCPU and copies its resident bytes over PCIe (shared). A
+profile's ``load_s`` is one load alone: its deserialising part is what remains once the read
+and the copy, at the instance's rates, are taken out. Untar and deserialising share the vCPUs
+as the OS shares them (one core each while there are enough, time-sliced beyond); request
+decoding keeps its own FIFO over the vCPUs and does not see them.
+
 Where LRU eviction is decided: ``Instance._make_room``. Only *idle* loaded models (no
 request admitted and unfinished) are unloaded, least recently used first; if that cannot
 free enough memory, the requests waiting for the load fail as the container would (507).
@@ -9,14 +18,15 @@ Requests for a model that is already loading wait for that one load."""
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 from mmesim.catalog import CPU
-from mmesim.results.records import OUT_OF_MEMORY, OVERLOADED, ModelEvent
+from mmesim.results.records import DISK_FULL, OUT_OF_MEMORY, OVERLOADED, ModelEvent
 from mmesim.sim.cores import Cores
 from mmesim.sim.events import after
 from mmesim.sim.gpu import GPU
 from mmesim.sim.policy import lru_victims, memory_budget
+from mmesim.sim.transfer import SharedRate
 from mmesim.sim.triton import ModelServer
 
 REMOTE, DOWNLOADING, ON_DISK, LOADING, LOADED, UNLOADING = range(6)
@@ -25,7 +35,7 @@ REMOTE, DOWNLOADING, ON_DISK, LOADING, LOADED, UNLOADING = range(6)
 class Slot:
     """A target model's state on one instance."""
 
-    __slots__ = ("target", "state", "on_disk", "waiters", "server", "inflight")
+    __slots__ = ("target", "state", "on_disk", "waiters", "server", "inflight", "since")
 
     def __init__(self, target):
         self.target = target
@@ -34,6 +44,7 @@ class Slot:
         self.waiters: list = []
         self.server: ModelServer | None = None
         self.inflight = 0
+        self.since = 0.0           # when the move in progress (download, load) began
 
 
 class Instance:
@@ -59,6 +70,16 @@ class Instance:
         self.slots: dict[int, Slot] = {}
         self.lru: OrderedDict[int, Slot] = OrderedDict()   # loaded models, least recently used first
         self.disk_lru: OrderedDict[int, Slot] = OrderedDict()
+        costs = cfg.platform
+        self.costs = costs
+        self.network = SharedRate(self.env, self.bandwidth, costs.s3_streams_per_download * costs.s3_stream_bytes_per_s)
+        disk_rate = itype.disk_read_bytes_per_s
+        self.disk = SharedRate(self.env, disk_rate) if disk_rate else None
+        self.pcie = SharedRate(self.env, gpu.pcie_gbs * 1e9 * costs.h2d_share) if gpu.pcie_gbs else None
+        self.cpu_speed = itype.cpu_speed
+        self.host = SharedRate(self.env, itype.vcpus, 1.0)     # CPU-seconds: untar and deserialising
+        self.loading = 0                   # loads holding a load thread
+        self.load_queue: deque[Slot] = deque()
 
     def holds(self, target) -> bool:
         """The model is loaded or on its way here (what routing looks for)."""
@@ -89,6 +110,7 @@ class Instance:
         req.cold = True
         req.waiting = True
         slot.waiters.append(req)
+        self.sim.wait_for_model(req)
         if slot.state in (REMOTE, ON_DISK):
             self._fetch(slot)
 
@@ -135,16 +157,24 @@ class Instance:
             return
         size = slot.target.profile.artifact_bytes
         if not self._make_disk_room(size):
-            self._fail_waiters(slot)
+            self._fail_waiters(slot, DISK_FULL)
             return
         slot.state = DOWNLOADING
+        slot.since = self.env.now
         self.disk_used += size
-        seconds = size / self.bandwidth
-        after(self.env, seconds, slot, self._downloaded)
-        self.sim.events.append(ModelEvent(self.env.now, self.index, slot.target.name, "download", seconds))
+        after(self.env, self.costs.s3_first_byte_s, slot, self._first_byte)
 
-    def _downloaded(self, ev) -> None:
+    def _first_byte(self, ev) -> None:
         slot = ev._value
+        self.network.start(slot.target.profile.artifact_bytes, slot, self._received)
+
+    def _received(self, slot: Slot, seconds: float) -> None:
+        self._on_cpu(slot.target.profile.artifact_bytes / (self.costs.untar_bytes_per_s * self.cpu_speed), slot,
+                     self._downloaded)
+
+    def _downloaded(self, slot: Slot, seconds: float) -> None:
+        now = self.env.now
+        self.sim.events.append(ModelEvent(slot.since, self.index, slot.target.name, "download", now - slot.since))
         slot.on_disk = True
         slot.state = ON_DISK
         self.disk_lru[slot.target.id] = slot
@@ -159,20 +189,71 @@ class Instance:
         slot.state = LOADING
         self.committed += need
         self.disk_lru.move_to_end(slot.target.id)
-        seconds = slot.target.profile.load_s
-        after(self.env, delay + seconds, slot, self._loaded)
-        self.sim.events.append(ModelEvent(self.env.now + delay, self.index, slot.target.name, "load", seconds))
+        if delay:
+            after(self.env, delay, slot, self._load_called)
+        else:
+            self._load_call(slot)
 
-    def _loaded(self, ev) -> None:
-        slot = ev._value
+    def _load_called(self, ev) -> None:
+        self._load_call(ev._value)
+
+    def _load_call(self, slot: Slot) -> None:
+        """The platform asks the server to load (memory is free): a load thread, or the queue."""
+        slot.since = self.env.now
+        if self.loading < self.costs.load_parallelism:
+            self._load_begin(slot)
+        else:
+            self.load_queue.append(slot)
+
+    def _load_begin(self, slot: Slot) -> None:
+        self.loading += 1
+        if self.disk is not None:
+            self.disk.start(slot.target.profile.artifact_bytes, slot, self._read)
+        else:
+            self._read(slot, 0.0)
+
+    def _read(self, slot: Slot, seconds: float) -> None:
+        self._on_cpu(self.deserialise_s(slot.target.profile), slot, self._deserialised)
+
+    def _deserialised(self, slot: Slot, seconds: float) -> None:
+        if self.pcie is not None:
+            self.pcie.start(slot.target.profile.gpu_memory_bytes, slot, self._loaded)
+        else:
+            self._loaded(slot, 0.0)
+
+    def deserialise_s(self, profile) -> float:
+        """Host CPU seconds of one load: ``load_s`` less its read and copy at this instance's
+        rates (alone), moved to this instance's CPU speed as request decoding is."""
+        io = 0.0
+        if self.disk is not None:
+            io += profile.artifact_bytes / self.disk.total
+        if self.pcie is not None:
+            io += profile.gpu_memory_bytes / self.pcie.total
+        return max(0.0, profile.load_s - io) * profile.host_cpu_speed / self.cpu_speed
+
+    def _on_cpu(self, seconds: float, slot: Slot, callback) -> None:
+        """``seconds`` of one thread's work on the shared vCPUs, then ``callback(slot, elapsed)``."""
+        self.cpu_busy_s += seconds
+        if seconds > 0 and self.cores is not None:     # a CPU-only host: the same cores as everything else
+            began = self.env.now
+            self.cores.run(seconds, 1, lambda s: callback(s, self.env.now - began), slot)
+        elif seconds > 0:
+            self.host.start(seconds, slot, callback)
+        else:
+            callback(slot, 0.0)
+
+    def _loaded(self, slot: Slot, seconds: float) -> None:
+        now = self.env.now
+        self.sim.events.append(ModelEvent(slot.since, self.index, slot.target.name, "load", now - slot.since))
+        self.loading -= 1
+        if self.load_queue:
+            self._load_begin(self.load_queue.popleft())
         self._set_used(self.used + slot.target.profile.gpu_memory_bytes)
         self._serve(slot)
         waiters, slot.waiters = slot.waiters, []
         for req in waiters:
-            req.waiting = False
-            if req.done:            # the client gave up (ModelNotReadyException); drop it
-                self.release(req)
-            else:
+            if not req.done:        # else answered already (ModelNotReadyException) and released
+                req.waiting = False
                 self._decode(req)
 
     def _serve(self, slot: Slot) -> None:
@@ -208,6 +289,7 @@ class Instance:
         slot = ev._value
         self._set_used(self.used - slot.target.profile.gpu_memory_bytes)
         slot.state = ON_DISK
+        slot.waiters = [r for r in slot.waiters if not r.done]
         if slot.waiters:           # requested while it was being unloaded: load it again
             self._load(slot)
 
@@ -225,13 +307,21 @@ class Instance:
                     return True
         return False
 
-    def _fail_waiters(self, slot: Slot) -> None:
+    def _fail_waiters(self, slot: Slot, cause: str = OUT_OF_MEMORY) -> None:
         slot.state = ON_DISK if slot.on_disk else REMOTE
         waiters, slot.waiters = slot.waiters, []
         for req in waiters:
-            req.waiting = False
-            self.release(req)
-            self.sim.reply(req, OUT_OF_MEMORY)
+            if not req.done:
+                req.waiting = False
+                self.release(req)
+                self.sim.reply(req, cause)
+
+    def abandon(self, req) -> None:
+        """A request waiting for its model is to be answered without it (ModelNotReadyException):
+        it leaves the instance now (its entry in the waiters is skipped once answered); the
+        download or load goes on."""
+        req.waiting = False
+        self.release(req)
 
     def _set_used(self, used: int) -> None:
         self.used = used

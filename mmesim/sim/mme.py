@@ -5,6 +5,9 @@ its overhead and the payload crosses the network, the router picks an instance, 
 instance admits it (or sheds it when overloaded), loads the model if needed, decodes the
 payload on its vCPUs, and Triton queues, batches and executes it on the shared GPU. The
 client gives up at the invocation timeout; the server does not notice and finishes anyway.
+A request whose model is not loaded ``model_ready_timeout_s`` after it reached the instance
+(or at the invocation timeout, if that comes first) fails with ModelNotReadyException and
+leaves the instance; the download or load it was waiting for goes on.
 
 Only model-level work creates SimPy events; the FIFO resources whose order never changes
 (client workers, host CPUs) are computed arithmetically, which keeps the simulator fast.
@@ -19,7 +22,7 @@ from itertools import accumulate
 
 import simpy
 
-from mmesim.catalog import load_catalog
+from mmesim.catalog import MiB, load_catalog
 from mmesim.endpoint import EndpointConfig
 from mmesim.errors import ConfigError
 from mmesim.profile import ModelProfile
@@ -27,9 +30,9 @@ from mmesim.results.records import MODEL_NOT_READY, OUTCOMES, TIMEOUT, Records, 
 from mmesim.sim.client import Client
 from mmesim.sim.events import after
 from mmesim.sim.instance import Instance
-from mmesim.sim.policy import route
+from mmesim.sim.policy import memory_budget, route
 from mmesim.sim.random import streams
-from mmesim.sim.translate import translate
+from mmesim.sim.translate import cpu_profiles_on_gpu, translate
 from mmesim.workload import Workload, read_trace
 
 UNLIMITED = 1 << 30
@@ -102,6 +105,9 @@ class Simulation:
         self._pending: deque[Request] = deque()
         self._reaper_wake = None
         self._timeout = endpoint.invocation_timeout_s
+        self._ready_timeout = endpoint.model_ready_timeout_s
+        self._not_ready: deque[tuple[float, Request]] = deque()   # requests waiting for a model, by deadline
+        self._ready_timer = False
         self.inflight_peaks: list[tuple[float, int, int]] = []
         self.utilization: dict[str, list[list[float]]] = {}
         self.warm_count = self._warm() if warm else 0
@@ -209,6 +215,31 @@ class Simulation:
         if req.user is not None:
             self.client.answered(req.user, delay)
 
+    def wait_for_model(self, req: Request) -> None:
+        """``req`` waits for its model on its instance: it fails ``model_ready_timeout_s`` from
+        now if still waiting. Deadlines come in arrival order, so one timer serves them all;
+        none is needed when the invocation timeout always comes first (the default: both 60 s)."""
+        if self._ready_timeout >= self._timeout:
+            return
+        self._not_ready.append((self.env.now + self._ready_timeout, req))
+        if not self._ready_timer:
+            self._ready_timer = True
+            after(self.env, self._ready_timeout, None, self._not_ready_expired)
+
+    def _not_ready_expired(self, ev) -> None:
+        now, queue = self.env.now, self._not_ready
+        while queue and queue[0][0] <= now:
+            req = queue.popleft()[1]
+            if req.waiting and not req.done:
+                self._give_up_waiting(req)
+        self._ready_timer = bool(queue)
+        if queue:
+            after(self.env, queue[0][0] - now, None, self._not_ready_expired)
+
+    def _give_up_waiting(self, req: Request) -> None:
+        self.instances[req.instance].abandon(req)
+        self.reply(req, MODEL_NOT_READY)
+
     def _reaper(self):
         """Fails requests whose client has waited the invocation timeout. Sleeps until the
         oldest unanswered request's deadline, so it costs an event only when one expires."""
@@ -225,7 +256,10 @@ class Simulation:
                 yield env.timeout(head.deadline - env.now)
                 continue
             pending.popleft()
-            self.reply(head, MODEL_NOT_READY if head.waiting else TIMEOUT)
+            if head.waiting:
+                self._give_up_waiting(head)
+            else:
+                self.reply(head, TIMEOUT)
 
     def _sampler(self):
         """Once a second, per instance: the most requests in flight any arrival met, and
@@ -282,6 +316,7 @@ class Simulation:
             generator_workers=len(workers), generator_busy_s=[w.busy_s for w in workers],
             profiles=[p.name for p in self.profiles],
             translated=[p.name for p in self.profiles if p.provenance.method == "translated"],
+            cpu_figures=cpu_profiles_on_gpu(self.profiles, it),
             copies=list(self.copies),
         )
 
@@ -290,10 +325,12 @@ def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) ->
     """The reference's step 1 on a simulated instance: load copies one at a time (round-robin
     over the profiles), read GPU memory used after each, and stop once
     (used + used / loaded) / total >= threshold. Returns copies per profile and the trace
-    [(models loaded, bytes used)]."""
+    [(models loaded, bytes used)]. A profile whose one copy does not fit the memory budget
+    beside the baseline counts 0 and the others go on without it (see ``too_large``)."""
     catalog = load_catalog()
     itype = endpoint.instance()
     translated = [translate(p, itype) for p in profiles]
+    fits = [not too_large(p, endpoint) for p in translated]
     smallest = max(1, min(p.gpu_memory_bytes for p in translated))
     cap = min(10_000, catalog.gpu_of(itype).nvml_total_bytes // smallest + 2)
     probe = Simulation(translated, endpoint.model_copy(update={"instance_count": 1, "memory_threshold": 1.0}),
@@ -301,9 +338,10 @@ def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) ->
     inst, total, threshold = probe.instances[0], probe.gpu.nvml_total_bytes, endpoint.memory_threshold
     per_profile = [[t for t in probe.targets if t.profile is p] for p in probe.profiles]
     counts, trace = [0] * len(profiles), []
+    order = [pi for pi in range(len(profiles)) if fits[pi]]
     loaded = 0
-    for k in range(cap):
-        pi = k % len(profiles)
+    for k in range(cap if order else 0):
+        pi = order[k % len(order)]
         if not inst.preload(per_profile[pi][counts[pi]]):
             break
         counts[pi] += 1
@@ -311,7 +349,21 @@ def max_models_loaded(profiles: list[ModelProfile], endpoint: EndpointConfig) ->
         trace.append((loaded, inst.used))
         if (inst.used + inst.used / loaded) / total >= threshold:
             break
-    return [max(1, c) for c in counts], trace
+    return counts, trace
+
+
+def too_large(profile: ModelProfile, endpoint: EndpointConfig) -> str | None:
+    """Why not even one copy of ``profile`` fits an instance of ``endpoint`` (its resident
+    bytes and the baseline above the memory budget), or None when it fits."""
+    itype = endpoint.instance()
+    total = load_catalog().gpu_of(itype).nvml_total_bytes
+    budget = memory_budget(total, endpoint.memory_threshold)
+    p = translate(profile, itype)
+    if p.gpu_memory_bytes + p.baseline_gpu_bytes <= budget:
+        return None
+    return (f"profile {profile.name} does not fit even alone on {endpoint.instance_type}: one copy "
+            f"{p.gpu_memory_bytes / MiB:,.0f} MiB + baseline {p.baseline_gpu_bytes / MiB:,.0f} MiB > budget "
+            f"{budget / MiB:,.0f} MiB ({endpoint.memory_threshold:.0%} of {total / MiB:,.0f} MiB): 0 models")
 
 
 def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
@@ -320,6 +372,10 @@ def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     workload.check_profiles(p.name for p in profiles)         # before the max-models step
     mm, trace = max_models_loaded(profiles, endpoint)
     if copies == "auto":
+        for p, n in zip(profiles, mm):
+            if n == 0:
+                raise ConfigError(too_large(p, endpoint) or f"profile {p.name}: no copy fits", field="copies",
+                                  value="auto")
         copies = mm
     elif isinstance(copies, int):
         copies = [copies] * len(profiles)

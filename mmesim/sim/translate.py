@@ -1,64 +1,117 @@
 """Translate a profile measured on one instance to another instance of the catalogue.
 
-The model, documented in calibration/README.md:
-- memory: a copy's resident bytes (weights, activations, framework workspace) and the fixed
-  baseline (CUDA context, server) do not depend on the GPU; what changes is the total NVML
-  reports, which the instance reads from the catalogue.
-- execution: a profile's ``host_share`` of each execution is bound by the host CPU
-  (framework dispatch, the Python backend) and scales with the catalogue's CPU speed; the
-  rest is GPU work and scales with the mean of two ratios, peak arithmetic (FP16 tensor for
-  TensorRT engines, FP32 otherwise: the reference ran TorchScript in FP32) and memory
-  bandwidth, because inference at small batches is partly bandwidth-bound and partly
-  compute-bound. The split of GPU work is a documented assumption, not a fit.
-- host-side decoding moves with the instance's CPU (cpu_speed), applied in the simulator.
+The model, documented in calibration/README.md ("Translation between GPUs"):
+- memory: a copy's resident bytes and the fixed baseline do not depend on the GPU; what
+  changes is the total NVML reports, read from the catalogue.
+- execution, in two figures: the batch-1 time, and the time each further item of a batch
+  adds when the GPU is busy (the inverse of the throughput a busy model sustains). Each is
+  split into a host-bound part (framework dispatch, request handling inside the backend:
+  ``host_share`` and ``busy_host_share``, worked out from evidence on the GPU the profile
+  was made on) which moves with the instance's CPU speed, and GPU work which moves with
+  the per-GPU model below.
+- the per-GPU model: GPU work is the larger of compute time (the model's FLOPs over the
+  GPU's peak in the arithmetic its engine uses: tensor-core FP16 for TensorRT, FP32 CUDA
+  cores for TorchScript) and memory time (its weight bytes over the GPU's bandwidth), at
+  the same fraction of peak on every GPU (that fraction is a property of the model's
+  kernels, measured on the source GPU; it cancels in the ratio). Without ``work`` figures
+  the GPU part is taken as compute-bound.
+- host-side decoding moves with the CPU as well; ``host_cpu_speed`` becomes the target's,
+  so translating a translated profile to the same instance changes nothing.
+- batching and the sharing of the GPU between copies (``gpu_overlap``) are kept: the
+  translation rescales the time of each execution, so a busy GPU's throughput scales by
+  the busy-item ratio, whatever sharing model consumes it.
+A profile measured on CPU carries no evidence of GPU speed: it is used unchanged and says
+so (it is not "translated").
 """
 
 from __future__ import annotations
 
 from mmesim.catalog import CPU, GPU, InstanceType, load_catalog
 from mmesim.errors import ConfigError
-from mmesim.profile import BatchTiming, ModelProfile, Provenance
+from mmesim.profile import BatchTiming, GpuWork, ModelProfile, Provenance
 
 
-def compute_ratio(src: GPU, dst: GPU, framework: str) -> float:
-    """How much longer GPU work takes on ``dst`` than on ``src`` (< 1: faster)."""
-    flops = (src.fp16_tflops / dst.fp16_tflops) if framework == "tensorrt" else (src.fp32_tflops / dst.fp32_tflops)
-    return 0.5 * flops + 0.5 * (src.bandwidth_gbs / dst.bandwidth_gbs)
+def gpu_seconds(work: GpuWork | None, batch: int, gpu: GPU, framework: str) -> float:
+    """Time of the GPU work of a batch (roofline): compute at the attainable fraction of
+    peak, or weight traffic at peak bandwidth, whichever is longer. Without work figures:
+    one unit of compute-bound work."""
+    if work is None:
+        return batch / gpu.peak_flops(framework)
+    compute = batch * work.flops_per_item / (work.peak_fraction * gpu.peak_flops(framework))
+    return max(compute, work.weight_bytes / (gpu.bandwidth_gbs * 1e9))
 
 
-def execution_ratio(profile: ModelProfile, instance: InstanceType) -> float:
-    """How much longer one execution of ``profile`` takes on ``instance`` than where it was made."""
+def gpu_ratio(work: GpuWork | None, src: GPU, dst: GPU, framework: str, batch: int = 1) -> float:
+    """How much longer the GPU work of a batch takes on ``dst`` than on ``src`` (< 1: faster)."""
+    return gpu_seconds(work, batch, dst, framework) / gpu_seconds(work, batch, src, framework)
+
+
+def busy_batch(profile: ModelProfile) -> int:
+    """The batch a busy GPU runs this model at: Triton's largest."""
+    return max(1, profile.triton.batch_limit)
+
+
+def ratios(profile: ModelProfile, instance: InstanceType) -> tuple[float, float, float]:
+    """(batch-1 time, busy per-item time, decode) ratios of ``instance`` over the profile's
+    own: each figure is host + GPU work in sequence, the host part following the CPU speed,
+    the GPU part the per-GPU model."""
     catalog = load_catalog()
-    gpu = catalog.gpu(instance.gpu)
-    gpu_ratio = 1.0 if profile.gpu == gpu.key else compute_ratio(catalog.gpu(profile.gpu), gpu, profile.framework)
-    cpu_ratio = profile.host_cpu_speed / instance.cpu_speed
-    return profile.host_share * cpu_ratio + (1 - profile.host_share) * gpu_ratio
+    dst = catalog.gpu(instance.gpu)
+    cpu = profile.host_cpu_speed / instance.cpu_speed
+    if profile.gpu == dst.key:
+        g1 = gb = 1.0
+    else:
+        src = catalog.gpu(profile.gpu)
+        g1 = gpu_ratio(profile.work, src, dst, profile.framework, 1)
+        gb = gpu_ratio(profile.work, src, dst, profile.framework, busy_batch(profile))
+    h1 = profile.host_share
+    hb = h1 if profile.busy_host_share is None else profile.busy_host_share
+    return h1 * cpu + (1 - h1) * g1, hb * cpu + (1 - hb) * gb, cpu
 
 
 def translate(profile: ModelProfile, instance: InstanceType) -> ModelProfile:
-    """The profile as it would measure on ``instance``; unchanged if it was made there."""
+    """The profile as it would measure on ``instance``; unchanged if it was made there
+    (translating twice to the same instance is the same as once)."""
+    if profile.gpu == "cpu":    # no evidence of GPU speed: used as measured (see cpu_profiles_on_gpu)
+        return profile
+    if instance.gpu == CPU:
+        raise ConfigError(f"a profile measured on a GPU cannot be predicted on the CPU-only instance "
+                          f"{instance.name}: calibrate the model on this host (mmesim calibrate --device cpu)",
+                          field="profile", value=profile.name)
     gpu = load_catalog().gpu(instance.gpu)
-    if gpu.key == CPU:
-        if profile.gpu != CPU:
-            raise ConfigError(f"a profile measured on a GPU cannot be predicted on the CPU-only instance "
-                              f"{instance.name}: calibrate the model on this host (mmesim calibrate --device cpu)",
-                              field="profile", value=profile.name)
+    r1, rb, cpu = ratios(profile, instance)
+    if profile.gpu == gpu.key and abs(cpu - 1) < 1e-12:
         return profile
-    if profile.gpu == "cpu":
-        # A CPU profile says nothing about GPU speed: keep its figures, and say so.
-        return profile.model_copy(update={"provenance": _prov(profile, f"measured on CPU, used unchanged on {gpu.name}")})
-    ratio = execution_ratio(profile, instance)
-    if profile.gpu == gpu.key and abs(ratio - 1) < 1e-9:
-        return profile
-    service = [BatchTiming(batch=t.batch, seconds=t.seconds * ratio, cv=t.cv) for t in profile.service]
+    s1 = profile.service[0].seconds
+    service = [BatchTiming(batch=t.batch, cv=t.cv,
+                           seconds=s1 * r1 + (t.seconds - s1) * rb if t.batch > profile.service[0].batch else t.seconds * r1)
+               for t in profile.service]
+    h1 = profile.host_share
+    hb = h1 if profile.busy_host_share is None else profile.busy_host_share
     src = load_catalog().gpu(profile.gpu)
-    note = (f"translated from {src.name} to {gpu.name} ({instance.name}): execution x{ratio:.3f} "
-            f"({profile.host_share:.0%} host-bound, by CPU speed; the rest by the mean of peak-"
-            f"{'FP16' if profile.framework == 'tensorrt' else 'FP32'} and bandwidth ratios); "
-            "memory per copy and baseline unchanged")
-    return profile.model_copy(update={"service": service, "gpu": gpu.key, "provenance": _prov(profile, note)})
+    prec = "FP16 tensor" if profile.framework == "tensorrt" else "FP32"
+    note = (f"translated from {src.name} to {gpu.name} ({instance.name}): batch-1 time x{r1:.3f} "
+            f"({h1:.0%} host-bound), busy per-item time x{rb:.3f} ({hb:.0%} host-bound); host parts by CPU "
+            f"speed x{cpu:.3f}, GPU work by the roofline of {prec} peak and bandwidth"
+            f"{'' if profile.work else ' (no work figures: compute-bound)'}; decode x{cpu:.3f}; memory unchanged")
+    update = {
+        "service": service, "gpu": gpu.key, "host_cpu_speed": instance.cpu_speed,
+        "decode_s_per_byte": profile.decode_s_per_byte * cpu,
+        # the shares of the translated times, so that a further translation starts from them
+        "host_share": _share(h1 * cpu, r1),
+        "busy_host_share": _share(hb * cpu, rb),
+        "provenance": Provenance(method="translated", source=f"{profile.name} ({profile.provenance.method}: "
+                                 f"{profile.provenance.source})", notes=note, date=profile.provenance.date),
+    }
+    return profile.model_copy(update=update)
 
 
-def _prov(profile: ModelProfile, note: str) -> Provenance:
-    return Provenance(method="translated", source=f"{profile.name} ({profile.provenance.method}: "
-                      f"{profile.provenance.source})", notes=note, date=profile.provenance.date)
+def _share(host: float, total: float) -> float:
+    return min(1.0, max(0.0, host / total)) if total > 0 else 0.0
+
+
+def cpu_profiles_on_gpu(profiles: list[ModelProfile], instance: InstanceType) -> list[str]:
+    """Names of profiles measured on CPU that a GPU instance would use with their CPU figures."""
+    if instance.gpu == "cpu":
+        return []
+    return [p.name for p in profiles if p.gpu == "cpu"]

@@ -1,0 +1,115 @@
+"""FLOPs and weights of the reference's five models, counted from their architectures.
+
+A multiply-add counts as 2 FLOPs. Only the matrix work is counted (convolutions, linear
+layers, attention products); normalisation, activations and softmax are a few per cent
+and run wherever the matrices run. Embedding lookups cost no FLOPs but their weights are
+resident. Inputs as the reference sent them: images 1x3x224x224, token sequences of 128.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mmesim.profile import GpuWork
+
+
+@dataclass
+class Count:
+    macs: float = 0.0
+    params: int = 0
+    lookup_params: int = 0      # embedding tables: resident, but an execution reads only its rows
+
+    def conv(self, h: int, w: int, cin: int, cout: int, k: int, groups: int = 1, bias: bool = False) -> None:
+        """A conv whose OUTPUT is h x w."""
+        self.macs += h * w * cout * (cin // groups) * k * k
+        self.params += cout * (cin // groups) * k * k + (cout if bias else 0)
+
+    def linear(self, tokens: int, fin: int, fout: int, bias: bool = True) -> None:
+        self.macs += tokens * fin * fout
+        self.params += fin * fout + (fout if bias else 0)
+
+
+def resnet50() -> Count:
+    """torchvision's ResNet-50 (v1.5: stride on the 3x3 of each bottleneck); batch norms
+    folded (their parameters are negligible and not counted)."""
+    c = Count()
+    c.conv(112, 112, 3, 64, 7)
+    size, cin = 56, 64
+    for i, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512))):
+        for b in range(blocks):
+            stride = 2 if (b == 0 and i > 0) else 1
+            out = size // stride
+            c.conv(size, size, cin, width, 1)
+            c.conv(out, out, width, width, 3)
+            c.conv(out, out, width, width * 4, 1)
+            if b == 0:
+                c.conv(out, out, cin, width * 4, 1)
+            cin, size = width * 4, out
+    c.linear(1, 2048, 1000)
+    return c
+
+
+def convnext_base() -> Count:
+    """ConvNeXt-B: stem 4x4/4, stages of depth (3, 3, 27, 3) and width (128 ... 1024), each
+    block a 7x7 depthwise conv and a 4x MLP; 2x2/2 downsampling convs between stages."""
+    c = Count()
+    dims, depths = (128, 256, 512, 1024), (3, 3, 27, 3)
+    c.conv(56, 56, 3, dims[0], 4, bias=True)
+    size = 56
+    for i, (d, n) in enumerate(zip(dims, depths)):
+        if i:
+            size //= 2
+            c.conv(size, size, dims[i - 1], d, 2, bias=True)
+        for _ in range(n):
+            c.conv(size, size, d, d, 7, groups=d, bias=True)
+            c.linear(size * size, d, 4 * d)
+            c.linear(size * size, 4 * d, d)
+    c.linear(1, dims[-1], 1000)
+    return c
+
+
+def encoder(c: Count, tokens: int, d: int, ffn: int, layers: int) -> None:
+    """Transformer encoder layers: QKV and output projections, the two attention products
+    (scores and weighted values, tokens^2 x d each), and the MLP."""
+    for _ in range(layers):
+        c.linear(tokens, d, 3 * d)
+        c.macs += 2 * tokens * tokens * d
+        c.linear(tokens, d, d)
+        c.linear(tokens, d, ffn)
+        c.linear(tokens, ffn, d)
+
+
+def vit_large_patch16_224() -> Count:
+    """ViT-L/16 at 224: 196 patches + a class token, 24 layers of width 1024, MLP 4096."""
+    c = Count()
+    c.conv(14, 14, 3, 1024, 16, bias=True)
+    c.params += 197 * 1024 + 1024               # position embeddings, class token (read whole)
+    encoder(c, 197, 1024, 4096, 24)
+    c.linear(1, 1024, 1000)
+    return c
+
+
+def bert(layers: int, d: int, ffn: int, vocab: int, positions: int, tokens: int = 128) -> Count:
+    c = Count()
+    c.lookup_params += (vocab + positions + 2) * d      # token, position and type embeddings
+    encoder(c, tokens, d, ffn, layers)
+    c.linear(1, d, d)                            # pooler on the first token
+    return c
+
+
+ARCHITECTURES = {
+    "resnet50": resnet50,
+    "convnext_base": convnext_base,
+    "vit_large_patch16_224": vit_large_patch16_224,
+    "bert-base-uncased": lambda: bert(12, 768, 3072, 30522, 512),
+    "roberta-large": lambda: bert(24, 1024, 4096, 50265, 514),
+}
+
+
+def gpu_work(model: str, framework: str) -> GpuWork:
+    """The work of one item of ``model``: FLOPs, and the weight bytes an execution reads
+    (embedding tables excepted), in FP16 for TensorRT engines, FP32 otherwise."""
+    c = ARCHITECTURES[model]()
+    width = 2 if framework == "tensorrt" else 4
+    return GpuWork(flops_per_item=float(f"{2 * c.macs:.4g}"), weight_bytes=c.params * width,
+                   source="mmesim.derive.architectures (counted from the architecture)")
