@@ -234,7 +234,10 @@ class Instance:
     def _on_cpu(self, seconds: float, slot: Slot, callback) -> None:
         """``seconds`` of one thread's work on the shared vCPUs, then ``callback(slot, elapsed)``."""
         self.cpu_busy_s += seconds
-        if seconds > 0:
+        if seconds > 0 and self.cores is not None:     # a CPU-only host: the same cores as everything else
+            began = self.env.now
+            self.cores.run(seconds, 1, lambda s: callback(s, self.env.now - began), slot)
+        elif seconds > 0:
             self.host.start(seconds, slot, callback)
         else:
             callback(slot, 0.0)

@@ -71,17 +71,14 @@ def ratios(profile: ModelProfile, instance: InstanceType) -> tuple[float, float,
 
 def translate(profile: ModelProfile, instance: InstanceType) -> ModelProfile:
     """The profile as it would measure on ``instance``; unchanged if it was made there
-    (translating twice to the same instance is the same as once). A GPU profile cannot be
-    predicted on a CPU-only instance (local)."""
-    gpu = load_catalog().gpu(instance.gpu)
-    if gpu.key == CPU:
-        if profile.gpu != CPU:
-            raise ConfigError(f"a profile measured on a GPU cannot be predicted on the CPU-only instance "
-                              f"{instance.name}: calibrate the model on this host (mmesim calibrate --device cpu)",
-                              field="profile", value=profile.name)
-        return profile
+    (translating twice to the same instance is the same as once)."""
     if profile.gpu == "cpu":    # no evidence of GPU speed: used as measured (see cpu_profiles_on_gpu)
         return profile
+    if instance.gpu == CPU:
+        raise ConfigError(f"a profile measured on a GPU cannot be predicted on the CPU-only instance "
+                          f"{instance.name}: calibrate the model on this host (mmesim calibrate --device cpu)",
+                          field="profile", value=profile.name)
+    gpu = load_catalog().gpu(instance.gpu)
     r1, rb, cpu = ratios(profile, instance)
     if profile.gpu == gpu.key and abs(cpu - 1) < 1e-12:
         return profile
