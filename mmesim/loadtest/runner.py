@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from mmesim.errors import MmesimError
+from mmesim.process import die_with_parent
 from mmesim.loadtest.plan import make_plan
 from mmesim.profile import ModelProfile
 from mmesim.results.measured import LOCUST_PREFIX, LoadTestInfo, measured_run
@@ -40,15 +41,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    os.setsid()
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
@@ -149,4 +141,4 @@ def _spawn(cmd: list[str], env: dict, out_path: Path, logs: list) -> subprocess.
     fh = out_path.open("wb")
     logs.append(fh)
     return subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=die_with_parent)

@@ -10,7 +10,6 @@ interpreter's libpython first on LD_LIBRARY_PATH, and this interpreter's bin fir
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmesim.errors import MissingPiece
+from mmesim.process import die_with_parent
 from mmesim.triton.args import Ports, ServerOptions, server_args, server_env
 from mmesim.triton.server import TritonServer
 
@@ -124,15 +124,6 @@ def local_env(installation: Installation, options: ServerOptions) -> dict[str, s
     return env
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: own process group, and SIGTERM if we die (Linux)."""
-    os.setsid()
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 class LocalTriton(TritonServer):
     """tritonserver as a child process in its own process group."""
 
@@ -162,7 +153,7 @@ class LocalTriton(TritonServer):
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(cmd, env=local_env(self.installation, self.options), stdout=self._log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        preexec_fn=_die_with_parent, cwd=self.workdir)
+                                        preexec_fn=die_with_parent, cwd=self.workdir)
 
     @property
     def pid(self) -> int | None:
