@@ -215,7 +215,6 @@ def _closed_loop(base_url: str, targets: list[str], body: bytes, content_type: s
     latencies: list[float] = []
     lock = threading.Lock()
     stop_at = time.perf_counter() + min_seconds
-    errors: list[BaseException] = []
 
     def user(target: str):
         client = MMEClient(base_url)
@@ -227,19 +226,31 @@ def _closed_loop(base_url: str, targets: list[str], body: bytes, content_type: s
                 resp = client.invoke(target, body, content_type)
                 with lock:
                     latencies.append(resp.seconds)
-        except BaseException as exc:   # surface in the caller
-            errors.append(exc)
         finally:
             client.close()
 
-    threads = [threading.Thread(target=user, args=(t,), daemon=True) for t in targets for _ in range(concurrency)]
+    in_threads(user, [t for t in targets for _ in range(concurrency)])
+    return latencies
+
+
+def in_threads(work, args: list) -> None:
+    """``work(a)`` for every ``a`` at once, one thread each; the first error is raised here,
+    in the caller, once all have ended."""
+    errors: list[BaseException] = []
+
+    def run(a) -> None:
+        try:
+            work(a)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(a,), daemon=True) for a in args]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     if errors:
         raise errors[0]
-    return latencies
 
 
 def _quantile(values: list[float], q: float) -> float:

@@ -15,7 +15,6 @@ import os
 import re
 import statistics
 import tempfile
-import threading
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Callable
 
 from mmesim.calibrate.latency import (LoadPoint, RequestPoint, ScalingPoint, ServicePoint, batch_sizes,
                                       measure_load, measure_requests, measure_scaling, measure_service,
-                                      request_cost, stub_pid)
+                                      in_threads, request_cost, stub_pid)
 from mmesim.calibrate.maxmodels import MaxModels, copy_name, max_models_loaded, mme_copy_loader
 from mmesim.calibrate.memory import ContainerMemory, HostMemory, MemorySample, NvmlMemory, cuda_index, parse_bytes
 from mmesim.catalog import host_cores, host_cpu
@@ -306,8 +305,6 @@ def measure_memory(bench: Bench, progress: Callable[[str], None]) -> Memory:
 def _concurrently(bench: Bench, names: list[str], unload: bool = False) -> None:
     """Load (or unload) copies at once (Triton does them in parallel): they only need to be
     there, or gone; their times are not figures of the profile."""
-    errors: list[BaseException] = []
-
     def load(name: str) -> None:
         client = MMEClient(bench.server.sagemaker_url)
         try:
@@ -316,18 +313,10 @@ def _concurrently(bench: Bench, names: list[str], unload: bool = False) -> None:
             else:
                 url = bench.packaged.extract(bench.workdir / "models" / name)
                 client.load(name, bench.server.model_url(url))
-        except BaseException as exc:
-            errors.append(exc)
         finally:
             client.close()
 
-    threads = [threading.Thread(target=load, args=(n,), daemon=True) for n in names]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    in_threads(load, names)
 
 
 def measure_timing(bench: Bench, names: list[str], progress: Callable[[str], None]) -> Timing:
