@@ -136,10 +136,7 @@ class ModelProfile(Model):
     @field_validator("service")
     @classmethod
     def _sorted_unique(cls, v: list[BatchTiming]) -> list[BatchTiming]:
-        v = sorted(v, key=lambda t: t.batch)
-        if len({t.batch for t in v}) != len(v):
-            raise ValueError("batch sizes repeat")
-        return v
+        return _sorted_by(v, "batch", "batch sizes repeat")
 
     def service_time(self, batch: int) -> float:
         """Mean execution time for ``batch`` requests: piecewise linear in the batch size,
@@ -159,15 +156,21 @@ class ModelProfile(Model):
     @field_validator("concurrency_scaling")
     @classmethod
     def _scaling(cls, v: list[Scaling]) -> list[Scaling]:
-        v = sorted(v, key=lambda s: s.concurrent)
-        if len({s.concurrent for s in v}) != len(v):
-            raise ValueError("concurrency values repeat")
+        v = _sorted_by(v, "concurrent", "concurrency values repeat")
         if v and v[0].concurrent != 1:
             raise ValueError("the curve starts at concurrent: 1 (one execution alone)")
         return v
 
     def service_cv(self, batch: int) -> float:
         return min(self.service, key=lambda t: abs(t.batch - batch)).cv
+
+
+def _sorted_by(points: list, key: str, repeated: str) -> list:
+    """Curve points sorted by ``key``, each key once (a repeat is ambiguous, not averaged)."""
+    points = sorted(points, key=lambda p: getattr(p, key))
+    if len({getattr(p, key) for p in points}) != len(points):
+        raise ValueError(repeated)
+    return points
 
 
 def builtin_dir() -> Path:
