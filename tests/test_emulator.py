@@ -215,7 +215,7 @@ def test_a_slow_load_answers_model_not_ready_and_goes_on(tmp_path):
         time.sleep(2.0)                         # the load went on without anyone waiting
         t = time.monotonic()
         invoke(client, "slow-v0.tar.gz")
-        assert time.monotonic() - t < 0.5
+        assert time.monotonic() - t < 1.0           # loaded: well under the 2.5-s load
         m = metrics(url)["instances"][0]
         assert m["ModelLoadingTime"]["SampleCount"] == 1 and m["Invocation4XXErrors"] == 1
 

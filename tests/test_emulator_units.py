@@ -48,7 +48,7 @@ def test_the_simulators_model_server_batches_in_real_time():
     finished = asyncio.run(main())
     assert [n for _, n in finished] == [1, 8, 7]
     for (t, _), want in zip(finished, (0.025, 0.075, 0.121)):
-        assert want - 0.002 <= t < want + 0.06          # never early; late only by the loop's delays
+        assert want - 0.002 <= t < want + 0.15          # never early; late only by the loop's delays
 
 
 def test_async_mme_client_reads_length_chunked_and_closing_answers():
