@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUDGET = 2 * GiB                 # the budget the shipped profiles were calibrated with
 CHURN_BUDGET = 1 * GiB           # churn: a smaller budget, so that 8 copies do not fit
 TOLERANCE = "throughput=0.05,p50=0.10,p95=0.10,users=0"
+BUSY_OTHERS = 0.25               # cores used by other processes beyond which a measurement is not quiet
 
 
 def workloads() -> dict[str, tuple[list[str], list[int], Workload]]:
@@ -265,6 +266,11 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                         server.unload(loaded)
                 print_comparison(v.comparison, f"{name}: {', '.join(mods)} x {copies} on local, predicted vs measured")
                 console.print("cores busy during the run: " + ", ".join(f"{k} {val:.2f}" for k, val in v.cpu.items()))
+                if name != "churn" and v.cpu["others_cores"] > BUSY_OTHERS:
+                    console.print(f"[yellow]other work kept {v.cpu['others_cores']:.2f} cores busy[/yellow]: the "
+                                  "prediction does not know about it, and it lengthens the measured tail most "
+                                  "(one busy background core made the measured p95 36-86 % longer than a quiet run); measure again "
+                                  "on a quiet machine")
                 results[name] = v
         finally:
             server.stop()
