@@ -176,7 +176,8 @@ def _add_calibrate(sub) -> None:
                                      "execution takes --stop-batch-s)")
     p.add_argument("--stop-batch-s", type=float, default=1.0,
                    help="do not time larger batches once an execution takes this long, s (1; the profile extrapolates)")
-    p.add_argument("--scaling", default="1,2,4,8", help="copies executing at once, to find the device's ceiling (1,2,4,8)")
+    p.add_argument("--scaling", help="copies executing at once, to find the device's ceiling (default 1,2,4,8 on a "
+                                     "GPU; on a CPU up to twice the copies that fill its cores)")
     p.add_argument("--quick", action="store_true", help="a first look: 3 repeats, concurrency <= 2, 2 copies at once")
     p.add_argument("--concurrency", default="1,2,4", help="closed-loop client counts, comma-separated (1,2,4)")
     p.add_argument("--repeats", type=int, default=5, help="timed executions per batch size (5)")
@@ -202,7 +203,7 @@ def _add_calibrate(sub) -> None:
             memory_budget=args.memory_budget, max_copies=args.max_copies, inputs=args.inputs,
             max_batch=args.max_batch, batches=_ints(args.batches, "--batches") if args.batches else None,
             concurrency=_ints(args.concurrency, "--concurrency"), repeats=args.repeats, cpu_threads=args.cpu_threads,
-            scaling=_ints(args.scaling, "--scaling"), stop_batch_s=args.stop_batch_s, quick=args.quick,
+            scaling=_ints(args.scaling, "--scaling") if args.scaling else None, stop_batch_s=args.stop_batch_s, quick=args.quick,
             image=args.image,
             binary=args.tritonserver, command="mmesim " + shlex.join(args.argv))
         with console.status("calibrating", spinner="dots") as status:

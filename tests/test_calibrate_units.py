@@ -40,7 +40,7 @@ def test_request_cost_keeps_the_fixed_part_and_ignores_one_slow_request():
 
 
 def test_quick_is_a_smaller_run():
-    quick, full = CalibrateOptions("tiny-mlp", quick=True), CalibrateOptions("tiny-mlp")
+    quick, full = CalibrateOptions("tiny-mlp", quick=True), CalibrateOptions("tiny-mlp", device="cuda")
     assert full.scaling == [1, 2, 4, 8] and quick.scaling == [1, 2]
     assert quick.repeats < full.repeats and max(quick.concurrency) <= 2
     assert quick.stop_batch_s < full.stop_batch_s
@@ -96,3 +96,13 @@ def test_gpu_names_map_to_catalogue_keys():
 def test_bad_options(kwargs, error, message):
     with pytest.raises(error, match=message):
         CalibrateOptions("tiny-mlp", **kwargs).check()
+
+
+@pytest.mark.parametrize("cores,threads,want", [(2, 1, [1, 2, 4]), (2, None, [1, 2]), (4, 1, [1, 2, 4, 8]),
+                                                (16, 4, [1, 2, 4, 8]), (8, 8, [1, 2])])
+def test_copies_at_once_on_a_cpu_stop_past_the_cores(monkeypatch, cores, threads, want):
+    """One-thread copies fill a 2-core host at 2: k = 8 would load four more copies to read the
+    same ceiling; copies using every core saturate alone. An explicit --scaling is kept."""
+    monkeypatch.setattr("mmesim.calibrate.run.host_cores", lambda: cores)
+    assert CalibrateOptions("tiny-mlp", cpu_threads=threads).scaling == want
+    assert CalibrateOptions("tiny-mlp", cpu_threads=threads, scaling=[1, 8]).scaling == [1, 8]

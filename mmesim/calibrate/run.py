@@ -52,7 +52,7 @@ class CalibrateOptions:
     concurrency: list[int] = field(default_factory=lambda: [1, 2, 4])
     repeats: int = 5
     load_requests: int = 12
-    scaling: list[int] = field(default_factory=lambda: [1, 2, 4, 8])   # concurrent copies for the ceiling
+    scaling: list[int] | None = None          # concurrent copies for the ceiling (default: default_scaling)
     stop_batch_s: float | None = 1.0          # larger batches are not timed once an execution takes this long
     request_requests: int = 8                 # JSON requests per body size for the request cost
     quick: bool = False                       # fewer repeats, concurrencies and copies: a first look
@@ -64,6 +64,8 @@ class CalibrateOptions:
     command: str | None = None                # for provenance
 
     def __post_init__(self):
+        if self.scaling is None:
+            self.scaling = default_scaling(self.device, self.threads)
         if self.quick:
             self.repeats = min(self.repeats, 3)
             self.concurrency = [c for c in self.concurrency if c <= 2] or [1]
@@ -97,6 +99,17 @@ class CalibrateOptions:
     def threads(self) -> int | None:
         """Cores one execution can use on a CPU: the threads asked for, else torch's default (all)."""
         return None if self.device != "cpu" else (self.cpu_threads or host_cores())
+
+
+def default_scaling(device: str, threads: int | None) -> list[int]:
+    """Copies executing at once, up to twice as many as saturate the device: a GPU's ceiling
+    needs k = 1, 2, 4, 8; on a CPU, copies of ``threads`` threads each fill the host's cores at
+    cores / threads, so measuring far beyond that only loads more copies (seconds each) to read
+    the same flat ceiling."""
+    if device != "cpu":
+        return [1, 2, 4, 8]
+    saturating = max(1, host_cores() // max(1, threads or host_cores()))
+    return [k for k in (1, 2, 4, 8) if k <= 2 * saturating] or [1, 2]
 
 
 @dataclass
