@@ -14,13 +14,11 @@ import numpy as np
 
 from mmesim.errors import ConfigError
 from mmesim.profile import ModelProfile
-from mmesim.triton.modelspec import ModelSpec, TensorSpec
+from mmesim.triton.modelspec import ModelSpec, TensorSpec, binary_request, json_request
 from mmesim.triton.zoo import BUILTINS
 
 Format = Literal["json", "binary"]
 JSON_TYPE = "application/json"
-# What SageMaker's Triton container (and tritonserver --allow-sagemaker) reads as binary tensors.
-BINARY_TYPE = "application/vnd.sagemaker-triton.binary+json;json-header-size={}"
 
 
 def model_inputs(profile: ModelProfile, inputs: list[str] | None = None) -> tuple[TensorSpec, ...]:
@@ -45,20 +43,15 @@ class Payload:
     def __post_init__(self):
         if self.format not in ("json", "binary"):
             raise ConfigError("payload format must be json or binary", field="payload", value=self.format)
-        arrays = ModelSpec("payload", self.inputs, ()).sample(1, self.seed)
-        self._arrays = arrays
+        self._arrays = [np.ascontiguousarray(a) for a in ModelSpec("payload", self.inputs, ()).sample(1, self.seed)]
         # the reference held Python lists and called json.dumps per request
-        self._doc = {"inputs": [{"name": t.name, "shape": list(a.shape), "datatype": t.dtype,
-                                 "data": a.ravel().tolist()} for t, a in zip(self.inputs, arrays)]}
+        self._doc = json_request(self.inputs, self._arrays)
 
     def body(self) -> tuple[bytes, str]:
         """(body, content type), built now: call it inside the timed region."""
         if self.format == "json":
             return json.dumps(self._doc).encode(), JSON_TYPE
-        header = json.dumps({"inputs": [
-            {"name": t.name, "shape": list(a.shape), "datatype": t.dtype, "parameters": {"binary_data_size": a.nbytes}}
-            for t, a in zip(self.inputs, self._arrays)]}).encode()
-        return header + b"".join(np.ascontiguousarray(a).tobytes() for a in self._arrays), BINARY_TYPE.format(len(header))
+        return binary_request(self.inputs, self._arrays)
 
     @property
     def nbytes(self) -> int:

@@ -66,16 +66,24 @@ class ModelSpec:
 
     def request_body(self, batch: int = 1, seed: int = 0) -> bytes:
         """The KServe v2 JSON request for ``batch`` samples, as the reference's clients send it."""
-        arrays = self.sample(batch, seed)
-        return json.dumps({"inputs": [
-            {"name": t.name, "shape": list(a.shape), "datatype": t.dtype, "data": a.ravel().tolist()}
-            for t, a in zip(self.inputs, arrays)]}).encode()
+        return json.dumps(json_request(self.inputs, self.sample(batch, seed))).encode()
 
     def binary_body(self, batch: int = 1, seed: int = 0) -> tuple[bytes, str]:
         """The same request in Triton's binary tensor format: (body, content type). Cheap to
         build and parse, so timing executions does not wait on JSON."""
-        arrays = self.sample(batch, seed)
-        header = json.dumps({"inputs": [
-            {"name": t.name, "shape": list(a.shape), "datatype": t.dtype, "parameters": {"binary_data_size": a.nbytes}}
-            for t, a in zip(self.inputs, arrays)]}).encode()
-        return header + b"".join(a.tobytes() for a in arrays), BINARY_TYPE.format(len(header))
+        return binary_request(self.inputs, self.sample(batch, seed))
+
+
+def json_request(inputs, arrays) -> dict:
+    """The KServe v2 JSON document of ``arrays`` (one per input), data as Python lists."""
+    return {"inputs": [{"name": t.name, "shape": list(a.shape), "datatype": t.dtype, "data": a.ravel().tolist()}
+                       for t, a in zip(inputs, arrays)]}
+
+
+def binary_request(inputs, arrays) -> tuple[bytes, str]:
+    """``arrays`` in Triton's binary tensor extension: a JSON header, then the raw tensors;
+    (body, the content type that says where the header ends)."""
+    header = json.dumps({"inputs": [
+        {"name": t.name, "shape": list(a.shape), "datatype": t.dtype, "parameters": {"binary_data_size": a.nbytes}}
+        for t, a in zip(inputs, arrays)]}).encode()
+    return header + b"".join(a.tobytes() for a in arrays), BINARY_TYPE.format(len(header))
