@@ -28,22 +28,26 @@ def _write(tmp_path, data, name="mix.yaml"):
     return path
 
 
+def exhaustive(mix, profiles) -> dict[str, int]:
+    """Every candidate at every count from 1, bounds ignored, the same simulations: the
+    smallest count meeting every SLO, per candidate label."""
+    weights, out = mix_weights(mix), {}
+    for c in candidates(mix, profiles):
+        for n in range(1, mix.candidates.max_instances + 1):
+            if all(v.ratio <= 1 for v in judge(evaluate(_task(mix, c, n, weights)), mix)):
+                out[c.label] = n
+                break                      # more of the same type only costs more
+    return out
+
+
 def test_plan_finds_the_optimum_of_exhaustive_search(tmp_path):
     mix, profiles = load_mix(_write(tmp_path, SMALL))
     result = plan(mix, profiles, workers=1, quiet=True)
-    # exhaustive: every type at every count from 1, bounds ignored, the same simulations
-    weights = mix_weights(mix)
-    best = None
-    for c in candidates(mix, profiles):
-        for n in range(1, mix.candidates.max_instances + 1):
-            m = evaluate(_task(mix, c, n, weights))
-            if all(v.ratio <= 1 for v in judge(m, mix)):
-                key = (n * c.price, c.instance_type, n)
-                best = min(best, key) if best else key
-                break                      # more of the same type only costs more
-    assert best is not None
+    price = {c.label: c.price for c in candidates(mix, profiles)}
+    found = exhaustive(mix, profiles)
+    best = min((n * price[label], label, n) for label, n in found.items())
     top = result.ranked[0]
-    assert (top["instance_type"], top["count"]) == (best[1], best[2])
+    assert (top["candidate"], top["count"]) == (best[1], best[2])
     assert top["cost_per_hour_usd"] == pytest.approx(best[0])
     # the search needed fewer simulations than the exhaustive one (bounds and bisection)
     assert result.simulations < 3 * mix.candidates.max_instances + 3 * 4
@@ -122,3 +126,33 @@ def test_plan_with_an_autoscaling_policy_runs_the_what_if_of_the_best_plan(tmp_p
     from mmesim.plan.report import write_plan
     files = write_plan(result, tmp_path / "out")
     assert "autoscaling.png" in files and "Autoscaling what-if" in files["report.html"].read_text()
+
+
+def test_plan_searches_triton_max_batch_where_the_profile_allows(tmp_path):
+    """BERT TensorRT on a T4 executes 12 requests in 51 ms and one in 8: at 250 req/s, serving
+    without batching needs twice the instances. A max batch above the profile's 12 is capped
+    there (its timings stop at 12), so it plans exactly as 12 does."""
+    data = {"name": "bert", "models": [{"name": "bert", "profile": "bert-base-uncased-tensorrt-t4", "copies": 4,
+                                        "share": 1.0}],
+            "traffic": {"peak_rps": 250}, "slo": {"p95_ms": 300, "max_error_rate": 0.001},
+            "candidates": {"instance_types": ["ml.g4dn.xlarge"], "max_instances": 6, "max_batch_sizes": [1, 12, 64]},
+            "simulation": {"duration_s": 40, "warmup_s": 10, "seed": 0}}
+    mix, profiles = load_mix(_write(tmp_path, data))
+    rows = {r["max_batch"]: r for r in plan(mix, profiles, workers=1, quiet=True).ranked}
+    assert rows[1]["count"] >= 2 * rows[12]["count"]
+    assert rows[64]["count"] == rows[12]["count"] and rows[64]["p95_ms"] == rows[12]["p95_ms"]
+    assert {r["candidate"]: r["count"] for r in rows.values()} == exhaustive(mix, profiles)
+
+
+def test_triton_config_of_a_candidate():
+    from mmesim.plan.search import with_triton
+    from mmesim.profile import load_profile
+    p = load_profile("resnet50-pytorch-t4")                     # max batch 32, preferred 16
+    two = with_triton(p, 8, 2)
+    assert two.triton.max_batch_size == 8 and two.triton.preferred_batch_sizes == []
+    assert two.triton.instance_count == 2 and two.gpu_memory_bytes == 2 * p.gpu_memory_bytes
+    assert with_triton(p, 64, None).triton.max_batch_size == 32   # never above what was timed
+    assert with_triton(p, None, None) is p
+    unbatched = p.model_copy(update={"triton": p.triton.model_copy(update={"max_batch_size": 0,
+                                                                          "preferred_batch_sizes": []})})
+    assert with_triton(unbatched, 8, None).triton.max_batch_size == 0

@@ -84,6 +84,12 @@ class Candidates(Model):
     instance_types: list[str] | None = Field(default=None, description="default: every catalogue type the models fit")
     frameworks: list[str] | None = Field(default=None, description="default: every framework the profiles give")
     memory_thresholds: list[float] = Field(default_factory=lambda: [0.9])
+    max_batch_sizes: list[int] | None = Field(default=None, description="Triton max_batch_size values to try, "
+                                              "each capped at a profile's own (its timings stop there); "
+                                              "default: the profiles' own")
+    triton_instances: list[int] | None = Field(default=None, description="Triton instance_group counts to try "
+                                               "(each instance holds its own copy of the model); default: "
+                                               "the profiles' own")
     max_instances: int = Field(default=16, ge=1)
 
     @field_validator("instance_types")
@@ -95,6 +101,13 @@ class Candidates(Model):
             if unknown:
                 raise ValueError(f"unknown instance type(s) {unknown} (`mmesim instances` lists them)")
             return [catalog.instance(name).name for name in v]
+        return v
+
+    @field_validator("max_batch_sizes", "triton_instances")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and (not v or min(v) < 1):
+            raise ValueError(f"give whole numbers of at least 1, got {v}")
         return v
 
     @field_validator("memory_thresholds")

@@ -151,6 +151,7 @@ def scaling_png(timeline: list[tuple[float, int, int]], minutes: list[dict], dur
 
 # --- terminal ----------------------------------------------------------------------------
 PLAN_COLUMNS = (("instance_type", "instance"), ("count", "n"), ("framework", "framework"), ("threshold", "thr"),
+                ("max_batch", "max batch"), ("triton_instances", "Triton inst"),
                 ("cost_per_hour_usd", "USD/h"), ("cost_per_month_usd", "USD/month"),
                 ("cost_per_million_usd", "USD/M inf"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
                 ("error_rate", "errors"), ("models_resident_per_instance", "resident/inst"),
@@ -161,14 +162,16 @@ def print_plan(p) -> None:
     if p.ranked:
         t = Table(title=f"plan for {p.mix.name}: cheapest configurations meeting every SLO "
                         f"({p.simulations} simulations)")
-        for _, head in PLAN_COLUMNS:
+        # the Triton columns only when the mix searched them
+        columns = [(k, head) for k, head in PLAN_COLUMNS if any(r.get(k) is not None for r in p.ranked)
+                   or k not in ("max_batch", "triton_instances")]
+        for _, head in columns:
             t.add_column(head, justify="right")
         for i, r in enumerate(p.ranked):
-            t.add_row(*[_cell(k, r[k]) for k, _ in PLAN_COLUMNS], style="bold green" if i == 0 else None)
+            t.add_row(*[_cell(k, r[k]) for k, _ in columns], style="bold green" if i == 0 else None)
         console.print(t)
         best = p.ranked[0]
-        line = (f"cheapest: {best['count']} x {best['instance_type']} ({best['framework']}, threshold "
-                f"{best['threshold']:g}): {best['cost_per_month_usd']:,.0f} USD/month")
+        line = (f"cheapest: {best['count']} x {best['candidate']}: {best['cost_per_month_usd']:,.0f} USD/month")
         if "cost_per_month_autoscaled_usd" in best:
             line += f", about {best['cost_per_month_autoscaled_usd']:,.0f} USD/month scaled to the daily pattern"
         console.print(line)
@@ -205,6 +208,7 @@ def plan_points(p) -> list[dict]:
     for c in p.candidates:
         for n, m in sorted(c.tried.items()):
             rows.append({"instance_type": c.instance_type, "framework": c.framework, "threshold": c.threshold,
+                         "max_batch": c.max_batch, "triton_instances": c.triton_instances,
                          "count": n, "cost_per_hour_usd": n * c.price,
                          "meets_slo": all(v.ratio <= 1 for v in m["violations"]),
                          **{k: m[k] for k in ("p50_ms", "p95_ms", "p99_ms", "error_rate", "cold_start_share",

@@ -1,4 +1,5 @@
-"""The planner's search: instance type x framework x memory threshold x instance count.
+"""The planner's search: instance type x framework x memory threshold (x Triton max batch x
+Triton instances, when the mix asks) x instance count.
 
 For each candidate (type, framework, threshold) cheap bounds come first: the largest model
 must fit an instance's memory budget beside the baseline; the instances must have the host
@@ -67,6 +68,8 @@ class Candidate:
     threshold: float
     profiles: list[ModelProfile]
     price: float
+    max_batch: int | None = None            # Triton max_batch_size asked for (None: the profiles' own)
+    triton_instances: int | None = None     # Triton instance_group count asked for (None: the profiles' own)
     n_min: int = 1
     n_max: int = 1
     n_fit: int = 1                          # instances holding every copy at once: the first probe
@@ -79,7 +82,9 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        return f"{self.instance_type} {self.framework} t={self.threshold:g}"
+        triton = (f" b={self.max_batch}" if self.max_batch else "") + \
+                 (f" i={self.triton_instances}" if self.triton_instances else "")
+        return f"{self.instance_type} {self.framework} t={self.threshold:g}{triton}"
 
     @property
     def done(self) -> bool:
@@ -141,10 +146,31 @@ def candidates(mix: PlanMix, profiles: dict[str, ModelProfile]) -> list[Candidat
                       for g in mix.models]
             label = fw if fw != "*" else "+".join(sorted({p.framework for p in chosen}))
             for threshold in mix.candidates.memory_thresholds:
-                c = Candidate(it.name, label, threshold, chosen, it.price_usd_per_hour)
-                _bound(c, mix)
-                out.append(c)
+                for batch in mix.candidates.max_batch_sizes or [None]:
+                    for instances in mix.candidates.triton_instances or [None]:
+                        c = Candidate(it.name, label, threshold, [with_triton(p, batch, instances) for p in chosen],
+                                      it.price_usd_per_hour, batch, instances)
+                        _bound(c, mix)
+                        out.append(c)
     return out
+
+
+def with_triton(profile: ModelProfile, max_batch: int | None, instances: int | None) -> ModelProfile:
+    """The profile served with another Triton config. ``max_batch`` is capped at the profile's
+    own max batch (its execution times were measured up to there) and leaves a model that does
+    not batch unbatched; each of ``instances`` execution instances loads its own copy of the
+    model (Triton's PyTorch, ONNX and Python backends do; TensorRT shares the engine's weights,
+    so for it the memory is an upper bound), so the memory per copy scales with the count."""
+    tri, changes, update = profile.triton, {}, {}
+    if max_batch is not None and tri.max_batch_size > 0:
+        b = min(max_batch, tri.max_batch_size)
+        changes.update(max_batch_size=b, preferred_batch_sizes=[x for x in tri.preferred_batch_sizes if x <= b])
+    if instances is not None and instances != tri.instance_count:
+        changes["instance_count"] = instances
+        update["gpu_memory_bytes"] = profile.gpu_memory_bytes * instances // tri.instance_count
+    if not changes:
+        return profile
+    return profile.model_copy(update={**update, "triton": tri.model_copy(update=changes)})
 
 
 def _bound(c: Candidate, mix: PlanMix) -> None:
@@ -253,8 +279,7 @@ def plan(mix: PlanMix, profiles: dict[str, ModelProfile], *, cluster: str | None
         whatif = None
         if ranked and mix.endpoint.get("autoscaling") and mix.traffic.peak_rps is not None:
             top = ranked[0]
-            best = next(c for c in cands if c.hi == top["count"] and c.instance_type == top["instance_type"]
-                        and c.framework == top["framework"] and c.threshold == top["threshold"])
+            best = next(c for c in cands if c.hi == top["count"] and c.label == top["candidate"])
             whatif = runner.map(whatif_minutes, [whatif_task(mix, best, weights)], label="autoscaling what-if")[0]
             extra += 1
     return Plan(mix, cands, ranked, _misses(cands), capacity, simulations + extra, whatif)
@@ -280,6 +305,7 @@ def _row(mix: PlanMix, c: Candidate, n: int) -> dict:
     binding = max(m["violations"], key=lambda v: v.ratio, default=None)
     row = {
         "instance_type": c.instance_type, "count": n, "framework": c.framework, "threshold": c.threshold,
+        "max_batch": c.max_batch, "triton_instances": c.triton_instances, "candidate": c.label,
         "cost_per_hour_usd": hourly, "cost_per_month_usd": hourly * HOURS_PER_MONTH,
         "cost_per_million_usd": hourly / (mean_rps * 3600) * 1e6 if mean_rps else None,
         "p95_ms": m["p95_ms"], "p99_ms": m["p99_ms"], "error_rate": m["error_rate"],
