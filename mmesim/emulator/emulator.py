@@ -33,6 +33,7 @@ class EmulatorConfig:
     profiles: list[ModelProfile] = field(default_factory=list)
     instance_count: int = 1
     endpoint_name: str = "mmesim"
+    variant_name: str = "AllTraffic"             # InvokedProductionVariant (CreateEndpointConfig's VariantName)
     host: str = "127.0.0.1"
     port: int = 8080
     out: Path | None = None
@@ -112,7 +113,7 @@ class Endpoint:
         self.type_name, self.total, self.price, self.vcpus = instance_memory(config)
         self.profiles = self._profiles()
         self.records = Records()
-        self.metrics = Metrics(config.endpoint_name, config.instance_count)
+        self.metrics = Metrics(config.endpoint_name, config.instance_count, config.variant_name)
         self.workdir = workdir
         self.platform: Platform | None = None
         self._watch: asyncio.Future | None = None
@@ -235,7 +236,8 @@ class Emulator:
         if spec.name in self.endpoints:
             raise ConfigError("an endpoint of that name is served already", field="EndpointName", value=spec.name)
         await self._add(replace(self.config, endpoint_name=spec.name, models=spec.model_data_url,
-                                instance=spec.instance_type, instance_count=spec.instance_count, cache_dir=None))
+                                instance=spec.instance_type, instance_count=spec.instance_count, cache_dir=None,
+                                variant_name=spec.variant_name))
 
     async def _on_delete(self, name: str) -> None:
         endpoint = self.endpoints.pop(name, None)
