@@ -35,7 +35,7 @@ def metrics(url: str, name: str = "mmesim") -> dict:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clients")
-    models = fake_artifacts(tmp / "models", [TARGET])
+    models = fake_artifacts(tmp / "models", [TARGET, "tiny (copy).tar.gz"])
     profile = tmp / "tiny.json"
     make_profile("tiny", load_s=0.2, s1=0.002).save(profile)
     with emulate("--instance", "ml.g4dn.xlarge", "--models", str(models), "--profile", str(profile)) as (url, proc):
@@ -77,6 +77,20 @@ def test_routing_headers_a_multi_model_endpoint_refuses(served):
     assert (name, status) == ("ValidationError", 400) and "InferenceComponentName" in message
     m = metrics(url)["instances"][0]
     assert m["Invocation4XXErrors"] >= 3 and m["Invocation5XXErrors"] == 0
+
+
+def test_target_models_take_what_sagemaker_takes(served):
+    """TargetModel's pattern is printable ASCII, not a space first: a name with a space and
+    parentheses is served; a non-ASCII letter or a '..' segment is a ValidationError."""
+    url, _, _ = served
+    client = runtime(url)
+    r = client.invoke_endpoint(EndpointName="mmesim", TargetModel="tiny (copy).tar.gz", ContentType="application/json",
+                               Body=body("copy"))
+    assert json.loads(r["Body"].read())["id"] == "copy"
+    for bad in ("mod\u00e8le.tar.gz", "../tiny-v0.tar.gz"):      # (HTTP strips a leading space)
+        name, status, message = refused(lambda: client.invoke_endpoint(EndpointName="mmesim", TargetModel=bad,
+                                                                       Body=body()))
+        assert (name, status) == ("ValidationError", 400) and "TargetModel" in message, (bad, message)
 
 
 def test_async_and_streaming_invocations_fail_with_validation_error(served):
