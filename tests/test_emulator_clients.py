@@ -60,6 +60,18 @@ def test_every_answer_carries_a_request_id(served):
     assert all(len(i) == 36 for i in ids) and ids[0] != ids[1]
 
 
+def test_a_model_error_names_its_log_group(served):
+    url, _, _ = served
+    client = boto3.client("sagemaker-runtime", endpoint_url=url, region_name="eu-west-1", aws_access_key_id="any",
+                          aws_secret_access_key="any", config=Config(retries={"max_attempts": 1}))
+    with pytest.raises(client.exceptions.ModelError) as err:
+        client.invoke_endpoint(EndpointName="mmesim", TargetModel=TARGET, ContentType="application/json",
+                               Body=b'{"inputs": [')
+    r = err.value.response
+    assert r["OriginalStatusCode"] == 400 and "JSON" in r["OriginalMessage"]
+    assert r["LogStreamArn"] == "arn:aws:logs:eu-west-1:000000000000:log-group:/aws/sagemaker/Endpoints/mmesim"
+
+
 def test_routing_headers_a_multi_model_endpoint_refuses(served):
     url, _, _ = served
     client = runtime(url)

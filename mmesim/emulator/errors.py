@@ -44,8 +44,11 @@ class ModelError(InvokeError):
         self.original_status, self.original_message = original_status, original_message
         super().__init__(message)
 
+    log_stream_arn: str | None = None        # the endpoint's CloudWatch log group, as SageMaker names it
+
     def fields(self) -> dict:
-        return {"OriginalStatusCode": self.original_status, "OriginalMessage": self.original_message}
+        arn = {"LogStreamArn": self.log_stream_arn} if self.log_stream_arn else {}
+        return {"OriginalStatusCode": self.original_status, "OriginalMessage": self.original_message, **arn}
 
 
 class ModelNotReady(InvokeError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 
@@ -48,6 +49,13 @@ def check_routing(headers, endpoint: str, variant: str) -> None:
                               "TargetContainerHostname is not allowed")
     if headers.get("X-Amzn-SageMaker-Inference-Component") is not None:
         raise ValidationError(f"Endpoint {endpoint} has no inference components: InferenceComponentName is not allowed")
+
+
+def log_group_arn(request: web.Request, endpoint: str) -> str:
+    """The endpoint's CloudWatch log group ARN, which SageMaker puts in a ModelError
+    (``LogStreamArn``), in the region the request was signed for."""
+    m = re.search(r"Credential=[^/]*/\d{8}/([^/]+)/", request.headers.get("Authorization", ""))
+    return f"arn:aws:logs:{m[1] if m else 'us-east-1'}:000000000000:log-group:/aws/sagemaker/Endpoints/{endpoint}"
 
 
 def artifact_error(exc: Exception) -> InvokeError | None:
@@ -162,6 +170,8 @@ class Front:
             if error is None:
                 _log.exception("InvokeEndpoint %s failed unexpectedly", target)
                 error = InternalFailure(f"{type(exc).__name__}: {exc}")
+            if isinstance(error, ModelError):
+                error.log_stream_arn = log_group_arn(request, name)
             instance = getattr(exc, "instance", instance)
             cold = getattr(exc, "cold", cold)
             log.record(t0, target, instance, error.outcome, cold, model_s, wait_s)
