@@ -163,3 +163,36 @@ def test_a_client_gone_mid_upload_is_no_error_and_others_are_served(tmp_path):
         # the three requests never arrived: not invocations, not errors
         assert m["Invocations"] == 2 and m["Invocation5XXErrors"] == 0 and m["Invocation4XXErrors"] == 0
     assert proc.returncode == 0 and "Traceback" not in proc.output, proc.output
+
+
+def test_a_request_unanswered_at_the_invocation_timeout_gets_model_error_status_0(tmp_path):
+    """As SageMaker (and the simulator's InvocationTimeout): a container that has not answered
+    within the invocation timeout gives the client ModelError, OriginalStatusCode 0; it goes on,
+    and other models are served meanwhile."""
+    models = fake_artifacts(tmp_path / "models", ["slow-v0.tar.gz", "fast-v0.tar.gz"])
+    for name, s1 in (("slow", 3.0), ("fast", 0.002)):
+        make_profile(name, load_s=0.1, s1=s1).save(tmp_path / f"{name}.json")
+    out = tmp_path / "out"
+    with emulate("--instance", "ml.g4dn.xlarge", "--models", str(models), "--invocation-timeout", "1",
+                 "--profile", str(tmp_path / "slow.json"), "--profile", str(tmp_path / "fast.json"),
+                 out=out) as (url, proc):
+        client = runtime(url)
+        t = time.monotonic()
+        with pytest.raises(client.exceptions.ModelError) as err:
+            client.invoke_endpoint(EndpointName="mmesim", TargetModel="slow-v0.tar.gz",
+                                   ContentType="application/json", Body=body())
+        waited = time.monotonic() - t
+        r = err.value.response
+        assert r["OriginalStatusCode"] == 0 and "timed out" in r["OriginalMessage"]
+        assert r["ResponseMetadata"]["HTTPStatusCode"] == 424 and 0.9 < waited < 2.5
+        answer = client.invoke_endpoint(EndpointName="mmesim", TargetModel="fast-v0.tar.gz",
+                                        ContentType="application/json", Body=body("fast"))
+        assert json.loads(answer["Body"].read())["id"] == "fast"
+        m = metrics(url)["instances"][0]
+        assert m["Invocation4XXErrors"] == 1 and m["Invocation5XXErrors"] == 0 and m["Invocations"] == 2
+        time.sleep(2.5)            # the slow container finishes unseen; the emulator stays quiet
+    assert proc.returncode == 0 and "Traceback" not in proc.output, proc.output
+    rows = [row.split(",") for row in (out / "requests.csv").read_text().splitlines()]
+    header = rows[0]
+    outcomes = sorted(row[header.index("outcome")] for row in rows[1:])
+    assert outcomes == ["InvocationTimeout", "ok"]

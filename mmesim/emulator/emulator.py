@@ -40,6 +40,7 @@ class EmulatorConfig:
     memory_budget_bytes: int | None = None       # local: the "GPU memory"; triton without a GPU: its budget
     threshold: float = 0.90
     ready_timeout_s: float = 60.0
+    invocation_timeout_s: float = 60.0           # SageMaker's: ModelError (status 0) past it
     cache_dir: Path | None = None
     cache_bytes: int = 20 * 2**30
     s3_endpoint_url: str | None = None
@@ -51,6 +52,8 @@ class EmulatorConfig:
     def check(self) -> None:
         if self.backend not in BACKENDS:
             raise ConfigError(f"use one of {', '.join(BACKENDS)}", field="--backend", value=self.backend)
+        if not self.invocation_timeout_s > 0:
+            raise ConfigError("must be more than 0 seconds", field="--invocation-timeout", value=self.invocation_timeout_s)
         if self.instance_count < 1:
             raise ConfigError("must be at least 1", field="--instance-count", value=self.instance_count)
         if self.backend == "virtual" and not self.profiles:
@@ -142,7 +145,7 @@ class Endpoint:
         cache = c.cache_dir or self.workdir / "cache"
         store = ArtifactStore(c.models, cache, c.cache_bytes, s3_endpoint_url=c.s3_endpoint_url)
         self.platform = Platform(self._backends(), store, profile_matcher(self.profiles), threshold=c.threshold,
-                                 ready_timeout_s=c.ready_timeout_s,
+                                 ready_timeout_s=c.ready_timeout_s, invocation_timeout_s=c.invocation_timeout_s,
                                  max_inflight=inflight_limit(c.max_inflight, self.profiles))
         self.platform.on_event = self.metrics.event
         try:

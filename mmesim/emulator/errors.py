@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 
 from mmesim.errors import MmesimError
-from mmesim.results.records import INTERNAL, MODEL_ERROR, MODEL_NOT_READY, OUT_OF_MEMORY, OVERLOADED, VALIDATION
+from mmesim.results.records import (INTERNAL, MODEL_ERROR, MODEL_NOT_READY, OUT_OF_MEMORY, OVERLOADED, TIMEOUT,
+                                    VALIDATION)
 
 
 class InvokeError(MmesimError):
@@ -49,6 +50,17 @@ class ModelError(InvokeError):
     def fields(self) -> dict:
         arn = {"LogStreamArn": self.log_stream_arn} if self.log_stream_arn else {}
         return {"OriginalStatusCode": self.original_status, "OriginalMessage": self.original_message, **arn}
+
+
+class InvocationTimeout(ModelError):
+    """424: no answer within the invocation timeout (60 s on SageMaker); the container goes on
+    and finishes unseen. SageMaker reports it as a server error with status 0."""
+    outcome = TIMEOUT
+
+    def __init__(self, seconds: float):
+        why = (f"Your invocation timed out while waiting for a response from container primary ({seconds:g} s). "
+               "Review the latency metrics for each container in Amazon CloudWatch, resolve the issue, and try again.")
+        super().__init__(f'Received server error (0) from primary with message "{why}".', 0, why)
 
 
 class ModelNotReady(InvokeError):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mmesim.emulator.backends import Backend, BackendDown
-from mmesim.emulator.errors import InsufficientMemory, ModelNotReady, ServiceUnavailable
+from mmesim.emulator.errors import InsufficientMemory, InvocationTimeout, ModelNotReady, ServiceUnavailable
 from mmesim.profile import ModelProfile
 from mmesim.results.records import ModelEvent
 from mmesim.sim.policy import lru_victims, route
@@ -105,18 +105,27 @@ class Instance:
         cold = False
         try:
             wait_s = 0.0
+            platform = self.platform
             if slot.state == LOADED:
                 self.lru.move_to_end(target)
-            else:
+            else:   # as the simulator: not ready at the ready timeout, or the invocation's if sooner
                 cold = True
-                remaining = self.platform.ready_timeout_s - (time.monotonic() - started)
+                ready_s = min(platform.ready_timeout_s, platform.invocation_timeout_s)
                 try:
-                    await asyncio.wait_for(self._until_loaded(slot), max(remaining, 0.0))
+                    await asyncio.wait_for(self._until_loaded(slot), max(ready_s - (time.monotonic() - started), 0.0))
                 except asyncio.TimeoutError:
                     raise ModelNotReady(f"Model {target} is not ready yet (still loading); retry later") from None
                 wait_s = time.monotonic() - started
             t = time.perf_counter()
-            status, data, ctype = await self.backend.invoke(slot.container, body, content_type, accept)
+            call = asyncio.ensure_future(self.backend.invoke(slot.container, body, content_type, accept))
+            left = platform.invocation_timeout_s - (time.monotonic() - started)
+            done, _ = await asyncio.wait({call}, timeout=max(left, 0.0))
+            if not done:      # the container goes on: its model stays busy (not unloaded) until it answers
+                slot.inflight += 1
+                self.inflight += 1
+                call.add_done_callback(partial(self._answered_late, slot))
+                raise InvocationTimeout(platform.invocation_timeout_s)
+            status, data, ctype = call.result()
             return Answer(status, data, ctype, self.index, cold, time.perf_counter() - t, wait_s)
         except Exception as exc:
             if isinstance(exc, BackendDown):
@@ -126,6 +135,13 @@ class Instance:
         finally:
             slot.inflight -= 1
             self.inflight -= 1
+
+    def _answered_late(self, slot: Slot, call: asyncio.Future) -> None:
+        """A call the client stopped waiting for has ended: its model is idle again."""
+        slot.inflight -= 1
+        self.inflight -= 1
+        if not call.cancelled() and isinstance(call.exception(), BackendDown):
+            self.platform.backend_down(self)
 
     async def _until_loaded(self, slot: Slot) -> None:
         while slot.state != LOADED:
@@ -254,11 +270,12 @@ class Platform:
 
     def __init__(self, backends: list[Backend], store, profile_for: Callable[[str], ModelProfile | None],
                  threshold: float = 0.90, ready_timeout_s: float = 60.0, spread_inflight: int = 64,
-                 max_inflight: int | None = None):
+                 max_inflight: int | None = None, invocation_timeout_s: float = 60.0):
         from mmesim.sim.policy import memory_budget
         self._memory_budget = memory_budget
         self.store, self.profile_for = store, profile_for
         self.threshold, self.ready_timeout_s, self.spread_inflight = threshold, ready_timeout_s, spread_inflight
+        self.invocation_timeout_s = invocation_timeout_s    # a request unanswered this long after it came fails
         self.max_inflight = max_inflight          # per instance; None: no shedding
         self.instances = [Instance(self, i, b) for i, b in enumerate(backends)]
         self._t0 = time.monotonic()
