@@ -457,7 +457,8 @@ def _emulate(args) -> int:
         profiles=[load_profile(p) for p in args.profile], instance_count=args.instance_count,
         endpoint_name=args.endpoint_name, host=args.host, port=args.port, out=Path(args.out) if args.out else None,
         memory_budget_bytes=parse_bytes(args.memory_budget), threshold=args.threshold,
-        ready_timeout_s=args.ready_timeout, invocation_timeout_s=args.invocation_timeout, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        ready_timeout_s=args.ready_timeout, invocation_timeout_s=args.invocation_timeout,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         s3_endpoint_url=args.s3_endpoint_url, tritonserver=args.tritonserver, seed=args.seed,
         cache_bytes=parse_bytes(args.cache_size), keys=keys or None, max_inflight=args.max_inflight)
 

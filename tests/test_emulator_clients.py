@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+import urllib.error
 import urllib.request
 from urllib.parse import urlparse
 
@@ -58,6 +59,9 @@ def test_every_answer_carries_a_request_id(served):
         client.invoke_endpoint(EndpointName="absent", TargetModel=TARGET, Body=body())
     ids = [ok["ResponseMetadata"]["RequestId"], err.value.response["ResponseMetadata"]["RequestId"]]
     assert all(len(i) == 36 for i in ids) and ids[0] != ids[1]
+    with pytest.raises(urllib.error.HTTPError) as no_route:       # aiohttp's own 404 carries one too
+        urllib.request.urlopen(url + "/no/such/route")
+    assert no_route.value.code == 404 and len(no_route.value.headers["x-amzn-RequestId"]) == 36
 
 
 def test_a_model_error_names_its_log_group(served):

@@ -53,7 +53,8 @@ class EmulatorConfig:
         if self.backend not in BACKENDS:
             raise ConfigError(f"use one of {', '.join(BACKENDS)}", field="--backend", value=self.backend)
         if not self.invocation_timeout_s > 0:
-            raise ConfigError("must be more than 0 seconds", field="--invocation-timeout", value=self.invocation_timeout_s)
+            raise ConfigError("must be more than 0 seconds", field="--invocation-timeout",
+                              value=self.invocation_timeout_s)
         if self.instance_count < 1:
             raise ConfigError("must be at least 1", field="--instance-count", value=self.instance_count)
         if self.backend == "virtual" and not self.profiles:

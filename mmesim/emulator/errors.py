@@ -40,12 +40,11 @@ class ValidationError(InvokeError):
 class ModelError(InvokeError):
     """424: the container answered with an error; its status and message are passed on."""
     status, code, outcome = 424, "ModelError", MODEL_ERROR
+    log_stream_arn: str | None = None        # the endpoint's CloudWatch log group, as SageMaker names it
 
     def __init__(self, message: str, original_status: int, original_message: str):
         self.original_status, self.original_message = original_status, original_message
         super().__init__(message)
-
-    log_stream_arn: str | None = None        # the endpoint's CloudWatch log group, as SageMaker names it
 
     def fields(self) -> dict:
         arn = {"LogStreamArn": self.log_stream_arn} if self.log_stream_arn else {}

@@ -32,6 +32,9 @@ async def request_id(request: web.Request, handler) -> web.StreamResponse:
         response = await handler(request)
     except _GONE:
         response = web.Response(status=400)
+    except web.HTTPException as exc:      # aiohttp's own answers (no such route, wrong method)
+        exc.headers.setdefault(REQUEST_ID, str(uuid.uuid4()))
+        raise
     response.headers.setdefault(REQUEST_ID, str(uuid.uuid4()))
     return response
 
