@@ -117,10 +117,9 @@ class Instance:
                     raise ModelNotReady(f"Model {target} is not ready yet (still loading); retry later") from None
                 wait_s = time.monotonic() - started
             t = time.perf_counter()
-            call = asyncio.ensure_future(self.backend.invoke(slot.container, body, content_type, accept))
-            left = platform.invocation_timeout_s - (time.monotonic() - started)
-            done, _ = await asyncio.wait({call}, timeout=max(left, 0.0))
-            if not done:      # the container goes on: its model stays busy (not unloaded) until it answers
+            call = await _within(self.backend.invoke(slot.container, body, content_type, accept),
+                                 platform.invocation_timeout_s - (time.monotonic() - started))
+            if not call.done():      # the container goes on: its model stays busy (not unloaded) until it answers
                 slot.inflight += 1
                 self.inflight += 1
                 call.add_done_callback(partial(self._answered_late, slot))
@@ -255,6 +254,24 @@ class Instance:
         self.restarts += 1
         self.ready = True
         self.platform.sample_memory(self)
+
+
+async def _within(coro, seconds: float) -> asyncio.Task:
+    """Run ``coro`` as a task and return it once it is done or ``seconds`` have passed,
+    whichever is first, never cancelling it (asyncio.wait does the same at twice the cost)."""
+    loop = asyncio.get_running_loop()
+    call, waiter = loop.create_task(coro), loop.create_future()
+
+    def wake(_=None):
+        if not waiter.done():
+            waiter.set_result(None)
+    timer = loop.call_later(max(seconds, 0.0), wake)
+    call.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+    return call
 
 
 class _nothing:
