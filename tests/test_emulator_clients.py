@@ -109,6 +109,28 @@ def test_target_models_take_what_sagemaker_takes(served):
         assert (name, status) == ("ValidationError", 400) and "TargetModel" in message, (bad, message)
 
 
+def test_values_past_the_apis_length_limits_are_validation_errors(served):
+    """botocore checks no maximum; SageMaker refuses, in AWS's words, a CustomAttributes over
+    1,024 characters, an InferenceId over 64, an EndpointName over 63; at the limit they pass."""
+    url, _, _ = served
+    client = runtime(url)
+
+    def invoke(**kw):
+        args = dict(EndpointName="mmesim", TargetModel=TARGET, ContentType="application/json", Body=body())
+        return client.invoke_endpoint(**{**args, **kw})
+
+    r = invoke(CustomAttributes="a" * 1024, InferenceId="i" * 64)
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 200 and "CustomAttributes" not in r   # Triton sets none
+    name, status, message = refused(lambda: invoke(CustomAttributes="a" * 1025))
+    assert (name, status) == ("ValidationError", 400)
+    assert message.startswith("1 validation error detected: Value 'aaa") and message.endswith(
+        "at 'customAttributes' failed to satisfy constraint: Member must have length less than or equal to 1024")
+    name, status, message = refused(lambda: invoke(InferenceId="i" * 65, EndpointName="e" * 64))
+    assert (name, status) == ("ValidationError", 400) and message.startswith("2 validation errors detected: ")
+    assert "at 'endpointName'" in message and "less than or equal to 63" in message
+    assert "at 'inferenceId'" in message and "less than or equal to 64" in message
+
+
 def test_async_and_streaming_invocations_fail_with_validation_error(served):
     url, _, _ = served
     client = runtime(url)

@@ -39,6 +39,37 @@ async def request_id(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
+def _length_rules() -> list[tuple[str, str, str, int | None, int | None]]:
+    """(location, wire name, member, min, max) of InvokeEndpoint's header and URI members, from
+    botocore's own model of the API: botocore checks no maximum, SageMaker checks them all."""
+    import botocore.session
+    shape = botocore.session.get_session().get_service_model("sagemaker-runtime").operation_model(
+        "InvokeEndpoint").input_shape
+    return [(m.serialization["location"], m.serialization["name"], name[0].lower() + name[1:],
+             m.metadata.get("min"), m.metadata.get("max"))
+            for name, m in shape.members.items() if m.serialization.get("location") in ("header", "uri")]
+
+
+def check_lengths(request: web.Request, rules) -> None:
+    """ValidationError, worded as AWS words it, for each header or URI value outside its
+    length limits (a CustomAttributes over 1,024 characters, an InferenceId over 64...)."""
+    problems = []
+    for location, wire, member, least, most in rules:
+        value = request.match_info.get("name") if location == "uri" else request.headers.get(wire)   # EndpointName
+        if value is None:
+            continue
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        if most is not None and len(value) > most:
+            problems.append(f"Value '{shown}' at '{member}' failed to satisfy constraint: "
+                            f"Member must have length less than or equal to {most}")
+        elif least is not None and len(value) < least:
+            problems.append(f"Value '{shown}' at '{member}' failed to satisfy constraint: "
+                            f"Member must have length greater than or equal to {least}")
+    if problems:
+        n = len(problems)
+        raise ValidationError(f"{n} validation error{'s' if n > 1 else ''} detected: " + "; ".join(problems))
+
+
 def check_routing(headers, endpoint: str, variant: str) -> None:
     """What a multi-model endpoint of one production variant refuses, as SageMaker does
     (ValidationError): a TargetVariant it does not have, a TargetContainerHostname (only
@@ -81,6 +112,7 @@ class Front:
 
     def __init__(self, endpoints: dict, control=None, keys: dict[str, str] | None = None):
         self.endpoints, self.control, self.keys = endpoints, control, keys
+        self.lengths = _length_rules()
 
     def app(self) -> web.Application:
         middlewares = [request_id]
@@ -136,6 +168,7 @@ class Front:
         started = time.monotonic()
         name = request.match_info["name"]
         try:
+            check_lengths(request, self.lengths)
             endpoint = self._endpoint(name)
         except ValidationError as error:
             return web.Response(status=error.status, body=error.body(), headers=error.headers())
