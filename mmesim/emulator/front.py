@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -24,6 +25,15 @@ REQUEST_ID = "x-amzn-RequestId"            # botocore's ResponseMetadata["Reques
 _GONE = (ConnectionError, ClientPayloadError)    # the client closed before its body arrived
 
 
+_ID_PREFIX, _ID_COUNT = str(uuid.uuid4())[:24], itertools.count()
+
+
+def new_request_id() -> str:
+    """A unique id in a UUID's shape: a random prefix per process and a counter (a tenth
+    of uuid4's cost, on every answer)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNT) & 0xFFFFFFFFFFFF:012x}"
+
+
 @web.middleware
 async def request_id(request: web.Request, handler) -> web.StreamResponse:
     """Every answer carries ``x-amzn-RequestId``, as AWS's do (clients log
@@ -33,9 +43,9 @@ async def request_id(request: web.Request, handler) -> web.StreamResponse:
     except _GONE:
         response = web.Response(status=400)
     except web.HTTPException as exc:      # aiohttp's own answers (no such route, wrong method)
-        exc.headers.setdefault(REQUEST_ID, str(uuid.uuid4()))
+        exc.headers.setdefault(REQUEST_ID, new_request_id())
         raise
-    response.headers.setdefault(REQUEST_ID, str(uuid.uuid4()))
+    response.headers.setdefault(REQUEST_ID, new_request_id())
     return response
 
 

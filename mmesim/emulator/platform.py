@@ -117,14 +117,14 @@ class Instance:
                     raise ModelNotReady(f"Model {target} is not ready yet (still loading); retry later") from None
                 wait_s = time.monotonic() - started
             t = time.perf_counter()
-            call = await _within(self.backend.invoke(slot.container, body, content_type, accept),
-                                 platform.invocation_timeout_s - (time.monotonic() - started))
-            if not call.done():      # the container goes on: its model stays busy (not unloaded) until it answers
-                slot.inflight += 1
-                self.inflight += 1
-                call.add_done_callback(partial(self._answered_late, slot))
-                raise InvocationTimeout(platform.invocation_timeout_s)
-            status, data, ctype = call.result()
+            deadline = asyncio.timeout(max(platform.invocation_timeout_s - (time.monotonic() - started), 0.0))
+            try:      # at the deadline the client is answered; the container is not told and goes on
+                async with deadline:
+                    status, data, ctype = await self.backend.invoke(slot.container, body, content_type, accept)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise InvocationTimeout(platform.invocation_timeout_s) from None
             return Answer(status, data, ctype, self.index, cold, time.perf_counter() - t, wait_s)
         except Exception as exc:
             if isinstance(exc, BackendDown):
@@ -134,13 +134,6 @@ class Instance:
         finally:
             slot.inflight -= 1
             self.inflight -= 1
-
-    def _answered_late(self, slot: Slot, call: asyncio.Future) -> None:
-        """A call the client stopped waiting for has ended: its model is idle again."""
-        slot.inflight -= 1
-        self.inflight -= 1
-        if not call.cancelled() and isinstance(call.exception(), BackendDown):
-            self.platform.backend_down(self)
 
     async def _until_loaded(self, slot: Slot) -> None:
         while slot.state != LOADED:
@@ -254,24 +247,6 @@ class Instance:
         self.restarts += 1
         self.ready = True
         self.platform.sample_memory(self)
-
-
-async def _within(coro, seconds: float) -> asyncio.Task:
-    """Run ``coro`` as a task and return it once it is done or ``seconds`` have passed,
-    whichever is first, never cancelling it (asyncio.wait does the same at twice the cost)."""
-    loop = asyncio.get_running_loop()
-    call, waiter = loop.create_task(coro), loop.create_future()
-
-    def wake(_=None):
-        if not waiter.done():
-            waiter.set_result(None)
-    timer = loop.call_later(max(seconds, 0.0), wake)
-    call.add_done_callback(wake)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-    return call
 
 
 class _nothing:
