@@ -2,7 +2,8 @@
 artifact, keep models within the instance's memory budget (unloading the least recently
 used idle ones, mmesim.sim.policy), load each model once while later requests wait for
 that load, answer ModelNotReadyException when a load outlasts the ready timeout (the load
-goes on), and route requests across instances as the simulator does.
+goes on) and ModelError (status 0) when the container has not answered by the invocation
+timeout (it is not told), and route requests across instances as the simulator does.
 
 A request counts as in flight on its model from admission to answer, and only models with
 nothing in flight are unloaded: a request never fails because its model was evicted."""
