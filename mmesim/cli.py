@@ -424,6 +424,8 @@ def _add_emulate(sub) -> None:
     p.add_argument("--threshold", type=float, default=0.9, help="share of memory models may fill (0.9)")
     p.add_argument("--ready-timeout", type=float, default=60.0,
                    help="seconds before a request for a loading model gets ModelNotReadyException (60)")
+    p.add_argument("--invocation-timeout", type=float, default=60.0,
+                   help="seconds before an unanswered request gets ModelError, the container going on (60)")
     p.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint for s3:// models (e.g. a moto server)")
     p.add_argument("--cache-dir", default=None, help="disk cache of extracted models (default: a temporary folder)")
     p.add_argument("--max-inflight", type=int, default=None,
@@ -456,7 +458,8 @@ def _emulate(args) -> int:
         profiles=[load_profile(p) for p in args.profile], instance_count=args.instance_count,
         endpoint_name=args.endpoint_name, host=args.host, port=args.port, out=Path(args.out) if args.out else None,
         memory_budget_bytes=parse_bytes(args.memory_budget), threshold=args.threshold,
-        ready_timeout_s=args.ready_timeout, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        ready_timeout_s=args.ready_timeout, invocation_timeout_s=args.invocation_timeout,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         s3_endpoint_url=args.s3_endpoint_url, tritonserver=args.tritonserver, seed=args.seed,
         cache_bytes=parse_bytes(args.cache_size), keys=keys or None, max_inflight=args.max_inflight)
 

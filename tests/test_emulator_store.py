@@ -74,7 +74,7 @@ def layout(tmp_path):
 
 # --- names -------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "%2e%2e/x", "a/../../x", "a//b", "./a", "a/.", "", "a\\..\\b",
-                                  "a b", "x" * 1025, "..", "a\x00b"])
+                                  " a", "x" * 1025, "..", "a\x00b", "a\tb", "mod\u00e8le"])
 def test_unsafe_names_are_refused_before_any_file_is_touched(layout, name):
     root, src, cache = layout
     store = ArtifactStore(str(src), cache, 10 * MiB)
@@ -84,7 +84,8 @@ def test_unsafe_names_are_refused_before_any_file_is_touched(layout, name):
     assert snapshot(root, Path("/nonexistent")) == before
 
 
-@pytest.mark.parametrize("name", ["resnet50-v0.tar.gz", "team/bert_v2.tar.gz", "m+1=x@y,z.tar.gz"])
+@pytest.mark.parametrize("name", ["resnet50-v0.tar.gz", "team/bert_v2.tar.gz", "m+1=x@y,z.tar.gz",
+                                  "model (1).tar.gz", "a b/v1:latest#2!.tar.gz"])
 def test_plain_names_are_accepted(name):
     assert validate_target_model(name) == name
 

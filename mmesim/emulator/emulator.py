@@ -33,12 +33,14 @@ class EmulatorConfig:
     profiles: list[ModelProfile] = field(default_factory=list)
     instance_count: int = 1
     endpoint_name: str = "mmesim"
+    variant_name: str = "AllTraffic"             # InvokedProductionVariant (CreateEndpointConfig's VariantName)
     host: str = "127.0.0.1"
     port: int = 8080
     out: Path | None = None
     memory_budget_bytes: int | None = None       # local: the "GPU memory"; triton without a GPU: its budget
     threshold: float = 0.90
     ready_timeout_s: float = 60.0
+    invocation_timeout_s: float = 60.0           # SageMaker's: ModelError (status 0) past it
     cache_dir: Path | None = None
     cache_bytes: int = 20 * 2**30
     s3_endpoint_url: str | None = None
@@ -50,6 +52,9 @@ class EmulatorConfig:
     def check(self) -> None:
         if self.backend not in BACKENDS:
             raise ConfigError(f"use one of {', '.join(BACKENDS)}", field="--backend", value=self.backend)
+        if not self.invocation_timeout_s > 0:
+            raise ConfigError("must be more than 0 seconds", field="--invocation-timeout",
+                              value=self.invocation_timeout_s)
         if self.instance_count < 1:
             raise ConfigError("must be at least 1", field="--instance-count", value=self.instance_count)
         if self.backend == "virtual" and not self.profiles:
@@ -112,7 +117,7 @@ class Endpoint:
         self.type_name, self.total, self.price, self.vcpus = instance_memory(config)
         self.profiles = self._profiles()
         self.records = Records()
-        self.metrics = Metrics(config.endpoint_name, config.instance_count)
+        self.metrics = Metrics(config.endpoint_name, config.instance_count, config.variant_name)
         self.workdir = workdir
         self.platform: Platform | None = None
         self._watch: asyncio.Future | None = None
@@ -141,7 +146,7 @@ class Endpoint:
         cache = c.cache_dir or self.workdir / "cache"
         store = ArtifactStore(c.models, cache, c.cache_bytes, s3_endpoint_url=c.s3_endpoint_url)
         self.platform = Platform(self._backends(), store, profile_matcher(self.profiles), threshold=c.threshold,
-                                 ready_timeout_s=c.ready_timeout_s,
+                                 ready_timeout_s=c.ready_timeout_s, invocation_timeout_s=c.invocation_timeout_s,
                                  max_inflight=inflight_limit(c.max_inflight, self.profiles))
         self.platform.on_event = self.metrics.event
         try:
@@ -235,7 +240,8 @@ class Emulator:
         if spec.name in self.endpoints:
             raise ConfigError("an endpoint of that name is served already", field="EndpointName", value=spec.name)
         await self._add(replace(self.config, endpoint_name=spec.name, models=spec.model_data_url,
-                                instance=spec.instance_type, instance_count=spec.instance_count, cache_dir=None))
+                                instance=spec.instance_type, instance_count=spec.instance_count, cache_dir=None,
+                                variant_name=spec.variant_name))
 
     async def _on_delete(self, name: str) -> None:
         endpoint = self.endpoints.pop(name, None)

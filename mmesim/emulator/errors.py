@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 
 from mmesim.errors import MmesimError
-from mmesim.results.records import INTERNAL, MODEL_ERROR, MODEL_NOT_READY, OUT_OF_MEMORY, OVERLOADED, VALIDATION
+from mmesim.results.records import (INTERNAL, MODEL_ERROR, MODEL_NOT_READY, OUT_OF_MEMORY, OVERLOADED, TIMEOUT,
+                                    VALIDATION)
 
 
 class InvokeError(MmesimError):
@@ -39,13 +40,26 @@ class ValidationError(InvokeError):
 class ModelError(InvokeError):
     """424: the container answered with an error; its status and message are passed on."""
     status, code, outcome = 424, "ModelError", MODEL_ERROR
+    log_stream_arn: str | None = None        # the endpoint's CloudWatch log group, as SageMaker names it
 
     def __init__(self, message: str, original_status: int, original_message: str):
         self.original_status, self.original_message = original_status, original_message
         super().__init__(message)
 
     def fields(self) -> dict:
-        return {"OriginalStatusCode": self.original_status, "OriginalMessage": self.original_message}
+        arn = {"LogStreamArn": self.log_stream_arn} if self.log_stream_arn else {}
+        return {"OriginalStatusCode": self.original_status, "OriginalMessage": self.original_message, **arn}
+
+
+class InvocationTimeout(ModelError):
+    """424: no answer within the invocation timeout (60 s on SageMaker); the container goes on
+    and finishes unseen. SageMaker reports it as a server error with status 0."""
+    outcome = TIMEOUT
+
+    def __init__(self, seconds: float):
+        why = (f"Your invocation timed out while waiting for a response from container primary ({seconds:g} s). "
+               "Review the latency metrics for each container in Amazon CloudWatch, resolve the issue, and try again.")
+        super().__init__(f'Received server error (0) from primary with message "{why}".', 0, why)
 
 
 class ModelNotReady(InvokeError):

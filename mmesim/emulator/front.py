@@ -4,11 +4,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import re
 import time
+import uuid
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from mmesim.emulator.errors import InternalFailure, InvokeError, ModelError, ServiceUnavailable, ValidationError
 from mmesim.emulator.metrics import prometheus
@@ -18,7 +21,85 @@ from mmesim.results.records import OK, VALIDATION, RequestRecord
 BODY_LIMIT = 6_291_456           # bytes: InvokeEndpoint's payload limit
 _log = logging.getLogger(__name__)
 TARGET = "X-Amzn-SageMaker-Target-Model"
-VARIANT = "AllTraffic"
+REQUEST_ID = "x-amzn-RequestId"            # botocore's ResponseMetadata["RequestId"]
+_GONE = (ConnectionError, ClientPayloadError)    # the client closed before its body arrived
+
+
+_ID_PREFIX, _ID_COUNT = str(uuid.uuid4())[:24], itertools.count()
+
+
+def new_request_id() -> str:
+    """A unique id in a UUID's shape: a random prefix per process and a counter (a tenth
+    of uuid4's cost, on every answer)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNT) & 0xFFFFFFFFFFFF:012x}"
+
+
+@web.middleware
+async def request_id(request: web.Request, handler) -> web.StreamResponse:
+    """Every answer carries ``x-amzn-RequestId``, as AWS's do (clients log
+    ``response["ResponseMetadata"]["RequestId"]``); a client gone mid-upload ends quietly."""
+    try:
+        response = await handler(request)
+    except _GONE:
+        response = web.Response(status=400)
+    except web.HTTPException as exc:      # aiohttp's own answers (no such route, wrong method)
+        exc.headers.setdefault(REQUEST_ID, new_request_id())
+        raise
+    response.headers.setdefault(REQUEST_ID, new_request_id())
+    return response
+
+
+def _length_rules() -> list[tuple[str, str, str, int | None, int | None]]:
+    """(location, wire name, member, min, max) of InvokeEndpoint's header and URI members, from
+    botocore's own model of the API: botocore checks no maximum, SageMaker checks them all."""
+    import botocore.session
+    shape = botocore.session.get_session().get_service_model("sagemaker-runtime").operation_model(
+        "InvokeEndpoint").input_shape
+    return [(m.serialization["location"], m.serialization["name"], name[0].lower() + name[1:],
+             m.metadata.get("min"), m.metadata.get("max"))
+            for name, m in shape.members.items() if m.serialization.get("location") in ("header", "uri")]
+
+
+def check_lengths(request: web.Request, rules) -> None:
+    """ValidationError, worded as AWS words it, for each header or URI value outside its
+    length limits (a CustomAttributes over 1,024 characters, an InferenceId over 64...)."""
+    problems = []
+    for location, wire, member, least, most in rules:
+        value = request.match_info.get("name") if location == "uri" else request.headers.get(wire)   # EndpointName
+        if value is None:
+            continue
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        if most is not None and len(value) > most:
+            problems.append(f"Value '{shown}' at '{member}' failed to satisfy constraint: "
+                            f"Member must have length less than or equal to {most}")
+        elif least is not None and len(value) < least:
+            problems.append(f"Value '{shown}' at '{member}' failed to satisfy constraint: "
+                            f"Member must have length greater than or equal to {least}")
+    if problems:
+        n = len(problems)
+        raise ValidationError(f"{n} validation error{'s' if n > 1 else ''} detected: " + "; ".join(problems))
+
+
+def check_routing(headers, endpoint: str, variant: str) -> None:
+    """What a multi-model endpoint of one production variant refuses, as SageMaker does
+    (ValidationError): a TargetVariant it does not have, a TargetContainerHostname (only
+    multi-container endpoints with direct invocation take one), an InferenceComponentName
+    (only endpoints built of inference components take one)."""
+    asked = headers.get("X-Amzn-SageMaker-Target-Variant")
+    if asked is not None and asked != variant:
+        raise ValidationError(f"Endpoint {endpoint} has no production variant {asked!r}: its variant is {variant!r}")
+    if headers.get("X-Amzn-SageMaker-Target-Container-Hostname") is not None:
+        raise ValidationError(f"Endpoint {endpoint} is not a multi-container endpoint with direct invocation: "
+                              "TargetContainerHostname is not allowed")
+    if headers.get("X-Amzn-SageMaker-Inference-Component") is not None:
+        raise ValidationError(f"Endpoint {endpoint} has no inference components: InferenceComponentName is not allowed")
+
+
+def log_group_arn(request: web.Request, endpoint: str) -> str:
+    """The endpoint's CloudWatch log group ARN, which SageMaker puts in a ModelError
+    (``LogStreamArn``), in the region the request was signed for."""
+    m = re.search(r"Credential=[^/]*/\d{8}/([^/]+)/", request.headers.get("Authorization", ""))
+    return f"arn:aws:logs:{m[1] if m else 'us-east-1'}:000000000000:log-group:/aws/sagemaker/Endpoints/{endpoint}"
 
 
 def artifact_error(exc: Exception) -> InvokeError | None:
@@ -41,14 +122,17 @@ class Front:
 
     def __init__(self, endpoints: dict, control=None, keys: dict[str, str] | None = None):
         self.endpoints, self.control, self.keys = endpoints, control, keys
+        self.lengths = _length_rules()
 
     def app(self) -> web.Application:
-        middlewares = []
+        middlewares = [request_id]
         if self.keys:
             from mmesim.emulator.auth import sigv4_middleware
             middlewares.append(sigv4_middleware(self.keys))
         app = web.Application(client_max_size=BODY_LIMIT, middlewares=middlewares)
         app.router.add_post("/endpoints/{name}/invocations", self.invocations)
+        app.router.add_post("/endpoints/{name}/async-invocations", self.unsupported)
+        app.router.add_post("/endpoints/{name}/invocations-response-stream", self.unsupported)
         app.router.add_get("/ping", self.ping)
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/metrics.json", self.metrics_json)
@@ -70,12 +154,33 @@ class Front:
     async def metrics_json(self, request: web.Request) -> web.Response:
         return web.json_response({"endpoints": [e.metrics.snapshot(e.platform) for e in self._served()]})
 
+    def _endpoint(self, name: str):
+        endpoint = self.endpoints.get(name)
+        if endpoint is None or endpoint.platform is None:
+            raise ValidationError(f"Endpoint {name} of account 000000000000 not found.")
+        return endpoint
+
+    async def unsupported(self, request: web.Request) -> web.Response:
+        """InvokeEndpointAsync and InvokeEndpointWithResponseStream: a multi-model real-time
+        endpoint takes neither (no AsyncInferenceConfig; streaming has no TargetModel), so
+        SageMaker refuses them with ValidationError, and so does the emulator."""
+        name = request.match_info["name"]
+        try:
+            self._endpoint(name)
+            operation = ("InvokeEndpointAsync" if request.path.endswith("/async-invocations")
+                         else "InvokeEndpointWithResponseStream")
+            raise ValidationError(f"Endpoint {name} is a real-time multi-model endpoint: {operation} is not "
+                                  "supported there; use InvokeEndpoint with TargetModel")
+        except ValidationError as error:
+            return web.Response(status=error.status, body=error.body(), headers=error.headers())
+
     async def invocations(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
         name = request.match_info["name"]
-        endpoint = self.endpoints.get(name)
-        if endpoint is None or endpoint.platform is None:
-            error = ValidationError(f"Endpoint {name} of account 000000000000 not found.")
+        try:
+            check_lengths(request, self.lengths)
+            endpoint = self._endpoint(name)
+        except ValidationError as error:
             return web.Response(status=error.status, body=error.body(), headers=error.headers())
         platform, log = endpoint.platform, _Log(endpoint)
         t0 = platform.clock()
@@ -88,6 +193,10 @@ class Front:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 return log.too_large(t0, target)
+            except _GONE:       # no request arrived, so none is answered or counted
+                _log.info("a client closed its connection before its request body arrived")
+                return web.Response(status=400)
+            check_routing(request.headers, name, endpoint.config.variant_name)
             if not target:
                 raise ValidationError("TargetModel header (X-Amzn-SageMaker-Target-Model) is required when invoking "
                                       "a multi-model endpoint")
@@ -100,13 +209,15 @@ class Front:
                 raise ModelError(f'Received {"client" if answer.status < 500 else "server"} error ({answer.status}) '
                                  f'from primary with message "{message}".', answer.status, message)
             log.record(t0, target, instance, OK, cold, model_s, wait_s)
-            return web.Response(body=answer.body, headers={"Content-Type": answer.content_type,
-                                                           "x-Amzn-Invoked-Production-Variant": VARIANT})
+            return web.Response(body=answer.body, headers={
+                "Content-Type": answer.content_type, "x-Amzn-Invoked-Production-Variant": endpoint.config.variant_name})
         except Exception as exc:
             error = exc if isinstance(exc, InvokeError) else artifact_error(exc)
             if error is None:
                 _log.exception("InvokeEndpoint %s failed unexpectedly", target)
                 error = InternalFailure(f"{type(exc).__name__}: {exc}")
+            if isinstance(error, ModelError):
+                error.log_stream_arn = log_group_arn(request, name)
             instance = getattr(exc, "instance", instance)
             cold = getattr(exc, "cold", cold)
             log.record(t0, target, instance, error.outcome, cold, model_s, wait_s)

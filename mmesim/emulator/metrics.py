@@ -15,8 +15,8 @@ LATENCIES = ("ModelLatency", "OverheadLatency", "ModelLoadingWaitTime", *TIMES.v
 
 
 class Metrics:
-    def __init__(self, endpoint: str, instances: int):
-        self.endpoint, self.n = endpoint, instances
+    def __init__(self, endpoint: str, instances: int, variant: str = "AllTraffic"):
+        self.endpoint, self.n, self.variant = endpoint, instances, variant
         self.counts: dict[str, list[float]] = defaultdict(lambda: [0.0] * instances)
         self.sums: dict[str, list[float]] = defaultdict(lambda: [0.0] * instances)
         self.samples: dict[str, list[int]] = defaultdict(lambda: [0] * instances)
@@ -47,7 +47,7 @@ class Metrics:
 
     def snapshot(self, platform) -> dict:
         """Every metric per instance: counters, latency sums/counts/averages, gauges."""
-        out: dict = {"EndpointName": self.endpoint, "VariantName": "AllTraffic", "instances": []}
+        out: dict = {"EndpointName": self.endpoint, "VariantName": self.variant, "instances": []}
         for inst in platform.instances:
             i = inst.index
             b = inst.backend
@@ -82,7 +82,7 @@ def prometheus(endpoints: list[tuple[Metrics, object]]) -> str:
     rows = []
     for metrics, platform in endpoints:
         snap = metrics.snapshot(platform)
-        base = f'EndpointName="{snap["EndpointName"]}",VariantName="AllTraffic"'
+        base = f'EndpointName="{snap["EndpointName"]}",VariantName="{snap["VariantName"]}"'
         rows += [(f'{base},Instance="{r["Instance"]}"', r) for r in snap["instances"]]
     lines: list[str] = []
     counters = ("Invocations", "InvocationsPerInstance", "Invocation4XXErrors", "Invocation5XXErrors",

@@ -2,7 +2,8 @@
 artifact, keep models within the instance's memory budget (unloading the least recently
 used idle ones, mmesim.sim.policy), load each model once while later requests wait for
 that load, answer ModelNotReadyException when a load outlasts the ready timeout (the load
-goes on), and route requests across instances as the simulator does.
+goes on) and ModelError (status 0) when the container has not answered by the invocation
+timeout (it is not told), and route requests across instances as the simulator does.
 
 A request counts as in flight on its model from admission to answer, and only models with
 nothing in flight are unloaded: a request never fails because its model was evicted."""
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mmesim.emulator.backends import Backend, BackendDown
-from mmesim.emulator.errors import InsufficientMemory, ModelNotReady, ServiceUnavailable
+from mmesim.emulator.errors import InsufficientMemory, InvocationTimeout, ModelNotReady, ServiceUnavailable
 from mmesim.profile import ModelProfile
 from mmesim.results.records import ModelEvent
 from mmesim.sim.policy import lru_victims, route
@@ -105,18 +106,26 @@ class Instance:
         cold = False
         try:
             wait_s = 0.0
+            platform = self.platform
             if slot.state == LOADED:
                 self.lru.move_to_end(target)
-            else:
+            else:   # as the simulator: not ready at the ready timeout, or the invocation's if sooner
                 cold = True
-                remaining = self.platform.ready_timeout_s - (time.monotonic() - started)
+                ready_s = min(platform.ready_timeout_s, platform.invocation_timeout_s)
                 try:
-                    await asyncio.wait_for(self._until_loaded(slot), max(remaining, 0.0))
+                    await asyncio.wait_for(self._until_loaded(slot), max(ready_s - (time.monotonic() - started), 0.0))
                 except asyncio.TimeoutError:
                     raise ModelNotReady(f"Model {target} is not ready yet (still loading); retry later") from None
                 wait_s = time.monotonic() - started
             t = time.perf_counter()
-            status, data, ctype = await self.backend.invoke(slot.container, body, content_type, accept)
+            deadline = asyncio.timeout(max(platform.invocation_timeout_s - (time.monotonic() - started), 0.0))
+            try:      # at the deadline the client is answered; the container is not told and goes on
+                async with deadline:
+                    status, data, ctype = await self.backend.invoke(slot.container, body, content_type, accept)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise InvocationTimeout(platform.invocation_timeout_s) from None
             return Answer(status, data, ctype, self.index, cold, time.perf_counter() - t, wait_s)
         except Exception as exc:
             if isinstance(exc, BackendDown):
@@ -254,11 +263,12 @@ class Platform:
 
     def __init__(self, backends: list[Backend], store, profile_for: Callable[[str], ModelProfile | None],
                  threshold: float = 0.90, ready_timeout_s: float = 60.0, spread_inflight: int = 64,
-                 max_inflight: int | None = None):
+                 max_inflight: int | None = None, invocation_timeout_s: float = 60.0):
         from mmesim.sim.policy import memory_budget
         self._memory_budget = memory_budget
         self.store, self.profile_for = store, profile_for
         self.threshold, self.ready_timeout_s, self.spread_inflight = threshold, ready_timeout_s, spread_inflight
+        self.invocation_timeout_s = invocation_timeout_s    # a request unanswered this long after it came fails
         self.max_inflight = max_inflight          # per instance; None: no shedding
         self.instances = [Instance(self, i, b) for i, b in enumerate(backends)]
         self._t0 = time.monotonic()

@@ -35,7 +35,8 @@ from mmesim.sim.policy import lru_victims
 GiB = 2**30
 DEFAULT_MAX_EXTRACT_BYTES = 20 * GiB   # an archive expanding past this is treated as a bomb
 MAX_NAME_CHARS = 1024                  # SageMaker's limit on TargetModel
-_NAME_CHARS = re.compile(r"[A-Za-z0-9._+=@,-]+")
+_NAME_CHARS = re.compile(r"[\x20-\x7e]+")           # printable ASCII, as TargetModel's pattern
+_REFUSED_CHARS = re.compile(r"[\\%]")
 _CHUNK = 1 << 20
 
 
@@ -83,9 +84,10 @@ class Fetched:
 def validate_target_model(name: str) -> str:
     """``name`` if it is a safe relative artifact name, else InvalidTargetModel.
 
-    Allowed: segments of letters, digits and ``. _ - + = @ ,`` joined by ``/``; no empty,
-    ``.`` or ``..`` segment, no leading ``/``, no percent escapes, at most 1024 characters.
-    Checked on the text alone, before any file is touched."""
+    Allowed: what SageMaker's API takes (printable ASCII, the first not a space: ``model
+    (1).tar.gz`` is a valid S3 key) as segments joined by ``/``, except ``\\`` (a separator
+    elsewhere) and ``%`` (an escape a proxy may decode); no empty, ``.`` or ``..`` segment, no
+    leading ``/``, at most 1024 characters. Checked on the text alone, before any file is touched."""
     if not isinstance(name, str) or not name:
         raise InvalidTargetModel("TargetModel is empty")
     shown = name if len(name) <= 80 else name[:77] + "..."
@@ -93,11 +95,15 @@ def validate_target_model(name: str) -> str:
         raise InvalidTargetModel(f"TargetModel {shown!r} is longer than {MAX_NAME_CHARS} characters")
     if name.startswith("/"):
         raise InvalidTargetModel(f"TargetModel {shown!r} is an absolute path")
+    if name[0] == " ":
+        raise InvalidTargetModel(f"TargetModel {shown!r} starts with a space")
     for segment in name.split("/"):
         if segment in ("", ".", ".."):
             raise InvalidTargetModel(f"TargetModel {shown!r} has an empty, '.' or '..' path segment")
         if not _NAME_CHARS.fullmatch(segment):
-            raise InvalidTargetModel(f"TargetModel {shown!r} has characters outside A-Z a-z 0-9 . _ - + = @ , /")
+            raise InvalidTargetModel(f"TargetModel {shown!r} has characters other than printable ASCII")
+        if _REFUSED_CHARS.search(segment):
+            raise InvalidTargetModel(f"TargetModel {shown!r} has '\\' or '%', which the emulator refuses")
     return name
 
 
