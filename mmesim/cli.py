@@ -90,9 +90,9 @@ def _endpoint(args):
     """EndpointConfig from --endpoint's file, with the flags given on the command line on top."""
     from mmesim.endpoint import EndpointConfig
     from mmesim.errors import ConfigError
-    from mmesim.serde import read_data, validate
+    from mmesim.serde import read_fields, validate
 
-    data = dict(read_data(args.endpoint) or {}) if args.endpoint else {}
+    data = read_fields(args.endpoint) if args.endpoint else {}
     flags = {"instance_type": args.instance, "instance_count": args.instance_count, "memory_threshold": args.threshold,
              "invocation_timeout_s": args.timeout, "model_ready_timeout_s": args.timeout,
              "max_inflight_per_instance": args.max_inflight, "memory_budget_bytes": _bytes(args.memory_budget)}

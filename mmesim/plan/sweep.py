@@ -21,7 +21,7 @@ from mmesim.errors import ConfigError
 from mmesim.plan.parallel import run_tasks
 from mmesim.plan.report import html_report, html_table, img, write_table
 from mmesim.profile import ModelProfile, load_profile
-from mmesim.serde import read_data, validate
+from mmesim.serde import read_fields, validate
 from mmesim.workload import Workload, load_workload
 
 
@@ -39,7 +39,7 @@ class SweepBase:
     @classmethod
     def from_cli(cls, profiles: list[str], instance: str | None, endpoint: str | None, workload: str,
                  copies: str, seed: int) -> "SweepBase":
-        data = dict(read_data(endpoint) or {}) if endpoint else {}
+        data = read_fields(endpoint) if endpoint else {}
         if instance:
             data["instance_type"] = instance
         if copies != "auto":
