@@ -92,6 +92,19 @@ def check_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
+def check_out_folder(path: str | Path, field: str = "--out") -> Path:
+    """``path`` as a Path if it is a folder or can be made one; a ConfigError naming ``field``
+    if it, or a folder above it, is a file. Checked before any work, so that hours of it are
+    not lost when the results cannot be written."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ConfigError(f"{part} is a file, not a folder", field=field, value=str(path))
+            break
+    return path
+
+
 def read_text(path: str | Path) -> str:
     """A UTF-8 text file's contents; ConfigError naming the file if it is missing, a folder,
     unreadable or not UTF-8."""

@@ -77,14 +77,7 @@ def make_plan(endpoint_url: str, endpoint_name: str | None, workload: Workload, 
     for i, p in enumerate(profiles):
         specs = model_inputs(p, inputs[i] if inputs and i < len(inputs) else None)
         tensors.append([f"{t.name}:{t.dtype}:{','.join(map(str, t.dims))}" for t in specs])
-    trace = []
-    if workload.kind == "trace":
-        known = {n for n, _, _ in names}
-        for line, (when, model) in enumerate(read_trace(workload.trace), start=2):
-            if model not in known:
-                raise ConfigError("model is not a target of this endpoint", source=f"{workload.trace}:{line}",
-                                  field="model", value=model)
-            trace.append((when, model))
+    trace = read_trace(workload.trace, targets={n for n, _, _ in names}) if workload.kind == "trace" else []
     return Plan(
         endpoint_url=endpoint_url, endpoint_name=endpoint_name, protocol=protocol, payload_format=payload,
         kind=workload.kind, log_dir=str(log_dir),

@@ -201,13 +201,7 @@ class Simulation:
     def _read_trace(self) -> list[tuple[float, Target]]:
         """The trace as (time, target), every line checked before the run starts."""
         by_name = {t.name: t for t in self.targets}
-        out = []
-        for line, (when, model) in enumerate(read_trace(self.workload.trace), start=2):
-            if model not in by_name:
-                raise ConfigError(f"model is not a target of this endpoint (targets: {', '.join(sorted(by_name)[:5])}...)",
-                                  source=f"{self.workload.trace}:{line}", field="model", value=model)
-            out.append((when, by_name[model]))
-        return out
+        return [(when, by_name[model]) for when, model in read_trace(self.workload.trace, targets=by_name)]
 
     def add_instance(self) -> Instance:
         """A new, empty instance joins the endpoint and the router (the autoscaler's hook)."""
