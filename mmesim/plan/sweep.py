@@ -47,6 +47,8 @@ class SweepBase:
                 values = [int(v) for v in copies.split(",")]
             except ValueError:
                 raise ConfigError("expected N, N,N,... or auto", field="--copies", value=copies) from None
+            if min(values) < 1:
+                raise ConfigError("copies are whole numbers >= 1", field="--copies", value=copies)
             copies = values[0] if len(values) == 1 else values
         return cls([load_profile(p) for p in profiles], data, load_workload(workload), copies, seed, list(profiles))
 
@@ -105,10 +107,13 @@ def points(base: SweepBase, grid: dict[str, list]) -> list[Point]:
         for name, value in zip(names, combo):
             head, _, rest = name.partition(".")
             where = f"sweep {name}"
-            if name == "seed":
-                seed = int(value)
-            elif name == "copies":
-                copies = value
+            if name in ("seed", "copies"):
+                whole = isinstance(value, int) and not isinstance(value, bool)
+                if name == "copies" and value != "auto" and not (whole and value >= 1):
+                    raise ConfigError("copies takes whole numbers >= 1 or auto", field=name, value=value)
+                if name == "seed" and not whole:
+                    raise ConfigError("a seed is a whole number", field=name, value=value)
+                seed, copies = (value, copies) if name == "seed" else (seed, value)
             elif name == "profile":
                 try:
                     profiles = [load_profile(str(value))]

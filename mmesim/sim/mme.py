@@ -65,10 +65,19 @@ class Request:
         self.queued = 0.0
 
 
+def check_distinct(profiles: list[ModelProfile]) -> None:
+    """A profile given twice would make two sets of copies under one set of names."""
+    names = [p.name for p in profiles]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError("profile given twice (for more copies, use --copies)", field="profile", value=twice[0])
+
+
 def target_names(profiles: list[ModelProfile], copies: list[int]) -> list[tuple[str, int, str]]:
     """(name, profile index, request name) per copy: ``<model>-v<i>`` as the reference named
     its copies, or ``<profile name>-v<i>`` when two profiles share a model; Locust reports
     every copy under the request name ``<model>`` (or the profile name)."""
+    check_distinct(profiles)
     models = [p.model for p in profiles]
     out = []
     for pi, (p, n) in enumerate(zip(profiles, copies)):
@@ -416,7 +425,8 @@ def too_large(profile: ModelProfile, endpoint: EndpointConfig) -> str | None:
 def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
              copies: list[int] | int | str = "auto", seed: int = 0, warm: bool = True, progress=None) -> Run:
     """Predict one run: ``copies`` per profile, or "auto" for the reference's max-models count."""
-    workload.check_profiles(p.name for p in profiles)         # before the max-models step
+    check_distinct(profiles)                                   # before the max-models step
+    workload.check_profiles(p.name for p in profiles)
     mm, trace = max_models_loaded(profiles, endpoint)
     if copies == "auto":
         for p, n in zip(profiles, mm):
