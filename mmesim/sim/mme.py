@@ -427,6 +427,8 @@ def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     """Predict one run: ``copies`` per profile, or "auto" for the reference's max-models count."""
     check_distinct(profiles)                                   # before the max-models step
     workload.check_profiles(p.name for p in profiles)
+    if workload.kind == "trace":
+        read_trace(workload.trace)             # the file now; its names once the copies are known
     mm, trace = max_models_loaded(profiles, endpoint)
     if copies == "auto":
         for p, n in zip(profiles, mm):
