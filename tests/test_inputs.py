@@ -147,7 +147,8 @@ def test_mix_weights_are_checked_before_any_simulation(monkeypatch, tmp_path):
 
 STARTS = ("mmesim.sim.mme.max_models_loaded", "mmesim.sim.mme.Simulation.run", "mmesim.plan.sweep.run_tasks",
           "mmesim.plan.plan", "mmesim.loadtest.runner._spawn", "mmesim.emulator.emulator.Emulator.start",
-          "mmesim.calibrate.run.start_bench", "mmesim.triton.packaging.resolve", "mmesim.live.deployment.Deployment.save")
+          "mmesim.calibrate.run.start_bench", "mmesim.triton.packaging.resolve",
+          "mmesim.live.deployment.Deployment.save")
 
 
 @pytest.fixture
