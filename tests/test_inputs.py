@@ -147,7 +147,7 @@ def test_mix_weights_are_checked_before_any_simulation(monkeypatch, tmp_path):
 
 STARTS = ("mmesim.sim.mme.max_models_loaded", "mmesim.sim.mme.Simulation.run", "mmesim.plan.sweep.run_tasks",
           "mmesim.plan.plan", "mmesim.loadtest.runner._spawn", "mmesim.emulator.emulator.Emulator.start",
-          "mmesim.calibrate.run.start_bench", "mmesim.triton.packaging.resolve",
+          "mmesim.calibrate.run.start_bench", "mmesim.triton.packaging._torchscript",
           "mmesim.live.deployment.Deployment.save")
 
 
@@ -263,6 +263,8 @@ BAD = [
     # package and calibrate: before building the model or starting Triton
     ({}, ["package", "--model", "tiny-mlp", "--device", "gpu0", "--out", "o"], ["--device", "gpu0"]),
     ({"o": "x"}, ["package", "--model", "tiny-mlp", "--out", "o"], ["--out", "is a file"]),
+    ({}, ["package", "--model", "tiny-mlp", "--input", "x:FLOAT33:4", "--out", "o"], ["--input", "x:FLOAT33:4"]),
+    ({}, ["package", "--model", "tiny-mlp", "--input", "x:FP32:0,4", "--out", "o"], ["--input", "dimensions >= 1"]),
     ({}, ["calibrate", "--model", "tiny-mlp", "--repeats", "0"], ["--repeats"]),
     ({}, ["calibrate", "--model", "tiny-mlp", "--cpu-threads", "0"], ["--cpu-threads"]),
     ({}, ["calibrate", "--model", "tiny-mlp", "--memory-budget", "nanGiB"], ["--memory-budget", "nanGiB"]),
