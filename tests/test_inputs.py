@@ -186,6 +186,7 @@ TRACE = {"w.yaml": "kind: trace\ntrace: t.csv\n"}
 MIX = ("models:\n  - {name: bert, profile: bert-base-uncased-pytorch-t4, copies: 5, share: 1}\n"
        "traffic: {peak_rps: 10}\nslo: {p95_ms: 200}\ncandidates: {instance_types: [ml.g4dn.xlarge]}\n")
 VAL = ["validate", *SIM[1:]]
+REQS = "start,end,model,instance,outcome,cold\n"
 LT = ["loadtest", "--endpoint-url", "http://127.0.0.1:9", "--endpoint-name", "e", "--profile", T4, "--copies", "1",
       "--workload", "w.yaml"]
 EMU = ["emulate", "--port", "0", "--profile", T4, "--instance", "ml.g4dn.2xlarge", "--models", "m"]
@@ -232,6 +233,23 @@ BAD = [
     ({"w.yaml": POISSON}, [*VAL, "--measured", "m"], ["m: no such load test folder"]),
     ({"w.yaml": POISSON}, [*VAL, "--endpoint-url", "localhost:8080", "--endpoint-name", "e"],
      ["--endpoint-url", "localhost:8080"]),
+    # a measured load test folder from elsewhere: every file it reads
+    ({"w.yaml": POISSON, "m/requests-0.csv": REQS + "100,101\n"}, [*VAL, "--measured", "m"],
+     ["requests-0.csv:2", "start and end must be numbers"]),
+    ({"w.yaml": POISSON, "m/requests-0.csv": REQS + "101,100,resnet50-v0,0,ok,0\n"}, [*VAL, "--measured", "m"],
+     ["requests-0.csv:2", "end", "end >= start"]),
+    ({"w.yaml": POISSON, "m/requests-0.csv": (REQS + "1,2,caf\xe9,0,ok,0\n").encode("latin-1")},
+     [*VAL, "--measured", "m"], ["requests-0.csv", "not UTF-8"]),
+    ({"w.yaml": POISSON, "m/requests-0.csv": REQS + "1,2,resnet50-v0,0,fine,0\n"}, [*VAL, "--measured", "m"],
+     ["requests-0.csv:2", "outcome", "fine"]),
+    ({"w.yaml": POISSON, "m/requests-0.csv": REQS, "m/start.json": "{"}, [*VAL, "--measured", "m"],
+     ["start.json", "not valid JSON"]),
+    ({"w.yaml": POISSON, "m/requests-0.csv": REQS, "m/start.json": "{}"}, [*VAL, "--measured", "m"],
+     ["start.json", "t0"]),
+    ({"w.yaml": POISSON, "m/requests-0.csv": REQS, "m/process-0.json": '{"role": "local"}'}, [*VAL, "--measured", "m"],
+     ["process-0.json", "requests"]),
+    ({"w.yaml": POISSON, "m/requests-0.csv": REQS, "m/loadtest.json": '{"user_steps": "20,40"}'},
+     [*VAL, "--measured", "m"], ["loadtest.json", "user_steps", "expected a list"]),
     # loadtest: before Locust starts
     ({"w.yaml": POISSON}, [*LT[:2], "localhost:9", *LT[3:]], ["--endpoint-url", "localhost:9"]),
     ({"w.yaml": POISSON}, [*LT, "--workers", "-1"], ["--workers", "-1"]),
