@@ -222,6 +222,7 @@ BAD = [
      ["w.yaml", "popularity.weights", "leave out", "bert-base-uncased-pytorch-t4"]),
     ({"w.yaml": POISSON}, [*SIM, "--profile", T4], ["profile", "given twice", T4]),
     ({"w.yaml": POISSON, "o": "x"}, [*SIM, "--out", "o"], ["--out", "is a file"]),
+    ({"w.yaml": POISSON}, [*SIM, "--seed", "-1"], ["--seed", "-1"]),
     # traces
     ({**TRACE, "t.csv": "timestamp,model\nnan,resnet50-v0\n"}, SIM, ["t.csv:2", "timestamp", "nan"]),
     ({**TRACE, "t.csv": "timestamp,model\n"}, SIM, ["t.csv", "holds no requests"]),

@@ -64,7 +64,8 @@ class EmulatorConfig:
                 ("--ready-timeout", self.ready_timeout_s, 0 < self.ready_timeout_s < float("inf"), "seconds > 0"),
                 ("--max-inflight", self.max_inflight, self.max_inflight is None or self.max_inflight >= 1,
                  "at least 1"),
-                ("--port", self.port, 0 <= self.port <= 65535, "0 (any free port) to 65535")):
+                ("--port", self.port, 0 <= self.port <= 65535, "0 (any free port) to 65535"),
+                ("--seed", self.seed, self.seed >= 0, "a whole number >= 0")):
             if not ok:
                 raise ConfigError(f"must be {why}", field=flag, value=value)
         if self.instance and self.instance != LOCAL:

@@ -109,7 +109,7 @@ class Candidates(Model):
 class Simulation(Model):
     duration_s: float = Field(default=90.0, gt=0, description="simulated seconds per evaluation")
     warmup_s: float = Field(default=30.0, ge=0, description="requests started before this are not judged")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
 
 class PlanMix(Model):

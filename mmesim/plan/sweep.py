@@ -111,8 +111,8 @@ def points(base: SweepBase, grid: dict[str, list]) -> list[Point]:
                 whole = isinstance(value, int) and not isinstance(value, bool)
                 if name == "copies" and value != "auto" and not (whole and value >= 1):
                     raise ConfigError("copies takes whole numbers >= 1 or auto", field=name, value=value)
-                if name == "seed" and not whole:
-                    raise ConfigError("a seed is a whole number", field=name, value=value)
+                if name == "seed" and not (whole and value >= 0):
+                    raise ConfigError("a seed is a whole number >= 0", field=name, value=value)
                 seed, copies = (value, copies) if name == "seed" else (seed, value)
             elif name == "profile":
                 try:

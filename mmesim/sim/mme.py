@@ -32,7 +32,7 @@ from mmesim.sim.client import Client
 from mmesim.sim.events import after
 from mmesim.sim.instance import Instance
 from mmesim.sim.policy import inflight_limit, memory_budget, route
-from mmesim.sim.random import streams
+from mmesim.sim.random import check_seed, streams
 from mmesim.sim.translate import cpu_profiles_on_gpu, translate
 from mmesim.workload import Popularity, Workload, read_trace
 
@@ -426,6 +426,7 @@ def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
              copies: list[int] | int | str = "auto", seed: int = 0, warm: bool = True, progress=None) -> Run:
     """Predict one run: ``copies`` per profile, or "auto" for the reference's max-models count."""
     check_distinct(profiles)                                   # before the max-models step
+    check_seed(seed)
     workload.check_profiles(p.name for p in profiles)
     if workload.kind == "trace":
         read_trace(workload.trace)             # the file now; its names once the copies are known
