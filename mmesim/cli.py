@@ -71,6 +71,8 @@ def _simulate(args) -> int:
     endpoint = _endpoint(args)
     workload = load_workload(args.workload)
     copies = _copies(args.copies)
+    if args.out:
+        check_out_folder(args.out)
     with progress_bar("simulating", quiet=args.json) as progress:
         run = simulate(profiles, endpoint, workload, copies=copies, seed=args.seed, warm=not args.cold,
                        progress=progress)
@@ -90,9 +92,9 @@ def _endpoint(args):
     """EndpointConfig from --endpoint's file, with the flags given on the command line on top."""
     from mmesim.endpoint import EndpointConfig
     from mmesim.errors import ConfigError
-    from mmesim.serde import read_data, validate
+    from mmesim.serde import read_fields, validate
 
-    data = dict(read_data(args.endpoint) or {}) if args.endpoint else {}
+    data = read_fields(args.endpoint) if args.endpoint else {}
     flags = {"instance_type": args.instance, "instance_count": args.instance_count, "memory_threshold": args.threshold,
              "invocation_timeout_s": args.timeout, "model_ready_timeout_s": args.timeout,
              "max_inflight_per_instance": args.max_inflight, "memory_budget_bytes": _bytes(args.memory_budget)}
@@ -101,6 +103,12 @@ def _endpoint(args):
         raise ConfigError("say which instance type: --instance TYPE, or instance_type in an --endpoint file",
                           field="--instance")
     return validate(EndpointConfig, data, source=args.endpoint or "command line")
+
+
+def check_out_folder(path):
+    """--out: a folder, or one that can be made (checked before the work, not after)."""
+    from mmesim.serde import check_out_folder as check
+    return check(path)
 
 
 def _bytes(text: str | None) -> int | None:
@@ -206,6 +214,9 @@ def _add_calibrate(sub) -> None:
             scaling=_ints(args.scaling, "--scaling") if args.scaling else None, stop_batch_s=args.stop_batch_s, quick=args.quick,
             image=args.image,
             binary=args.tritonserver, command="mmesim " + shlex.join(args.argv))
+        options.check()
+        folder = not args.out or args.out.endswith("/") or Path(args.out).is_dir()
+        check_out_folder(args.out or "calibration/profiles/" if folder else Path(args.out).parent)
         with console.status("calibrating", spinner="dots") as status:
             def progress(message: str) -> None:
                 console.log(message)
@@ -242,6 +253,8 @@ def _add_plan(sub) -> None:
         from mmesim.plan.report import print_plan, write_plan
 
         mix, profiles = load_mix(args.mix)
+        if args.out:
+            check_out_folder(args.out)
         result = plan(mix, profiles, cluster=args.cluster, workers=args.workers, quiet=args.json)
         if args.json:
             import json
@@ -281,6 +294,7 @@ def _add_sweep(sub) -> None:
         base = SweepBase.from_cli(args.profile or [], args.instance, args.endpoint, args.workload, args.copies,
                                   args.seed)
         grid = parse_params(args.params)
+        check_out_folder(args.out)
         rows = sweep(base, grid, cluster=args.cluster, workers=args.workers)
         files = write_sweep(rows, grid, args.out)
         console.print(f"{len(rows)} simulations; wrote " + ", ".join(str(f) for f in files.values()))
@@ -461,7 +475,7 @@ def _emulate(args) -> int:
         ready_timeout_s=args.ready_timeout, invocation_timeout_s=args.invocation_timeout,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         s3_endpoint_url=args.s3_endpoint_url, tritonserver=args.tritonserver, seed=args.seed,
-        cache_bytes=parse_bytes(args.cache_size), keys=keys or None, max_inflight=args.max_inflight)
+        cache_bytes=parse_bytes(args.cache_size, "--cache-size"), keys=keys or None, max_inflight=args.max_inflight)
 
     def ready(url: str) -> None:
         what = (f"endpoint '{args.endpoint_name}' ({args.instance_count} x {args.instance}, {args.backend} backend)"

@@ -17,9 +17,11 @@ T = TypeVar("T", bound=BaseModel)
 
 
 class Model(BaseModel):
-    """Base of the shared types: unknown fields are errors (a typo must not pass silently)."""
+    """Base of the shared types: unknown fields are errors (a typo must not pass silently),
+    and so are NaN and infinity (a rate or a time that is not a number would run forever or
+    compare false with every bound)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True, allow_inf_nan=False)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -53,6 +55,11 @@ def _lookup(data: Any, loc: tuple) -> Any:
 
 def validate(cls: type[T], data: Any, source: str | None = None) -> T:
     """Build ``cls`` from plain data; raise ConfigError naming source, field and value."""
+    if data is None:
+        raise ConfigError("empty file: expected field: value pairs", source=source or cls.__name__)
+    if not isinstance(data, (dict, cls)):
+        raise ConfigError(f"expected field: value pairs at the top, found a {_kind(data)}",
+                          source=source or cls.__name__)
     try:
         return cls.model_validate(data)
     except ConfigError as exc:      # raised by a validator (e.g. a catalogue lookup): add the file
@@ -70,12 +77,38 @@ def validate(cls: type[T], data: Any, source: str | None = None) -> T:
                           value=first.get("input") if loc and first["type"] != "missing" else None) from None
 
 
-def read_text(path: str | Path) -> str:
-    """A UTF-8 text file's contents; ConfigError naming the file if it is missing, unreadable
-    or not UTF-8."""
+def _kind(data: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(data),
+                                                                                            type(data).__name__)
+
+
+def check_file(path: str | Path, what: str = "file") -> Path:
+    """``path`` as a Path if it is a regular file; a ConfigError naming it if it is missing or a folder."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"is a folder, not a {what}", source=str(path))
     if not path.is_file():
-        raise ConfigError("no such file", source=str(path))
+        raise ConfigError(f"no such {what}", source=str(path))
+    return path
+
+
+def check_out_folder(path: str | Path, field: str = "--out") -> Path:
+    """``path`` as a Path if it is a folder or can be made one; a ConfigError naming ``field``
+    if it, or a folder above it, is a file. Checked before any work, so that hours of it are
+    not lost when the results cannot be written."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ConfigError(f"{part} is a file, not a folder", field=field, value=str(path))
+            break
+    return path
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's contents; ConfigError naming the file if it is missing, a folder,
+    unreadable or not UTF-8."""
+    path = check_file(path)
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -85,17 +118,61 @@ def read_text(path: str | Path) -> str:
         raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
+    silently, so a second ``popularity:`` block would replace the first unseen)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _unique_pairs(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ValueError(f"key '{twice[0]}' given twice")
+    return dict(pairs)
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    """One line: what PyYAML found and where (its own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def read_data(path: str | Path) -> Any:
-    """Parse a JSON or YAML file, with a clear error if it is missing or malformed."""
+    """Parse a JSON or YAML file, with a one-line error if it is missing or malformed (a key
+    given twice included)."""
     path = Path(path)
     text = read_text(path)
+    is_yaml = path.suffix in (".yaml", ".yml")
+    if not text.strip():
+        raise ConfigError("empty file", source=str(path))
     try:
-        if path.suffix in (".yaml", ".yml"):
-            return yaml.safe_load(text)
-        return json.loads(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}",
-                          source=str(path)) from None
+        if is_yaml:
+            return yaml.load(text, Loader=_UniqueKeyLoader)
+        return json.loads(text, object_pairs_hook=_unique_pairs)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {_yaml_error(exc)}", source=str(path)) from None
+    except ValueError as exc:          # json.JSONDecodeError, or a key given twice
+        raise ConfigError(f"not valid JSON: {exc}", source=str(path)) from None
+
+
+def read_fields(path: str | Path) -> dict:
+    """A file of ``field: value`` pairs (an EndpointConfig to which flags are added) as a dict."""
+    data = read_data(path)
+    if not isinstance(data, dict):
+        raise ConfigError("empty file: expected field: value pairs" if data is None else
+                          f"expected field: value pairs at the top, found a {_kind(data)}", source=str(path))
+    return data
 
 
 def load(cls: type[T], path: str | Path) -> T:

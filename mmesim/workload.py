@@ -16,14 +16,15 @@ so serialising a large JSON payload on the client is queueing the simulator must
 from __future__ import annotations
 
 import csv
+import math
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
 from mmesim.errors import ConfigError
-from mmesim.serde import Model, load
+from mmesim.serde import Model, check_file, load
 
 
 class Stage(Model):
@@ -57,6 +58,10 @@ class Popularity(Model):
             bad = {k: w for k, w in self.weights.items() if w < 0}
             if bad or sum(self.weights.values()) <= 0:
                 raise ValueError(f"mix weights must be >= 0 and not all 0: {self.weights}")
+        elif self.weights:
+            raise ValueError(f"weights apply to kind: mix only (kind is {self.kind})")
+        if self.kind != "top-n" and self.n is not None:
+            raise ValueError(f"n applies to kind: top-n only (kind is {self.kind})")
         return self
 
 
@@ -85,17 +90,25 @@ class Workload(Model):
     popularity: Popularity = Field(default_factory=Popularity)
     payload_bytes: int | None = Field(default=None, gt=0, description="default: the profile's input_bytes")
     generator: LoadGenerator | None = Field(default=None, description="None: an ideal client")
-    user_steps: list[int] = Field(default_factory=list,
-                                  description="user counts the reference's metrics are taken at")
+    user_steps: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list,
+                                                          description="user counts the reference's metrics are "
+                                                                      "taken at")
     _source: str | None = PrivateAttr(default=None)      # the file it was read from, for errors
 
     def check_profiles(self, names) -> None:
         """Fail before anything runs if mix weights name a profile the endpoint lacks."""
         names = set(names)
-        unknown = set(self.popularity.weights) - names if self.popularity.kind == "mix" else set()
+        if self.popularity.kind != "mix":
+            return
+        unknown = set(self.popularity.weights) - names
         if unknown:
             raise ConfigError(f"mix weights name profiles not in the endpoint ({', '.join(sorted(names))})",
                               source=self._source or "workload", field="popularity.weights", value=sorted(unknown))
+        missing = names - set(self.popularity.weights)
+        if missing:
+            raise ConfigError("mix weights leave out profiles of the endpoint: give each a weight (0: never asked "
+                              "for)", source=self._source or "workload", field="popularity.weights",
+                              value=sorted(missing))
 
     @model_validator(mode="after")
     def _shape(self) -> "Workload":
@@ -107,6 +120,10 @@ class Workload(Model):
             raise ValueError("a poisson workload needs rates")
         if self.kind == "trace" and not self.trace:
             raise ValueError("a trace workload needs a trace file")
+        other = [name for name, given in (("stages", self.stages), ("rates", self.rates), ("trace", self.trace))
+                 if given and name != {"users": "stages", "poisson": "rates", "trace": "trace"}[self.kind]]
+        if other:
+            raise ValueError(f"{' and '.join(other)} do not apply to a {self.kind} workload (check kind)")
         for name, steps in (("stages", self.stages), ("rates", self.rates)):
             ends = [s.end_s for s in steps]
             if ends != sorted(set(ends)):
@@ -122,29 +139,42 @@ class Workload(Model):
         return max((t for t, _ in read_trace(self.trace)), default=0.0) + 1.0
 
 
-def read_trace(path: str | Path) -> list[tuple[float, str]]:
-    """Rows (timestamp, model) sorted by time; errors name the file and the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("trace file not found", source=str(path))
+def read_trace(path: str | Path, targets=None) -> list[tuple[float, str]]:
+    """Rows (timestamp, model) sorted by time (a trace need not be written in order); every
+    line is checked and an error names the file and the line. ``targets``: the names the
+    endpoint serves, when known; a model not among them is an error too."""
+    path = check_file(path, "trace file")
     rows: list[tuple[float, str]] = []
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:      # -sig: a spreadsheet's byte-order mark
             reader = csv.DictReader(fh)
-            if not reader.fieldnames or not {"timestamp", "model"} <= set(reader.fieldnames):
-                raise ConfigError(f"needs columns 'timestamp' and 'model', has {reader.fieldnames}", source=str(path))
-            for line, row in enumerate(reader, start=2):
+            names = [f.strip() for f in reader.fieldnames or []]
+            if not {"timestamp", "model"} <= set(names):
+                raise ConfigError(f"needs a header with columns 'timestamp' and 'model', has {names or 'none'}",
+                                  source=str(path))
+            reader.fieldnames = names
+            for row in reader:
+                where = f"{path}:{reader.line_num}"
                 try:
                     t = float(row["timestamp"])
                 except (TypeError, ValueError):
-                    raise ConfigError("timestamp is not a number", source=f"{path}:{line}", field="timestamp",
+                    raise ConfigError("timestamp is not a number", source=where, field="timestamp",
                                       value=row["timestamp"]) from None
-                if t < 0 or not row["model"]:
-                    raise ConfigError("needs a timestamp >= 0 and a model", source=f"{path}:{line}",
-                                      field="timestamp" if t < 0 else "model", value=row["model"] if t >= 0 else t)
-                rows.append((t, row["model"]))
+                if not math.isfinite(t) or t < 0:
+                    raise ConfigError("timestamp must be a number of seconds >= 0", source=where,
+                                      field="timestamp", value=row["timestamp"])
+                model = (row["model"] or "").strip()
+                if not model:
+                    raise ConfigError("no model on this line", source=where, field="model")
+                if targets is not None and model not in targets:
+                    shown = ", ".join(sorted(targets)[:5]) + ("..." if len(targets) > 5 else "")
+                    raise ConfigError(f"model is not a target of this endpoint (targets: {shown})", source=where,
+                                      field="model", value=model)
+                rows.append((t, model))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x}", source=str(path)) from None
+    if not rows:
+        raise ConfigError("holds no requests (a header and no rows)", source=str(path))
     rows.sort(key=lambda r: r[0])
     return rows
 
@@ -162,6 +192,10 @@ def load_workload(name_or_path: str | Path) -> Workload:
                           field="workload", value=str(name_or_path))
     wl = load(Workload, path)
     wl._source = str(path)
+    if (wl.kind == "users" and not any(s.users for s in wl.stages)) or \
+            (wl.kind == "poisson" and not any(r.rate for r in wl.rates)):      # (a probe may; a file may not)
+        raise ConfigError("the workload sends no requests", source=str(path),
+                          field="stages[].users" if wl.kind == "users" else "rates[].rate", value=0)
     if wl.trace and not Path(wl.trace).is_absolute():
         wl.trace = str((path.parent / wl.trace).resolve())
     return wl

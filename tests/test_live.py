@@ -20,10 +20,13 @@ from botocore.exceptions import ClientError
 from moto_fixture import moto_server  # noqa: F401
 from test_emulator_control import Recorder, serve
 
+from conftest import make_profile
+
 import mmesim.live.run as live_run
 from mmesim.cli import main
 from mmesim.emulator.control import ControlPlane
 from mmesim.errors import ConfigError
+from mmesim.workload import Workload
 from mmesim.live import (Deployment, LiveError, LivePlan, SpendNotConfirmed, deploy, estimate_cost, metrics,
                          run_live, teardown, triton_image_uri)
 
@@ -188,8 +191,8 @@ def test_run_tears_down_when_the_load_test_fails(moto_server, tmp_path, monkeypa
     monkeypatch.setattr(live_run, "_run_loadtest", lambda: crashing_loadtest)
     plan = plan_for(tmp_path, moto_server)
     with pytest.raises(RuntimeError, match="load generator crashed"):
-        run_live(plan, tmp_path / "s.json", None, [], [1], tmp_path / "out", yes_spend=True, poll_s=POLL,
-                 progress=lambda m: None)
+        run_live(plan, tmp_path / "s.json", Workload(kind="poisson", rates=[{"end_s": 5, "rate": 1}]),
+                 [make_profile()], [1], tmp_path / "out", yes_spend=True, poll_s=POLL, progress=lambda m: None)
     saved = json.loads((tmp_path / "s.json").read_text())
     assert saved["loadtest_start"] and "loadtest_end" not in saved
     assert_nothing_left(plan, moto_server, moto_server, tmp_path / "s.json")

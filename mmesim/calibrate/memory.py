@@ -9,6 +9,8 @@ added, plus what the server itself grew by.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 from mmesim.errors import ConfigError, MissingPiece
@@ -100,8 +102,9 @@ class NvmlMemory:
         return MemorySample(int(info.used), self.total, procs)
 
 
-def parse_bytes(text: str | int | None) -> int | None:
-    """``4GiB``, ``512MiB``, ``2G``, ``1.5e9`` -> bytes."""
+def parse_bytes(text: str | int | None, field: str = "--memory-budget") -> int | None:
+    """``4GiB``, ``512MiB``, ``2G``, ``1.5e9`` -> bytes; a ConfigError naming ``field`` for
+    anything else (words, NaN, infinity, less than one byte)."""
     if text is None or isinstance(text, int):
         return text
     units = {"kib": KiB, "mib": MiB, "gib": GiB, "tib": TiB, "kb": 10**3, "mb": 10**6, "gb": 10**9,
@@ -110,13 +113,13 @@ def parse_bytes(text: str | int | None) -> int | None:
     for unit in sorted(units, key=len, reverse=True):
         if s.endswith(unit):
             try:
-                value = float(s[: len(s) - len(unit)] if unit else s)
+                value = float(s[: len(s) - len(unit)] if unit else s) * units[unit]
             except ValueError:
                 break
-            if value <= 0:
+            if not math.isfinite(value) or value < 1:
                 break
-            return int(value * units[unit])
-    raise ConfigError("expected a size such as 4GiB, 512MiB or 2000000000", field="--memory-budget", value=text)
+            return int(value)
+    raise ConfigError("expected a size such as 4GiB, 512MiB or 2000000000", field=field, value=text)
 
 
 def cuda_index(device: str) -> int:

@@ -91,6 +91,15 @@ class CalibrateOptions:
                               value=self.scaling)
         if self.stop_batch_s is not None and self.stop_batch_s <= 0:
             raise ConfigError("must be positive", field="--stop-batch-s", value=self.stop_batch_s)
+        for flag, value in (("--repeats", self.repeats), ("--max-copies", self.max_copies),
+                            ("--cpu-threads", self.cpu_threads), ("--max-batch", self.max_batch)):
+            if value is not None and value < 1:
+                raise ConfigError("must be at least 1", field=flag, value=value)
+        parse_bytes(self.memory_budget)
+        if self.image and self.runner != "docker":
+            raise ConfigError("a Triton image is for --runner docker", field="--image", value=self.image)
+        if self.binary and self.runner != "local":
+            raise ConfigError("a tritonserver binary is for --runner local", field="--tritonserver", value=self.binary)
         if self.framework == "tensorrt" and self.device == "cpu":
             raise MissingPiece("TensorRT engines run only on an NVIDIA GPU: use --device cuda on a GPU host, or "
                                "--framework python|pytorch|onnx on CPU")

@@ -50,6 +50,8 @@ class EmulatorConfig:
     max_inflight: int | None = None              # shed beyond this per instance; default: the profiles' limit
 
     def check(self) -> None:
+        """Every setting, before anything listens (``models`` None: those a CreateEndpoint
+        does not give, so that a bad flag does not wait for the first endpoint to fail)."""
         if self.backend not in BACKENDS:
             raise ConfigError(f"use one of {', '.join(BACKENDS)}", field="--backend", value=self.backend)
         if not self.invocation_timeout_s > 0:
@@ -62,6 +64,28 @@ class EmulatorConfig:
                               field="--profile")
         if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", self.endpoint_name) or len(self.endpoint_name) > 63:
             raise ConfigError("letters, digits and hyphens, up to 63", field="--endpoint-name", value=self.endpoint_name)
+        for flag, value, ok, why in (
+                ("--threshold", self.threshold, 0 < self.threshold <= 1, "a share of memory in (0, 1]"),
+                ("--ready-timeout", self.ready_timeout_s, 0 < self.ready_timeout_s < float("inf"), "seconds > 0"),
+                ("--max-inflight", self.max_inflight, self.max_inflight is None or self.max_inflight >= 1,
+                 "at least 1"),
+                ("--port", self.port, 0 <= self.port <= 65535, "0 (any free port) to 65535"),
+                ("--seed", self.seed, self.seed >= 0, "a whole number >= 0")):
+            if not ok:
+                raise ConfigError(f"must be {why}", field=flag, value=value)
+        if self.instance and self.instance != LOCAL:
+            from mmesim.catalog import load_catalog
+            load_catalog().instance(self.instance)           # an unknown type: the catalogue's error
+            if self.memory_budget_bytes is not None and self.backend == "virtual":
+                raise ConfigError(f"the virtual backend on {self.instance} has the catalogue GPU's memory; a budget "
+                                  "applies to --instance local or the triton backend", field="--memory-budget",
+                                  value=self.memory_budget_bytes)
+        from mmesim.serde import check_out_folder
+        for flag, folder in (("--out", self.out), ("--cache-dir", self.cache_dir)):
+            if folder is not None:
+                check_out_folder(folder, flag)
+        if self.models is None:
+            return
         if not self.instance:
             raise ConfigError("say which instance type: --instance TYPE|local", field="--instance")
         if not self.models.startswith("s3://"):
@@ -191,8 +215,7 @@ class Emulator:
     line (if ``models`` is given) and those the control plane creates, behind one front."""
 
     def __init__(self, config: EmulatorConfig):
-        if config.models:
-            config.check()
+        config.check()
         self.config = config
         self.endpoints: dict[str, Endpoint] = {}
         self.finished: list[Endpoint] = []

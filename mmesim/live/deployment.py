@@ -12,12 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmesim.errors import ConfigError, MmesimError
+from mmesim.errors import ConfigError, MissingPiece, MmesimError
 
 STATE_VERSION = 1
 SETUP_S = 15 * 60          # creating an MME endpoint takes about 15 minutes, billed (issue 6)
@@ -51,6 +52,28 @@ class LivePlan:
     s3_endpoint_url: str | None = None
     cloudwatch_endpoint_url: str | None = None
     runtime_endpoint_url: str | None = None
+
+    def check(self) -> None:
+        """The names AWS would refuse, and a missing login, before anything is created: the
+        S3 bucket rules, an IAM role ARN, a region code, http(s) endpoint URLs, an instance
+        type of the catalogue, a count >= 1."""
+        from urllib.parse import urlsplit
+
+        from mmesim.catalog import load_catalog
+        load_catalog().instance(self.instance_type)
+        if self.instance_count < 1:
+            raise ConfigError("must be at least 1", field="--instance-count", value=self.instance_count)
+        if not (re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.bucket) and ".." not in self.bucket):
+            raise ConfigError("an S3 bucket name: 3-63 lowercase letters, digits, dots and hyphens",
+                              field="--bucket", value=self.bucket)
+        if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", self.role_arn):
+            raise ConfigError("an IAM role ARN: arn:aws:iam::ACCOUNT:role/NAME", field="--role", value=self.role_arn)
+        if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", self.region):
+            raise ConfigError("a region code such as us-east-1", field="--region", value=self.region)
+        for service in ("sagemaker", "s3", "cloudwatch", "runtime"):
+            url = getattr(self, f"{service}_endpoint_url")
+            if url is not None and not (urlsplit(url).scheme in ("http", "https") and urlsplit(url).netloc):
+                raise ConfigError("expected http(s)://HOST[:PORT]", field=f"--{service}-endpoint-url", value=url)
 
     @classmethod
     def from_models_dir(cls, models: str | Path, **kw) -> "LivePlan":
@@ -164,14 +187,19 @@ def deploy(plan: LivePlan, state_path: str | Path, *, yes_spend: bool,
 
     If anything fails or the user interrupts (Ctrl-C), everything created so far is deleted
     before the error goes on."""
+    plan.check()
     if not yes_spend:
         raise SpendNotConfirmed("live mode creates billed AWS resources: read the estimate and add --yes-spend")
-    if plan.instance_count < 1:
-        raise ConfigError("must be at least 1", field="--instance-count", value=plan.instance_count)
     for artifact in plan.artifacts:
         if not Path(artifact).is_file():
             raise ConfigError("no such artifact file", field="--models", value=str(artifact))
     state_path = Path(state_path)
+    if state_path.is_dir():
+        raise ConfigError("is a folder; name a file", field="--state", value=str(state_path))
+    import boto3
+    if boto3.session.Session().get_credentials() is None:
+        raise MissingPiece("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, "
+                           "or run `aws configure`")
     if state_path.exists() and not Deployment.load(state_path).state.get("deleted"):
         raise ConfigError("holds a deployment not torn down yet: run `mmesim live teardown --state "
                           f"{state_path}` first, or choose another --state", field="--state", value=str(state_path))

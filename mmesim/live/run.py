@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmesim.errors import MissingPiece
+from mmesim.errors import ConfigError, MissingPiece
 from mmesim.live.deployment import Deployment, LivePlan, deploy, teardown
 from mmesim.live.metrics import read_metrics
 from mmesim.results import cloudwatch
@@ -92,8 +92,14 @@ def run_live(plan: LivePlan, state_path: str | Path, workload, profiles, copies:
     from mmesim.outputs import write_outputs
     from mmesim.results.summary import summarize
 
-    out = Path(out)
+    from mmesim.loadtest.plan import check_targets
+    from mmesim.serde import check_out_folder
+
     _run_loadtest()                        # fail before spending anything if the load generator is missing
+    check_targets(workload, profiles, copies)       # ... or the load test's copies, mix or trace are wrong
+    out = check_out_folder(out)
+    if workers < 0:
+        raise ConfigError("Locust worker processes: 0 (one local process) or more", field="--workers", value=workers)
     with sigterm_as_interrupt():
         dep = deploy(plan, state_path, yes_spend=yes_spend, progress=progress, poll_s=poll_s, timeout_s=timeout_s)
         try:

@@ -61,30 +61,50 @@ class Plan:
         return cls(**json.loads(Path(path).read_text()))
 
 
+def check_endpoint(endpoint_url: str, endpoint_name: str | None, protocol: str = "sagemaker",
+                   workers: int = 0) -> None:
+    """What a load test sends to, checked before anything starts: an http(s) URL with a host,
+    a known protocol, an endpoint name for SageMaker's, a worker count >= 0."""
+    from urllib.parse import urlsplit
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"use one of {', '.join(PROTOCOLS)}", field="protocol", value=protocol)
+    try:
+        url = urlsplit(endpoint_url)
+        ok = url.scheme in ("http", "https") and bool(url.hostname) and (url.port is None or url.port > 0)
+    except (TypeError, ValueError):          # a port that is no number, or out of range
+        ok = False
+    if not ok:
+        raise ConfigError("expected http(s)://HOST[:PORT]", field="--endpoint-url", value=endpoint_url)
+    if protocol == "sagemaker" and not endpoint_name:
+        raise ConfigError("the sagemaker protocol needs an endpoint name (--endpoint-name)", field="endpoint_name")
+    if workers < 0:
+        raise ConfigError("Locust worker processes: 0 (one local process) or more", field="--workers", value=workers)
+
+
+def check_targets(workload: Workload, profiles: list[ModelProfile], copies: list[int]):
+    """The requests' targets: (name, profile index, request name) per copy, their weights and
+    the trace, with the copies, the mix and every trace line checked against them (before a
+    live endpoint is paid for, too)."""
+    if len(copies) != len(profiles) or any(c < 1 for c in copies):
+        raise ConfigError(f"one copy count >= 1 per profile is needed ({len(profiles)} profiles)", field="copies",
+                          value=list(copies))
+    workload.check_profiles(p.name for p in profiles)
+    names = target_names(profiles, copies)
+    weights = popularity_weights(workload.popularity, [profiles[pi].name for _, pi, _ in names])
+    trace = read_trace(workload.trace, targets={n for n, _, _ in names}) if workload.kind == "trace" else []
+    return names, weights, trace
+
+
 def make_plan(endpoint_url: str, endpoint_name: str | None, workload: Workload, profiles: list[ModelProfile],
               copies: list[int], log_dir: Path, *, processes: int = 1, protocol: str = "sagemaker",
               payload: str = "json", inputs: list[list[str]] | None = None, seed: int = 0,
               timeout_s: float = 60.0, aws: dict | None = None) -> Plan:
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"use one of {', '.join(PROTOCOLS)}", field="protocol", value=protocol)
-    if protocol == "sagemaker" and not endpoint_name:
-        raise ConfigError("the sagemaker protocol needs an endpoint name (--endpoint-name)", field="endpoint_name")
-    if len(copies) != len(profiles) or any(c < 1 for c in copies):
-        raise ConfigError("one copy count >= 1 per profile is needed", field="copies", value=copies)
-    names = target_names(profiles, copies)
-    weights = popularity_weights(workload.popularity, [profiles[pi].name for _, pi, _ in names])
+    check_endpoint(endpoint_url, endpoint_name, protocol)
+    names, weights, trace = check_targets(workload, profiles, copies)
     tensors = []
     for i, p in enumerate(profiles):
         specs = model_inputs(p, inputs[i] if inputs and i < len(inputs) else None)
         tensors.append([f"{t.name}:{t.dtype}:{','.join(map(str, t.dims))}" for t in specs])
-    trace = []
-    if workload.kind == "trace":
-        known = {n for n, _, _ in names}
-        for line, (when, model) in enumerate(read_trace(workload.trace), start=2):
-            if model not in known:
-                raise ConfigError("model is not a target of this endpoint", source=f"{workload.trace}:{line}",
-                                  field="model", value=model)
-            trace.append((when, model))
     return Plan(
         endpoint_url=endpoint_url, endpoint_name=endpoint_name, protocol=protocol, payload_format=payload,
         kind=workload.kind, log_dir=str(log_dir),

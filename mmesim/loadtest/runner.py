@@ -22,7 +22,8 @@ from pathlib import Path
 
 from mmesim.errors import MmesimError
 from mmesim.process import die_with_parent
-from mmesim.loadtest.plan import make_plan
+from mmesim.loadtest.plan import check_endpoint, make_plan
+from mmesim.serde import check_out_folder
 from mmesim.profile import ModelProfile
 from mmesim.results.measured import LOCUST_PREFIX, LoadTestInfo, measured_run
 from mmesim.results.records import Run
@@ -77,7 +78,8 @@ def run_loadtest(endpoint_url: str, endpoint_name: str | None, workload: Workloa
     "json" or Triton's "binary" tensors. ``web_ui``: a port for Locust's web UI (the test
     still starts by itself). Writes Locust's CSVs (full history), the request logs and
     loadtest.json into ``out``."""
-    out = Path(out)
+    check_endpoint(endpoint_url, endpoint_name, protocol, workers)
+    out = check_out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("requests-*.csv"), *out.glob("process-*.json"), out / "start.json", out / "stop.json", out / "users.csv"]:
         old.unlink(missing_ok=True)

@@ -10,12 +10,14 @@ from pathlib import Path
 
 from mmesim.endpoint import EndpointConfig
 from mmesim.errors import ConfigError
+from mmesim.loadtest.plan import check_endpoint
 from mmesim.loadtest.runner import run_loadtest
 from mmesim.profile import ModelProfile
 from mmesim.results.compare import Comparison, compare
 from mmesim.results.measured import measured_run
 from mmesim.results.records import Run
 from mmesim.results.summary import Summary, history, summarize
+from mmesim.serde import check_out_folder
 from mmesim.sim import simulate
 from mmesim.workload import Workload
 
@@ -42,12 +44,15 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     if (endpoint_url is None) == (measured is None):
         raise ConfigError("give either an endpoint to load-test or a measured load test folder, not both",
                           field="--endpoint-url/--measured")
+    if out is not None:
+        check_out_folder(out)
+    if endpoint_url is not None:
+        check_endpoint(endpoint_url, endpoint_name, protocol, workers)
+    meas = measured_run(measured) if measured is not None else None      # a bad folder fails before simulating
+    if meas is None and out is None:
+        raise ConfigError("a load test needs an output folder", field="--out")
     pred = simulate(profiles, endpoint, workload, copies=copies, seed=seed, warm=warm)
-    if measured is not None:
-        meas = measured_run(measured)
-    else:
-        if out is None:
-            raise ConfigError("a load test needs an output folder", field="--out")
+    if meas is None:
         it = endpoint.instance()
         meas = run_loadtest(endpoint_url, endpoint_name, workload, profiles, pred.copies, Path(out) / "measurement",
                             workers=workers, protocol=protocol, payload=payload, seed=seed,

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from mmesim.catalog import load_catalog
 from mmesim.endpoint import EndpointConfig
 from mmesim.errors import ConfigError
-from mmesim.profile import ModelProfile, load_profile
+from mmesim.profile import Framework, ModelProfile, load_profile
 from mmesim.serde import Model, read_data, validate
 
 HOURS_PER_MONTH = 730.0   # AWS's convention for monthly prices
@@ -82,7 +82,7 @@ class SLO(Model):
 
 class Candidates(Model):
     instance_types: list[str] | None = Field(default=None, description="default: every catalogue type the models fit")
-    frameworks: list[str] | None = Field(default=None, description="default: every framework the profiles give")
+    frameworks: list[Framework] | None = Field(default=None, description="default: every framework the profiles give")
     memory_thresholds: list[float] = Field(default_factory=lambda: [0.9])
     max_batch_sizes: list[int] | None = Field(default=None, description="Triton max_batch_size values to try, "
                                               "each capped at a profile's own (its timings stop there); "
@@ -122,7 +122,7 @@ class Candidates(Model):
 class Simulation(Model):
     duration_s: float = Field(default=90.0, gt=0, description="simulated seconds per evaluation")
     warmup_s: float = Field(default=30.0, ge=0, description="requests started before this are not judged")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
 
 class PlanMix(Model):
@@ -176,6 +176,12 @@ def load_mix(path: str | Path) -> tuple[PlanMix, dict[str, ModelProfile]]:
                 if fw != "*" and profiles[name].framework != fw:
                     raise ConfigError(f"profile is for {profiles[name].framework}, listed under {fw}", source=source,
                                       field=f"models[{gi}].profiles.{fw}", value=name)
+    for fw in mix.candidates.frameworks or []:
+        for g in mix.models:
+            only = next(iter(g.profiles.values())) if len(g.profiles) == 1 else []
+            if fw not in g.profiles and not (only and all(profiles[n].framework == fw for n in only)):
+                raise ConfigError(f"model group '{g.name}' has no {fw} profile", source=source,
+                                  field="candidates.frameworks", value=fw)
     if not mix.frameworks:
         raise ConfigError("no framework has a profile in every model group", source=source,
                           field="candidates.frameworks", value=mix.candidates.frameworks)

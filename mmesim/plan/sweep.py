@@ -21,7 +21,7 @@ from mmesim.errors import ConfigError
 from mmesim.plan.parallel import run_tasks
 from mmesim.plan.report import html_report, html_table, img, write_table
 from mmesim.profile import ModelProfile, load_profile
-from mmesim.serde import read_data, validate
+from mmesim.serde import read_fields, validate
 from mmesim.workload import Workload, load_workload
 
 
@@ -39,7 +39,7 @@ class SweepBase:
     @classmethod
     def from_cli(cls, profiles: list[str], instance: str | None, endpoint: str | None, workload: str,
                  copies: str, seed: int) -> "SweepBase":
-        data = dict(read_data(endpoint) or {}) if endpoint else {}
+        data = read_fields(endpoint) if endpoint else {}
         if instance:
             data["instance_type"] = instance
         if copies != "auto":
@@ -47,6 +47,8 @@ class SweepBase:
                 values = [int(v) for v in copies.split(",")]
             except ValueError:
                 raise ConfigError("expected N, N,N,... or auto", field="--copies", value=copies) from None
+            if min(values) < 1:
+                raise ConfigError("copies are whole numbers >= 1", field="--copies", value=copies)
             copies = values[0] if len(values) == 1 else values
         return cls([load_profile(p) for p in profiles], data, load_workload(workload), copies, seed, list(profiles))
 
@@ -105,10 +107,13 @@ def points(base: SweepBase, grid: dict[str, list]) -> list[Point]:
         for name, value in zip(names, combo):
             head, _, rest = name.partition(".")
             where = f"sweep {name}"
-            if name == "seed":
-                seed = int(value)
-            elif name == "copies":
-                copies = value
+            if name in ("seed", "copies"):
+                whole = isinstance(value, int) and not isinstance(value, bool)
+                if name == "copies" and value != "auto" and not (whole and value >= 1):
+                    raise ConfigError("copies takes whole numbers >= 1 or auto", field=name, value=value)
+                if name == "seed" and not (whole and value >= 0):
+                    raise ConfigError("a seed is a whole number >= 0", field=name, value=value)
+                seed, copies = (value, copies) if name == "seed" else (seed, value)
             elif name == "profile":
                 try:
                     profiles = [load_profile(str(value))]

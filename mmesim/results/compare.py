@@ -46,8 +46,11 @@ def parse_tolerance(text: str | None) -> dict[str, float]:
             out[key] = float(value)
         except ValueError:
             raise ConfigError("expected figure=number", field="--tolerance", value=part) from None
-        if out[key] < 0:
-            raise ConfigError("tolerances are >= 0", field="--tolerance", value=part)
+        if not out[key] >= 0:          # NaN too: it would pass every comparison
+            raise ConfigError("tolerances are numbers >= 0", field="--tolerance", value=part)
+    if not out:
+        raise ConfigError(f"no figure to check; use figure=number for some of {', '.join(FIGURES)}",
+                          field="--tolerance", value=text)
     return out
 
 

@@ -58,10 +58,35 @@ class LoadTestInfo:
         path = Path(folder) / "loadtest.json"
         if not path.is_file():
             return cls()
+        data = _json(path, dict)
         try:
-            return cls(**json.loads(path.read_text()))
-        except (ValueError, TypeError) as exc:
+            info = cls(**data)
+        except TypeError as exc:
             raise ConfigError(f"not a load test description: {exc}", source=str(path)) from None
+        for name, kind in (("user_steps", list), ("copies", list), ("profiles", list), ("request_name", dict),
+                           ("kind", str), ("instance_type", str), ("instance_count", int),
+                           ("price_usd_per_hour", (int, float))):
+            if not isinstance(getattr(info, name), kind):
+                raise ConfigError(f"expected a {getattr(kind, '__name__', 'number')}", source=str(path), field=name,
+                                  value=getattr(info, name))
+        return info
+
+
+def _json(path: Path, kind: type = dict, key: str | None = None):
+    """A small JSON file the load test wrote (``key``: the number it holds), or a ConfigError
+    naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid JSON: {exc}", source=str(path)) from None
+    if not isinstance(data, kind):
+        raise ConfigError(f"expected a JSON {'object' if kind is dict else kind.__name__}", source=str(path))
+    if key is not None:
+        value = data.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError("needs a number (unix time)", source=str(path), field=key, value=value)
+        return float(value)
+    return data
 
 
 def read_request_log(paths: list[Path], t0: float | None = None, stop: float | None = None) -> tuple[Records, float]:
@@ -108,6 +133,17 @@ def _users_from_history(rows: list[dict], t0: float) -> list[tuple[float, int]]:
     return out
 
 
+def _process(path: Path) -> dict:
+    """What one Locust process reported: its role, requests sent and CPU seconds."""
+    data = _json(path, dict)
+    for name, ok in (("role", isinstance(data.get("role"), str)),
+                     ("requests", isinstance(data.get("requests"), int) and not isinstance(data.get("requests"), bool)),
+                     ("cpu_s", isinstance(data.get("cpu_s"), (int, float)) and not isinstance(data.get("cpu_s"), bool))):
+        if not ok:
+            raise ConfigError("missing or of the wrong type", source=str(path), field=name, value=data.get(name))
+    return data
+
+
 def measured_run(folder: str | Path, *, prefix: str = LOCUST_PREFIX, request_logs: list[Path] | None = None,
                  info: LoadTestInfo | None = None) -> Run:
     """The Run a load test folder holds (Locust's own history rows in ``locust_history``).
@@ -123,14 +159,14 @@ def measured_run(folder: str | Path, *, prefix: str = LOCUST_PREFIX, request_log
         raise ConfigError("no request log (requests-*.csv) in the folder: was it written by mmesim loadtest?",
                           source=str(folder))
     start = folder / "start.json"
-    t0 = json.loads(start.read_text())["t0"] if start.is_file() else None
+    t0 = _json(start, key="t0") if start.is_file() else None
     stop_path = folder / "stop.json"
-    stop = json.loads(stop_path.read_text())["t"] if stop_path.is_file() else None
+    stop = _json(stop_path, key="t") if stop_path.is_file() else None
     records, t0 = read_request_log(logs, t0, stop)
     hist_path = folder / f"{prefix}_stats_history.csv"
     rows = read_stats_history(hist_path) if hist_path.is_file() else None
     users = (_users(folder, t0) or (_users_from_history(rows, t0) if rows else [])) if info.kind == "users" else []
-    processes = [json.loads(p.read_text()) for p in sorted(folder.glob("process-*.json"))]
+    processes = [_process(p) for p in sorted(folder.glob("process-*.json"))]
     senders = [p for p in processes if p["role"] != "master"]
     requests = sum(p["requests"] for p in senders)
     duration = (stop - t0) if stop is not None else (info.duration_s or max(records.end, default=0.0))

@@ -8,6 +8,7 @@ RequestRecord objects only when asked.
 from __future__ import annotations
 
 import csv
+import math
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,16 +129,29 @@ class Records:
     def read_csv(cls, path: str | Path) -> "Records":
         path = Path(path)
         out = cls()
-        with path.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or set(cls.COLUMNS) - set(reader.fieldnames):
-                raise ConfigError(f"needs columns {', '.join(cls.COLUMNS)}", source=str(path))
-            for line, row in enumerate(reader, start=2):
-                try:
-                    out.add(RequestRecord(float(row["start"]), float(row["end"]), row["model"], int(row["instance"]),
-                                          row["outcome"], row["cold"] in ("1", "True", "true")))
-                except ValueError as exc:
-                    raise ConfigError(str(exc), source=f"{path}:{line}") from None
+        try:
+            with path.open(newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                if reader.fieldnames is None or set(cls.COLUMNS) - set(reader.fieldnames):
+                    raise ConfigError(f"needs columns {', '.join(cls.COLUMNS)}", source=str(path))
+                for row in reader:
+                    where = f"{path}:{reader.line_num}"
+                    try:
+                        start, end, instance = float(row["start"]), float(row["end"]), int(row["instance"])
+                    except (TypeError, ValueError):      # a short row gives None
+                        raise ConfigError("start and end must be numbers, instance a whole number", source=where,
+                                          value=[row.get(c) for c in cls.COLUMNS]) from None
+                    if not (math.isfinite(start) and math.isfinite(end) and end >= start):
+                        bad = "end" if math.isfinite(start) else "start"
+                        raise ConfigError("needs finite times with end >= start", source=where, field=bad,
+                                          value=row[bad])
+                    try:
+                        out.add(RequestRecord(start, end, row["model"], instance, row["outcome"],
+                                              row["cold"] in ("1", "True", "true")))
+                    except ConfigError as exc:
+                        raise ConfigError(exc.message, source=where, field=exc.field, value=exc.value) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x}", source=str(path)) from None
         return out
 
 

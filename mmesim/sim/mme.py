@@ -32,7 +32,7 @@ from mmesim.sim.client import Client
 from mmesim.sim.events import after
 from mmesim.sim.instance import Instance
 from mmesim.sim.policy import inflight_limit, memory_budget, route
-from mmesim.sim.random import streams
+from mmesim.sim.random import check_seed, streams
 from mmesim.sim.translate import cpu_profiles_on_gpu, translate
 from mmesim.workload import Popularity, Workload, read_trace
 
@@ -65,10 +65,19 @@ class Request:
         self.queued = 0.0
 
 
+def check_distinct(profiles: list[ModelProfile]) -> None:
+    """A profile given twice would make two sets of copies under one set of names."""
+    names = [p.name for p in profiles]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError("profile given twice (for more copies, use --copies)", field="profile", value=twice[0])
+
+
 def target_names(profiles: list[ModelProfile], copies: list[int]) -> list[tuple[str, int, str]]:
     """(name, profile index, request name) per copy: ``<model>-v<i>`` as the reference named
     its copies, or ``<profile name>-v<i>`` when two profiles share a model; Locust reports
     every copy under the request name ``<model>`` (or the profile name)."""
+    check_distinct(profiles)
     models = [p.model for p in profiles]
     out = []
     for pi, (p, n) in enumerate(zip(profiles, copies)):
@@ -201,13 +210,7 @@ class Simulation:
     def _read_trace(self) -> list[tuple[float, Target]]:
         """The trace as (time, target), every line checked before the run starts."""
         by_name = {t.name: t for t in self.targets}
-        out = []
-        for line, (when, model) in enumerate(read_trace(self.workload.trace), start=2):
-            if model not in by_name:
-                raise ConfigError(f"model is not a target of this endpoint (targets: {', '.join(sorted(by_name)[:5])}...)",
-                                  source=f"{self.workload.trace}:{line}", field="model", value=model)
-            out.append((when, by_name[model]))
-        return out
+        return [(when, by_name[model]) for when, model in read_trace(self.workload.trace, targets=by_name)]
 
     def add_instance(self) -> Instance:
         """A new, empty instance joins the endpoint and the router (the autoscaler's hook)."""
@@ -422,7 +425,11 @@ def too_large(profile: ModelProfile, endpoint: EndpointConfig) -> str | None:
 def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
              copies: list[int] | int | str = "auto", seed: int = 0, warm: bool = True, progress=None) -> Run:
     """Predict one run: ``copies`` per profile, or "auto" for the reference's max-models count."""
-    workload.check_profiles(p.name for p in profiles)         # before the max-models step
+    check_distinct(profiles)                                   # before the max-models step
+    check_seed(seed)
+    workload.check_profiles(p.name for p in profiles)
+    if workload.kind == "trace":
+        read_trace(workload.trace)             # the file now; its names once the copies are known
     mm, trace = max_models_loaded(profiles, endpoint)
     if copies == "auto":
         for p, n in zip(profiles, mm):

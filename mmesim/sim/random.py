@@ -5,7 +5,11 @@ several per request, so each stream pre-draws a block and hands out floats."""
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
+
+from mmesim.errors import ConfigError
 
 
 class Stream:
@@ -43,7 +47,14 @@ class Stream:
         return buf.pop() * mean / k
 
 
+def check_seed(seed) -> None:
+    """numpy's SeedSequence takes whole numbers >= 0 only."""
+    if not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError("a seed is a whole number >= 0", field="--seed", value=seed)
+
+
 def streams(seed: int, names: tuple[str, ...]) -> dict[str, Stream]:
     """Independent streams: adding a consumer of one never shifts the others."""
+    check_seed(seed)
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {name: Stream(np.random.default_rng(child)) for name, child in zip(names, children)}

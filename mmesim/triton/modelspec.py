@@ -39,7 +39,13 @@ class TensorSpec:
             dims = tuple(int(d) for d in parts[2].split(","))
         except ValueError:
             raise ConfigError("dimensions must be integers separated by commas", field="--input", value=text) from None
-        return cls(parts[0], parts[1].upper(), dims)
+        if not parts[0] or min(dims) < 1:
+            raise ConfigError("needs a name and dimensions >= 1 (requests are generated at that size)",
+                              field="--input", value=text)
+        try:
+            return cls(parts[0], parts[1].upper(), dims)
+        except ConfigError as exc:       # the data type: name the flag and what was typed
+            raise ConfigError(exc.message, field="--input", value=text) from None
 
     def sample(self, batch: int, rng: np.random.Generator) -> np.ndarray:
         shape = (batch, *self.dims)

@@ -10,6 +10,7 @@ what runs on the CPU-only tritonserver of nvidia-pytriton), ``pytorch`` (pytorch
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import tarfile
 import warnings
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mmesim.errors import ConfigError, MissingPiece
+from mmesim.serde import check_out_folder
 from mmesim.triton.modelspec import ModelSpec, TensorSpec
 from mmesim.triton.zoo import BUILTINS, builtin
 
@@ -225,6 +227,8 @@ def package(model: str, framework: str, out_dir: str | Path, *, device: str = "c
     """Write ``<out_dir>/<name>/`` (the Triton model directory) and ``<out_dir>/model.tar.gz``."""
     if framework not in FRAMEWORKS:
         raise ConfigError(f"unknown framework; use one of {', '.join(FRAMEWORKS)}", field="--framework", value=framework)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ConfigError("use cpu, cuda or cuda:N", field="--device", value=device)
     spec, source = resolve(model, inputs, max_batch_size)
     if framework == "tensorrt":
         from mmesim.triton.tensorrt import require_tensorrt
@@ -309,7 +313,7 @@ def package_copies(model: str, framework: str, out_dir: str | Path, copies: int,
     import tempfile
     if copies < 1:
         raise ConfigError("must be at least 1", field="--copies", value=copies)
-    out_dir = Path(out_dir)
+    out_dir = check_out_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mmesim-package-") as tmp:
         packaged = package(model, framework, tmp, **kwargs)
