@@ -95,20 +95,18 @@ class Workload(Model):
                                                                       "taken at")
     _source: str | None = PrivateAttr(default=None)      # the file it was read from, for errors
 
-    def check_profiles(self, names) -> None:
-        """Fail before anything runs if mix weights name a profile the endpoint lacks."""
+    def check_profiles(self, names) -> list[str]:
+        """Fail before anything runs if mix weights name a profile the endpoint lacks; return
+        the endpoint's profiles they leave out (weight 0: loaded if they fit, never asked for),
+        which a run reports, since a typo in a name looks the same."""
         names = set(names)
         if self.popularity.kind != "mix":
-            return
+            return []
         unknown = set(self.popularity.weights) - names
         if unknown:
             raise ConfigError(f"mix weights name profiles not in the endpoint ({', '.join(sorted(names))})",
                               source=self._source or "workload", field="popularity.weights", value=sorted(unknown))
-        missing = names - set(self.popularity.weights)
-        if missing:
-            raise ConfigError("mix weights leave out profiles of the endpoint: give each a weight (0: never asked "
-                              "for)", source=self._source or "workload", field="popularity.weights",
-                              value=sorted(missing))
+        return sorted(names - set(self.popularity.weights))
 
     @model_validator(mode="after")
     def _shape(self) -> "Workload":

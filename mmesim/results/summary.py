@@ -155,6 +155,8 @@ def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
                         "of the run; its CPU limits throughput (add workers)")
     if run.translated:
         warnings.append(f"profiles translated to {run.gpu}: {', '.join(run.translated)}")
+    if run.unweighted:
+        warnings.append(f"mix weights leave out {', '.join(run.unweighted)}: never asked for (give 0 to say so)")
     if run.cpu_figures:
         warnings.append(f"profiles measured on CPU, used with their CPU figures on {run.gpu} "
                         f"(not a GPU estimate: calibrate on the GPU): {', '.join(run.cpu_figures)}")

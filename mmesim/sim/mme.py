@@ -118,7 +118,7 @@ class Simulation:
             raise ConfigError("at least one profile is needed", field="profile")
         if len(copies) != len(profiles) or any(c < 1 for c in copies):
             raise ConfigError("one copy count >= 1 per profile is needed", field="copies", value=copies)
-        workload.check_profiles(p.name for p in profiles)
+        self.unweighted = workload.check_profiles(p.name for p in profiles)
         catalog = load_catalog()
         self.endpoint, self.workload, self.seed = endpoint, workload, seed
         self.copies = list(copies)
@@ -373,6 +373,7 @@ class Simulation:
             profiles=[p.name for p in self.profiles],
             translated=[p.name for p in self.profiles if p.provenance.method == "translated"],
             cpu_figures=cpu_profiles_on_gpu(self.profiles, it),
+            unweighted=self.unweighted,
             copies=list(self.copies),
         )
 
