@@ -100,10 +100,15 @@ def test_concurrent_clients_get_their_own_answers(endpoint):
             except Exception as exc:  # noqa: BLE001
                 failures.append(exc)
 
+    cpu_before = metrics(url)["CPUBusySeconds"]
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(user, range(32)))
     assert not failures, failures[:3]
     assert len(answered) > 32
+    # CPUUtilization's source: Triton and its model processes worked for the answers (on 2
+    # cores, at most 2 CPU-seconds a second of the 10; well above nothing)
+    used = metrics(url)["CPUBusySeconds"] - cpu_before
+    assert 0.05 * len(answered) * 1e-3 < used < 2 * 12
 
 
 def test_a_third_model_unloads_the_least_recently_used(endpoint):

@@ -169,3 +169,35 @@ def test_concurrent_loads_each_unload_a_different_idle_model(tmp_path):
     assert loaded == ["c", "d", "e"]
     assert committed == 1000 * MiB + 3 * 4096 * MiB <= budget
     assert store.pins == {"a": 0, "b": 0, "c": 1, "d": 1, "e": 1}      # unloaded models' files released
+
+
+def test_the_virtual_backend_counts_the_host_cpu_the_simulator_counts(tmp_path):
+    """Each request costs the server request_overhead_s plus decode_s_per_byte x body on the
+    host, as in the simulator: the virtual backend waits it and counts it (CPUUtilization),
+    and the platform turns it into a per-second percentage summed over cores."""
+    from mmesim.emulator.backends import VirtualBackend
+    from mmesim.emulator.platform import Platform
+
+    MiB = 2**20
+    profile = make_profile(load_s=0.01, s1=0.001, decode=2e-6, request_overhead_s=0.004)
+    body = b'{"inputs": []}' + b" " * 986                      # 1,000 bytes: 4 ms + 2 ms of host CPU
+
+    async def main():
+        backend = VirtualBackend(15_109 * MiB, 1000 * MiB)
+        platform = Platform([backend], _Store(tmp_path), lambda target: profile, vcpus=8)
+        await platform.start()
+        watcher = asyncio.ensure_future(platform.watch(every_s=0.05))
+        try:
+            for _ in range(10):
+                await asyncio.gather(*(platform.invoke("m", body, "application/json", None, time.monotonic())
+                                       for _ in range(20)))
+            await asyncio.sleep(1.2)
+            return backend.cpu_busy_s(), platform.utilization.get("CPUUtilization")
+        finally:
+            watcher.cancel()
+            await platform.stop()
+
+    cpu_s, per_second = asyncio.run(main())
+    assert cpu_s == pytest.approx(200 * 0.006)
+    # every request fell in the first sampled second, which the watcher closes a little after 1 s
+    assert len(per_second[0]) == 1 and 0.9 * 120 <= per_second[0][0] <= 120

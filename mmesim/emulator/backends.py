@@ -50,6 +50,10 @@ class Backend(ABC):
     def gpu_busy_s(self) -> float | None:
         return None
 
+    def cpu_busy_s(self) -> float | None:
+        """Host CPU seconds the instance has used (CloudWatch's CPUUtilization), where known."""
+        return None
+
 
 # -- a real Triton -------------------------------------------------------------------------
 class TritonBackend(Backend):
@@ -101,6 +105,29 @@ class TritonBackend(Backend):
 
     def alive(self) -> bool:
         return self.server is not None and self.server._alive()
+
+    def cpu_busy_s(self) -> float | None:
+        """CPU seconds of the server and its model processes (Python-backend stubs), those
+        still running and those it has reaped; what a SageMaker instance's CPUUtilization
+        counts of the container."""
+        import psutil
+        pid = self.pid
+        if pid is None:
+            return None
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return None
+        total = 0.0
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += t.user + t.system + t.children_user + t.children_system
+        self._cpu_s = max(total, getattr(self, "_cpu_s", 0.0))      # never backwards (a stub gone unreaped)
+        return self._cpu_s
 
     async def load(self, name: str, path: Path, profile: ModelProfile | None) -> None:
         from mmesim.triton.client import MMEError
@@ -167,6 +194,7 @@ class VirtualBackend(Backend):
         self.env = self.gpu = self.noise = None
         self.servers: dict = {}
         self.sizes: dict[str, int] = {}
+        self.cpu_s = 0.0          # host CPU the requests cost, as the simulator counts it
 
     async def start(self) -> None:
         from mmesim.emulator.realtime import RealtimeEnv
@@ -211,7 +239,9 @@ class VirtualBackend(Backend):
         except (ValueError, UnicodeDecodeError) as exc:
             return 400, json.dumps({"error": f"failed to parse the request JSON buffer: {exc}"}).encode(), "application/json"
         future = asyncio.get_running_loop().create_future()
-        decode = server.profile.decode_s_per_byte * len(body)
+        # the server's CPU for the request (HTTP handling, parsing the body), as the simulator has it
+        decode = server.profile.request_overhead_s + server.profile.decode_s_per_byte * len(body)
+        self.cpu_s += decode
         if decode > 0:
             await asyncio.sleep(decode)
         server.enqueue(_Request(future))
@@ -232,6 +262,9 @@ class VirtualBackend(Backend):
 
     def gpu_busy_s(self) -> float | None:
         return self.gpu.busy_until_now() if self.gpu else None
+
+    def cpu_busy_s(self) -> float | None:
+        return self.cpu_s
 
 
 def _json_header_size(content_type: str, n: int) -> int:

@@ -171,6 +171,7 @@ class Endpoint:
         store = ArtifactStore(c.models, cache, c.cache_bytes, s3_endpoint_url=c.s3_endpoint_url)
         self.platform = Platform(self._backends(), store, profile_matcher(self.profiles), threshold=c.threshold,
                                  ready_timeout_s=c.ready_timeout_s, invocation_timeout_s=c.invocation_timeout_s,
+                                 vcpus=self.vcpus,
                                  max_inflight=inflight_limit(c.max_inflight, self.profiles))
         self.platform.on_event = self.metrics.event
         try:

@@ -64,9 +64,9 @@ class Metrics:
                    "GPUMemoryUtilization": 100.0 * used / total if total else 0.0,
                    "MemoryBudgetBytes": inst.budget, "CommittedBytes": inst.committed,
                    "InFlight": inst.inflight, "BackendRestarts": inst.restarts}
-            busy = b.gpu_busy_s()
-            if busy is not None:
-                row["GPUBusySeconds"] = busy
+            for key, busy in (("GPUBusySeconds", b.gpu_busy_s()), ("CPUBusySeconds", b.cpu_busy_s())):
+                if busy is not None:
+                    row[key] = busy
             for name in LATENCIES:
                 n = self.samples[name][i]
                 row[name] = {"Sum": self.sums[name][i], "SampleCount": n,
@@ -88,7 +88,7 @@ def prometheus(endpoints: list[tuple[Metrics, object]]) -> str:
     counters = ("Invocations", "InvocationsPerInstance", "Invocation4XXErrors", "Invocation5XXErrors",
                 "ModelCacheHit", "BackendRestarts")
     gauges = ("LoadedModelCount", "GPUMemoryUtilization", "GPUMemoryUsedBytes", "GPUMemoryTotalBytes",
-              "MemoryBudgetBytes", "CommittedBytes", "InFlight", "GPUBusySeconds")
+              "MemoryBudgetBytes", "CommittedBytes", "InFlight", "GPUBusySeconds", "CPUBusySeconds")
     for name in counters:
         lines.append(f"# TYPE {name} counter")
         lines += [f"{name}{{{labels}}} {r[name]:g}" for labels, r in rows]

@@ -263,13 +263,14 @@ class Platform:
 
     def __init__(self, backends: list[Backend], store, profile_for: Callable[[str], ModelProfile | None],
                  threshold: float = 0.90, ready_timeout_s: float = 60.0, spread_inflight: int = 64,
-                 max_inflight: int | None = None, invocation_timeout_s: float = 60.0):
+                 max_inflight: int | None = None, invocation_timeout_s: float = 60.0, vcpus: int | None = None):
         from mmesim.sim.policy import memory_budget
         self._memory_budget = memory_budget
         self.store, self.profile_for = store, profile_for
         self.threshold, self.ready_timeout_s, self.spread_inflight = threshold, ready_timeout_s, spread_inflight
         self.invocation_timeout_s = invocation_timeout_s    # a request unanswered this long after it came fails
         self.max_inflight = max_inflight          # per instance; None: no shedding
+        self.vcpus = vcpus                        # per instance: CPUUtilization's ceiling is 100 x vcpus
         self.instances = [Instance(self, i, b) for i, b in enumerate(backends)]
         self._t0 = time.monotonic()
         self.events: list[ModelEvent] = []
@@ -325,10 +326,11 @@ class Platform:
 
     async def watch(self, every_s: float = 0.5) -> None:
         """Restart backends whose process exited, even when no request noticed; once a second,
-        sample memory and the GPU's busy share of that second (GPUUtilization, where the
-        backend knows it: the virtual GPU)."""
+        sample memory, the GPU's busy share of that second (GPUUtilization, where the backend
+        knows it: the virtual GPU) and the host CPU used in it (CPUUtilization: percent summed
+        over cores, as CloudWatch's; Triton's processes, or the virtual backend's request costs)."""
         second, last = 1, 0.0
-        busy = [0.0] * len(self.instances)
+        busy = {"GPUUtilization": [0.0] * len(self.instances), "CPUUtilization": [0.0] * len(self.instances)}
         while True:
             await asyncio.sleep(every_s)
             sample = self.clock() >= second
@@ -340,11 +342,13 @@ class Platform:
             if sample:
                 now = self.clock()
                 for inst in self.instances:
-                    b = inst.backend.gpu_busy_s()
-                    if b is not None:
-                        per_second = self.utilization.setdefault("GPUUtilization", [[] for _ in self.instances])
-                        per_second[inst.index].append(min(100.0, 100.0 * (b - busy[inst.index]) / (now - last)))
-                        busy[inst.index] = b
+                    for metric, b, cap in (("GPUUtilization", inst.backend.gpu_busy_s(), 100.0),
+                                           ("CPUUtilization", inst.backend.cpu_busy_s(),
+                                            100.0 * self.vcpus if self.vcpus else float("inf"))):
+                        if b is not None:
+                            per_second = self.utilization.setdefault(metric, [[] for _ in self.instances])
+                            per_second[inst.index].append(min(cap, 100.0 * (b - busy[metric][inst.index]) / (now - last)))
+                            busy[metric][inst.index] = b
                 second, last = int(now) + 1, now
 
 
