@@ -201,3 +201,28 @@ def test_the_virtual_backend_counts_the_host_cpu_the_simulator_counts(tmp_path):
     assert cpu_s == pytest.approx(200 * 0.006)
     # every request fell in the first sampled second, which the watcher closes a little after 1 s
     assert len(per_second[0]) == 1 and 0.9 * 120 <= per_second[0][0] <= 120
+
+
+def test_on_a_gpu_host_the_triton_backend_reads_gpu_busy_time_from_nvml(monkeypatch):
+    """GPUUtilization on the Triton backend comes from NVML (faked here: there is no GPU, and
+    NVML is the outermost boundary): each reading's percent held since the previous one."""
+    import sys
+    import types
+
+    from mmesim.calibrate.memory import NvmlMemory
+    from mmesim.emulator import backends
+
+    readings = iter([50, 50, 100])
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: "gpu0",
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(total=16 * 2**30, used=2**30),
+        nvmlDeviceGetName=lambda h: "Tesla T4", nvmlSystemGetDriverVersion=lambda: "550.0",
+        nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=next(readings), memory=0),
+        nvmlDeviceGetComputeRunningProcesses=lambda h: [])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    clock = iter([10.0, 12.0, 13.0])
+    monkeypatch.setattr(backends, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    backend = backends.TritonBackend(2**30, use_nvml=True)
+    assert backend.gpu_busy_s() is None                 # not started: no NVML reader yet
+    backend._memory = NvmlMemory(0)
+    assert [backend.gpu_busy_s() for _ in range(3)] == [0.0, 1.0, 2.0]   # 50 % of 2 s, then 100 % of 1 s

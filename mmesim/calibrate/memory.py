@@ -90,6 +90,11 @@ class NvmlMemory:
         driver = pynvml.nvmlSystemGetDriverVersion()
         self.driver = driver.decode() if isinstance(driver, bytes) else driver
 
+    def busy_percent(self) -> float:
+        """NVML's GPU utilisation: the percent of its last sample period (1/6 s to 1 s, by
+        device) in which a kernel ran, what CloudWatch's GPUUtilization reports."""
+        return float(self._nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
+
     def sample(self) -> MemorySample:
         info = self._nvml.nvmlDeviceGetMemoryInfo(self.handle)
         procs = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -68,6 +69,8 @@ class TritonBackend(Backend):
         self.server = None
         self.client = None
         self._memory = None
+        self._gpu_s, self._gpu_at = 0.0, None     # GPU busy seconds integrated from NVML, and when last read
+        self._cpu_s = 0.0
 
     async def start(self) -> None:
         from mmesim.triton.local import LocalTriton
@@ -106,6 +109,22 @@ class TritonBackend(Backend):
     def alive(self) -> bool:
         return self.server is not None and self.server._alive()
 
+    def gpu_busy_s(self) -> float | None:
+        """GPU busy seconds on a GPU host: NVML's utilisation at each call, held since the
+        previous one (the platform asks once a second); None without NVML."""
+        busy_percent = getattr(self._memory, "busy_percent", None)
+        if busy_percent is None:
+            return None
+        now = time.monotonic()
+        try:
+            percent = busy_percent()
+        except Exception:
+            return None
+        if self._gpu_at is not None:
+            self._gpu_s += percent / 100.0 * (now - self._gpu_at)
+        self._gpu_at = now
+        return self._gpu_s
+
     def cpu_busy_s(self) -> float | None:
         """CPU seconds of the server and its model processes (Python-backend stubs), those
         still running and those it has reaped; what a SageMaker instance's CPUUtilization
@@ -126,7 +145,7 @@ class TritonBackend(Backend):
             except psutil.Error:
                 continue
             total += t.user + t.system + t.children_user + t.children_system
-        self._cpu_s = max(total, getattr(self, "_cpu_s", 0.0))      # never backwards (a stub gone unreaped)
+        self._cpu_s = max(total, self._cpu_s)      # never backwards (a stub gone unreaped)
         return self._cpu_s
 
     async def load(self, name: str, path: Path, profile: ModelProfile | None) -> None:
