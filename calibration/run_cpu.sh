@@ -8,6 +8,6 @@ cd "$(dirname "$0")/.."
 MMESIM=${MMESIM:-.venv/bin/mmesim}
 for spec in "tiny-mlp 2GiB" "tiny-bert 2GiB" "resnet50 4GiB"; do
   set -- $spec
-  /usr/bin/time -f "$1: %e s" $MMESIM calibrate --model "$1" --framework python --device cpu --cpu-threads 1 \
+  /usr/bin/time -f "$1: %e s" $MMESIM calibrate --model "$1" --framework python --device cpu --cpu-threads 1 --scaling 1,2,4,8 \
     --max-models --memory-budget "$2" --out "calibration/profiles/$1-python-cpu.json"
 done
