@@ -111,16 +111,8 @@ class LocalEndpoint:
 
     def cpu_s(self) -> float:
         """CPU seconds used so far by Triton and its Python-backend stubs."""
-        import psutil
-        total = 0.0
-        try:
-            proc = psutil.Process(self.server.pid)
-            for p in [proc, *proc.children(recursive=True)]:
-                t = p.cpu_times()
-                total += t.user + t.system
-        except psutil.Error:
-            pass
-        return total
+        from mmesim.process import tree_cpu_s
+        return tree_cpu_s(self.server.pid) or 0.0
 
     def stop(self) -> None:
         self.server.stop()

@@ -126,26 +126,13 @@ class TritonBackend(Backend):
         return self._gpu_s
 
     def cpu_busy_s(self) -> float | None:
-        """CPU seconds of the server and its model processes (Python-backend stubs), those
-        still running and those it has reaped; what a SageMaker instance's CPUUtilization
-        counts of the container."""
-        import psutil
-        pid = self.pid
-        if pid is None:
+        """CPU seconds of the server and its model processes (Python-backend stubs); what a
+        SageMaker instance's CPUUtilization counts of the container. Never backwards."""
+        from mmesim.process import tree_cpu_s
+        total = tree_cpu_s(self.pid) if self.pid is not None else None
+        if total is None:
             return None
-        try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return None
-        total = 0.0
-        for proc in procs:
-            try:
-                t = proc.cpu_times()
-            except psutil.Error:
-                continue
-            total += t.user + t.system + t.children_user + t.children_system
-        self._cpu_s = max(total, self._cpu_s)      # never backwards (a stub gone unreaped)
+        self._cpu_s = max(total, self._cpu_s)
         return self._cpu_s
 
     async def load(self, name: str, path: Path, profile: ModelProfile | None) -> None:

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from mmesim.errors import ConfigError, MmesimError
 from mmesim.sim.policy import lru_victims
+from mmesim.units import GiB
 
-GiB = 2**30
 DEFAULT_MAX_EXTRACT_BYTES = 20 * GiB   # an archive expanding past this is treated as a bomb
 MAX_NAME_CHARS = 1024                  # SageMaker's limit on TargetModel
 _NAME_CHARS = re.compile(r"[\x20-\x7e]+")           # printable ASCII, as TargetModel's pattern

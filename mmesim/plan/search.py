@@ -24,9 +24,9 @@ from mmesim.plan.mix import HOURS_PER_MONTH, PlanMix, endpoint_config
 from mmesim.plan.parallel import Runner
 from mmesim.profile import ModelProfile
 from mmesim.sim import Simulation
+from mmesim.units import MiB
 from mmesim.workload import Workload
 
-MiB = 2**20
 CAPACITY_ROUNDS = 3
 CAPACITY_MAX = 4.0      # capacity is searched up to this multiple of the peak
 
