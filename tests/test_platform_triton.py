@@ -22,7 +22,9 @@ try:
 except (ImportError, MissingPiece):
     pytest.skip("no tritonserver (install mmesim[triton])", allow_module_level=True)
 
-SLEEP_S = 6.0
+# each load sleeps this long in initialize(): longer than the spread of stub start-ups on a busy
+# 2-core machine (over 6 s seen in CI), so that four loads are seen side by side
+SLEEP_S = 15.0
 SLEEPY = '''import time
 import triton_python_backend_utils as pb_utils
 
