@@ -250,6 +250,7 @@ class VirtualBackend(Backend):
         self.cpu_s += decode
         if decode > 0:
             await asyncio.sleep(decode)
+        self.env.catch_up()
         server.enqueue(_Request(future))
         self.env.pump()
         await future

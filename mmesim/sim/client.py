@@ -124,7 +124,7 @@ class Client:
             after(self.env, delay + wait, user, self._again)
 
     def _again(self, ev) -> None:
-        user = ev._value
+        user = ev.value
         if user.alive:
             self.sim.send(self.sim.pick_target(), user.worker, user)
 

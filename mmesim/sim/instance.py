@@ -130,7 +130,7 @@ class Instance:
         after(self.env, start + cost - now, req, self._decoded)
 
     def _decoded(self, ev) -> None:
-        self._to_triton(ev._value)
+        self._to_triton(ev.value)
 
     def _to_triton(self, req) -> None:
         req.slot.server.enqueue(req)
@@ -165,7 +165,7 @@ class Instance:
         after(self.env, self.costs.s3_first_byte_s, slot, self._first_byte)
 
     def _first_byte(self, ev) -> None:
-        slot = ev._value
+        slot = ev.value
         self.network.start(slot.target.profile.artifact_bytes, slot, self._received)
 
     def _received(self, slot: Slot, seconds: float) -> None:
@@ -195,7 +195,7 @@ class Instance:
             self._load_call(slot)
 
     def _load_called(self, ev) -> None:
-        self._load_call(ev._value)
+        self._load_call(ev.value)
 
     def _load_call(self, slot: Slot) -> None:
         """The platform asks the server to load (memory is free): a load thread, or the queue."""
@@ -286,7 +286,7 @@ class Instance:
         return seconds
 
     def _unloaded(self, ev) -> None:
-        slot = ev._value
+        slot = ev.value
         self._set_used(self.used - slot.target.profile.gpu_memory_bytes)
         slot.state = ON_DISK
         slot.waiters = [r for r in slot.waiters if not r.done]

@@ -240,7 +240,7 @@ class Simulation:
         after(self.env, req.target.network_s, req, self._arrive)
 
     def _arrive(self, ev) -> None:
-        req = ev._value
+        req = ev.value
         if req.done:
             return
         inst = self._route(req.target) if len(self.routable) > 1 else self.routable[0]

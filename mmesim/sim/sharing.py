@@ -72,7 +72,7 @@ class SharedProcessor:
             after(self.env, delay if delay > 0 else 0.0, self._gen, self._finish)
 
     def _finish(self, ev) -> None:
-        if ev._value != self._gen:   # the set of jobs changed since: a newer finish is scheduled
+        if ev.value != self._gen:   # the set of jobs changed since: a newer finish is scheduled
             return
         self._advance()
         _, _, callback, arg, tag = heapq.heappop(self._heap)
