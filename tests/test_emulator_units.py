@@ -151,7 +151,7 @@ def test_concurrent_loads_each_unload_a_different_idle_model(tmp_path):
     store = _Store(tmp_path)
 
     async def main():
-        platform = Platform([VirtualBackend(15_109 * MiB, 1000 * MiB)], store, lambda target: profile)
+        platform = Platform([VirtualBackend(15_109 * MiB, 1000 * MiB, instance="ml.g4dn.xlarge")], store, lambda target: profile)
         await platform.start()
         body = b'{"inputs": []}'
         try:
@@ -183,7 +183,7 @@ def test_the_virtual_backend_counts_the_host_cpu_the_simulator_counts(tmp_path):
     body = b'{"inputs": []}' + b" " * 986                      # 1,000 bytes: 4 ms + 2 ms of host CPU
 
     async def main():
-        backend = VirtualBackend(15_109 * MiB, 1000 * MiB)
+        backend = VirtualBackend(15_109 * MiB, 1000 * MiB, instance="ml.g4dn.xlarge")
         platform = Platform([backend], _Store(tmp_path), lambda target: profile, vcpus=8)
         await platform.start()
         watcher = asyncio.ensure_future(platform.watch(every_s=0.05))

@@ -160,7 +160,8 @@ class Endpoint:
         c = self.config
         if c.backend == "virtual":
             baseline = max((p.baseline_gpu_bytes for p in self.profiles), default=0)
-            return [VirtualBackend(self.total, baseline, seed=c.seed + i) for i in range(c.instance_count)]
+            return [VirtualBackend(self.total, baseline, seed=c.seed + i, instance=c.instance)
+                    for i in range(c.instance_count)]
         budget = c.memory_budget_bytes or self.total
         return [TritonBackend(budget, binary=c.tritonserver) for _ in range(c.instance_count)]
 

@@ -1,0 +1,100 @@
+"""One platform model: the same cold-start burst through the simulator and through the
+emulator's virtual backend (a real aiohttp server, a real HTTP client) loads the same way,
+because both run mmesim.sim.residency (memory, LRU, load threads) and mmesim.sim.host
+(disk, vCPUs or shared cores, PCIe)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from conftest import make_profile
+from emulator_process import fake_artifacts
+from mmesim.endpoint import EndpointConfig
+from mmesim.sim import Simulation
+from mmesim.workload import Workload
+
+aiohttp = pytest.importorskip("aiohttp")
+
+MiB = 2**20
+N = 8
+BUDGET = 8 * 2**30          # local: the memory budget, room for every model
+
+
+def burst_profile(instance: str):
+    return make_profile("burst", mem_mib=200, load_s=1.0, s1=0.005, gpu="cpu" if instance == "local" else "t4")
+
+
+def budget(instance: str) -> dict:
+    return {"memory_budget_bytes": BUDGET} if instance == "local" else {}
+
+
+def loads_in_flight(events) -> list[tuple[float, int]]:
+    """(time, loads under way just after it) at every load's start and end, from t = the first start."""
+    t0 = min(e.time for e in events)
+    edges = sorted([(e.time - t0, 1) for e in events] + [(e.time + e.seconds - t0, -1) for e in events],
+                   key=lambda x: (x[0], x[1]))
+    out, n = [], 0
+    for t, d in edges:
+        n += d
+        out.append((t, n))
+    return out
+
+
+def simulated(tmp_path, instance: str):
+    p = burst_profile(instance)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    trace = tmp_path / "burst.csv"
+    trace.write_text("timestamp,model\n" + "".join(f"0.0,{p.name}-v{i}\n" for i in range(N)))
+    endpoint = EndpointConfig(instance_type=instance, overhead_s=0, **budget(instance))
+    run = Simulation([p], endpoint, Workload(kind="trace", trace=str(trace)), [N], warm=False).run(60.0)
+    assert all(r.ok and r.cold for r in run.records)
+    return [e for e in run.events if e.kind == "load"]
+
+
+def emulated(tmp_path, instance: str):
+    from mmesim.emulator.emulator import Emulator, EmulatorConfig
+    p = burst_profile(instance)
+    models = fake_artifacts(tmp_path / "models", [f"{p.name}-v{i}.tar.gz" for i in range(N)])
+
+    async def main():
+        emulator = Emulator(EmulatorConfig(instance=instance, models=str(models), profiles=[p], port=0,
+                                           **budget(instance), cache_dir=tmp_path / "cache"))
+        url = await emulator.start()
+        try:
+            body = b'{"inputs":[{"name":"INPUT__0","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'
+            async with aiohttp.ClientSession() as http:
+                async def invoke(i):
+                    async with http.post(f"{url}/endpoints/mmesim/invocations", data=body,
+                                         headers={"Content-Type": "application/json",
+                                                  "X-Amzn-SageMaker-Target-Model": f"{p.name}-v{i}.tar.gz"}) as r:
+                        return r.status
+                statuses = await asyncio.gather(*(invoke(i) for i in range(N)))
+            return statuses, [e for e in emulator.endpoints["mmesim"].platform.events if e.kind == "load"]
+        finally:
+            await emulator.stop()
+
+    statuses, loads = asyncio.run(main())
+    assert statuses == [200] * N
+    return loads
+
+
+@pytest.mark.parametrize("instance", ["ml.g4dn.xlarge", "local"])
+def test_a_cold_burst_loads_alike_in_the_simulator_and_the_emulator(tmp_path, instance):
+    predicted, measured = simulated(tmp_path / "sim", instance), emulated(tmp_path / "emu", instance)
+    assert len(predicted) == len(measured) == N
+    for loads in (predicted, measured):
+        curve = loads_in_flight(loads)
+        assert max(n for _, n in curve) == 4                      # four load threads, in both
+        starts = sorted(e.time for e in loads)
+        ends = sorted(e.time + e.seconds for e in loads)
+        assert starts[3] - starts[0] < 0.5 * (ends[0] - starts[0])  # the first four start together
+        assert starts[4] >= ends[0] - 1e-6                       # the fifth waits for a thread: two rounds
+    # the same costs: each round and the whole burst take about as long in both (real time: generous)
+    def rounds(loads):
+        s = sorted(loads, key=lambda e: e.time)
+        return [sum(e.seconds for e in s[:4]) / 4, sum(e.seconds for e in s[4:]) / 4,
+                max(e.time + e.seconds for e in s) - s[0].time]
+    for p, m in zip(rounds(predicted), rounds(measured)):
+        assert m == pytest.approx(p, rel=0.35)
