@@ -193,3 +193,23 @@ def _short_workload(tmp_path):
     path = tmp_path / "wl.yaml"
     path.write_text("kind: poisson\nrates: [{end_s: 10, rate: 5}]\n")
     return path
+
+
+def test_request_decoding_competes_with_loads_for_the_vcpus(tmp_path):
+    """On ml.g4dn.xlarge's 4 vCPUs, four loads deserialising take every core: a warm model's
+    request decoded meanwhile is one of five threads on four cores (0.2 s of work takes
+    0.25 s), not served by a vCPU of its own."""
+    warm = make_profile("a", load_s=0.5, s1=0.001, request_overhead_s=0.2)
+    cold = make_profile("b", load_s=10.0)
+
+    def latency_at_7s(with_loads: bool) -> float:
+        rows = ["0.0,a-v0", "7.0,a-v0"] + [f"5.0,b-v{i}" for i in range(4 if with_loads else 0)]
+        path = tmp_path / f"trace{with_loads}.csv"
+        path.write_text("timestamp,model\n" + "".join(sorted(r + "\n" for r in rows)))
+        sim = Simulation([warm, cold], EndpointConfig(instance_type="ml.g4dn.xlarge", overhead_s=0),
+                         Workload(kind="trace", trace=str(path)), [1, 4], warm=False)
+        run = sim.run(60.0)
+        return next(r.end - r.start for r in run.records if r.model == "a-v0" and r.start >= 6.9)
+
+    alone, during = latency_at_7s(False), latency_at_7s(True)
+    assert during / alone == pytest.approx((0.2 * 5 / 4 + 0.001) / (0.2 + 0.001), rel=0.02)
