@@ -37,7 +37,7 @@ from rich.table import Table
 
 from mmesim.endpoint import EndpointConfig
 from mmesim.loadtest import run_loadtest
-from mmesim.loadtest.validate import validate
+from mmesim.loadtest.validate import validate, with_platform
 from mmesim.profile import load_profile
 from mmesim.report.console import console
 from mmesim.report.validation import print_comparison
@@ -238,6 +238,7 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                                      warm=False)
                     finally:
                         emulated = emu.stop()
+                    v = with_platform(v, emulated, "emulator log", out / name)   # what Locust cannot see
                     v.platform = {
                         "loads": (v.predicted_summary.loads, emulated.get("loads")),
                         "unloads": (v.predicted_summary.unloads, emulated.get("unloads")),

@@ -208,7 +208,8 @@ class Endpoint:
                    price_usd_per_hour=self.price, kind="measurement", backend=self.config.backend,
                    backend_restarts=[i.restarts for i in instances], profiles=[pr.name for pr in self.profiles],
                    targets=len(self.records.models), vcpus=self.vcpus,
-                   max_inflight_per_instance=p.max_inflight if p else None)
+                   max_inflight_per_instance=p.max_inflight if p else None,
+                   sources=dict.fromkeys(("requests", "cold_starts", "loads", "memory"), "emulator log"))
 
 
 # -- the emulator ---------------------------------------------------------------------------

@@ -30,6 +30,8 @@ class Validation:
     measured_summary: Summary
     comparison: Comparison
     files: dict[str, Path] = field(default_factory=dict)
+    comparison_tolerance: dict[str, float] | None = None
+    check_steps: bool = False
 
 
 def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
@@ -59,10 +61,30 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
                             timeout_s=endpoint.invocation_timeout_s, instance_type=it.name,
                             instance_count=endpoint.instance_count, price_usd_per_hour=it.price_usd_per_hour, **aws)
     ps, ms = summarize(pred), summarize(meas)
-    result = Validation(pred, meas, ps, ms, compare(ps, ms, tolerance, check_steps))
+    result = Validation(pred, meas, ps, ms, compare(ps, ms, tolerance, check_steps),
+                        comparison_tolerance=tolerance, check_steps=check_steps)
     if out is not None:
         result.files = write_validation(result, Path(out))
     return result
+
+
+def with_platform(v: Validation, observed: Summary | dict, source: str = "emulator log",
+                  out: str | Path | None = None) -> Validation:
+    """``v`` with the figures a load test cannot observe (cold starts, loads, unloads) taken
+    from ``observed``, the Summary (or summary.json) of whatever saw the platform during that
+    load test (``mmesim emulate --out``), named as their source; the comparison is redone
+    (and its files rewritten into ``out``)."""
+    get = observed.get if isinstance(observed, dict) else (lambda k: getattr(observed, k, None))
+    figures = {f: get(f) for f in ("cold_starts", "loads", "unloads") if get(f) is not None}
+    measured = v.measured_summary.model_copy(update={**figures, "sources": {**v.measured_summary.sources,
+                                                                            **dict.fromkeys(figures, source)}})
+    v.measured_summary = measured
+    v.comparison = compare(v.predicted_summary, measured, v.comparison_tolerance, v.check_steps)
+    if out is not None:
+        out = Path(out)
+        v.files["comparison_json"] = v.comparison.write_json(out / "comparison.json")
+        v.files["comparison_csv"] = v.comparison.write_csv(out / "comparison.csv")
+    return v
 
 
 def write_validation(v: Validation, out: Path) -> dict[str, Path]:

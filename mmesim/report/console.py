@@ -60,7 +60,8 @@ def print_summary(summary, run=None) -> None:
     t.add_row("requests / failures", f"{s.requests:,} / {s.failures:,}")
     for cause, n in s.failures_by_cause.items():
         t.add_row(f"  {cause}", f"{n:,}")
-    t.add_row("cold starts / loads / unloads", f"{s.cold_starts} / {s.loads} / {s.unloads}")
+    t.add_row("cold starts / loads / unloads",      # None: not observed (a Locust run cannot see them)
+              " / ".join("n/a" if v is None else str(v) for v in (s.cold_starts, s.loads, s.unloads)))
     if s.gpu_memory_utilization_peak is not None:
         t.add_row("peak GPU memory", f"{s.peak_gpu_memory_bytes / MiB:,.0f} MiB ({100 * s.gpu_memory_utilization_peak:.1f}%)")
     if run is not None and run.instance_timeline:
