@@ -44,11 +44,11 @@ class Host:
     def decode(self, seconds: float, arg, callback) -> None:
         """A request's handling and parsing on one server thread, competing with loads and
         downloads for the same CPUs; then ``callback(arg)`` (or ``callback(arg, elapsed)``)."""
+        self.cpu_busy_s += seconds
         if self.cores is not None:
-            self.cpu_busy_s += seconds
             self.cores.run(seconds, 1, callback, arg)
         else:
-            self.on_cpu(seconds, arg, callback)
+            self.vcpus.start(seconds, arg, callback)
 
     def cpu_busy_until_now(self) -> float:
         """Host CPU seconds used so far (on a CPU-only host: every core-second, the models' too)."""

@@ -35,7 +35,10 @@ class SharedRate:
     def start(self, nbytes: float, value, callback) -> None:
         """Move ``nbytes``; then ``callback(value, seconds it took)``."""
         self._advance()
-        heappush(self._ends, (self._counter + nbytes, next(self._seq), self.env.now, value, callback))
+        rate, seq = self.rate(), next(self._seq)
+        heappush(self._ends, (self._counter + nbytes, seq, self.env.now, value, callback))
+        if self._timer is not None and self._ends[0][1] != seq and self.rate() == rate:
+            return            # the first to finish and the rate are unchanged: so is its timer
         self._schedule()
 
     def _advance(self) -> None:
