@@ -1,7 +1,8 @@
 """What SageMaker does outside the container, for each emulated instance: fetch the
 artifact, keep models within the instance's memory budget (unloading the least recently
-used idle ones, mmesim.sim.policy), load each model once while later requests wait for
-that load, answer ModelNotReadyException when a load outlasts the ready timeout (the load
+used idle ones) and load at most 4 at once (the server's load threads) through the
+simulator's own state machine (mmesim.sim.residency), load each model once while later
+requests wait for that load, answer ModelNotReadyException when a load outlasts the ready timeout (the load
 goes on) and ModelError (status 0) when the container has not answered by the invocation
 timeout (it is not told), and route requests across instances as the simulator does.
 

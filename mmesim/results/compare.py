@@ -4,9 +4,9 @@ relative errors, checked against tolerances (``mmesim validate``).
 Relative error = (predicted - measured) / measured. Tolerances name figures: ``throughput``,
 ``latency``, ``p50``, ``p95``, ``p99`` are relative (0.05 = 5 %); ``users`` (max concurrent
 users) and ``models`` (max models loaded) are absolute differences (0 = exact). Only the
-figures named are checked; a measured figure nothing observed (a Locust run's loads,
-unloads and cold starts) is None, and each line names the source of its measured figure; per-step figures are shown, and checked with the same
-tolerances when asked (``check_steps``)."""
+figures named are checked; per-step figures are shown, and checked with the same tolerances
+when asked (``check_steps``). Each line names the source of its measured figure; one nothing
+observed (a Locust run's loads, unloads and cold starts) is None, never 0."""
 
 from __future__ import annotations
 

@@ -47,7 +47,10 @@ OBSERVED = {
 
 def sources_of(run: Run) -> dict[str, str]:
     """Figure -> the source that observed it (only those observed)."""
-    groups = {g: SIMULATOR for g in OBSERVED} if run.kind == "prediction" else (run.sources or {"requests": "request log"})
+    if run.kind == "prediction":
+        groups = dict.fromkeys(OBSERVED, SIMULATOR)
+    else:
+        groups = run.sources or {"requests": "request log"}
     return {f: groups[g] for g, figures in OBSERVED.items() if g in groups for f in figures}
 
 
@@ -185,7 +188,9 @@ def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
         warnings.append(f"profiles measured on CPU, used with their CPU figures on {run.gpu} "
                         f"(not a GPU estimate: calibrate on the GPU): {', '.join(run.cpu_figures)}")
     sources = sources_of(run)
-    known = lambda figure, value: value if figure in sources else None  # noqa: E731
+
+    def known(figure: str, value):
+        return value if figure in sources else None
     return Summary(
         kind=run.kind, instance_type=run.instance_type, instance_count=run.instance_count, duration_s=run.duration_s,
         max_models_loaded=run.max_models_loaded,
