@@ -379,6 +379,8 @@ def _add_validate(sub) -> None:
     p.add_argument("--copies", default="auto", metavar="N|N,N,...|auto")
     p.add_argument("--workload", default="blog", metavar="blog|PATH")
     p.add_argument("--measured", metavar="DIR", help="a folder written by mmesim loadtest (instead of --endpoint-url)")
+    p.add_argument("--platform-log", metavar="DIR", help="what `mmesim emulate --out` wrote during that load test: "
+                                                        "cold starts, loads, unloads (a load test cannot see them)")
     _loadtest_flags(p, required_endpoint=False)
     p.add_argument("--tolerance", default=None, metavar="FIG=REL,...",
                    help="figures checked: throughput, latency, p50, p95, p99 (relative), users, models (absolute); "
@@ -406,7 +408,8 @@ def _validate(args) -> int:
     v = validate(profiles, _endpoint(args), load_workload(args.workload), _copies(args.copies),
                  endpoint_url=args.endpoint_url, endpoint_name=args.endpoint_name, measured=args.measured,
                  out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed, warm=not args.cold,
-                 workers=args.workers, protocol=args.protocol, payload=args.payload, **aws)
+                 workers=args.workers, protocol=args.protocol, payload=args.payload,
+                 platform_log=args.platform_log, **aws)
     if args.json:
         print(json.dumps(v.comparison.to_dict(), indent=2))
     else:

@@ -5,6 +5,7 @@ same Summary code, so a difference is a difference in the system, not in the ari
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,10 +40,12 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
              endpoint_name: str | None = None, measured: str | Path | None = None, out: str | Path | None = None,
              tolerance: dict[str, float] | None = None, check_steps: bool = False, seed: int = 0,
              warm: bool = True, workers: int = 0, protocol: str = "sagemaker", payload: str = "json",
-             **aws) -> Validation:
+             platform_log: str | Path | None = None, **aws) -> Validation:
     """Simulate, then load-test ``endpoint_url`` (or read the load test folder ``measured``),
     and compare every figure. With ``out``: prediction/ and measurement/ (all the files a
-    prediction writes), comparison.json, comparison.csv and overlay.png."""
+    prediction writes), comparison.json, comparison.csv and overlay.png. ``platform_log``: the
+    folder ``mmesim emulate --out`` wrote during that load test, for the figures a load test
+    cannot see (see ``with_platform``)."""
     if (endpoint_url is None) == (measured is None):
         raise ConfigError("give either an endpoint to load-test or a measured load test folder, not both",
                           field="--endpoint-url/--measured")
@@ -51,6 +54,7 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     if endpoint_url is not None:
         check_endpoint(endpoint_url, endpoint_name, protocol, workers)
     meas = measured_run(measured) if measured is not None else None      # a bad folder fails before simulating
+    platform = read_platform_log(platform_log) if platform_log is not None else None
     if meas is None and out is None:
         raise ConfigError("a load test needs an output folder", field="--out")
     pred = simulate(profiles, endpoint, workload, copies=copies, seed=seed, warm=warm)
@@ -63,9 +67,29 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     ps, ms = summarize(pred), summarize(meas)
     result = Validation(pred, meas, ps, ms, compare(ps, ms, tolerance, check_steps),
                         comparison_tolerance=tolerance, check_steps=check_steps)
+    if platform is not None:
+        with_platform(result, platform)
     if out is not None:
         result.files = write_validation(result, Path(out))
     return result
+
+
+def read_platform_log(folder: str | Path) -> dict:
+    """The summary.json ``mmesim emulate --out`` wrote into ``folder``, or one line naming what
+    is wrong."""
+    path = Path(folder) / "summary.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("no summary.json there: give the folder `mmesim emulate --out` wrote",
+                          field="--platform-log", value=str(folder)) from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not a readable summary: {exc}", source=str(path)) from None
+    for key in ("cold_starts", "loads", "unloads"):
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError("needs a count (an emulator's summary.json)", source=str(path), field=key, value=value)
+    return data
 
 
 def with_platform(v: Validation, observed: Summary | dict, source: str = "emulator log",
