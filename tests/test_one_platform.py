@@ -30,10 +30,15 @@ def budget(instance: str) -> dict:
     return {"memory_budget_bytes": BUDGET} if instance == "local" else {}
 
 
+def on_thread(e) -> tuple[float, float]:
+    """When a load held a load thread (its call may have waited for one first)."""
+    return e.time + e.thread_wait_s, e.time + e.seconds
+
+
 def loads_in_flight(events) -> list[tuple[float, int]]:
-    """(time, loads under way just after it) at every load's start and end, from t = the first start."""
-    t0 = min(e.time for e in events)
-    edges = sorted([(e.time - t0, 1) for e in events] + [(e.time + e.seconds - t0, -1) for e in events],
+    """(time, loads holding a thread just after it) at every start and end, from the first start."""
+    t0 = min(on_thread(e)[0] for e in events)
+    edges = sorted([(on_thread(e)[0] - t0, 1) for e in events] + [(on_thread(e)[1] - t0, -1) for e in events],
                    key=lambda x: (x[0], x[1]))
     out, n = [], 0
     for t, d in edges:
@@ -87,14 +92,13 @@ def test_a_cold_burst_loads_alike_in_the_simulator_and_the_emulator(tmp_path, in
     for loads in (predicted, measured):
         curve = loads_in_flight(loads)
         assert max(n for _, n in curve) == 4                      # four load threads, in both
-        starts = sorted(e.time for e in loads)
-        ends = sorted(e.time + e.seconds for e in loads)
+        starts = sorted(on_thread(e)[0] for e in loads)
+        ends = sorted(on_thread(e)[1] for e in loads)
         assert starts[3] - starts[0] < 0.5 * (ends[0] - starts[0])  # the first four start together
         assert starts[4] >= ends[0] - 1e-6                       # the fifth waits for a thread: two rounds
     # the same costs: each round and the whole burst take about as long in both (real time: generous)
-    def rounds(loads):
-        s = sorted(loads, key=lambda e: e.time)
-        return [sum(e.seconds for e in s[:4]) / 4, sum(e.seconds for e in s[4:]) / 4,
-                max(e.time + e.seconds for e in s) - s[0].time]
+    def rounds(loads):         # mean time on a thread in each round, and the whole burst
+        s = sorted(map(on_thread, loads))
+        return [sum(b - a for a, b in s[:4]) / 4, sum(b - a for a, b in s[4:]) / 4, max(b for _, b in s) - s[0][0]]
     for p, m in zip(rounds(predicted), rounds(measured)):
         assert m == pytest.approx(p, rel=0.35)

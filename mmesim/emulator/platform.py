@@ -189,6 +189,7 @@ class Instance:
             reserved = True
             if victims:
                 await asyncio.gather(*[self._unload(v) for v in victims])
+            asked = platform.clock()      # the load call: ModelLoadingTime counts from here
             granted = asyncio.get_running_loop().create_future()
             models.ask_thread(slot, lambda _s: False if granted.done() else granted.set_result(None))
             await granted
@@ -205,7 +206,7 @@ class Instance:
                     slot.size = size
             granted = None
             models.loaded(slot)
-            platform.event(ModelEvent(begun, self.index, slot.name, "load", platform.clock() - begun))
+            platform.event(ModelEvent(asked, self.index, slot.name, "load", platform.clock() - asked, begun - asked))
             platform.sample_memory(self)
         except BaseException:
             if granted is not None and granted.done() and not granted.cancelled():   # held a thread

@@ -166,6 +166,7 @@ class ModelEvent:
     model: str
     kind: str             # "preload" (before the run) | "download" | "load" | "unload" | "evict-disk"
     seconds: float        # how long it took
+    thread_wait_s: float = 0.0   # a load: of ``seconds``, the wait for one of the server's load threads
 
 
 @dataclass

@@ -30,7 +30,7 @@ from mmesim.sim.triton import ModelServer
 class Slot(Resident):
     """A target model's state on one instance."""
 
-    __slots__ = ("target", "on_disk", "waiters", "server", "since")
+    __slots__ = ("target", "on_disk", "waiters", "server", "since", "thread_at")
 
     def __init__(self, target):
         super().__init__(target.id, target.profile.gpu_memory_bytes)
@@ -39,6 +39,7 @@ class Slot(Resident):
         self.waiters: list = []
         self.server: ModelServer | None = None
         self.since = 0.0           # when the move in progress (download, load) began
+        self.thread_at = 0.0       # when its load took a load thread
 
 
 class Instance:
@@ -159,17 +160,19 @@ class Instance:
         self._load_call(ev.value)
 
     def _load_call(self, slot: Slot) -> None:
-        """The platform asks the server to load (memory is free): a load thread, or the queue."""
+        """The platform asks the server to load (memory is free): a load thread, or the queue.
+        ModelLoadingTime counts from here, as CloudWatch's covers the whole load call."""
+        slot.since = self.env.now
         self.models.ask_thread(slot, self._load_begin)
 
     def _load_begin(self, slot: Slot) -> None:
-        """On a load thread: the load event's time counts from here, as the emulator's does."""
-        slot.since = self.env.now
+        slot.thread_at = self.env.now
         self.host.load(slot.target.profile, slot, self._loaded)
 
     def _loaded(self, slot: Slot, _s: float) -> None:
         now = self.env.now
-        self.sim.events.append(ModelEvent(slot.since, self.index, slot.target.name, "load", now - slot.since))
+        self.sim.events.append(ModelEvent(slot.since, self.index, slot.target.name, "load", now - slot.since,
+                                          slot.thread_at - slot.since))
         self._set_used(self.used + slot.target.profile.gpu_memory_bytes)
         self._serve(slot)
         self.models.loaded(slot)
