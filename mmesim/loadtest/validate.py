@@ -17,7 +17,9 @@ from mmesim.profile import ModelProfile
 from mmesim.results.compare import Comparison, compare
 from mmesim.results.measured import measured_run
 from mmesim.results.records import Run
-from mmesim.results.summary import Summary, history, summarize
+from mmesim.results.summary import Summary, history, observed, summarize
+
+PLATFORM_FIGURES = ("cold_starts", "loads", "unloads")      # what a load test cannot see
 from mmesim.serde import check_out_folder
 from mmesim.sim import simulate
 from mmesim.workload import Workload
@@ -85,25 +87,22 @@ def read_platform_log(folder: str | Path) -> dict:
                           field="--platform-log", value=str(folder)) from None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not a readable summary: {exc}", source=str(path)) from None
-    for key in ("cold_starts", "loads", "unloads"):
+    for key in PLATFORM_FIGURES:
         value = data.get(key) if isinstance(data, dict) else None
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError("needs a count (an emulator's summary.json)", source=str(path), field=key, value=value)
     return data
 
 
-def with_platform(v: Validation, observed: Summary | dict, source: str = "emulator log",
+def with_platform(v: Validation, platform: Summary | dict, source: str = "emulator log",
                   out: str | Path | None = None) -> Validation:
     """``v`` with the figures a load test cannot observe (cold starts, loads, unloads) taken
-    from ``observed``, the Summary (or summary.json) of whatever saw the platform during that
+    from ``platform``, the Summary (or summary.json) of whatever saw the platform during that
     load test (``mmesim emulate --out``), named as their source; the comparison is redone
     (and its files rewritten into ``out``)."""
-    get = observed.get if isinstance(observed, dict) else (lambda k: getattr(observed, k, None))
-    figures = {f: get(f) for f in ("cold_starts", "loads", "unloads") if get(f) is not None}
-    measured = v.measured_summary.model_copy(update={**figures, "sources": {**v.measured_summary.sources,
-                                                                            **dict.fromkeys(figures, source)}})
-    v.measured_summary = measured
-    v.comparison = compare(v.predicted_summary, measured, v.comparison_tolerance, v.check_steps)
+    data = platform if isinstance(platform, dict) else platform.model_dump()
+    v.measured_summary = observed(v.measured_summary, {f: data.get(f) for f in PLATFORM_FIGURES}, source)
+    v.comparison = compare(v.predicted_summary, v.measured_summary, v.comparison_tolerance, v.check_steps)
     if out is not None:
         out = Path(out)
         v.files["comparison_json"] = v.comparison.write_json(out / "comparison.json")

@@ -54,6 +54,13 @@ def sources_of(run: Run) -> dict[str, str]:
     return {f: groups[g] for g, figures in OBSERVED.items() if g in groups for f in figures}
 
 
+def observed(summary: Summary, figures: dict[str, Any], source: str) -> Summary:
+    """``summary`` with ``figures`` (a measurement's cold starts, loads...) as ``source`` saw
+    them: what a load test cannot observe, from the emulator's log or CloudWatch."""
+    figures = {k: v for k, v in figures.items() if v is not None}
+    return summary.model_copy(update={**figures, "sources": {**summary.sources, **dict.fromkeys(figures, source)}})
+
+
 def reference_metrics(rows: list[dict[str, Any]], steps: list[int], name: str | None = None) -> dict[str, Any]:
     """The reference's four metrics from history rows (its README, step 3):
     rows of the model's name (not Aggregated) whose User Count is one of ``steps``; per
