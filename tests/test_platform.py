@@ -58,7 +58,7 @@ def test_host_cpus_bound_load_throughput_whatever_the_threads(tmp_path):
     wide = EndpointConfig(instance_type=T4, overhead_s=0, platform={"load_parallelism": 16})
     run16, sim = cold_burst(tmp_path, p, 16, wide)
     run4, _ = cold_burst(tmp_path, p, 16)
-    cpu_per_load = sim.instances[0].deserialise_s(sim.profiles[0])
+    cpu_per_load = sim.instances[0].host.deserialise_s(sim.profiles[0])
     assert 1.8 < cpu_per_load < 2.0                     # the rest is the disk read and the copy
     s16, s4 = span(moves(run16, "load")), span(moves(run4, "load"))
     assert s16 >= 16 * cpu_per_load / 8                 # 8 vCPUs can deserialise no faster
@@ -75,13 +75,13 @@ def test_disk_and_pcie_bound_loads_share_their_bandwidth(tmp_path):
     one, sim = cold_burst(tmp_path, p, 1, ep)
     four, _ = cold_burst(tmp_path, p, 4, ep)
     inst = sim.instances[0]
-    assert inst.deserialise_s(sim.profiles[0]) == pytest.approx(0.3, abs=0.01)   # 1 s read, 0.2 s copy
+    assert inst.host.deserialise_s(sim.profiles[0]) == pytest.approx(0.3, abs=0.01)   # 1 s read, 0.2 s copy
     loads = moves(four, "load")
     assert min(e.seconds for e in loads) > 2.5 * moves(one, "load")[0].seconds
     # four reads of 1 GB through one 1000 MB/s volume, four 1500 MiB copies through one link
-    assert span(loads) >= 4e9 / inst.disk.total + 4 * 1500 * MiB / inst.pcie.total
+    assert span(loads) >= 4e9 / inst.host.disk.total + 4 * 1500 * MiB / inst.host.pcie.total
     assert span(loads) < 4 * moves(one, "load")[0].seconds      # the CPU parts still overlap
-    assert inst.disk.moved == pytest.approx(1e9) and inst.pcie.moved == pytest.approx(1500 * MiB)
+    assert inst.host.disk.moved == pytest.approx(1e9) and inst.host.pcie.moved == pytest.approx(1500 * MiB)
 
 
 def test_downloads_share_the_network_and_untar_on_the_cpus(tmp_path):

@@ -48,7 +48,6 @@ class Instance:
         cfg, itype, gpu = sim.endpoint, sim.instance_type, sim.gpu
         self.host = Host(self.env, itype, gpu, cfg.platform)
         self.cores, self.gpu = self.host.cores, self.host.processor
-        self.disk, self.pcie = self.host.disk, self.host.pcie
         self.total = gpu.nvml_total_bytes
         self.budget = memory_budget(self.total, cfg.memory_threshold)
         self.baseline = max((t.profile.baseline_gpu_bytes for t in sim.targets), default=0)
@@ -78,9 +77,6 @@ class Instance:
         if s is None:
             s = self.slots[target.id] = Slot(target)
         return s
-
-    def deserialise_s(self, profile) -> float:
-        return self.host.deserialise_s(profile)
 
     # -- requests ------------------------------------------------------------------------
     def admit(self, req) -> None:
