@@ -28,7 +28,7 @@ from mmesim.endpoint import PlatformCosts
 from mmesim.profile import ModelProfile
 from mmesim.results.records import ModelEvent
 from mmesim.sim.policy import ready_wait_s, route
-from mmesim.sim.residency import LOADED, LOADING, REMOTE, Resident, Residency
+from mmesim.sim.residency import LOADED, LOADING, ON_DISK, REMOTE, Resident, Residency
 
 _log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class Instance:
 
     async def _until_loaded(self, slot: Slot) -> None:
         while slot.state != LOADED:
-            if slot.state == REMOTE:
+            if slot.state in (REMOTE, ON_DISK):     # ON_DISK: unloaded, its files in the store's cache
                 slot.state = LOADING
                 slot.task = asyncio.ensure_future(self._load(slot))
             await asyncio.shield(slot.task)
@@ -240,8 +240,7 @@ class Instance:
             await self.backend.unload(slot.container)
         finally:
             seconds = time.perf_counter() - t
-            slot.size = 0
-            slot.state = REMOTE
+            self.models.unloaded(slot)
             self.platform.store.unpin(slot.name)
             self.platform.event(ModelEvent(self.platform.clock() - seconds, self.index, slot.name, "unload", seconds))
             self.platform.sample_memory(self)

@@ -44,6 +44,9 @@ class Host:
     def decode(self, seconds: float, arg, callback) -> None:
         """A request's handling and parsing on one server thread, competing with loads and
         downloads for the same CPUs; then ``callback(arg)`` (or ``callback(arg, elapsed)``)."""
+        if seconds <= 0:              # nothing to compute (a profile without request costs)
+            callback(arg)
+            return
         self.cpu_busy_s += seconds
         if self.cores is not None:
             self.cores.run(seconds, 1, callback, arg)

@@ -17,7 +17,6 @@ from typing import Callable
 from mmesim.sim.policy import lru_victims
 
 REMOTE, DOWNLOADING, ON_DISK, LOADING, LOADED, UNLOADING = range(6)
-STATE_NAMES = ("remote", "downloading", "on-disk", "loading", "loaded", "unloading")
 
 
 class Resident:
@@ -94,10 +93,10 @@ class Residency:
         self.loading -= 1
         self._next()
 
-    def cancel(self, r: Resident, state: int = REMOTE) -> None:
+    def cancel(self, r: Resident) -> None:
         """``r``'s load failed or was abandoned before it ended: its bytes are uncommitted."""
         self.committed -= r.size
-        r.state = state
+        r.state = REMOTE
 
     def preload(self, r: Resident, need: int) -> bool:
         """``r`` loaded before traffic starts, if it fits without evicting another."""

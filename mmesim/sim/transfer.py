@@ -25,26 +25,31 @@ class SharedRate:
         self._since = 0.0             # when the counter was last brought up to date
         self._seq = count()
         self._timer = None
+        self._rate = 0.0              # what each transfer in progress moves a second (while any is)
         self._done_within = total * 1e-9  # what is left after a nanosecond's worth counts as done
 
     def rate(self) -> float:
         """Bytes a second each transfer in progress moves now."""
-        n = len(self._ends)
-        return min(self.per_transfer, self.total / n) if n else 0.0
+        return self._rate if self._ends else 0.0
+
+    def _rate_for(self, n: int) -> float:
+        share = self.total / n
+        return share if share < self.per_transfer else self.per_transfer
 
     def start(self, nbytes: float, value, callback) -> None:
         """Move ``nbytes``; then ``callback(value, seconds it took)``."""
         self._advance()
-        rate, seq = self.rate(), next(self._seq)
-        heappush(self._ends, (self._counter + nbytes, seq, self.env.now, value, callback))
-        if self._timer is not None and self._ends[0][1] != seq and self.rate() == rate:
+        ends, rate, seq = self._ends, self.rate(), next(self._seq)
+        heappush(ends, (self._counter + nbytes, seq, self.env.now, value, callback))
+        self._rate = self._rate_for(len(ends))
+        if self._timer is not None and ends[0][1] != seq and self._rate == rate:
             return            # the first to finish and the rate are unchanged: so is its timer
         self._schedule()
 
     def _advance(self) -> None:
         now = self.env.now
         if self._ends and now > self._since:
-            step = self.rate() * (now - self._since)
+            step = self._rate * (now - self._since)
             self._counter += step
             self.moved += step * len(self._ends)
         self._since = now
@@ -53,7 +58,7 @@ class SharedRate:
         self._timer = None
         if self._ends:
             left = self._ends[0][0] - self._counter
-            self._timer = after(self.env, max(0.0, left) / self.rate(), None, self._tick)
+            self._timer = after(self.env, (left if left > 0 else 0.0) / self._rate, None, self._tick)
 
     def _tick(self, ev) -> None:
         if ev is not self._timer:         # superseded by a later start
@@ -62,6 +67,8 @@ class SharedRate:
         ends, done = self._ends, [heappop(self._ends)]   # the one the timer was for
         while ends and ends[0][0] - self._counter <= self._done_within:
             done.append(heappop(ends))
+        if ends:
+            self._rate = self._rate_for(len(ends))
         self._schedule()
         now = self.env.now
         for _, _, started, value, callback in done:
