@@ -204,6 +204,7 @@ class VirtualBackend(Backend):
 
     def __init__(self, total_bytes: int, baseline_bytes: int = 0, seed: int = 0, *, instance: str,
                  costs=None):
+        """``costs``: the endpoint's PlatformCosts, as the simulator takes them (default: the defaults)."""
         self.total_bytes, self.baseline_bytes, self.seed = total_bytes, baseline_bytes, seed
         self.instance, self.costs = instance, costs
         self.env = self.host = self.gpu = self.noise = None

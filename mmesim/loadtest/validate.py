@@ -18,11 +18,11 @@ from mmesim.results.compare import Comparison, compare
 from mmesim.results.measured import measured_run
 from mmesim.results.records import Run
 from mmesim.results.summary import Summary, history, observed, summarize
-
-PLATFORM_FIGURES = ("cold_starts", "loads", "unloads")      # what a load test cannot see
 from mmesim.serde import check_out_folder
 from mmesim.sim import simulate
 from mmesim.workload import Workload
+
+PLATFORM_FIGURES = ("cold_starts", "loads", "unloads")      # what a load test cannot see
 
 
 @dataclass
