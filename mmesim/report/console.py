@@ -68,6 +68,10 @@ def print_summary(summary, run=None) -> None:
         serving = [n for _, _, n in run.instance_timeline]
         t.add_row("instances in service (autoscaling)", f"{serving[0]} -> {max(serving)} -> {serving[-1]}, "
                                                         f"{run.mean_instances():.2f} billed on average")
+    if s.kind != "prediction":          # what observed each group of figures; "n/a": nothing did
+        from mmesim.results.summary import OBSERVED
+        t.add_row("measured by", "; ".join(f"{group} {s.sources.get(figures[0], 'n/a')}"
+                                           for group, figures in OBSERVED.items()))
     t.add_row("cost per hour", _fmt(s.cost_per_hour_usd, " USD", 3))
     t.add_row("cost per million inferences", _fmt(s.cost_per_million_usd, " USD", 2))
     console.print(t)
