@@ -22,8 +22,7 @@ from mmesim.results.records import DISK_FULL, OUT_OF_MEMORY, OVERLOADED, ModelEv
 from mmesim.sim.events import after
 from mmesim.sim.host import Host
 from mmesim.sim.policy import memory_budget
-from mmesim.sim.residency import (DOWNLOADING, LOADED, LOADING, ON_DISK, REMOTE, UNLOADING,  # noqa: F401
-                                  Resident, Residency)
+from mmesim.sim.residency import DOWNLOADING, LOADED, LOADING, ON_DISK, REMOTE, Resident, Residency
 from mmesim.sim.triton import ModelServer
 
 
