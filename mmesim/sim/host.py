@@ -59,7 +59,7 @@ class Host:
 
     # -- a download: S3's first byte, the artifact over the shared network, untar on one vCPU
     def download(self, nbytes: int, arg, callback) -> None:
-        """Then ``callback(arg, 0.0)``."""
+        """Then ``callback(arg, seconds of its last part)``."""
         after(self.env, self.costs.s3_first_byte_s, (nbytes, arg, callback), self._first_byte)
 
     def _first_byte(self, ev) -> None:
@@ -71,7 +71,7 @@ class Host:
 
     # -- a load on one load thread: read the artifact, deserialise on one vCPU, copy to the GPU
     def load(self, profile, arg, callback) -> None:
-        """Then ``callback(arg, 0.0)``."""
+        """Then ``callback(arg, seconds of its last part)``."""
         job = (profile, arg, callback)
         if self.disk is not None:
             self.disk.start(profile.artifact_bytes, job, self._read)
