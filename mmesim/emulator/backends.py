@@ -42,6 +42,10 @@ class Backend(ABC):
     @abstractmethod
     async def unload(self, name: str) -> None: ...
 
+    async def download(self, profile: ModelProfile | None) -> None:
+        """After the store fetched a model's artifact anew: what the instance's own download
+        costs beyond that fetch (nothing for a real server: the fetch was real)."""
+
     @abstractmethod
     async def invoke(self, name: str, body: bytes, content_type: str, accept: str | None) -> tuple[int, bytes, str]:
         """(status, body, content type) as the container answered."""
@@ -253,6 +257,13 @@ class VirtualBackend(Backend):
         await self._until(lambda f: self.host.load(profile, f, _settle))
         self.servers[name] = ModelServer(self.env, profile, self.gpu, self.noise, self._executed)
         self.sizes[name] = profile.gpu_memory_bytes
+
+    async def download(self, profile: ModelProfile | None) -> None:
+        """The S3 download the emulated instance would make (the store's fetch, from a local
+        folder, stands in for it): S3's first byte, the shared network, untar on the vCPUs,
+        as the simulator has it."""
+        if profile is not None:
+            await self._until(lambda f: self.host.download(profile.artifact_bytes, f, _settle))
 
     async def unload(self, name: str) -> None:
         from mmesim.sim.events import after

@@ -172,13 +172,13 @@ class Instance:
         platform, reserved, pinned, granted, epoch = self.platform, False, False, None, self.epoch
         models = self.models
         try:   # pinned from fetch to unload: the disk cache keeps a loaded model's files
+            began = platform.clock()
             fetched = await asyncio.to_thread(partial(platform.store.fetch, slot.name, pin=True))
             pinned = True
-            now = platform.clock()
-            if not fetched.cache_hit:
-                platform.event(ModelEvent(now - fetched.download_s - fetched.extract_s, self.index, slot.name,
-                                          "download", fetched.download_s + fetched.extract_s))
             profile = platform.profile_for(slot.name)
+            if not fetched.cache_hit:
+                await self.backend.download(profile)
+                platform.event(ModelEvent(began, self.index, slot.name, "download", platform.clock() - began))
             measure = profile is None
             need = profile.gpu_memory_bytes if profile else self._estimate(slot.name, fetched.artifact_bytes)
             victims = models.reserve(slot, need)     # decided now (no await before): no other load picks them
