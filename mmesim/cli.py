@@ -260,8 +260,11 @@ def _add_plan(sub) -> None:
         result = plan(mix, profiles, cluster=args.cluster, workers=args.workers, quiet=args.json)
         if args.json:
             import json
+            hosting = result.hosting
             print(json.dumps({"ranked": result.ranked, "infeasible": result.infeasible,
-                              "capacity_rps": result.capacity}, indent=2, default=str))
+                              "capacity_rps": result.capacity, "left_out": result.left_out,
+                              "hosting": [o.row() for o in hosting.options] if hosting else None,
+                              "hosting_verdict": hosting.verdict if hosting else None}, indent=2, default=str))
         else:
             print_plan(result)
         if args.out:

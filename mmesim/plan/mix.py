@@ -76,8 +76,22 @@ class Traffic(Model):
 class SLO(Model):
     p95_ms: float | None = Field(default=None, gt=0)
     p99_ms: float | None = Field(default=None, gt=0)
-    max_error_rate: float = Field(default=0.001, ge=0, le=1)
+    max_error_rate: float = Field(default=0.001, ge=0, le=1, description="failed requests as a fraction")
     max_cold_start_share: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _percent(cls, data):
+        """``max_error_percent: 0.1`` is ``max_error_rate: 0.001``."""
+        if isinstance(data, dict) and "max_error_percent" in data:
+            data = dict(data)
+            if "max_error_rate" in data:
+                raise ValueError("give max_error_rate or max_error_percent, not both")
+            pct = data.pop("max_error_percent")
+            if not isinstance(pct, (int, float)) or not 0 <= pct <= 100:
+                raise ValueError(f"max_error_percent must be a number in [0, 100], got {pct!r}")
+            data["max_error_rate"] = pct / 100
+        return data
 
 
 class Candidates(Model):
@@ -91,6 +105,9 @@ class Candidates(Model):
                                                "(each instance holds its own copy of the model); default: "
                                                "the profiles' own")
     max_instances: int = Field(default=16, ge=1)
+    mme_eligible_only: bool = Field(default=True, description="search only the instance types SageMaker documents "
+                                    "for GPU multi-model endpoints (the catalogue's mme_support); false: any type, "
+                                    "e.g. to ask what an ineligible one would do")
 
     @field_validator("instance_types")
     @classmethod
@@ -135,6 +152,8 @@ class PlanMix(Model):
     endpoint: dict = Field(default_factory=dict, description="EndpointConfig fields every candidate shares")
     simulation: Simulation = Field(default_factory=Simulation)
     top: int = Field(default=10, ge=1, description="rows of the ranked table")
+    compare_hosting: bool = Field(default=True, description="also size one endpoint per model and inference "
+                                  "components for the same models, traffic and SLOs (mmesim.plan.hosting)")
 
     @model_validator(mode="after")
     def _check(self) -> "PlanMix":

@@ -135,11 +135,23 @@ def workload(mix: PlanMix, scale: float = 1.0) -> Workload:
     return Workload(kind="trace", trace=t.trace, **common)
 
 
-def candidates(mix: PlanMix, profiles: dict[str, ModelProfile]) -> list[Candidate]:
+def eligible_types(mix: PlanMix) -> tuple[list[str], list[dict]]:
+    """The instance types to search, and those left out with why: an MME runs only on the
+    types SageMaker documents for it, unless the mix says ``mme_eligible_only: false``."""
     catalog = load_catalog()
     types = mix.candidates.instance_types or list(catalog.instances)
+    if not mix.candidates.mme_eligible_only:
+        return types, []
+    keep = [t for t in types if catalog.mme_eligible(t)]
+    why = (f"not a GPU multi-model endpoint type ({catalog.mme_support.source}, checked "
+           f"{catalog.mme_support.checked})" if catalog.mme_support else "")
+    return keep, [{"instance_type": t, "why": why} for t in types if t not in keep]
+
+
+def candidates(mix: PlanMix, profiles: dict[str, ModelProfile]) -> list[Candidate]:
+    catalog = load_catalog()
     out = []
-    for name in types:
+    for name in eligible_types(mix)[0]:
         it = catalog.instance(name)
         for fw in mix.frameworks:
             chosen = [_choose(g.profiles.get(fw) or next(iter(g.profiles.values())), profiles, it.gpu)
@@ -241,6 +253,8 @@ class Plan:
     capacity: dict[str, float]           # instance type -> max peak requests/s meeting the SLOs
     simulations: int
     whatif: dict | None = None           # the autoscaling what-if of the best plan
+    left_out: list[dict] = field(default_factory=list)   # instance types not searched, and why
+    hosting: object | None = None        # mmesim.plan.hosting.Hosting: MME against the alternatives
 
     @property
     def feasible(self) -> bool:
@@ -282,7 +296,12 @@ def plan(mix: PlanMix, profiles: dict[str, ModelProfile], *, cluster: str | None
             best = next(c for c in cands if c.hi == top["count"] and c.label == top["candidate"])
             whatif = runner.map(whatif_minutes, [whatif_task(mix, best, weights)], label="autoscaling what-if")[0]
             extra += 1
-    return Plan(mix, cands, ranked, _misses(cands), capacity, simulations + extra, whatif)
+        hosting = None
+        if mix.compare_hosting:
+            from mmesim.plan.hosting import compare
+            hosting = compare(mix, profiles, ranked, runner)     # its simulations are counted in it
+    return Plan(mix, cands, ranked, _misses(cands), capacity, simulations + extra, whatif, eligible_types(mix)[1],
+                hosting)
 
 
 def _prune(cands: list[Candidate], top: int) -> None:
@@ -312,6 +331,7 @@ def _row(mix: PlanMix, c: Candidate, n: int) -> dict:
         "cold_start_share": m["cold_start_share"], "models_resident_per_instance": m["models_resident"],
         "cache_hit_ratio": m["cache_hit_ratio"], "gpu_utilization": m["gpu_utilization"],
         "binding_slo": f"{binding.slo} ({binding.ratio:.0%} of limit)" if binding else "-",
+        "decided_by": _decided_by(c, n),
         "profiles": ", ".join(p.name for p in c.profiles),
     }
     scaling = mix.endpoint.get("autoscaling")
@@ -320,6 +340,19 @@ def _row(mix: PlanMix, c: Candidate, n: int) -> dict:
         hours = [max(lo, min(hi, math.ceil(n * f - 1e-9))) for f in mix.traffic.daily]
         row["cost_per_month_autoscaled_usd"] = sum(hours) / 24 * c.price * HOURS_PER_MONTH
     return row
+
+
+def _decided_by(c: Candidate, n: int) -> str:
+    """Which bound set the count: the SLO one instance fewer misses by the most, or the
+    lower bound that made one fewer not worth simulating."""
+    below = c.tried.get(n - 1)
+    if below is not None:
+        missed = max((v for v in below["violations"] if v.ratio > 1), key=lambda v: v.ratio, default=None)
+        if missed is not None:
+            return f"{missed.slo} at {n - 1} ({missed.ratio:.3g}x its limit)"
+    if n > 1 and n == c.n_min:
+        return "lower bound: " + "; ".join(c.bounds)
+    return "one instance is the least"
 
 
 def _rank(mix: PlanMix, cands: list[Candidate]) -> list[dict]:
