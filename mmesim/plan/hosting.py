@@ -17,7 +17,9 @@ SLOs: a what-if `mmesim plan` runs after its search (and a library call, ``compa
 What one copy on one GPU serves within the SLOs is found by simulation (the simulator with
 one always-loaded model on one instance, the mix's SLOs, bisection over the request rate),
 per model group, framework and GPU kind; the per-model rates are the plan's (share x
-popularity x peak), so every option is judged on the same traffic.
+popularity x peak), so every option is judged on the same traffic. The search stops as soon
+as one copy meets the SLOs at the group's busiest model's rate: beyond it the capacity changes
+no count (such capacities are lower bounds, marked so).
 """
 
 from __future__ import annotations
@@ -132,14 +134,18 @@ def copy_capacity(mix: PlanMix, profiles: dict[str, ModelProfile], runner) -> tu
                                "instance_type": itype, "profile": p, "lo": 0.0, "hi": None, "guess": guess,
                                "price_per_gpu": catalog.instance(itype).price_usd_per_hour
                                / catalog.instance(itype).gpus})
+    busiest = {}
+    for gi, r in target_rates(mix):
+        busiest[gi] = max(busiest.get(gi, 0.0), r)
     sims = 0
     for _ in range(ROUNDS):
         probes = []
         for pt in points:
-            lo, hi = pt["lo"], pt["hi"]
-            if hi is not None and (hi <= 0.01 or (lo > 0 and hi / lo <= CLOSE)):
+            lo, hi, need = pt["lo"], pt["hi"], busiest[pt["group"]]
+            if lo >= need or (hi is not None and (hi <= 0.01 or (lo > 0 and hi / lo <= CLOSE))):
                 continue
-            rate = (pt["guess"] if lo == 0 else 2 * lo) if hi is None else (math.sqrt(lo * hi) if lo else hi / 4)
+            rate = (min(pt["guess"], need) if lo == 0 else min(2 * lo, need)) if hi is None else \
+                (math.sqrt(lo * hi) if lo else hi / 4)
             probes.append((pt, rate))
         if not probes:
             break
@@ -153,8 +159,13 @@ def copy_capacity(mix: PlanMix, profiles: dict[str, ModelProfile], runner) -> tu
                 pt["hi"] = rate
     rows = [{"model": pt["model"], "group": pt["group"], "framework": pt["framework"], "gpu": pt["gpu"],
              "instance_type": pt["instance_type"], "capacity_rps": pt["lo"],
+             "at_least": pt["lo"] >= busiest[pt["group"]],
              "price_per_gpu_usd_per_hour": pt["price_per_gpu"]} for pt in points]
     return rows, sims
+
+
+def _cap(c: dict) -> str:
+    return ("at least " if c["at_least"] else "") + f"{c['capacity_rps']:.0f}"
 
 
 def _copies(rate: float, capacity: float) -> int:
@@ -193,7 +204,7 @@ def endpoint_per_model(mix: PlanMix, capacity: list[dict]) -> Option | None:
         if daily:
             daily_cost += sum(_copies(r * f, c["capacity_rps"]) for f in daily) / 24 * price
     config = "; ".join(f"{mix.models[gi].name}: {c['instance_type']} {c['framework']} "
-                       f"({c['capacity_rps']:.0f} req/s per instance)" for gi, c in best_per_group.items())
+                       f"({_cap(c)} req/s per instance)" for gi, c in best_per_group.items())
     n_models = len(rates)
     return Option("one endpoint per model", config, instances, instances, hourly, hourly * HOURS_PER_MONTH,
                   daily_cost * HOURS_PER_MONTH if daily else None, floor,
@@ -234,7 +245,7 @@ def inference_components(mix: PlanMix, capacity: list[dict]) -> Option | None:
         daily_cost = sum(hours) / 24 * it.price_usd_per_hour * HOURS_PER_MONTH
     floor = sum(1 for (gi, r) in rates if r < per_group[gi]["capacity_rps"])
     config = (f"{n} x {it.name} ({it.gpus} GPU{'s' if it.gpus > 1 else ''} each), {gpus} copies: "
-              + "; ".join(f"{mix.models[gi].name} {c['framework']} {c['capacity_rps']:.0f} req/s per copy"
+              + "; ".join(f"{mix.models[gi].name} {c['framework']} {_cap(c)} req/s per copy"
                           for gi, c in per_group.items()))
     return Option("inference components", config, n, gpus, hourly, hourly * HOURS_PER_MONTH, daily_cost, floor,
                   f"{floor} of {len(rates)} models hold a whole GPU for less traffic than one copy serves (a copy "

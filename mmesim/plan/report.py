@@ -216,6 +216,8 @@ def print_hosting(h) -> None:
 
 
 def _cell(key: str, v) -> str:
+    if v is None:
+        return "-"
     if key == "error_rate" or key == "cache_hit_ratio":
         return "-" if v is None else f"{v:.2%}"
     if key == "threshold":
