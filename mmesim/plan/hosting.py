@@ -58,7 +58,7 @@ class Option:
     usd_per_hour: float
     usd_per_month: float                     # sized for the peak all month
     usd_per_month_daily: float | None        # scaled to the daily pattern (None: not given)
-    at_floor: int | None                     # models held at the option's minimum (one instance, one GPU)
+    at_floor: int | None                     # models given the option's minimum (one instance, one GPU) and no more
     why: str
     source: str
 
@@ -199,7 +199,7 @@ def endpoint_per_model(mix: PlanMix, capacity: list[dict]) -> Option | None:
         price = catalog.instance(c["instance_type"]).price_usd_per_hour
         n = _copies(r, c["capacity_rps"])
         instances += n
-        floor += r < c["capacity_rps"]
+        floor += n == 1
         hourly += n * price
         if daily:
             daily_cost += sum(_copies(r * f, c["capacity_rps"]) for f in daily) / 24 * price
@@ -208,8 +208,8 @@ def endpoint_per_model(mix: PlanMix, capacity: list[dict]) -> Option | None:
     n_models = len(rates)
     return Option("one endpoint per model", config, instances, instances, hourly, hourly * HOURS_PER_MONTH,
                   daily_cost * HOURS_PER_MONTH if daily else None, floor,
-                  f"{floor} of {n_models} models need less than one instance at the peak but pay for a whole one "
-                  "(an endpoint has at least one instance)", SOURCES["one endpoint per model"])
+                  f"{floor} of {n_models} models get one instance each, their peak needing no more: the floor (an "
+                  "endpoint has at least one instance)", SOURCES["one endpoint per model"])
 
 
 def inference_components(mix: PlanMix, capacity: list[dict]) -> Option | None:
@@ -243,13 +243,13 @@ def inference_components(mix: PlanMix, capacity: list[dict]) -> Option | None:
         hours = [math.ceil(sum(_copies(r * f, per_group[gi]["capacity_rps"]) for gi, r in rates) / it.gpus)
                  for f in daily]
         daily_cost = sum(hours) / 24 * it.price_usd_per_hour * HOURS_PER_MONTH
-    floor = sum(1 for (gi, r) in rates if r < per_group[gi]["capacity_rps"])
+    floor = sum(1 for n_copies in copies if n_copies == 1)
     config = (f"{n} x {it.name} ({it.gpus} GPU{'s' if it.gpus > 1 else ''} each), {gpus} copies: "
               + "; ".join(f"{mix.models[gi].name} {c['framework']} {_cap(c)} req/s per copy"
                           for gi, c in per_group.items()))
     return Option("inference components", config, n, gpus, hourly, hourly * HOURS_PER_MONTH, daily_cost, floor,
-                  f"{floor} of {len(rates)} models hold a whole GPU for less traffic than one copy serves (a copy "
-                  "reserves at least one accelerator)", SOURCES["inference components"])
+                  f"{floor} of {len(rates)} models get one copy each, their peak needing no more, and each copy "
+                  "holds a whole GPU (it reserves at least one accelerator)", SOURCES["inference components"])
 
 
 def multi_model_endpoint(mix: PlanMix, ranked: list[dict]) -> Option | None:
