@@ -28,8 +28,8 @@ import math
 from dataclasses import dataclass, field
 
 from mmesim.catalog import load_catalog
-from mmesim.plan.evaluate import Task, evaluate
-from mmesim.plan.mix import HOURS_PER_MONTH, PlanMix, endpoint_config
+from mmesim.plan.evaluate import Task, evaluate, judge
+from mmesim.plan.mix import HOURS_PER_MONTH, PlanMix, choose_profile, endpoint_config, mix_weights
 from mmesim.profile import ModelProfile
 from mmesim.workload import Workload
 
@@ -90,7 +90,6 @@ class Hosting:
 
 def target_rates(mix: PlanMix) -> list[tuple[int, float]]:
     """(group index, peak req/s) per model copy, as the planner's weights spread the peak."""
-    from mmesim.plan.search import mix_weights
     groups = [gi for gi, g in enumerate(mix.models) for _ in range(g.copies)]
     return [(gi, w * mix.traffic.peak_rps) for gi, w in zip(groups, mix_weights(mix))]
 
@@ -122,13 +121,12 @@ def _probe_task(mix: PlanMix, profile: ModelProfile, instance_type: str, rate: f
 def copy_capacity(mix: PlanMix, profiles: dict[str, ModelProfile], runner) -> tuple[list[dict], int]:
     """Per model group x framework x GPU kind: the highest rate one always-loaded copy on one
     GPU serves within every SLO (0 if even a trickle misses them)."""
-    from mmesim.plan.search import _choose, judge
     catalog = load_catalog()
     points = []
     for gpu, itype in _devices(mix).items():
         for fw in mix.frameworks:
             for gi, g in enumerate(mix.models):
-                p = _choose(g.profiles.get(fw) or next(iter(g.profiles.values())), profiles, gpu)
+                p = choose_profile(g.profiles.get(fw) or next(iter(g.profiles.values())), profiles, gpu)
                 guess = 1.0 / min(p.service_time(b) / b for b in range(1, p.triton.batch_limit + 1))
                 points.append({"group": gi, "model": g.name, "framework": p.framework, "gpu": gpu,
                                "instance_type": itype, "profile": p, "lo": 0.0, "hi": None, "guess": guess,

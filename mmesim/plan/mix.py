@@ -218,3 +218,22 @@ def endpoint_config(mix: PlanMix, instance_type: str, threshold: float, count: i
     """The EndpointConfig of one candidate: the mix's shared settings, the candidate's choices."""
     data = {**mix.endpoint, "instance_type": instance_type, "instance_count": count, "memory_threshold": threshold}
     return validate(EndpointConfig, data, source="endpoint")
+
+
+def choose_profile(names: list[str], profiles: dict[str, ModelProfile], gpu: str) -> ModelProfile:
+    """The profile made on this GPU if one is listed, else the first (translated by the simulator)."""
+    for name in names:
+        if profiles[name].gpu == gpu:
+            return profiles[name]
+    return profiles[names[0]]
+
+
+def mix_weights(mix: PlanMix) -> list[float]:
+    """Share of requests per target, in target order (group by group, copy by copy)."""
+    total = sum(g.share for g in mix.models)
+    out = []
+    for g in mix.models:
+        raw = [1.0 / (k ** g.s) if g.popularity == "zipf" else 1.0 for k in range(1, g.copies + 1)]
+        norm = sum(raw)
+        out.extend(g.share / total * w / norm for w in raw)
+    return out

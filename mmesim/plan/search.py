@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass, field
 
 from mmesim.catalog import load_catalog
-from mmesim.plan.evaluate import Task, evaluate
-from mmesim.plan.mix import HOURS_PER_MONTH, PlanMix, endpoint_config
+from mmesim.plan.evaluate import Task, evaluate, judge
+from mmesim.plan.mix import HOURS_PER_MONTH, PlanMix, choose_profile as _choose, endpoint_config, mix_weights
 from mmesim.plan.parallel import Runner
 from mmesim.profile import ModelProfile
 from mmesim.sim import Simulation
@@ -29,36 +29,6 @@ from mmesim.workload import Workload
 
 CAPACITY_ROUNDS = 3
 CAPACITY_MAX = 4.0      # capacity is searched up to this multiple of the peak
-
-
-@dataclass
-class Violation:
-    slo: str
-    value: float
-    limit: float
-
-    @property
-    def ratio(self) -> float:
-        if self.limit == 0:
-            return math.inf if self.value > 0 else 0.0
-        return self.value / self.limit
-
-    def __str__(self) -> str:
-        fmt = {"p95_ms": "{:.0f} ms", "p99_ms": "{:.0f} ms", "error_rate": "{:.3%}",
-               "cold_start_share": "{:.2%}", "cost_usd_per_month": "{:,.0f} USD"}.get(self.slo, "{:g}")
-        over = f"+{self.ratio - 1:.0%}" if math.isfinite(self.ratio) else "any is too many"
-        return f"{self.slo} {fmt.format(self.value)} > {fmt.format(self.limit)} ({over})"
-
-
-def judge(measures: dict, mix: PlanMix) -> list[Violation]:
-    """Every SLO with its measured value; the ones with ratio > 1 are missed."""
-    slo = mix.slo
-    out = []
-    for key, limit in (("p95_ms", slo.p95_ms), ("p99_ms", slo.p99_ms), ("error_rate", slo.max_error_rate),
-                       ("cold_start_share", slo.max_cold_start_share)):
-        if limit is not None:
-            out.append(Violation(key, measures[key], limit))
-    return out
 
 
 @dataclass
@@ -103,25 +73,6 @@ class Candidate:
 
 
 # --- set-up ------------------------------------------------------------------------------
-def _choose(names: list[str], profiles: dict[str, ModelProfile], gpu: str) -> ModelProfile:
-    """The profile made on this GPU if one is listed, else the first (translated by the simulator)."""
-    for name in names:
-        if profiles[name].gpu == gpu:
-            return profiles[name]
-    return profiles[names[0]]
-
-
-def mix_weights(mix: PlanMix) -> list[float]:
-    """Share of requests per target, in target order (group by group, copy by copy)."""
-    total = sum(g.share for g in mix.models)
-    out = []
-    for g in mix.models:
-        raw = [1.0 / (k ** g.s) if g.popularity == "zipf" else 1.0 for k in range(1, g.copies + 1)]
-        norm = sum(raw)
-        out.extend(g.share / total * w / norm for w in raw)
-    return out
-
-
 def workload(mix: PlanMix, scale: float = 1.0) -> Workload:
     """The traffic of one evaluation: the peak (times ``scale``) for the simulated duration."""
     t, sim = mix.traffic, mix.simulation
