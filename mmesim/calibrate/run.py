@@ -73,7 +73,6 @@ class CalibrateOptions:
             self.concurrency = [c for c in self.concurrency if c <= 2] or [1]
             self.scaling = [k for k in self.scaling if k <= 2] or [1]
             self.request_requests = min(self.request_requests, 4)
-            self.cycles = min(self.cycles, 2)
             self.stop_batch_s = min(self.stop_batch_s or 0.5, 0.5)
 
     def check(self) -> None:

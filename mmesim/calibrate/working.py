@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from mmesim.calibrate.memory import HostMemory, NvmlMemory
+from mmesim.units import MiB
 
 _STAMP = r"I(\d{4}) (\d\d:\d\d:\d\d\.\d{6}) +\d+ [^\]]+\] \""
 
@@ -146,7 +147,8 @@ def peak_reader(probe, server_pid: int | None):
     """(reader, how) for this bench: NVML on a GPU, the tree's VmHWM on a local CPU run, or
     None where neither can be read (a CPU run in a container)."""
     if isinstance(probe, NvmlMemory):
-        return SampledPeak(probe), "NVML used memory sampled every 1 ms while a fresh copy executed, peak above its level after the load"
+        return SampledPeak(probe), ("NVML used memory sampled every 1 ms while a fresh copy executed, peak above its "
+                                    "level after the load")
     if isinstance(probe, HostMemory) and server_pid and Path(f"/proc/{server_pid}/clear_refs").exists():
         return TreePeak(server_pid), ("peak resident set of the server's process tree (the kernel's VmHWM, reset "
                                       "through /proc/PID/clear_refs) while a fresh copy executed, above its "
@@ -228,12 +230,12 @@ def summary_notes(w: Working) -> str:
     """One line for the profile's memory_source: how each figure was taken."""
     parts = [f"working memory: {w.how}"]
     if w.points:
-        parts[0] += " (" + ", ".join(f"batch {p.batch}: {p.bytes / 2**20:.1f} MiB" for p in w.points) + ")"
+        parts[0] += " (" + ", ".join(f"batch {p.batch}: {p.bytes / MiB:.1f} MiB" for p in w.points) + ")"
     if w.cycles:
         c = w.cycles
         parts.append(f"leak: memory used after {len(c.used)} load/unload cycles of one copy, growth after the first "
-                     f"per cycle = {c.leak_per_cycle / 2**20:.2f} MiB (after each: "
-                     + ", ".join(f"{u / 2**20:.0f}" for u in c.used) + " MiB)")
+                     f"per cycle = {c.leak_per_cycle / MiB:.2f} MiB (after each: "
+                     + ", ".join(f"{u / MiB:.0f}" for u in c.used) + " MiB)")
         parts.append(f"unload {statistics.fmean(c.unload_s):.3f} s: {c.how}; the DELETE took "
                      f"{statistics.fmean(c.http_unload_s):.3f} s")
     return "; ".join(parts + w.notes)

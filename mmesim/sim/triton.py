@@ -25,17 +25,15 @@ class Workspace:
     """The device memory executions share above what is resident (``device.used``, which
     counts loaded copies and leaked bytes) up to ``device.total``: what NVML would call free."""
 
-    __slots__ = ("device", "in_use", "failures")
+    __slots__ = ("device", "in_use")
 
     def __init__(self, device):
         self.device = device
         self.in_use = 0
-        self.failures = 0
 
     def take(self, need: int) -> bool:
         """Reserve ``need`` bytes for one execution; False (and nothing reserved) if they are not free."""
         if need and self.device.used + self.in_use + need > self.device.total:
-            self.failures += 1
             return False
         self.in_use += need
         return True
