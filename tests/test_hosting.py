@@ -109,3 +109,25 @@ def test_one_busy_model_needs_as_many_copies_as_its_rate_over_one_copys_capacity
     by = {o.option: o for o in h.options}
     assert by["one endpoint per model"].instances == by["inference components"].gpus == math.ceil(45 / t4["capacity_rps"])
     assert by["one endpoint per model"].at_floor == 0
+
+
+def test_component_copies_per_instance_stop_at_gpus_cores_or_host_memory():
+    from mmesim.plan.hosting import copies_per_instance
+    from mmesim.units import GiB
+    it = load_catalog().instance("ml.g4dn.12xlarge")         # 4 T4s, 48 vCPUs, 192 GiB
+    light = {"cores_per_copy": 0.25, "host_bytes_per_copy": 2 * GiB}
+    assert copies_per_instance(it, [light]) == 4
+    assert copies_per_instance(it, [light, {**light, "cores_per_copy": 20}]) == 2       # 48 cores / 20
+    assert copies_per_instance(it, [{**light, "host_bytes_per_copy": 100 * GiB}]) == 1  # 192 GiB / 100
+
+
+def test_plan_files_hold_the_hosting_options_and_what_was_left_out(tmp_path):
+    from mmesim.plan.report import write_plan
+    mix, profiles = _mix(tmp_path, ROBERTA)
+    files = write_plan(plan(mix, profiles, workers=1, quiet=True), tmp_path / "out")
+    assert {"hosting.csv", "copy_capacity.csv"} <= set(files)
+    rows = files["hosting.csv"].read_text().splitlines()
+    assert rows[0].startswith("option,configuration,instances,gpus") and len(rows) == 4
+    html = files["report.html"].read_text()
+    assert "Hosting options" in html and "wins at" in html
+    assert "Instance types left out of the MME search" in html and "ml.g6.xlarge" in html

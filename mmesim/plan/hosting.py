@@ -9,8 +9,9 @@ SLOs: a what-if `mmesim plan` runs after its search (and a library call, ``compa
 - **Inference components** (one endpoint, one instance type, multi-GPU types allowed):
   each model a component whose copies reserve at least one accelerator each
   (InferenceComponentComputeResourceRequirements.NumberOfAcceleratorDevicesRequired has a
-  minimum of 1), plus the cores and memory they ask for; each GPU of an instance holds one
-  copy and is modelled as one device; each component scales its own copy count with its
+  minimum of 1), plus the cores (NumberOfCpuCoresRequired, at least 0.25: what the copy's
+  requests take on the host) and host memory they ask for; each GPU of an instance holds one
+  copy, as long as its cores and memory last, and is modelled as one device; each component scales its own copy count with its
   traffic (Application Auto Scaling on the component's copies), at least one copy, and the
   instances are those the copies need, packed GPU by GPU.
 
@@ -35,6 +36,7 @@ from mmesim.workload import Workload
 
 ROUNDS = 6              # bisection rounds over the rate (all capacities advance together)
 CLOSE = 1.25            # stop once the largest rate met and the smallest missed are this close
+MIN_CORES = 0.25        # NumberOfCpuCoresRequired's minimum: what a component copy reserves at least
 
 SOURCES = {
     "multi-model endpoint": "SageMaker MME with Triton (the planner's own simulation); eligible types: "
@@ -128,8 +130,11 @@ def copy_capacity(mix: PlanMix, profiles: dict[str, ModelProfile], runner) -> tu
             for gi, g in enumerate(mix.models):
                 p = choose_profile(g.profiles.get(fw) or next(iter(g.profiles.values())), profiles, gpu)
                 guess = 1.0 / min(p.service_time(b) / b for b in range(1, p.triton.batch_limit + 1))
+                it = catalog.instance(itype)
+                cpu_s = (p.decode_s_per_byte * p.input_bytes + p.request_overhead_s) * p.host_cpu_speed / it.cpu_speed
                 points.append({"group": gi, "model": g.name, "framework": p.framework, "gpu": gpu,
                                "instance_type": itype, "profile": p, "lo": 0.0, "hi": None, "guess": guess,
+                               "host_bytes": p.host_memory_bytes, "cpu_s_per_request": cpu_s,
                                "price_per_gpu": catalog.instance(itype).price_usd_per_hour
                                / catalog.instance(itype).gpus})
     busiest = {}
@@ -158,6 +163,8 @@ def copy_capacity(mix: PlanMix, profiles: dict[str, ModelProfile], runner) -> tu
     rows = [{"model": pt["model"], "group": pt["group"], "framework": pt["framework"], "gpu": pt["gpu"],
              "instance_type": pt["instance_type"], "capacity_rps": pt["lo"],
              "at_least": pt["lo"] >= busiest[pt["group"]],
+             "host_bytes_per_copy": pt["host_bytes"],
+             "cores_per_copy": max(MIN_CORES, pt["lo"] * pt["cpu_s_per_request"]),
              "price_per_gpu_usd_per_hour": pt["price_per_gpu"]} for pt in points]
     return rows, sims
 
@@ -227,27 +234,42 @@ def inference_components(mix: PlanMix, capacity: list[dict]) -> Option | None:
                 break
             per_group[gi] = max(here, key=lambda c: c["capacity_rps"])       # the better framework on this GPU
         else:
+            slots = copies_per_instance(it, per_group.values())
+            if slots < 1:
+                continue
             copies = [_copies(r, per_group[gi]["capacity_rps"]) for gi, r in rates]
             gpus = sum(copies)
-            n = math.ceil(gpus / it.gpus)
+            n = math.ceil(gpus / slots)
             hourly = n * it.price_usd_per_hour
             if best is None or hourly < best[0]:
                 best = (hourly, it, per_group, copies, gpus, n)
     if best is None:
         return None
     hourly, it, per_group, copies, gpus, n = best
+    slots = copies_per_instance(it, per_group.values())
     daily_cost = None
     if daily:
-        hours = [math.ceil(sum(_copies(r * f, per_group[gi]["capacity_rps"]) for gi, r in rates) / it.gpus)
+        hours = [math.ceil(sum(_copies(r * f, per_group[gi]["capacity_rps"]) for gi, r in rates) / slots)
                  for f in daily]
         daily_cost = sum(hours) / 24 * it.price_usd_per_hour * HOURS_PER_MONTH
     floor = sum(1 for n_copies in copies if n_copies == 1)
-    config = (f"{n} x {it.name} ({it.gpus} GPU{'s' if it.gpus > 1 else ''} each), {gpus} copies: "
+    config = (f"{n} x {it.name} ({slots} of its {it.gpus} GPU{'s' if it.gpus > 1 else ''} used), {gpus} copies: "
               + "; ".join(f"{mix.models[gi].name} {c['framework']} {_cap(c)} req/s per copy"
                           for gi, c in per_group.items()))
     return Option("inference components", config, n, gpus, hourly, hourly * HOURS_PER_MONTH, daily_cost, floor,
                   f"{floor} of {len(rates)} models get one copy each, their peak needing no more, and each copy "
                   "holds a whole GPU (it reserves at least one accelerator)", SOURCES["inference components"])
+
+
+def copies_per_instance(it, groups) -> int:
+    """Component copies one instance holds: one per GPU, fewer if the cores or the host memory
+    the copies reserve (each as much as the most demanding group's) run out first."""
+    groups = list(groups)
+    cores = max(c["cores_per_copy"] for c in groups)
+    host = max(c["host_bytes_per_copy"] for c in groups)
+    by_cores = math.floor(it.vcpus / cores + 1e-9)
+    by_memory = math.floor(it.host_memory_bytes / host) if host else it.gpus
+    return min(it.gpus, by_cores, by_memory)
 
 
 def multi_model_endpoint(mix: PlanMix, ranked: list[dict]) -> Option | None:
