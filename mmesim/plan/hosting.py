@@ -128,7 +128,7 @@ def copy_capacity(mix: PlanMix, profiles: dict[str, ModelProfile], runner) -> tu
     for gpu, itype in _devices(mix).items():
         for fw in mix.frameworks:
             for gi, g in enumerate(mix.models):
-                p = choose_profile(g.profiles.get(fw) or next(iter(g.profiles.values())), profiles, gpu)
+                p = choose_profile(g, fw, profiles, gpu)
                 guess = 1.0 / min(p.service_time(b) / b for b in range(1, p.triton.batch_limit + 1))
                 it = catalog.instance(itype)
                 cpu_s = (p.decode_s_per_byte * p.input_bytes + p.request_overhead_s) * p.host_cpu_speed / it.cpu_speed

@@ -220,8 +220,10 @@ def endpoint_config(mix: PlanMix, instance_type: str, threshold: float, count: i
     return validate(EndpointConfig, data, source="endpoint")
 
 
-def choose_profile(names: list[str], profiles: dict[str, ModelProfile], gpu: str) -> ModelProfile:
-    """The profile made on this GPU if one is listed, else the first (translated by the simulator)."""
+def choose_profile(group: ModelGroup, framework: str, profiles: dict[str, ModelProfile], gpu: str) -> ModelProfile:
+    """The group's profile for ``framework`` (or its only one) made on this GPU if one is
+    listed, else the first (translated by the simulator)."""
+    names = group.profiles.get(framework) or next(iter(group.profiles.values()))
     for name in names:
         if profiles[name].gpu == gpu:
             return profiles[name]

@@ -219,7 +219,7 @@ def _cell(key: str, v) -> str:
     if v is None:
         return "-"
     if key == "error_rate" or key == "cache_hit_ratio":
-        return "-" if v is None else f"{v:.2%}"
+        return f"{v:.2%}"
     if key == "threshold":
         return f"{v:g}"
     if key in ("cost_per_hour_usd", "cost_per_million_usd"):

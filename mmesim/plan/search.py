@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from mmesim.catalog import load_catalog
 from mmesim.plan.evaluate import Task, evaluate, judge
-from mmesim.plan.mix import HOURS_PER_MONTH, PlanMix, choose_profile as _choose, endpoint_config, mix_weights
+from mmesim.plan.hosting import compare
+from mmesim.plan.mix import HOURS_PER_MONTH, PlanMix, choose_profile, endpoint_config, mix_weights
 from mmesim.plan.parallel import Runner
 from mmesim.profile import ModelProfile
 from mmesim.sim import Simulation
@@ -105,7 +106,7 @@ def candidates(mix: PlanMix, profiles: dict[str, ModelProfile]) -> list[Candidat
     for name in eligible_types(mix)[0]:
         it = catalog.instance(name)
         for fw in mix.frameworks:
-            chosen = [_choose(g.profiles.get(fw) or next(iter(g.profiles.values())), profiles, it.gpu)
+            chosen = [choose_profile(g, fw, profiles, it.gpu)
                       for g in mix.models]
             label = fw if fw != "*" else "+".join(sorted({p.framework for p in chosen}))
             for threshold in mix.candidates.memory_thresholds:
@@ -247,10 +248,8 @@ def plan(mix: PlanMix, profiles: dict[str, ModelProfile], *, cluster: str | None
             best = next(c for c in cands if c.hi == top["count"] and c.label == top["candidate"])
             whatif = runner.map(whatif_minutes, [whatif_task(mix, best, weights)], label="autoscaling what-if")[0]
             extra += 1
-        hosting = None
-        if mix.compare_hosting:
-            from mmesim.plan.hosting import compare
-            hosting = compare(mix, profiles, ranked, runner)     # its simulations are counted in it
+        # its simulations are counted in it
+        hosting = compare(mix, profiles, ranked, runner) if mix.compare_hosting else None
     return Plan(mix, cands, ranked, _misses(cands), capacity, simulations + extra, whatif, eligible_types(mix)[1],
                 hosting)
 
