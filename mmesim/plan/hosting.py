@@ -135,8 +135,7 @@ def copy_capacity(mix: PlanMix, profiles: dict[str, ModelProfile], runner) -> tu
                 points.append({"group": gi, "model": g.name, "framework": p.framework, "gpu": gpu,
                                "instance_type": itype, "profile": p, "lo": 0.0, "hi": None, "guess": guess,
                                "host_bytes": p.host_memory_bytes, "cpu_s_per_request": cpu_s,
-                               "price_per_gpu": catalog.instance(itype).price_usd_per_hour
-                               / catalog.instance(itype).gpus})
+                               "price_per_gpu": it.price_usd_per_hour / it.gpus})
     busiest = {}
     for gi, r in target_rates(mix):
         busiest[gi] = max(busiest.get(gi, 0.0), r)
@@ -177,10 +176,6 @@ def _copies(rate: float, capacity: float) -> int:
     return max(1, math.ceil(rate / capacity - 1e-9))
 
 
-def _daily(mix: PlanMix) -> list[float] | None:
-    return mix.traffic.daily
-
-
 def endpoint_per_model(mix: PlanMix, capacity: list[dict]) -> Option | None:
     """Each model on its own endpoint of the single-GPU type and framework cheapest for it."""
     catalog = load_catalog()
@@ -198,7 +193,7 @@ def endpoint_per_model(mix: PlanMix, capacity: list[dict]) -> Option | None:
             return None
         best_per_group[gi] = min(choices, key=lambda x: x[:2])[2]
     hourly, instances, floor, daily_cost = 0.0, 0, 0, 0.0
-    daily = _daily(mix)
+    daily = mix.traffic.daily
     for gi, r in rates:
         c = best_per_group[gi]
         price = catalog.instance(c["instance_type"]).price_usd_per_hour
@@ -222,7 +217,7 @@ def inference_components(mix: PlanMix, capacity: list[dict]) -> Option | None:
     that needs the fewest dollars for the copies, packed one per GPU."""
     catalog = load_catalog()
     rates = target_rates(mix)
-    daily = _daily(mix)
+    daily = mix.traffic.daily
     names = mix.candidates.instance_types or list(catalog.instances)
     best = None
     for name in names:
