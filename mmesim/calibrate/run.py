@@ -3,7 +3,8 @@ ModelProfile the simulator reads (plus a report with every trace behind the numb
 
 The steps: ``measure_memory`` (a null model, then copies loaded one at a time),
 ``measure_timing`` (executions by batch size, the server's cost per request, closed-loop
-load), the max-models procedure when asked, ``measure_copies_at_once`` (k copies executing
+load), ``working.measure_bench`` (fresh copies loaded and unloaded: working memory, leak,
+the model's own unload), the max-models procedure when asked, ``measure_copies_at_once`` (k copies executing
 together, on the copies already loaded) and ``assemble_profile`` (the figures into a
 ModelProfile, with notes saying how each was taken)."""
 
@@ -51,7 +52,7 @@ class CalibrateOptions:
     max_batch: int | None = None
     batches: list[int] | None = None          # default: 1, 2, 4, ... max batch, until one takes stop_batch_s
     concurrency: list[int] = field(default_factory=lambda: [1, 2, 4])
-    cycles: int = 3                           # load/unload cycles of one copy: leak and unload time (0: skip)
+    cycles: int = 3                           # load/unload cycles of fresh copies: working memory, leak, unload
     repeats: int = 5
     load_requests: int = 12
     scaling: list[int] | None = None          # concurrent copies for the ceiling (default: default_scaling)
