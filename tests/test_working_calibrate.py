@@ -67,3 +67,33 @@ def test_tree_peak_sees_memory_a_child_touched_and_freed():
         child.stdin.close()
         child.kill()
         child.wait()
+
+
+def test_sampled_peak_catches_device_memory_that_rises_and_falls_during_an_execution():
+    """On a GPU the peak comes from NVML sampled every millisecond (NVML is the boundary here:
+    a device whose used memory rises by 300 MiB for 20 ms while an execution runs)."""
+    import time
+    from types import SimpleNamespace
+
+    from mmesim.calibrate.working import SampledPeak
+
+    class Device:                       # stands in for NvmlMemory: sample().used in bytes
+        used = 1000 * MiB
+
+        def sample(self):
+            return SimpleNamespace(used=self.used)
+
+    device = Device()
+
+    def invoke(batch):
+        device.used += batch * 100 * MiB
+        time.sleep(0.02)
+        device.used -= batch * 100 * MiB
+
+    reader = SampledPeak(device)
+    try:
+        points = measure_working(reader, invoke, [1, 3], repeats=1)
+    finally:
+        reader.stop()
+    assert [p.bytes for p in points] == [100 * MiB, 300 * MiB]
+    assert points[0].before_bytes == 1000 * MiB
