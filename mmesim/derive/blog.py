@@ -280,7 +280,8 @@ def split(profile: ModelProfile, rows: list[dict]) -> ModelProfile:
     work = gpu_work(profile.model, profile.framework).model_copy(update={"peak_fraction": round(eta, 4)})
     row = next(r for r in rows if GPU_KEYS[r["gpu"]] == profile.gpu and r["model"] == profile.model
                and r["framework"] == profile.framework)
-    busy_gpu = work.flops_per_item * row["throughput_qps"] / (eta * gpu.peak_flops(profile.framework))
+    b = busy_batch(profile)
+    busy_gpu = gpu_seconds(work, b, gpu, profile.framework) / b * row["throughput_qps"]
     g1 = gpu_seconds(work, 1, gpu, profile.framework)
     s1 = profile.service[0].seconds
     return profile.model_copy(update={"work": work, "host_share": round(1 - min(1.0, g1 / s1), 4),

@@ -32,13 +32,16 @@ from mmesim.profile import BatchTiming, GpuWork, ModelProfile, Provenance
 
 
 def gpu_seconds(work: GpuWork | None, batch: int, gpu: GPU, framework: str) -> float:
-    """Time of the GPU work of a batch (roofline): compute at the attainable fraction of
-    peak, or weight traffic at peak bandwidth, whichever is longer. Without work figures:
-    one unit of compute-bound work."""
+    """Time of the GPU work of a batch (roofline, as fitted on the multi-GPU corpus,
+    mmesim.derive.corpus): compute at the attainable fraction of peak, counting a batch too
+    small to fill the GPU as ``fill_items_per_sm`` items per SM larger, or memory traffic
+    (weights once, activations per item) at peak bandwidth, whichever is longer. Without
+    work figures: one unit of compute-bound work."""
     if work is None:
         return batch / gpu.peak_flops(framework)
-    compute = batch * work.flops_per_item / (work.peak_fraction * gpu.peak_flops(framework))
-    return max(compute, work.weight_bytes / (gpu.bandwidth_gbs * 1e9))
+    fill = work.fill_items_per_sm * (gpu.sms or 0)
+    compute = (batch + fill) * work.flops_per_item / (work.peak_fraction * gpu.peak_flops(framework))
+    return max(compute, (work.weight_bytes + batch * work.activation_bytes_per_item) / (gpu.bandwidth_gbs * 1e9))
 
 
 def gpu_ratio(work: GpuWork | None, src: GPU, dst: GPU, framework: str, batch: int = 1) -> float:
