@@ -73,3 +73,32 @@ def test_a_profile_measured_on_a_gpu_no_instance_has_translates_to_catalogue_ins
     back = translate(on_h200, cat.instance("ml.g4dn.2xlarge"))
     assert [t.seconds for t in back.service] == pytest.approx([t.seconds for t in on_t4.service], rel=1e-9)
     assert on_h200.service[-1].seconds < a100.service[-1].seconds       # 4.8 TB/s against 2.0
+
+
+def test_shipped_translation_figures_are_what_the_corpus_fit_gives():
+    import json
+
+    shipped = json.loads(resources.files("mmesim.derive").joinpath(corpus.FITTED).read_text())
+    assert corpus.translation_figures() == shipped
+    # transformer engines move fewer bytes per FLOP in TensorRT than in TorchScript
+    assert shipped["tensorrt/transformer"]["flops_per_activation_byte"] > shipped["pytorch/transformer"]["flops_per_activation_byte"]
+
+
+def test_the_cli_predicts_a_catalogue_instance_from_an_a100_profile_file(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    family = [r for r in corpus.rows() if r.model == "bert-large" and r.engine == "TensorRT"]
+    path = tmp_path / "a100.json"
+    corpus.measured_profile(family, "a100-80gb").save(path)
+    out = {}
+    for inst in ("ml.g4dn.2xlarge", "ml.g5.2xlarge"):
+        done = subprocess.run([sys.executable, "-m", "mmesim", "simulate", "--profile", str(path), "--instance", inst,
+                               "--json"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        out[inst] = json.loads(done.stdout)
+        assert out[inst]["gpu_memory_utilization_peak"] <= 0.9
+    # the A10G has 1.5x the T4's memory and 1.9x its bandwidth: more copies, more throughput
+    assert out["ml.g5.2xlarge"]["max_models_loaded"] > out["ml.g4dn.2xlarge"]["max_models_loaded"]
+    assert out["ml.g5.2xlarge"]["throughput_qps"] > 1.3 * out["ml.g4dn.2xlarge"]["throughput_qps"]
