@@ -24,6 +24,18 @@ def test_every_row_names_its_source_and_commit_and_is_self_consistent():
         assert avg == pytest.approx(1000 * b / x, rel=0.04), r
 
 
+def test_online_rows_obey_littles_law():
+    """ResNet-50 online (dynamic batching, 16-256 concurrent requests of one image): requests in
+    flight = throughput x average latency, to 2 %, on all 64 copied rows."""
+    text = resources.files("mmesim.derive").joinpath("reference/dle/triton-online.csv").read_text()
+    raw = list(csv.DictReader(text.splitlines()))
+    assert len(raw) == 64 and {r["gpu"] for r in raw} == {"t4", "v100", "a40", "a100-80gb"}
+    for r in raw:
+        assert re.fullmatch(r"[0-9a-f]{40}", r["source_commit"])
+        in_flight = float(r["inferences_per_s"]) * float(r["avg_ms"]) / 1000
+        assert in_flight == pytest.approx(int(r["concurrency"]), rel=0.02), r
+
+
 def test_corpus_gpus_are_in_the_catalogue_with_cited_figures():
     cat = load_catalog()
     for key in {r.gpu for r in corpus.rows()} | {"a100-40gb", "h100", "h200"}:
