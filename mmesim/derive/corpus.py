@@ -35,6 +35,7 @@ import numpy as np
 from mmesim.catalog import GPU, load_catalog
 from mmesim.derive.architectures import Count, bert, resnet50
 from mmesim.profile import BatchTiming, GpuWork, ModelProfile, Provenance
+from mmesim.sim.translate import gpu_seconds
 
 CORPUS = "reference/dle/triton-offline.csv"
 FITTED = "reference/dle/fit.json"
@@ -93,12 +94,14 @@ class Fit:
     eta: float
     A: float
 
-    def seconds(self, gpu: GPU, batch: int) -> float:
+    def work(self) -> GpuWork:
         w = _work(self.model)
-        flops, weights = 2 * w.macs, w.params * 2        # FP16 weights
-        compute = (batch + self.k * (gpu.sms or 1)) * flops / (self.eta * gpu.fp16_tflops * 1e12)
-        memory = (weights + batch * self.A) / (gpu.bandwidth_gbs * 1e9)
-        return self.c + self.h * batch + max(compute, memory)
+        return GpuWork.model_construct(flops_per_item=2 * w.macs, weight_bytes=w.params * 2, peak_fraction=self.eta,
+                                       activation_bytes_per_item=self.A, fill_items_per_sm=self.k)
+
+    def seconds(self, gpu: GPU, batch: int) -> float:
+        """Host time, then the GPU roofline (mmesim.sim.translate.gpu_seconds) at FP16 peak."""
+        return self.c + self.h * batch + gpu_seconds(self.work(), batch, gpu, "tensorrt")
 
 
 def _unpack(model: str, x: np.ndarray) -> Fit:
@@ -229,12 +232,10 @@ def measured_profile(family_rows: list[Row], gpu: str, work_rows: list[Row] | No
     r0 = own[0]
     others = work_rows if work_rows is not None else [r for r in family_rows if r.gpu != gpu]
     f = fit(others)
-    w = _work(r0.model)
-    flops, weights = 2 * w.macs, w.params * 2
-    work = GpuWork(flops_per_item=flops, weight_bytes=weights, peak_fraction=round(f.eta, 4),
-                   activation_bytes_per_item=float(f"{f.A:.4g}"), fill_items_per_sm=float(f"{f.k:.4g}"),
-                   source="mmesim.derive.corpus (architecture counted; traffic, fill and peak fraction fitted on other GPUs)")
-    size = int(w.params * 2)
+    work = GpuWork(**{**f.work().model_dump(), "peak_fraction": round(f.eta, 4), "activation_bytes_per_item": float(f"{f.A:.4g}"),
+                      "fill_items_per_sm": float(f"{f.k:.4g}"),
+                      "source": "mmesim.derive.corpus (architecture counted; traffic, fill and peak fraction fitted on other GPUs)"})
+    size = work.weight_bytes
     return ModelProfile(
         name=f"{r0.model}-{'tensorrt' if 'TensorRT' in r0.engine else 'pytorch'}-{gpu}", model=r0.model,
         framework="tensorrt" if "TensorRT" in r0.engine else "pytorch", gpu=gpu,

@@ -9,12 +9,14 @@ The model, documented in calibration/README.md ("Translation between GPUs"):
   ``host_share`` and ``busy_host_share``, worked out from evidence on the GPU the profile
   was made on) which moves with the instance's CPU speed, and GPU work which moves with
   the per-GPU model below.
-- the per-GPU model: GPU work is the larger of compute time (the model's FLOPs over the
-  GPU's peak in the arithmetic its engine uses: tensor-core FP16 for TensorRT, FP32 CUDA
-  cores for TorchScript) and memory time (its weight bytes over the GPU's bandwidth), at
-  the same fraction of peak on every GPU (that fraction is a property of the model's
-  kernels, measured on the source GPU; it cancels in the ratio). Without ``work`` figures
-  the GPU part is taken as compute-bound.
+- the per-GPU model (fitted on NVIDIA's multi-GPU corpus, mmesim.derive.corpus): GPU work is
+  the larger of compute time (the model's FLOPs over the GPU's peak in the arithmetic its
+  engine uses: tensor-core FP16 for TensorRT, FP32 CUDA cores for TorchScript, at the same
+  fraction of peak on every GPU, a property of the model's kernels measured on the source
+  GPU) and memory time (weights once and activation traffic per item over the GPU's
+  bandwidth). A profile measured one request at a time may also carry the GPU fill (a batch
+  too small to fill a larger GPU gains less from it). Without ``work`` figures the GPU part
+  is taken as compute-bound.
 - host-side decoding moves with the CPU as well; ``host_cpu_speed`` becomes the target's,
   so translating a translated profile to the same instance changes nothing.
 - batching and the sharing of the GPU between copies (``gpu_overlap``) are kept: the
