@@ -81,9 +81,6 @@ def rows() -> list[Row]:
     return out
 
 
-PARAMS = ("c", "h", "k", "eta", "A")
-
-
 @dataclass
 class Fit:
     """One family's fitted figures (seconds, items per SM, fraction of peak, bytes per item)."""
