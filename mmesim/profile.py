@@ -48,6 +48,9 @@ class GpuWork(Model):
                                              description="bytes of activation traffic one item moves through GPU memory")
     fill_items_per_sm: float = Field(default=0.0, ge=0,
                                      description="items per SM a batch lacks before the GPU is full (0: any batch fills it)")
+    launch_s: float = Field(default=0.0, ge=0,
+                            description="host seconds launching an execution's kernels while the GPU runs them "
+                                        "(TorchScript): the execution takes the longer of the two")
     source: str | None = None
 
 

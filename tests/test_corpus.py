@@ -114,3 +114,27 @@ def test_the_cli_predicts_a_catalogue_instance_from_an_a100_profile_file(tmp_pat
     # the A10G has 1.5x the T4's memory and 1.9x its bandwidth: more copies, more throughput
     assert out["ml.g5.2xlarge"]["max_models_loaded"] > out["ml.g4dn.2xlarge"]["max_models_loaded"]
     assert out["ml.g5.2xlarge"]["throughput_qps"] > 1.3 * out["ml.g4dn.2xlarge"]["throughput_qps"]
+
+
+def test_torchscript_launch_overlaps_gpu_work_in_translation():
+    """The corpus's TorchScript rows: "compute infer" (launching kernels, 7.3-13.6 ms for
+    BERT-large whatever the batch) overlaps the GPU's work. A batch-1 execution whose GPU work
+    hides under its launch keeps its time on a faster GPU (only the CPU moves it); one without
+    a launch figure sheds its GPU share. Either way a round trip changes nothing."""
+    from mmesim.profile import load_profile
+    from mmesim.sim.translate import translate
+
+    assert corpus.launch_per_layer(corpus.rows()) == pytest.approx(0.0091 / 24, rel=0.01)
+    cat = load_catalog()
+    base = load_profile("bert-base-uncased-pytorch-t4")
+    assert base.work.launch_s == pytest.approx(12 * corpus.launch_per_layer(corpus.rows()), rel=0.01)
+    g5, g4 = cat.instance("ml.g5.2xlarge"), cat.instance("ml.g4dn.2xlarge")
+    s1 = base.service[0].seconds
+    with_launch = base.model_copy(update={"host_share": 0.7, "work": base.work.model_copy(update={"launch_s": 0.8 * s1})})
+    without = with_launch.model_copy(update={"work": base.work.model_copy(update={"launch_s": 0.0})})
+    # 20 % serial host, 80 % launch hiding 30 % GPU work: the A10G's faster GPU changes only the CPU part
+    assert translate(with_launch, g5).service[0].seconds == pytest.approx(s1 * g4.cpu_speed / g5.cpu_speed)
+    assert translate(without, g5).service[0].seconds < 0.85 * s1
+    for p in (with_launch, without):
+        back = translate(translate(p, g5), g4)
+        assert [t.seconds for t in back.service] == pytest.approx([t.seconds for t in p.service], rel=1e-9)

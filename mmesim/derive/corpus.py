@@ -64,6 +64,7 @@ class Row:
     throughput: float   # inferences per second
     latency_s: float    # average latency of one request (one batch)
     source: str
+    compute_infer_s: float | None = None    # Triton's "compute infer": for TorchScript, launching the kernels
 
     @property
     def family(self) -> tuple[str, str, str]:
@@ -77,7 +78,8 @@ def rows() -> list[Row]:
     for r in csv.DictReader(text.splitlines()):
         engine = r["backend"] + (f" + {r['accelerator']}" if r["accelerator"] else "")
         out.append(Row(r["model"], engine, r["precision"], r["gpu"], int(r["batch"]), float(r["inferences_per_s"]),
-                       float(r["avg_ms"]) / 1000, f"{r['source_file']}@{r['source_commit'][:8]}"))
+                       float(r["avg_ms"]) / 1000, f"{r['source_file']}@{r['source_commit'][:8]}",
+                       float(r["server_compute_infer_ms"]) / 1000 if r["server_compute_infer_ms"] else None))
     return out
 
 
@@ -255,7 +257,17 @@ def translation_figures(data: list[Row] | None = None) -> dict[str, dict[str, fl
         f = fit([r for r in data if r.model == model and r.engine == engine])
         out[key] = {"flops_per_activation_byte": float(f"{2 * _work(model).macs / f.A:.4g}"),
                     "fill_items_per_sm": float(f"{f.k:.4g}"), "from": f"{model}, {engine}"}
+    out["pytorch/transformer"]["launch_s_per_layer"] = float(f"{launch_per_layer(data):.4g}")
     return out
+
+
+def launch_per_layer(data: list[Row]) -> float:
+    """Host seconds launching one encoder layer's kernels in TorchScript: Triton's "compute
+    infer" for BERT-large at batch 1 (the forward call returns once the kernels are queued;
+    "compute output" waits for the GPU), median over the corpus's hosts, over its 24 layers.
+    It is flat in batch and GPU-independent (the host's CPU sets it)."""
+    infer = [r.compute_infer_s for r in data if r.model == "bert-large" and r.engine == "PyTorch" and r.batch == 1]
+    return float(np.median(infer)) / _work("bert-large").layers
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,8 @@ The model, documented in calibration/README.md ("Translation between GPUs"):
   bandwidth). A profile measured one request at a time may also carry the GPU fill (a batch
   too small to fill a larger GPU gains less from it). Without ``work`` figures the GPU part
   is taken as compute-bound.
+- TorchScript launches its kernels from the host while the GPU runs them (``work.launch_s``,
+  from the corpus): its batch-1 time is serial host work plus the longer of launch and GPU.
 - host-side decoding moves with the CPU as well; ``host_cpu_speed`` becomes the target's,
   so translating a translated profile to the same instance changes nothing.
 - batching and the sharing of the GPU between copies (``gpu_overlap``) are kept: the
@@ -56,10 +58,10 @@ def busy_batch(profile: ModelProfile) -> int:
     return max(1, profile.triton.batch_limit)
 
 
-def ratios(profile: ModelProfile, instance: InstanceType) -> tuple[float, float, float]:
-    """(batch-1 time, busy per-item time, decode) ratios of ``instance`` over the profile's
-    own: each figure is host + GPU work in sequence, the host part following the CPU speed,
-    the GPU part the per-GPU model."""
+def ratios(profile: ModelProfile, instance: InstanceType) -> tuple[float, float, float, float]:
+    """(batch-1 time, busy per-item time, decode, batch-1 GPU work) ratios of ``instance`` over
+    the profile's own: each figure is host + GPU work in sequence, the host part following the
+    CPU speed, the GPU part the per-GPU model."""
     catalog = load_catalog()
     dst = catalog.gpu(instance.gpu)
     cpu = profile.host_cpu_speed / instance.cpu_speed
@@ -71,7 +73,15 @@ def ratios(profile: ModelProfile, instance: InstanceType) -> tuple[float, float,
         gb = gpu_ratio(profile.work, src, dst, profile.framework, busy_batch(profile))
     h1 = profile.host_share
     hb = h1 if profile.busy_host_share is None else profile.busy_host_share
-    return h1 * cpu + (1 - h1) * g1, hb * cpu + (1 - hb) * gb, cpu
+    return batch1_ratio(profile, cpu, g1), hb * cpu + (1 - hb) * gb, cpu, g1
+
+
+def batch1_ratio(profile: ModelProfile, cpu: float, g1: float) -> float:
+    """Batch-1 time: host work, then the GPU's; where the host launches the kernels while the
+    GPU runs them (TorchScript: ``work.launch_s``), the longer of launch and GPU time."""
+    s1, g = profile.service[0].seconds, 1 - profile.host_share     # GPU share of the batch-1 time
+    launch = min(profile.work.launch_s / s1, 1.0) if profile.work else 0.0
+    return (1 - max(launch, g)) * cpu + max(launch * cpu, g * g1)
 
 
 def translate(profile: ModelProfile, instance: InstanceType) -> ModelProfile:
@@ -84,7 +94,7 @@ def translate(profile: ModelProfile, instance: InstanceType) -> ModelProfile:
                           f"{instance.name}: calibrate the model on this host (mmesim calibrate --device cpu)",
                           field="profile", value=profile.name)
     gpu = load_catalog().gpu(instance.gpu)
-    r1, rb, cpu = ratios(profile, instance)
+    r1, rb, cpu, g1 = ratios(profile, instance)
     if profile.gpu == gpu.key and abs(cpu - 1) < 1e-12:
         return profile
     s1 = profile.service[0].seconds
@@ -102,8 +112,9 @@ def translate(profile: ModelProfile, instance: InstanceType) -> ModelProfile:
     update = {
         "service": service, "gpu": gpu.key, "host_cpu_speed": instance.cpu_speed,
         "decode_s_per_byte": profile.decode_s_per_byte * cpu,
+        "work": profile.work.model_copy(update={"launch_s": profile.work.launch_s * cpu}) if profile.work else None,
         # the shares of the translated times, so that a further translation starts from them
-        "host_share": _share(h1 * cpu, r1),
+        "host_share": _share(r1 - (1 - h1) * g1, r1),
         "busy_host_share": _share(hb * cpu, rb),
         "provenance": Provenance(method="translated", source=f"{profile.name} ({profile.provenance.method}: "
                                  f"{profile.provenance.source})", notes=note, date=profile.provenance.date),
