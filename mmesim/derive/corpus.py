@@ -217,11 +217,10 @@ def summary(preds: list[Prediction]) -> str:
             f"(by GPU, latency / throughput: {per})")
 
 
-def measured_profile(family_rows: list[Row], gpu: str, work_rows: list[Row] | None = None) -> ModelProfile:
+def measured_profile(family_rows: list[Row], gpu: str) -> ModelProfile:
     """A profile as calibrating this family on ``gpu`` would give it: execution times by batch
     from the GPU's published rows (offline: one batch at a time, so latency = execution), GPU
-    work from the architecture with activation traffic and fill fitted on ``work_rows`` (default:
-    the other GPUs' rows, so that a check against another GPU's rows is not in-sample).
+    work from the architecture with activation traffic and fill fitted on the other GPUs' rows.
     Not published, and set by stated rules: weights as the artifact and resident memory
     (FP16), load 1 s + 200 MB/s, host share 0 (the engine's own time is nearly all
     "compute infer")."""
@@ -229,8 +228,7 @@ def measured_profile(family_rows: list[Row], gpu: str, work_rows: list[Row] | No
     if not own:
         raise ValueError(f"no corpus rows for {gpu}")
     r0 = own[0]
-    others = work_rows if work_rows is not None else [r for r in family_rows if r.gpu != gpu]
-    f = fit(others)
+    f = fit([r for r in family_rows if r.gpu != gpu])
     work = GpuWork(**{**f.work().model_dump(), "peak_fraction": round(f.eta, 4), "activation_bytes_per_item": float(f"{f.A:.4g}"),
                       "fill_items_per_sm": float(f"{f.k:.4g}"),
                       "source": "mmesim.derive.corpus (architecture counted; traffic, fill and peak fraction fitted on other GPUs)"})
@@ -249,8 +247,8 @@ def measured_profile(family_rows: list[Row], gpu: str, work_rows: list[Row] | No
 
 def translation_figures(data: list[Row] | None = None) -> dict[str, dict[str, float]]:
     """What translation between GPUs takes from the corpus, per (framework, architecture
-    class): FLOPs per byte of activation traffic (F / A) and items per SM a batch needs to
-    fill the GPU (k), each fitted on every corpus GPU."""
+    class): FLOPs per byte of activation traffic (F / A), items per SM a batch needs to fill
+    the GPU (k), each fitted on every corpus GPU, and TorchScript's launch time per layer."""
     data = data if data is not None else rows()
     out = {}
     for key, (model, engine) in STANDS_FOR.items():
