@@ -44,6 +44,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from mmesim.catalog import host_cpu
 from mmesim.endpoint import EndpointConfig
 from mmesim.loadtest.probe import measure_request_cost, retimed
 from mmesim.loadtest.validate import validate
@@ -239,6 +240,10 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                               f"{1000 * p.stub_cpu_s:.2f} ms (profile: {1000 * profile_of[m].request_overhead_s:.2f} "
                               f"+ decoding, {1000 * profile_of[m].service[0].seconds:.2f}); others "
                               f"{p.others_cores:.2f} cores")
+                elsewhere = profile_of[m].provenance.host_cpu
+                if elsewhere and elsewhere != host_cpu():
+                    console.print(f"[yellow]{m}'s profile was calibrated on {elsewhere}, this host is {host_cpu()}[/yellow]: "
+                                  "its CPU costs are another processor's" + ("" if retime else " (--retime, or recalibrate)"))
             if retime:
                 profile_of = {m: retimed(profile_of[m], probed[m]) for m in models}
             generator = probed[models[0]].generator()

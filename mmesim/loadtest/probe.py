@@ -41,9 +41,10 @@ def probe_workload(seconds: float = 10.0) -> Workload:
 
 
 def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copies: int, out: Path,
-                         client: str = "http", seconds: float = 10.0) -> RequestCost:
+                         client: str = "http", seconds: float = 10.0, workload: Workload | None = None) -> RequestCost:
     """Load-test the local Triton at ``url`` (SageMaker port, ``copies`` of ``profile``'s
-    model loaded) with one user and split the CPU it used per request."""
+    model loaded) with one user (or ``workload``) and split the CPU it used per request. With
+    more than one request in flight, the client's timed share counts other requests' CPU too."""
     import psutil
 
     from mmesim.calibrate.latency import process_cpu_s
@@ -54,7 +55,8 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
         return t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
 
     srv0, tree0, busy0, t0 = process_cpu_s(server_pid), tree_cpu_s(server_pid) or 0.0, machine(), time.monotonic()
-    run = run_loadtest(url, None, probe_workload(seconds), [profile], [copies], out, protocol="triton", client=client)
+    run = run_loadtest(url, None, workload or probe_workload(seconds), [profile], [copies], out, protocol="triton",
+                       client=client)
     srv, tree, busy = process_cpu_s(server_pid) - srv0, (tree_cpu_s(server_pid) or 0.0) - tree0, machine() - busy0
     wall = time.monotonic() - t0
     senders = [json.loads(p.read_text()) for p in Path(out).glob("process-*.json")]
