@@ -16,7 +16,8 @@ prediction includes the client measured where it runs (``--client``: Locust with
 python-requests, or its FastHttpUser). The probe also measures what Triton spends per
 request, in its server process (HTTP, decoding) and in the model's stub (the execution);
 ``--retime`` predicts with those instead of the profile's figures (a profile calibrated on
-a busier machine, or on another day, holds other CPU costs: see the README).
+another processor holds that processor's CPU costs: the shipped ones an AMD EPYC's; see the
+README).
 
 Workloads (each 1-1.5 minutes):
 - ramp: closed-loop users 2 -> 24 on tiny-bert (4 copies), to saturation;
@@ -242,8 +243,9 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                               f"{p.others_cores:.2f} cores")
                 elsewhere = profile_of[m].provenance.host_cpu
                 if elsewhere and elsewhere != host_cpu():
-                    console.print(f"[yellow]{m}'s profile was calibrated on {elsewhere}, this host is {host_cpu()}[/yellow]: "
-                                  "its CPU costs are another processor's" + ("" if retime else " (--retime, or recalibrate)"))
+                    console.print(f"[yellow]{m}'s profile was calibrated on {elsewhere}, this host is "
+                                  f"{host_cpu()}[/yellow]: its CPU costs are another processor's"
+                                  + ("" if retime else " (--retime, or recalibrate)"))
             if retime:
                 profile_of = {m: retimed(profile_of[m], probed[m]) for m in models}
             generator = probed[models[0]].generator()
@@ -263,8 +265,8 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                     try:
                         churn_endpoint = endpoint.model_copy(update={"memory_budget_bytes": CHURN_BUDGET})
                         v = validate(profiles, churn_endpoint, wl, copies, endpoint_url=emu.url, endpoint_name="mmesim",
-                                     protocol="sagemaker", out=out / name, tolerance=parse_tolerance(TOLERANCE), client=client,
-                                     warm=False)
+                                     protocol="sagemaker", out=out / name, tolerance=parse_tolerance(TOLERANCE),
+                                     client=client, warm=False)
                     finally:
                         emulated = emu.stop()
                     v.platform = {
@@ -295,9 +297,10 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                 results[name] = v
         finally:
             server.stop()
+    probes = {m: p.to_dict() for m, p in probed.items()}
     summary = {name: {**v.comparison.to_dict(), "cpu": v.cpu, "platform": getattr(v, "platform", None),
                       "client": client, "retimed": retime, "generator_cpu_s_per_request": client_cpu,
-                      "generator_timed_share": timed_share, "probe": {m: p.to_dict() for m, p in probed.items()}} for name, v in results.items()}
+                      "generator_timed_share": timed_share, "probe": probes} for name, v in results.items()}
     (out / "accuracy.json").write_text(json.dumps(summary, indent=2) + "\n")
     return results
 

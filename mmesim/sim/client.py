@@ -8,8 +8,9 @@ round-robin, as Locust's dispatcher does; each worker is one process, so the cli
 request needs (serialising the payload) queues behind the other users of that worker.
 The part of that CPU outside the request's timer (``generator.timed_share``) runs after a
 closed-loop user's answer and before its wait: it is not latency but it delays the user's
-next request (open-loop arrivals do not wait for it). When the generator runs on the CPU-only host it loads (``generator.on_host`` on instance
-type local), each worker's work also takes its turn on that host's shared cores."""
+next request (open-loop arrivals do not wait for it). When the generator runs on the
+CPU-only host it loads (``generator.on_host`` on instance type local), each worker's work
+also takes its turn on that host's shared cores."""
 
 from __future__ import annotations
 
