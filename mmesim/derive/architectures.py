@@ -8,7 +8,10 @@ resident. Inputs as the reference sent them: images 1x3x224x224, token sequences
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 
 from mmesim.profile import GpuWork, WorkingMemory
 
@@ -18,6 +21,7 @@ class Count:
     macs: float = 0.0
     params: int = 0
     lookup_params: int = 0      # embedding tables: resident, but an execution reads only its rows
+    layers: int = 0             # transformer encoder layers
     peak_elements: int = 0      # largest input + output of one layer, elements per item (working memory)
 
     def _live(self, elements: int) -> None:
@@ -78,6 +82,7 @@ def convnext_base() -> Count:
 def encoder(c: Count, tokens: int, d: int, ffn: int, layers: int) -> None:
     """Transformer encoder layers: QKV and output projections, the two attention products
     (scores and weighted values, tokens^2 x d each), and the MLP."""
+    c.layers += layers
     for _ in range(layers):
         c.linear(tokens, d, 3 * d)
         c._live(3 * tokens * d + (d // 64) * tokens * tokens)   # Q, K, V and the scores of d/64 heads
@@ -114,13 +119,35 @@ ARCHITECTURES = {
 }
 
 
+CNN = {"resnet50", "convnext_base"}
+
+
+@lru_cache(maxsize=1)
+def corpus_figures() -> dict:
+    """Activation traffic and GPU fill by (framework, architecture class), fitted on the
+    multi-GPU corpus (``python -m mmesim.derive.corpus --write``)."""
+    return json.loads(resources.files(__package__).joinpath("reference/dle/fit.json").read_text())
+
+
 def gpu_work(model: str, framework: str) -> GpuWork:
-    """The work of one item of ``model``: FLOPs, and the weight bytes an execution reads
-    (embedding tables excepted), in FP16 for TensorRT engines, FP32 otherwise."""
+    """The work of one item of ``model``: FLOPs, the weight bytes an execution reads
+    (embedding tables excepted) and the activation bytes an item moves, in FP16 for TensorRT
+    engines, FP32 otherwise; activation traffic from the corpus's family of the same engine
+    and architecture class (FP32 moves twice the FP16 bytes); for TorchScript transformers the
+    host time launching the kernels, per encoder layer (the corpus has no TorchScript CNN, so
+    CNNs get none). The corpus's GPU-fill figure is
+    not carried: it was measured one request at a time, while in an endpoint other copies'
+    executions fill the GPU (the profile's sharing model holds that)."""
     c = ARCHITECTURES[model]()
     width = 2 if framework == "tensorrt" else 4
-    return GpuWork(flops_per_item=float(f"{2 * c.macs:.4g}"), weight_bytes=c.params * width,
-                   source="mmesim.derive.architectures (counted from the architecture)")
+    fam = corpus_figures()[f"{'tensorrt' if framework == 'tensorrt' else 'pytorch'}/{'cnn' if model in CNN else 'transformer'}"]
+    flops = float(f"{2 * c.macs:.4g}")
+    launch = fam.get("launch_s_per_layer", 0.0) * c.layers
+    return GpuWork(flops_per_item=flops, weight_bytes=c.params * width,
+                   activation_bytes_per_item=float(f"{flops / fam['flops_per_activation_byte'] * width / 2:.4g}"),
+                   launch_s=float(f"{launch:.4g}"),
+                   source=f"mmesim.derive.architectures (counted from the architecture; activation traffic from the "
+                          f"DeepLearningExamples corpus, {fam['from']})")
 
 
 WORKING_SOURCE = ("estimate, not measured: mmesim.derive.architectures counts the largest input + output of one "
