@@ -248,7 +248,8 @@ def inference_components(mix: PlanMix, capacity: list[dict]) -> Option | None:
                  for f in daily]
         daily_cost = sum(hours) / 24 * it.price_usd_per_hour * HOURS_PER_MONTH
     floor = sum(1 for n_copies in copies if n_copies == 1)
-    config = (f"{n} x {it.name} ({slots} of its {it.gpus} GPU{'s' if it.gpus > 1 else ''} used), {gpus} copies: "
+    config = (f"{n} x {it.name} ({slots} cop{'y' if slots == 1 else 'ies'} per instance, {it.gpus} "
+              f"GPU{'s' if it.gpus > 1 else ''}), {gpus} copies: "
               + "; ".join(f"{mix.models[gi].name} {c['framework']} {_cap(c)} req/s per copy"
                           for gi, c in per_group.items()))
     return Option("inference components", config, n, gpus, hourly, hourly * HOURS_PER_MONTH, daily_cost, floor,
