@@ -95,7 +95,8 @@ class SLO(Model):
 
 
 class Candidates(Model):
-    instance_types: list[str] | None = Field(default=None, description="default: every catalogue type the models fit")
+    instance_types: list[str] | None = Field(default=None, description="default: every catalogue type the models fit "
+                                             "(MME-eligible ones unless mme_eligible_only is false)")
     frameworks: list[Framework] | None = Field(default=None, description="default: every framework the profiles give")
     memory_thresholds: list[float] = Field(default_factory=lambda: [0.9])
     max_batch_sizes: list[int] | None = Field(default=None, description="Triton max_batch_size values to try, "
