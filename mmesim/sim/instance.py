@@ -23,7 +23,7 @@ from mmesim.sim.events import after
 from mmesim.sim.host import Host
 from mmesim.sim.policy import memory_budget
 from mmesim.sim.residency import DOWNLOADING, LOADED, LOADING, ON_DISK, REMOTE, Resident, Residency
-from mmesim.sim.triton import ModelServer
+from mmesim.sim.triton import ModelServer, Workspace
 
 
 class Slot(Resident):
@@ -53,6 +53,7 @@ class Instance:
         self.used = self.baseline          # what NVML would report now
         self.models = Residency(self.budget, self.baseline, cfg.platform.load_parallelism)
         self.lru: OrderedDict[int, Slot] = self.models.lru   # loaded models, least recently used first
+        self.workspace = Workspace(self)   # executions' working memory above ``used``
         self.disk_capacity = cfg.disk_cache_bytes or itype.disk_bytes
         self.disk_used = 0
         self.inflight = 0
@@ -111,6 +112,11 @@ class Instance:
         for req in batch:
             self.release(req)
             reply(req, 0)
+
+    def _failed(self, batch, cause: str) -> None:
+        for req in batch:
+            self.release(req)
+            self.sim.reply(req, cause)
 
     def release(self, req) -> None:
         """A request leaves the instance: executed, or failed while waiting."""
@@ -179,7 +185,8 @@ class Instance:
 
     def _serve(self, slot: Slot) -> None:
         """The model is in GPU memory: Triton serves it."""
-        slot.server = ModelServer(self.env, slot.target.profile, self.gpu, self.sim.noise, self._executed)
+        slot.server = ModelServer(self.env, slot.target.profile, self.gpu, self.sim.noise, self._executed,
+                                  self.workspace, self._failed)
 
     def _unload(self, slot: Slot) -> float:
         """``slot`` was chosen to make room (out of the LRU and the committed memory already)."""
@@ -191,7 +198,9 @@ class Instance:
 
     def _unloaded(self, ev) -> None:
         slot = ev.value
-        self._set_used(self.used - slot.target.profile.gpu_memory_bytes)
+        leak = slot.target.profile.leak_bytes_per_unload     # stays used until the instance restarts
+        self.models.committed += leak
+        self._set_used(self.used - slot.target.profile.gpu_memory_bytes + leak)
         self.models.unloaded(slot)
         slot.waiters = [r for r in slot.waiters if not r.done]
         if slot.waiters:           # requested while it was being unloaded: load it again
