@@ -104,7 +104,7 @@ def test_a_cold_burst_loads_alike_in_the_simulator_and_the_emulator(tmp_path, in
         assert max(n for _, n in curve) == 4                      # four load threads, in both
         starts = sorted(on_thread(e)[0] for e in loads)
         ends = sorted(on_thread(e)[1] for e in loads)
-        assert starts[3] - starts[0] < 0.5 * (ends[0] - starts[0])  # the first four start together
+        assert starts[3] < ends[0]                               # the first four overlap
         assert starts[4] >= ends[0] - 1e-6                       # the fifth waits for a thread: two rounds
     # the same costs: each round and the whole burst take about as long in both (real time: generous)
     def rounds(loads):         # mean time on a thread in each round, and the whole burst

@@ -293,7 +293,7 @@ class VirtualBackend(Backend):
         return 200, answer.encode(), "application/json"
 
     @staticmethod
-    def _decoded(req: _Request, _elapsed: float = 0.0) -> None:
+    def _decoded(req: _Request) -> None:
         req.server.enqueue(req)
 
     @staticmethod

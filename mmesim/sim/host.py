@@ -43,15 +43,12 @@ class Host:
 
     def decode(self, seconds: float, arg, callback) -> None:
         """A request's handling and parsing on one server thread, competing with loads and
-        downloads for the same CPUs; then ``callback(arg)`` (or ``callback(arg, elapsed)``)."""
+        downloads for the same CPUs; then ``callback(arg)``."""
         if seconds <= 0:              # nothing to compute (a profile without request costs)
             callback(arg)
             return
         self.cpu_busy_s += seconds
-        if self.cores is not None:
-            self.cores.run(seconds, 1, callback, arg)
-        else:
-            self.vcpus.start(seconds, arg, callback)
+        (self.cores if self.cores is not None else self.vcpus).run(seconds, 1, callback, arg)
 
     def cpu_busy_until_now(self) -> float:
         """Host CPU seconds used so far (on a CPU-only host: every core-second, the models' too)."""

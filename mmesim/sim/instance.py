@@ -100,7 +100,7 @@ class Instance:
         if slot.state in (REMOTE, ON_DISK):
             self._fetch(slot)
 
-    def _to_triton(self, req, _elapsed: float = 0.0) -> None:
+    def _to_triton(self, req) -> None:
         """Decoded (on the host's CPUs): Triton queues it."""
         req.slot.server.enqueue(req)
 
