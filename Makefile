@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[triton,emulate,loadtest,plan,dev]'
+	$(PY) -m pip install -q -e '.[triton,emulate,loadtest,plan,pandas,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

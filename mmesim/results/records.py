@@ -224,6 +224,11 @@ class Run:
         return sum(n * (min(e, self.duration_s) - min(t, self.duration_s))
                    for (t, n, _), e in zip(tl, ends)) / self.duration_s
 
+    def to_pandas(self):
+        """One row per request as a pandas DataFrame (needs the [pandas] extra; see mmesim.frames)."""
+        from mmesim.frames import run_frame
+        return run_frame(self)
+
     def users_at(self, t: float) -> int:
         """The user count in force at time t (0 before the first change)."""
         n = 0
