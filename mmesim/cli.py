@@ -123,10 +123,10 @@ def _add_profiles(sub) -> None:
 
 
 def _profiles(args) -> int:
-    from mmesim.profile import builtin_profiles, load_profile
+    from mmesim.profile import load_profile, shipped_profiles
     from mmesim.report.console import print_profiles
 
-    profiles = [load_profile(path) for path in builtin_profiles().values()]
+    profiles = [load_profile(path) for path in shipped_profiles().values()]
     if args.json:
         import json
         print(json.dumps([p.to_dict() for p in profiles], indent=2))
