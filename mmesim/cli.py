@@ -12,7 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmesim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_simulate, _add_profiles, _add_instances, _add_calibrate, _add_emulate, _add_package, _add_live,
-                _add_loadtest, _add_validate, _add_plan, _add_sweep):
+                _add_loadtest, _add_validate, _add_plan, _add_sweep, _add_report):
         add(sub)
     return parser
 
@@ -37,6 +37,7 @@ def _add_simulate(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, metavar="DIR", help="write summary.json, Locust CSVs, CloudWatch series, PNGs")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("--html", action="store_true", help="also write --out/report.html: one self-contained page")
     p.set_defaults(func=_simulate)
 
 
@@ -71,6 +72,9 @@ def _simulate(args) -> int:
     endpoint = _endpoint(args)
     workload = load_workload(args.workload)
     copies = _copies(args.copies)
+    if args.html and not args.out:
+        from mmesim.errors import ConfigError
+        raise ConfigError("--html writes report.html into the output folder: give --out DIR too", field="--html")
     if args.out:
         check_out_folder(args.out)
     with progress_bar("simulating", quiet=args.json) as progress:
@@ -79,6 +83,9 @@ def _simulate(args) -> int:
     summary = summarize(run)
     if args.out:
         files = write_outputs(run, summary, args.out)
+        if args.html:
+            from mmesim.report.html import run_page
+            files["report"] = run_page(args.out)
     if args.json:
         print(summary.model_dump_json(indent=2))
     else:
@@ -388,6 +395,7 @@ def _add_validate(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/validate", metavar="DIR")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON on stdout")
+    p.add_argument("--html", action="store_true", help="also write --out/report.html: one self-contained page")
     p.set_defaults(func=_validate)
 
 
@@ -407,13 +415,33 @@ def _validate(args) -> int:
                  endpoint_url=args.endpoint_url, endpoint_name=args.endpoint_name, measured=args.measured,
                  out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed, warm=not args.cold,
                  workers=args.workers, protocol=args.protocol, payload=args.payload, **aws)
+    if args.html:
+        from mmesim.report.html import run_page
+        run_page(args.out)
     if args.json:
         print(json.dumps(v.comparison.to_dict(), indent=2))
     else:
         print_comparison(v.comparison, f"{', '.join(v.predicted.profiles)} on {v.predicted.instance_type}: "
                                        "predicted vs measured")
-        print(f"wrote {args.out}: comparison.json, comparison.csv, overlay.png, prediction/, measurement/")
+        print(f"wrote {args.out}: comparison.json, comparison.csv, overlay.png, prediction/, measurement/"
+              + (", report.html" if args.html else ""))
     return 0 if v.comparison.passed else 1
+
+# --- report (mmesim.report.html) -----------------------------------------------------------
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page of a run or a comparison folder",
+                       description="Reads a folder written by simulate --out, loadtest or validate and writes one "
+                                   "HTML page: summary, per-step tables, failures by cause, cost, charts embedded.")
+    p.add_argument("folder", metavar="DIR")
+    p.add_argument("--out", default=None, metavar="FILE", help="default: DIR/report.html")
+    p.set_defaults(func=_report)
+
+
+def _report(args) -> int:
+    from mmesim.report.html import run_page
+    print(f"wrote {run_page(args.folder, args.out)}")
+    return 0
+
 
 # --- emulate / package (mmesim.emulator) ----------------------------------------------------
 def _add_emulate(sub) -> None:
