@@ -347,7 +347,7 @@ def _loadtest(args) -> int:
     from mmesim.catalog import load_catalog
     from mmesim.loadtest import run_loadtest
     from mmesim.profile import load_profile
-    from mmesim.report.console import print_summary
+    from mmesim.report.console import live_figures, print_summary, progress_bar
     from mmesim.outputs import write_outputs
     from mmesim.results.summary import summarize
     from mmesim.workload import load_workload
@@ -356,10 +356,12 @@ def _loadtest(args) -> int:
     copies = _ints(args.copies, "--copies")
     price = load_catalog().instance(args.instance).price_usd_per_hour if args.instance else 0.0
     aws = {"region_name": args.region} if args.region else {}
-    run = run_loadtest(args.endpoint_url, args.endpoint_name, load_workload(args.workload), profiles,
-                       copies * len(profiles) if len(copies) == 1 else copies, Path(args.out), workers=args.workers,
-                       protocol=args.protocol, payload=args.payload, web_ui=args.web_ui, seed=args.seed,
-                       instance_type=args.instance, price_usd_per_hour=price, **aws)
+    with progress_bar("load test", quiet=args.json, after_s=0) as update:
+        run = run_loadtest(args.endpoint_url, args.endpoint_name, load_workload(args.workload), profiles,
+                           copies * len(profiles) if len(copies) == 1 else copies, Path(args.out),
+                           workers=args.workers, protocol=args.protocol, payload=args.payload, web_ui=args.web_ui,
+                           seed=args.seed, instance_type=args.instance, price_usd_per_hour=price,
+                           progress=lambda t, end, live: update(t, end, live_figures(live)), **aws)
     summary = summarize(run)
     files = write_outputs(run, summary, args.out)
     if args.json:
@@ -404,6 +406,7 @@ def _validate(args) -> int:
 
     from mmesim.loadtest.validate import validate
     from mmesim.profile import load_profile
+    from mmesim.report.console import live_figures, phases
     from mmesim.report.validation import print_comparison
     from mmesim.results.compare import parse_tolerance
     from mmesim.workload import load_workload
@@ -411,10 +414,13 @@ def _validate(args) -> int:
     profiles = [load_profile(p) for p in args.profile]
     tolerance = parse_tolerance(args.tolerance)
     aws = {"region_name": args.region} if args.region else {}
-    v = validate(profiles, _endpoint(args), load_workload(args.workload), _copies(args.copies),
-                 endpoint_url=args.endpoint_url, endpoint_name=args.endpoint_name, measured=args.measured,
-                 out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed, warm=not args.cold,
-                 workers=args.workers, protocol=args.protocol, payload=args.payload, **aws)
+    with phases(quiet=args.json, after_s=0) as update:
+        v = validate(profiles, _endpoint(args), load_workload(args.workload), _copies(args.copies),
+                     endpoint_url=args.endpoint_url, endpoint_name=args.endpoint_name, measured=args.measured,
+                     out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed,
+                     warm=not args.cold, workers=args.workers, protocol=args.protocol, payload=args.payload,
+                     progress=lambda phase, t, end, live: update(phase, t, end, "" if phase.startswith("1/")
+                                                                 else live_figures(live)), **aws)
     if args.html:
         from mmesim.report.html import run_page
         run_page(args.out)
