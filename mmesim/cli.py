@@ -210,6 +210,7 @@ def _add_calibrate(sub) -> None:
 
         from mmesim.calibrate.run import CalibrateOptions, calibrate
         from mmesim.calibrate.table import load_table, max_models_table, service_table, summary_table
+        from mmesim.report.console import phases
 
         console = Console(stderr=True)
         options = CalibrateOptions(
@@ -224,11 +225,17 @@ def _add_calibrate(sub) -> None:
         options.check()
         folder = not args.out or args.out.endswith("/") or Path(args.out).is_dir()
         check_out_folder(args.out or "calibration/profiles/" if folder else Path(args.out).parent)
-        with console.status("calibrating", spinner="dots") as status:
+        with phases(after_s=0) as update:
+            at = {"i": 0, "n": 1, "name": ""}
+
             def progress(message: str) -> None:
                 console.log(message)
-                status.update(message)
-            result = calibrate(options, progress)
+                update("calibrating", at["i"], at["n"], f"{at['name']}: {message}")
+
+            def phase(i: int, n: int, name: str) -> None:
+                at.update(i=i, n=n, name=f"phase {i + 1}/{n} {name}")
+                progress(at["name"])
+            result = calibrate(options, progress, phase)
         out = Path(args.out or "calibration/profiles/")
         if out.is_dir() or str(args.out or "/").endswith("/"):
             out = out / f"{result.profile.name}.json"
@@ -597,6 +604,7 @@ def _live(args) -> int:
     from pathlib import Path
 
     import mmesim.live as live
+    from mmesim.report.console import status_line
     from mmesim.workload import load_workload
 
     if args.step == "teardown":
@@ -618,13 +626,15 @@ def _live(args) -> int:
         sagemaker_endpoint_url=args.sagemaker_endpoint_url, s3_endpoint_url=args.s3_endpoint_url,
         cloudwatch_endpoint_url=args.cloudwatch_endpoint_url, runtime_endpoint_url=args.runtime_endpoint_url)
     if args.step == "deploy":
-        dep = live.deploy(plan, args.state, yes_spend=args.yes_spend)
+        with status_line() as say:
+            dep = live.deploy(plan, args.state, yes_spend=args.yes_spend, progress=say)
         print(f"endpoint {dep.endpoint_name} is InService; delete it with: mmesim live teardown --state {args.state}")
         return 0
     from mmesim.profile import load_profile
-    result = live.run_live(plan, args.state, workload, [load_profile(p) for p in args.profile],
-                           _ints(args.copies, "--copies"), Path(args.out), yes_spend=args.yes_spend,
-                           workers=args.workers, payload=args.payload)
+    with status_line() as say:
+        result = live.run_live(plan, args.state, workload, [load_profile(p) for p in args.profile],
+                               _ints(args.copies, "--copies"), Path(args.out), yes_spend=args.yes_spend,
+                               workers=args.workers, payload=args.payload, progress=say)
     print(f"measured {len(result.run.records)} requests; outputs in {args.out}; everything created was deleted")
     return 0
 

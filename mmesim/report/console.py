@@ -7,7 +7,7 @@ import time
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from mmesim.units import MiB
@@ -50,6 +50,26 @@ def phases(quiet: bool = False, after_s: float = 1.0):
     finally:
         if "bar" in state:
             state["bar"].stop()
+
+
+@contextmanager
+def status_line(quiet: bool = False):
+    """Yields ``say(message)`` for waits nobody can time (an endpoint being created): each
+    message logged to stderr, the latest kept beside a spinner and the time elapsed."""
+    err = Console(stderr=True, quiet=quiet)
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                   transient=True)
+    task = bar.add_task("starting")
+    bar.start()
+
+    def say(message: str) -> None:
+        err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+        bar.update(task, description=message)
+
+    try:
+        yield say
+    finally:
+        bar.stop()
 
 
 def live_figures(stats) -> str:
