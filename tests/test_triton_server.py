@@ -16,23 +16,11 @@ from mmesim.calibrate.memory import HostMemory  # noqa: E402
 from mmesim.errors import MissingPiece  # noqa: E402
 from mmesim.triton.args import Ports, ServerOptions  # noqa: E402
 from mmesim.triton.client import MMEClient, MMEError, kserve_client  # noqa: E402
-from mmesim.triton.local import LocalTriton, find_tritonserver  # noqa: E402
+from mmesim.triton.local import LocalTriton  # noqa: E402
 from mmesim.triton.packaging import package, package_null  # noqa: E402
 from mmesim.triton.server import ServerError  # noqa: E402
 
 pytestmark = pytest.mark.triton
-
-
-def _have_triton() -> bool:
-    try:
-        find_tritonserver()
-        return True
-    except MissingPiece:
-        return False
-
-
-if not _have_triton():
-    pytest.skip("no tritonserver (install mmesim[triton])", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +30,8 @@ def artifacts(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server():
-    with LocalTriton() as s:
-        yield s
+def server(triton_server):
+    return triton_server
 
 
 @pytest.fixture(scope="module")
