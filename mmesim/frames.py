@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmesim.errors import ConfigError
+from mmesim.optional import require
 
 if TYPE_CHECKING:                         # pragma: no cover
     import pandas as pd
 
     from mmesim.results.compare import Comparison
-    from mmesim.results.records import Records, Run
+    from mmesim.results.records import Run
     from mmesim.results.summary import Summary
 
 SCALARS = ("kind", "instance_type", "instance_count", "duration_s", "max_models_loaded", "latency_ms",
@@ -29,38 +30,12 @@ STEP_COLUMNS = ("users", "requests", "failures", "rps", "avg_ms", "p50_ms", "p95
 
 def pandas():
     """The pandas module, or one clear line saying which extra brings it."""
-    try:
-        import pandas as pd
-    except ImportError:
-        raise ConfigError("DataFrames need pandas: pip install 'mmesim[pandas]'") from None
-    return pd
+    return require("pandas", "pandas", "DataFrames")
 
 
 def run_frame(run: Run) -> pd.DataFrame:
-    """One row per request: times (s since the run began), latency, target, instance, outcome,
-    whether it was a cold start, and the user count when it started."""
-    return records_frame(run.records, run.users)
-
-
-def records_frame(records: Records, users: list[tuple[float, int]] | None = None) -> pd.DataFrame:
-    pd = pandas()
-    import numpy as np
-
-    from mmesim.results.records import OUTCOMES
-
-    a = records.arrays()
-    df = pd.DataFrame({
-        "start_s": a["start"], "end_s": a["end"], "latency_ms": (a["end"] - a["start"]) * 1000.0,
-        "model": pd.Categorical.from_codes(a["model"], categories=records.models),
-        "instance": a["instance"].astype(int), "outcome": pd.Categorical.from_codes(a["outcome"], categories=OUTCOMES),
-        "ok": a["outcome"] == 0, "cold": a["cold"],
-    })
-    if users:
-        times = np.array([t for t, _ in users])
-        counts = np.array([u for _, u in users])
-        idx = np.searchsorted(times, a["start"], side="right") - 1
-        df["users"] = np.where(idx >= 0, counts[np.maximum(idx, 0)], 0)
-    return df
+    """One row per request (see ``Records.to_pandas``), with the user count when it started."""
+    return run.to_pandas()
 
 
 def steps_frame(summary: Summary) -> pd.DataFrame:
@@ -137,7 +112,7 @@ def read_run(folder: str | Path) -> RunFrames:
     folder = Path(folder)
     summary = read_summary(folder)
     path = folder / "requests.csv"
-    requests = records_frame(Records.read_csv(path)) if path.is_file() else None
+    requests = Records.read_csv(path).to_pandas() if path.is_file() else None
     return RunFrames(folder, summary, requests)
 
 
