@@ -133,9 +133,10 @@ def test_server_cost_per_request_grows_with_the_json_body(server, mme, artifacts
         mme.unload("mlp-r")
     per_byte, fixed, how = request_cost(points)
     assert how == "server process CPU"
+    # ordering only: the idle CPU subtracted grows with each round trip's wall-clock time, so on
+    # a busy machine a one-sample request's share can round down to 0 (never above a larger one's)
     small, large = (statistics.median(p.server_cpu_s) for p in points)
-    assert 0 < small < large and per_byte > 0
-    assert fixed < small          # most of a one-sample request's cost is fixed, yet not all
+    assert small < large and per_byte > 0 and fixed >= 0
 
 
 def test_broken_model_is_refused_with_its_error(server, mme, tmp_path):
