@@ -234,7 +234,8 @@ def _add_calibrate(sub) -> None:
 
             def phase(i: int, n: int, name: str) -> None:
                 at.update(i=i, n=n, name=f"phase {i + 1}/{n} {name}")
-                progress(at["name"])
+                console.log(at["name"])
+                update("calibrating", i, n, at["name"])
             result = calibrate(options, progress, phase)
         out = Path(args.out or "calibration/profiles/")
         if out.is_dir() or str(args.out or "/").endswith("/"):
