@@ -1,4 +1,5 @@
-"""pandas DataFrames of runs, summaries, comparisons, plans and sweeps, for notebooks.
+"""pandas DataFrames of summaries, comparisons, plans and sweeps, for notebooks (a run's
+requests: ``Run.to_pandas()``).
 
 Optional (``pip install 'mmesim[pandas]'``): everything else in mmesim works without pandas.
 The frames are built from the same objects and files the CLI writes, so a DataFrame of a
@@ -18,7 +19,6 @@ if TYPE_CHECKING:                         # pragma: no cover
     import pandas as pd
 
     from mmesim.results.compare import Comparison
-    from mmesim.results.records import Run
     from mmesim.results.summary import Summary
 
 SCALARS = ("kind", "instance_type", "instance_count", "duration_s", "max_models_loaded", "latency_ms",
@@ -31,11 +31,6 @@ STEP_COLUMNS = ("users", "requests", "failures", "rps", "avg_ms", "p50_ms", "p95
 def pandas():
     """The pandas module, or one clear line saying which extra brings it."""
     return require("pandas", "pandas", "DataFrames")
-
-
-def run_frame(run: Run) -> pd.DataFrame:
-    """One row per request (see ``Records.to_pandas``), with the user count when it started."""
-    return run.to_pandas()
 
 
 def steps_frame(summary: Summary) -> pd.DataFrame:
@@ -93,6 +88,10 @@ class RunFrames:
     def failures(self) -> pd.DataFrame:
         return failures_frame(self.summary)
 
+    @property
+    def figures(self) -> pd.DataFrame:
+        return summary_frame(self.summary)
+
 
 def read_summary(folder: str | Path) -> Summary:
     from mmesim.results.summary import Summary
@@ -126,16 +125,21 @@ class ValidationFrames:
     comparison: pd.DataFrame
 
     @property
-    def summary(self) -> pd.DataFrame:
+    def figures(self) -> pd.DataFrame:
         return summary_frame(self.prediction.summary, self.measurement.summary,
                              names=["prediction", "measurement"])
 
 
-def read_folder(folder: str | Path) -> RunFrames | ValidationFrames:
-    """Any output folder back as DataFrames: a run's (summary.json) or a validation's (comparison.json)."""
+def read_folder(folder: str | Path) -> RunFrames | ValidationFrames | pd.DataFrame:
+    """Any output folder back as DataFrames: a run's (summary.json), a validation's
+    (comparison.json), or the table of a plan (plan.csv, its ranked candidates) or a sweep
+    (results.csv, its grid)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError("no such output folder", source=str(folder))
+    for table in ("plan.csv", "results.csv"):
+        if (folder / table).is_file() and not (folder / "summary.json").is_file():
+            return pandas().read_csv(folder / table)
     if (folder / "comparison.json").is_file():
         data = json.loads((folder / "comparison.json").read_text())
         return ValidationFrames(folder, read_run(folder / "prediction"), read_run(folder / "measurement"),

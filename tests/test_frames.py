@@ -48,6 +48,7 @@ def test_an_output_folder_reads_back_as_the_same_frames(run, tmp_path):
     assert len(back.requests) == len(run.records)
     assert back.requests["latency_ms"].mean() == pytest.approx(run.to_pandas()["latency_ms"].mean(), rel=1e-5)
     assert back.steps["requests"].sum() == steps_frame(s)["requests"].sum()
+    assert back.figures.loc["prediction", "requests"] == s.requests
 
 
 def test_a_comparison_and_two_summaries(run):
@@ -63,10 +64,14 @@ def test_a_comparison_and_two_summaries(run):
     assert {5, 20} <= set(cmp.loc[cmp["scope"] == "step", "users"])
 
 
-def test_sweep_rows_become_a_grid():
-    rows = [{"instance_count": n, "seed": s, "p95_ms": 10.0 * n + s} for n in (1, 2) for s in (0, 1)]
+def test_sweep_rows_become_a_grid_and_its_folder_reads_back(tmp_path):
+    from mmesim.plan.sweep import write_sweep
+    rows = [{"instance_count": n, "seed": s, "p95_ms": 10.0 * n + s, "error_rate": 0.0} for n in (1, 2) for s in (0, 1)]
     df = sweep_frame(rows)
     assert df.pivot(index="instance_count", columns="seed", values="p95_ms").loc[2, 1] == 21.0
+    write_sweep(rows, {"instance_count": [1, 2], "seed": [0, 1]}, tmp_path)
+    back = read_folder(tmp_path)
+    assert back[list(df.columns)].equals(df)
 
 
 def test_without_pandas_one_line_names_the_extra(monkeypatch, run, tmp_path):
@@ -81,3 +86,16 @@ def test_a_folder_without_a_summary_is_named(tmp_path):
     with pytest.raises(ConfigError, match="summary.json") as e:
         read_folder(tmp_path)
     assert str(tmp_path) in str(e.value)
+
+
+def test_a_validation_folder_reads_back_with_both_runs_and_the_comparison(run, tmp_path):
+    from mmesim.loadtest.validate import Validation, write_validation
+    other = simulate([load_profile("resnet50-pytorch-t4")], EndpointConfig(instance_type="ml.g4dn.xlarge"), STEPS,
+                     copies=3, seed=2)
+    a, b = summarize(run), summarize(other)
+    write_validation(Validation(run, other, a, b, compare(a, b)), tmp_path)
+    back = read_folder(tmp_path)
+    assert list(back.figures.index) == ["prediction", "measurement"]
+    assert back.figures.loc["measurement", "requests"] == b.requests == len(back.measurement.requests)
+    p95 = back.comparison[(back.comparison["scope"] == "run") & (back.comparison["figure"] == "p95")].iloc[0]
+    assert p95["predicted"] == pytest.approx(a.p95_ms) and p95["measured"] == pytest.approx(b.p95_ms)
