@@ -14,19 +14,9 @@ from rich.table import Table
 
 from mmesim.report._figure import FAIL_BARS, LATENCY, OK_BARS, RPS, new_figure
 from mmesim.report.html import html_report, html_table, img  # noqa: F401  (sweep imports them from here)
-from mmesim.report.html import png_b64 as _png
+from mmesim.report.html import fmt as _fmt, png_b64 as _png
 
 console = Console(width=None if Console().is_terminal else 200)
-
-
-def _fmt(v, digits: int = 1) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return "inf"
-        return f"{v:,.{digits}f}"
-    return str(v)
 
 
 # --- files -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ td.bad{background:#fde2e2}td.good{background:#e3f4ec}"""
 
 
 # --- page building blocks (also used by plan and sweep reports) ----------------------------
-def _fmt(v, digits: int = 1) -> str:
+def fmt(v, digits: int = 1) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -47,7 +47,7 @@ def html_table(rows: list[dict], columns: list[str] | None = None) -> str:
         return "<p>(none)</p>"
     cols = columns or list(dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c), 3))}</td>" for c in cols) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c), 3))}</td>" for c in cols) + "</tr>"
                    for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
@@ -144,7 +144,7 @@ def _comparison_page(folder: Path, path: Path) -> Path:
         body = ""
         for x in items:
             cls = {True: ' class="good"', False: ' class="bad"'}.get(x.get("ok"), "")
-            body += ("<tr>" + "".join(f"<td>{html.escape(_fmt(x.get(k), 3))}</td>"
+            body += ("<tr>" + "".join(f"<td>{html.escape(fmt(x.get(k), 3))}</td>"
                                       for k in ("users", "figure", "predicted", "measured", "error", "tolerance"))
                      + f"<td{cls}>{'' if x.get('ok') is None else ('ok' if x['ok'] else 'FAIL')}</td></tr>")
         head = "".join(f"<th>{h}</th>" for h in ("users", "figure", "predicted", "measured", "error", "tolerance",
