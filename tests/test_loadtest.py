@@ -167,8 +167,10 @@ def test_distributed_two_workers_through_boto3(endpoint, tmp_path):
     assert max(counts, key=counts.get) == "tiny-bert-v0"
 
 
-def test_loadtest_cli_writes_what_a_prediction_writes(endpoint, tmp_path):
+def test_loadtest_cli_writes_what_a_prediction_writes(endpoint, tmp_path, monkeypatch, capsys):
     from mmesim.cli import main
+    monkeypatch.setenv("TTY_INTERACTIVE", "1")               # rich draws its live display as at a terminal
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
     wl = tmp_path / "short.yaml"
     wl.write_text("kind: users\nwait_s: [0.05, 0.1]\nuser_steps: [2]\nstages:\n  - {end_s: 4, users: 2, spawn_rate: 2}\n")
     out = tmp_path / "out"
@@ -179,6 +181,9 @@ def test_loadtest_cli_writes_what_a_prediction_writes(endpoint, tmp_path):
     assert summary["kind"] == "measurement" and summary["requests"] > 10 and summary["max_concurrent_users"] == 2
     for name in ("locust_stats_history.csv", "mmesim_stats_history.csv", "requests.csv", "steps.png"):
         assert (out / name).is_file(), name
+    # while it ran: Locust's live figures and the time left, on stderr
+    err = capsys.readouterr().err
+    assert "load test" in err and "2 users" in err and "req/s" in err and "failed" in err
 
 
 def test_trace_replay_sends_every_row_at_its_time(endpoint, tmp_path):
