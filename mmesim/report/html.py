@@ -24,6 +24,7 @@ td.bad{background:#fde2e2}td.good{background:#e3f4ec}"""
 
 # --- page building blocks (also used by plan and sweep reports) ----------------------------
 def fmt(v, digits: int = 1) -> str:
+    """A table cell: "-" for a missing value, thousands separated, "inf" for an unbounded figure."""
     if v is None:
         return "-"
     if isinstance(v, float):
