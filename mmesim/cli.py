@@ -328,6 +328,9 @@ def _loadtest_flags(p, required_endpoint: bool) -> None:
                         "--allow-sagemaker)")
     p.add_argument("--payload", default="json", choices=["json", "binary"],
                    help="KServe v2 JSON (the reference's) or Triton's binary tensors")
+    p.add_argument("--client", default="http", choices=["http", "fast"],
+                   help="http: python-requests (boto3 for sagemaker); fast: Locust's FastHttpUser, a fraction of "
+                        "the CPU per request")
     p.add_argument("--workers", type=int, default=0, help="Locust worker processes (0: one local process)")
     p.add_argument("--region", default=None, help="AWS region for boto3 (default: AWS_DEFAULT_REGION or us-east-1)")
 
@@ -368,8 +371,9 @@ def _loadtest(args) -> int:
         run = run_loadtest(args.endpoint_url, args.endpoint_name, load_workload(args.workload), profiles,
                            copies * len(profiles) if len(copies) == 1 else copies, Path(args.out),
                            workers=args.workers, protocol=args.protocol, payload=args.payload, web_ui=args.web_ui,
-                           seed=args.seed, instance_type=args.instance, price_usd_per_hour=price,
-                           progress=lambda t, end, live: update(t, end, live_figures(live)), **aws)
+                           seed=args.seed, client=args.client, instance_type=args.instance,
+                           price_usd_per_hour=price, progress=lambda t, end, live: update(t, end, live_figures(live)),
+                           **aws)
     summary = summarize(run)
     files = write_outputs(run, summary, args.out)
     if args.json:
@@ -427,6 +431,7 @@ def _validate(args) -> int:
                      endpoint_url=args.endpoint_url, endpoint_name=args.endpoint_name, measured=args.measured,
                      out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed,
                      warm=not args.cold, workers=args.workers, protocol=args.protocol, payload=args.payload,
+                     client=args.client,
                      progress=lambda phase, t, end, live: update(phase, t, end, "" if phase.startswith("1/")
                                                                  else live_figures(live)), **aws)
     if args.html:

@@ -44,6 +44,13 @@ class GpuWork(Model):
     weight_bytes: int = Field(ge=0, description="bytes of weights an execution reads, in the precision it runs")
     peak_fraction: float = Field(default=1.0, gt=0, le=1,
                                  description="fraction of the GPU's peak FLOP/s its engines attain (same on every GPU)")
+    activation_bytes_per_item: float = Field(default=0.0, ge=0,
+                                             description="bytes of activation traffic one item moves through GPU memory")
+    fill_items_per_sm: float = Field(default=0.0, ge=0,
+                                     description="items per SM a batch lacks before the GPU is full (0: any batch fills it)")
+    launch_s: float = Field(default=0.0, ge=0,
+                            description="host seconds launching an execution's kernels while the GPU runs them "
+                                        "(TorchScript): the execution takes the longer of the two")
     source: str | None = None
 
 

@@ -32,6 +32,7 @@ class GPU(Model):
     architecture: str
     pcie_gbs: float | None = Field(default=None, gt=0,
                                    description="host link per direction, GB/s; None: no host-to-device copy (a CPU)")
+    sms: int | None = Field(default=None, gt=0, description="streaming multiprocessors: how much parallel work fills the GPU")
     tdp_w: float | None = Field(default=None, gt=0, description="board power limit")
     boost_mhz: float | None = Field(default=None, gt=0, description="boost clock the peak figures assume")
     sources: list[str] = Field(default_factory=list, description="where the figures come from")

@@ -8,7 +8,10 @@ resident. Inputs as the reference sent them: images 1x3x224x224, token sequences
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 
 from mmesim.profile import GpuWork
 
@@ -18,6 +21,7 @@ class Count:
     macs: float = 0.0
     params: int = 0
     lookup_params: int = 0      # embedding tables: resident, but an execution reads only its rows
+    layers: int = 0             # transformer encoder layers
 
     def conv(self, h: int, w: int, cin: int, cout: int, k: int, groups: int = 1, bias: bool = False) -> None:
         """A conv whose OUTPUT is h x w."""
@@ -71,6 +75,7 @@ def convnext_base() -> Count:
 def encoder(c: Count, tokens: int, d: int, ffn: int, layers: int) -> None:
     """Transformer encoder layers: QKV and output projections, the two attention products
     (scores and weighted values, tokens^2 x d each), and the MLP."""
+    c.layers += layers
     for _ in range(layers):
         c.linear(tokens, d, 3 * d)
         c.macs += 2 * tokens * tokens * d
@@ -106,10 +111,32 @@ ARCHITECTURES = {
 }
 
 
+CNN = {"resnet50", "convnext_base"}
+
+
+@lru_cache(maxsize=1)
+def corpus_figures() -> dict:
+    """Activation traffic and GPU fill by (framework, architecture class), fitted on the
+    multi-GPU corpus (``python -m mmesim.derive.corpus --write``)."""
+    return json.loads(resources.files(__package__).joinpath("reference/dle/fit.json").read_text())
+
+
 def gpu_work(model: str, framework: str) -> GpuWork:
-    """The work of one item of ``model``: FLOPs, and the weight bytes an execution reads
-    (embedding tables excepted), in FP16 for TensorRT engines, FP32 otherwise."""
+    """The work of one item of ``model``: FLOPs, the weight bytes an execution reads
+    (embedding tables excepted) and the activation bytes an item moves, in FP16 for TensorRT
+    engines, FP32 otherwise; activation traffic from the corpus's family of the same engine
+    and architecture class (FP32 moves twice the FP16 bytes); for TorchScript transformers the
+    host time launching the kernels, per encoder layer (the corpus has no TorchScript CNN, so
+    CNNs get none). The corpus's GPU-fill figure is
+    not carried: it was measured one request at a time, while in an endpoint other copies'
+    executions fill the GPU (the profile's sharing model holds that)."""
     c = ARCHITECTURES[model]()
     width = 2 if framework == "tensorrt" else 4
-    return GpuWork(flops_per_item=float(f"{2 * c.macs:.4g}"), weight_bytes=c.params * width,
-                   source="mmesim.derive.architectures (counted from the architecture)")
+    fam = corpus_figures()[f"{'tensorrt' if framework == 'tensorrt' else 'pytorch'}/{'cnn' if model in CNN else 'transformer'}"]
+    flops = float(f"{2 * c.macs:.4g}")
+    launch = fam.get("launch_s_per_layer", 0.0) * c.layers
+    return GpuWork(flops_per_item=flops, weight_bytes=c.params * width,
+                   activation_bytes_per_item=float(f"{flops / fam['flops_per_activation_byte'] * width / 2:.4g}"),
+                   launch_s=float(f"{launch:.4g}"),
+                   source=f"mmesim.derive.architectures (counted from the architecture; activation traffic from the "
+                          f"DeepLearningExamples corpus, {fam['from']})")
