@@ -196,6 +196,8 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a first look: 3 repeats, concurrency <= 2, 2 copies at once")
     p.add_argument("--concurrency", default="1,2,4", help="closed-loop client counts, comma-separated (1,2,4)")
     p.add_argument("--repeats", type=int, default=5, help="timed executions per batch size (5)")
+    p.add_argument("--cycles", type=int, default=3, help="load/unload cycles of one copy, for the memory left behind "
+                   "and the model's own unload time, each fresh copy's working memory by batch (3; 0: skip all three)")
     p.add_argument("--cpu-threads", type=int, help="torch threads per Python-backend model instance "
                                                    "(default: torch's, all cores)")
     p.add_argument("--image", help="docker runner: Triton image (default: the calibration image of containers/)")
@@ -219,6 +221,7 @@ def _add_calibrate(sub) -> None:
             memory_budget=args.memory_budget, max_copies=args.max_copies, inputs=args.inputs,
             max_batch=args.max_batch, batches=_ints(args.batches, "--batches") if args.batches else None,
             concurrency=_ints(args.concurrency, "--concurrency"), repeats=args.repeats, cpu_threads=args.cpu_threads,
+            cycles=args.cycles,
             scaling=_ints(args.scaling, "--scaling") if args.scaling else None, stop_batch_s=args.stop_batch_s, quick=args.quick,
             image=args.image,
             binary=args.tritonserver, command="mmesim " + shlex.join(args.argv))
@@ -273,8 +276,11 @@ def _add_plan(sub) -> None:
         result = plan(mix, profiles, cluster=args.cluster, workers=args.workers, quiet=args.json)
         if args.json:
             import json
+            hosting = result.hosting
             print(json.dumps({"ranked": result.ranked, "infeasible": result.infeasible,
-                              "capacity_rps": result.capacity}, indent=2, default=str))
+                              "capacity_rps": result.capacity, "left_out": result.left_out,
+                              "hosting": [o.row() for o in hosting.options] if hosting else None,
+                              "hosting_verdict": hosting.verdict if hosting else None}, indent=2, default=str))
         else:
             print_plan(result)
         if args.out:

@@ -65,6 +65,23 @@ def test_profile_figures_agree_with_each_other_and_the_traces(calibrated):
         assert 0.6 < step / p.gpu_memory_bytes < 1.6
 
 
+def test_working_memory_leak_and_the_models_own_unload(calibrated):
+    """Three load/unload cycles of fresh copies: each execution's peak above the loaded copy
+    by batch size, no memory left behind by a Python-backend stub that exits with its model,
+    and the unload as Triton's log times it, shorter than the DELETE the server answers at
+    its next 500 ms poll."""
+    p = load_profile(calibrated)
+    work = json.loads(calibrated.with_name("tiny-mlp.calibration.json").read_text())["work"]
+    assert [w.batch for w in p.working_memory] == [1, 4, 16]
+    sizes = [w.bytes for w in p.working_memory]
+    assert sizes == sorted(sizes) and 0 < sizes[0] < 200 * MiB
+    assert p.leak_bytes_per_unload < 5 * MiB
+    assert len(work["cycles"]["unload_s"]) == 3
+    assert p.unload_s == pytest.approx(sum(work["cycles"]["unload_s"]) / 3)
+    assert all(own < http for own, http in zip(work["cycles"]["unload_s"], work["cycles"]["http_unload_s"]))
+    assert "VmHWM" in p.memory_source and "Triton's log" in p.memory_source
+
+
 def test_max_models_stops_where_the_rule_says_and_the_simulator_agrees(calibrated):
     from mmesim.endpoint import EndpointConfig
     from mmesim.sim import max_models_loaded

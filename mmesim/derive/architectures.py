@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from mmesim.profile import GpuWork
+from mmesim.profile import GpuWork, WorkingMemory
 
 
 @dataclass
@@ -22,13 +22,20 @@ class Count:
     params: int = 0
     lookup_params: int = 0      # embedding tables: resident, but an execution reads only its rows
     layers: int = 0             # transformer encoder layers
+    peak_elements: int = 0      # largest input + output of one layer, elements per item (working memory)
+
+    def _live(self, elements: int) -> None:
+        self.peak_elements = max(self.peak_elements, elements)
 
     def conv(self, h: int, w: int, cin: int, cout: int, k: int, groups: int = 1, bias: bool = False) -> None:
-        """A conv whose OUTPUT is h x w."""
+        """A conv whose OUTPUT is h x w (its input counted at the same size: a lower bound
+        for strided convs)."""
+        self._live(h * w * (cin + cout))
         self.macs += h * w * cout * (cin // groups) * k * k
         self.params += cout * (cin // groups) * k * k + (cout if bias else 0)
 
     def linear(self, tokens: int, fin: int, fout: int, bias: bool = True) -> None:
+        self._live(tokens * (fin + fout))
         self.macs += tokens * fin * fout
         self.params += fin * fout + (fout if bias else 0)
 
@@ -78,6 +85,7 @@ def encoder(c: Count, tokens: int, d: int, ffn: int, layers: int) -> None:
     c.layers += layers
     for _ in range(layers):
         c.linear(tokens, d, 3 * d)
+        c._live(3 * tokens * d + (d // 64) * tokens * tokens)   # Q, K, V and the scores of d/64 heads
         c.macs += 2 * tokens * tokens * d
         c.linear(tokens, d, d)
         c.linear(tokens, d, ffn)
@@ -140,3 +148,18 @@ def gpu_work(model: str, framework: str) -> GpuWork:
                    launch_s=float(f"{launch:.4g}"),
                    source=f"mmesim.derive.architectures (counted from the architecture; activation traffic from the "
                           f"DeepLearningExamples corpus, {fam['from']})")
+
+
+WORKING_SOURCE = ("estimate, not measured: mmesim.derive.architectures counts the largest input + output of one "
+                  "layer per item (FP32); PyTorch allocates activations per execution through its caching "
+                  "allocator, which keeps them, so an execution of batch b needs b times that above the loaded "
+                  "weights (a lower bound: no cuBLAS/cuDNN workspace, no allocator rounding). TensorRT engines "
+                  "allocate their activation memory with the execution context at load, so it is in the "
+                  "resident bytes: 0 here. Leak: 0, no published size (reports: triton-inference-server/server "
+                  "issues 3320, 2023, 675); measure with `mmesim calibrate --cycles`")
+
+
+def working_estimate(model: str, framework: str, batches: list[int]) -> list[WorkingMemory]:
+    """Working memory by batch size for a built-in profile until one is measured (WORKING_SOURCE says how)."""
+    per_item = 0 if framework == "tensorrt" else ARCHITECTURES[model]().peak_elements * 4
+    return [WorkingMemory(batch=b, bytes=b * per_item) for b in batches]

@@ -44,7 +44,7 @@ from mmesim.endpoint import EndpointConfig
 from mmesim.profile import ModelProfile, builtin_dir
 from mmesim.results.summary import history, reference_metrics
 from mmesim.sim.mme import Simulation
-from mmesim.derive.architectures import gpu_work
+from mmesim.derive.architectures import WORKING_SOURCE, gpu_work, working_estimate
 from mmesim.sim.translate import busy_batch, gpu_seconds
 from mmesim.units import MiB
 from mmesim.workload import LoadGenerator, builtin_workloads, load_workload
@@ -284,8 +284,10 @@ def split(profile: ModelProfile, rows: list[dict]) -> ModelProfile:
     busy_gpu = gpu_seconds(work, b, gpu, profile.framework) / b * row["throughput_qps"]
     g1 = gpu_seconds(work, 1, gpu, profile.framework)
     s1 = profile.service[0].seconds
+    working = working_estimate(profile.model, profile.framework, [t.batch for t in profile.service])
     return profile.model_copy(update={"work": work, "host_share": round(1 - min(1.0, g1 / s1), 4),
-                                      "busy_host_share": round(1 - min(1.0, busy_gpu), 4)})
+                                      "busy_host_share": round(1 - min(1.0, busy_gpu), 4),
+                                      "working_memory": working, "memory_source": WORKING_SOURCE})
 
 
 def with_shares(profiles: list[ModelProfile], rows: list[dict] | None = None) -> list[ModelProfile]:
