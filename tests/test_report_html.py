@@ -43,7 +43,7 @@ class Page(HTMLParser):
             self.tables[-1] += 1
         elif tag == "img":
             self.images.append(a.get("src", ""))
-        elif tag in ("script", "link") or (tag == "img" and not a.get("src", "").startswith("data:")):
+        if tag in ("script", "link", "iframe") or (tag == "img" and not a.get("src", "").startswith("data:")):
             self.external.append(tag)
         self._h = tag == "h2"
 
