@@ -4,20 +4,24 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench reproduce profiles one-gpu-profiles clean
+.PHONY: demo test browser bench reproduce profiles one-gpu-profiles clean
 
 # One joint install: nvidia-pytriton pins numpy<2, and resolving everything at once keeps it so.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[triton,emulate,loadtest,plan,dev]'
+	$(PY) -m pip install -q -e '.[triton,emulate,loadtest,plan,pandas,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/mmesim simulate --profile resnet50-pytorch-t4 --instance ml.g4dn.2xlarge --copies auto --out out/demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# The HTML report test opens pages in a real headless browser: Debian's chromium, installed when missing.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 reproduce: $(STAMP)
 	$(PY) examples/reproduce_blog.py

@@ -19,16 +19,19 @@ PROFILE = Path(__file__).parent.parent / "calibration" / "profiles" / "tiny-mlp-
 
 
 @pytest.fixture(scope="module")
-def triton(tmp_path_factory):
-    from mmesim.triton.local import LocalTriton
+def triton(tmp_path_factory, triton_server):
+    """The session's server with two copies of tiny-mlp loaded (unloaded afterwards)."""
     from mmesim.triton.packaging import package
     work = tmp_path_factory.mktemp("triton")
     packaged = package("tiny-mlp", "python", work / "artifact", cpu_threads=1)
-    with LocalTriton(workdir=work / "server") as server:
-        load = mme_copy_loader(MMEClient(server.sagemaker_url), packaged, server, work / "copies", "tiny-mlp")
-        for i in range(2):
-            load(i)
-        yield server
+    client = MMEClient(triton_server.sagemaker_url)
+    load = mme_copy_loader(client, packaged, triton_server, work / "copies", "tiny-mlp")
+    for i in range(2):
+        load(i)
+    yield triton_server
+    for i in range(2):
+        client.unload(f"tiny-mlp-v{i}")
+    client.close()
 
 
 @pytest.mark.parametrize("payload", ["json", "binary"])

@@ -414,17 +414,27 @@ def unload_copies(bench: Bench, names: list[str], progress: Callable[[str], None
     return seconds
 
 
-def calibrate(options: CalibrateOptions, progress: Callable[[str], None] = lambda msg: None) -> Calibration:
-    """Run the whole measurement; ``progress`` hears what is happening, one line at a time."""
+def calibrate(options: CalibrateOptions, progress: Callable[[str], None] = lambda msg: None,
+              phase: Callable[[int, int, str], None] = lambda i, n, name: None) -> Calibration:
+    """Run the whole measurement; ``progress`` hears what is happening, one line at a time,
+    ``phase(i, n, name)`` each phase as it starts (for a bar with time left)."""
     options.check()
     load_average = [os.getloadavg()[0]]
+    names = ["server", "memory", "timing", "working memory", *(["max models"] if options.max_models else []),
+             "copies at once"]
+    step = lambda name: phase(names.index(name), len(names), name)      # noqa: E731
     with ExitStack() as stack:
+        step("server")
         bench = start_bench(options, stack, progress)
+        step("memory")
         memory = measure_memory(bench, progress)
+        step("timing")
         timing = measure_timing(bench, memory.names, progress)
+        step("working memory")
         work = working.measure_bench(bench, [p.batch for p in timing.service], options.cycles, progress)
         loaded, max_models, unload_s = list(memory.names), None, []
         if options.max_models:
+            step("max models")
             unload_s += unload_copies(bench, loaded, progress, timed=loaded)
             memory.trace.append({"event": "copies unloaded", "used": bench.probe.sample().used})
             progress(f"max models loaded: copies until (used + average) / total >= {options.threshold}")
@@ -435,6 +445,7 @@ def calibrate(options: CalibrateOptions, progress: Callable[[str], None] = lambd
                                                f"  {s.models:>3} models: {s.used / MiB:,.0f} MiB of "
                                                f"{s.total / MiB:,.0f} MiB ({100 * s.fraction:.1f}%)"))
             loaded = [copy_name(bench.spec.name, i) for i in range(max_models.count)]
+        step("copies at once")
         loaded += measure_copies_at_once(bench, timing, loaded, progress)
         unload_s += unload_copies(bench, loaded, progress, timed=[] if options.max_models else memory.names)
         memory.trace.append({"event": "copies unloaded", "used": bench.probe.sample().used})
