@@ -44,7 +44,7 @@ class CalibrateOptions:
     copies: int = 2                           # copies loaded to measure per-copy memory
     max_models: bool = False
     threshold: float = 0.9
-    memory_budget: str | int | None = None    # CPU only: the "total" of the max-models rule
+    memory_budget: str | int | None = None    # the "total" of the max-models rule (a cap on a GPU's)
     max_copies: int = 200
     inputs: list[str] | None = None
     max_batch: int | None = None
@@ -266,7 +266,7 @@ def start_bench(options: CalibrateOptions, stack: ExitStack, progress: Callable[
     else:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mmesim-calibrate-")))
     budget = parse_bytes(options.memory_budget)
-    gpu_probe = NvmlMemory(cuda_index(options.device)) if options.device != "cpu" else None
+    gpu_probe = NvmlMemory(cuda_index(options.device), budget) if options.device != "cpu" else None
     server = _server(options, workdir)     # finds binary / engine and backend before slow work
     in_python = onnx_in_python(options, server)
 
@@ -471,8 +471,8 @@ def _measure(options: CalibrateOptions, bench: Bench, load_average: list[float],
     memory.trace.append({"event": "copies unloaded", "used": bench.probe.sample().used})
     version = bench.server.version
     artifact_bytes = bench.packaged.artifact_bytes
-    device = (f"{bench.gpu_probe.device} ({bench.gpu_probe.total / GiB:.1f} GiB)", bench.gpu_probe.driver,
-              catalog_key(bench.gpu_probe.device, bench.gpu_probe.total)) if bench.gpu_probe else None
+    device = (f"{bench.gpu_probe.device} ({bench.gpu_probe.device_total / GiB:.1f} GiB)", bench.gpu_probe.driver,
+              catalog_key(bench.gpu_probe.device, bench.gpu_probe.device_total)) if bench.gpu_probe else None
     load_average.append(os.getloadavg()[0])
     profile = assemble_profile(options, bench.spec, artifact_bytes, memory, timing, unload_s, max_models, version,
                                device, tuple(load_average), bench.packaged.in_python)

@@ -245,9 +245,11 @@ def _export_onnx(spec: ModelSpec, scripted, path: Path, device: str = "cpu") -> 
 
 
 def config_pbtxt(spec: ModelSpec, framework: str, device: str = "cpu", instance_count: int = 1,
-                 max_queue_delay_us: int = 0, cpu_threads: int | None = None, in_python: bool = False) -> str:
+                 max_queue_delay_us: int = 0, cpu_threads: int | None = None, in_python: bool = False,
+                 warmup_batch: int | None = None) -> str:
     """The model's config.pbtxt (no name: Triton takes the name the model is loaded under);
-    ``in_python``: served by a generated model in the Python backend, whatever the format."""
+    ``in_python``: served by a generated model in the Python backend, whatever the format;
+    ``warmup_batch``: Triton runs one batch of random data at load, before it reports ready."""
     in_python = in_python or framework == "python"
     def tensors(ts):
         return ",\n".join(f'  {{ name: "{t.name}" data_type: TYPE_{t.dtype} dims: [ {", ".join(map(str, t.dims))} ] }}'
@@ -264,23 +266,35 @@ def config_pbtxt(spec: ModelSpec, framework: str, device: str = "cpu", instance_
             f"dynamic_batching {{ {preferred}max_queue_delay_microseconds: {max_queue_delay_us} }}\n"
             f"instance_group [ {group} ]\n"
             + (f'parameters {{ key: "cpu_threads" value {{ string_value: "{cpu_threads}" }} }}\n'
-               if cpu_threads and in_python else ""))
+               if cpu_threads and in_python else "")
+            + (f'model_warmup [ {{ name: "warmup" batch_size: {warmup_batch} '
+               + " ".join(f'inputs {{ key: "{t.name}" value {{ data_type: TYPE_{t.dtype} dims: [ '
+                          f'{", ".join(map(str, t.dims))} ] random_data: true }} }}' for t in spec.inputs)
+               + " } ]\n" if warmup_batch else ""))
 
 
 def package(model: str, framework: str, out_dir: str | Path, *, device: str = "cpu",
             inputs: list[str] | None = None, max_batch_size: int | None = None,
-            instance_count: int = 1, cpu_threads: int | None = None, onnx_in_python: bool = False) -> PackagedModel:
+            instance_count: int = 1, cpu_threads: int | None = None, onnx_in_python: bool = False,
+            trt_profile: tuple[int, int, int] | None = None, warmup_batch: int | None = None) -> PackagedModel:
     """Write ``<out_dir>/<name>/`` (the Triton model directory) and ``<out_dir>/model.tar.gz``.
     ``onnx_in_python``: an ONNX model run by onnxruntime inside the Python backend (for a
-    tritonserver without the onnxruntime backend)."""
+    tritonserver without the onnxruntime backend). ``trt_profile``: TensorRT's (min, opt, max)
+    batch, apart from the max batch; ``warmup_batch``: a warm-up at load (TensorRT's default:
+    the max batch, as the reference did)."""
     if framework not in FRAMEWORKS:
         raise ConfigError(f"unknown framework; use one of {', '.join(FRAMEWORKS)}", field="--framework", value=framework)
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
         raise ConfigError("use cpu, cuda or cuda:N", field="--device", value=device)
     spec, source = resolve(model, inputs, max_batch_size)
+    if warmup_batch is not None and not 1 <= warmup_batch <= spec.max_batch_size:
+        raise ConfigError(f"must be 1 to the max batch ({spec.max_batch_size})", field="--warmup-batch",
+                          value=warmup_batch)
     if framework == "tensorrt":
-        from mmesim.triton.tensorrt import require_tensorrt
+        from mmesim.triton.tensorrt import batch_profile, require_tensorrt
+        batch_profile(spec, trt_profile)
         require_tensorrt()   # fail before spending minutes on conversion
+        warmup_batch = warmup_batch or spec.max_batch_size
     out_dir = Path(out_dir)
     directory = out_dir / spec.name
     if directory.exists():
@@ -297,7 +311,7 @@ def package(model: str, framework: str, out_dir: str | Path, *, device: str = "c
             shutil.copy2(source.value, target)
         else:
             from mmesim.triton.tensorrt import build_plan
-            build_plan(Path(source.value), target, spec)
+            build_plan(Path(source.value), target, spec, shapes=trt_profile)
     else:
         scripted = _torchscript(spec, source, device)
         if not spec.outputs:
@@ -310,14 +324,15 @@ def package(model: str, framework: str, out_dir: str | Path, *, device: str = "c
             from mmesim.triton.tensorrt import build_plan
             onnx_path = out_dir / f"{spec.name}.onnx"
             _export_onnx(spec, scripted, onnx_path, device)
-            build_plan(onnx_path, target, spec)
+            build_plan(onnx_path, target, spec, shapes=trt_profile)
             onnx_path.unlink()
     in_python = framework == "python" or (framework == "onnx" and onnx_in_python)
     if in_python:
         template = "python_model.py" if framework == "python" else "onnx_model.py"
         (version / "model.py").write_text(resources.files("mmesim.triton").joinpath(f"templates/{template}").read_text())
     (directory / "config.pbtxt").write_text(config_pbtxt(spec, framework, device, instance_count,
-                                                         cpu_threads=cpu_threads, in_python=in_python))
+                                                         cpu_threads=cpu_threads, in_python=in_python,
+                                                         warmup_batch=warmup_batch))
     artifact = out_dir / "model.tar.gz"
     with tarfile.open(artifact, "w:gz", compresslevel=1) as tar:
         tar.add(directory, arcname=spec.name)
