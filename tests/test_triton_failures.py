@@ -106,19 +106,30 @@ def test_generated_models_serve_with_numpy_2_beside_the_stub(tmp_path, monkeypat
 
 @pytest.fixture
 def fake_nvml(monkeypatch):
-    """An NVIDIA driver faked at its outermost edge (the pynvml module): one 'NVIDIA L40S'
-    of 45 GiB, a GPU no catalogue instance has."""
+    """An NVIDIA driver faked at its outermost edge (the pynvml module): one GPU, by default
+    an 'NVIDIA L40S' of 45 GiB (in the catalogue); ``fake_nvml.name`` changes it."""
     nvml = types.ModuleType("pynvml")
     memory = types.SimpleNamespace(total=45 * 2**30, used=500 * 2**20, free=44 * 2**30)
     nvml.nvmlInit = lambda: None
     nvml.nvmlDeviceGetHandleByIndex = lambda i: ("handle", i)
     nvml.nvmlDeviceGetCount = lambda: 1
     nvml.nvmlDeviceGetMemoryInfo = lambda h: memory
-    nvml.nvmlDeviceGetName = lambda h: "NVIDIA L40S"
+    nvml.name = "NVIDIA L40S"
+    nvml.nvmlDeviceGetName = lambda h: nvml.name
     nvml.nvmlSystemGetDriverVersion = lambda: "570.00"
     nvml.nvmlDeviceGetComputeRunningProcesses = lambda h: []
     nvml.nvmlDeviceGetUtilizationRates = lambda h: types.SimpleNamespace(gpu=0)
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    return nvml
+
+
+def test_a_gpu_the_catalogue_lacks_is_refused_before_the_server_starts(fake_nvml, tmp_path, capsys):
+    from mmesim.cli import main
+    fake_nvml.name = "NVIDIA GeForce RTX 4090"
+    assert main(["calibrate", "--model", "tiny-mlp", "--device", "cuda:0", "--out", str(tmp_path / "p.json")]) != 0
+    err = capsys.readouterr().err
+    assert "GPU 0 is an 'NVIDIA GeForce RTX 4090' (45.0 GiB), which the catalogue does not have" in err
+    assert "nothing was measured" in err and "starting tritonserver" not in err
 
 
 def test_a_gpu_this_server_cannot_use_is_refused_with_tritons_reason_before_measuring(fake_nvml, tmp_path, capsys):

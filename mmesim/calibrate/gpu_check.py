@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmesim.calibrate.memory import NvmlMemory, cuda_index, parse_bytes
-from mmesim.calibrate.run import CalibrateOptions, calibrate
+from mmesim.calibrate.run import CalibrateOptions, calibrate, catalog_key
 from mmesim.catalog import host_cpu
 from mmesim.errors import ConfigError, MmesimError
 from mmesim.units import GiB, MiB
@@ -64,7 +64,8 @@ def read_nvml(device: str) -> dict | None:
     gpu = NvmlMemory(cuda_index(device))
     used = gpu.sample().used
     return {"index": gpu.index, "name": gpu.device, "memory_total_bytes": gpu.device_total,
-            "memory_used_bytes_at_start": used, "driver": gpu.driver}
+            "memory_used_bytes_at_start": used, "driver": gpu.driver,
+            "catalogue_gpu": catalog_key(gpu.device, gpu.device_total)}
 
 
 def frameworks(device: str, binary: str | None = None) -> tuple[list[str], dict[str, str]]:

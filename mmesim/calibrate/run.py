@@ -183,13 +183,14 @@ class Calibration:
         return path
 
 
-def catalog_key(device_name: str, total_bytes: int) -> str:
-    """The catalogue GPU an NVML device name refers to (A100 40/80 GB told apart by memory)."""
+def catalog_key(device_name: str, total_bytes: int) -> str | None:
+    """The catalogue GPU an NVML device name refers to (A100 40/80 GB told apart by memory);
+    None if the catalogue has no such GPU."""
     from mmesim.catalog import load_catalog
     gpus = load_catalog().gpus
     matches = [g for k, g in gpus.items() if re.search(rf"\b{re.escape(k.split('-')[0])}\b", device_name, re.I)]
     if not matches:
-        return re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
+        return None
     return min(matches, key=lambda g: abs(g.memory_gib * 2**30 - total_bytes)).key
 
 
@@ -267,6 +268,13 @@ def start_bench(options: CalibrateOptions, stack: ExitStack, progress: Callable[
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mmesim-calibrate-")))
     budget = parse_bytes(options.memory_budget)
     gpu_probe = NvmlMemory(cuda_index(options.device), budget) if options.device != "cpu" else None
+    if gpu_probe and catalog_key(gpu_probe.device, gpu_probe.device_total) is None:
+        from mmesim.catalog import load_catalog
+        raise MissingPiece(f"GPU {gpu_probe.index} is an '{gpu_probe.device}' ({gpu_probe.device_total / GiB:.1f} GiB), "
+                           f"which the catalogue does not have ({', '.join(load_catalog().gpus)}): a profile names a "
+                           "catalogue GPU, so that the simulator can translate it to instance types. Add it under "
+                           "gpus: in mmesim/catalog/catalog.yaml (memory, FP32 and FP16 TFLOP/s, bandwidth) and run "
+                           "again; nothing was measured")
     server = _server(options, workdir)     # finds binary / engine and backend before slow work
     in_python = onnx_in_python(options, server)
 
