@@ -522,8 +522,7 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
     if overhead is not None:
         notes.append(f"of which the Python-backend process overhead (null model: interpreter, torch"
                      f"{', CUDA context' if device else ''}) is {overhead / MiB:.1f} MiB and the model's own "
-                     f"{max(0, mean_copy - overhead) / MiB:.1f} MiB; other backends share the server's context, so "
-                     f"for them count only the model's own bytes")
+                     f"{own / MiB:.1f} MiB")
     notes.append(valid)
     notes.append(f"baseline {memory.baseline_bytes / MiB:.1f} MiB counted once ("
                  + ("device memory the server took before any model" if device else
