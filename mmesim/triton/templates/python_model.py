@@ -32,6 +32,7 @@ class TritonPythonModel:
             self.device = torch.device("cpu")
         path = os.path.join(args["model_repository"], args["model_version"], "model.pt")
         self.model = torch.jit.load(path, map_location=self.device).eval()
+        self.gpu_outputs = self.device.type == "cuda"   # until the stub turns a GPU tensor down
 
     def execute(self, requests):
         tensors = [[from_dlpack(pb_utils.get_input_tensor_by_name(r, n).to_dlpack()) for n in self.inputs]
@@ -43,8 +44,18 @@ class TritonPythonModel:
         outs = out if isinstance(out, (tuple, list)) else (out,)
         responses, start = [], 0
         for n in sizes:
-            results = [pb_utils.Tensor.from_dlpack(name, to_dlpack(o[start:start + n].to(dtype).contiguous()))
+            results = [self._tensor(name, o[start:start + n].to(dtype).contiguous())
                        for (name, dtype), o in zip(self.outputs, outs)]
             responses.append(pb_utils.InferenceResponse(output_tensors=results))
             start += n
         return responses
+
+    def _tensor(self, name, tensor):
+        """An output through DLPack: left on the GPU where the stub takes GPU tensors (a stub
+        built without GPU support does not), else copied to the host once and from then on."""
+        if tensor.is_cuda and self.gpu_outputs:
+            try:
+                return pb_utils.Tensor.from_dlpack(name, to_dlpack(tensor))
+            except Exception:
+                self.gpu_outputs = False
+        return pb_utils.Tensor.from_dlpack(name, to_dlpack(tensor.cpu()))
