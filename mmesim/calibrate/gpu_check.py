@@ -132,6 +132,7 @@ def _orphaned(regions: set[str]) -> list[str]:
 
 
 def _children() -> list[dict]:
+    """This process's descendants (a server it started and did not stop would be one)."""
     import psutil
     out = []
     for p in psutil.Process().children(recursive=True):
@@ -144,7 +145,7 @@ def _children() -> list[dict]:
 
 def run_check(plan: Plan, out: Path, only: list[str] | None = None, log=print) -> dict:
     """Every model in every framework available, within the time limit; the report as a dict."""
-    started, shm_before = time.monotonic(), _shm()
+    started, shm_before, children_before = time.monotonic(), _shm(), {c["pid"] for c in _children()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "profiles").mkdir(exist_ok=True)
     report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "device": plan.device,
@@ -188,7 +189,7 @@ def run_check(plan: Plan, out: Path, only: list[str] | None = None, log=print) -
                         "scaling": {s.concurrent: s.throughput for s in p.concurrency_scaling},
                         "max_models": result.max_models.count if result.max_models else None,
                         "max_models_stopped_by": result.max_models.stopped_by if result.max_models else None})
-    report["leftover_processes"] = _children()
+    report["leftover_processes"] = [c for c in _children() if c["pid"] not in children_before]
     report["leftover_shm"] = _orphaned(_shm() - shm_before)
     report["seconds"] = round(time.monotonic() - started, 1)
     report["ok"] = (bool(available) and all("profile" in r or "skipped" in r for r in report["runs"])

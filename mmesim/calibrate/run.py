@@ -524,8 +524,9 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
                      f"{', CUDA context' if device else ''}) is {overhead / MiB:.1f} MiB and the model's own "
                      f"{own / MiB:.1f} MiB")
     notes.append(valid)
-    notes.append(f"baseline {memory.baseline_bytes / MiB:.1f} MiB counted once ("
-                 + ("device memory the server took before any model" if device else
+    notes.append(f"baseline {baseline_bytes / MiB:.1f} MiB counted once ("
+                 + ("device memory the server took before any model"
+                    + (", plus one CUDA context" if baseline_bytes != memory.baseline_bytes else "") if device else
                     "server process and shared libraries: tree PSS minus copies") + ")")
     service = timing.service
     cpu_timed = bool(service[0].cpu_s)
