@@ -238,10 +238,38 @@ def _export_onnx(spec: ModelSpec, scripted, path: Path, device: str = "cpu") -> 
     example = _sample(spec, 1, torch.device(device))
     names_in, names_out = [t.name for t in spec.inputs], [t.name for t in spec.outputs]
     axes = {n: {0: "batch"} for n in names_in + names_out}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         torch.onnx.export(scripted, example, str(path), input_names=names_in, output_names=names_out,
                           dynamic_axes=axes, opset_version=17, dynamo=False)
+    _check_onnx(spec, scripted, path, torch.device(device), [str(w.message) for w in caught])
+
+
+def _check_onnx(spec: ModelSpec, scripted, path: Path, where, export_warnings: list[str]) -> None:
+    """The exported graph must give what the TorchScript gives at batch 1 and the max batch
+    (onnxruntime on the CPU; skipped without onnxruntime): a batch baked in shows up here."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    import torch
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in sorted({1, spec.max_batch_size}):
+        arrays = spec.sample(batch)
+        try:
+            got = session.run(None, {t.name: a for t, a in zip(spec.inputs, arrays)})
+            with torch.no_grad():
+                want = scripted(*(torch.from_numpy(a).to(where) for a in arrays))
+            want = want if isinstance(want, (tuple, list)) else (want,)
+            bad = [i for i, (w, g) in enumerate(zip(want, got))
+                   if tuple(w.shape) != g.shape or not torch.allclose(w.float().cpu(), torch.from_numpy(g).float(),
+                                                                       rtol=1e-3, atol=1e-4)]
+            if len(want) != len(got) or bad:
+                raise ValueError(f"outputs {bad or 'count'} differ from the TorchScript's")
+        except Exception as exc:
+            said = f"; the exporter warned: {' | '.join(dict.fromkeys(export_warnings))[:600]}" if export_warnings else ""
+            raise ConfigError(f"the ONNX export does not hold at batch {batch}: {type(exc).__name__}: "
+                              f"{str(exc)[:300]}{said}", field="--model", value=spec.name) from None
 
 
 def config_pbtxt(spec: ModelSpec, framework: str, device: str = "cpu", instance_count: int = 1,
