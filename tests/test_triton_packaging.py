@@ -43,10 +43,12 @@ def fake_cuda(monkeypatch):
     module_to, tensor_to = torch.nn.Module.to, torch.Tensor.to
 
     def on_cpu(args, kwargs):
-        device = kwargs.pop("device", None) if "device" in kwargs else (args[0] if args else None)
+        device = kwargs.get("device", args[0] if args else None)
         if isinstance(device, (str, torch.device)) and str(device).startswith("cuda"):
             asked.append(str(device))
-            return ("cpu", *args[1:]) if args else args, kwargs
+            if "device" in kwargs:
+                return args, {**kwargs, "device": "cpu"}
+            return ("cpu", *args[1:]), kwargs
         return args, kwargs
 
     def fake_module_to(self, *args, **kwargs):
