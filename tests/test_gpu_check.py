@@ -62,6 +62,15 @@ def test_dry_runs_onnx_profile_is_a_real_onnxruntime_measurement_simulate_accept
     assert summary["requests"] > 100 and summary["failures"] == 0
 
 
+def test_on_a_gpu_each_framework_left_out_says_why():
+    """What this machine's tritonserver and packages allow on cuda:0, read for real."""
+    available, skipped = frameworks("cuda:0")
+    assert "python" in available and "tensorrt" in skipped
+    if "onnx" not in available:
+        assert "onnxruntime" in skipped["onnx"]
+    assert set(available) | set(skipped) == {"python", "pytorch", "onnx", "tensorrt"}
+
+
 def test_bad_arguments_are_one_line(capsys):
     assert main(["--device", "cuda:x"]) == 2
     assert "field '--device'" in capsys.readouterr().err
