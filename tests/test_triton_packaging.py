@@ -166,3 +166,16 @@ def test_request_body_is_kserve_v2_json():
     assert tensor["name"] == "INPUT__0" and tensor["shape"] == [1, 3, 224, 224] and tensor["datatype"] == "FP32"
     assert len(tensor["data"]) == 3 * 224 * 224
     assert 2_500_000 < len(spec.request_body(1)) < 3_500_000     # "about 3 MB of JSON", as in the reference
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--trt-profile", "1,8,8"], "max must be at least the max batch (16)"),
+    (["--trt-profile", "4,2,32"], "need 1 <= min <= opt <= max"),
+    (["--trt-profile", "1,16"], "expected MIN,OPT,MAX"),
+    (["--warmup-batch", "64"], "field '--warmup-batch'"),
+])
+def test_tensorrt_profile_and_warm_up_are_checked_before_any_build(tmp_path, capsys, argv, message):
+    from mmesim.cli import main
+    assert main(["package", "--model", "tiny-mlp", "--framework", "tensorrt", "--out", str(tmp_path), *argv]) != 0
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
