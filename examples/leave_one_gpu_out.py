@@ -2,18 +2,21 @@
 ml.g4dn.2xlarge (T4) rows alone, and every T4 row from A10G-only profiles; then predict
 ml.p3.2xlarge (V100), whose published rows the project does not have, from each.
 
-    python examples/leave_one_gpu_out.py [--markdown] [--seed 0] [--rederive]
+    python examples/leave_one_gpu_out.py [--markdown] [--seed 0] [--rederive] [--corpus]
 
 Cells: published / predicted (relative error for latency and throughput); **x** marks a
 figure outside the targets (max models within 2, latency and throughput within 15 %,
 max users within one 20-user step). --rederive re-fits the one-GPU profiles first (about
 5 minutes a GPU) instead of reading the shipped ones in mmesim/derive/one_gpu/.
+--corpus first prints the same test on the multi-GPU corpus (NVIDIA DeepLearningExamples,
+mmesim.derive.corpus): each of T4, V100, A30, A40 and A100 predicted from the others.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from mmesim.derive import corpus
 from mmesim.derive import leave_one_out as loo
 
 
@@ -23,7 +26,12 @@ def main() -> int:
     ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown (the README's)")
     ap.add_argument("--rederive", action="store_true", help="re-derive the one-GPU profiles instead of reading them")
     ap.add_argument("--no-v100", action="store_true", help="skip the ml.p3.2xlarge predictions")
+    ap.add_argument("--corpus", action="store_true", help="also leave each GPU out of the DeepLearningExamples corpus")
     args = ap.parse_args()
+    if args.corpus:
+        preds = corpus.leave_one_gpu_out()
+        print("\n### Corpus: each GPU predicted from the others\n" if args.markdown else "\nCorpus:")
+        print(corpus.markdown(preds) if args.markdown else corpus.summary(preds))
     v100 = {}
     for source in loo.GPUS:
         profiles = loo.derive_gpu(source) if args.rederive else loo.one_gpu_profiles(source)

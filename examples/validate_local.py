@@ -4,19 +4,29 @@ load-test with real Locust -> compare, on workloads the profiles were not fitted
 
     python examples/validate_local.py [--workloads ramp,hetero,burst] [--out out/validate_local]
                                       [--profiles calibration/profiles] [--emulator]
+                                      [--client http|fast] [--retime]
 
 The profiles are the shipped calibration/profiles/tiny-*-python-cpu.json (made by
 `mmesim calibrate ... --cpu-threads 1 --memory-budget 2GiB`, see their provenance; rerun
 that command first to calibrate afresh). The load generator runs here too, on the same
-cores: its CPU per request is measured once by a short probe load test (not one of the
-validated workloads) and goes into each workload's generator block, so the prediction
-includes the client measured where it runs.
+cores: its CPU per request, and the share of it inside its own timer, are measured by a
+short probe load test per model (one user, so the timer holds one request's CPU only; not
+one of the validated workloads) and go into each workload's generator block, so the
+prediction includes the client measured where it runs (``--client``: Locust with
+python-requests, or its FastHttpUser). The probe also measures what Triton spends per
+request, in its server process (HTTP, decoding) and in the model's stub (the execution);
+``--retime`` predicts with those instead of the profile's figures (a profile calibrated on
+another processor holds that processor's CPU costs: the shipped ones an AMD EPYC's; see the
+README).
 
 Workloads (each 1-1.5 minutes):
 - ramp: closed-loop users 2 -> 24 on tiny-bert (4 copies), to saturation;
 - hetero: tiny-bert and tiny-mlp, 3 copies each, Zipf over the 6 copies (uneven traffic
   between the models and among copies);
 - burst: open loop on tiny-mlp, 6 req/s, x8 for 15 s, back to 6 req/s;
+- cores: tiny-bert x 4, 4 closed-loop users with waits 0-10 ms: short requests sharing 2
+  cores with the server's request handling and the client (issue 13);
+- cores-ramp: tiny-bert x 4, 1 to 16 users, waits 0.05-0.5 s;
 - churn: 8 copies of tiny-mlp on a 1 GiB budget (about 5 fit), so models load and unload
   on demand: needs the emulator in front of Triton (``--emulator``, mmesim emulate), since
   Triton alone loads only what it is told to; compares loads, unloads, cold starts and
@@ -35,8 +45,9 @@ from pathlib import Path
 
 from rich.table import Table
 
+from mmesim.catalog import host_cpu
 from mmesim.endpoint import EndpointConfig
-from mmesim.loadtest import run_loadtest
+from mmesim.loadtest.probe import measure_request_cost, retimed
 from mmesim.loadtest.validate import validate
 from mmesim.profile import load_profile
 from mmesim.report.console import console
@@ -44,7 +55,7 @@ from mmesim.report.validation import print_comparison
 from mmesim.results.compare import parse_tolerance
 from mmesim.sim.mme import target_names
 from mmesim.units import GiB
-from mmesim.workload import LoadGenerator, Workload
+from mmesim.workload import Workload
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET = 2 * GiB                 # the budget the shipped profiles were calibrated with
@@ -67,14 +78,25 @@ def workloads() -> dict[str, tuple[list[str], list[int], Workload]]:
         "burst": (["tiny-mlp"], [4], Workload(
             name="burst", kind="poisson", rates=[{"end_s": 20, "rate": 6}, {"end_s": 35, "rate": 48},
                                                  {"end_s": 60, "rate": 6}])),
+        "cores": (["tiny-bert"], [4], Workload(
+            name="cores", kind="users", stages=[{"end_s": 30, "users": 4, "spawn_rate": 4}], wait_s=(0.0, 0.01),
+            user_steps=[4])),
+        "cores-ramp": (["tiny-bert"], [4], Workload(
+            name="cores-ramp", kind="users", stages=ramp([1, 2, 4, 8, 16], 15, 4), wait_s=(0.05, 0.5),
+            user_steps=[1, 2, 4, 8, 16])),
         "churn": (["tiny-mlp"], [8], Workload(          # with CHURN_BUDGET about 5 copies fit
             name="churn", kind="users", stages=ramp([2, 4], 45, 2), wait_s=(0.05, 0.2), user_steps=[2, 4])),
     }
 
 
-def probe_workload() -> Workload:
-    """A short steady load to measure the load generator's own CPU per request (not validated)."""
-    return Workload(name="probe", kind="users", stages=[{"end_s": 12, "users": 4, "spawn_rate": 4}], wait_s=(0.05, 0.2))
+def probe(server: "LocalEndpoint", profile, out: Path, client: str):
+    """What a request of ``profile``'s model costs the client, Triton's server and the model's
+    stub, one request at a time on one copy (mmesim.loadtest.probe)."""
+    loaded = server.serve([profile], [1])
+    try:
+        return measure_request_cost(server.url, server.server.pid, profile, 1, out, client)
+    finally:
+        server.unload(loaded)
 
 
 class LocalEndpoint:
@@ -200,7 +222,8 @@ class CpuShare:
                 "triton_cpu_ms_per_request": 1000 * triton / n, "locust_cpu_ms_per_request": 1000 * locust / n}
 
 
-def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = False) -> dict:
+def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = False, client: str = "http",
+        retime: bool = False) -> dict:
     specs = workloads()
     endpoint = EndpointConfig(instance_type="local", memory_budget_bytes=BUDGET)
     models = sorted({m for name in selected for m in specs[name][0]})
@@ -209,23 +232,31 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
     with tempfile.TemporaryDirectory(prefix="mmesim-validate-") as tmp:
         server = LocalEndpoint(models, Path(tmp))
         try:
-            # the client where it runs: CPU per request of this machine's Locust process
-            probe_profiles = [profile_of[models[0]]]
-            loaded = server.serve(probe_profiles, [2])
-            probe = run_loadtest(server.url, None, probe_workload(), probe_profiles, [2], out / "probe",
-                                 protocol="triton")
-            server.unload(loaded)
-            client_cpu = probe.generator_cpu_s_per_request
-            console.print(f"load generator: {1000 * client_cpu:.2f} ms of CPU per request (probe, "
-                          f"{len(probe.records)} requests)")
+            # the client where it runs, and what Triton spends per request, one model at a time
+            probed = {m: probe(server, profile_of[m], out / "probe" / m, client) for m in models}
+            for m, p in probed.items():
+                console.print(f"probe {m} ({p.requests} requests, one at a time): {client} client "
+                              f"{1000 * p.client_cpu_s:.2f} ms CPU per request ({100 * p.client_timed_share:.0f} % "
+                              f"inside its timer); Triton server {1000 * p.server_cpu_s:.2f} ms, model stub "
+                              f"{1000 * p.stub_cpu_s:.2f} ms (profile: {1000 * profile_of[m].request_overhead_s:.2f} "
+                              f"+ decoding, {1000 * profile_of[m].service[0].seconds:.2f}); others "
+                              f"{p.others_cores:.2f} cores")
+                elsewhere = profile_of[m].provenance.host_cpu
+                if elsewhere and elsewhere != host_cpu():
+                    console.print(f"[yellow]{m}'s profile was calibrated on {elsewhere}, this host is "
+                                  f"{host_cpu()}[/yellow]: its CPU costs are another processor's"
+                                  + ("" if retime else " (--retime, or recalibrate)"))
+            if retime:
+                profile_of = {m: retimed(profile_of[m], probed[m]) for m in models}
+            generator = probed[models[0]].generator()
+            client_cpu, timed_share = generator.cpu_s_per_request, generator.timed_share
             for name in selected:
                 mods, copies, wl = specs[name]
                 if name == "churn" and not emulator:
                     console.print("[yellow]churn: skipped[/yellow] (needs --emulator: Triton alone loads only what "
                                   "it is told to)")
                     continue
-                wl = wl.model_copy(update={"generator": LoadGenerator(workers=1, cpu_s_per_request=client_cpu,
-                                                                      on_host=True)})
+                wl = wl.model_copy(update={"generator": generator})
                 profiles = [profile_of[m] for m in mods]
                 if name == "churn":                 # the emulator's own Triton: counted among "others"
                     share, began = CpuShare(server), time.monotonic()
@@ -235,7 +266,7 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                         churn_endpoint = endpoint.model_copy(update={"memory_budget_bytes": CHURN_BUDGET})
                         v = validate(profiles, churn_endpoint, wl, copies, endpoint_url=emu.url, endpoint_name="mmesim",
                                      protocol="sagemaker", out=out / name, tolerance=parse_tolerance(TOLERANCE),
-                                     warm=False)
+                                     client=client, warm=False)
                     finally:
                         emulated = emu.stop()
                     v.platform = {
@@ -252,7 +283,7 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                     share, began = CpuShare(server), time.monotonic()
                     try:
                         v = validate(profiles, endpoint, wl, copies, endpoint_url=server.url, protocol="triton",
-                                     out=out / name, tolerance=parse_tolerance(TOLERANCE))
+                                     out=out / name, tolerance=parse_tolerance(TOLERANCE), client=client)
                         v.cpu = share.done(time.monotonic() - began, v.measured)   # before the stubs exit
                     finally:
                         server.unload(loaded)
@@ -266,8 +297,10 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                 results[name] = v
         finally:
             server.stop()
+    probes = {m: p.to_dict() for m, p in probed.items()}
     summary = {name: {**v.comparison.to_dict(), "cpu": v.cpu, "platform": getattr(v, "platform", None),
-                      "generator_cpu_s_per_request": client_cpu} for name, v in results.items()}
+                      "client": client, "retimed": retime, "generator_cpu_s_per_request": client_cpu,
+                      "generator_timed_share": timed_share, "probe": probes} for name, v in results.items()}
     (out / "accuracy.json").write_text(json.dumps(summary, indent=2) + "\n")
     return results
 
@@ -297,12 +330,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="out/validate_local")
     ap.add_argument("--profiles", default=str(ROOT / "calibration" / "profiles"))
     ap.add_argument("--emulator", action="store_true", help="serve through mmesim emulate (churn needs it)")
+    ap.add_argument("--client", default="http", choices=["http", "fast"],
+                    help="the load generator: Locust with python-requests, or its FastHttpUser")
+    ap.add_argument("--retime", action="store_true",
+                    help="predict with the CPU costs per request the probe measured, not the profile's")
     args = ap.parse_args(argv)
     selected = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = set(selected) - set(workloads())
     if unknown:
         ap.error(f"unknown workload(s) {', '.join(sorted(unknown))}; known: {', '.join(workloads())}")
-    results = run(selected, Path(args.out), Path(args.profiles), args.emulator)
+    results = run(selected, Path(args.out), Path(args.profiles), args.emulator, args.client, args.retime)
     console.print(accuracy_table(results))
     return 0
 

@@ -189,6 +189,8 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a first look: 3 repeats, concurrency <= 2, 2 copies at once")
     p.add_argument("--concurrency", default="1,2,4", help="closed-loop client counts, comma-separated (1,2,4)")
     p.add_argument("--repeats", type=int, default=5, help="timed executions per batch size (5)")
+    p.add_argument("--cycles", type=int, default=3, help="load/unload cycles of one copy, for the memory left behind "
+                   "and the model's own unload time, each fresh copy's working memory by batch (3; 0: skip all three)")
     p.add_argument("--cpu-threads", type=int, help="torch threads per Python-backend model instance "
                                                    "(default: torch's, all cores)")
     p.add_argument("--image", help="docker runner: Triton image (default: the calibration image of containers/)")
@@ -211,6 +213,7 @@ def _add_calibrate(sub) -> None:
             memory_budget=args.memory_budget, max_copies=args.max_copies, inputs=args.inputs,
             max_batch=args.max_batch, batches=_ints(args.batches, "--batches") if args.batches else None,
             concurrency=_ints(args.concurrency, "--concurrency"), repeats=args.repeats, cpu_threads=args.cpu_threads,
+            cycles=args.cycles,
             scaling=_ints(args.scaling, "--scaling") if args.scaling else None, stop_batch_s=args.stop_batch_s, quick=args.quick,
             image=args.image,
             binary=args.tritonserver, command="mmesim " + shlex.join(args.argv))
@@ -258,8 +261,11 @@ def _add_plan(sub) -> None:
         result = plan(mix, profiles, cluster=args.cluster, workers=args.workers, quiet=args.json)
         if args.json:
             import json
+            hosting = result.hosting
             print(json.dumps({"ranked": result.ranked, "infeasible": result.infeasible,
-                              "capacity_rps": result.capacity}, indent=2, default=str))
+                              "capacity_rps": result.capacity, "left_out": result.left_out,
+                              "hosting": [o.row() for o in hosting.options] if hosting else None,
+                              "hosting_verdict": hosting.verdict if hosting else None}, indent=2, default=str))
         else:
             print_plan(result)
         if args.out:
@@ -313,6 +319,9 @@ def _loadtest_flags(p, required_endpoint: bool) -> None:
                         "--allow-sagemaker)")
     p.add_argument("--payload", default="json", choices=["json", "binary"],
                    help="KServe v2 JSON (the reference's) or Triton's binary tensors")
+    p.add_argument("--client", default="http", choices=["http", "fast"],
+                   help="http: python-requests (boto3 for sagemaker); fast: Locust's FastHttpUser, a fraction of "
+                        "the CPU per request")
     p.add_argument("--workers", type=int, default=0, help="Locust worker processes (0: one local process)")
     p.add_argument("--region", default=None, help="AWS region for boto3 (default: AWS_DEFAULT_REGION or us-east-1)")
 
@@ -352,6 +361,7 @@ def _loadtest(args) -> int:
     run = run_loadtest(args.endpoint_url, args.endpoint_name, load_workload(args.workload), profiles,
                        copies * len(profiles) if len(copies) == 1 else copies, Path(args.out), workers=args.workers,
                        protocol=args.protocol, payload=args.payload, web_ui=args.web_ui, seed=args.seed,
+                       client=args.client,
                        instance_type=args.instance, price_usd_per_hour=price, **aws)
     summary = summarize(run)
     files = write_outputs(run, summary, args.out)
@@ -406,7 +416,7 @@ def _validate(args) -> int:
     v = validate(profiles, _endpoint(args), load_workload(args.workload), _copies(args.copies),
                  endpoint_url=args.endpoint_url, endpoint_name=args.endpoint_name, measured=args.measured,
                  out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed, warm=not args.cold,
-                 workers=args.workers, protocol=args.protocol, payload=args.payload, **aws)
+                 workers=args.workers, protocol=args.protocol, payload=args.payload, client=args.client, **aws)
     if args.json:
         print(json.dumps(v.comparison.to_dict(), indent=2))
     else:

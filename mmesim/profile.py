@@ -44,7 +44,22 @@ class GpuWork(Model):
     weight_bytes: int = Field(ge=0, description="bytes of weights an execution reads, in the precision it runs")
     peak_fraction: float = Field(default=1.0, gt=0, le=1,
                                  description="fraction of the GPU's peak FLOP/s its engines attain (same on every GPU)")
+    activation_bytes_per_item: float = Field(default=0.0, ge=0,
+                                             description="bytes of activation traffic one item moves through GPU memory")
+    fill_items_per_sm: float = Field(default=0.0, ge=0,
+                                     description="items per SM a batch lacks before the GPU is full (0: any batch fills it)")
+    launch_s: float = Field(default=0.0, ge=0,
+                            description="host seconds launching an execution's kernels while the GPU runs them "
+                                        "(TorchScript): the execution takes the longer of the two")
     source: str | None = None
+
+
+class WorkingMemory(Model):
+    """Peak device (or, on a CPU, resident) bytes one execution of ``batch`` requests needs
+    above the loaded copy's own: activations, workspace, allocator growth."""
+
+    batch: int = Field(ge=1)
+    bytes: int = Field(ge=0)
 
 
 class TritonConfig(Model):
@@ -122,6 +137,14 @@ class ModelProfile(Model):
     max_inflight: int | None = Field(default=None, ge=1,
                                      description="requests in flight per instance beyond which the server sheds load")
     triton: TritonConfig = Field(default_factory=TritonConfig)
+    working_memory: list[WorkingMemory] = Field(
+        default_factory=list, description="peak bytes above resident during one execution, by batch size; "
+                                          "empty: none (an execution never runs out of memory)")
+    leak_bytes_per_unload: int = Field(default=0, ge=0,
+                                       description="bytes a load/unload cycle leaves behind, until the server restarts")
+    memory_source: str | None = Field(default=None,
+                                      description="how working_memory and leak_bytes_per_unload were taken "
+                                                  "(measured, or an estimate and where from)")
     provenance: Provenance
 
     @field_validator("gpu")
@@ -160,6 +183,25 @@ class ModelProfile(Model):
         if v and v[0].concurrent != 1:
             raise ValueError("the curve starts at concurrent: 1 (one execution alone)")
         return v
+
+    @field_validator("working_memory")
+    @classmethod
+    def _working_sorted(cls, v: list[WorkingMemory]) -> list[WorkingMemory]:
+        return _sorted_by(v, "batch", "working-memory batch sizes repeat")
+
+    def working_bytes(self, batch: int) -> int:
+        """Peak bytes above resident for one execution of ``batch``: piecewise linear between
+        measured batch sizes, proportional beyond the largest (activations grow with the
+        batch), the smallest's below it."""
+        pts = self.working_memory
+        if not pts:
+            return 0
+        if batch <= pts[0].batch:
+            return pts[0].bytes
+        for lo, hi in zip(pts, pts[1:]):
+            if batch <= hi.batch:
+                return int(lo.bytes + (batch - lo.batch) * (hi.bytes - lo.bytes) / (hi.batch - lo.batch))
+        return int(pts[-1].bytes * batch / pts[-1].batch)
 
     def service_cv(self, batch: int) -> float:
         return min(self.service, key=lambda t: abs(t.batch - batch)).cv

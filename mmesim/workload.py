@@ -70,14 +70,31 @@ class LoadGenerator(Model):
 
     A Locust worker is one process: users on it share one core, so the CPU a request takes
     on the client (json.dumps of the payload, SigV4 hashing of the body, parsing the reply)
-    queues behind the other users of the same worker."""
+    queues behind the other users of the same worker.
+
+    Only part of it is inside the request's own timer (``timed_share``: building the body,
+    sending, reading the answer; the per-byte cost is all inside); the rest (recording the
+    result, Locust's statistics, scheduling the user's next request) comes after the answer:
+    not latency, but it delays that user's next request and takes CPU from everyone else.
+    Each client has its own share: `mmesim loadtest` measures it at one request in flight."""
 
     workers: int = Field(default=1, ge=1)
     cpu_s_per_request: float = Field(default=0.0, ge=0)
     cpu_s_per_byte: float = Field(default=0.0, ge=0, description="per request payload byte")
+    timed_share: float = Field(default=1.0, ge=0, le=1,
+                               description="share of cpu_s_per_request inside the client's timer (the rest "
+                                           "follows the answer: a closed-loop user's next request waits for it)")
     on_host: bool = Field(default=False,
                           description="the generator runs on the endpoint's host and shares its cores (instance "
                                       "type local, CPU only; on a GPU instance type it is taken to run elsewhere)")
+
+    @property
+    def timed_cpu_s_per_request(self) -> float:
+        return self.cpu_s_per_request * self.timed_share
+
+    @property
+    def untimed_cpu_s_per_request(self) -> float:
+        return self.cpu_s_per_request - self.timed_cpu_s_per_request
 
 
 class Workload(Model):

@@ -58,6 +58,23 @@ def test_profile_figures_are_plausible(calibrated):
     assert p.service[-1].seconds > p.service[0].seconds
     spec, _ = resolve("tiny-mlp")
     assert p.input_bytes == len(spec.request_body(1))          # KServe v2 JSON of one request
+
+
+def test_working_memory_leak_and_the_models_own_unload(calibrated):
+    """Three load/unload cycles of fresh copies: each execution's peak above the loaded copy
+    by batch size, no memory left behind by a Python-backend stub that exits with its model,
+    and the unload as Triton's log times it, shorter than the DELETE the server answers at
+    its next 500 ms poll."""
+    p = load_profile(calibrated)
+    work = json.loads(calibrated.with_name("tiny-mlp.calibration.json").read_text())["work"]
+    assert [w.batch for w in p.working_memory] == [1, 4, 16]
+    sizes = [w.bytes for w in p.working_memory]
+    assert sizes == sorted(sizes) and 0 < sizes[0] < 200 * MiB
+    assert p.leak_bytes_per_unload < 5 * MiB
+    assert len(work["cycles"]["unload_s"]) == 3
+    assert p.unload_s == pytest.approx(sum(work["cycles"]["unload_s"]) / 3)
+    assert all(own < http for own, http in zip(work["cycles"]["unload_s"], work["cycles"]["http_unload_s"]))
+    assert "VmHWM" in p.memory_source and "Triton's log" in p.memory_source
     assert 0 <= p.gpu_overlap <= 1 and p.decode_s_per_byte >= 0
     # the server's fixed cost per request is kept, and it is small next to an execution
     assert 0 < p.request_overhead_s < 0.05

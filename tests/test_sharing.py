@@ -134,3 +134,82 @@ def test_the_most_contended_model_sets_the_pace(tmp_path):
                      [2, 2]).run(10)
     # 4 running, capped's curve is flat at 1.6 beyond k=2: every execution runs at 1.6 / 4
     assert ends(run) == pytest.approx([0.1 * 4 / 1.6] * 4, abs=1e-5)
+
+
+# -- the one engine: SharedProcessor, with SharedRate (bandwidths) and Cores on it ------------
+def _finishes(resource, jobs):
+    """Start ``(at, work, tag)`` jobs on ``resource``; the time each finished."""
+    import simpy
+    out = {}
+
+    def start(i, work, tag):
+        resource.run(work, tag, lambda i: out.__setitem__(i, resource.env.now), i)
+    for i, (at, work, tag) in enumerate(jobs):
+        resource.env.process(_at(resource.env, at, start, i, work, tag))
+    resource.env.run()
+    return [out[i] for i in range(len(jobs))]
+
+
+def _at(env, at, fn, *args):
+    yield env.timeout(at)
+    fn(*args)
+
+
+def test_bandwidth_caps_each_transfer_and_shares_the_total():
+    """A 100 B/s link, 60 B/s per transfer: one alone moves at 60; two share 50 each."""
+    import simpy
+    from mmesim.sim.transfer import SharedRate
+    link = SharedRate(simpy.Environment(), 100, 60)
+    got = []
+    link.start(60, "a", lambda v, s: got.append((v, link.env.now, s)))
+    link.start(120, "b", lambda v, s: got.append((v, link.env.now, s)))
+    link.env.run()
+    # both at 50 B/s until a's 60 B are done at 1.2 s; b then has 60 B left, alone at 60 B/s
+    assert got == [("a", pytest.approx(1.2), pytest.approx(1.2)), ("b", pytest.approx(2.2), pytest.approx(2.2))]
+    assert link.moved == pytest.approx(180)
+
+
+def test_cores_weigh_jobs_by_their_demand_and_count_core_seconds():
+    """2 cores: a 2-thread job and a 1-thread job want 3: both at 2/3 speed."""
+    import simpy
+    from mmesim.sim.cores import Cores
+    cores = Cores(simpy.Environment(), 2)
+    ends = _finishes(cores, [(0, 0.2, 2), (0, 0.1, 1)])
+    # 0.1 s of work at 2/3 speed ends at 0.15; the 2-thread job has 0.1 left, alone: 0.25
+    assert ends == pytest.approx([0.25, 0.15])
+    assert cores.core_s_until_now() == pytest.approx(2 * 0.2 + 0.1)   # work alone times demand
+    assert cores.busy_until_now() == pytest.approx(0.25)
+
+
+def test_jobs_that_finish_together_are_all_called_back():
+    import simpy
+    from mmesim.sim.cores import Cores
+    cores = Cores(simpy.Environment(), 2)
+    ends = _finishes(cores, [(0, 0.3, 1), (0, 0.3, 1), (0, 0.3, 1), (0.1, 0.1, 1)])
+    # 3 jobs on 2 cores at 2/3 speed; the fourth joins at 0.1: 4 at 1/2 speed
+    assert ends[3] == pytest.approx(0.1 + 0.1 / 0.5)
+    assert ends[0] == ends[1] == ends[2]
+    left = 0.3 - 0.1 * 2 / 3 - 0.2 * 0.5         # each of the three after 0.3 s
+    assert ends[0] == pytest.approx(0.3 + left / (2 / 3))
+
+
+# -- the load generator's CPU: inside its timer, or after the answer -------------------------
+@pytest.mark.parametrize("on_host", [False, True])
+def test_only_the_timed_share_of_client_cpu_is_latency(tmp_path, two_cores, on_host):
+    """A 100 ms model, one user with no wait, a client needing 100 ms of CPU per request of
+    which 40 % inside its timer: latency 40 + 100 ms, but each cycle also holds the 60 ms of
+    recording after the answer: one request every 200 ms."""
+    wl = Workload(stages=[{"end_s": 10, "users": 1, "spawn_rate": 1}], wait_s=(0, 0),
+                  generator={"workers": 1, "cpu_s_per_request": 0.1, "timed_share": 0.4, "on_host": on_host})
+    run = run_local([cpu_model()], [1], wl, 10, overhead_s=0.0)
+    lat = [r.end - r.start for r in run.records if r.ok]
+    assert lat and all(x == pytest.approx(0.14, abs=1e-3) for x in lat)
+    assert len(run.records) == pytest.approx(10 / 0.2, abs=1)
+    assert sum(run.generator_busy_s) == pytest.approx(0.1 * len(run.records), abs=0.11)
+
+
+def test_all_client_cpu_is_latency_by_default(tmp_path, two_cores):
+    wl = Workload(stages=[{"end_s": 10, "users": 1, "spawn_rate": 1}], wait_s=(0, 0),
+                  generator={"workers": 1, "cpu_s_per_request": 0.1})
+    run = run_local([cpu_model()], [1], wl, 10, overhead_s=0.0)
+    assert all(r.end - r.start == pytest.approx(0.2, abs=1e-3) for r in run.records if r.ok)

@@ -40,12 +40,13 @@ class Plan:
     concurrency: list[int] = field(default_factory=lambda: [1, 4])
     cpu_threads: int | None = None
     copies: int = 2
+    cycles: int = 2                  # load/unload cycles (working memory, leak, the model's own unload)
 
     @classmethod
     def for_device(cls, device: str, time_limit_s: float) -> "Plan":
         if device == "cpu":      # the dry run: tiny models, small caps, one thread per copy
             return cls(device, ["tiny-bert"], "500MiB", 3, [1, 2], time_limit_s, batches=[1, 4], repeats=2,
-                       concurrency=[1], cpu_threads=1, copies=1)
+                       concurrency=[1], cpu_threads=1, copies=1, cycles=1)
         # a Python-backend copy on a GPU holds its own CUDA context (hundreds of MiB): 6 GiB and
         # 12 copies keep max-models to a minute or two per run, however large the GPU
         return cls(device, ["resnet50", "bert-base-uncased"], "6GiB", 12, [1, 2, 4, 8], time_limit_s)
@@ -55,6 +56,7 @@ class Plan:
                                 memory_budget=self.memory_cap, max_copies=self.max_copies, scaling=list(self.scaling),
                                 batches=self.batches, repeats=self.repeats, concurrency=list(self.concurrency),
                                 cpu_threads=self.cpu_threads, stop_batch_s=0.5, request_requests=2, load_requests=6,
+                                cycles=self.cycles,
                                 command=f"mmesim.calibrate.gpu_check --device {self.device} (model {model}, "
                                         f"framework {framework})")
 

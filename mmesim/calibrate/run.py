@@ -3,7 +3,8 @@ ModelProfile the simulator reads (plus a report with every trace behind the numb
 
 The steps: ``measure_memory`` (a null model, then copies loaded one at a time),
 ``measure_timing`` (executions by batch size, the server's cost per request, closed-loop
-load), the max-models procedure when asked, ``measure_copies_at_once`` (k copies executing
+load), ``working.measure_bench`` (fresh copies loaded and unloaded: working memory, leak,
+the model's own unload), the max-models procedure when asked, ``measure_copies_at_once`` (k copies executing
 together, on the copies already loaded) and ``assemble_profile`` (the figures into a
 ModelProfile, with notes saying how each was taken)."""
 
@@ -24,10 +25,11 @@ from mmesim.calibrate.latency import (LoadPoint, RequestPoint, ScalingPoint, Ser
                                       measure_load, measure_requests, measure_scaling, measure_service,
                                       in_threads, request_cost, stub_pid)
 from mmesim.calibrate.maxmodels import MaxModels, copy_name, max_models_loaded, mme_copy_loader
+from mmesim.calibrate import working
 from mmesim.calibrate.memory import ContainerMemory, HostMemory, MemorySample, NvmlMemory, cuda_index, parse_bytes
 from mmesim.catalog import host_cores, host_cpu
 from mmesim.errors import ConfigError, MissingPiece
-from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig
+from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig, WorkingMemory
 from mmesim.triton.client import SERVER_FAILURES, MMEClient, kserve_client
 from mmesim.triton.packaging import FRAMEWORKS, PackagedModel, package, package_null
 from mmesim.units import GiB, MiB
@@ -50,6 +52,7 @@ class CalibrateOptions:
     max_batch: int | None = None
     batches: list[int] | None = None          # default: 1, 2, 4, ... max batch, until one takes stop_batch_s
     concurrency: list[int] = field(default_factory=lambda: [1, 2, 4])
+    cycles: int = 3                           # load/unload cycles of fresh copies: working memory, leak, unload
     repeats: int = 5
     load_requests: int = 12
     scaling: list[int] | None = None          # concurrent copies for the ceiling (default: default_scaling)
@@ -91,6 +94,8 @@ class CalibrateOptions:
                               value=self.scaling)
         if self.stop_batch_s is not None and self.stop_batch_s <= 0:
             raise ConfigError("must be positive", field="--stop-batch-s", value=self.stop_batch_s)
+        if self.cycles < 0:
+            raise ConfigError("must be 0 or more", field="--cycles", value=self.cycles)
         for flag, value in (("--repeats", self.repeats), ("--max-copies", self.max_copies),
                             ("--cpu-threads", self.cpu_threads), ("--max-batch", self.max_batch)):
             if value is not None and value < 1:
@@ -167,6 +172,7 @@ class Calibration:
     memory_trace: list[dict]
     load_average: tuple[float, float] = (0.0, 0.0)    # 1-minute load average at the start and the end
     max_models: MaxModels | None = None
+    work: working.Working | None = None               # working memory, load/unload cycles
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in ("profile", "max_models")}
@@ -462,6 +468,7 @@ def _measure(options: CalibrateOptions, bench: Bench, load_average: list[float],
     """The measurements on a running bench, then the profile (the server is still up)."""
     memory = measure_memory(bench, progress)
     timing = measure_timing(bench, memory.names, progress)
+    work = working.measure_bench(bench, [p.batch for p in timing.service], options.cycles, progress)
     loaded, max_models, unload_s = list(memory.names), None, []
     if options.max_models:
         unload_s += unload_copies(bench, loaded, progress, timed=loaded)
@@ -482,17 +489,19 @@ def _measure(options: CalibrateOptions, bench: Bench, load_average: list[float],
     device = (f"{bench.gpu_probe.device} ({bench.gpu_probe.device_total / GiB:.1f} GiB)", bench.gpu_probe.driver,
               catalog_key(bench.gpu_probe.device, bench.gpu_probe.device_total)) if bench.gpu_probe else None
     load_average.append(os.getloadavg()[0])
+    if work.cycles:                        # the model's own unload, not the server's polling
+        unload_s = work.cycles.unload_s
     profile = assemble_profile(options, bench.spec, artifact_bytes, memory, timing, unload_s, max_models, version,
-                               device, tuple(load_average), bench.packaged.in_python)
+                               device, tuple(load_average), work, bench.packaged.in_python)
     return Calibration(profile, memory.per_copy_bytes, memory.baseline_bytes, memory.process_overhead_bytes,
                        memory.host_per_copy_bytes, memory.load_s, unload_s, timing.service, timing.requests,
-                       timing.load_points, timing.scaling, memory.trace, tuple(load_average), max_models)
+                       timing.load_points, timing.scaling, memory.trace, tuple(load_average), max_models, work)
 
 
 def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memory: Memory, timing: Timing,
                      unload_s: list[float], max_models: MaxModels | None, version: str | None,
                      device: tuple[str, str, str] | None, load_average: tuple[float, float],
-                     in_python: bool = False) -> ModelProfile:
+                     work: working.Working | None = None, in_python: bool = False) -> ModelProfile:
     """The measured figures as a ModelProfile, with notes saying how each was taken.
 
     On a GPU with the null model measured, per-copy device memory is the model's own and the
@@ -570,6 +579,9 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
         gpu_overlap=round(min(1.0, max(0.0, two.throughput - 1)), 3) if two else 0.0,
         concurrency_scaling=[Scaling(concurrent=s.concurrent, throughput=round(s.throughput, 3))
                              for s in timing.scaling] if len(timing.scaling) > 1 else [],
+        working_memory=[WorkingMemory(batch=p.batch, bytes=p.bytes) for p in work.points] if work else [],
+        leak_bytes_per_unload=work.cycles.leak_per_cycle if work and work.cycles else 0,
+        memory_source=working.summary_notes(work) if work else None,
         triton=TritonConfig(max_batch_size=spec.max_batch_size, dynamic_batching=True,
                             preferred_batch_sizes=list(spec.preferred_batch_sizes), max_queue_delay_s=0.0,
                             instance_count=1),

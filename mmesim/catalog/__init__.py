@@ -32,6 +32,7 @@ class GPU(Model):
     architecture: str
     pcie_gbs: float | None = Field(default=None, gt=0,
                                    description="host link per direction, GB/s; None: no host-to-device copy (a CPU)")
+    sms: int | None = Field(default=None, gt=0, description="streaming multiprocessors: how much parallel work fills the GPU")
     tdp_w: float | None = Field(default=None, gt=0, description="board power limit")
     boost_mhz: float | None = Field(default=None, gt=0, description="boost clock the peak figures assume")
     sources: list[str] = Field(default_factory=list, description="where the figures come from")
@@ -99,10 +100,27 @@ class InstanceType(Model):
         return int(self.memory_gib * GiB)
 
 
+class MMESupport(Model):
+    """The instance types SageMaker documents for GPU multi-model endpoints, with where and when that was read."""
+
+    source: str
+    checked: str
+    instance_types: list[str]
+
+
 class Catalog(Model):
     gpus: dict[str, GPU]
     instances: dict[str, InstanceType]
     price_source: str
+    mme_support: MMESupport | None = None
+
+    def mme_eligible(self, instance: str | InstanceType) -> bool:
+        """Whether a multi-model endpoint may use the type: every CPU type (``local``), and the
+        GPU types of ``mme_support``."""
+        it = self.instance(instance) if isinstance(instance, str) else instance
+        if isinstance(it, LocalInstance):
+            return True
+        return self.mme_support is None or it.name in self.mme_support.instance_types
 
     def gpu(self, key: str) -> GPU:
         if key.lower() == CPU:
@@ -144,6 +162,10 @@ def load_catalog() -> Catalog:
     catalog = validate(Catalog, data, source="mmesim/catalog/catalog.yaml")
     for inst in catalog.instances.values():
         catalog.gpu(inst.gpu)  # every instance names a known GPU
+    unknown = set(catalog.mme_support.instance_types if catalog.mme_support else ()) - set(catalog.instances)
+    if unknown:
+        raise ConfigError("mme_support names instance types the catalogue lacks", source="mmesim/catalog/catalog.yaml",
+                          field="mme_support.instance_types", value=sorted(unknown))
     return catalog
 
 

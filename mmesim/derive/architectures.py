@@ -8,9 +8,12 @@ resident. Inputs as the reference sent them: images 1x3x224x224, token sequences
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 
-from mmesim.profile import GpuWork
+from mmesim.profile import GpuWork, WorkingMemory
 
 
 @dataclass
@@ -18,13 +21,21 @@ class Count:
     macs: float = 0.0
     params: int = 0
     lookup_params: int = 0      # embedding tables: resident, but an execution reads only its rows
+    layers: int = 0             # transformer encoder layers
+    peak_elements: int = 0      # largest input + output of one layer, elements per item (working memory)
+
+    def _live(self, elements: int) -> None:
+        self.peak_elements = max(self.peak_elements, elements)
 
     def conv(self, h: int, w: int, cin: int, cout: int, k: int, groups: int = 1, bias: bool = False) -> None:
-        """A conv whose OUTPUT is h x w."""
+        """A conv whose OUTPUT is h x w (its input counted at the same size: a lower bound
+        for strided convs)."""
+        self._live(h * w * (cin + cout))
         self.macs += h * w * cout * (cin // groups) * k * k
         self.params += cout * (cin // groups) * k * k + (cout if bias else 0)
 
     def linear(self, tokens: int, fin: int, fout: int, bias: bool = True) -> None:
+        self._live(tokens * (fin + fout))
         self.macs += tokens * fin * fout
         self.params += fin * fout + (fout if bias else 0)
 
@@ -71,8 +82,10 @@ def convnext_base() -> Count:
 def encoder(c: Count, tokens: int, d: int, ffn: int, layers: int) -> None:
     """Transformer encoder layers: QKV and output projections, the two attention products
     (scores and weighted values, tokens^2 x d each), and the MLP."""
+    c.layers += layers
     for _ in range(layers):
         c.linear(tokens, d, 3 * d)
+        c._live(3 * tokens * d + (d // 64) * tokens * tokens)   # Q, K, V and the scores of d/64 heads
         c.macs += 2 * tokens * tokens * d
         c.linear(tokens, d, d)
         c.linear(tokens, d, ffn)
@@ -106,10 +119,47 @@ ARCHITECTURES = {
 }
 
 
+CNN = {"resnet50", "convnext_base"}
+
+
+@lru_cache(maxsize=1)
+def corpus_figures() -> dict:
+    """Activation traffic and GPU fill by (framework, architecture class), fitted on the
+    multi-GPU corpus (``python -m mmesim.derive.corpus --write``)."""
+    return json.loads(resources.files(__package__).joinpath("reference/dle/fit.json").read_text())
+
+
 def gpu_work(model: str, framework: str) -> GpuWork:
-    """The work of one item of ``model``: FLOPs, and the weight bytes an execution reads
-    (embedding tables excepted), in FP16 for TensorRT engines, FP32 otherwise."""
+    """The work of one item of ``model``: FLOPs, the weight bytes an execution reads
+    (embedding tables excepted) and the activation bytes an item moves, in FP16 for TensorRT
+    engines, FP32 otherwise; activation traffic from the corpus's family of the same engine
+    and architecture class (FP32 moves twice the FP16 bytes); for TorchScript transformers the
+    host time launching the kernels, per encoder layer (the corpus has no TorchScript CNN, so
+    CNNs get none). The corpus's GPU-fill figure is
+    not carried: it was measured one request at a time, while in an endpoint other copies'
+    executions fill the GPU (the profile's sharing model holds that)."""
     c = ARCHITECTURES[model]()
     width = 2 if framework == "tensorrt" else 4
-    return GpuWork(flops_per_item=float(f"{2 * c.macs:.4g}"), weight_bytes=c.params * width,
-                   source="mmesim.derive.architectures (counted from the architecture)")
+    fam = corpus_figures()[f"{'tensorrt' if framework == 'tensorrt' else 'pytorch'}/{'cnn' if model in CNN else 'transformer'}"]
+    flops = float(f"{2 * c.macs:.4g}")
+    launch = fam.get("launch_s_per_layer", 0.0) * c.layers
+    return GpuWork(flops_per_item=flops, weight_bytes=c.params * width,
+                   activation_bytes_per_item=float(f"{flops / fam['flops_per_activation_byte'] * width / 2:.4g}"),
+                   launch_s=float(f"{launch:.4g}"),
+                   source=f"mmesim.derive.architectures (counted from the architecture; activation traffic from the "
+                          f"DeepLearningExamples corpus, {fam['from']})")
+
+
+WORKING_SOURCE = ("estimate, not measured: mmesim.derive.architectures counts the largest input + output of one "
+                  "layer per item (FP32); PyTorch allocates activations per execution through its caching "
+                  "allocator, which keeps them, so an execution of batch b needs b times that above the loaded "
+                  "weights (a lower bound: no cuBLAS/cuDNN workspace, no allocator rounding). TensorRT engines "
+                  "allocate their activation memory with the execution context at load, so it is in the "
+                  "resident bytes: 0 here. Leak: 0, no published size (reports: triton-inference-server/server "
+                  "issues 3320, 2023, 675); measure with `mmesim calibrate --cycles`")
+
+
+def working_estimate(model: str, framework: str, batches: list[int]) -> list[WorkingMemory]:
+    """Working memory by batch size for a built-in profile until one is measured (WORKING_SOURCE says how)."""
+    per_item = 0 if framework == "tensorrt" else ARCHITECTURES[model]().peak_elements * 4
+    return [WorkingMemory(batch=b, bytes=b * per_item) for b in batches]

@@ -44,7 +44,7 @@ from mmesim.endpoint import EndpointConfig
 from mmesim.profile import ModelProfile, builtin_dir
 from mmesim.results.summary import history, reference_metrics
 from mmesim.sim.mme import Simulation
-from mmesim.derive.architectures import gpu_work
+from mmesim.derive.architectures import WORKING_SOURCE, gpu_work, working_estimate
 from mmesim.sim.translate import busy_batch, gpu_seconds
 from mmesim.units import MiB
 from mmesim.workload import LoadGenerator, builtin_workloads, load_workload
@@ -268,9 +268,9 @@ def attainable_fraction(rows: list[dict], gpu_key: str, framework: str) -> float
 def split(profile: ModelProfile, rows: list[dict]) -> ModelProfile:
     """Host-bound and GPU parts of ``profile``'s two execution figures, by evidence from its
     own GPU's rows only (``rows`` may hold others; they are not read):
-    - busy: the published throughput times the model's FLOPs is the FLOP rate the row
-      achieved; its ratio to the rate this GPU attains (``attainable_fraction``) is the
-      share of a busy item's time that is GPU work, the rest is host-bound;
+    - busy: the GPU time of a busy batch per item (the roofline at the rate this GPU attains,
+      ``attainable_fraction``, or its memory traffic if longer) times the published
+      throughput is the share of a busy item's time that is GPU work, the rest is host-bound;
     - batch 1: the model's GPU work at that attainable rate (or its weight traffic at peak
       bandwidth, if longer) against the fitted batch-1 time; the rest is host-bound (GPU
       work at batch 1 runs at no better than the batched rate, so this host share is an
@@ -280,11 +280,14 @@ def split(profile: ModelProfile, rows: list[dict]) -> ModelProfile:
     work = gpu_work(profile.model, profile.framework).model_copy(update={"peak_fraction": round(eta, 4)})
     row = next(r for r in rows if GPU_KEYS[r["gpu"]] == profile.gpu and r["model"] == profile.model
                and r["framework"] == profile.framework)
-    busy_gpu = work.flops_per_item * row["throughput_qps"] / (eta * gpu.peak_flops(profile.framework))
+    b = busy_batch(profile)
+    busy_gpu = gpu_seconds(work, b, gpu, profile.framework) / b * row["throughput_qps"]
     g1 = gpu_seconds(work, 1, gpu, profile.framework)
     s1 = profile.service[0].seconds
+    working = working_estimate(profile.model, profile.framework, [t.batch for t in profile.service])
     return profile.model_copy(update={"work": work, "host_share": round(1 - min(1.0, g1 / s1), 4),
-                                      "busy_host_share": round(1 - min(1.0, busy_gpu), 4)})
+                                      "busy_host_share": round(1 - min(1.0, busy_gpu), 4),
+                                      "working_memory": working, "memory_source": WORKING_SOURCE})
 
 
 def with_shares(profiles: list[ModelProfile], rows: list[dict] | None = None) -> list[ModelProfile]:

@@ -6,7 +6,9 @@ decides who sends what:
   answers; ``WorkloadShape`` moves their count with ``mmesim.dispatch.stage_at``, the rule the
   simulator shares;
 - ``ArrivalUser``: one per Locust process, sends open-loop arrivals (Poisson rates or a
-  replayed trace) without waiting for answers.
+  replayed trace) without waiting for answers;
+- ``FastInvokeUser``, ``FastArrivalUser``: the same on Locust's FastHttpUser (geventhttpclient,
+  a fraction of the CPU per request of python-requests or boto3): the plan's ``client`` "fast".
 
 Every request is timed from BEFORE its body is serialised (as the reference timed it),
 reported to Locust under its request name, and written to this process's request log in
@@ -26,7 +28,7 @@ from itertools import accumulate
 from pathlib import Path
 
 import gevent
-from locust import LoadTestShape, User, between, events, task
+from locust import FastHttpUser, LoadTestShape, User, between, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from mmesim.dispatch import stage_at
@@ -43,6 +45,7 @@ class Log:
     def __init__(self):
         self.fh = None
         self.requests = 0
+        self.timed_cpu_s = 0.0       # this thread's CPU inside request timers (exact while one is in flight)
         self.cpu0 = self._cpu()
 
     @staticmethod
@@ -72,7 +75,7 @@ class Log:
         self.fh.close()
         self.fh = None
         info = {"role": self.role, "pid": os.getpid(), "requests": self.requests, "cpu_s": self._cpu() - self.cpu0,
-                "wall_s": time.time() - self.wall0}
+                "timed_cpu_s": self.timed_cpu_s, "wall_s": time.time() - self.wall0}
         (Path(PLAN.log_dir) / f"process-{self.role}-{os.getpid()}.json").write_text(json.dumps(info))
 
 
@@ -97,7 +100,7 @@ def _outcome(exc: BaseException) -> str:
     if code:
         return INTERNAL if code.startswith("Internal") else VALIDATION if code.startswith("Validation") else code
     name = type(exc).__name__
-    if "Timeout" in name:
+    if "timeout" in name.lower():
         return TIMEOUT
     return getattr(exc, "outcome", INTERNAL)
 
@@ -143,26 +146,76 @@ def _client():
     return invoke
 
 
+def _fast_client(user: FastHttpUser):
+    """One invocation through a FastHttpUser's own geventhttpclient connection pool (its
+    ``client``), without FastHttpSession's timing and events (``send`` times from before the
+    body is built). SageMaker's protocol is signed with botocore's SigV4 signer, the one boto3
+    uses, without boto3's request stack."""
+    from geventhttpclient import URL
+    base = URL(PLAN.endpoint_url.rstrip("/") + "/")
+    http = user.client.client.clientpool.get_client(base)
+    prefix = base.path.rstrip("/")
+    if PLAN.protocol == "sagemaker":
+        import boto3
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        region = PLAN.aws.get("region_name") or "us-east-1"
+        signer = SigV4Auth(boto3.Session(**{k: v for k, v in PLAN.aws.items() if k != "region_name"})
+                           .get_credentials().get_frozen_credentials(), "sagemaker", region)
+        path = f"{prefix}/endpoints/{PLAN.endpoint_name}/invocations"
+        url = PLAN.endpoint_url.rstrip("/") + path[len(prefix):]
+
+        def invoke(target: str, body: bytes, content_type: str) -> None:
+            req = AWSRequest("POST", url, data=body, headers={"Content-Type": content_type,
+                                                              "X-Amzn-SageMaker-Target-Model": target})
+            signer.add_auth(req)
+            _check(http.request("POST", path, body=body, headers=dict(req.headers.items())))
+        return invoke
+
+    def invoke(target: str, body: bytes, content_type: str) -> None:
+        _check(http.request("POST", f"{prefix}/models/{target}/invoke", body=body,
+                            headers={"Content-Type": content_type}))
+    return invoke
+
+
+def _check(resp) -> None:
+    """Read the whole answer (a connection is reused only then); a non-200 status fails."""
+    body = resp.read()
+    if resp.status_code != 200:
+        exc = HttpStatus(resp.status_code, body)
+        code = (resp.get("x-amzn-errortype") or "").split(":")[0]    # SageMaker's error code, when given
+        if code:
+            exc.response = {"Error": {"Code": code}}
+            exc.outcome = _outcome(exc)
+        raise exc
+
+
 _payloads = None
 _invoke = None
 
 
-def send(environment, index: int) -> None:
-    """One timed invocation of target ``index``: timer, body, call, Locust event, log line."""
+def send(environment, index: int, invoke=None) -> None:
+    """One timed invocation of target ``index`` (through ``invoke``, or this process's client):
+    timer, body, call, Locust event, log line."""
     global _payloads, _invoke
-    if _invoke is None:
-        _invoke = _client()
+    if _payloads is None:
         _payloads = PLAN.payloads()
+    if invoke is None:
+        if _invoke is None:
+            _invoke = _client()
+        invoke = _invoke
     target = PLAN.targets[index]
     payload = _payloads[target["payload"]]
+    cpu0 = time.thread_time()
     start_unix, start = time.time(), time.perf_counter()      # before the body is serialised
     exc = None
     try:
         body, content_type = payload.body()
-        _invoke(target["name"], body, content_type)
+        invoke(target["name"], body, content_type)
     except Exception as e:       # a failed request fails alone
         exc = e
     elapsed = time.perf_counter() - start
+    LOG.timed_cpu_s += time.thread_time() - cpu0
     environment.events.request.fire(request_type=REQUEST_TYPE, name=_request_names[index],
                                     response_time=elapsed * 1000.0, response_length=0, exception=exc, context={})
     LOG.write(start_unix, start_unix + elapsed, target["name"], OK if exc is None else _outcome(exc))
@@ -178,6 +231,21 @@ class InvokeUser(User):
         send(self.environment, pick())
 
 
+class FastInvokeUser(FastHttpUser):
+    """InvokeUser on Locust's FastHttpUser: invocations go through its geventhttpclient pool."""
+
+    wait_time = between(*PLAN.wait_s)
+    network_timeout = PLAN.timeout_s
+    connection_timeout = 10.0
+
+    def on_start(self):
+        self._invoke = _fast_client(self)
+
+    @task
+    def invoke(self):
+        send(self.environment, pick(), self._invoke)
+
+
 class ArrivalUser(User):
     """Open-loop arrivals for this process: its share of the Poisson rates, or its rows of the
     trace; each request runs in its own greenlet so slow answers do not delay arrivals."""
@@ -186,30 +254,48 @@ class ArrivalUser(User):
 
     @task
     def arrivals(self):
-        env = self.environment
-        share, index = PLAN.processes, _process_index(env)
-        began = time.time()
-        pending = gevent.pool.Group()
-        by_name = {n: i for i, n in enumerate(_targets)}
-        if PLAN.kind == "poisson":
-            t = 0.0
-            for step in PLAN.rates:
-                while step["rate"] > 0:
-                    t += _rng.expovariate(step["rate"] / share)
-                    if t >= step["end_s"]:
-                        t = step["end_s"]
-                        break
-                    _sleep_until(began + t)
-                    pending.spawn(send, env, pick())
-                t = max(t, step["end_s"])
-        else:
-            for i, (when, name) in enumerate(PLAN.trace):
-                if i % share == index:
-                    _sleep_until(began + when)
-                    pending.spawn(send, env, by_name[name])
-        _sleep_until(began + PLAN.duration_s)
-        pending.join(timeout=PLAN.timeout_s)
-        gevent.sleep(3600)            # the shape stops the test
+        _arrivals(self.environment, None)
+
+
+class FastArrivalUser(FastHttpUser):
+    """ArrivalUser on Locust's FastHttpUser (its pool holds as many connections as requests
+    in flight)."""
+
+    wait_time = between(0, 0)
+    network_timeout = PLAN.timeout_s
+    connection_timeout = 10.0
+    concurrency = 1000
+
+    @task
+    def arrivals(self):
+        _arrivals(self.environment, _fast_client(self))
+
+
+def _arrivals(env, invoke) -> None:
+    """This process's open-loop arrivals, each request in its own greenlet."""
+    share, index = PLAN.processes, _process_index(env)
+    began = time.time()
+    pending = gevent.pool.Group()
+    by_name = {n: i for i, n in enumerate(_targets)}
+    if PLAN.kind == "poisson":
+        t = 0.0
+        for step in PLAN.rates:
+            while step["rate"] > 0:
+                t += _rng.expovariate(step["rate"] / share)
+                if t >= step["end_s"]:
+                    t = step["end_s"]
+                    break
+                _sleep_until(began + t)
+                pending.spawn(send, env, pick(), invoke)
+            t = max(t, step["end_s"])
+    else:
+        for i, (when, name) in enumerate(PLAN.trace):
+            if i % share == index:
+                _sleep_until(began + when)
+                pending.spawn(send, env, by_name[name], invoke)
+    _sleep_until(began + PLAN.duration_s)
+    pending.join(timeout=PLAN.timeout_s)
+    gevent.sleep(3600)            # the shape stops the test
 
 
 def _sleep_until(unix_t: float) -> None:

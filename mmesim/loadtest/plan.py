@@ -18,6 +18,7 @@ from mmesim.sim.mme import popularity_weights, target_names
 from mmesim.workload import Stage, Workload, read_trace
 
 PROTOCOLS = ("sagemaker", "triton")
+CLIENTS = ("http", "fast")        # python-requests or boto3 | Locust's FastHttpUser (geventhttpclient)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Plan:
     seed: int = 0
     timeout_s: float = 60.0
     aws: dict = field(default_factory=dict)
+    client: str = "http"
 
     @property
     def stages_typed(self) -> list[Stage]:
@@ -62,12 +64,14 @@ class Plan:
 
 
 def check_endpoint(endpoint_url: str, endpoint_name: str | None, protocol: str = "sagemaker",
-                   workers: int = 0) -> None:
+                   workers: int = 0, client: str = "http") -> None:
     """What a load test sends to, checked before anything starts: an http(s) URL with a host,
-    a known protocol, an endpoint name for SageMaker's, a worker count >= 0."""
+    a known protocol and client, an endpoint name for SageMaker's, a worker count >= 0."""
     from urllib.parse import urlsplit
     if protocol not in PROTOCOLS:
         raise ConfigError(f"use one of {', '.join(PROTOCOLS)}", field="protocol", value=protocol)
+    if client not in CLIENTS:
+        raise ConfigError(f"use one of {', '.join(CLIENTS)}", field="client", value=client)
     try:
         url = urlsplit(endpoint_url)
         ok = url.scheme in ("http", "https") and bool(url.hostname) and (url.port is None or url.port > 0)
@@ -98,8 +102,8 @@ def check_targets(workload: Workload, profiles: list[ModelProfile], copies: list
 def make_plan(endpoint_url: str, endpoint_name: str | None, workload: Workload, profiles: list[ModelProfile],
               copies: list[int], log_dir: Path, *, processes: int = 1, protocol: str = "sagemaker",
               payload: str = "json", inputs: list[list[str]] | None = None, seed: int = 0,
-              timeout_s: float = 60.0, aws: dict | None = None) -> Plan:
-    check_endpoint(endpoint_url, endpoint_name, protocol)
+              timeout_s: float = 60.0, aws: dict | None = None, client: str = "http") -> Plan:
+    check_endpoint(endpoint_url, endpoint_name, protocol, client=client)
     names, weights, trace = check_targets(workload, profiles, copies)
     tensors = []
     for i, p in enumerate(profiles):
@@ -111,4 +115,4 @@ def make_plan(endpoint_url: str, endpoint_name: str | None, workload: Workload, 
         targets=[{"name": n, "request_name": rn, "weight": w, "payload": pi} for (n, pi, rn), w in zip(names, weights)],
         inputs=tensors, stages=[s.model_dump() for s in workload.stages], wait_s=tuple(workload.wait_s),
         rates=[r.model_dump() for r in workload.rates], trace=trace, duration_s=workload.duration_s,
-        processes=max(1, processes), seed=seed, timeout_s=timeout_s, aws=dict(aws or {}))
+        processes=max(1, processes), seed=seed, timeout_s=timeout_s, aws=dict(aws or {}), client=client)

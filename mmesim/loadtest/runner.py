@@ -68,17 +68,19 @@ def run_loadtest(endpoint_url: str, endpoint_name: str | None, workload: Workloa
                  payload: str = "json", *, inputs: list[list[str]] | None = None, seed: int = 0,
                  timeout_s: float = 60.0, web_ui: int | None = None, expect_workers: int | None = None,
                  instance_type: str = "", instance_count: int = 1, price_usd_per_hour: float = 0.0,
-                 **aws) -> Run:
+                 client: str = "http", **aws) -> Run:
     """Load-test ``endpoint_url`` with ``workload`` over the copies of ``profiles`` (the
     simulator's target names) and return the measured Run (kind "measurement").
 
     ``protocol`` "sagemaker": boto3's sagemaker-runtime InvokeEndpoint (the emulator or a
     live endpoint; ``aws`` goes to boto3.client: region_name, credentials); "triton":
     Triton's SageMaker-protocol server, POST /models/{target}/invoke. ``payload``: KServe v2
-    "json" or Triton's "binary" tensors. ``web_ui``: a port for Locust's web UI (the test
+    "json" or Triton's "binary" tensors. ``client``: "http" (python-requests, or boto3 for
+    SageMaker's protocol) or "fast" (Locust's FastHttpUser: geventhttpclient, requests signed
+    with botocore's SigV4 for SageMaker's), a far lighter load generator. ``web_ui``: a port for Locust's web UI (the test
     still starts by itself). Writes Locust's CSVs (full history), the request logs and
     loadtest.json into ``out``."""
-    check_endpoint(endpoint_url, endpoint_name, protocol, workers)
+    check_endpoint(endpoint_url, endpoint_name, protocol, workers, client)
     out = check_out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("requests-*.csv"), *out.glob("process-*.json"), out / "start.json", out / "stop.json", out / "users.csv"]:
@@ -87,14 +89,15 @@ def run_loadtest(endpoint_url: str, endpoint_name: str | None, workload: Workloa
         aws.setdefault("region_name", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     senders = max(1, workers if workers else 1)
     plan = make_plan(endpoint_url, endpoint_name, workload, profiles, list(copies), out, processes=senders,
-                     protocol=protocol, payload=payload, inputs=inputs, seed=seed, timeout_s=timeout_s, aws=aws)
+                     protocol=protocol, payload=payload, inputs=inputs, seed=seed, timeout_s=timeout_s, aws=aws,
+                     client=client)
     plan_path = plan.write(out / "plan.json")
     request_name = {t["name"]: t["request_name"] for t in plan.targets}
     LoadTestInfo(kind=workload.kind, user_steps=list(workload.user_steps), request_name=request_name, duration_s=workload.duration_s,
                  instance_type=instance_type, instance_count=instance_count, price_usd_per_hour=price_usd_per_hour,
                  workers=workers, copies=list(copies), profiles=[p.name for p in profiles]).write(out)
 
-    user_class = "InvokeUser" if workload.kind == "users" else "ArrivalUser"
+    user_class = ("Fast" if client == "fast" else "") + ("InvokeUser" if workload.kind == "users" else "ArrivalUser")
     env = dict(os.environ, MMESIM_LOADTEST_PLAN=str(plan_path), PYTHONUNBUFFERED="1")
     if protocol == "sagemaker" and ("//127.0.0.1" in endpoint_url or "//localhost" in endpoint_url):
         env.setdefault("AWS_ACCESS_KEY_ID", "mmesim")          # a local emulator: any key signs

@@ -37,7 +37,7 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
              endpoint_name: str | None = None, measured: str | Path | None = None, out: str | Path | None = None,
              tolerance: dict[str, float] | None = None, check_steps: bool = False, seed: int = 0,
              warm: bool = True, workers: int = 0, protocol: str = "sagemaker", payload: str = "json",
-             **aws) -> Validation:
+             client: str = "http", **aws) -> Validation:
     """Simulate, then load-test ``endpoint_url`` (or read the load test folder ``measured``),
     and compare every figure. With ``out``: prediction/ and measurement/ (all the files a
     prediction writes), comparison.json, comparison.csv and overlay.png."""
@@ -47,7 +47,7 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     if out is not None:
         check_out_folder(out)
     if endpoint_url is not None:
-        check_endpoint(endpoint_url, endpoint_name, protocol, workers)
+        check_endpoint(endpoint_url, endpoint_name, protocol, workers, client)
     meas = measured_run(measured) if measured is not None else None      # a bad folder fails before simulating
     if meas is None and out is None:
         raise ConfigError("a load test needs an output folder", field="--out")
@@ -55,7 +55,7 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     if meas is None:
         it = endpoint.instance()
         meas = run_loadtest(endpoint_url, endpoint_name, workload, profiles, pred.copies, Path(out) / "measurement",
-                            workers=workers, protocol=protocol, payload=payload, seed=seed,
+                            workers=workers, protocol=protocol, payload=payload, seed=seed, client=client,
                             timeout_s=endpoint.invocation_timeout_s, instance_type=it.name,
                             instance_count=endpoint.instance_count, price_usd_per_hour=it.price_usd_per_hour, **aws)
     ps, ms = summarize(pred), summarize(meas)

@@ -1,5 +1,5 @@
-"""One what-if: simulate a candidate endpoint under the mix's traffic and measure what the
-SLOs judge. Runs in a worker process (local or Dask): the task holds all it needs."""
+"""One what-if: simulate a candidate endpoint under the mix's traffic, measure what the SLOs
+judge, and judge it. Runs in a worker process (local or Dask): the task holds all it needs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mmesim.endpoint import EndpointConfig
+from mmesim.plan.mix import PlanMix
 from mmesim.profile import ModelProfile
 from mmesim.sim import Simulation
 from mmesim.sim.instance import LOADED
@@ -99,4 +100,34 @@ def evaluate(task: Task) -> dict:
     out["gpu_utilization"] = float(np.mean(judged)) if judged else None
     out["loads"] = sum(1 for e in run.events if e.kind == "load")
     out["instance_timeline"] = list(run.instance_timeline)
+    return out
+
+
+@dataclass
+class Violation:
+    slo: str
+    value: float
+    limit: float
+
+    @property
+    def ratio(self) -> float:
+        if self.limit == 0:
+            return math.inf if self.value > 0 else 0.0
+        return self.value / self.limit
+
+    def __str__(self) -> str:
+        fmt = {"p95_ms": "{:.0f} ms", "p99_ms": "{:.0f} ms", "error_rate": "{:.3%}",
+               "cold_start_share": "{:.2%}", "cost_usd_per_month": "{:,.0f} USD"}.get(self.slo, "{:g}")
+        over = f"+{self.ratio - 1:.0%}" if math.isfinite(self.ratio) else "any is too many"
+        return f"{self.slo} {fmt.format(self.value)} > {fmt.format(self.limit)} ({over})"
+
+
+def judge(measures: dict, mix: PlanMix) -> list[Violation]:
+    """Every SLO with its measured value; the ones with ratio > 1 are missed."""
+    slo = mix.slo
+    out = []
+    for key, limit in (("p95_ms", slo.p95_ms), ("p99_ms", slo.p99_ms), ("error_rate", slo.max_error_rate),
+                       ("cold_start_share", slo.max_cold_start_share)):
+        if limit is not None:
+            out.append(Violation(key, measures[key], limit))
     return out

@@ -76,12 +76,27 @@ class Traffic(Model):
 class SLO(Model):
     p95_ms: float | None = Field(default=None, gt=0)
     p99_ms: float | None = Field(default=None, gt=0)
-    max_error_rate: float = Field(default=0.001, ge=0, le=1)
+    max_error_rate: float = Field(default=0.001, ge=0, le=1, description="failed requests as a fraction")
     max_cold_start_share: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _percent(cls, data):
+        """``max_error_percent: 0.1`` is ``max_error_rate: 0.001``."""
+        if isinstance(data, dict) and "max_error_percent" in data:
+            data = dict(data)
+            if "max_error_rate" in data:
+                raise ValueError("give max_error_rate or max_error_percent, not both")
+            pct = data.pop("max_error_percent")
+            if not isinstance(pct, (int, float)) or not 0 <= pct <= 100:
+                raise ValueError(f"max_error_percent must be a number in [0, 100], got {pct!r}")
+            data["max_error_rate"] = pct / 100
+        return data
 
 
 class Candidates(Model):
-    instance_types: list[str] | None = Field(default=None, description="default: every catalogue type the models fit")
+    instance_types: list[str] | None = Field(default=None, description="default: every catalogue type the models fit "
+                                             "(MME-eligible ones unless mme_eligible_only is false)")
     frameworks: list[Framework] | None = Field(default=None, description="default: every framework the profiles give")
     memory_thresholds: list[float] = Field(default_factory=lambda: [0.9])
     max_batch_sizes: list[int] | None = Field(default=None, description="Triton max_batch_size values to try, "
@@ -91,6 +106,9 @@ class Candidates(Model):
                                                "(each instance holds its own copy of the model); default: "
                                                "the profiles' own")
     max_instances: int = Field(default=16, ge=1)
+    mme_eligible_only: bool = Field(default=True, description="search only the instance types SageMaker documents "
+                                    "for GPU multi-model endpoints (the catalogue's mme_support); false: any type, "
+                                    "e.g. to ask what an ineligible one would do")
 
     @field_validator("instance_types")
     @classmethod
@@ -135,6 +153,8 @@ class PlanMix(Model):
     endpoint: dict = Field(default_factory=dict, description="EndpointConfig fields every candidate shares")
     simulation: Simulation = Field(default_factory=Simulation)
     top: int = Field(default=10, ge=1, description="rows of the ranked table")
+    compare_hosting: bool = Field(default=True, description="also size one endpoint per model and inference "
+                                  "components for the same models, traffic and SLOs (mmesim.plan.hosting)")
 
     @model_validator(mode="after")
     def _check(self) -> "PlanMix":
@@ -199,3 +219,24 @@ def endpoint_config(mix: PlanMix, instance_type: str, threshold: float, count: i
     """The EndpointConfig of one candidate: the mix's shared settings, the candidate's choices."""
     data = {**mix.endpoint, "instance_type": instance_type, "instance_count": count, "memory_threshold": threshold}
     return validate(EndpointConfig, data, source="endpoint")
+
+
+def choose_profile(group: ModelGroup, framework: str, profiles: dict[str, ModelProfile], gpu: str) -> ModelProfile:
+    """The group's profile for ``framework`` (or its only one) made on this GPU if one is
+    listed, else the first (translated by the simulator)."""
+    names = group.profiles.get(framework) or next(iter(group.profiles.values()))
+    for name in names:
+        if profiles[name].gpu == gpu:
+            return profiles[name]
+    return profiles[names[0]]
+
+
+def mix_weights(mix: PlanMix) -> list[float]:
+    """Share of requests per target, in target order (group by group, copy by copy)."""
+    total = sum(g.share for g in mix.models)
+    out = []
+    for g in mix.models:
+        raw = [1.0 / (k ** g.s) if g.popularity == "zipf" else 1.0 for k in range(1, g.copies + 1)]
+        norm = sum(raw)
+        out.extend(g.share / total * w / norm for w in raw)
+    return out

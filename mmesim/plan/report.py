@@ -150,12 +150,17 @@ def scaling_png(timeline: list[tuple[float, int, int]], minutes: list[dict], dur
 
 
 # --- terminal ----------------------------------------------------------------------------
-PLAN_COLUMNS = (("instance_type", "instance"), ("count", "n"), ("framework", "framework"), ("threshold", "thr"),
+PLAN_COLUMNS = (("instance_type", "instance"), ("count", "n"), ("framework", "framework"),
+                ("threshold", "memory threshold"),
                 ("max_batch", "max batch"), ("triton_instances", "Triton inst"),
                 ("cost_per_hour_usd", "USD/h"), ("cost_per_month_usd", "USD/month"),
                 ("cost_per_million_usd", "USD/M inf"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
                 ("error_rate", "errors"), ("models_resident_per_instance", "resident/inst"),
-                ("cache_hit_ratio", "cache hit"), ("binding_slo", "binds"))
+                ("cache_hit_ratio", "cache hit"), ("binding_slo", "closest SLO (% of its limit)"),
+                ("decided_by", "count decided by (one instance fewer)"))
+HOSTING_COLUMNS = (("option", "hosting option"), ("configuration", "cheapest configuration"), ("instances", "instances"),
+                   ("gpus", "GPUs"), ("usd_per_month", "USD/month at peak"),
+                   ("usd_per_month_daily", "USD/month, daily pattern"), ("at_floor", "models at the floor"))
 
 
 def print_plan(p) -> None:
@@ -178,10 +183,15 @@ def print_plan(p) -> None:
     else:
         console.print(f"[bold red]infeasible:[/bold red] no configuration of {p.mix.name} meets every SLO "
                       f"({p.simulations} simulations). Closest:")
+    if p.left_out:
+        console.print(f"left out of the MME search: {', '.join(r['instance_type'] for r in p.left_out)}: "
+                      f"{p.left_out[0]['why']}")
     misses = p.infeasible if not p.ranked else []
     for m in misses[:5]:
         at = f" at {m['count']} instances" if m["count"] else ""
         console.print(f"  {m['candidate']}{at}: {m['fails']}")
+    if p.hosting is not None:
+        print_hosting(p.hosting)
     if p.whatif:
         w = p.whatif
         console.print(f"autoscaling what-if ({w['label']}): instances {w['min_serving']} -> {w['max_serving']} -> "
@@ -189,14 +199,32 @@ def print_plan(p) -> None:
                       f"{w['worst_minute_p95_ms']:,.0f} ms while scaling out; mean {w['mean_instances']:.2f} instances")
 
 
+def print_hosting(h) -> None:
+    """The cheapest answer of each hosting option, and why the winner wins."""
+    if h.options:
+        t = Table(title=f"hosting options for the same models, traffic and SLOs: the cheapest of each "
+                        f"({h.simulations} more simulations)")
+        for _, head in HOSTING_COLUMNS:
+            t.add_column(head, justify="right")
+        for i, o in enumerate(h.options):
+            r = o.row()
+            t.add_row(*[_cell(k, r[k]) for k, _ in HOSTING_COLUMNS], style="bold green" if i == 0 else None)
+        console.print(t)
+    console.print(h.verdict)
+    for line in h.left_out:
+        console.print(f"  {line}")
+
+
 def _cell(key: str, v) -> str:
+    if v is None:
+        return "-"
     if key == "error_rate" or key == "cache_hit_ratio":
-        return "-" if v is None else f"{v:.2%}"
+        return f"{v:.2%}"
     if key == "threshold":
         return f"{v:g}"
     if key in ("cost_per_hour_usd", "cost_per_million_usd"):
         return _fmt(v, 2)
-    if key == "cost_per_month_usd":
+    if key in ("cost_per_month_usd", "usd_per_month", "usd_per_month_daily"):
         return _fmt(v, 0)
     return _fmt(v, 1) if isinstance(v, float) else str(v)
 
@@ -269,6 +297,20 @@ def write_plan(p, out: str | Path) -> dict[str, Path]:
                          f"{w['max_serving']} -> {w['end_serving']}; {w['failed_while_scaling']:,} requests failed and "
                          f"the worst minute's p95 was {w['worst_minute_p95_ms']:,.0f} ms between the step and the last "
                          f"new instance in service; {w['mean_instances']:.2f} instances billed on average.</p>"))
+    if p.hosting is not None:
+        h = p.hosting
+        rows = [o.row() for o in h.options]
+        if rows:
+            files["hosting.csv"] = write_table(rows, out / "hosting")[0]
+            files["copy_capacity.csv"] = write_table(h.capacity, out / "copy_capacity")[0]
+        sections.append(("Hosting options: MME, one endpoint per model, inference components",
+                         html_table(rows, [k for k, _ in HOSTING_COLUMNS] + ["why"])
+                         + f"<p>{html.escape(h.verdict)}</p>"
+                         + "".join(f"<p class=note>{html.escape(x)}</p>" for x in h.left_out)
+                         + "<p class=note>What one always-loaded copy on one GPU serves within the SLOs:</p>"
+                         + html_table(h.capacity)))
+    if p.left_out:
+        sections.append(("Instance types left out of the MME search", html_table(p.left_out)))
     if p.ranked and misses:
         sections.append(("Candidates with no count meeting the SLOs", html_table(misses)))
     sections.append(("Every candidate: bounds and why its search stopped", html_table(bounds)))

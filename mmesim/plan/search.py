@@ -19,8 +19,9 @@ import math
 from dataclasses import dataclass, field
 
 from mmesim.catalog import load_catalog
-from mmesim.plan.evaluate import Task, evaluate
-from mmesim.plan.mix import HOURS_PER_MONTH, PlanMix, endpoint_config
+from mmesim.plan.evaluate import Task, evaluate, judge
+from mmesim.plan.hosting import compare
+from mmesim.plan.mix import HOURS_PER_MONTH, PlanMix, choose_profile, endpoint_config, mix_weights
 from mmesim.plan.parallel import Runner
 from mmesim.profile import ModelProfile
 from mmesim.sim import Simulation
@@ -29,36 +30,6 @@ from mmesim.workload import Workload
 
 CAPACITY_ROUNDS = 3
 CAPACITY_MAX = 4.0      # capacity is searched up to this multiple of the peak
-
-
-@dataclass
-class Violation:
-    slo: str
-    value: float
-    limit: float
-
-    @property
-    def ratio(self) -> float:
-        if self.limit == 0:
-            return math.inf if self.value > 0 else 0.0
-        return self.value / self.limit
-
-    def __str__(self) -> str:
-        fmt = {"p95_ms": "{:.0f} ms", "p99_ms": "{:.0f} ms", "error_rate": "{:.3%}",
-               "cold_start_share": "{:.2%}", "cost_usd_per_month": "{:,.0f} USD"}.get(self.slo, "{:g}")
-        over = f"+{self.ratio - 1:.0%}" if math.isfinite(self.ratio) else "any is too many"
-        return f"{self.slo} {fmt.format(self.value)} > {fmt.format(self.limit)} ({over})"
-
-
-def judge(measures: dict, mix: PlanMix) -> list[Violation]:
-    """Every SLO with its measured value; the ones with ratio > 1 are missed."""
-    slo = mix.slo
-    out = []
-    for key, limit in (("p95_ms", slo.p95_ms), ("p99_ms", slo.p99_ms), ("error_rate", slo.max_error_rate),
-                       ("cold_start_share", slo.max_cold_start_share)):
-        if limit is not None:
-            out.append(Violation(key, measures[key], limit))
-    return out
 
 
 @dataclass
@@ -103,25 +74,6 @@ class Candidate:
 
 
 # --- set-up ------------------------------------------------------------------------------
-def _choose(names: list[str], profiles: dict[str, ModelProfile], gpu: str) -> ModelProfile:
-    """The profile made on this GPU if one is listed, else the first (translated by the simulator)."""
-    for name in names:
-        if profiles[name].gpu == gpu:
-            return profiles[name]
-    return profiles[names[0]]
-
-
-def mix_weights(mix: PlanMix) -> list[float]:
-    """Share of requests per target, in target order (group by group, copy by copy)."""
-    total = sum(g.share for g in mix.models)
-    out = []
-    for g in mix.models:
-        raw = [1.0 / (k ** g.s) if g.popularity == "zipf" else 1.0 for k in range(1, g.copies + 1)]
-        norm = sum(raw)
-        out.extend(g.share / total * w / norm for w in raw)
-    return out
-
-
 def workload(mix: PlanMix, scale: float = 1.0) -> Workload:
     """The traffic of one evaluation: the peak (times ``scale``) for the simulated duration."""
     t, sim = mix.traffic, mix.simulation
@@ -135,14 +87,26 @@ def workload(mix: PlanMix, scale: float = 1.0) -> Workload:
     return Workload(kind="trace", trace=t.trace, **common)
 
 
-def candidates(mix: PlanMix, profiles: dict[str, ModelProfile]) -> list[Candidate]:
+def eligible_types(mix: PlanMix) -> tuple[list[str], list[dict]]:
+    """The instance types to search, and those left out with why: an MME runs only on the
+    types SageMaker documents for it, unless the mix says ``mme_eligible_only: false``."""
     catalog = load_catalog()
     types = mix.candidates.instance_types or list(catalog.instances)
+    if not mix.candidates.mme_eligible_only:
+        return types, []
+    keep = [t for t in types if catalog.mme_eligible(t)]
+    why = (f"not a GPU multi-model endpoint type ({catalog.mme_support.source}, checked "
+           f"{catalog.mme_support.checked})" if catalog.mme_support else "")
+    return keep, [{"instance_type": t, "why": why} for t in types if t not in keep]
+
+
+def candidates(mix: PlanMix, profiles: dict[str, ModelProfile]) -> list[Candidate]:
+    catalog = load_catalog()
     out = []
-    for name in types:
+    for name in eligible_types(mix)[0]:
         it = catalog.instance(name)
         for fw in mix.frameworks:
-            chosen = [_choose(g.profiles.get(fw) or next(iter(g.profiles.values())), profiles, it.gpu)
+            chosen = [choose_profile(g, fw, profiles, it.gpu)
                       for g in mix.models]
             label = fw if fw != "*" else "+".join(sorted({p.framework for p in chosen}))
             for threshold in mix.candidates.memory_thresholds:
@@ -241,6 +205,8 @@ class Plan:
     capacity: dict[str, float]           # instance type -> max peak requests/s meeting the SLOs
     simulations: int
     whatif: dict | None = None           # the autoscaling what-if of the best plan
+    left_out: list[dict] = field(default_factory=list)   # instance types not searched, and why
+    hosting: object | None = None        # mmesim.plan.hosting.Hosting: MME against the alternatives
 
     @property
     def feasible(self) -> bool:
@@ -282,7 +248,10 @@ def plan(mix: PlanMix, profiles: dict[str, ModelProfile], *, cluster: str | None
             best = next(c for c in cands if c.hi == top["count"] and c.label == top["candidate"])
             whatif = runner.map(whatif_minutes, [whatif_task(mix, best, weights)], label="autoscaling what-if")[0]
             extra += 1
-    return Plan(mix, cands, ranked, _misses(cands), capacity, simulations + extra, whatif)
+        # its simulations are counted in it
+        hosting = compare(mix, profiles, ranked, runner) if mix.compare_hosting else None
+    return Plan(mix, cands, ranked, _misses(cands), capacity, simulations + extra, whatif, eligible_types(mix)[1],
+                hosting)
 
 
 def _prune(cands: list[Candidate], top: int) -> None:
@@ -312,6 +281,7 @@ def _row(mix: PlanMix, c: Candidate, n: int) -> dict:
         "cold_start_share": m["cold_start_share"], "models_resident_per_instance": m["models_resident"],
         "cache_hit_ratio": m["cache_hit_ratio"], "gpu_utilization": m["gpu_utilization"],
         "binding_slo": f"{binding.slo} ({binding.ratio:.0%} of limit)" if binding else "-",
+        "decided_by": _decided_by(c, n),
         "profiles": ", ".join(p.name for p in c.profiles),
     }
     scaling = mix.endpoint.get("autoscaling")
@@ -320,6 +290,19 @@ def _row(mix: PlanMix, c: Candidate, n: int) -> dict:
         hours = [max(lo, min(hi, math.ceil(n * f - 1e-9))) for f in mix.traffic.daily]
         row["cost_per_month_autoscaled_usd"] = sum(hours) / 24 * c.price * HOURS_PER_MONTH
     return row
+
+
+def _decided_by(c: Candidate, n: int) -> str:
+    """Which bound set the count: the SLO one instance fewer misses by the most, or the
+    lower bound that made one fewer not worth simulating."""
+    below = c.tried.get(n - 1)
+    if below is not None:
+        missed = max((v for v in below["violations"] if v.ratio > 1), key=lambda v: v.ratio, default=None)
+        if missed is not None:
+            return f"{missed.slo} at {n - 1} ({missed.ratio:.3g}x its limit)"
+    if n > 1 and n == c.n_min:
+        return "lower bound: " + "; ".join(c.bounds)
+    return "one instance is the least"
 
 
 def _rank(mix: PlanMix, cands: list[Candidate]) -> list[dict]:

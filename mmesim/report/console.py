@@ -94,13 +94,17 @@ def print_profiles(profiles) -> None:
 
 def print_instances(catalog) -> None:
     t = Table(title="instance types")
-    for col in ("instance", "GPU", "GPU MiB (NVML)", "vCPUs", "RAM GiB", "Gbit/s", "USD/h", "price"):
+    for col in ("instance", "GPU", "GPUs", "GPU MiB (NVML)", "vCPUs", "RAM GiB", "Gbit/s", "USD/h", "price", "MME"):
         t.add_column(col)
     for it in catalog.listed():
         g = catalog.gpu_of(it)
-        t.add_row(it.name, g.name, f"{g.nvml_total_mib:,}", str(it.vcpus), f"{it.memory_gib:g}", f"{it.network_gbps:g}",
-                  f"{it.price_usd_per_hour:.4g}", f"{it.price_date}{'' if it.price_verified else ' (unverified)'}")
+        t.add_row(it.name, g.name, str(it.gpus), f"{g.nvml_total_mib:,}", str(it.vcpus), f"{it.memory_gib:g}",
+                  f"{it.network_gbps:g}", f"{it.price_usd_per_hour:.4g}",
+                  f"{it.price_date}{'' if it.price_verified else ' (unverified)'}",
+                  "yes" if catalog.mme_eligible(it) else "no")
     console.print(t)
     console.print(f"prices: {catalog.price_source}")
+    if catalog.mme_support:
+        console.print(f"MME: {catalog.mme_support.source}, checked {catalog.mme_support.checked}")
 
 

@@ -50,11 +50,11 @@ from pathlib import Path
 import numpy as np
 
 from mmesim.errors import ConfigError
-from mmesim.results.records import (DISK_FULL, INTERNAL, MODEL_ERROR, MODEL_NOT_READY, OK, OUT_OF_MEMORY, OUTCOMES,
-                                    OVERLOADED, TIMEOUT, VALIDATION, ModelEvent, Run)
+from mmesim.results.records import (DISK_FULL, EXECUTION_OOM, INTERNAL, MODEL_ERROR, MODEL_NOT_READY, OK,
+                                    OUT_OF_MEMORY, OUTCOMES, OVERLOADED, TIMEOUT, VALIDATION, ModelEvent, Run)
 
 PERIOD_S = 60
-ERRORS_4XX = frozenset({MODEL_NOT_READY, VALIDATION, MODEL_ERROR, TIMEOUT})
+ERRORS_4XX = frozenset({MODEL_NOT_READY, VALIDATION, MODEL_ERROR, TIMEOUT, EXECUTION_OOM})
 ERRORS_5XX = frozenset({OVERLOADED, INTERNAL, OUT_OF_MEMORY, DISK_FULL})
 
 _LATENCY_STATS = ("Average", "Minimum", "Maximum", "Sum", "SampleCount")

@@ -31,8 +31,13 @@ DISK_FULL = "InsufficientDiskSpace"
 deleting every cached artifact not in use (each copy in use stays on disk). SageMaker's MME
 guide asks for storage to hold the models served and names no error for running out; 507
 (HTTP "Insufficient Storage") is the container's answer to a load it cannot take."""
+EXECUTION_OOM = "ExecutionOutOfMemory"
+"""424 ModelError whose OriginalMessage is the backend's out-of-memory error: the model was
+loaded, but an execution needed more working memory (activations, workspace) than was free
+(Triton fails that inference and serves the next one)."""
 # New causes go last: records store a cause as its index here.
-OUTCOMES = (OK, MODEL_NOT_READY, TIMEOUT, OVERLOADED, OUT_OF_MEMORY, MODEL_ERROR, VALIDATION, INTERNAL, DISK_FULL)
+OUTCOMES = (OK, MODEL_NOT_READY, TIMEOUT, OVERLOADED, OUT_OF_MEMORY, MODEL_ERROR, VALIDATION, INTERNAL, DISK_FULL,
+            EXECUTION_OOM)
 _OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOMES)}
 
 

@@ -6,8 +6,11 @@ test); a user sends a request as soon as it starts, then waits uniform(wait_s) a
 answer. Users are spread over the generator's worker processes
 round-robin, as Locust's dispatcher does; each worker is one process, so the client CPU a
 request needs (serialising the payload) queues behind the other users of that worker.
-When the generator runs on the CPU-only host it loads (``generator.on_host`` on instance
-type local), each worker's work also takes its turn on that host's shared cores."""
+The part of that CPU outside the request's timer (``generator.timed_share``) runs after a
+closed-loop user's answer and before its wait: it is not latency but it delays the user's
+next request (open-loop arrivals do not wait for it). When the generator runs on the
+CPU-only host it loads (``generator.on_host`` on instance type local), each worker's work
+also takes its turn on that host's shared cores."""
 
 from __future__ import annotations
 
@@ -85,6 +88,7 @@ class Client:
         self.distributed = bool(gen and gen.workers > 1)
         lo, hi = workload.wait_s
         self._wait_lo, self._wait_span = lo, hi - lo
+        self._untimed = gen.untimed_cpu_s_per_request if gen else 0.0
 
     def start(self) -> None:
         kind = self.workload.kind
@@ -119,9 +123,26 @@ class Client:
 
     def answered(self, user: User, delay: float) -> None:
         """``user`` has its answer ``delay`` seconds from now; it waits, then asks again."""
-        if user.alive:
-            wait = self._wait_lo + self._wait_span * self.sim.waits.random()
-            after(self.env, delay + wait, user, self._again)
+        if not user.alive:
+            return
+        if self._untimed:          # the client records the answer first (outside its timer)
+            after(self.env, delay, user, self._record)
+            return
+        wait = self._wait_lo + self._wait_span * self.sim.waits.random()
+        after(self.env, delay + wait, user, self._again)
+
+    def _record(self, ev) -> None:
+        user = ev._value
+        worker = user.worker
+        if worker.cores is not None:
+            worker.submit(self._untimed, self._recorded, user)
+        else:
+            now = self.env.now
+            self._recorded(user, worker.send(now, self._untimed) - now)
+
+    def _recorded(self, user: User, after_s: float = 0.0) -> None:
+        wait = self._wait_lo + self._wait_span * self.sim.waits.random()
+        after(self.env, after_s + wait, user, self._again)
 
     def _again(self, ev) -> None:
         user = ev._value

@@ -27,30 +27,27 @@ from mmesim.sim.sharing import SharedProcessor
 
 
 class Cores(SharedProcessor):
-    __slots__ = ("cores", "demand", "core_s")
+    """``cores`` shared by jobs that each use up to their tag's worth of them (``demand``):
+    every job runs at min(1, cores / demand) of its speed alone."""
+
+    __slots__ = ()
 
     def __init__(self, env, cores: int):
-        super().__init__(env)
-        self.cores = cores
-        self.demand = 0          # cores wanted by the running jobs
-        self.core_s = 0.0        # core-seconds used so far
+        super().__init__(env, cores, 1.0)
+
+    @property
+    def cores(self) -> int:
+        return self.total
+
+    @property
+    def core_s(self) -> float:
+        """Core-seconds used so far (min(N, D) over time), up to the last change."""
+        return self.done
 
     def tag(self, profile: ModelProfile) -> int:
         """What a model's executions pass to ``run``: the cores one execution can use (never
         more than the host has: its time alone was measured with what it could get)."""
-        return min(profile.cpu_threads or 1, self.cores)
-
-    def _rate(self) -> float:
-        d = self.demand
-        return 1.0 if d <= self.cores else self.cores / d
-
-    def _changed(self, tag: int, delta: int) -> None:
-        self.demand += tag * delta
-
-    def _elapsed(self, seconds: float) -> None:
-        d = self.demand
-        self.core_s += seconds * (d if d < self.cores else self.cores)
+        return min(profile.cpu_threads or 1, self.total)
 
     def core_s_until_now(self) -> float:
-        d = self.demand
-        return self.core_s + (self.env.now - self._last) * (d if d < self.cores else self.cores)
+        return self.done_until_now()

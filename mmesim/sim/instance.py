@@ -27,7 +27,7 @@ from mmesim.sim.events import after
 from mmesim.sim.gpu import GPU
 from mmesim.sim.policy import lru_victims, memory_budget
 from mmesim.sim.transfer import SharedRate
-from mmesim.sim.triton import ModelServer
+from mmesim.sim.triton import ModelServer, Workspace
 
 REMOTE, DOWNLOADING, ON_DISK, LOADING, LOADED, UNLOADING = range(6)
 
@@ -59,6 +59,7 @@ class Instance:
         self.baseline = max((t.profile.baseline_gpu_bytes for t in sim.targets), default=0)
         self.used = self.baseline          # what NVML would report now
         self.committed = self.baseline     # used + loads decided but not finished - unloads decided
+        self.workspace = Workspace(self)   # executions' working memory above ``used``
         self.disk_capacity = cfg.disk_cache_bytes or itype.disk_bytes
         self.disk_used = 0
         self.bandwidth = itype.network_bytes_per_s
@@ -144,6 +145,11 @@ class Instance:
         for req in batch:
             self.release(req)
             reply(req, 0)
+
+    def _failed(self, batch, cause: str) -> None:
+        for req in batch:
+            self.release(req)
+            self.sim.reply(req, cause)
 
     def release(self, req) -> None:
         """A request leaves the instance: executed, or failed while waiting."""
@@ -259,7 +265,8 @@ class Instance:
     def _serve(self, slot: Slot) -> None:
         """The model is in GPU memory: Triton serves it, and it joins the LRU as most recent."""
         slot.state = LOADED
-        slot.server = ModelServer(self.env, slot.target.profile, self.gpu, self.sim.noise, self._executed)
+        slot.server = ModelServer(self.env, slot.target.profile, self.gpu, self.sim.noise, self._executed,
+                                  self.workspace, self._failed)
         self.lru[slot.target.id] = slot
 
     def _make_room(self, need: int) -> float | None:
@@ -287,7 +294,9 @@ class Instance:
 
     def _unloaded(self, ev) -> None:
         slot = ev._value
-        self._set_used(self.used - slot.target.profile.gpu_memory_bytes)
+        leak = slot.target.profile.leak_bytes_per_unload     # stays used until the instance restarts
+        self.committed += leak
+        self._set_used(self.used - slot.target.profile.gpu_memory_bytes + leak)
         slot.state = ON_DISK
         slot.waiters = [r for r in slot.waiters if not r.done]
         if slot.waiters:           # requested while it was being unloaded: load it again

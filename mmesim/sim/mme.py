@@ -170,7 +170,7 @@ class Simulation:
             payload = wl.payload_bytes or p.input_bytes
             out.append(Target(
                 id=tid, name=name, profile=p, request_name=base, payload_bytes=payload,
-                client_cost_s=(gen.cpu_s_per_request + gen.cpu_s_per_byte * payload) if gen else 0.0,
+                client_cost_s=(gen.timed_cpu_s_per_request + gen.cpu_s_per_byte * payload) if gen else 0.0,
                 network_s=ep.overhead_s + payload / bw, reply_s=p.output_bytes / bw,
                 decode_s=(p.request_overhead_s + p.decode_s_per_byte * payload) * cpu_ratio[id(p)]))
         return out

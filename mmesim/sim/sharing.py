@@ -1,10 +1,17 @@
-"""Processor sharing with one common rate: the GPU and a CPU-only host's cores both run
-every started job at once, all of them progressing at the same rate, which depends only on
-what runs (subclasses say how: ``_rate``).
+"""Processor sharing, the one engine behind every shared resource the simulator models: a
+GPU, a CPU-only host's cores, and bandwidths (a disk, a network link, PCIe, the vCPUs that
+untar and deserialise).
 
-Since every running job progresses at the same rate, the processor keeps one "virtual
-work" clock: a job finishes when the clock reaches its start reading plus its work. A heap
-of those finishing readings makes each start and finish O(log k)."""
+Every running job progresses at the same rate, which depends only on what runs: by default
+``min(cap, total / demand)``, where ``demand`` adds up the running jobs' weights (a job's
+``tag`` when it is an int, else 1). So a job alone moves at ``cap`` (its own limit: one
+core, a stream's bandwidth), and together they never exceed ``total``. Subclasses may say
+otherwise (``_rate``: a GPU's measured overlap).
+
+Since every running job progresses at the same rate, one "virtual work" clock serves them
+all: a job finishes when the clock reaches its start reading plus its work. A heap of those
+finishing readings makes each start and finish O(log k); one timer is pending, for the job
+that finishes first, and jobs finishing at the same moment finish together."""
 
 from __future__ import annotations
 
@@ -17,29 +24,27 @@ from mmesim.sim.events import after
 
 
 class SharedProcessor:
-    __slots__ = ("env", "_heap", "_tags", "_virtual", "_last", "_gen", "_seq", "_speed", "busy_s", "_busy_since")
+    __slots__ = ("env", "total", "cap", "demand", "done", "busy_s", "_heap", "_tags", "_virtual", "_last", "_gen",
+                 "_seq", "_speed", "_busy_since")
 
-    def __init__(self, env: simpy.Environment):
-        self.env = env
+    def __init__(self, env: simpy.Environment, total: float = 1.0, cap: float = 1.0):
+        self.env, self.total, self.cap = env, total, cap
+        self.demand = 0.0                      # the running jobs' weights, added up
+        self.done = 0.0                        # work done so far, all jobs together (core-seconds, bytes)
+        self.busy_s = 0.0                      # time with at least one job running
         self._heap: list = []                  # (virtual finish, seq, callback, arg, tag)
         self._tags: dict[Hashable, int] = {}   # tag -> running jobs with it
         self._virtual = 0.0
         self._last = 0.0
         self._gen = 0
         self._seq = 0
-        self._speed = 1.0                      # progress rate of each running job, until the next change
-        self.busy_s = 0.0                      # time with at least one job running
+        self._speed = cap                      # progress rate of each running job, until the next change
         self._busy_since = 0.0
 
-    # subclasses: how fast each job progresses, given what runs
     def _rate(self) -> float:
-        raise NotImplementedError
-
-    def _changed(self, tag, delta: int) -> None:
-        """A job with ``tag`` started (+1) or finished (-1); the clock is already advanced."""
-
-    def _elapsed(self, seconds: float) -> None:
-        """``seconds`` passed with the current set of jobs running (before a change)."""
+        """How fast each running job progresses now."""
+        d = self.demand
+        return self.cap if d <= 0 or d * self.cap <= self.total else self.total / d
 
     @property
     def running(self) -> int:
@@ -48,19 +53,21 @@ class SharedProcessor:
     def _advance(self) -> None:
         now = self.env.now
         if self._heap:
-            self._virtual += (now - self._last) * self._speed
-            self._elapsed(now - self._last)
+            step = (now - self._last) * self._speed
+            self._virtual += step
+            self.done += step * self.demand
         self._last = now
 
     def run(self, work: float, tag: Hashable, callback: Callable, arg) -> None:
-        """Start a job of ``work`` seconds (alone, at full speed); ``callback(arg)`` when done."""
+        """Start a job of ``work`` (seconds alone at full speed, or bytes); ``callback(arg)``
+        when done. ``tag``: an int is the job's weight in ``demand`` (cores it can use)."""
         self._advance()
         if not self._heap:
             self._busy_since = self.env.now
         self._seq += 1
         heapq.heappush(self._heap, (self._virtual + work, self._seq, callback, arg, tag))
         self._tags[tag] = self._tags.get(tag, 0) + 1
-        self._changed(tag, 1)
+        self.demand += tag if type(tag) is int else 1
         self._schedule()
 
     def _schedule(self) -> None:
@@ -75,17 +82,65 @@ class SharedProcessor:
         if ev._value != self._gen:   # the set of jobs changed since: a newer finish is scheduled
             return
         self._advance()
-        _, _, callback, arg, tag = heapq.heappop(self._heap)
-        left = self._tags[tag] - 1
-        if left:
-            self._tags[tag] = left
-        else:
-            del self._tags[tag]
-        self._changed(tag, -1)
-        if not self._heap:
+        heap, tags = self._heap, self._tags
+        _, _, callback, arg, tag = heapq.heappop(heap)
+        more = None
+        while True:
+            left = tags[tag] - 1
+            if left:
+                tags[tag] = left
+            else:
+                del tags[tag]
+            self.demand -= tag if type(tag) is int else 1
+            if not heap or heap[0][0] > self._virtual + 1e-12 * (1.0 + self._virtual):
+                break
+            if more is None:                 # others finish now too (within rounding)
+                more = []
+            _, _, cb, a, tag = heapq.heappop(heap)
+            more.append((cb, a))
+        if not heap:
             self.busy_s += self.env.now - self._busy_since
+            self.demand = 0                  # no rounding left over
         self._schedule()
         callback(arg)
+        if more:
+            for cb, a in more:
+                cb(a)
 
     def busy_until_now(self) -> float:
         return self.busy_s + (self.env.now - self._busy_since if self._heap else 0.0)
+
+    def done_until_now(self) -> float:
+        """Work done so far, counting the jobs still running."""
+        return self.done + (self.env.now - self._last) * self._speed * self.demand if self._heap else self.done
+
+
+class SharedRate(SharedProcessor):
+    """A bandwidth shared by the transfers in progress: with n of them each moves at
+    min(``per_transfer``, ``total`` / n) bytes a second (the host's vCPUs too, whose "bytes"
+    are CPU-seconds and whose per-transfer cap is one core)."""
+
+    __slots__ = ()
+
+    def __init__(self, env, total: float, per_transfer: float = float("inf")):
+        super().__init__(env, total, per_transfer)
+
+    @property
+    def per_transfer(self) -> float:
+        return self.cap
+
+    @property
+    def moved(self) -> float:
+        return self.done_until_now()
+
+    def rate(self) -> float:
+        """Bytes a second each transfer in progress moves now."""
+        return self._rate() if self._heap else 0.0
+
+    def start(self, nbytes: float, value, callback) -> None:
+        """Move ``nbytes``; then ``callback(value, seconds it took)``."""
+        self.run(nbytes, 1, self._moved, (value, callback, self.env.now))
+
+    def _moved(self, arg) -> None:
+        value, callback, started = arg
+        callback(value, self.env.now - started)

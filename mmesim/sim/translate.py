@@ -9,12 +9,16 @@ The model, documented in calibration/README.md ("Translation between GPUs"):
   ``host_share`` and ``busy_host_share``, worked out from evidence on the GPU the profile
   was made on) which moves with the instance's CPU speed, and GPU work which moves with
   the per-GPU model below.
-- the per-GPU model: GPU work is the larger of compute time (the model's FLOPs over the
-  GPU's peak in the arithmetic its engine uses: tensor-core FP16 for TensorRT, FP32 CUDA
-  cores for TorchScript) and memory time (its weight bytes over the GPU's bandwidth), at
-  the same fraction of peak on every GPU (that fraction is a property of the model's
-  kernels, measured on the source GPU; it cancels in the ratio). Without ``work`` figures
-  the GPU part is taken as compute-bound.
+- the per-GPU model (fitted on NVIDIA's multi-GPU corpus, mmesim.derive.corpus): GPU work is
+  the larger of compute time (the model's FLOPs over the GPU's peak in the arithmetic its
+  engine uses: tensor-core FP16 for TensorRT, FP32 CUDA cores for TorchScript, at the same
+  fraction of peak on every GPU, a property of the model's kernels measured on the source
+  GPU) and memory time (weights once and activation traffic per item over the GPU's
+  bandwidth). A profile measured one request at a time may also carry the GPU fill (a batch
+  too small to fill a larger GPU gains less from it). Without ``work`` figures the GPU part
+  is taken as compute-bound.
+- TorchScript launches its kernels from the host while the GPU runs them (``work.launch_s``,
+  from the corpus): its batch-1 time is serial host work plus the longer of launch and GPU.
 - host-side decoding moves with the CPU as well; ``host_cpu_speed`` becomes the target's,
   so translating a translated profile to the same instance changes nothing.
 - batching and the sharing of the GPU between copies (``gpu_overlap``) are kept: the
@@ -32,13 +36,16 @@ from mmesim.profile import BatchTiming, GpuWork, ModelProfile, Provenance
 
 
 def gpu_seconds(work: GpuWork | None, batch: int, gpu: GPU, framework: str) -> float:
-    """Time of the GPU work of a batch (roofline): compute at the attainable fraction of
-    peak, or weight traffic at peak bandwidth, whichever is longer. Without work figures:
-    one unit of compute-bound work."""
+    """Time of the GPU work of a batch (roofline, as fitted on the multi-GPU corpus,
+    mmesim.derive.corpus): compute at the attainable fraction of peak, counting a batch too
+    small to fill the GPU as ``fill_items_per_sm`` items per SM larger, or memory traffic
+    (weights once, activations per item) at peak bandwidth, whichever is longer. Without
+    work figures: one unit of compute-bound work."""
     if work is None:
         return batch / gpu.peak_flops(framework)
-    compute = batch * work.flops_per_item / (work.peak_fraction * gpu.peak_flops(framework))
-    return max(compute, work.weight_bytes / (gpu.bandwidth_gbs * 1e9))
+    fill = work.fill_items_per_sm * (gpu.sms or 0)
+    compute = (batch + fill) * work.flops_per_item / (work.peak_fraction * gpu.peak_flops(framework))
+    return max(compute, (work.weight_bytes + batch * work.activation_bytes_per_item) / (gpu.bandwidth_gbs * 1e9))
 
 
 def gpu_ratio(work: GpuWork | None, src: GPU, dst: GPU, framework: str, batch: int = 1) -> float:
@@ -51,10 +58,10 @@ def busy_batch(profile: ModelProfile) -> int:
     return max(1, profile.triton.batch_limit)
 
 
-def ratios(profile: ModelProfile, instance: InstanceType) -> tuple[float, float, float]:
-    """(batch-1 time, busy per-item time, decode) ratios of ``instance`` over the profile's
-    own: each figure is host + GPU work in sequence, the host part following the CPU speed,
-    the GPU part the per-GPU model."""
+def ratios(profile: ModelProfile, instance: InstanceType) -> tuple[float, float, float, float]:
+    """(batch-1 time, busy per-item time, decode, batch-1 GPU work) ratios of ``instance`` over
+    the profile's own: each figure is host + GPU work in sequence, the host part following the
+    CPU speed, the GPU part the per-GPU model."""
     catalog = load_catalog()
     dst = catalog.gpu(instance.gpu)
     cpu = profile.host_cpu_speed / instance.cpu_speed
@@ -66,7 +73,15 @@ def ratios(profile: ModelProfile, instance: InstanceType) -> tuple[float, float,
         gb = gpu_ratio(profile.work, src, dst, profile.framework, busy_batch(profile))
     h1 = profile.host_share
     hb = h1 if profile.busy_host_share is None else profile.busy_host_share
-    return h1 * cpu + (1 - h1) * g1, hb * cpu + (1 - hb) * gb, cpu
+    return batch1_ratio(profile, cpu, g1), hb * cpu + (1 - hb) * gb, cpu, g1
+
+
+def batch1_ratio(profile: ModelProfile, cpu: float, g1: float) -> float:
+    """Batch-1 time: host work, then the GPU's; where the host launches the kernels while the
+    GPU runs them (TorchScript: ``work.launch_s``), the longer of launch and GPU time."""
+    s1, g = profile.service[0].seconds, 1 - profile.host_share     # GPU share of the batch-1 time
+    launch = min(profile.work.launch_s / s1, 1.0) if profile.work else 0.0
+    return (1 - max(launch, g)) * cpu + max(launch * cpu, g * g1)
 
 
 def translate(profile: ModelProfile, instance: InstanceType) -> ModelProfile:
@@ -79,7 +94,7 @@ def translate(profile: ModelProfile, instance: InstanceType) -> ModelProfile:
                           f"{instance.name}: calibrate the model on this host (mmesim calibrate --device cpu)",
                           field="profile", value=profile.name)
     gpu = load_catalog().gpu(instance.gpu)
-    r1, rb, cpu = ratios(profile, instance)
+    r1, rb, cpu, g1 = ratios(profile, instance)
     if profile.gpu == gpu.key and abs(cpu - 1) < 1e-12:
         return profile
     s1 = profile.service[0].seconds
@@ -97,8 +112,9 @@ def translate(profile: ModelProfile, instance: InstanceType) -> ModelProfile:
     update = {
         "service": service, "gpu": gpu.key, "host_cpu_speed": instance.cpu_speed,
         "decode_s_per_byte": profile.decode_s_per_byte * cpu,
+        "work": profile.work.model_copy(update={"launch_s": profile.work.launch_s * cpu}) if profile.work else None,
         # the shares of the translated times, so that a further translation starts from them
-        "host_share": _share(h1 * cpu, r1),
+        "host_share": _share(r1 - (1 - h1) * g1, r1),
         "busy_host_share": _share(hb * cpu, rb),
         "provenance": Provenance(method="translated", source=f"{profile.name} ({profile.provenance.method}: "
                                  f"{profile.provenance.source})", notes=note, date=profile.provenance.date),

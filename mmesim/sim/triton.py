@@ -4,22 +4,55 @@ model's execution instances (config.pbtxt's instance_group count).
 Batching follows Triton's dynamic batcher: when an execution instance is free, it takes
 the largest batch it can (up to max_batch_size) from the queue; when preferred batch sizes
 and a max queue delay are set, it holds a smaller batch until the oldest request has waited
-that long. Without dynamic batching every request executes alone."""
+that long. Without dynamic batching every request executes alone.
+
+Working memory: an execution of batch b needs ``profile.working_bytes(b)`` above the
+resident copies while it runs. When that is more than the device has free (resident copies,
+bytes leaked by unloads, other executions' working memory), the backend's allocation fails
+and Triton fails that execution's requests (the client sees a ModelError whose message is
+the out-of-memory error) and serves the next batch: the model stays loaded."""
 
 from __future__ import annotations
 
 from collections import deque
 
 from mmesim.profile import ModelProfile
+from mmesim.results.records import EXECUTION_OOM
 from mmesim.sim.events import after
+
+
+class Workspace:
+    """The device memory executions share above what is resident (``device.used``, which
+    counts loaded copies and leaked bytes) up to ``device.total``: what NVML would call free."""
+
+    __slots__ = ("device", "in_use")
+
+    def __init__(self, device):
+        self.device = device
+        self.in_use = 0
+
+    def take(self, need: int) -> bool:
+        """Reserve ``need`` bytes for one execution; False (and nothing reserved) if they are not free."""
+        if need and self.device.used + self.in_use + need > self.device.total:
+            return False
+        self.in_use += need
+        return True
+
+    def give(self, need: int) -> None:
+        self.in_use -= need
 
 
 class ModelServer:
     __slots__ = ("env", "profile", "gpu", "noise", "done", "queue", "free", "limit", "_delay",
-                 "_preferred", "_wake_at", "_timing", "_share", "_cv", "executions", "batched")
+                 "_preferred", "_wake_at", "_timing", "_share", "_cv", "executions", "batched", "workspace", "failed",
+                 "_working")
 
-    def __init__(self, env, profile: ModelProfile, gpu, noise, done):
+    def __init__(self, env, profile: ModelProfile, gpu, noise, done, workspace: Workspace | None = None,
+                 failed=None):
+        """``done(batch)`` hears executed batches; with a ``workspace``, ``failed(batch, cause)``
+        hears those whose working memory was not free."""
         self.env, self.profile, self.gpu, self.noise, self.done = env, profile, gpu, noise, done
+        self.workspace, self.failed = (workspace, failed) if profile.working_memory else (None, None)
         self.queue: deque = deque()
         cfg = profile.triton
         self.free = cfg.instance_count
@@ -30,6 +63,7 @@ class ModelServer:
         # service time by batch size, precomputed: the hot path only indexes a list
         self._timing = [0.0] + [profile.service_time(b) for b in range(1, self.limit + 1)]
         self._cv = [0.0] + [profile.service_cv(b) for b in range(1, self.limit + 1)]
+        self._working = [0] + [profile.working_bytes(b) for b in range(1, self.limit + 1)]
         self._share = gpu.tag(profile)       # how its executions share the GPU (or the host's cores)
         self.executions = 0
         self.batched = 0
@@ -52,6 +86,9 @@ class ModelServer:
                         after(self.env, due - self.env.now, None, self._wake)
                     return
             batch = [queue.popleft() for _ in range(n)]
+            if self.workspace is not None and not self.workspace.take(self._working[n]):
+                self.failed(batch, EXECUTION_OOM)
+                continue
             self.free -= 1
             self.executions += 1
             self.batched += n
@@ -64,6 +101,8 @@ class ModelServer:
 
     def _finish(self, batch) -> None:
         self.free += 1
+        if self.workspace is not None:
+            self.workspace.give(self._working[len(batch)])
         self.done(batch)
         if self.queue:
             self._dispatch()

@@ -1,0 +1,77 @@
+"""What one request costs on this machine, measured with one request in flight at a time:
+the load generator's CPU (and the share of it inside the request's own timer), the local
+Triton server process's CPU (HTTP handling, decoding) and its model stubs' CPU (the
+execution). A prediction for instance type ``local`` takes the client's figures for its
+generator block, and may take the server's instead of a profile's (``retimed``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mmesim.loadtest.runner import run_loadtest
+from mmesim.profile import ModelProfile
+from mmesim.workload import LoadGenerator, Workload
+
+
+@dataclass
+class RequestCost:
+    requests: int
+    client_cpu_s: float          # the load generator's CPU per request
+    client_timed_share: float    # of which inside the request's timer
+    server_cpu_s: float          # tritonserver's own process per request
+    stub_cpu_s: float            # the model's Python-backend stubs per request (one execution each)
+    others_cores: float          # cores other processes kept busy meanwhile (Locust's start-up among them)
+
+    def generator(self, on_host: bool = True) -> LoadGenerator:
+        """The measured client as a Workload's generator (one Locust process)."""
+        return LoadGenerator(workers=1, cpu_s_per_request=self.client_cpu_s, timed_share=self.client_timed_share,
+                             on_host=on_host)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def probe_workload(seconds: float = 10.0) -> Workload:
+    """One user, short waits: one request in flight, so a timer holds that request's CPU only."""
+    return Workload(name="probe", kind="users", stages=[{"end_s": seconds, "users": 1, "spawn_rate": 1}],
+                    wait_s=(0.0, 0.01))
+
+
+def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copies: int, out: Path,
+                         client: str = "http", seconds: float = 10.0, workload: Workload | None = None) -> RequestCost:
+    """Load-test the local Triton at ``url`` (SageMaker port, ``copies`` of ``profile``'s
+    model loaded) with one user (or ``workload``) and split the CPU it used per request. With
+    more than one request in flight, the client's timed share counts other requests' CPU too."""
+    import psutil
+
+    from mmesim.calibrate.latency import process_cpu_s
+    from mmesim.process import tree_cpu_s
+
+    def machine() -> float:
+        t = psutil.cpu_times()
+        return t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
+
+    srv0, tree0, busy0, t0 = process_cpu_s(server_pid), tree_cpu_s(server_pid) or 0.0, machine(), time.monotonic()
+    run = run_loadtest(url, None, workload or probe_workload(seconds), [profile], [copies], out, protocol="triton",
+                       client=client)
+    srv, tree, busy = process_cpu_s(server_pid) - srv0, (tree_cpu_s(server_pid) or 0.0) - tree0, machine() - busy0
+    wall = time.monotonic() - t0
+    senders = [json.loads(p.read_text()) for p in Path(out).glob("process-*.json")]
+    sent_cpu = sum(s["cpu_s"] for s in senders)
+    n = max(1, len(run.records))
+    return RequestCost(requests=len(run.records), client_cpu_s=sent_cpu / n,
+                       client_timed_share=min(1.0, sum(s["timed_cpu_s"] for s in senders) / max(1e-9, sent_cpu)),
+                       server_cpu_s=srv / n, stub_cpu_s=(tree - srv) / n,
+                       others_cores=max(0.0, busy - tree - sent_cpu) / max(1e-9, wall))
+
+
+def retimed(profile: ModelProfile, cost: RequestCost) -> ModelProfile:
+    """``profile`` with the CPU costs measured here and now: an execution (batch 1; every
+    batch size scaled alike) and the server's fixed cost per request beyond decoding the body."""
+    k = cost.stub_cpu_s / profile.service[0].seconds
+    return profile.model_copy(update={
+        "service": [s.model_copy(update={"seconds": s.seconds * k}) for s in profile.service],
+        "request_overhead_s": max(0.0, cost.server_cpu_s - profile.decode_s_per_byte * profile.input_bytes)})

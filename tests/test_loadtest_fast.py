@@ -1,0 +1,111 @@
+"""The light load generator (``--client fast``: Locust's FastHttpUser) against a real Triton,
+and the shared-cores prediction of instance type local held against a measurement there."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from mmesim.calibrate.maxmodels import mme_copy_loader
+from mmesim.endpoint import EndpointConfig
+from mmesim.loadtest import run_loadtest
+from mmesim.loadtest.probe import measure_request_cost, retimed
+from mmesim.loadtest.validate import validate
+from mmesim.profile import load_profile
+from mmesim.results.records import OK
+from mmesim.triton.client import MMEClient
+from mmesim.units import GiB
+from mmesim.workload import Workload
+
+PROFILE = load_profile(Path(__file__).parent.parent / "calibration" / "profiles" / "tiny-bert-python-cpu.json")
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory):
+    """tiny-bert x 2 (Python backend, one thread each) in a real Triton, SageMaker MME mode."""
+    from mmesim.triton.local import LocalTriton
+    from mmesim.triton.packaging import package
+    work = tmp_path_factory.mktemp("triton")
+    packaged = package("tiny-bert", "python", work / "artifact", cpu_threads=1)
+    with LocalTriton(workdir=work / "server") as server:
+        load = mme_copy_loader(MMEClient(server.sagemaker_url), packaged, server, work / "copies", "tiny-bert")
+        for i in range(2):
+            load(i)
+        yield server
+
+
+def steady(users=1, seconds=6.0, wait=(0.0, 0.01)):
+    return Workload(kind="users", stages=[{"end_s": seconds, "users": users, "spawn_rate": 10}], wait_s=wait)
+
+
+def locust_count(folder: Path) -> int:
+    rows = {r["Name"]: r for r in csv.DictReader((folder / "locust_stats.csv").open())}
+    return int(rows["Aggregated"]["Request Count"])
+
+
+@pytest.mark.triton
+def test_fast_client_is_counted_and_costs_less_cpu_per_request(triton, tmp_path):
+    runs = {c: run_loadtest(triton.sagemaker_url, None, steady(), [PROFILE], [2], tmp_path / c, protocol="triton",
+                            client=c) for c in ("http", "fast")}
+    fast = runs["fast"]
+    assert len(fast.records) > 100 and all(r.ok for r in fast.records)
+    assert {r.model for r in fast.records} == {"tiny-bert-v0", "tiny-bert-v1"}
+    assert locust_count(tmp_path / "fast") == len(fast.records)       # Locust's statistics saw every request
+    ratio = fast.generator_cpu_s_per_request / runs["http"].generator_cpu_s_per_request
+    assert ratio < 0.75, f"fast client's CPU per request is {ratio:.2f} of the HttpUser's"
+    plan = json.loads((tmp_path / "fast" / "plan.json").read_text())
+    assert plan["client"] == "fast"
+
+
+@pytest.mark.triton
+def test_fast_client_names_failures_like_the_http_client(triton, tmp_path):
+    """Three copies targeted, two loaded: the third copy's requests fail alone, with the same
+    outcome whichever client sent them."""
+    outcomes = {}
+    for c in ("http", "fast"):
+        run = run_loadtest(triton.sagemaker_url, None, steady(users=2, seconds=4, wait=(0.02, 0.05)), [PROFILE], [3],
+                           tmp_path / c, protocol="triton", client=c)
+        bad = [r for r in run.records if r.model == "tiny-bert-v2"]
+        assert bad and all(r.ok for r in run.records if r.model != "tiny-bert-v2")
+        outcomes[c] = {r.outcome for r in bad}
+    assert outcomes["fast"] == outcomes["http"] and OK not in outcomes["fast"]
+
+
+@pytest.mark.triton
+def test_shared_cores_prediction_lands_near_a_real_measurement(triton, tmp_path):
+    """Short requests, 2 users, the client on the same 2 cores: the prediction from the CPU a
+    request costs here (client, server, stub: one probe at one user) and the shared-cores
+    model lands within generous bounds of the measured throughput and median."""
+    cost = measure_request_cost(triton.sagemaker_url, triton.pid, PROFILE, 2, tmp_path / "probe", client="fast",
+                                seconds=6)
+    assert cost.requests > 100 and 0 < cost.client_timed_share <= 1
+    assert cost.server_cpu_s > 0 and cost.stub_cpu_s > 0
+    wl = steady(users=2, seconds=10).model_copy(update={"generator": cost.generator(), "user_steps": [2]})
+    v = validate([retimed(PROFILE, cost)], EndpointConfig(instance_type="local", memory_budget_bytes=2 * GiB), wl,
+                 [2], endpoint_url=triton.sagemaker_url, protocol="triton", client="fast", out=tmp_path / "v")
+    fig = {x.figure: x for x in v.comparison.lines}
+    assert fig["requests"].measured > 300 and fig["failures"].measured == 0
+    assert fig["throughput"].predicted == pytest.approx(fig["throughput"].measured, rel=0.4)
+    assert fig["p50"].predicted == pytest.approx(fig["p50"].measured, rel=0.5)
+
+
+def test_fast_client_speaks_sagemakers_protocol_signed(tmp_path):
+    """Against `mmesim emulate` (virtual backend): requests signed with SigV4 are served and
+    counted as boto3's are, and a target the endpoint lacks fails with SageMaker's error code."""
+    from conftest import make_profile
+    from emulator_process import emulate, fake_artifacts
+    profile = make_profile("tiny-mlp", load_s=0.1, s1=0.002)      # a built-in model: its inputs are known
+    path = tmp_path / "tiny-mlp.json"
+    profile.save(path)
+    models = fake_artifacts(tmp_path / "models", ["tiny-mlp-v0", "tiny-mlp-v1"])
+    outcomes = {}
+    with emulate("--instance", "ml.g4dn.xlarge", "--models", str(models), "--profile", str(path)) as (url, _):
+        for c in ("http", "fast"):
+            run = run_loadtest(url, "mmesim", steady(users=2, seconds=4, wait=(0.02, 0.05)), [profile], [3],
+                               tmp_path / c, protocol="sagemaker", client=c)
+            good = [r for r in run.records if r.model != "tiny-mlp-v2"]
+            assert len(good) > 20 and all(r.ok for r in good)
+            outcomes[c] = {r.outcome for r in run.records if r.model == "tiny-mlp-v2"}
+            assert locust_count(tmp_path / c) == len(run.records)
+    assert outcomes["fast"] == outcomes["http"] and OK not in outcomes["fast"] and outcomes["fast"]

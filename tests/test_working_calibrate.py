@@ -1,0 +1,99 @@
+"""calibrate/working.py: the model's own unload time read from Triton's log, the peak
+counter of a process tree, and how cycles become a leak per cycle and a working-memory curve."""
+
+import subprocess
+import sys
+
+import pytest
+
+from mmesim.calibrate.working import Cycles, TreePeak, WorkingPoint, largest, measure_working, unload_seconds
+from mmesim.units import MiB
+
+# the lines Triton 2.x writes at --log-verbose=1 for one SageMaker unload (as in a calibration's log)
+LOG = """\
+I1204 15:01:31.880278 10720 sagemaker_server.cc:257] "SageMaker request: UNLOAD MODEL"
+I1204 15:01:31.880281 10720 sagemaker_server.cc:708] "Unloading SageMaker TargetModel: m0\\n"
+I1204 15:01:31.880423 10720 sagemaker_server.cc:745] "In the loop to wait for model to be unavailable"
+I1204 15:01:32.380654 10720 sagemaker_server.cc:745] "In the loop to wait for model to be unavailable"
+I1204 15:01:33.466263 10720 model_lifecycle.cc:624] "successfully unloaded 'm0' version 1"
+I1204 15:01:33.882416 10720 sagemaker_server.cc:673] "Discovered model: m0, version: 1 in state: UNAVAILABLE"
+I1204 15:01:34.382697 10720 sagemaker_server.cc:763] "UNLOAD for model m0 completed in 2 seconds."
+I1204 23:59:59.900000 10720 sagemaker_server.cc:708] "Unloading SageMaker TargetModel: m10\\n"
+I1205 00:00:00.150000 10720 model_lifecycle.cc:624] "successfully unloaded 'm10' version 1"
+"""
+
+
+def test_unload_is_the_models_own_not_the_servers_polls():
+    assert unload_seconds(LOG, "m0", 2026) == pytest.approx(1.585982)
+    assert unload_seconds(LOG, "m10", 2026) == pytest.approx(0.25)      # across midnight, m10 is not m0
+    assert unload_seconds(LOG, "m1", 2026) is None                       # never unloaded
+    assert unload_seconds(LOG.replace("Unloading SageMaker", "x"), "m0", 2026) is None   # log level 0
+
+
+def test_leak_is_the_growth_after_the_first_cycle():
+    assert Cycles([100, 130, 160, 190], [1.0] * 4, [2.5] * 4, "").leak_per_cycle == 30
+    assert Cycles([100, 90, 95], [1.0] * 3, [2.5] * 3, "").leak_per_cycle == 0     # memory fell: no leak
+    assert Cycles([100], [1.0], [2.5], "").leak_per_cycle == 0
+
+
+def test_working_curve_takes_the_largest_cycle_and_never_falls():
+    runs = [[WorkingPoint(1, 10, 0, 10), WorkingPoint(8, 8, 0, 8), WorkingPoint(32, 50, 0, 50)],
+            [WorkingPoint(1, 12, 0, 12), WorkingPoint(8, 9, 0, 9), WorkingPoint(32, 40, 0, 40)]]
+    assert [(p.batch, p.bytes) for p in largest(runs)] == [(1, 12), (8, 12), (32, 50)]
+
+
+def test_tree_peak_sees_memory_a_child_touched_and_freed():
+    """A real process: it allocates and frees 64 MiB per request; the kernel's
+    peak counter, reset first, shows it although the memory is gone when read."""
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys\n"
+        "for line in sys.stdin:\n"
+        "    n = int(line)\n"
+        "    b = bytearray(n * 1024 * 1024)\n"
+        "    b[::4096] = b'x' * len(b[::4096])\n"
+        "    del b\n"
+        "    print('ok', flush=True)\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        def invoke(mib):
+            child.stdin.write(f"{mib}\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == "ok"
+
+        points = measure_working(TreePeak(child.pid), invoke, [16, 64], repeats=2)
+        assert 12 * MiB < points[0].bytes < 40 * MiB
+        assert 60 * MiB < points[1].bytes < 100 * MiB
+        assert points[1].peak_bytes > points[1].before_bytes
+    finally:
+        child.stdin.close()
+        child.kill()
+        child.wait()
+
+
+def test_sampled_peak_catches_device_memory_that_rises_and_falls_during_an_execution():
+    """On a GPU the peak comes from NVML sampled every millisecond (NVML is the boundary here:
+    a device whose used memory rises by 300 MiB for 20 ms while an execution runs)."""
+    import time
+    from types import SimpleNamespace
+
+    from mmesim.calibrate.working import SampledPeak
+
+    class Device:                       # stands in for NvmlMemory: sample().used in bytes
+        used = 1000 * MiB
+
+        def sample(self):
+            return SimpleNamespace(used=self.used)
+
+    device = Device()
+
+    def invoke(batch):
+        device.used += batch * 100 * MiB
+        time.sleep(0.02)
+        device.used -= batch * 100 * MiB
+
+    reader = SampledPeak(device)
+    try:
+        points = measure_working(reader, invoke, [1, 3], repeats=1)
+    finally:
+        reader.stop()
+    assert [p.bytes for p in points] == [100 * MiB, 300 * MiB]
+    assert points[0].before_bytes == 1000 * MiB
