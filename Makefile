@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test browser bench reproduce profiles one-gpu-profiles clean
+.PHONY: demo test browser bench reproduce profiles one-gpu-profiles gpu-check clean
 
 # One joint install: nvidia-pytriton pins numpy<2, and resolving everything at once keeps it so.
 $(STAMP): pyproject.toml
@@ -35,6 +35,12 @@ one-gpu-profiles: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/sim_speed.py
 	$(PY) benchmarks/output_writing.py
+
+# On an NVIDIA host: NVML, then resnet50 and bert-base-uncased calibrated on cuda:0 in every
+# framework served there; report and profiles in out/gpu-check/ (calibration/README.md).
+GPU_CHECK_DEVICE ?= cuda:0
+gpu-check: $(STAMP)
+	$(PY) -m mmesim.calibrate.gpu_check --device $(GPU_CHECK_DEVICE) --out out/gpu-check
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -180,8 +180,8 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--runner", default="local", choices=["local", "docker"])
     p.add_argument("--max-models", action="store_true", help="also run the reference's max-models-loaded procedure")
     p.add_argument("--threshold", type=float, default=0.9, help="memory fraction that stops --max-models (0.9)")
-    p.add_argument("--memory-budget", help="CPU only: the 'total' memory of --max-models, e.g. 4GiB "
-                                           "(default: a quarter of host RAM)")
+    p.add_argument("--memory-budget", help="the 'total' memory of --max-models, e.g. 4GiB (default: a quarter of "
+                                           "host RAM on a CPU, the whole GPU on a GPU, where it is a cap)")
     p.add_argument("--max-copies", type=int, default=200, help="upper bound on copies loaded by --max-models")
     p.add_argument("--copies", type=int, default=2, help="copies loaded to measure per-copy memory and overlap (2)")
     p.add_argument("--input", action="append", dest="inputs", metavar="NAME:DTYPE:D1,D2",
@@ -550,12 +550,20 @@ def _add_package(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the config's instance kind)")
     p.add_argument("--input", action="append", dest="inputs", metavar="NAME:DTYPE:D1,D2")
     p.add_argument("--max-batch", type=int)
+    p.add_argument("--trt-profile", metavar="MIN,OPT,MAX", help="TensorRT optimisation profile batch sizes, apart "
+                                                                 "from --max-batch (default 1,max,max)")
+    p.add_argument("--warmup-batch", type=int, help="a warm-up batch Triton runs at load (TensorRT default: max batch)")
     p.add_argument("--out", required=True, metavar="DIR")
 
     def run(args) -> int:
+        from mmesim.errors import ConfigError
         from mmesim.triton.packaging import package_copies
+        profile = _ints(args.trt_profile, "--trt-profile") if args.trt_profile else None
+        if profile is not None and len(profile) != 3:
+            raise ConfigError("expected MIN,OPT,MAX", field="--trt-profile", value=args.trt_profile)
         paths = package_copies(args.model, args.framework, args.out, args.copies, device=args.device,
-                               inputs=args.inputs, max_batch_size=args.max_batch)
+                               inputs=args.inputs, max_batch_size=args.max_batch,
+                               trt_profile=tuple(profile) if profile else None, warmup_batch=args.warmup_batch)
         print(f"wrote {len(paths)} artifacts to {args.out}: {paths[0].name}" + (f" ... {paths[-1].name}" if len(paths) > 1 else ""))
         return 0
 

@@ -182,3 +182,16 @@ def test_port_in_use_is_named():
 def test_failed_start_shows_the_log():
     with pytest.raises(ServerError, match="exited during start-up(.|\n)*log"):
         LocalTriton(ServerOptions(extra_args=("--model-control-mode=nonsense",)), ready_timeout_s=30).start()
+
+
+def test_a_warm_up_batch_is_run_by_triton_at_load(server, mme, tmp_path):
+    """The model_warmup block mmesim writes (TensorRT's default) is one Triton accepts and runs:
+    one execution at the warm-up batch before any request was sent."""
+    warm = package("tiny-mlp", "python", tmp_path / "warm", warmup_batch=4)
+    _load(server, mme, warm, "mlp-warm")
+    client = kserve_client(server.http_url)
+    stats = client.get_inference_statistics("mlp-warm")["model_stats"][0]
+    client.close()
+    mme.unload("mlp-warm")
+    assert stats["execution_count"] == 1
+    assert [(b["batch_size"], b["compute_infer"]["count"]) for b in stats["batch_stats"]] == [(4, 1)]

@@ -117,7 +117,11 @@ class HttpStatus(Exception):
 
     def __init__(self, status: int, body: bytes):
         self.outcome = self.OUTCOME.get(status, INTERNAL)
-        super().__init__(f"HTTP {status} ({self.outcome}): {body[:200]!r}")
+        try:     # Triton's own words, with the Python stub's traceback when a model raised
+            said = str(json.loads(body)["error"]).strip()
+        except (ValueError, KeyError, TypeError):
+            said = repr(body[:200])
+        super().__init__(f"HTTP {status} ({self.outcome}): {said[:2000]}")
 
 
 def _client():

@@ -124,6 +124,32 @@ def local_env(installation: Installation, options: ServerOptions) -> dict[str, s
     return env
 
 
+def stub_numpy(env: dict[str, str]) -> str | None:
+    """The numpy version the Python-backend stub will import: that of the first python3 on
+    the server's PATH (None if it has none)."""
+    python = shutil.which("python3", path=env.get("PATH")) or shutil.which("python", path=env.get("PATH"))
+    if not python:
+        return None
+    try:
+        done = subprocess.run([python, "-c", "import numpy; print(numpy.__version__)"], env=env, capture_output=True,
+                              text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
+def numpy_problem(version: str | None, python: str = "the stub's Python") -> str | None:
+    """Why a numpy >= 2 beside the bundled stub breaks numpy outputs, and what to change."""
+    if not version or int(version.split(".")[0]) < 2:
+        return None
+    return (f"numpy {version} in {python}: Triton 2.51's Python-backend stub is built with a pybind11 that reads "
+            "numpy 1's dtype layout (PyArray_Descr.elsize moved in numpy 2), so an output made from a numpy array "
+            "gets a wrong byte size and Triton answers \"output tensor shape does not match size of output\". "
+            "mmesim's own models pass tensors through DLPack and are unaffected; for Python-backend models that "
+            "return pb_utils.Tensor(name, ndarray), install numpy<2 there (pip install 'numpy<2') or use "
+            "pb_utils.Tensor.from_dlpack")
+
+
 class LocalTriton(TritonServer):
     """tritonserver as a child process in its own process group."""
 
@@ -135,6 +161,7 @@ class LocalTriton(TritonServer):
         self.workdir = Path(workdir or self._tmp.name)
         self.log_path = self.workdir / "tritonserver.log"
         self.process: subprocess.Popen | None = None
+        self.numpy_problem: str | None = None     # set at start: numpy >= 2 beside the bundled stub
 
     def _launch(self) -> None:
         options = self.options
@@ -150,8 +177,10 @@ class LocalTriton(TritonServer):
         from dataclasses import replace
         self.options = replace(options, model_repository=str(repo), backend_directory=backends)
         cmd = [str(self.installation.binary), *server_args(self.options, self.ports)]
+        env = local_env(self.installation, self.options)
+        self.numpy_problem = numpy_problem(stub_numpy(env)) if self.installation.bundled else None
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(cmd, env=local_env(self.installation, self.options), stdout=self._log,
+        self.process = subprocess.Popen(cmd, env=env, stdout=self._log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         preexec_fn=die_with_parent, cwd=self.workdir)
 
