@@ -74,7 +74,10 @@ def test_run_arguments_gpu_mme(tmp_path):
     (request,) = kw["device_requests"]
     assert request["DeviceIDs"] == ["1"] and request["Capabilities"] == [["gpu"]]
     assert kw["volumes"] == {str(tmp_path.resolve()): {"bind": CONTAINER_MODELS, "mode": "rw"}}
-    assert kw["ports"] == {"8080/tcp": 18080, "8000/tcp": 18000, "8002/tcp": 18002}
+    # published on the host's loopback only; inside the container Triton must listen everywhere
+    assert kw["ports"] == {"8080/tcp": ("127.0.0.1", 18080), "8000/tcp": ("127.0.0.1", 18000),
+                           "8002/tcp": ("127.0.0.1", 18002)}
+    assert "--http-address=0.0.0.0" in command and "--metrics-address=0.0.0.0" in command
     assert kw["detach"] is True
 
 
@@ -99,7 +102,7 @@ def test_free_ports_are_chosen_when_none_given(tmp_path):
     server = DockerTriton(tmp_path, client=client)
     server._launch()
     published = set(client.containers.kwargs["ports"].values())
-    assert len(published) == 3 and all(p > 0 for p in published)
+    assert len(published) == 3 and all(host == "127.0.0.1" and p > 0 for host, p in published)
 
 
 def test_stop_is_graceful_then_removes(tmp_path):

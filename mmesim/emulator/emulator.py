@@ -5,6 +5,7 @@ to stop, then writes the request log as a measured Run (summary.json, Locust CSV
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import tempfile
@@ -21,6 +22,7 @@ from mmesim.results.records import Records, Run
 from mmesim.sim.policy import inflight_limit
 
 BACKENDS = ("triton", "virtual")
+WORK_PREFIX = "mmesim-emulate-"           # + <pid>-: the work folder (cache, request log) of one emulator
 LOCAL = "local"
 
 
@@ -230,7 +232,9 @@ class Emulator:
 
         from mmesim.emulator.control import ControlPlane, EndpointSpec
         c = self.config
-        self._tmp = tempfile.TemporaryDirectory(prefix="mmesim-emulate-")
+        from mmesim.process import remove_leftovers
+        remove_leftovers(Path(tempfile.gettempdir()), WORK_PREFIX)        # of an emulator that crashed
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-")
         self.control = ControlPlane(self._on_create, self._on_delete)
         if c.models:
             endpoint = await self._add(c)
