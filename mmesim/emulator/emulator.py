@@ -50,6 +50,9 @@ class EmulatorConfig:
     seed: int = 0
     keys: dict[str, str] | None = None           # access key -> secret: verify SigV4 when given
     max_inflight: int | None = None              # shed beyond this per instance; default: the profiles' limit
+    max_model_bytes: int | None = None           # an artifact unpacking past this is refused; default: the
+                                                 # instance's memory (no model bigger than it can be served)
+    max_unpack_ratio: float = 100.0              # ... or past this many times its packed size
 
     def check(self) -> None:
         """Every setting, before anything listens (``models`` None: those a CreateEndpoint
@@ -72,7 +75,10 @@ class EmulatorConfig:
                 ("--max-inflight", self.max_inflight, self.max_inflight is None or self.max_inflight >= 1,
                  "at least 1"),
                 ("--port", self.port, 0 <= self.port <= 65535, "0 (any free port) to 65535"),
-                ("--seed", self.seed, self.seed >= 0, "a whole number >= 0")):
+                ("--seed", self.seed, self.seed >= 0, "a whole number >= 0"),
+                ("--max-model-bytes", self.max_model_bytes, self.max_model_bytes is None or self.max_model_bytes > 0,
+                 "more than 0 bytes"),
+                ("--max-unpack-ratio", self.max_unpack_ratio, self.max_unpack_ratio >= 1, "at least 1")):
             if not ok:
                 raise ConfigError(f"must be {why}", field=flag, value=value)
         if self.instance and self.instance != LOCAL:
@@ -170,7 +176,8 @@ class Endpoint:
         from mmesim.emulator.store import ArtifactStore
         c = self.config
         cache = c.cache_dir or self.workdir / "cache"
-        store = ArtifactStore(c.models, cache, c.cache_bytes, s3_endpoint_url=c.s3_endpoint_url)
+        store = ArtifactStore(c.models, cache, c.cache_bytes, s3_endpoint_url=c.s3_endpoint_url,
+                              max_extract_bytes=c.max_model_bytes or self.total, max_ratio=c.max_unpack_ratio)
         self.platform = Platform(self._backends(), store, profile_matcher(self.profiles), threshold=c.threshold,
                                  ready_timeout_s=c.ready_timeout_s, invocation_timeout_s=c.invocation_timeout_s,
                                  vcpus=self.vcpus,
