@@ -238,8 +238,8 @@ class Emulator:
         from aiohttp import web
 
         from mmesim.emulator.control import ControlPlane, EndpointSpec
-        c = self.config
         from mmesim.process import remove_leftovers
+        c = self.config
         remove_leftovers(Path(tempfile.gettempdir()), WORK_PREFIX)        # of an emulator that crashed
         self._tmp = tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-")
         self.control = ControlPlane(self._on_create, self._on_delete)
@@ -248,8 +248,8 @@ class Emulator:
             self.control.adopt(EndpointSpec(name=c.endpoint_name, config_name=c.endpoint_name,
                                             model_name=c.endpoint_name, model_data_url=c.models,
                                             instance_type=endpoint.type_name, instance_count=c.instance_count))
-        front = Front(self.endpoints, self.control, keys=c.keys)
-        self._runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
+        self.front = front = Front(self.endpoints, self.control, keys=c.keys)
+        self._runner = front.runner()
         await self._runner.setup()
         site = web.TCPSite(self._runner, c.host, c.port, backlog=1024)
         try:
