@@ -18,7 +18,8 @@ from mmesim.emulator.metrics import Metrics
 from mmesim.emulator.platform import Platform
 from mmesim.errors import ConfigError
 from mmesim.profile import ModelProfile
-from mmesim.results.records import Records, Run
+from mmesim.emulator.requestlog import RequestLog
+from mmesim.results.records import Run
 from mmesim.sim.policy import inflight_limit
 
 BACKENDS = ("triton", "virtual")
@@ -148,7 +149,7 @@ class Endpoint:
         self.config, self.name = config, config.endpoint_name
         self.type_name, self.total, self.price, self.vcpus = instance_memory(config)
         self.profiles = self._profiles()
-        self.records = Records()
+        self.records = RequestLog(workdir / "requests")      # streamed to disk: memory stays flat
         self.metrics = Metrics(config.endpoint_name, config.instance_count, config.variant_name)
         self.workdir = workdir
         self.platform: Platform | None = None
@@ -206,8 +207,10 @@ class Endpoint:
         """The request log as a measured Run (the simulator's own record types)."""
         p = self.platform
         instances = p.instances if p else []
-        return Run(records=self.records, duration_s=max(duration, 1.0),
-                   request_name={m: base_name(m) for m in self.records.models},
+        records = self.records.records()
+        self.records.close()
+        return Run(records=records, duration_s=max(duration, 1.0),
+                   request_name={m: base_name(m) for m in records.models},
                    events=list(p.events) if p else [], memory=sorted(p.memory) if p else [],
                    utilization={k: [list(v) for v in per] for k, per in p.utilization.items()} if p else {},
                    gpu_total_bytes=self.total,
@@ -215,7 +218,7 @@ class Endpoint:
                    instance_type=self.type_name, instance_count=self.config.instance_count,
                    price_usd_per_hour=self.price, kind="measurement", backend=self.config.backend,
                    backend_restarts=[i.restarts for i in instances], profiles=[pr.name for pr in self.profiles],
-                   targets=len(self.records.models), vcpus=self.vcpus,
+                   targets=len(records.models), vcpus=self.vcpus,
                    max_inflight_per_instance=p.max_inflight if p else None)
 
 

@@ -1,0 +1,160 @@
+"""`mmesim emulate` locked down (issue 14): it listens on loopback only; every refusal, from
+aiohttp's parser up, is answered in SageMaker's shape with a request id and counted; no
+message shows a server path; a decompression bomb is a ModelError that costs its limit once;
+the request log streams to disk, so memory stays flat over a long run."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import socket
+import time
+import urllib.request
+from urllib.parse import urlparse
+
+import pytest
+
+pytest.importorskip("aiohttp")
+psutil = pytest.importorskip("psutil")
+
+from bombs import PeakDisk, zeros_bomb  # noqa: E402
+from conftest import make_profile  # noqa: E402
+from emulator_process import emulate, fake_artifacts, runtime  # noqa: E402
+
+TARGET = "tiny-v0.tar.gz"
+BODY = json.dumps({"inputs": [{"name": "INPUT__0", "shape": [1, 4], "datatype": "FP32", "data": [0.5] * 4}]}).encode()
+
+
+def listening(pid: int) -> list[tuple[str, str, int]]:
+    """(process name, address, port) of every listening TCP socket of ``pid`` and its children."""
+    root = psutil.Process(pid)
+    found = []
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            found += [(proc.name(), c.laddr.ip, c.laddr.port) for c in proc.net_connections("inet")
+                      if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            pass
+    return found
+
+
+def not_loopback(sockets) -> list:
+    return [s for s in sockets if s[1] not in ("127.0.0.1", "::1")]
+
+
+def raw(url: str, request: bytes, timeout: float = 30) -> tuple[int, dict, bytes]:
+    """Send ``request`` bytes as they are (no client library to tidy them); (status, headers, body)."""
+    u = urlparse(url)
+    with socket.create_connection((u.hostname, u.port), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def sagemaker_error(status_headers_body) -> tuple[int, str, str]:
+    """(status, __type, message) of an answer that must be in SageMaker's JSON error shape."""
+    status, headers, body = status_headers_body
+    assert headers.get("x-amzn-requestid"), headers
+    assert headers.get("content-type", "").startswith("application/json"), headers
+    doc = json.loads(body)
+    return status, doc.get("__type", ""), doc["message"]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("lockdown")
+    models = fake_artifacts(tmp / "models", [TARGET])
+    zeros_bomb(models / "bomb.tar.gz", 1, 2048 * 2**20)             # 2 GiB of zeros in ~2 MiB
+    profile = tmp / "tiny.json"
+    make_profile("tiny", load_s=0.05, s1=0.001).save(profile)
+    out, cache = tmp / "out", tmp / "cache"
+    with emulate("--instance", "local", "--memory-budget", "4GiB", "--models", str(models), "--profile",
+                 str(profile), "--cache-dir", str(cache), out=out) as (url, proc):
+        yield url, proc, models, cache, out
+    assert proc.returncode == 0, proc.output
+    assert "Traceback" not in proc.output, proc.output
+
+
+def test_the_emulator_listens_on_loopback_only(served):
+    url, proc, *_ = served
+    sockets = listening(proc.pid)
+    assert sockets and not not_loopback(sockets), sockets
+
+
+def test_refusals_at_every_layer_answer_in_sagemakers_shape(served):
+    url, proc, models, *_ = served
+    port = urlparse(url).port
+    client = runtime(url)
+    with pytest.raises(client.exceptions.ValidationError) as err:           # a 9,000-character TargetModel
+        client.invoke_endpoint(EndpointName="mmesim", TargetModel="m" * 9000, Body=BODY)
+    assert "at 'targetModel' failed to satisfy constraint: Member must have length less than or equal to 1024" \
+        in err.value.response["Error"]["Message"] and err.value.response["ResponseMetadata"]["RequestId"]
+
+    head = f"POST /endpoints/mmesim/invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    huge = raw(url, (head + f"X-Amzn-SageMaker-Target-Model: {'m' * 70_000}\r\nContent-Length: 2\r\n\r\n{{}}")
+               .encode())                                                   # past even the raised header limit
+    status, kind, message = sagemaker_error(huge)
+    assert (status, kind) == (400, "ValidationError") and "could not be read" in message
+
+    body = os.urandom(7 * 2**20)                                            # an unsigned 7 MB body, two ways
+    for framing in (f"Content-Length: {len(body)}\r\n\r\n".encode() + body,
+                    b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"):
+        status, headers, answer = raw(url, head.encode() + f"X-Amzn-SageMaker-Target-Model: {TARGET}\r\n".encode()
+                                      + b"Connection: close\r\n" + framing)
+        assert status == 413 and headers.get("x-amzn-requestid") and "exceeded 6291456 bytes" in \
+            json.loads(answer)["message"]
+
+    status, kind, message = sagemaker_error(raw(url, f"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                                                      f"Connection: close\r\n\r\n".encode()))
+    assert (status, kind) == (404, "UnknownOperationException") and "POST /nowhere" in message
+    status, kind, _ = sagemaker_error(raw(url, b"GET /endpoints/mmesim/invocations HTTP/1.1\r\nHost: x\r\n"
+                                               b"Connection: close\r\n\r\n"))                  # wrong method
+    assert (status, kind) == (404, "UnknownOperationException")
+    for garbage in (b"BREW /endpoints/mmesim/invocations HTTP/1.1\r\nHost: x\r\n\r\n",     # the parser refuses
+                    b"POST /endpoints/mmesim/invocations HTTP/9.9\x00\r\n\r\n"):
+        status, kind, _ = sagemaker_error(raw(url, garbage))
+        assert (status, kind) == (400, "ValidationError")
+
+    with pytest.raises(client.exceptions.ValidationError) as err:           # an unknown model: no server folder
+        client.invoke_endpoint(EndpointName="mmesim", TargetModel="absent.tar.gz", Body=BODY)
+    message = err.value.response["Error"]["Message"]
+    assert "absent.tar.gz" in message and str(models) not in message and "/tmp" not in message
+
+
+def test_a_2_gib_bomb_is_a_model_error_that_costs_nothing_beyond_its_limit(served):
+    url, proc, models, cache, _ = served
+    client = runtime(url)
+    with PeakDisk(cache) as disk:
+        for _ in range(3):                                                  # a retrying client
+            with pytest.raises(client.exceptions.ModelError) as err:
+                client.invoke_endpoint(EndpointName="mmesim", TargetModel="bomb.tar.gz", Body=BODY)
+            error = err.value.response["Error"]
+            assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 424
+            assert "unpacks to more than" in error["Message"] and "--max-unpack-ratio" in error["Message"]
+    packed = (models / "bomb.tar.gz").stat().st_size
+    assert disk.peak <= max(100 * packed, 64 * 2**20), disk.peak           # its limit at most (here: nothing)
+    leftovers = [p for p in cache.rglob("*") if p.is_file()]
+    assert not [p for p in leftovers if "bomb" in str(p)], leftovers
+
+
+def test_every_refusal_is_in_the_summary(served):
+    """Runs last in the module: stop the emulator and read what it wrote."""
+    url, proc, _, _, out = served
+    client = runtime(url)
+    before = json.loads(urllib.request.urlopen(url + "/metrics.json").read())
+    ok = client.invoke_endpoint(EndpointName="mmesim", TargetModel=TARGET, ContentType="application/json", Body=BODY)
+    assert ok["ResponseMetadata"]["HTTPStatusCode"] == 200
+    # naming no endpoint the parser could read: /nowhere, GET, BREW, HTTP/9.9, the 70,000-byte header
+    assert sum(before["unrouted_refusals"].values()) >= 5, before["unrouted_refusals"]
+    proc.send_signal(__import__("signal").SIGTERM)
+    proc.wait(timeout=60)
+    summary = json.loads((out / "summary.json").read_text())
+    # in the endpoint's log: the long TargetModel, 2 x 413, the unknown model, 3 x the bomb, and 1 answered
+    assert summary["requests"] == 8 and summary["failures"] == 7, summary
