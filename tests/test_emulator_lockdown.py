@@ -158,3 +158,42 @@ def test_every_refusal_is_in_the_summary(served):
     summary = json.loads((out / "summary.json").read_text())
     # in the endpoint's log: the long TargetModel, 2 x 413, the unknown model, 3 x the bomb, and 1 answered
     assert summary["requests"] == 8 and summary["failures"] == 7, summary
+
+
+async def _blast(url: str, n: int, concurrency: int = 32) -> int:
+    """Send ``n`` InvokeEndpoint requests over ``concurrency`` keep-alive connections; how many got 200."""
+    import aiohttp
+    ok = 0
+    left = iter(range(n))
+    headers = {"X-Amzn-SageMaker-Target-Model": TARGET, "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        async def worker():
+            nonlocal ok
+            for _ in left:
+                async with session.post(url + "/endpoints/mmesim/invocations", data=BODY, headers=headers) as r:
+                    await r.read()
+                    ok += r.status == 200
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return ok
+
+
+def test_memory_stays_flat_over_a_long_run(tmp_path):
+    """RSS after N and after 2N requests: the request log of N more requests (28 bytes each in
+    memory, before it streamed) must not show; the summary still counts every one."""
+    models = fake_artifacts(tmp_path / "models", [TARGET])
+    profile = tmp_path / "tiny.json"
+    make_profile("tiny", load_s=0.05, s1=0.0002).save(profile)
+    n, warm = int(os.environ.get("MMESIM_TEST_FLAT_N", "40000")), 10_000
+    with emulate("--instance", "local", "--memory-budget", "4GiB", "--models", str(models), "--profile",
+                 str(profile), "--max-inflight", "1000", out=tmp_path / "out") as (url, proc):
+        emulator = psutil.Process(proc.pid)
+        rss = []
+        for count in (warm, n, n):
+            assert asyncio.run(_blast(url, count)) == count
+            time.sleep(0.5)
+            rss.append(emulator.memory_info().rss)
+    grown = rss[2] - rss[1]
+    print(f"RSS after warm-up, +{n}, +{n}: {[r // 1024 for r in rss]} KiB; last step grew {grown / n:.1f} B/request")
+    assert grown < n * 12, f"RSS grew {grown} bytes over {n} requests ({grown / n:.1f} per request)"
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["requests"] == warm + 2 * n and summary["failures"] == 0
