@@ -12,6 +12,7 @@ import os
 import socket
 import time
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -197,3 +198,105 @@ def test_memory_stays_flat_over_a_long_run(tmp_path):
     assert grown < n * 12, f"RSS grew {grown} bytes over {n} requests ({grown / n:.1f} per request)"
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["requests"] == warm + 2 * n and summary["failures"] == 0
+
+
+# --- a real tritonserver behind the emulator ----------------------------------------------------
+def _triton_or_skip():
+    from mmesim.errors import MissingPiece
+    from mmesim.triton.local import find_tritonserver
+    try:
+        find_tritonserver()
+    except MissingPiece:
+        pytest.skip("no tritonserver (install mmesim[triton])")
+
+
+def leftovers(pid: int) -> list[str]:
+    """What a server started by mmesim process ``pid`` may leave: shared memory, work folders."""
+    import tempfile
+    shm = [p.name for p in Path("/dev/shm").glob(f"mmesim_triton_{pid}_*")]
+    tmp = [p.name for p in Path(tempfile.gettempdir()).glob(f"mmesim-*-{pid}-*")]
+    return shm + tmp
+
+
+@pytest.mark.triton
+def test_a_killed_triton_leaves_nothing_and_every_port_is_on_loopback(tmp_path):
+    _triton_or_skip()
+    import threading
+
+    from mmesim.triton.packaging import package_copies
+    from mmesim.triton.zoo import builtin
+    models = tmp_path / "models"
+    package_copies("tiny-mlp", "python", models, 1, cpu_threads=1)
+    target = sorted(p.name for p in models.iterdir())[0]
+    body = builtin("tiny-mlp")[0].request_body(1)
+    profile = tmp_path / "tiny-mlp.json"
+    make_profile("tiny-mlp", mem_mib=300, gpu="cpu").save(profile)
+    with emulate("--instance", "local", "--backend", "triton", "--memory-budget", "4GiB", "--models", str(models),
+                 "--profile", str(profile)) as (url, proc):
+        client = runtime(url, pool=4)
+
+        def call():
+            return client.invoke_endpoint(EndpointName="mmesim", TargetModel=target, ContentType="application/json",
+                                          Body=body)
+        call()
+        sockets = listening(proc.pid)
+        assert {name for name, *_ in sockets} >= {"tritonserver"} and len(sockets) >= 4, sockets
+        assert not not_loopback(sockets), sockets                     # Triton's SageMaker port included
+        regions = [p for p in Path("/dev/shm").glob(f"mmesim_triton_{proc.pid}_*")]
+        assert regions, "the Python backend's shared memory does not carry our prefix"
+
+        stop, served_after = threading.Event(), []
+        (triton,) = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "tritonserver"]
+
+        def user():
+            while not stop.is_set():
+                try:
+                    call()
+                    served_after.append(time.monotonic())
+                except Exception:  # noqa: BLE001 - failures while it restarts are test_emulator_triton's subject
+                    time.sleep(0.05)
+        threads = [threading.Thread(target=user) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(1.0)
+            killed_at = time.monotonic()
+            triton.kill()
+            deadline = killed_at + 150
+            while time.monotonic() < deadline and not any(t > killed_at + 1 for t in served_after[-3:]):
+                time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert served_after and served_after[-1] > killed_at + 1, "not served again after the restart"
+        assert not [r for r in regions if r.exists()], "the killed server's shared memory is still there"
+        assert not not_loopback(listening(proc.pid))                  # the restarted server too
+    assert proc.returncode == 0, proc.output
+    assert leftovers(proc.pid) == []
+
+
+@pytest.mark.triton
+def test_what_a_crashed_emulator_left_is_removed_by_the_next(tmp_path):
+    _triton_or_skip()
+    from mmesim.triton.packaging import package_copies
+    from mmesim.triton.zoo import builtin
+    models = tmp_path / "models"
+    package_copies("tiny-mlp", "python", models, 1, cpu_threads=1)
+    target = sorted(p.name for p in models.iterdir())[0]
+    profile = tmp_path / "tiny-mlp.json"
+    make_profile("tiny-mlp", mem_mib=300, gpu="cpu").save(profile)
+    args = ("--instance", "local", "--backend", "triton", "--memory-budget", "4GiB", "--models", str(models),
+            "--profile", str(profile))
+    with emulate(*args) as (url, proc):
+        runtime(url).invoke_endpoint(EndpointName="mmesim", TargetModel=target, ContentType="application/json",
+                                     Body=builtin("tiny-mlp")[0].request_body(1))
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()                                                   # the emulator crashes
+        proc.wait()
+        psutil.wait_procs(children, timeout=30)                       # Triton follows it (PR_SET_PDEATHSIG)
+        left = leftovers(proc.pid)
+        assert any(name.startswith("mmesim-emulate-") for name in left), left
+    with emulate(*args) as (url, second):
+        assert leftovers(proc.pid) == [], "the next emulator did not clean up after the crashed one"
+    assert leftovers(second.pid) == []
