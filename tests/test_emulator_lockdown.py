@@ -300,3 +300,71 @@ def test_what_a_crashed_emulator_left_is_removed_by_the_next(tmp_path):
     with emulate(*args) as (url, second):
         assert leftovers(proc.pid) == [], "the next emulator did not clean up after the crashed one"
     assert leftovers(second.pid) == []
+
+
+def test_locust_web_ui_and_master_listen_on_loopback_only(tmp_path):
+    """A distributed load test with its web UI: every socket the Locust processes listen on."""
+    import subprocess
+    import sys
+    import threading
+
+    from mmesim.loadtest import run_loadtest
+    from mmesim.profile import load_profile
+    from mmesim.workload import Workload
+    here = Path(__file__).parent
+    port_file = tmp_path / "port"
+    stub = subprocess.Popen([sys.executable, str(here / "stub_endpoint.py"), str(port_file), "0.005"])
+    try:
+        for _ in range(100):
+            if port_file.exists() and port_file.read_text():
+                break
+            time.sleep(0.1)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ui_port = s.getsockname()[1]
+        wl = Workload(kind="users", stages=[{"end_s": 5, "users": 2, "spawn_rate": 2}], wait_s=(0.05, 0.1))
+        profile = load_profile(here.parent / "calibration" / "profiles" / "tiny-mlp-python-cpu.json")
+        done = threading.Thread(target=run_loadtest, args=(f"http://127.0.0.1:{port_file.read_text()}", None, wl,
+                                                            [profile], [2], tmp_path / "out"),
+                                kwargs=dict(workers=1, protocol="triton", web_ui=ui_port))
+        done.start()
+        seen = set()
+        while done.is_alive():
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    if "locust" in " ".join(proc.cmdline()):
+                        seen |= {(c.laddr.ip, c.laddr.port) for c in proc.net_connections("inet")
+                                 if c.status == psutil.CONN_LISTEN}
+                except psutil.Error:
+                    pass
+            time.sleep(0.2)
+        done.join()
+    finally:
+        stub.terminate()
+        stub.wait(10)
+    assert ("127.0.0.1", ui_port) in seen and len(seen) >= 2, seen          # the web UI and the master's port
+    assert all(ip in ("127.0.0.1", "::1") for ip, _ in seen), seen
+
+
+def test_the_loopback_library_moves_wildcard_binds_only(monkeypatch):
+    """What keeps Triton's SageMaker port (hard-wired to 0.0.0.0) on loopback, in a real process."""
+    import subprocess
+    import sys
+
+    from mmesim.triton.args import Ports, ServerOptions, server_args
+    from mmesim.triton.local import _loopback_env
+    from mmesim.triton.loopback import NoCompiler, preload_library
+    try:
+        library = preload_library()
+    except NoCompiler as exc:
+        pytest.skip(str(exc))
+    script = ("import socket\n"
+              "for host in ('0.0.0.0', '127.0.0.1', ''):\n"
+              "    s = socket.socket(); s.bind((host, 0)); print(s.getsockname()[0])\n")
+    env = {**os.environ, "LD_PRELOAD": str(library)}
+    shown = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert shown.stdout.split() == ["127.0.0.1"] * 3
+    assert _loopback_env(ServerOptions())["LD_PRELOAD"].startswith(str(library))
+    monkeypatch.setenv("MMESIM_TRITON_ADDRESS", "0.0.0.0")             # the user asks for every interface
+    asked = ServerOptions()
+    assert "--http-address=0.0.0.0" in server_args(asked, Ports()) and _loopback_env(asked) == {}
