@@ -63,7 +63,7 @@ def sagemaker_error(status_headers_body) -> tuple[int, str, str]:
     """(status, __type, message) of an answer that must be in SageMaker's JSON error shape."""
     status, headers, body = status_headers_body
     assert headers.get("x-amzn-requestid"), headers
-    assert headers.get("content-type", "").startswith("application/json"), headers
+    assert headers.get("content-type", "").startswith(("application/json", "application/x-amz-json")), headers
     doc = json.loads(body)
     return status, doc.get("__type", ""), doc["message"]
 
@@ -368,3 +368,41 @@ def test_the_loopback_library_moves_wildcard_binds_only(monkeypatch):
     monkeypatch.setenv("MMESIM_TRITON_ADDRESS", "0.0.0.0")             # the user asks for every interface
     asked = ServerOptions()
     assert "--http-address=0.0.0.0" in server_args(asked, Ports()) and _loopback_env(asked) == {}
+
+
+def test_signature_refusals_are_worded_as_aws_and_counted(tmp_path):
+    """With --auth: a request dated 20 minutes ahead, an unsigned 7 MB body (refused while the
+    signature check reads it), both in SageMaker's shape and in the endpoint's summary."""
+    import botocore.auth
+    import botocore.awsrequest
+    import botocore.credentials
+    models = fake_artifacts(tmp_path / "models", [TARGET])
+    profile = tmp_path / "tiny.json"
+    make_profile("tiny", load_s=0.05, s1=0.001).save(profile)
+    with emulate("--instance", "local", "--memory-budget", "4GiB", "--models", str(models), "--profile", str(profile),
+                 "--auth", "AKIDLOCAL:s3cret", out=tmp_path / "out") as (url, proc):
+        port = urlparse(url).port
+        req = botocore.awsrequest.AWSRequest(method="POST", url=f"{url}/endpoints/mmesim/invocations", data=BODY,
+                                             headers={"Content-Type": "application/json",
+                                                      "X-Amzn-SageMaker-Target-Model": TARGET})
+        ahead = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=20)
+        import unittest.mock
+        with unittest.mock.patch("botocore.auth.get_current_datetime", lambda: ahead.replace(tzinfo=None)):
+            # signed as a client whose clock is 20 minutes fast
+            botocore.auth.SigV4Auth(botocore.credentials.Credentials("AKIDLOCAL", "s3cret"), "sagemaker",
+                                    "us-east-1").add_auth(req)
+        head = "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
+        status, kind, message = sagemaker_error(raw(url, (f"POST /endpoints/mmesim/invocations HTTP/1.1\r\n"
+                                                          f"Host: 127.0.0.1:{port}\r\n{head}Content-Length: "
+                                                          f"{len(BODY)}\r\nConnection: close\r\n\r\n").encode() + BODY))
+        assert (status, kind) == (403, "InvalidSignatureException")
+        assert message.startswith("Signature not yet current: ") and "is still later than" in message \
+            and message.endswith(" + 15 min.)"), message
+        big = os.urandom(7 * 2**20)
+        status, headers, answer = raw(url, (f"POST /endpoints/mmesim/invocations HTTP/1.1\r\nHost: x\r\n"
+                                            f"X-Amzn-SageMaker-Target-Model: {TARGET}\r\nContent-Length: {len(big)}\r\n"
+                                            "Connection: close\r\n\r\n").encode() + big)
+        assert status == 413 and headers.get("x-amzn-requestid") and json.loads(answer)["message"].startswith(
+            "HTTP content length exceeded")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["requests"] == 2 and summary["failures"] == 2
