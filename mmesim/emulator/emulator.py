@@ -16,9 +16,9 @@ from mmesim.emulator.backends import TritonBackend, VirtualBackend
 from mmesim.emulator.front import Front
 from mmesim.emulator.metrics import Metrics
 from mmesim.emulator.platform import Platform
+from mmesim.emulator.requestlog import RequestLog
 from mmesim.errors import ConfigError
 from mmesim.profile import ModelProfile
-from mmesim.emulator.requestlog import RequestLog
 from mmesim.results.records import Run
 from mmesim.sim.policy import inflight_limit
 

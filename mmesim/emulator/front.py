@@ -12,7 +12,6 @@ import logging
 import re
 import time
 import uuid
-
 from collections import Counter
 
 from aiohttp import ClientPayloadError, web
@@ -71,14 +70,14 @@ class _Handler(RequestHandler):
     instead of a bare text/plain 400 or 500 and a traceback in the log."""
 
     def handle_error(self, request, status: int = 500, exc=None, message=None) -> web.StreamResponse:
+        if request.writer.output_size > 0:      # an answer went out already: the connection is broken
+            raise ConnectionError("an answer was sent already")
         if status >= 500:
             _log.error("request failed in the HTTP layer: %s", exc or message)
             error: InvokeError = InternalFailure("The server failed to process the request.")
         else:
             _log.info("refused a request aiohttp could not parse (%s): %s", status, message)
             error = ValidationError(f"The request could not be read: {_parser_message(message, status)}")
-        if request.writer.output_size > 0:      # an answer went out already: the connection is broken
-            raise ConnectionError("an answer was sent already")
         front = getattr(self._manager, "front", None)
         if front is not None:
             front.count_refusal(request, error.outcome)

@@ -18,12 +18,11 @@ import sys
 import sysconfig
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mmesim.errors import MissingPiece
-from mmesim.process import remove_leftovers
-from mmesim.process import die_with_parent
+from mmesim.process import die_with_parent, remove_leftovers
 from mmesim.triton.args import Ports, ServerOptions, server_args, server_env
 from mmesim.triton.server import TritonServer
 
@@ -128,13 +127,13 @@ def local_env(installation: Installation, options: ServerOptions) -> dict[str, s
 
 SHM = Path("/dev/shm")
 SHM_PREFIX = "mmesim_triton"          # + _<pid of the mmesim process>_<token>: whose regions they are
-WORK_PREFIX = "mmesim-triton"         # + -<pid>-: work folders in the temp directory
+WORK_PREFIX = "mmesim-triton-"        # + <pid>-: work folders in the temp directory
 
 
 def sweep_leftovers() -> list[Path]:
     """Remove what servers of crashed mmesim processes left (shared-memory regions, work
     folders): only names carrying our prefix, a pid that is no longer alive and our uid."""
-    return remove_leftovers(SHM, SHM_PREFIX + "_") + remove_leftovers(Path(tempfile.gettempdir()), WORK_PREFIX + "-")
+    return remove_leftovers(SHM, SHM_PREFIX + "_") + remove_leftovers(Path(tempfile.gettempdir()), WORK_PREFIX)
 
 
 def _loopback_env(options: ServerOptions) -> dict[str, str]:
@@ -159,11 +158,9 @@ class LocalTriton(TritonServer):
         super().__init__(options, ports, **kwargs)
         self.installation = find_tritonserver(binary)
         sweep_leftovers()
-        token = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
         if self.options.shm_region_prefix is None:
-            from dataclasses import replace
-            self.options = replace(self.options, shm_region_prefix=f"{SHM_PREFIX}_{token}")
-        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}-{os.getpid()}-")
+            self.options = replace(self.options, shm_region_prefix=f"{SHM_PREFIX}_{os.getpid()}_{uuid.uuid4().hex[:8]}")
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-")
         self.workdir = Path(workdir or self._tmp.name)
         self.log_path = self.workdir / "tritonserver.log"
         self.process: subprocess.Popen | None = None
@@ -179,7 +176,6 @@ class LocalTriton(TritonServer):
             backends = str(prepare_backends(self.installation, self.workdir / "backends"))
         elif backends is None and self.installation.backends.is_dir():
             backends = str(self.installation.backends)
-        from dataclasses import replace
         self.options = replace(options, model_repository=str(repo), backend_directory=backends)
         cmd = [str(self.installation.binary), *server_args(self.options, self.ports)]
         self._log = open(self.log_path, "wb")
