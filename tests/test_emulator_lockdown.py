@@ -210,17 +210,20 @@ def _triton_or_skip():
         pytest.skip("no tritonserver (install mmesim[triton])")
 
 
-def leftovers(pid: int) -> list[str]:
+def leftovers(pid: int, tmp_dir: Path | None = None) -> list[str]:
     """What a server started by mmesim process ``pid`` may leave: shared memory, work folders."""
     import tempfile
     shm = [p.name for p in Path("/dev/shm").glob(f"mmesim_triton_{pid}_*")]
-    tmp = [p.name for p in Path(tempfile.gettempdir()).glob(f"mmesim-*-{pid}-*")]
+    tmp = [p.name for p in Path(tmp_dir or tempfile.gettempdir()).glob(f"mmesim-*-{pid}-*")]
     return shm + tmp
 
 
 @pytest.mark.triton
-def test_a_killed_triton_leaves_nothing_and_every_port_is_on_loopback(tmp_path):
+def test_a_killed_triton_leaves_nothing_and_every_port_is_on_loopback(tmp_path, monkeypatch):
     _triton_or_skip()
+    private = tmp_path / "tmp"          # its own temp folder: what is gone at the end, it removed itself
+    private.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private))
     import threading
 
     from mmesim.triton.packaging import package_copies
@@ -273,12 +276,15 @@ def test_a_killed_triton_leaves_nothing_and_every_port_is_on_loopback(tmp_path):
         assert not [r for r in regions if r.exists()], "the killed server's shared memory is still there"
         assert not not_loopback(listening(proc.pid))                  # the restarted server too
     assert proc.returncode == 0, proc.output
-    assert leftovers(proc.pid) == []
+    assert leftovers(proc.pid, private) == []
 
 
 @pytest.mark.triton
-def test_what_a_crashed_emulator_left_is_removed_by_the_next(tmp_path):
+def test_what_a_crashed_emulator_left_is_removed_by_the_next(tmp_path, monkeypatch):
     _triton_or_skip()
+    private = tmp_path / "tmp"          # a temp folder of its own: no other mmesim on the machine sweeps it first
+    private.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private))
     from mmesim.triton.packaging import package_copies
     from mmesim.triton.zoo import builtin
     models = tmp_path / "models"
@@ -295,11 +301,11 @@ def test_what_a_crashed_emulator_left_is_removed_by_the_next(tmp_path):
         proc.kill()                                                   # the emulator crashes
         proc.wait()
         psutil.wait_procs(children, timeout=30)                       # Triton follows it (PR_SET_PDEATHSIG)
-        left = leftovers(proc.pid)
-        assert any(name.startswith("mmesim-emulate-") for name in left), left
+        left = leftovers(proc.pid, private)
+        assert {name.split("-")[1] for name in left} >= {"emulate", "triton"}, left
     with emulate(*args) as (url, second):
-        assert leftovers(proc.pid) == [], "the next emulator did not clean up after the crashed one"
-    assert leftovers(second.pid) == []
+        assert leftovers(proc.pid, private) == [], "the next emulator did not clean up after the crashed one"
+    assert leftovers(second.pid, private) == []
 
 
 def test_locust_web_ui_and_master_listen_on_loopback_only(tmp_path):
