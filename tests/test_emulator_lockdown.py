@@ -412,3 +412,18 @@ def test_signature_refusals_are_worded_as_aws_and_counted(tmp_path):
             "HTTP content length exceeded")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["requests"] == 2 and summary["failures"] == 2
+
+
+@pytest.mark.parametrize("flag, value, why", [("--max-unpack-ratio", "0.5", "must be at least 1"),
+                                              ("--max-model-bytes", "lots", "expected a size"),
+                                              ("--max-model-bytes", "0", "")])
+def test_bad_extraction_limits_are_one_line_before_anything_listens(tmp_path, flag, value, why):
+    import subprocess
+    import sys
+    profile = tmp_path / "tiny.json"
+    make_profile("tiny").save(profile)
+    done = subprocess.run([sys.executable, "-m", "mmesim.cli", "emulate", "--instance", "local", "--models",
+                           str(tmp_path), "--profile", str(profile), "--port", "0", flag, value],
+                          capture_output=True, text=True, timeout=60)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and flag in lines[0] and why in lines[0], lines
