@@ -427,3 +427,22 @@ def test_bad_extraction_limits_are_one_line_before_anything_listens(tmp_path, fl
                           capture_output=True, text=True, timeout=60)
     lines = (done.stdout + done.stderr).strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and flag in lines[0] and why in lines[0], lines
+
+
+def test_the_streamed_request_log_reads_back_what_was_written(tmp_path, monkeypatch):
+    from mmesim.emulator import requestlog
+    from mmesim.results.records import OK, VALIDATION, RequestRecord
+    monkeypatch.setattr(requestlog, "MAX_NAMES", 5)
+    log = requestlog.RequestLog(tmp_path / "log")
+    written = [RequestRecord(i * 0.5, i * 0.5 + 0.01 * (i % 7), f"m{i % 9}", i % 3 - 1, OK if i % 4 else VALIDATION,
+                             i % 5 == 0) for i in range(3 * requestlog.CHUNK + 17)]     # chunks and a remainder
+    for rec in written:
+        log.add(rec)
+    assert len(log) == len(written) and len(list((tmp_path / "log").iterdir())) == 6
+    back = list(log.records())
+    log.close()
+    assert len(back) == len(written)
+    # past MAX_NAMES distinct names, new names share one (a stream of random refused names stays bounded)
+    expect = [r if int(r.model[1:]) < 5 else RequestRecord(r.start, r.end, requestlog.OTHER, r.instance, r.outcome,
+                                                           r.cold) for r in written]
+    assert back == expect

@@ -268,7 +268,11 @@ class Emulator:
         workdir = Path(self._tmp.name) / config.endpoint_name
         workdir.mkdir(parents=True, exist_ok=True)
         endpoint = Endpoint(config, workdir)
-        await endpoint.start()
+        try:
+            await endpoint.start()
+        except BaseException:
+            endpoint.records.close()
+            raise
         self.endpoints[config.endpoint_name] = endpoint
         return endpoint
 
