@@ -300,11 +300,13 @@ def test_what_a_crashed_emulator_left_is_removed_by_the_next(tmp_path, monkeypat
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.kill()                                                   # the emulator crashes
         proc.wait()
-        psutil.wait_procs(children, timeout=30)                       # Triton follows it (PR_SET_PDEATHSIG)
+        _, alive = psutil.wait_procs(children, timeout=60)            # Triton follows it (PR_SET_PDEATHSIG)
+        assert not alive, f"still running after the emulator died: {alive}"
         left = leftovers(proc.pid, private)
         assert {name.split("-")[1] for name in left} >= {"emulate", "triton"}, left
     with emulate(*args) as (url, second):
-        assert leftovers(proc.pid, private) == [], "the next emulator did not clean up after the crashed one"
+        still = leftovers(proc.pid, private)
+        assert still == [], f"the next emulator did not clean up after the crashed one: {still} (had {left})"
     assert leftovers(second.pid, private) == []
 
 
