@@ -499,6 +499,10 @@ def _add_emulate(sub) -> None:
                    help="requests in flight per instance beyond which it answers ServiceUnavailable, as the "
                         "simulator sheds (default: the smallest max_inflight of the profiles, else none)")
     p.add_argument("--cache-size", default="20GiB", help="disk cache of extracted models per endpoint (20GiB)")
+    p.add_argument("--max-model-bytes", default=None, help="refuse (ModelError) an artifact unpacking past this, "
+                                                           "e.g. 8GiB (default: the instance's memory)")
+    p.add_argument("--max-unpack-ratio", type=float, default=100.0,
+                   help="refuse an artifact unpacking past this many times its packed size (100; 64 MiB free)")
     p.add_argument("--auth", metavar="ACCESS_KEY:SECRET", action="append", default=[],
                    help="verify SigV4 signatures with this key pair (repeatable); default: any credentials")
     p.add_argument("--tritonserver", default=None, help="triton backend: tritonserver binary")
@@ -528,7 +532,8 @@ def _emulate(args) -> int:
         ready_timeout_s=args.ready_timeout, invocation_timeout_s=args.invocation_timeout,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         s3_endpoint_url=args.s3_endpoint_url, tritonserver=args.tritonserver, seed=args.seed,
-        cache_bytes=parse_bytes(args.cache_size, "--cache-size"), keys=keys or None, max_inflight=args.max_inflight)
+        cache_bytes=parse_bytes(args.cache_size, "--cache-size"), keys=keys or None, max_inflight=args.max_inflight,
+        max_model_bytes=parse_bytes(args.max_model_bytes, "--max-model-bytes"), max_unpack_ratio=args.max_unpack_ratio)
 
     def ready(url: str) -> None:
         what = (f"endpoint '{args.endpoint_name}' ({args.instance_count} x {args.instance}, {args.backend} backend)"

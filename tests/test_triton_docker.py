@@ -88,7 +88,7 @@ def test_the_container_is_reachable_where_the_runner_looks_and_finds_its_models(
     published = {int(k.split("/")[0]): v for k, v in kw["ports"].items()}
     for inside, host in ((flags["sagemaker-port"], PORTS.sagemaker), (flags["http-port"], PORTS.http),
                          (flags["metrics-port"], PORTS.metrics)):
-        assert published[int(inside)] == host
+        assert published[int(inside)] == ("127.0.0.1", host)
     assert f":{PORTS.sagemaker}" in server.sagemaker_url and f":{PORTS.http}" in server.http_url
     (bind,) = [v["bind"] for v in kw["volumes"].values()]
     # the repository tritonserver is given exists before it starts; the backends are the image's own
@@ -97,6 +97,9 @@ def test_the_container_is_reachable_where_the_runner_looks_and_finds_its_models(
     assert kw["environment"]["SAGEMAKER_MULTI_MODEL"] == "true"
     (request,) = kw["device_requests"]
     assert request["DeviceIDs"] == ["1"] and ["gpu"] in request["Capabilities"]
+    # published on the host's loopback only; inside the container Triton must listen everywhere
+    assert flags["http-address"] == "0.0.0.0" and flags["metrics-address"] == "0.0.0.0"
+    assert kw["detach"] is True
 
 
 def test_all_gpus_and_cpu(tmp_path):
@@ -120,7 +123,7 @@ def test_free_ports_are_chosen_when_none_given(tmp_path):
     server = DockerTriton(tmp_path, client=client)
     server._launch()
     published = set(client.containers.kwargs["ports"].values())
-    assert len(published) == 3 and all(p > 0 for p in published)
+    assert len(published) == 3 and all(host == "127.0.0.1" and p > 0 for host, p in published)
 
 
 def test_stop_is_graceful_then_removes(tmp_path):

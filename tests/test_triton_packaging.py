@@ -19,6 +19,7 @@ def test_server_args_switch_on_sagemaker_mme():
     assert "--allow-sagemaker=true" in args and "--sagemaker-port=1" in args and "--http-port=2" in args
     assert "--model-control-mode=explicit" in args and "--backend-directory=/b" in args
     assert server_env(ServerOptions()) == {"SAGEMAKER_MULTI_MODEL": "true"}
+    assert "--http-address=127.0.0.1" in args and "--metrics-address=127.0.0.1" in args    # loopback by default
 
 
 def test_python_package_has_model_dir_at_top_of_tarball(tmp_path):
