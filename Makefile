@@ -4,20 +4,24 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench reproduce profiles one-gpu-profiles clean
+.PHONY: demo test browser bench reproduce profiles one-gpu-profiles gpu-check clean
 
 # One joint install: nvidia-pytriton pins numpy<2, and resolving everything at once keeps it so.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[triton,emulate,loadtest,plan,dev]'
+	$(PY) -m pip install -q -e '.[triton,emulate,loadtest,plan,pandas,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/mmesim simulate --profile resnet50-pytorch-t4 --instance ml.g4dn.2xlarge --copies auto --out out/demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# The HTML report test opens pages in a real headless browser: Debian's chromium, installed when missing.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 reproduce: $(STAMP)
 	$(PY) examples/reproduce_blog.py
@@ -31,6 +35,12 @@ one-gpu-profiles: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/sim_speed.py
 	$(PY) benchmarks/output_writing.py
+
+# On an NVIDIA host: NVML, then resnet50 and bert-base-uncased calibrated on cuda:0 in every
+# framework served there; report and profiles in out/gpu-check/ (calibration/README.md).
+GPU_CHECK_DEVICE ?= cuda:0
+gpu-check: $(STAMP)
+	$(PY) -m mmesim.calibrate.gpu_check --device $(GPU_CHECK_DEVICE) --out out/gpu-check
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -12,7 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmesim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_simulate, _add_profiles, _add_instances, _add_calibrate, _add_emulate, _add_package, _add_live,
-                _add_loadtest, _add_validate, _add_plan, _add_sweep):
+                _add_loadtest, _add_validate, _add_plan, _add_sweep, _add_report):
         add(sub)
     return parser
 
@@ -37,6 +37,7 @@ def _add_simulate(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, metavar="DIR", help="write summary.json, Locust CSVs, CloudWatch series, PNGs")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("--html", action="store_true", help="also write --out/report.html: one self-contained page")
     p.set_defaults(func=_simulate)
 
 
@@ -71,6 +72,9 @@ def _simulate(args) -> int:
     endpoint = _endpoint(args)
     workload = load_workload(args.workload)
     copies = _copies(args.copies)
+    if args.html and not args.out:
+        from mmesim.errors import ConfigError
+        raise ConfigError("--html writes report.html into the output folder: give --out DIR too", field="--html")
     if args.out:
         check_out_folder(args.out)
     with progress_bar("simulating", quiet=args.json) as progress:
@@ -79,6 +83,9 @@ def _simulate(args) -> int:
     summary = summarize(run)
     if args.out:
         files = write_outputs(run, summary, args.out)
+        if args.html:
+            from mmesim.report.html import run_page
+            files["report"] = run_page(args.out)
     if args.json:
         print(summary.model_dump_json(indent=2))
     else:
@@ -123,10 +130,10 @@ def _add_profiles(sub) -> None:
 
 
 def _profiles(args) -> int:
-    from mmesim.profile import builtin_profiles, load_profile
+    from mmesim.profile import load_profile, shipped_profiles
     from mmesim.report.console import print_profiles
 
-    profiles = [load_profile(path) for path in builtin_profiles().values()]
+    profiles = [load_profile(path) for path in shipped_profiles().values()]
     if args.json:
         import json
         print(json.dumps([p.to_dict() for p in profiles], indent=2))
@@ -173,8 +180,8 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--runner", default="local", choices=["local", "docker"])
     p.add_argument("--max-models", action="store_true", help="also run the reference's max-models-loaded procedure")
     p.add_argument("--threshold", type=float, default=0.9, help="memory fraction that stops --max-models (0.9)")
-    p.add_argument("--memory-budget", help="CPU only: the 'total' memory of --max-models, e.g. 4GiB "
-                                           "(default: a quarter of host RAM)")
+    p.add_argument("--memory-budget", help="the 'total' memory of --max-models, e.g. 4GiB (default: a quarter of "
+                                           "host RAM on a CPU, the whole GPU on a GPU, where it is a cap)")
     p.add_argument("--max-copies", type=int, default=200, help="upper bound on copies loaded by --max-models")
     p.add_argument("--copies", type=int, default=2, help="copies loaded to measure per-copy memory and overlap (2)")
     p.add_argument("--input", action="append", dest="inputs", metavar="NAME:DTYPE:D1,D2",
@@ -205,6 +212,7 @@ def _add_calibrate(sub) -> None:
 
         from mmesim.calibrate.run import CalibrateOptions, calibrate
         from mmesim.calibrate.table import load_table, max_models_table, service_table, summary_table
+        from mmesim.report.console import phases
 
         console = Console(stderr=True)
         options = CalibrateOptions(
@@ -220,11 +228,18 @@ def _add_calibrate(sub) -> None:
         options.check()
         folder = not args.out or args.out.endswith("/") or Path(args.out).is_dir()
         check_out_folder(args.out or "calibration/profiles/" if folder else Path(args.out).parent)
-        with console.status("calibrating", spinner="dots") as status:
+        with phases(after_s=0) as update:
+            at = {"i": 0, "n": 1, "name": ""}
+
             def progress(message: str) -> None:
                 console.log(message)
-                status.update(message)
-            result = calibrate(options, progress)
+                update("calibrating", at["i"], at["n"], f"{at['name']}: {message}")
+
+            def phase(i: int, n: int, name: str) -> None:
+                at.update(i=i, n=n, name=f"phase {i + 1}/{n} {name}")
+                console.log(at["name"])
+                update("calibrating", i, n, at["name"])
+            result = calibrate(options, progress, phase)
         out = Path(args.out or "calibration/profiles/")
         if out.is_dir() or str(args.out or "/").endswith("/"):
             out = out / f"{result.profile.name}.json"
@@ -349,7 +364,7 @@ def _loadtest(args) -> int:
     from mmesim.catalog import load_catalog
     from mmesim.loadtest import run_loadtest
     from mmesim.profile import load_profile
-    from mmesim.report.console import print_summary
+    from mmesim.report.console import live_figures, print_summary, progress_bar
     from mmesim.outputs import write_outputs
     from mmesim.results.summary import summarize
     from mmesim.workload import load_workload
@@ -358,11 +373,13 @@ def _loadtest(args) -> int:
     copies = _ints(args.copies, "--copies")
     price = load_catalog().instance(args.instance).price_usd_per_hour if args.instance else 0.0
     aws = {"region_name": args.region} if args.region else {}
-    run = run_loadtest(args.endpoint_url, args.endpoint_name, load_workload(args.workload), profiles,
-                       copies * len(profiles) if len(copies) == 1 else copies, Path(args.out), workers=args.workers,
-                       protocol=args.protocol, payload=args.payload, web_ui=args.web_ui, seed=args.seed,
-                       client=args.client,
-                       instance_type=args.instance, price_usd_per_hour=price, **aws)
+    with progress_bar("load test", quiet=args.json, after_s=0) as update:
+        run = run_loadtest(args.endpoint_url, args.endpoint_name, load_workload(args.workload), profiles,
+                           copies * len(profiles) if len(copies) == 1 else copies, Path(args.out),
+                           workers=args.workers, protocol=args.protocol, payload=args.payload, web_ui=args.web_ui,
+                           seed=args.seed, client=args.client, instance_type=args.instance,
+                           price_usd_per_hour=price, progress=lambda t, end, live: update(t, end, live_figures(live)),
+                           **aws)
     summary = summarize(run)
     files = write_outputs(run, summary, args.out)
     if args.json:
@@ -400,6 +417,7 @@ def _add_validate(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/validate", metavar="DIR")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON on stdout")
+    p.add_argument("--html", action="store_true", help="also write --out/report.html: one self-contained page")
     p.set_defaults(func=_validate)
 
 
@@ -408,6 +426,7 @@ def _validate(args) -> int:
 
     from mmesim.loadtest.validate import validate
     from mmesim.profile import load_profile
+    from mmesim.report.console import live_figures, phases
     from mmesim.report.validation import print_comparison
     from mmesim.results.compare import parse_tolerance
     from mmesim.workload import load_workload
@@ -415,18 +434,41 @@ def _validate(args) -> int:
     profiles = [load_profile(p) for p in args.profile]
     tolerance = parse_tolerance(args.tolerance)
     aws = {"region_name": args.region} if args.region else {}
-    v = validate(profiles, _endpoint(args), load_workload(args.workload), _copies(args.copies),
-                 endpoint_url=args.endpoint_url, endpoint_name=args.endpoint_name, measured=args.measured,
-                 out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed, warm=not args.cold,
-                 workers=args.workers, protocol=args.protocol, payload=args.payload, client=args.client,
-                 platform_log=args.platform_log, **aws)
+    with phases(quiet=args.json, after_s=0) as update:
+        v = validate(profiles, _endpoint(args), load_workload(args.workload), _copies(args.copies),
+                     endpoint_url=args.endpoint_url, endpoint_name=args.endpoint_name, measured=args.measured,
+                     out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed,
+                     warm=not args.cold, workers=args.workers, protocol=args.protocol, payload=args.payload,
+                     client=args.client, platform_log=args.platform_log,
+                     progress=lambda phase, t, end, live: update(phase, t, end, "" if phase.startswith("1/")
+                                                                 else live_figures(live)), **aws)
+    if args.html:
+        from mmesim.report.html import run_page
+        run_page(args.out)
     if args.json:
         print(json.dumps(v.comparison.to_dict(), indent=2))
     else:
         print_comparison(v.comparison, f"{', '.join(v.predicted.profiles)} on {v.predicted.instance_type}: "
                                        "predicted vs measured")
-        print(f"wrote {args.out}: comparison.json, comparison.csv, overlay.png, prediction/, measurement/")
+        print(f"wrote {args.out}: comparison.json, comparison.csv, overlay.png, prediction/, measurement/"
+              + (", report.html" if args.html else ""))
     return 0 if v.comparison.passed else 1
+
+# --- report (mmesim.report.html) -----------------------------------------------------------
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page of a run or a comparison folder",
+                       description="Reads a folder written by simulate --out, loadtest or validate and writes one "
+                                   "HTML page: summary, per-step tables, failures by cause, cost, charts embedded.")
+    p.add_argument("folder", metavar="DIR")
+    p.add_argument("--out", default=None, metavar="FILE", help="default: DIR/report.html")
+    p.set_defaults(func=_report)
+
+
+def _report(args) -> int:
+    from mmesim.report.html import run_page
+    print(f"wrote {run_page(args.folder, args.out)}")
+    return 0
+
 
 # --- emulate / package (mmesim.emulator) ----------------------------------------------------
 def _add_emulate(sub) -> None:
@@ -459,6 +501,10 @@ def _add_emulate(sub) -> None:
                    help="requests in flight per instance beyond which it answers ServiceUnavailable, as the "
                         "simulator sheds (default: the smallest max_inflight of the profiles, else none)")
     p.add_argument("--cache-size", default="20GiB", help="disk cache of extracted models per endpoint (20GiB)")
+    p.add_argument("--max-model-bytes", default=None, help="refuse (ModelError) an artifact unpacking past this, "
+                                                           "e.g. 8GiB (default: the instance's memory)")
+    p.add_argument("--max-unpack-ratio", type=float, default=100.0,
+                   help="refuse an artifact unpacking past this many times its packed size (100; 64 MiB free)")
     p.add_argument("--auth", metavar="ACCESS_KEY:SECRET", action="append", default=[],
                    help="verify SigV4 signatures with this key pair (repeatable); default: any credentials")
     p.add_argument("--tritonserver", default=None, help="triton backend: tritonserver binary")
@@ -488,7 +534,8 @@ def _emulate(args) -> int:
         ready_timeout_s=args.ready_timeout, invocation_timeout_s=args.invocation_timeout,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         s3_endpoint_url=args.s3_endpoint_url, tritonserver=args.tritonserver, seed=args.seed,
-        cache_bytes=parse_bytes(args.cache_size, "--cache-size"), keys=keys or None, max_inflight=args.max_inflight)
+        cache_bytes=parse_bytes(args.cache_size, "--cache-size"), keys=keys or None, max_inflight=args.max_inflight,
+        max_model_bytes=parse_bytes(args.max_model_bytes, "--max-model-bytes"), max_unpack_ratio=args.max_unpack_ratio)
 
     def ready(url: str) -> None:
         what = (f"endpoint '{args.endpoint_name}' ({args.instance_count} x {args.instance}, {args.backend} backend)"
@@ -510,12 +557,20 @@ def _add_package(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the config's instance kind)")
     p.add_argument("--input", action="append", dest="inputs", metavar="NAME:DTYPE:D1,D2")
     p.add_argument("--max-batch", type=int)
+    p.add_argument("--trt-profile", metavar="MIN,OPT,MAX", help="TensorRT optimisation profile batch sizes, apart "
+                                                                 "from --max-batch (default 1,max,max)")
+    p.add_argument("--warmup-batch", type=int, help="a warm-up batch Triton runs at load (TensorRT default: max batch)")
     p.add_argument("--out", required=True, metavar="DIR")
 
     def run(args) -> int:
+        from mmesim.errors import ConfigError
         from mmesim.triton.packaging import package_copies
+        profile = _ints(args.trt_profile, "--trt-profile") if args.trt_profile else None
+        if profile is not None and len(profile) != 3:
+            raise ConfigError("expected MIN,OPT,MAX", field="--trt-profile", value=args.trt_profile)
         paths = package_copies(args.model, args.framework, args.out, args.copies, device=args.device,
-                               inputs=args.inputs, max_batch_size=args.max_batch)
+                               inputs=args.inputs, max_batch_size=args.max_batch,
+                               trt_profile=tuple(profile) if profile else None, warmup_batch=args.warmup_batch)
         print(f"wrote {len(paths)} artifacts to {args.out}: {paths[0].name}" + (f" ... {paths[-1].name}" if len(paths) > 1 else ""))
         return 0
 
@@ -576,6 +631,7 @@ def _live(args) -> int:
     from pathlib import Path
 
     import mmesim.live as live
+    from mmesim.report.console import status_line
     from mmesim.workload import load_workload
 
     if args.step == "teardown":
@@ -597,13 +653,15 @@ def _live(args) -> int:
         sagemaker_endpoint_url=args.sagemaker_endpoint_url, s3_endpoint_url=args.s3_endpoint_url,
         cloudwatch_endpoint_url=args.cloudwatch_endpoint_url, runtime_endpoint_url=args.runtime_endpoint_url)
     if args.step == "deploy":
-        dep = live.deploy(plan, args.state, yes_spend=args.yes_spend)
+        with status_line() as say:
+            dep = live.deploy(plan, args.state, yes_spend=args.yes_spend, progress=say)
         print(f"endpoint {dep.endpoint_name} is InService; delete it with: mmesim live teardown --state {args.state}")
         return 0
     from mmesim.profile import load_profile
-    result = live.run_live(plan, args.state, workload, [load_profile(p) for p in args.profile],
-                           _ints(args.copies, "--copies"), Path(args.out), yes_spend=args.yes_spend,
-                           workers=args.workers, payload=args.payload)
+    with status_line() as say:
+        result = live.run_live(plan, args.state, workload, [load_profile(p) for p in args.profile],
+                               _ints(args.copies, "--copies"), Path(args.out), yes_spend=args.yes_spend,
+                               workers=args.workers, payload=args.payload, progress=say)
     print(f"measured {len(result.run.records)} requests; outputs in {args.out}; everything created was deleted")
     return 0
 

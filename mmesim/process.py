@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
+import shutil
 import signal
+from pathlib import Path
 
 
 def die_with_parent() -> None:
@@ -16,6 +19,42 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
     except OSError:
         pass
+
+
+def remove_leftovers(folder, prefix: str) -> list[Path]:
+    """Remove the entries of ``folder`` named ``<prefix><pid>[-_]...`` whose pid is no longer
+    alive and that belong to this user (what a crashed mmesim process left); the removed."""
+    found = []
+    pattern = re.compile(re.escape(prefix) + r"(\d+)[-_]")
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return found
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if not m or int(m[1]) == os.getpid() or _alive(int(m[1])):
+            continue
+        try:
+            if entry.lstat().st_uid != os.getuid():
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            found.append(entry)
+        except OSError:
+            pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def tree_cpu_s(pid: int) -> float | None:

@@ -223,12 +223,24 @@ def builtin_profiles() -> dict[str, Path]:
     return {p.stem: p for p in sorted(builtin_dir().glob("*.json"))}
 
 
+def measured_profiles() -> dict[str, Path]:
+    """Profiles calibrated on a real Triton (calibration/profiles, shipped in the package as
+    mmesim/profiles/measured), by name; their calibration records are not profiles."""
+    return {p.stem: p for p in sorted((builtin_dir() / "measured").glob("*.json"))
+            if not p.name.endswith(".calibration.json")}
+
+
+def shipped_profiles() -> dict[str, Path]:
+    """Every profile reachable by name: derived from published figures, then measured."""
+    return builtin_profiles() | measured_profiles()
+
+
 def load_profile(name_or_path: str | Path) -> ModelProfile:
-    """A built-in name (``resnet50-pytorch-t4``) or a path to a JSON/YAML profile."""
+    """A shipped name (``resnet50-pytorch-t4``, ``tiny-bert-python-cpu``) or a path to a JSON/YAML profile."""
     path = Path(name_or_path)
     if path.suffix in (".json", ".yaml", ".yml") or path.exists():
         return load(ModelProfile, path)
-    known = builtin_profiles()
+    known = shipped_profiles()
     if str(name_or_path) not in known:
         raise ConfigError(f"no built-in profile of that name and no such file; built-in: {', '.join(known) or 'none'}",
                           field="profile", value=str(name_or_path))

@@ -21,3 +21,34 @@ def make_profile(name="tiny", model=None, mem_mib=1000, load_s=2.0, unload_s=0.5
 @pytest.fixture
 def profile():
     return make_profile()
+
+
+# --- the real tritonserver: one guard, one server for the session ---------------------------
+def _no_tritonserver() -> str | None:
+    """Why tests marked ``triton`` cannot run here, or None when they can."""
+    try:
+        from mmesim.errors import MissingPiece
+        from mmesim.triton.local import find_tritonserver
+        find_tritonserver()
+    except (ImportError, MissingPiece) as exc:
+        return f"no tritonserver (install mmesim[triton]): {exc}"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``triton`` are skipped, with the reason, where there is no tritonserver."""
+    marked = [item for item in items if item.get_closest_marker("triton")]
+    why = _no_tritonserver() if marked else None
+    if why:
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason=why))
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory):
+    """One tritonserver (SageMaker MME mode, 127.0.0.1) shared by the tests that only load,
+    invoke and unload models in it: each uses names of its own and unloads what it loaded.
+    Tests of starting and stopping the server itself start their own."""
+    from mmesim.triton.local import LocalTriton
+    with LocalTriton(workdir=tmp_path_factory.mktemp("triton-session")) as server:
+        yield server

@@ -82,6 +82,8 @@ def test_gpu_names_map_to_catalogue_keys():
     assert catalog_key("NVIDIA A100-SXM4-80GB", 80 * 2**30) == "a100-80gb"
     assert catalog_key("NVIDIA A100-SXM4-40GB", 40 * 2**30) == "a100-40gb"
     assert catalog_key("NVIDIA H200", 141 * 2**30) == "h200"
+    assert catalog_key("NVIDIA L40", 45 * 2**30) is None          # not the L40S
+    assert catalog_key("NVIDIA GeForce RTX 4090", 24 * 2**30) is None
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

@@ -14,6 +14,7 @@ import pytest
 from conftest import make_profile
 from emulator_process import emulate, fake_artifacts, runtime
 from mmesim.emulator.platform import container_name
+from mmesim.profile import load_profile
 
 pytest.importorskip("aiohttp")
 
@@ -60,9 +61,10 @@ def test_heterogeneous_models_through_boto3_and_the_request_log(tmp_path):
             seen[target] = seen.get(target, 0) + 1
         m = metrics(url)["instances"][0]
         # memory is each profile's resident bytes (translated to the T4 it was measured on: unchanged) + baseline
-        r50, bert = 284921157, 499431372
+        r50, bert = (load_profile(f"{n}-pytorch-t4") for n in ("resnet50", "bert-base-uncased"))
         assert m["LoadedModelCount"] == 3
-        assert m["CommittedBytes"] == 989585001 + 2 * r50 + bert
+        # one baseline for the server, then each loaded copy once (two resnet50s, one bert)
+        assert m["CommittedBytes"] == r50.baseline_gpu_bytes + 2 * r50.gpu_memory_bytes + bert.gpu_memory_bytes
         assert m["ModelCacheHit"] == 1 and m["Invocations"] == 4
         # the warm resnet50 request took the profile's batch-1 time, not the load
         assert 0.010 < m["ModelLatency"]["Sum"] / 1e6 < 3 * 1.5
@@ -212,13 +214,16 @@ def test_a_slow_load_answers_model_not_ready_and_goes_on(tmp_path):
         t = time.monotonic()
         with pytest.raises(client.exceptions.ModelNotReadyException):
             invoke(client, "slow-v0.tar.gz")
-        assert 0.9 < time.monotonic() - t < 2.4
-        time.sleep(2.0)                         # the load went on without anyone waiting
-        t = time.monotonic()
+        assert time.monotonic() - t >= 0.9          # it waited out the 1-s ready timeout, never less
+        assert metrics(url)["instances"][0]["LoadedModelCount"] == 0     # answered before the load ended
+        deadline = time.monotonic() + 60            # the load goes on without anyone waiting
+        while metrics(url)["instances"][0]["LoadedModelCount"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
         invoke(client, "slow-v0.tar.gz")
-        assert time.monotonic() - t < 1.0           # loaded: well under the 2.5-s load
         m = metrics(url)["instances"][0]
-        assert m["ModelLoadingTime"]["SampleCount"] == 1 and m["Invocation4XXErrors"] == 1
+        # one load in all, and the second request found the model loaded
+        assert m["ModelLoadingTime"]["SampleCount"] == 1 and m["ModelCacheHit"] == 1
+        assert m["Invocation4XXErrors"] == 1
 
 
 def test_an_instance_sheds_requests_beyond_its_inflight_limit(tmp_path):
@@ -319,4 +324,5 @@ def test_a_notebook_creates_an_s3_backed_endpoint_and_signatures_are_checked(tmp
             time.sleep(0.2)
         assert sm.list_endpoints()["Endpoints"] == []
     summary = json.loads((out / "nb" / "summary.json").read_text())
-    assert summary["requests"] == 4 and summary["failures"] == 1 and summary["cold_starts"] == 3
+    # the refused signature is counted too: every refusal is in the request log
+    assert summary["requests"] == 5 and summary["failures"] == 2 and summary["cold_starts"] == 3

@@ -328,6 +328,10 @@ def test_verify_sigv4_checks_body_date_and_payload_hash():
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=16)
     with pytest.raises(AuthError, match="Signature expired"):
         verify_sigv4("POST", url, headers, b'{"a": 1}', KEYS, now=later)
+    earlier = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=20)       # the request is 20 min ahead
+    with pytest.raises(AuthError, match=r"^Signature not yet current: \d{8}T\d{6}Z is still later than "
+                                        r"\d{8}T\d{6}Z \(\d{8}T\d{6}Z \+ 15 min\.\)$"):
+        verify_sigv4("POST", url, headers, b'{"a": 1}', KEYS, now=earlier)
     assert verify_sigv4("POST", url, headers, b'{"a": 1}', KEYS,
                         now=dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=14)) == "AKIDEMULATOR"
 

@@ -195,7 +195,7 @@ def test_decompression_bomb_is_stopped_while_streaming(layout):
     (src / "bomb.tar.gz").write_bytes(archive(bomb))
     assert (src / "bomb.tar.gz").stat().st_size < 200 * KiB
     store = ArtifactStore(str(src), cache, 100 * MiB, max_extract_bytes=8 * MiB)
-    with pytest.raises(ArchiveTooLarge, match=r"expands past 8388608 bytes \(at entry 'm/1/part0[78]'\)"):
+    with pytest.raises(ArchiveTooLarge, match=r"unpacks to more than 8388608 bytes: the limit per model"):
         store.fetch("bomb.tar.gz")
     assert list((cache / "tmp").iterdir()) == [] and store.cached() == []
 
@@ -290,3 +290,52 @@ def test_s3_hostile_archive_writes_nothing_outside(bucket, moto_server, tmp_path
     with pytest.raises(BadArtifact, match=r"evil.tar.gz.*'../../deep/er/evil.txt'"):
         store.fetch("evil.tar.gz")
     assert not (tmp_path / "deep" / "er" / "evil.txt").exists() and list((cache / "tmp").iterdir()) == []
+
+
+# --- 2 GiB decompression bombs (built cheaply: tests/bombs.py) --------------------------------
+@pytest.mark.parametrize("files, file_bytes", [(1, 2048 * MiB), (2048, MiB)], ids=["one-2GiB-file", "2048-files"])
+def test_a_2_gib_bomb_costs_at_most_its_limit_once(layout, monkeypatch, files, file_bytes):
+    from bombs import PeakDisk, zeros_bomb
+
+    from mmesim.emulator import store as store_module
+    root, src, cache = layout
+    bomb = zeros_bomb(src / "bomb.tar.gz", files, file_bytes)
+    assert bomb.stat().st_size < 4 * MiB                   # ~1000:1
+    limit = 64 * MiB
+    store = ArtifactStore(str(src), cache, 10 * 2**30, max_extract_bytes=limit, max_ratio=1000)
+    unpacked = []
+    real_extract = store_module.extract
+    monkeypatch.setattr(store_module, "extract", lambda *a: unpacked.append(1) or real_extract(*a))
+    with PeakDisk(cache) as disk:
+        with pytest.raises(ArchiveTooLarge, match=rf"'bomb.tar.gz' unpacks to more than {limit} bytes: the limit "
+                                                  r"per model \(--max-model-bytes\)"):
+            store.fetch("bomb.tar.gz")
+    assert disk.peak <= limit, f"{disk.peak} bytes written for a {limit}-byte limit"
+    assert store.cached() == [] and list((cache / "tmp").iterdir()) == [] and list((cache / "models").iterdir()) == []
+    with pytest.raises(ArchiveTooLarge):                   # the same version again: refused without unpacking
+        store.fetch("bomb.tar.gz")
+    assert len(unpacked) == 1
+    os.utime(bomb, ns=(0, 10**9))                          # a new version is looked at afresh
+    with pytest.raises(ArchiveTooLarge):
+        store.fetch("bomb.tar.gz")
+    assert len(unpacked) == 2
+
+
+def test_the_ratio_limit_names_the_packed_size(layout):
+    root, src, cache = layout
+    from bombs import zeros_bomb
+    bomb = zeros_bomb(src / "dense.tar.gz", 1, 80 * MiB)           # ~80 KiB packed: 1000:1
+    store = ArtifactStore(str(src), cache, 2**30, max_extract_bytes=2**30)       # ratio 100, 64 MiB free
+    with pytest.raises(ArchiveTooLarge, match=rf"more than {64 * MiB} bytes: 100 times its packed size of "
+                                              rf"{bomb.stat().st_size} bytes \(--max-unpack-ratio\)"):
+        store.fetch("dense.tar.gz")
+    ok = archive(lambda tar: _file(tar, "m/1/w", os.urandom(2 * MiB)))     # incompressible: far under any ratio
+    (src / "ok.tar.gz").write_bytes(ok)
+    assert store.fetch("ok.tar.gz").path.is_dir()
+
+
+def test_a_missing_artifact_names_no_server_folder(layout):
+    root, src, cache = layout
+    with pytest.raises(ArtifactNotFound) as err:
+        ArtifactStore(str(src), cache, MiB).fetch("nope.tar.gz")
+    assert "nope.tar.gz" in str(err.value) and str(root) not in str(err.value)

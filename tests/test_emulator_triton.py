@@ -18,17 +18,10 @@ psutil = pytest.importorskip("psutil")
 from conftest import make_profile  # noqa: E402
 from emulator_process import emulate, runtime  # noqa: E402
 from mmesim.emulator.platform import container_name  # noqa: E402
-from mmesim.errors import MissingPiece  # noqa: E402
-from mmesim.triton.local import find_tritonserver  # noqa: E402
 from mmesim.triton.packaging import package_copies  # noqa: E402
 from mmesim.triton.zoo import builtin  # noqa: E402
 
 pytestmark = pytest.mark.triton
-
-try:
-    find_tritonserver()
-except MissingPiece:
-    pytest.skip("no tritonserver (install mmesim[triton])", allow_module_level=True)
 
 MLP, CNN = builtin("tiny-mlp")[0], builtin("tiny-cnn")[0]
 

@@ -41,14 +41,19 @@ def test_the_simulators_model_server_batches_in_real_time():
         for _ in range(16):
             server.enqueue(Req())
         env.pump()
-        await asyncio.sleep(0.4)
+        deadline = time.monotonic() + 30                 # however busy the machine, they all finish
+        while sum(n for _, n in done) < 16 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         env.close()
-        return [(round(t - start, 2), n) for t, n in done]
+        return [(t - start, n) for t, n in done]
 
     finished = asyncio.run(main())
     assert [n for _, n in finished] == [1, 8, 7]
-    for (t, _), want in zip(finished, (0.025, 0.075, 0.121)):
-        assert want - 0.002 <= t < want + 0.15          # never early; late only by the loop's delays
+    # never early: each batch ends at least its service time after the one before (a busy
+    # machine can only make it later, so there is no upper bound to hold)
+    ends = [0.0] + [t for t, _ in finished]
+    for (prev, end), took in zip(zip(ends, ends[1:]), (0.025, 0.050, 0.025 + 0.025 * 6 / 7)):
+        assert end - prev >= took - 0.002
 
 
 def test_async_mme_client_reads_length_chunked_and_closing_answers():

@@ -14,11 +14,12 @@ import pytest
 
 from mmesim.dispatch import user_timeline, users_at
 from mmesim.loadtest import run_loadtest
+from mmesim.loadtest.live_stats import latest
 from mmesim.profile import load_profile
 from mmesim.results.locust import bucket_response_time, response_time_percentile
 from mmesim.results.locust_csv import read_stats
 from mmesim.results.summary import summarize
-from mmesim.workload import Workload
+from mmesim.workload import Stage, Workload
 
 PROFILES = Path(__file__).parent.parent / "calibration" / "profiles"
 STAGES = [{"end_s": 4, "users": 9, "spawn_rate": 3},      # batches of 3 every second
@@ -45,9 +46,33 @@ def endpoint(tmp_path_factory):
 def local_run(endpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("locust")
     wl = Workload(kind="users", stages=STAGES, wait_s=(0.05, 0.2), user_steps=[9, 4, 7])
+    seen = []
     run = run_loadtest(endpoint, None, wl, [load_profile(PROFILES / "tiny-mlp-python-cpu.json")], [3], out,
-                       protocol="triton")
-    return run, out
+                       protocol="triton", progress=lambda t, end, live: seen.append((t, end, live)))
+    return run, out, seen
+
+
+def test_progress_hears_locust_s_own_figures_as_it_runs(local_run):
+    run, out, seen = local_run
+    live = [s for _, _, s in seen if s is not None]
+    assert len(seen) >= 5 and live                           # about once a second over a 13-s test
+    assert all(end == 13 for _, end, _ in seen) and [t for t, _, _ in seen] == sorted(t for t, _, _ in seen)
+    totals = [s.requests for s in live]
+    assert totals == sorted(totals)                          # Locust's running total only grows
+    assert 0.5 * len(run.records) <= totals[-1] <= len(run.records)
+    rule = {n for _, n in user_timeline([Stage(**s) for s in STAGES])} | {0}
+    assert {s.users for s in live} <= rule                   # only counts the stages pass through
+
+
+def test_live_figures_come_from_the_last_complete_aggregated_row(tmp_path):
+    path = tmp_path / "h.csv"
+    head = "Timestamp,User Count,Type,Name,Requests/s,Failures/s,Total Request Count,Total Failure Count\n"
+    rows = "".join(f"{t},{t % 7},,Aggregated,{t / 2:.6f},0.000000,{10 * t},{t // 3}\n"
+                   f"{t},{t % 7},POST,m-v0,1.0,0.0,{t},0\n" for t in range(5000))
+    path.write_text(head + rows + "5000,3,,Aggregat")       # Locust is mid-way through a line
+    s = latest(path, tail_bytes=4096)                        # the tail cuts a row at its start too
+    assert (s.users, s.rps, s.requests, s.failures) == (4999 % 7, 4999 / 2, 49990, 4999 // 3)
+    assert latest(tmp_path / "none.csv") is None
 
 
 def _naive(stages):
@@ -72,7 +97,7 @@ def _matches(observed, rule, slack=0.35) -> bool:
 
 
 def test_locust_starts_users_as_the_shared_rule_says(local_run):
-    run, out = local_run
+    run, out, _ = local_run
     from mmesim.workload import Stage
     rule = [(t, n) for t, n in user_timeline([Stage(**s) for s in STAGES]) if n]
     observed = [(t, n) for t, n in run.users if n]
@@ -92,7 +117,7 @@ def test_locust_starts_users_as_the_shared_rule_says(local_run):
 
 
 def test_adapted_run_reads_as_locust_counted_it(local_run):
-    run, out = local_run
+    run, out, _ = local_run
     s = summarize(run)
     agg = next(r for r in read_stats(out / "locust_stats.csv") if r["Name"] == "Aggregated")
     assert s.requests == agg["Request Count"] > 100
@@ -142,8 +167,10 @@ def test_distributed_two_workers_through_boto3(endpoint, tmp_path):
     assert max(counts, key=counts.get) == "tiny-bert-v0"
 
 
-def test_loadtest_cli_writes_what_a_prediction_writes(endpoint, tmp_path):
+def test_loadtest_cli_writes_what_a_prediction_writes(endpoint, tmp_path, monkeypatch, capsys):
     from mmesim.cli import main
+    monkeypatch.setenv("TTY_INTERACTIVE", "1")               # rich draws its live display as at a terminal
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
     wl = tmp_path / "short.yaml"
     wl.write_text("kind: users\nwait_s: [0.05, 0.1]\nuser_steps: [2]\nstages:\n  - {end_s: 4, users: 2, spawn_rate: 2}\n")
     out = tmp_path / "out"
@@ -154,6 +181,9 @@ def test_loadtest_cli_writes_what_a_prediction_writes(endpoint, tmp_path):
     assert summary["kind"] == "measurement" and summary["requests"] > 10 and summary["max_concurrent_users"] == 2
     for name in ("locust_stats_history.csv", "mmesim_stats_history.csv", "requests.csv", "steps.png"):
         assert (out / name).is_file(), name
+    # while it ran: Locust's live figures and the time left, on stderr
+    err = capsys.readouterr().err
+    assert "load test" in err and "2 users" in err and "req/s" in err and "failed" in err
 
 
 def test_trace_replay_sends_every_row_at_its_time(endpoint, tmp_path):

@@ -22,17 +22,20 @@ PROFILE = load_profile(Path(__file__).parent.parent / "calibration" / "profiles"
 
 
 @pytest.fixture(scope="module")
-def triton(tmp_path_factory):
-    """tiny-bert x 2 (Python backend, one thread each) in a real Triton, SageMaker MME mode."""
-    from mmesim.triton.local import LocalTriton
+def triton(tmp_path_factory, triton_server):
+    """tiny-bert x 2 (Python backend, one thread each) in the session's real Triton, SageMaker
+    MME mode (unloaded afterwards)."""
     from mmesim.triton.packaging import package
     work = tmp_path_factory.mktemp("triton")
     packaged = package("tiny-bert", "python", work / "artifact", cpu_threads=1)
-    with LocalTriton(workdir=work / "server") as server:
-        load = mme_copy_loader(MMEClient(server.sagemaker_url), packaged, server, work / "copies", "tiny-bert")
-        for i in range(2):
-            load(i)
-        yield server
+    client = MMEClient(triton_server.sagemaker_url)
+    load = mme_copy_loader(client, packaged, triton_server, work / "copies", "tiny-bert")
+    for i in range(2):
+        load(i)
+    yield triton_server
+    for i in range(2):
+        client.unload(f"tiny-bert-v{i}")
+    client.close()
 
 
 def steady(users=1, seconds=6.0, wait=(0.0, 0.01)):

@@ -19,16 +19,19 @@ PROFILE = Path(__file__).parent.parent / "calibration" / "profiles" / "tiny-mlp-
 
 
 @pytest.fixture(scope="module")
-def triton(tmp_path_factory):
-    from mmesim.triton.local import LocalTriton
+def triton(tmp_path_factory, triton_server):
+    """The session's server with two copies of tiny-mlp loaded (unloaded afterwards)."""
     from mmesim.triton.packaging import package
     work = tmp_path_factory.mktemp("triton")
     packaged = package("tiny-mlp", "python", work / "artifact", cpu_threads=1)
-    with LocalTriton(workdir=work / "server") as server:
-        load = mme_copy_loader(MMEClient(server.sagemaker_url), packaged, server, work / "copies", "tiny-mlp")
-        for i in range(2):
-            load(i)
-        yield server
+    client = MMEClient(triton_server.sagemaker_url)
+    load = mme_copy_loader(client, packaged, triton_server, work / "copies", "tiny-mlp")
+    for i in range(2):
+        load(i)
+    yield triton_server
+    for i in range(2):
+        client.unload(f"tiny-mlp-v{i}")
+    client.close()
 
 
 @pytest.mark.parametrize("payload", ["json", "binary"])
@@ -65,3 +68,26 @@ def test_validate_against_the_real_server(triton, tmp_path):
     assert rc == 0 and report["passed"]
     assert (tmp_path / "v" / "measurement" / "locust_stats_history.csv").is_file()
     assert (tmp_path / "v" / "overlay.png").is_file()
+
+
+def test_a_model_that_raises_shows_the_stubs_traceback_in_the_failures(triton, tmp_path):
+    """Triton's own error, the Python stub's traceback included, is what the failures CSV says."""
+    repo = tmp_path / "repo" / "raiser"
+    (repo / "1").mkdir(parents=True)
+    (repo / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 16\ninput [ { name: "INPUT__0" data_type: TYPE_FP32 dims: [ 64 ] } ]\n'
+        'output [ { name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 10 ] } ]\n')
+    (repo / "1" / "model.py").write_text("class TritonPythonModel:\n    def execute(self, requests):\n"
+                                         "        raise ValueError('the model raised this')\n")
+    client = MMEClient(triton.sagemaker_url)
+    client.load("tiny-mlp-v3", str(repo.parent))
+    try:
+        wl = Workload(kind="users", stages=[{"end_s": 4, "users": 2, "spawn_rate": 2}], wait_s=(0.05, 0.1))
+        run = run_loadtest(triton.sagemaker_url, None, wl, [load_profile(PROFILE)], [4], tmp_path / "lt",
+                           protocol="triton")
+    finally:
+        client.unload("tiny-mlp-v3")
+        client.close()
+    assert any(not r.ok for r in run.records if r.model == "tiny-mlp-v3")
+    failures = (tmp_path / "lt" / "locust_failures.csv").read_text()
+    assert "ValueError: the model raised this" in failures and "model.py(3): execute" in failures

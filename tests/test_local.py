@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mmesim.calibrate.memory import HostMemory
-from mmesim.catalog import default_memory_budget, load_catalog, local_instance
+from mmesim.catalog import load_catalog, local_instance
 from mmesim.cli import main
 from mmesim.endpoint import EndpointConfig
 from mmesim.errors import ConfigError
@@ -21,18 +21,26 @@ GiB = 2**30
 PROFILES = Path(__file__).parent.parent / "calibration" / "profiles"
 
 
+def _meminfo_total() -> int:
+    """MemTotal from /proc/meminfo: a source the code does not read (it asks sysconf)."""
+    line = next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal:"))
+    return int(line.split()[1]) * 1024
+
+
 def test_local_describes_this_host():
     it = load_catalog().instance("local")
     assert it.name == "local" and it.gpu == "cpu" and it.price_usd_per_hour == 0
-    assert it.vcpus == len(os.sched_getaffinity(0))
-    assert it.host_memory_bytes == pytest.approx(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), rel=1e-6)
+    # the cores this process may run on, as coreutils' nproc counts them (the affinity mask)
+    assert it.vcpus == int(subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout)
+    assert it.host_memory_bytes == pytest.approx(_meminfo_total(), rel=0.01)
     device = load_catalog().gpu_of(it)
     assert device.key == "cpu" and device.nvml_total_bytes == it.memory_budget_bytes
 
 
-def test_budget_default_is_calibrates_and_can_be_given():
-    # calibrate's max-models "total" on CPU, read from its own memory probe
-    assert HostMemory(os.getpid()).total == default_memory_budget() == local_instance().memory_budget_bytes
+def test_budget_default_is_a_quarter_of_ram_for_calibrate_and_simulate_alike():
+    quarter = _meminfo_total() / 4
+    assert HostMemory(os.getpid()).total == pytest.approx(quarter, rel=0.01)            # calibrate's "total"
+    assert local_instance().memory_budget_bytes == pytest.approx(quarter, rel=0.01)    # the simulator's
     assert load_catalog().gpu_of(local_instance(4 * GiB)).nvml_total_bytes == 4 * GiB
     ep = EndpointConfig(instance_type="local", memory_budget_bytes=3 * GiB)
     assert load_catalog().gpu_of(ep.instance()).nvml_total_bytes == 3 * GiB

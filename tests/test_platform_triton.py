@@ -3,42 +3,39 @@ at once through the SageMaker MME protocol (POST /models) run four at a time."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from mmesim.endpoint import PlatformCosts
-from mmesim.errors import MissingPiece
 
 pytestmark = pytest.mark.triton
+pytest.importorskip("tritonclient")
 
-try:
-    from mmesim.triton.client import MMEClient
-    from mmesim.triton.local import LocalTriton, find_tritonserver
-    from mmesim.triton.modelspec import ModelSpec, TensorSpec
-    from mmesim.triton.packaging import config_pbtxt
-    find_tritonserver()
-except (ImportError, MissingPiece):
-    pytest.skip("no tritonserver (install mmesim[triton])", allow_module_level=True)
+from mmesim.triton.client import MMEClient  # noqa: E402
+from mmesim.triton.modelspec import ModelSpec, TensorSpec  # noqa: E402
+from mmesim.triton.packaging import config_pbtxt  # noqa: E402
 
-# each load sleeps this long in initialize(): longer than the spread of stub start-ups on a busy
-# 2-core machine (over 6 s seen in CI), so that four loads are seen side by side
-SLEEP_S = 15.0
-SLEEPY = '''import time
+# Each load records its start, then holds its load thread until the test releases it: the
+# loads that can start together are counted by order of events, not by timing.
+HELD = '''import os
+import time
 import triton_python_backend_utils as pb_utils
 
-LOG = {log!r}
+LOG, RELEASE = {log!r}, {release!r}
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        # a load that takes a known time and no CPU, with its start and end on record
         with open(LOG, "a") as fh:
-            fh.write(f"{{time.time()}} 1\\n")
-        time.sleep({sleep})
+            fh.write("start\\n")
+        deadline = time.monotonic() + 300
+        while not os.path.exists(RELEASE) and time.monotonic() < deadline:
+            time.sleep(0.05)
         with open(LOG, "a") as fh:
-            fh.write(f"{{time.time()}} -1\\n")
+            fh.write("end\\n")
 
     def execute(self, requests):
         return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT__0", pb_utils.get_input_tensor_by_name(
@@ -46,39 +43,60 @@ class TritonPythonModel:
 '''
 
 
-def most_at_once(lines: list[str]) -> int:
-    """The most loads in progress at one time, from their start (+1) and end (-1) records."""
-    now = peak = 0
-    for _, step in sorted((float(t), int(d)) for t, d in (line.split() for line in lines)):
-        now += step
-        peak = max(peak, now)
-    return peak
+def _wait_for(predicate, timeout_s: float = 180) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
 
 
-def test_triton_loads_at_most_four_models_at_a_time(tmp_path):
-    """Eight loads asked for at once through the SageMaker protocol: the models' own records
-    show four initialising side by side, never more (Triton's --model-load-thread-count)."""
-    n = 2 * PlatformCosts().load_parallelism
-    log = tmp_path / "loads.log"
-    spec = ModelSpec("sleepy", (TensorSpec("INPUT__0", "FP32", (1,)),), (TensorSpec("OUTPUT__0", "FP32", (1,)),), 8)
-    with LocalTriton() as server:
-        urls = []
-        for i in range(n):
-            d = Path(server.workdir) / "models" / f"sleepy{i}" / "sleepy"
-            (d / "1").mkdir(parents=True)
-            (d / "1" / "model.py").write_text(SLEEPY.format(log=str(log), sleep=SLEEP_S))
-            (d / "config.pbtxt").write_text(config_pbtxt(spec, "python", "cpu"))
-            urls.append(server.model_url(d.parent))
+def test_triton_loads_at_most_four_models_at_a_time(tmp_path, triton_server):
+    """Eight loads asked for at once through the SageMaker protocol, each held until released:
+    four start (the load threads: Triton's --model-load-thread-count), a fifth only after one
+    of them is released, and all eight then complete."""
+    k = PlatformCosts().load_parallelism
+    n = 2 * k
+    log, release = tmp_path / "loads.log", tmp_path / "release"
+    log.touch()
+    spec = ModelSpec("held", (TensorSpec("INPUT__0", "FP32", (1,)),), (TensorSpec("OUTPUT__0", "FP32", (1,)),), 8)
+    urls = []
+    for i in range(n):
+        d = Path(triton_server.workdir) / "models" / f"held{i}" / "held"
+        (d / "1").mkdir(parents=True)
+        (d / "1" / "model.py").write_text(HELD.format(log=str(log), release=str(release)))
+        (d / "config.pbtxt").write_text(config_pbtxt(spec, "python", "cpu"))
+        urls.append(triton_server.model_url(d.parent))
+    starts = lambda: log.read_text().split().count("start")      # noqa: E731
 
-        def load(i: int) -> None:
-            client = MMEClient(server.sagemaker_url)
-            try:
-                client.load(f"sleepy{i}", urls[i])
-            finally:
-                client.close()
+    def load(i: int) -> None:
+        client = MMEClient(triton_server.sagemaker_url)
+        try:
+            client.load(f"held{i}", urls[i])
+        finally:
+            client.close()
 
+    client = MMEClient(triton_server.sagemaker_url)
+    try:
         with ThreadPoolExecutor(n) as pool:
-            list(pool.map(load, range(n)))
-    lines = log.read_text().split("\n")[:-1]
-    assert len(lines) == 2 * n
-    assert most_at_once(lines) == PlatformCosts().load_parallelism
+            done = [pool.submit(load, i) for i in range(n)]
+            try:
+                assert _wait_for(lambda: starts() >= k), f"only {starts()} loads started"
+                time.sleep(3)                       # room for a fifth to start, were there a fifth thread
+                assert starts() == k and not any(f.done() for f in done)
+            finally:
+                release.touch()
+            for f in done:
+                f.result(timeout=300)
+        events = log.read_text().split()
+        assert events.count("start") == events.count("end") == n
+        # while the first k were held, nothing else started: the (k+1)-th start follows an end
+        assert events[:k] == ["start"] * k and events[k] == "end"
+    finally:
+        for i in range(n):
+            try:
+                client.unload(f"held{i}")
+            except Exception:
+                pass
+        client.close()

@@ -45,7 +45,8 @@ def dask_processes(tmp_path):
     sched_file = tmp_path / "scheduler.json"
     procs = []
     try:
-        procs.append(subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+        procs.append(subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                       "--dashboard-address", "127.0.0.1:0",        # its HTTP routes: loopback too
                                        "--scheduler-file", str(sched_file)], env=_env(), cwd=tmp_path,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + 60
@@ -53,7 +54,7 @@ def dask_processes(tmp_path):
             time.sleep(0.2)
         address = json.loads(sched_file.read_text())["address"]
         procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
-                                       "--no-dashboard", "--host", "127.0.0.1"], env=_env(), cwd=tmp_path,
+                                       "--dashboard-address", "127.0.0.1:0", "--host", "127.0.0.1"], env=_env(), cwd=tmp_path,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         from distributed import Client
         with Client(address, timeout="30s") as client:
@@ -75,8 +76,13 @@ def test_local_localcluster_and_dask_processes_give_identical_rows(base, dask_pr
     grid = parse_params(GRID)
     local = sweep(base, grid, workers=2, quiet=True)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as cluster:
+                      dashboard_address="127.0.0.1:0") as cluster:
         on_local_cluster = sweep(base, grid, cluster=cluster.scheduler_address, quiet=True)
+        import psutil                      # scheduler (here), workers and dashboard: loopback only
+        me = psutil.Process()
+        bound = {c.laddr.ip for p in (me, *me.children(recursive=True)) for c in p.net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN}
+        assert bound <= {"127.0.0.1", "::1"}, bound
     on_processes = sweep(base, grid, cluster=dask_processes, quiet=True)
     assert local == on_local_cluster == on_processes
     assert [(r["instance_count"], r["seed"]) for r in local] == [(1, 0), (1, 1), (2, 0), (2, 1)]

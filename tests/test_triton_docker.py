@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 docker = pytest.importorskip("docker")
@@ -58,23 +60,45 @@ class FakeClient:
 PORTS = Ports(sagemaker=18080, http=18000, metrics=18002)
 
 
-def test_run_arguments_gpu_mme(tmp_path):
+def _tritonserver(command: list[str]) -> tuple[list[str], list[str]]:
+    """(what runs before tritonserver, tritonserver's own arguments) of a container command,
+    read as the container's shell reads it."""
+    words = shlex.split(command[-1]) if command[:2] == ["bash", "-c"] else list(command)
+    at = words.index("tritonserver")
+    return words[:at], words[at + 1:]
+
+
+def _flags(args: list[str]) -> dict[str, str]:
+    return dict(arg.removeprefix("--").split("=", 1) for arg in args if arg.startswith("--") and "=" in arg)
+
+
+def test_the_container_is_reachable_where_the_runner_looks_and_finds_its_models(tmp_path):
+    """What the container is given must fit together: the ports tritonserver listens on inside
+    are the ones published to the host ports the runner's clients use; the model repository
+    and every model URL lie inside the mounted folder; the GPU asked for is the one named."""
     client = FakeClient()
     server = DockerTriton(tmp_path, ports=PORTS, image="nvcr.io/nvidia/tritonserver:24.10-py3", device="cuda:1",
                           client=client)
     server._launch()
     kw = client.containers.kwargs
-    assert kw["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
-    command = " ".join(kw["command"])
-    for arg in ("tritonserver", "--allow-sagemaker=true", "--sagemaker-port=8080", "--model-control-mode=explicit",
-                "--http-port=8000", "--metrics-port=8002", "--model-repository=/tmp/sagemaker"):
-        assert arg in command
-    assert "--backend-directory" not in command          # the image's own backends
-    assert kw["environment"] == {"SAGEMAKER_MULTI_MODEL": "true"}
+    before, args = _tritonserver(kw["command"])
+    flags = _flags(args)
+    assert flags["allow-sagemaker"] == "true"
+    assert flags["model-control-mode"] == "explicit"                # the MME protocol loads and unloads
+    published = {int(k.split("/")[0]): v for k, v in kw["ports"].items()}
+    for inside, host in ((flags["sagemaker-port"], PORTS.sagemaker), (flags["http-port"], PORTS.http),
+                         (flags["metrics-port"], PORTS.metrics)):
+        assert published[int(inside)] == ("127.0.0.1", host)
+    assert f":{PORTS.sagemaker}" in server.sagemaker_url and f":{PORTS.http}" in server.http_url
+    (bind,) = [v["bind"] for v in kw["volumes"].values()]
+    # the repository tritonserver is given exists before it starts; the backends are the image's own
+    assert flags["model-repository"] in before[before.index("mkdir"):] and "backend-directory" not in flags
+    assert server.model_url(tmp_path / "models" / "m-v0").startswith(bind + "/")
+    assert kw["environment"]["SAGEMAKER_MULTI_MODEL"] == "true"
     (request,) = kw["device_requests"]
-    assert request["DeviceIDs"] == ["1"] and request["Capabilities"] == [["gpu"]]
-    assert kw["volumes"] == {str(tmp_path.resolve()): {"bind": CONTAINER_MODELS, "mode": "rw"}}
-    assert kw["ports"] == {"8080/tcp": 18080, "8000/tcp": 18000, "8002/tcp": 18002}
+    assert request["DeviceIDs"] == ["1"] and ["gpu"] in request["Capabilities"]
+    # published on the host's loopback only; inside the container Triton must listen everywhere
+    assert flags["http-address"] == "0.0.0.0" and flags["metrics-address"] == "0.0.0.0"
     assert kw["detach"] is True
 
 
@@ -99,7 +123,7 @@ def test_free_ports_are_chosen_when_none_given(tmp_path):
     server = DockerTriton(tmp_path, client=client)
     server._launch()
     published = set(client.containers.kwargs["ports"].values())
-    assert len(published) == 3 and all(p > 0 for p in published)
+    assert len(published) == 3 and all(host == "127.0.0.1" and p > 0 for host, p in published)
 
 
 def test_stop_is_graceful_then_removes(tmp_path):

@@ -71,7 +71,8 @@ class ContainerMemory:
 class NvmlMemory:
     """Device memory of one GPU: used/total as NVML (nvidia-smi) reports them, and per process."""
 
-    def __init__(self, index: int = 0):
+    def __init__(self, index: int = 0, cap_bytes: int | None = None):
+        """``cap_bytes``: a smaller "total" for the max-models rule, so a large GPU stops early."""
         try:
             import pynvml
             pynvml.nvmlInit()
@@ -84,7 +85,8 @@ class NvmlMemory:
         except Exception as exc:
             raise MissingPiece(f"no GPU {index} ({exc}); this machine has {pynvml.nvmlDeviceGetCount()} GPU(s)") from None
         self.index = index
-        self.total = int(pynvml.nvmlDeviceGetMemoryInfo(self.handle).total)
+        self.device_total = int(pynvml.nvmlDeviceGetMemoryInfo(self.handle).total)
+        self.total = min(self.device_total, cap_bytes or self.device_total)
         name = pynvml.nvmlDeviceGetName(self.handle)
         self.device = name.decode() if isinstance(name, bytes) else name
         driver = pynvml.nvmlSystemGetDriverVersion()

@@ -30,9 +30,9 @@ from mmesim.calibrate.memory import ContainerMemory, HostMemory, MemorySample, N
 from mmesim.catalog import host_cores, host_cpu
 from mmesim.errors import ConfigError, MissingPiece
 from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig, WorkingMemory
-from mmesim.triton.client import MMEClient, kserve_client
+from mmesim.triton.client import SERVER_FAILURES, MMEClient, kserve_client
 from mmesim.triton.packaging import FRAMEWORKS, PackagedModel, package, package_null
-from mmesim.units import MiB
+from mmesim.units import GiB, MiB
 
 MAX_JSON_BYTES = 16 * MiB      # request-cost bodies larger than this are not worth building
 
@@ -46,7 +46,7 @@ class CalibrateOptions:
     copies: int = 2                           # copies loaded to measure per-copy memory
     max_models: bool = False
     threshold: float = 0.9
-    memory_budget: str | int | None = None    # CPU only: the "total" of the max-models rule
+    memory_budget: str | int | None = None    # the "total" of the max-models rule (a cap on a GPU's)
     max_copies: int = 200
     inputs: list[str] | None = None
     max_batch: int | None = None
@@ -189,13 +189,14 @@ class Calibration:
         return path
 
 
-def catalog_key(device_name: str, total_bytes: int) -> str:
-    """The catalogue GPU an NVML device name refers to (A100 40/80 GB told apart by memory)."""
+def catalog_key(device_name: str, total_bytes: int) -> str | None:
+    """The catalogue GPU an NVML device name refers to (A100 40/80 GB told apart by memory);
+    None if the catalogue has no such GPU."""
     from mmesim.catalog import load_catalog
     gpus = load_catalog().gpus
     matches = [g for k, g in gpus.items() if re.search(rf"\b{re.escape(k.split('-')[0])}\b", device_name, re.I)]
     if not matches:
-        return re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
+        return None
     return min(matches, key=lambda g: abs(g.memory_gib * 2**30 - total_bytes)).key
 
 
@@ -205,11 +206,33 @@ def _server(options: CalibrateOptions, workdir: Path):
         return DockerTriton(workdir, image=options.image or CALIBRATION_IMAGE, device=options.device)
     from mmesim.triton.local import LocalTriton
     server = LocalTriton(binary=options.binary, workdir=workdir / "server")
-    server.installation.require_backend(options.framework)
-    if options.device != "cpu" and server.installation.bundled:
-        raise MissingPiece("the tritonserver bundled with nvidia-pytriton is built without GPU support here; on a GPU "
-                           "host use --runner docker, or run inside the calibration image (containers/README.md)")
+    if not onnx_in_python(options, server):
+        server.installation.require_backend(options.framework)
     return server
+
+
+def onnx_in_python(options: CalibrateOptions, server) -> bool:
+    """ONNX is run by onnxruntime inside the Python backend where the server has no
+    onnxruntime backend (the tritonserver bundled with nvidia-pytriton)."""
+    backends = getattr(getattr(server, "installation", None), "available_backends", None)
+    return options.framework == "onnx" and backends is not None and "onnxruntime" not in backends \
+        and "python" in backends
+
+
+def prove_device(server, workdir: Path, device: str, progress: Callable[[str], None]) -> None:
+    """Before anything is measured: the null model loaded as KIND_GPU on ``device`` proves
+    that this tritonserver, its stub and this torch can run there; if not, Triton's reason."""
+    progress(f"checking that tritonserver can run a model on {device} (null model, KIND_GPU)")
+    null = package_null(workdir / "device-check", device)
+    client = MMEClient(server.sagemaker_url)
+    try:
+        client.load("mmesim-device-check", server.model_url(null.extract(workdir / "models" / "mmesim-device-check")))
+        client.invoke("mmesim-device-check", null.spec.request_body(1))
+        client.unload("mmesim-device-check")
+    except SERVER_FAILURES as exc:
+        raise server.failure(f"running a model on {device} in this tritonserver", exc) from None
+    finally:
+        client.close()
 
 
 @dataclass
@@ -250,18 +273,32 @@ def start_bench(options: CalibrateOptions, stack: ExitStack, progress: Callable[
     else:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mmesim-calibrate-")))
     budget = parse_bytes(options.memory_budget)
-    gpu_probe = NvmlMemory(cuda_index(options.device)) if options.device != "cpu" else None
+    gpu_probe = NvmlMemory(cuda_index(options.device), budget) if options.device != "cpu" else None
+    if gpu_probe and catalog_key(gpu_probe.device, gpu_probe.device_total) is None:
+        from mmesim.catalog import load_catalog
+        raise MissingPiece(f"GPU {gpu_probe.index} is an '{gpu_probe.device}' ({gpu_probe.device_total / GiB:.1f} GiB), "
+                           f"which the catalogue does not have ({', '.join(load_catalog().gpus)}): a profile names a "
+                           "catalogue GPU, so that the simulator can translate it to instance types. Add it under "
+                           "gpus: in mmesim/catalog/catalog.yaml (memory, FP32 and FP16 TFLOP/s, bandwidth) and run "
+                           "again; nothing was measured")
     server = _server(options, workdir)     # finds binary / engine and backend before slow work
-
-    progress(f"packaging {options.model} for the {options.framework} backend")
-    packaged = package(options.model, options.framework, workdir / "artifact", device=options.device,
-                       inputs=options.inputs, max_batch_size=options.max_batch, cpu_threads=options.cpu_threads)
-    null = package_null(workdir / "null-artifact", options.device) if (
-        options.measure_overhead and options.framework == "python") else None
+    in_python = onnx_in_python(options, server)
 
     before_server = gpu_probe.sample() if gpu_probe else None
     progress(f"starting tritonserver ({options.runner})")
     stack.enter_context(server)
+    if getattr(server, "numpy_problem", None):
+        progress(f"note: {server.numpy_problem}")
+    if options.device != "cpu":
+        prove_device(server, workdir, options.device, progress)
+
+    progress(f"packaging {options.model} for the {options.framework} backend"
+             + (" (onnxruntime inside the Python backend)" if in_python else ""))
+    packaged = package(options.model, options.framework, workdir / "artifact", device=options.device,
+                       inputs=options.inputs, max_batch_size=options.max_batch, cpu_threads=options.cpu_threads,
+                       onnx_in_python=in_python)
+    null = package_null(workdir / "null-artifact", options.device) if (
+        options.measure_overhead and packaged.in_python) else None
     mme = MMEClient(server.sagemaker_url)
     stack.callback(mme.close)
     kserve = kserve_client(server.http_url)
@@ -356,7 +393,7 @@ def measure_timing(bench: Bench, names: list[str], progress: Callable[[str], Non
         raise ConfigError(f"larger than the model's max batch {spec.max_batch_size}", field="--batches", value=batches)
     # one thread: the stub's CPU seconds are its time alone on a free core, whatever the neighbours do
     stub = (stub_pid(bench.server_pid, names[0]) if bench.server_pid and opts.device == "cpu"
-            and opts.framework == "python" and opts.threads == 1 else None)
+            and bench.packaged.in_python and opts.threads == 1 else None)
     progress(f"timing executions at batch sizes {batches} (binary tensors"
              + (f", stopping once one takes {opts.stop_batch_s:g} s)" if opts.stop_batch_s and not opts.batches else ")"))
     service = measure_service(mme, kserve, names[0], spec, batches, repeats=opts.repeats,
@@ -366,7 +403,7 @@ def measure_timing(bench: Bench, names: list[str], progress: Callable[[str], Non
     sized = [b for b in timed if len(spec.request_body(b)) <= MAX_JSON_BYTES] or timed[:1]
     json_batches = sorted({sized[0], sized[len(sized) // 2], sized[-1]})
     progress(f"the server's cost per request with JSON bodies of {json_batches} samples")
-    server_pid = bench.server_pid if opts.framework == "python" else None   # other backends execute in the server
+    server_pid = bench.server_pid if bench.packaged.in_python else None   # other backends execute in the server
     requests = measure_requests(mme, kserve, names[0], spec, json_batches, server_pid, opts.request_requests)
     per_byte, fixed, how = request_cost(requests)
 
@@ -414,40 +451,59 @@ def unload_copies(bench: Bench, names: list[str], progress: Callable[[str], None
     return seconds
 
 
-def calibrate(options: CalibrateOptions, progress: Callable[[str], None] = lambda msg: None) -> Calibration:
-    """Run the whole measurement; ``progress`` hears what is happening, one line at a time."""
+def calibrate(options: CalibrateOptions, progress: Callable[[str], None] = lambda msg: None,
+              phase: Callable[[int, int, str], None] = lambda i, n, name: None) -> Calibration:
+    """Run the whole measurement; ``progress`` hears what is happening, one line at a time,
+    ``phase(i, n, name)`` each phase as it starts (for a bar with time left)."""
     options.check()
     load_average = [os.getloadavg()[0]]
+    names = ["server", "memory", "timing", "working memory", *(["max models"] if options.max_models else []),
+             "copies at once"]
+    step = lambda name: phase(names.index(name), len(names), name)      # noqa: E731
     with ExitStack() as stack:
+        step("server")
         bench = start_bench(options, stack, progress)
-        memory = measure_memory(bench, progress)
-        timing = measure_timing(bench, memory.names, progress)
-        work = working.measure_bench(bench, [p.batch for p in timing.service], options.cycles, progress)
-        loaded, max_models, unload_s = list(memory.names), None, []
-        if options.max_models:
-            unload_s += unload_copies(bench, loaded, progress, timed=loaded)
-            memory.trace.append({"event": "copies unloaded", "used": bench.probe.sample().used})
-            progress(f"max models loaded: copies until (used + average) / total >= {options.threshold}")
-            loader = mme_copy_loader(bench.mme, bench.packaged, bench.server, bench.workdir / "maxmodels",
-                                     bench.spec.name)
-            max_models = max_models_loaded(loader, bench.probe.sample, options.threshold, options.max_copies,
-                                           on_step=lambda s: progress(
-                                               f"  {s.models:>3} models: {s.used / MiB:,.0f} MiB of "
-                                               f"{s.total / MiB:,.0f} MiB ({100 * s.fraction:.1f}%)"))
-            loaded = [copy_name(bench.spec.name, i) for i in range(max_models.count)]
-        loaded += measure_copies_at_once(bench, timing, loaded, progress)
-        unload_s += unload_copies(bench, loaded, progress, timed=[] if options.max_models else memory.names)
+        try:
+            return _measure(options, bench, load_average, progress, step)
+        except SERVER_FAILURES as exc:       # before the server stops: its log goes with the error
+            raise bench.server.failure("calibrating " + bench.spec.name, exc) from None
+
+
+def _measure(options: CalibrateOptions, bench: Bench, load_average: list[float],
+             progress: Callable[[str], None], step: Callable[[str], None]) -> Calibration:
+    """The measurements on a running bench, then the profile (the server is still up)."""
+    step("memory")
+    memory = measure_memory(bench, progress)
+    step("timing")
+    timing = measure_timing(bench, memory.names, progress)
+    step("working memory")
+    work = working.measure_bench(bench, [p.batch for p in timing.service], options.cycles, progress)
+    loaded, max_models, unload_s = list(memory.names), None, []
+    if options.max_models:
+        step("max models")
+        unload_s += unload_copies(bench, loaded, progress, timed=loaded)
         memory.trace.append({"event": "copies unloaded", "used": bench.probe.sample().used})
-        version = bench.server.version
-        artifact_bytes = bench.packaged.artifact_bytes
-        device = (bench.gpu_probe.device, bench.gpu_probe.driver,
-                  catalog_key(bench.gpu_probe.device, bench.gpu_probe.total)) if bench.gpu_probe else None
-    # server stopped, work folder removed
+        progress(f"max models loaded: copies until (used + average) / total >= {options.threshold}")
+        loader = mme_copy_loader(bench.mme, bench.packaged, bench.server, bench.workdir / "maxmodels",
+                                 bench.spec.name)
+        max_models = max_models_loaded(loader, bench.probe.sample, options.threshold, options.max_copies,
+                                       on_step=lambda s: progress(
+                                           f"  {s.models:>3} models: {s.used / MiB:,.0f} MiB of "
+                                           f"{s.total / MiB:,.0f} MiB ({100 * s.fraction:.1f}%)"))
+        loaded = [copy_name(bench.spec.name, i) for i in range(max_models.count)]
+    step("copies at once")
+    loaded += measure_copies_at_once(bench, timing, loaded, progress)
+    unload_s += unload_copies(bench, loaded, progress, timed=[] if options.max_models else memory.names)
+    memory.trace.append({"event": "copies unloaded", "used": bench.probe.sample().used})
+    version = bench.server.version
+    artifact_bytes = bench.packaged.artifact_bytes
+    device = (f"{bench.gpu_probe.device} ({bench.gpu_probe.device_total / GiB:.1f} GiB)", bench.gpu_probe.driver,
+              catalog_key(bench.gpu_probe.device, bench.gpu_probe.device_total)) if bench.gpu_probe else None
     load_average.append(os.getloadavg()[0])
     if work.cycles:                        # the model's own unload, not the server's polling
         unload_s = work.cycles.unload_s
     profile = assemble_profile(options, bench.spec, artifact_bytes, memory, timing, unload_s, max_models, version,
-                               device, tuple(load_average), work)
+                               device, tuple(load_average), work, bench.packaged.in_python)
     return Calibration(profile, memory.per_copy_bytes, memory.baseline_bytes, memory.process_overhead_bytes,
                        memory.host_per_copy_bytes, memory.load_s, unload_s, timing.service, timing.requests,
                        timing.load_points, timing.scaling, memory.trace, tuple(load_average), max_models, work)
@@ -456,8 +512,13 @@ def calibrate(options: CalibrateOptions, progress: Callable[[str], None] = lambd
 def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memory: Memory, timing: Timing,
                      unload_s: list[float], max_models: MaxModels | None, version: str | None,
                      device: tuple[str, str, str] | None, load_average: tuple[float, float],
-                     work: working.Working | None = None) -> ModelProfile:
-    """The measured figures as a ModelProfile, with notes saying how each was taken."""
+                     work: working.Working | None = None, in_python: bool = False) -> ModelProfile:
+    """The measured figures as a ModelProfile, with notes saying how each was taken.
+
+    On a GPU with the null model measured, per-copy device memory is the model's own and the
+    one CUDA context goes to the baseline: what a native backend (libtorch, onnxruntime,
+    TensorRT: one context per GPU) uses. On a CPU a copy keeps its whole process, as the
+    Python backend that serves it here does."""
     mean_copy = int(statistics.fmean(memory.per_copy_bytes))
     if device:
         device_name, driver, gpu = device
@@ -466,15 +527,26 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
         device_name, driver, gpu = f"cpu ({host_cpu()})", None, "cpu"
         host_bytes = mean_copy
     backend = {"python": "python", "pytorch": "pytorch_libtorch", "onnx": "onnxruntime", "tensorrt": "tensorrt"}
+    served = "onnxruntime inside the python" if in_python and options.framework == "onnx" else backend[options.framework]
     overhead = memory.process_overhead_bytes
+    own = max(0, mean_copy - overhead) if overhead is not None else mean_copy
+    if device and overhead is not None:
+        copy_bytes, baseline_bytes = own, memory.baseline_bytes + overhead
+        valid = (f"gpu_memory_bytes is the model's own {own / MiB:.1f} MiB, valid for native backends (pytorch_libtorch, "
+                 f"onnxruntime, tensorrt), whose one CUDA context ({overhead / MiB:.1f} MiB, null model) is in the "
+                 f"baseline; served by the Python backend, each copy costs that much more")
+    else:
+        copy_bytes, baseline_bytes = mean_copy, memory.baseline_bytes
+        valid = f"gpu_memory_bytes is a whole copy as the {served} backend holds it"
     notes = [f"per copy {mean_copy / MiB:.1f} MiB (copies: {', '.join(f'{b / MiB:.1f}' for b in memory.per_copy_bytes)} MiB)"]
     if overhead is not None:
         notes.append(f"of which the Python-backend process overhead (null model: interpreter, torch"
                      f"{', CUDA context' if device else ''}) is {overhead / MiB:.1f} MiB and the model's own "
-                     f"{max(0, mean_copy - overhead) / MiB:.1f} MiB; other backends share the server's context, so "
-                     f"for them count only the model's own bytes")
-    notes.append(f"baseline {memory.baseline_bytes / MiB:.1f} MiB counted once ("
-                 + ("device memory the server took before any model" if device else
+                     f"{own / MiB:.1f} MiB")
+    notes.append(valid)
+    notes.append(f"baseline {baseline_bytes / MiB:.1f} MiB counted once ("
+                 + ("device memory the server took before any model"
+                    + (", plus one CUDA context" if baseline_bytes != memory.baseline_bytes else "") if device else
                     "server process and shared libraries: tree PSS minus copies") + ")")
     service = timing.service
     cpu_timed = bool(service[0].cpu_s)
@@ -504,8 +576,8 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
         framework=options.framework,
         gpu=gpu,
         artifact_bytes=artifact_bytes,
-        gpu_memory_bytes=mean_copy,
-        baseline_gpu_bytes=memory.baseline_bytes,
+        gpu_memory_bytes=copy_bytes,
+        baseline_gpu_bytes=baseline_bytes,
         host_memory_bytes=host_bytes,
         load_s=statistics.fmean(memory.load_s),
         unload_s=statistics.fmean(unload_s),
@@ -526,7 +598,7 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
                             instance_count=1),
         provenance=Provenance(
             method="measured",
-            source=f"mmesim calibrate: Triton {version} ({options.runner} runner), {backend[options.framework]} backend",
+            source=f"mmesim calibrate: Triton {version} ({options.runner} runner), {served} backend",
             date=dt.date.today().isoformat(), device=device_name, driver=driver, triton_version=version,
             host_cpu=host_cpu(), command=options.command, notes="; ".join(notes)),
     )

@@ -4,7 +4,7 @@ signer over what was received and compared, as AWS does.
 
 Errors carry the code AWS answers with, so botocore raises a ClientError whose
 ``response["Error"]["Code"]`` a notebook can test: UnrecognizedClientException (unknown key),
-InvalidSignatureException (wrong secret, altered request, expired date),
+InvalidSignatureException (wrong secret, altered request, a date more than 15 min off),
 MissingAuthenticationTokenException (no signature), IncompleteSignatureException.
 """
 
@@ -77,11 +77,15 @@ def verify_sigv4(method: str, url: str, headers, body: bytes, keys: dict[str, st
         raise AuthError("IncompleteSignatureException", f"X-Amz-Date {stamp!r} is missing or not yyyymmddThhmmssZ",
                         400) from None
     now = now or dt.datetime.now(dt.timezone.utc)
-    if abs((now - when).total_seconds()) > max_skew_s:
+    skew = dt.timedelta(seconds=max_skew_s)
+    if now - when > skew:
         raise AuthError("InvalidSignatureException",
-                        f"Signature expired: {stamp} is now earlier than "
-                        f"{(now - dt.timedelta(seconds=max_skew_s)):%Y%m%dT%H%M%SZ} "
+                        f"Signature expired: {stamp} is now earlier than {now - skew:%Y%m%dT%H%M%SZ} "
                         f"({now:%Y%m%dT%H%M%SZ} - {max_skew_s / 60:g} min.)")
+    if when - now > skew:                 # AWS's words for a request dated in the future
+        raise AuthError("InvalidSignatureException",
+                        f"Signature not yet current: {stamp} is still later than {now + skew:%Y%m%dT%H%M%SZ} "
+                        f"({now:%Y%m%dT%H%M%SZ} + {max_skew_s / 60:g} min.)")
     if day != stamp[:8]:
         raise AuthError("InvalidSignatureException", f"credential date {day} does not match X-Amz-Date {stamp}")
     signed = m["signed"].split(";")

@@ -174,9 +174,10 @@ class TritonBackend(Backend):
         return r.status, r.body, r.content_type or "application/json"
 
     def _down(self, exc: Exception):
+        said = f"\n--- tritonserver log (last lines) ---\n{self.server.words(12)}" if self.server else ""
         if self.alive():
-            raise InternalFailure(f"the backend failed: {type(exc).__name__}: {exc}") from None
-        raise BackendDown(f"the model server exited while serving ({type(exc).__name__})") from None
+            raise InternalFailure(f"the backend failed: {type(exc).__name__}: {exc}{said}") from None
+        raise BackendDown(f"the model server exited while serving ({type(exc).__name__}){said}") from None
 
     def memory_used(self) -> int:
         try:

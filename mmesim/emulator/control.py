@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from mmesim.emulator.errors import redact
+
 _log = logging.getLogger(__name__)
 JSON = "application/x-amz-json-1.1"
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -229,7 +231,8 @@ class ControlPlane:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of the bring-up is the endpoint's FailureReason
             endpoint["EndpointStatus"] = "Failed"
-            endpoint["FailureReason"] = f"{type(exc).__name__}: {exc}"[:1024]
+            _log.warning("endpoint %s failed to come up: %s", name, exc)     # the full reason, for the operator
+            endpoint["FailureReason"] = redact(f"{type(exc).__name__}: {exc}")[:1024]     # no server paths
         finally:
             endpoint["LastModifiedTime"] = time.time()
             if self._tasks.get(name) is asyncio.current_task():

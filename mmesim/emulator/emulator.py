@@ -5,6 +5,7 @@ to stop, then writes the request log as a measured Run (summary.json, Locust CSV
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import tempfile
@@ -15,12 +16,14 @@ from mmesim.emulator.backends import TritonBackend, VirtualBackend
 from mmesim.emulator.front import Front
 from mmesim.emulator.metrics import Metrics
 from mmesim.emulator.platform import Platform
+from mmesim.emulator.requestlog import RequestLog
 from mmesim.errors import ConfigError
 from mmesim.profile import ModelProfile
-from mmesim.results.records import Records, Run
+from mmesim.results.records import Run
 from mmesim.sim.policy import inflight_limit
 
 BACKENDS = ("triton", "virtual")
+WORK_PREFIX = "mmesim-emulate-"           # + <pid>-: the work folder (cache, request log) of one emulator
 LOCAL = "local"
 
 
@@ -48,6 +51,9 @@ class EmulatorConfig:
     seed: int = 0
     keys: dict[str, str] | None = None           # access key -> secret: verify SigV4 when given
     max_inflight: int | None = None              # shed beyond this per instance; default: the profiles' limit
+    max_model_bytes: int | None = None           # an artifact unpacking past this is refused; default: the
+                                                 # instance's memory (no model bigger than it can be served)
+    max_unpack_ratio: float = 100.0              # ... or past this many times its packed size
 
     def check(self) -> None:
         """Every setting, before anything listens (``models`` None: those a CreateEndpoint
@@ -70,7 +76,10 @@ class EmulatorConfig:
                 ("--max-inflight", self.max_inflight, self.max_inflight is None or self.max_inflight >= 1,
                  "at least 1"),
                 ("--port", self.port, 0 <= self.port <= 65535, "0 (any free port) to 65535"),
-                ("--seed", self.seed, self.seed >= 0, "a whole number >= 0")):
+                ("--seed", self.seed, self.seed >= 0, "a whole number >= 0"),
+                ("--max-model-bytes", self.max_model_bytes, self.max_model_bytes is None or self.max_model_bytes > 0,
+                 "more than 0 bytes"),
+                ("--max-unpack-ratio", self.max_unpack_ratio, self.max_unpack_ratio >= 1, "at least 1")):
             if not ok:
                 raise ConfigError(f"must be {why}", field=flag, value=value)
         if self.instance and self.instance != LOCAL:
@@ -140,7 +149,7 @@ class Endpoint:
         self.config, self.name = config, config.endpoint_name
         self.type_name, self.total, self.price, self.vcpus = instance_memory(config)
         self.profiles = self._profiles()
-        self.records = Records()
+        self.records = RequestLog(workdir / "requests")      # streamed to disk: memory stays flat
         self.metrics = Metrics(config.endpoint_name, config.instance_count, config.variant_name)
         self.workdir = workdir
         self.platform: Platform | None = None
@@ -169,7 +178,8 @@ class Endpoint:
         from mmesim.emulator.store import ArtifactStore
         c = self.config
         cache = c.cache_dir or self.workdir / "cache"
-        store = ArtifactStore(c.models, cache, c.cache_bytes, s3_endpoint_url=c.s3_endpoint_url)
+        store = ArtifactStore(c.models, cache, c.cache_bytes, s3_endpoint_url=c.s3_endpoint_url,
+                              max_extract_bytes=c.max_model_bytes or self.total, max_ratio=c.max_unpack_ratio)
         self.platform = Platform(self._backends(), store, profile_matcher(self.profiles), threshold=c.threshold,
                                  ready_timeout_s=c.ready_timeout_s, invocation_timeout_s=c.invocation_timeout_s,
                                  vcpus=self.vcpus,
@@ -198,8 +208,10 @@ class Endpoint:
         """The request log as a measured Run (the simulator's own record types)."""
         p = self.platform
         instances = p.instances if p else []
-        return Run(records=self.records, duration_s=max(duration, 1.0),
-                   request_name={m: base_name(m) for m in self.records.models},
+        records = self.records.records()
+        self.records.close()
+        return Run(records=records, duration_s=max(duration, 1.0),
+                   request_name={m: base_name(m) for m in records.models},
                    events=list(p.events) if p else [], memory=sorted(p.memory) if p else [],
                    utilization={k: [list(v) for v in per] for k, per in p.utilization.items()} if p else {},
                    gpu_total_bytes=self.total,
@@ -207,7 +219,7 @@ class Endpoint:
                    instance_type=self.type_name, instance_count=self.config.instance_count,
                    price_usd_per_hour=self.price, kind="measurement", backend=self.config.backend,
                    backend_restarts=[i.restarts for i in instances], profiles=[pr.name for pr in self.profiles],
-                   targets=len(self.records.models), vcpus=self.vcpus,
+                   targets=len(records.models), vcpus=self.vcpus,
                    max_inflight_per_instance=p.max_inflight if p else None,
                    sources=dict.fromkeys(("requests", "cold_starts", "loads", "memory"), "emulator log"))
 
@@ -231,16 +243,18 @@ class Emulator:
         from aiohttp import web
 
         from mmesim.emulator.control import ControlPlane, EndpointSpec
+        from mmesim.process import remove_leftovers
         c = self.config
-        self._tmp = tempfile.TemporaryDirectory(prefix="mmesim-emulate-")
+        remove_leftovers(Path(tempfile.gettempdir()), WORK_PREFIX)        # of an emulator that crashed
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-")
         self.control = ControlPlane(self._on_create, self._on_delete)
         if c.models:
             endpoint = await self._add(c)
             self.control.adopt(EndpointSpec(name=c.endpoint_name, config_name=c.endpoint_name,
                                             model_name=c.endpoint_name, model_data_url=c.models,
                                             instance_type=endpoint.type_name, instance_count=c.instance_count))
-        front = Front(self.endpoints, self.control, keys=c.keys)
-        self._runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
+        self.front = front = Front(self.endpoints, self.control, keys=c.keys)
+        self._runner = front.runner()
         await self._runner.setup()
         site = web.TCPSite(self._runner, c.host, c.port, backlog=1024)
         try:
@@ -256,7 +270,11 @@ class Emulator:
         workdir = Path(self._tmp.name) / config.endpoint_name
         workdir.mkdir(parents=True, exist_ok=True)
         endpoint = Endpoint(config, workdir)
-        await endpoint.start()
+        try:
+            await endpoint.start()
+        except BaseException:
+            endpoint.records.close()
+            raise
         self.endpoints[config.endpoint_name] = endpoint
         return endpoint
 

@@ -6,10 +6,21 @@ Each also names the outcome the request log records (mmesim.results.records)."""
 from __future__ import annotations
 
 import json
+import re
 
 from mmesim.errors import MmesimError
 from mmesim.results.records import (INTERNAL, MODEL_ERROR, MODEL_NOT_READY, OUT_OF_MEMORY, OVERLOADED, TIMEOUT,
                                     VALIDATION)
+
+
+# an absolute path of two or more parts, not inside a word, URL or relative name ('a/b/c')
+_SERVER_PATH = re.compile(r"(?<![\w.~:/-])/(?:[\w.@+~-]+/)+[\w.@+~-]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with server-side paths (a cache folder, a work folder in Triton's messages)
+    replaced: an error tells the client what failed, never where the server keeps its files."""
+    return _SERVER_PATH.sub("<local path>", text)
 
 
 class InvokeError(MmesimError):
@@ -25,8 +36,9 @@ class InvokeError(MmesimError):
         return {}
 
     def body(self) -> bytes:
-        return json.dumps({"__type": self.code, "message": self.message, "Message": self.message,
-                           **self.fields()}).encode()
+        message = redact(self.message)
+        fields = {k: redact(v) if isinstance(v, str) and k != "LogStreamArn" else v for k, v in self.fields().items()}
+        return json.dumps({"__type": self.code, "message": message, "Message": message, **fields}).encode()
 
     def headers(self) -> dict[str, str]:
         return {"x-amzn-ErrorType": self.code, "Content-Type": "application/json"}
@@ -60,6 +72,11 @@ class InvocationTimeout(ModelError):
         why = (f"Your invocation timed out while waiting for a response from container primary ({seconds:g} s). "
                "Review the latency metrics for each container in Amazon CloudWatch, resolve the issue, and try again.")
         super().__init__(f'Received server error (0) from primary with message "{why}".', 0, why)
+
+
+class UnknownOperation(InvokeError):
+    """404: no such route (method and path) on SageMaker Runtime."""
+    status, code, outcome = 404, "UnknownOperationException", VALIDATION
 
 
 class ModelNotReady(InvokeError):

@@ -1,6 +1,8 @@
 """The SageMaker Runtime front: ``POST /endpoints/{name}/invocations`` as boto3's
 ``sagemaker-runtime`` client calls it, plus ``/ping``, ``/metrics`` (Prometheus text) and
-``/metrics.json``. Every request, answered or refused, becomes one RequestRecord."""
+``/metrics.json``. Every request, answered or refused at any layer (aiohttp's own parser
+included), gets an answer in SageMaker's JSON error shape with ``x-amzn-RequestId`` and becomes
+one RequestRecord of its endpoint (or, naming none that is served, one unrouted refusal)."""
 
 from __future__ import annotations
 
@@ -10,15 +12,22 @@ import logging
 import re
 import time
 import uuid
+from collections import Counter
 
 from aiohttp import ClientPayloadError, web
+from aiohttp.web_protocol import RequestHandler
 
-from mmesim.emulator.errors import InternalFailure, InvokeError, ModelError, ServiceUnavailable, ValidationError
+from mmesim.emulator.errors import (InternalFailure, InvokeError, ModelError, ServiceUnavailable, UnknownOperation,
+                                    ValidationError)
 from mmesim.emulator.metrics import prometheus
 from mmesim.emulator.store import validate_target_model
-from mmesim.results.records import OK, VALIDATION, RequestRecord
+from mmesim.results.records import INTERNAL, OK, VALIDATION, RequestRecord
 
 BODY_LIMIT = 6_291_456           # bytes: InvokeEndpoint's payload limit
+HEADER_LIMIT = 65_536            # bytes per request line or header: past aiohttp's 8,190, so that a
+                                 # 9,000-character TargetModel meets SageMaker's own length check
+LOGGED = "mmesim.logged"         # set on a request once it is in its endpoint's request log
+_ENDPOINT_PATH = re.compile(r"^/endpoints/([^/]+)/")
 _log = logging.getLogger(__name__)
 TARGET = "X-Amzn-SageMaker-Target-Model"
 REQUEST_ID = "x-amzn-RequestId"            # botocore's ResponseMetadata["RequestId"]
@@ -34,19 +43,68 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNT) & 0xFFFFFFFFFFFF:012x}"
 
 
-@web.middleware
-async def request_id(request: web.Request, handler) -> web.StreamResponse:
-    """Every answer carries ``x-amzn-RequestId``, as AWS's do (clients log
-    ``response["ResponseMetadata"]["RequestId"]``); a client gone mid-upload ends quietly."""
-    try:
-        response = await handler(request)
-    except _GONE:
-        response = web.Response(status=400)
-    except web.HTTPException as exc:      # aiohttp's own answers (no such route, wrong method)
-        exc.headers.setdefault(REQUEST_ID, new_request_id())
-        raise
-    response.headers.setdefault(REQUEST_ID, new_request_id())
-    return response
+def error_response(error: InvokeError) -> web.Response:
+    return web.Response(status=error.status, body=error.body(), headers=error.headers())
+
+
+def too_large() -> web.Response:
+    """SageMaker answers an oversize payload with a bare 413 (botocore: ClientError code '413')."""
+    return web.Response(status=413, content_type="application/json",
+                        body=json.dumps({"message": f"HTTP content length exceeded {BODY_LIMIT} bytes."}).encode())
+
+
+def _as_refusal(exc: web.HTTPException, request: web.BaseRequest) -> web.Response:
+    """aiohttp's own answers (no such route, wrong method, body too large) in SageMaker's shape."""
+    if exc.status == 413:
+        return too_large()
+    if exc.status in (404, 405):
+        return error_response(UnknownOperation(f"Unknown operation: {request.method} {request.path[:200]}"))
+    if exc.status >= 500:
+        return error_response(InternalFailure(exc.reason))
+    return error_response(ValidationError(exc.reason))
+
+
+class _Handler(RequestHandler):
+    """aiohttp's connection handler, answering what its parser refuses (a request line or
+    header past HEADER_LIMIT, a malformed request) or a handler's crash as SageMaker would,
+    instead of a bare text/plain 400 or 500 and a traceback in the log."""
+
+    def handle_error(self, request, status: int = 500, exc=None, message=None) -> web.StreamResponse:
+        if request.writer.output_size > 0:      # an answer went out already: the connection is broken
+            raise ConnectionError("an answer was sent already")
+        if status >= 500:
+            _log.error("request failed in the HTTP layer: %s", exc or message)
+            error: InvokeError = InternalFailure("The server failed to process the request.")
+        else:
+            _log.info("refused a request aiohttp could not parse (%s): %s", status, message)
+            error = ValidationError(f"The request could not be read: {_parser_message(message, status)}")
+        front = getattr(self._manager, "front", None)
+        if front is not None:
+            front.count_refusal(request, error.outcome)
+        response = error_response(error)
+        response.headers[REQUEST_ID] = new_request_id()
+        response.force_close()
+        return response
+
+
+def _parser_message(message, status: int) -> str:
+    """aiohttp's parser message in one line, or its status where it gave none."""
+    return str(message or f"HTTP {status}").splitlines()[0][:300]
+
+
+class FrontRunner(web.AppRunner):
+    """An AppRunner whose connections are _Handler's (and so answer parser refusals as SageMaker)."""
+
+    def __init__(self, app: web.Application, front: "Front", **kwargs):
+        super().__init__(app, max_line_size=HEADER_LIMIT, max_field_size=HEADER_LIMIT, **kwargs)
+        self.front = front
+
+    async def _make_server(self):
+        server = await super()._make_server()
+        server.front = self.front
+        server.__class__ = type("FrontServer", (type(server),), {
+            "__call__": lambda srv: _Handler(srv, loop=srv._loop, **srv._kwargs)})
+        return server
 
 
 def _length_rules() -> list[tuple[str, str, str, int | None, int | None]]:
@@ -123,9 +181,42 @@ class Front:
     def __init__(self, endpoints: dict, control=None, keys: dict[str, str] | None = None):
         self.endpoints, self.control, self.keys = endpoints, control, keys
         self.lengths = _length_rules()
+        self.unrouted: Counter[str] = Counter()      # refusals naming no served endpoint, by outcome
+
+    def runner(self) -> FrontRunner:
+        return FrontRunner(self.app(), self, access_log=None, handle_signals=False)
+
+    def count_refusal(self, request: web.BaseRequest, outcome: str) -> None:
+        """A refusal not yet in a request log goes into its endpoint's (the path names it)."""
+        if request.get(LOGGED):
+            return
+        m = _ENDPOINT_PATH.match(request.path) if request.method == "POST" else None
+        endpoint = self.endpoints.get(m[1]) if m else None
+        if endpoint is None or endpoint.platform is None:
+            self.unrouted[outcome] += 1
+            return
+        log = _Log(endpoint)
+        log.record(log.clock(), request.headers.get(TARGET), -1, outcome, None, None, 0.0)
+        request[LOGGED] = True
+
+    @web.middleware
+    async def request_id(self, request: web.Request, handler) -> web.StreamResponse:
+        """Every answer carries ``x-amzn-RequestId``, as AWS's do (clients log
+        ``response["ResponseMetadata"]["RequestId"]``), every refusal is in SageMaker's shape and
+        counted; a client gone mid-upload ends quietly."""
+        try:
+            response = await handler(request)
+        except _GONE:
+            return web.Response(status=400, headers={REQUEST_ID: new_request_id()})
+        except web.HTTPException as exc:
+            response = _as_refusal(exc, request)
+        if response.status >= 400 and request.path != "/ping":       # a 503 ping is no refusal
+            self.count_refusal(request, INTERNAL if response.status >= 500 else VALIDATION)
+        response.headers.setdefault(REQUEST_ID, new_request_id())
+        return response
 
     def app(self) -> web.Application:
-        middlewares = [request_id]
+        middlewares = [self.request_id]
         if self.keys:
             from mmesim.emulator.auth import sigv4_middleware
             middlewares.append(sigv4_middleware(self.keys))
@@ -152,7 +243,8 @@ class Front:
                             content_type="text/plain", headers={"X-Content-Type": "text/plain; version=0.0.4"})
 
     async def metrics_json(self, request: web.Request) -> web.Response:
-        return web.json_response({"endpoints": [e.metrics.snapshot(e.platform) for e in self._served()]})
+        return web.json_response({"endpoints": [e.metrics.snapshot(e.platform) for e in self._served()],
+                                  "unrouted_refusals": dict(self.unrouted)})
 
     def _endpoint(self, name: str):
         endpoint = self.endpoints.get(name)
@@ -172,7 +264,7 @@ class Front:
             raise ValidationError(f"Endpoint {name} is a real-time multi-model endpoint: {operation} is not "
                                   "supported there; use InvokeEndpoint with TargetModel")
         except ValidationError as error:
-            return web.Response(status=error.status, body=error.body(), headers=error.headers())
+            return error_response(error)
 
     async def invocations(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
@@ -181,7 +273,8 @@ class Front:
             check_lengths(request, self.lengths)
             endpoint = self._endpoint(name)
         except ValidationError as error:
-            return web.Response(status=error.status, body=error.body(), headers=error.headers())
+            return error_response(error)             # counted by the middleware
+        request[LOGGED] = True
         platform, log = endpoint.platform, _Log(endpoint)
         t0 = platform.clock()
         target = request.headers.get(TARGET)
@@ -221,8 +314,7 @@ class Front:
             instance = getattr(exc, "instance", instance)
             cold = getattr(exc, "cold", cold)
             log.record(t0, target, instance, error.outcome, cold, model_s, wait_s)
-            return web.Response(status=error.status, body=error.body(), headers=error.headers())
-
+            return error_response(error)
 
 
 class _Log:
@@ -239,7 +331,5 @@ class _Log:
         self.metrics.request(instance, outcome, cold, end - t0, model_s, wait_s)
 
     def too_large(self, t0: float, target: str | None) -> web.Response:
-        """SageMaker answers an oversize payload with a bare 413 (botocore: ClientError code '413')."""
         self.record(t0, target, -1, VALIDATION, None, None, 0.0)
-        return web.Response(status=413, content_type="application/json",
-                            body=json.dumps({"message": f"HTTP content length exceeded {BODY_LIMIT} bytes."}).encode())
+        return too_large()

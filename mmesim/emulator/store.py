@@ -31,9 +31,12 @@ from pathlib import Path
 
 from mmesim.errors import ConfigError, MmesimError
 from mmesim.sim.policy import lru_victims
-from mmesim.units import GiB
+from mmesim.units import GiB, MiB
 
 DEFAULT_MAX_EXTRACT_BYTES = 20 * GiB   # an archive expanding past this is treated as a bomb
+DEFAULT_MAX_RATIO = 100.0              # unpacked / packed: weights barely compress, zeros ~1000:1
+RATIO_FLOOR_BYTES = 64 * MiB           # small archives may expand more (tar padding, configs)
+_REFUSALS_KEPT = 1024                  # remembered refused artifact versions
 MAX_NAME_CHARS = 1024                  # SageMaker's limit on TargetModel
 _NAME_CHARS = re.compile(r"[\x20-\x7e]+")           # printable ASCII, as TargetModel's pattern
 _REFUSED_CHARS = re.compile(r"[\\%]")
@@ -117,11 +120,13 @@ class _DirectorySource:
     def describe(self, name: str) -> str:
         return str(self.root / name)
 
-    def size(self, name: str) -> int:
+    def head(self, name: str) -> tuple[int, str]:
+        """(size in bytes, version): the version changes when the file does."""
         path = self.root / name          # a checked name: it cannot climb out of root
-        if not path.is_file():
-            raise ArtifactNotFound(f"no artifact {name!r} in {self.root}")
-        return path.stat().st_size
+        if not path.is_file():           # the message names no server-side folder
+            raise ArtifactNotFound(f"no artifact {name!r} under the endpoint's model data prefix")
+        st = path.stat()
+        return st.st_size, f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
     def open(self, name: str, scratch: Path):
         """(a readable file of the artifact, seconds spent copying it)."""
@@ -147,11 +152,13 @@ class _S3Source:
     def describe(self, name: str) -> str:
         return f"s3://{self.bucket}/{self.key(name)}"
 
-    def size(self, name: str) -> int:
+    def head(self, name: str) -> tuple[int, str]:
+        """(size in bytes, version): the object's ETag (and VersionId where versioned)."""
         try:
-            return int(self.client.head_object(Bucket=self.bucket, Key=self.key(name))["ContentLength"])
+            head = self.client.head_object(Bucket=self.bucket, Key=self.key(name))
         except self._errors as exc:
             raise self._translate(exc, name) from None
+        return int(head["ContentLength"]), f"{head.get('ETag')}:{head.get('VersionId')}"
 
     def open(self, name: str, scratch: Path):
         t0 = time.perf_counter()
@@ -296,6 +303,8 @@ def extract(archive, dest: Path, max_bytes: int) -> int:
                                           "which is not a file extracted before it")
                     os.link(src, target, follow_symlinks=False)
                 elif m.isreg():
+                    if written + m.size > max_bytes:      # refused on its header, before a byte is written
+                        raise ArchiveTooLarge(f"expands past {max_bytes} bytes (at entry {m.name!r})")
                     src = tar.extractfile(m)
                     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                     fd = os.open(target, flags, 0o755 if m.mode & 0o111 else 0o644)
@@ -351,11 +360,16 @@ class ArtifactStore:
     earlier run are reused."""
 
     def __init__(self, source: str, cache_dir: str | Path, cache_bytes: int,
-                 s3_endpoint_url: str | None = None, max_extract_bytes: int = DEFAULT_MAX_EXTRACT_BYTES):
+                 s3_endpoint_url: str | None = None, max_extract_bytes: int = DEFAULT_MAX_EXTRACT_BYTES,
+                 max_ratio: float = DEFAULT_MAX_RATIO):
         if cache_bytes <= 0:
             raise ConfigError("must be positive", field="cache_bytes", value=cache_bytes)
         if max_extract_bytes <= 0:
             raise ConfigError("must be positive", field="max_extract_bytes", value=max_extract_bytes)
+        if not max_ratio >= 1:
+            raise ConfigError("must be at least 1", field="max_ratio", value=max_ratio)
+        self.max_ratio = float(max_ratio)
+        self._refused: OrderedDict[str, tuple[str, ArchiveTooLarge]] = OrderedDict()   # name -> (version, error)
         self.source = _source(str(source), s3_endpoint_url)
         self.cache_dir = Path(cache_dir)
         self.cache_bytes, self.max_extract_bytes = int(cache_bytes), int(max_extract_bytes)
@@ -430,8 +444,21 @@ class ArtifactStore:
             return sum(e.bytes for e in self._entries.values())
 
     # -- inside ---------------------------------------------------------------------------
+    def unpack_limit(self, artifact_bytes: int) -> tuple[int, str]:
+        """(bytes an artifact of this packed size may unpack to, which limit that is)."""
+        by_ratio = max(int(self.max_ratio * artifact_bytes), RATIO_FLOOR_BYTES)
+        if by_ratio < self.max_extract_bytes:
+            return by_ratio, (f"{self.max_ratio:g} times its packed size of {artifact_bytes} bytes "
+                              "(--max-unpack-ratio)")
+        return self.max_extract_bytes, "the limit per model (--max-model-bytes)"
+
     def _download(self, name: str, pin: bool) -> Fetched:
-        artifact_bytes = self.source.size(name)
+        artifact_bytes, version = self.source.head(name)
+        with self._lock:
+            refused = self._refused.get(name)
+        if refused is not None and refused[0] == version:       # a bomb costs its limit once per version
+            raise refused[1]
+        limit, which = self.unpack_limit(artifact_bytes)
         key = hashlib.sha256(name.encode()).hexdigest()[:24]
         work = self._scratch / uuid.uuid4().hex
         work.mkdir()
@@ -446,12 +473,17 @@ class ArtifactStore:
             t0 = time.perf_counter()
             with archive:
                 try:
-                    size = extract(archive, work / "entry" / "model", min(self.max_extract_bytes, room))
-                except ArchiveTooLarge as exc:
-                    if room < self.max_extract_bytes:
+                    size = extract(archive, work / "entry" / "model", min(limit, room))
+                except ArchiveTooLarge:
+                    if room < limit:
                         raise DiskFull(f"{name!r} does not fit in the cache: it unpacks to more than the "
                                        f"{room} of {self.cache_bytes} bytes not pinned") from None
-                    raise ArchiveTooLarge(f"artifact {name!r} {exc}") from None
+                    error = ArchiveTooLarge(f"artifact {name!r} unpacks to more than {limit} bytes: {which}")
+                    with self._lock:
+                        self._refused[name] = (version, error)
+                        while len(self._refused) > _REFUSALS_KEPT:
+                            self._refused.popitem(last=False)
+                    raise error from None
                 except BadArtifact as exc:
                     raise BadArtifact(f"artifact {name!r} {exc}") from None
             extract_s = time.perf_counter() - t0

@@ -28,6 +28,7 @@ from itertools import accumulate
 from pathlib import Path
 
 import gevent
+import locust.stats
 from locust import FastHttpUser, LoadTestShape, User, between, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -36,6 +37,9 @@ from mmesim.loadtest.plan import Plan
 from mmesim.results.records import INTERNAL, OK, OUTCOMES, TIMEOUT, VALIDATION
 
 PLAN = Plan.read(os.environ["MMESIM_LOADTEST_PLAN"])
+# Locust writes a stats-history row each second but flushes the file every 5 s; mmesim's
+# progress display reads the file as it grows, so flush with every row.
+locust.stats.CSV_STATS_FLUSH_INTERVAL_SEC = locust.stats.CSV_STATS_INTERVAL_SEC
 REQUEST_TYPE = "InvokeEndpoint"
 
 
@@ -113,7 +117,11 @@ class HttpStatus(Exception):
 
     def __init__(self, status: int, body: bytes):
         self.outcome = self.OUTCOME.get(status, INTERNAL)
-        super().__init__(f"HTTP {status} ({self.outcome}): {body[:200]!r}")
+        try:     # Triton's own words, with the Python stub's traceback when a model raised
+            said = str(json.loads(body)["error"]).strip()
+        except (ValueError, KeyError, TypeError):
+            said = repr(body[:200])
+        super().__init__(f"HTTP {status} ({self.outcome}): {said[:2000]}")
 
 
 def _client():

@@ -18,10 +18,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mmesim.errors import MmesimError
 from mmesim.process import die_with_parent
+from mmesim.loadtest.live_stats import LiveStats, latest
 from mmesim.loadtest.plan import check_endpoint, make_plan
 from mmesim.serde import check_out_folder
 from mmesim.profile import ModelProfile
@@ -68,7 +70,8 @@ def run_loadtest(endpoint_url: str, endpoint_name: str | None, workload: Workloa
                  payload: str = "json", *, inputs: list[list[str]] | None = None, seed: int = 0,
                  timeout_s: float = 60.0, web_ui: int | None = None, expect_workers: int | None = None,
                  instance_type: str = "", instance_count: int = 1, price_usd_per_hour: float = 0.0,
-                 client: str = "http", **aws) -> Run:
+                 client: str = "http", progress: Callable[[float, float, LiveStats | None], None] | None = None,
+                 **aws) -> Run:
     """Load-test ``endpoint_url`` with ``workload`` over the copies of ``profiles`` (the
     simulator's target names) and return the measured Run (kind "measurement").
 
@@ -79,7 +82,8 @@ def run_loadtest(endpoint_url: str, endpoint_name: str | None, workload: Workloa
     SageMaker's protocol) or "fast" (Locust's FastHttpUser: geventhttpclient, requests signed
     with botocore's SigV4 for SageMaker's), a far lighter load generator. ``web_ui``: a port for Locust's web UI (the test
     still starts by itself). Writes Locust's CSVs (full history), the request logs and
-    loadtest.json into ``out``."""
+    loadtest.json into ``out``. ``progress(elapsed_s, duration_s, stats)`` hears Locust's own
+    latest figures (users, requests/s, failures) about once a second while it runs."""
     check_endpoint(endpoint_url, endpoint_name, protocol, workers, client)
     out = check_out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,10 +126,8 @@ def run_loadtest(endpoint_url: str, endpoint_name: str | None, workload: Workloa
         else:
             procs.append(_spawn(main, env, out / "locust.out", logs))
         limit = workload.duration_s + timeout_s + 60 + (30 if workers else 0)
-        try:
-            procs[0].wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            raise LoadTestError(f"Locust did not finish within {limit:.0f} s; see {out}/locust.log") from None
+        _watch(procs[0], limit, workload.duration_s, out / f"{LOCUST_PREFIX}_stats_history.csv", progress,
+               f"see {out}/locust.log")
         for p in procs[1:]:
             try:
                 p.wait(timeout=20)
@@ -140,6 +142,22 @@ def run_loadtest(endpoint_url: str, endpoint_name: str | None, workload: Workloa
                          .splitlines()[-30:])
         raise LoadTestError(f"Locust ran no load test (rc {procs[0].returncode}); its output:\n{tail}")
     return measured_run(out)
+
+
+def _watch(proc: subprocess.Popen, limit: float, duration_s: float, history: Path,
+           progress: Callable[[float, float, LiveStats | None], None] | None, where: str) -> None:
+    """Wait for Locust (its master) to end, telling ``progress`` its live figures each second."""
+    started = time.monotonic()
+    while True:
+        try:
+            proc.wait(timeout=1.0)
+            return
+        except subprocess.TimeoutExpired:
+            elapsed = time.monotonic() - started
+            if elapsed > limit:
+                raise LoadTestError(f"Locust did not finish within {limit:.0f} s; {where}") from None
+            if progress:
+                progress(min(elapsed, duration_s), duration_s, latest(history))
 
 
 def _spawn(cmd: list[str], env: dict, out_path: Path, logs: list) -> subprocess.Popen:

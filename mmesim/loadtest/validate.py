@@ -6,6 +6,7 @@ same Summary code, so a difference is a difference in the system, not in the ari
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,12 +43,15 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
              endpoint_name: str | None = None, measured: str | Path | None = None, out: str | Path | None = None,
              tolerance: dict[str, float] | None = None, check_steps: bool = False, seed: int = 0,
              warm: bool = True, workers: int = 0, protocol: str = "sagemaker", payload: str = "json",
-             client: str = "http", platform_log: str | Path | None = None, **aws) -> Validation:
+             client: str = "http", progress: Callable[..., None] | None = None,
+             platform_log: str | Path | None = None, **aws) -> Validation:
     """Simulate, then load-test ``endpoint_url`` (or read the load test folder ``measured``),
     and compare every figure. With ``out``: prediction/ and measurement/ (all the files a
-    prediction writes), comparison.json, comparison.csv and overlay.png. ``platform_log``: the
-    folder ``mmesim emulate --out`` wrote during that load test, for the figures a load test
-    cannot see (see ``with_platform``)."""
+    prediction writes), comparison.json, comparison.csv and overlay.png. ``progress(phase, done,
+    total, live)`` hears both phases: "1/2 predicting" (simulated s) and "2/2 load test"
+    (elapsed s, with Locust's live figures). ``platform_log``: the folder ``mmesim emulate
+    --out`` wrote during that load test, for the figures a load test cannot see (see
+    ``with_platform``)."""
     if (endpoint_url is None) == (measured is None):
         raise ConfigError("give either an endpoint to load-test or a measured load test folder, not both",
                           field="--endpoint-url/--measured")
@@ -59,13 +63,16 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     platform = read_platform_log(platform_log) if platform_log is not None else None
     if meas is None and out is None:
         raise ConfigError("a load test needs an output folder", field="--out")
-    pred = simulate(profiles, endpoint, workload, copies=copies, seed=seed, warm=warm)
+    pred = simulate(profiles, endpoint, workload, copies=copies, seed=seed, warm=warm,
+                    progress=(lambda t, end: progress("1/2 predicting", t, end, None)) if progress else None)
     if meas is None:
         it = endpoint.instance()
         meas = run_loadtest(endpoint_url, endpoint_name, workload, profiles, pred.copies, Path(out) / "measurement",
                             workers=workers, protocol=protocol, payload=payload, seed=seed, client=client,
                             timeout_s=endpoint.invocation_timeout_s, instance_type=it.name,
-                            instance_count=endpoint.instance_count, price_usd_per_hour=it.price_usd_per_hour, **aws)
+                            instance_count=endpoint.instance_count, price_usd_per_hour=it.price_usd_per_hour,
+                            progress=(lambda t, end, live: progress("2/2 load test", t, end, live)) if progress
+                            else None, **aws)
     ps, ms = summarize(pred), summarize(meas)
     result = Validation(pred, meas, ps, ms, compare(ps, ms, tolerance, check_steps),
                         comparison_tolerance=tolerance, check_steps=check_steps)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 import math
 from pathlib import Path
 
@@ -15,18 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from mmesim.report._figure import FAIL_BARS, LATENCY, OK_BARS, RPS, new_figure
+from mmesim.report.html import html_report, html_table, img  # noqa: F401  (sweep imports them from here)
+from mmesim.report.html import fmt as _fmt, png_b64 as _png
 
 console = Console(width=None if Console().is_terminal else 200)
-
-
-def _fmt(v, digits: int = 1) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            return "inf"
-        return f"{v:,.{digits}f}"
-    return str(v)
 
 
 # --- files -------------------------------------------------------------------------------
@@ -57,42 +48,9 @@ def write_table(rows: list[dict], path_stem: Path) -> list[Path]:
     return out
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def save_png(b64: str, path: Path) -> Path:
     path.write_bytes(base64.b64decode(b64))
     return path
-
-
-def html_report(title: str, sections: list[tuple[str, str]], path: Path) -> Path:
-    """One file: ``sections`` are (heading, HTML body); images are inline data URIs."""
-    body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{b}" for h, b in sections)
-    path.write_text(f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 7px;text-align:right}}th{{background:#f3f3f3}}td:first-child{{text-align:left}}
-img{{max-width:100%}}p.note{{color:#555}}</style></head><body><h1>{html.escape(title)}</h1>
-{body}
-</body></html>
-""")
-    return path
-
-
-def html_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    if not rows:
-        return "<p>(none)</p>"
-    cols = columns or list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c), 3))}</td>" for c in cols) + "</tr>"
-                   for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def img(b64: str, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
 # --- plots -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import time
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from mmesim.units import MiB
@@ -18,27 +18,65 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 @contextmanager
 def progress_bar(label: str, quiet: bool = False, after_s: float = 1.0):
-    """Yields ``update(done, total)``; the bar appears only once the work has taken
-    ``after_s`` seconds, so quick runs print nothing extra. Written to stderr."""
+    """Yields ``update(done, total, info="")`` for one bar labelled ``label``."""
+    with phases(quiet, after_s) as update:
+        yield lambda done, total, info="": update(label, done, total, info)
+
+
+@contextmanager
+def phases(quiet: bool = False, after_s: float = 1.0):
+    """Yields ``update(phase, done, total, info="")``: a bar per phase with its time left and a
+    line of live figures. Bars appear only once the work has taken ``after_s`` seconds, so
+    quick runs print nothing extra. Written to stderr; nothing at all when ``quiet``."""
     started = time.monotonic()
-    state: dict = {}
+    state: dict = {"tasks": {}}
     err = Console(stderr=True)
 
-    def update(done: float, total: float) -> None:
+    def update(phase: str, done: float, total: float, info: str = "") -> None:
         if quiet or ("bar" not in state and time.monotonic() - started < after_s):
             return
         if "bar" not in state:
             bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                           TimeRemainingColumn(), console=err, transient=True)
+                           TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=err, transient=True)
             bar.start()
-            state["bar"], state["task"] = bar, bar.add_task(label, total=total)
-        state["bar"].update(state["task"], completed=done)
+            state["bar"] = bar
+        tasks = state["tasks"]
+        if phase not in tasks:
+            tasks[phase] = state["bar"].add_task(phase, total=total, info=info)
+        state["bar"].update(tasks[phase], completed=done, total=total, info=info)
 
     try:
         yield update
     finally:
         if "bar" in state:
             state["bar"].stop()
+
+
+@contextmanager
+def status_line(quiet: bool = False):
+    """Yields ``say(message)`` for waits nobody can time (an endpoint being created): each
+    message logged to stderr, the latest kept beside a spinner and the time elapsed."""
+    err = Console(stderr=True, quiet=quiet)
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                   transient=True)
+    task = bar.add_task("starting")
+    bar.start()
+
+    def say(message: str) -> None:
+        err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+        bar.update(task, description=message)
+
+    try:
+        yield say
+    finally:
+        bar.stop()
+
+
+def live_figures(stats) -> str:
+    """Locust's live numbers as one short line (a LiveStats, or None before its first row)."""
+    if stats is None:
+        return "starting Locust"
+    return f"{stats.users} users  {stats.rps:,.1f} req/s  {stats.requests:,} requests  {stats.failures:,} failed"
 
 
 def _fmt(v, unit: str = "", digits: int = 1) -> str:

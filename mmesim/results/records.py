@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mmesim.errors import ConfigError
+from mmesim.optional import require
 
 OK = "ok"
 # Failure causes, named as SageMaker (or the container behind it) names them.
@@ -107,6 +108,24 @@ class Records:
             "outcome": np.frombuffer(self.outcome, dtype=np.int8),
             "cold": np.frombuffer(self.cold, dtype=np.int8).astype(bool),
         }
+
+    def to_pandas(self, users: list[tuple[float, int]] | None = None):
+        """One row per request: times (s since the run began), latency, target, instance,
+        outcome, cold start; with ``users`` (a Run's step function) the user count at its start."""
+        pd = require("pandas", "pandas", "DataFrames")
+        a = self.arrays()
+        df = pd.DataFrame({
+            "start_s": a["start"], "end_s": a["end"], "latency_ms": (a["end"] - a["start"]) * 1000.0,
+            "model": pd.Categorical.from_codes(a["model"], categories=self.models),
+            "instance": a["instance"].astype(int), "outcome": pd.Categorical.from_codes(a["outcome"], categories=OUTCOMES),
+            "ok": a["outcome"] == 0, "cold": a["cold"],
+        })
+        if users:
+            times = np.array([t for t, _ in users])
+            counts = np.array([u for _, u in users])
+            idx = np.searchsorted(times, a["start"], side="right") - 1
+            df["users"] = np.where(idx >= 0, counts[np.maximum(idx, 0)], 0)
+        return df
 
     def nbytes(self) -> int:
         return sum(a.itemsize * len(a) for a in (self.start, self.end, self.model, self.instance, self.outcome, self.cold))
@@ -232,6 +251,11 @@ class Run:
         ends = [t for t, _, _ in tl[1:]] + [self.duration_s]
         return sum(n * (min(e, self.duration_s) - min(t, self.duration_s))
                    for (t, n, _), e in zip(tl, ends)) / self.duration_s
+
+    def to_pandas(self):
+        """One row per request as a pandas DataFrame, with the user count when it started
+        (needs the [pandas] extra; summaries, comparisons and folders: mmesim.frames)."""
+        return self.records.to_pandas(self.users)
 
     def users_at(self, t: float) -> int:
         """The user count in force at time t (0 before the first change)."""

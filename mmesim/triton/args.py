@@ -5,11 +5,14 @@ SageMaker's own image starts Triton in MME mode with ``SAGEMAKER_MULTI_MODEL=tru
 ``--allow-sagemaker=true``, ``--model-control-mode=explicit`` and a dummy, empty model
 repository (each loaded model URL becomes a repository of its own). We do the same, and keep
 Triton's HTTP (KServe v2) and metrics ports open as well, because calibration reads the
-statistics API.
+statistics API. Every port binds ``bind_address`` (loopback unless the user says otherwise):
+Triton 2.51 has no address flag for its SageMaker port, so mmesim.triton.loopback moves that
+one onto loopback for a local process, and a container publishes its ports on loopback only.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from mmesim.units import MiB
@@ -36,6 +39,9 @@ class ServerOptions:
     python_shm_default_bytes: int = 16 * MiB       # what SageMaker's serve script sets
     python_shm_growth_bytes: int = MiB
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    # where Triton's ports listen: loopback unless the user asks otherwise ($MMESIM_TRITON_ADDRESS)
+    bind_address: str = field(default_factory=lambda: os.environ.get("MMESIM_TRITON_ADDRESS", "127.0.0.1"))
+    shm_region_prefix: str | None = None            # the Python backend's /dev/shm names (ours to clean)
 
 
 def server_args(options: ServerOptions, ports: Ports) -> list[str]:
@@ -43,15 +49,19 @@ def server_args(options: ServerOptions, ports: Ports) -> list[str]:
     args = [
         f"--model-repository={options.model_repository}",
         "--model-control-mode=explicit",
+        f"--http-address={options.bind_address}",
         f"--http-port={ports.http}",
         "--allow-grpc=false",
         "--allow-metrics=true",
+        f"--metrics-address={options.bind_address}",
         f"--metrics-port={ports.metrics}",
         f"--exit-timeout-secs={options.exit_timeout_s}",
         f"--log-verbose={options.log_verbose}",
         f"--backend-config=python,shm-default-byte-size={options.python_shm_default_bytes}",
         f"--backend-config=python,shm-growth-byte-size={options.python_shm_growth_bytes}",
     ]
+    if options.shm_region_prefix:
+        args.append(f"--backend-config=python,shm-region-prefix-name={options.shm_region_prefix}")
     if options.sagemaker:
         args += ["--allow-sagemaker=true", f"--sagemaker-port={ports.sagemaker}"]
     if options.backend_directory:

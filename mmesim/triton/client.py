@@ -25,6 +25,18 @@ class MMEError(MmesimError):
         super().__init__(f"{method} {path} -> {status}{f' ({meaning})' if meaning else ''}: {body.strip()[:500]}")
 
 
+def _server_failures() -> tuple[type[BaseException], ...]:
+    try:
+        from tritonclient.utils import InferenceServerException
+    except ImportError:
+        return (MMEError, http.client.HTTPException, ConnectionError, TimeoutError)
+    return (MMEError, InferenceServerException, http.client.HTTPException, ConnectionError, TimeoutError)
+
+
+# What a failing Triton raises in these clients: the caller attaches the server's log to it.
+SERVER_FAILURES = _server_failures()
+
+
 @dataclass
 class Response:
     status: int

@@ -76,7 +76,11 @@ class DockerTriton(TritonServer):
 
     def run_kwargs(self) -> dict[str, Any]:
         """What is passed to ``containers.run``: image, command, env, devices, mounts, ports."""
-        options = replace(self.options, model_repository="/tmp/sagemaker", backend_directory=None)
+        # inside the container Triton listens everywhere (so Docker can forward to it); the host
+        # side is published on the address asked for, loopback by default
+        options = replace(self.options, model_repository="/tmp/sagemaker", backend_directory=None,
+                          bind_address="0.0.0.0", shm_region_prefix=None)
+        host = self.options.bind_address
         command = ["bash", "-c", "mkdir -p /tmp/sagemaker && exec tritonserver " +
                    " ".join(server_args(options, CONTAINER_PORTS))]
         return dict(
@@ -85,9 +89,9 @@ class DockerTriton(TritonServer):
             environment=server_env(options),
             device_requests=gpu_request(self.device),
             volumes={str(self.workdir): {"bind": CONTAINER_MODELS, "mode": "rw"}},
-            ports={f"{CONTAINER_PORTS.sagemaker}/tcp": self.ports.sagemaker,
-                   f"{CONTAINER_PORTS.http}/tcp": self.ports.http,
-                   f"{CONTAINER_PORTS.metrics}/tcp": self.ports.metrics},
+            ports={f"{CONTAINER_PORTS.sagemaker}/tcp": (host, self.ports.sagemaker),
+                   f"{CONTAINER_PORTS.http}/tcp": (host, self.ports.http),
+                   f"{CONTAINER_PORTS.metrics}/tcp": (host, self.ports.metrics)},
             shm_size=self.shm_size,
             detach=True,
             labels={"mmesim": "calibrate"},

@@ -17,11 +17,12 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mmesim.errors import MissingPiece
-from mmesim.process import die_with_parent
+from mmesim.process import die_with_parent, remove_leftovers
 from mmesim.triton.args import Ports, ServerOptions, server_args, server_env
 from mmesim.triton.server import TritonServer
 
@@ -124,17 +125,72 @@ def local_env(installation: Installation, options: ServerOptions) -> dict[str, s
     return env
 
 
+def stub_numpy(env: dict[str, str]) -> str | None:
+    """The numpy version the Python-backend stub will import: that of the first python3 on
+    the server's PATH (None if it has none)."""
+    python = shutil.which("python3", path=env.get("PATH")) or shutil.which("python", path=env.get("PATH"))
+    if not python:
+        return None
+    try:
+        done = subprocess.run([python, "-c", "import numpy; print(numpy.__version__)"], env=env, capture_output=True,
+                              text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
+def numpy_problem(version: str | None, python: str = "the stub's Python") -> str | None:
+    """Why a numpy >= 2 beside the bundled stub breaks numpy outputs, and what to change."""
+    if not version or int(version.split(".")[0]) < 2:
+        return None
+    return (f"numpy {version} in {python}: Triton 2.51's Python-backend stub is built with a pybind11 that reads "
+            "numpy 1's dtype layout (PyArray_Descr.elsize moved in numpy 2), so an output made from a numpy array "
+            "gets a wrong byte size and Triton answers \"output tensor shape does not match size of output\". "
+            "mmesim's own models pass tensors through DLPack and are unaffected; for Python-backend models that "
+            "return pb_utils.Tensor(name, ndarray), install numpy<2 there (pip install 'numpy<2') or use "
+            "pb_utils.Tensor.from_dlpack")
+
+
+SHM = Path("/dev/shm")
+SHM_PREFIX = "mmesim_triton"          # + _<pid of the mmesim process>_<token>: whose regions they are
+WORK_PREFIX = "mmesim-triton-"        # + <pid>-: work folders in the temp directory
+
+
+def sweep_leftovers() -> list[Path]:
+    """Remove what servers of crashed mmesim processes left (shared-memory regions, work
+    folders): only names carrying our prefix, a pid that is no longer alive and our uid."""
+    return remove_leftovers(SHM, SHM_PREFIX + "_") + remove_leftovers(Path(tempfile.gettempdir()), WORK_PREFIX)
+
+
+def _loopback_env(options: ServerOptions) -> dict[str, str]:
+    """LD_PRELOAD that keeps the SageMaker port (which Triton binds to 0.0.0.0) on loopback."""
+    if not options.sagemaker or options.bind_address not in ("127.0.0.1", "localhost", "::1"):
+        return {}
+    from mmesim.triton.loopback import NoCompiler, preload_library
+    try:
+        library = preload_library()
+    except NoCompiler as exc:
+        raise MissingPiece(f"{exc}. Install one (e.g. apt-get install gcc), or accept Triton's ports on every "
+                           "interface with MMESIM_TRITON_ADDRESS=0.0.0.0") from None
+    return {"LD_PRELOAD": " ".join(p for p in (str(library), os.environ.get("LD_PRELOAD", "")) if p)}
+
+
 class LocalTriton(TritonServer):
-    """tritonserver as a child process in its own process group."""
+    """tritonserver as a child process in its own process group. Its Python-backend shared
+    memory and work folder carry our pid, and go when it stops (crashed or not)."""
 
     def __init__(self, options: ServerOptions | None = None, ports: Ports | None = None, *,
                  binary: str | Path | None = None, workdir: str | Path | None = None, **kwargs):
         super().__init__(options, ports, **kwargs)
         self.installation = find_tritonserver(binary)
-        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="mmesim-triton-")
+        sweep_leftovers()
+        if self.options.shm_region_prefix is None:
+            self.options = replace(self.options, shm_region_prefix=f"{SHM_PREFIX}_{os.getpid()}_{uuid.uuid4().hex[:8]}")
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-")
         self.workdir = Path(workdir or self._tmp.name)
         self.log_path = self.workdir / "tritonserver.log"
         self.process: subprocess.Popen | None = None
+        self.numpy_problem: str | None = None     # set at start: numpy >= 2 beside the bundled stub
 
     def _launch(self) -> None:
         options = self.options
@@ -147,11 +203,13 @@ class LocalTriton(TritonServer):
             backends = str(prepare_backends(self.installation, self.workdir / "backends"))
         elif backends is None and self.installation.backends.is_dir():
             backends = str(self.installation.backends)
-        from dataclasses import replace
         self.options = replace(options, model_repository=str(repo), backend_directory=backends)
         cmd = [str(self.installation.binary), *server_args(self.options, self.ports)]
+        env = local_env(self.installation, self.options)
+        self.numpy_problem = numpy_problem(stub_numpy(env)) if self.installation.bundled else None
+        env.update(_loopback_env(self.options))
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(cmd, env=local_env(self.installation, self.options), stdout=self._log,
+        self.process = subprocess.Popen(cmd, env=env, stdout=self._log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         preexec_fn=die_with_parent, cwd=self.workdir)
 
@@ -193,8 +251,15 @@ class LocalTriton(TritonServer):
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def shm_regions(self) -> list[Path]:
+        """This server's Python-backend shared-memory regions in /dev/shm."""
+        prefix = self.options.shm_region_prefix
+        return sorted(SHM.glob(f"{prefix}*")) if prefix and SHM.is_dir() else []
+
     def stop(self) -> None:
         super().stop()
+        for region in self.shm_regions():     # a killed server (or stub) never unlinks its own
+            region.unlink(missing_ok=True)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

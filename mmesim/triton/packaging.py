@@ -38,6 +38,7 @@ class PackagedModel:
     framework: str
     directory: Path              # <out>/<name>/ (config.pbtxt, 1/...)
     artifact: Path               # <out>/model.tar.gz
+    in_python: bool = False      # served by a generated model in the Python backend (one stub process per copy)
 
     @property
     def artifact_bytes(self) -> int:
@@ -146,11 +147,24 @@ def _from_onnx(path: Path) -> tuple[ModelSpec, Source]:
 
 
 # --- converting ------------------------------------------------------------------------------
-def _torchscript(spec: ModelSpec, source: Source):
+def torch_device(device: str):
+    """The torch device a model is traced on: the one it will run on, so that constants a
+    trace bakes in (an SDPA attention bias, a buffer made in forward) live there too."""
     import torch
+    if device != "cpu" and not torch.cuda.is_available():
+        raise ConfigError(f"torch {torch.__version__} sees no CUDA device here (torch.cuda.is_available() is False), "
+                          "so the model cannot be traced where it will run; install a CUDA build of torch on the GPU "
+                          "host, or use --device cpu", field="--device", value=device)
+    return torch.device(device)
+
+
+def _torchscript(spec: ModelSpec, source: Source, device: str = "cpu"):
+    """The model as TorchScript on ``device``: loaded there, or traced there and checked."""
+    import torch
+    where = torch_device(device)
     if source.kind == "torchscript":
         try:
-            return torch.jit.load(str(source.value), map_location="cpu").eval()
+            return torch.jit.load(str(source.value), map_location=where).eval()
         except Exception as exc:
             raise ConfigError(f"not a loadable TorchScript file: {exc}", source=str(source.value)) from None
     try:
@@ -160,22 +174,52 @@ def _torchscript(spec: ModelSpec, source: Source):
                           value=spec.name) from None
     if not isinstance(module, torch.nn.Module):
         raise ConfigError("build_model() did not return a torch.nn.Module", field="--model", value=spec.name)
-    example = tuple(torch.from_numpy(a) for a in spec.sample(min(2, spec.max_batch_size)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    module = module.eval().to(where)
+    example = _sample(spec, min(2, spec.max_batch_size), where)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
-            return torch.jit.trace(module.eval(), example, check_trace=False)
+            with torch.no_grad():
+                traced = torch.jit.trace(module, example, check_trace=False)
         except Exception as exc:
-            raise ConfigError(f"tracing the model with inputs {[t.dims for t in spec.inputs]} failed: "
+            raise ConfigError(f"tracing the model with inputs {[t.dims for t in spec.inputs]} on {device} failed: "
                               f"{type(exc).__name__}: {str(exc)[:300]}", field="--model", value=spec.name) from None
+    _check_trace(spec, module, traced, where, [str(w.message) for w in caught])
+    return traced
 
 
-def _with_outputs(spec: ModelSpec, scripted) -> ModelSpec:
+def _sample(spec: ModelSpec, batch: int, where) -> tuple:
+    import torch
+    return tuple(torch.from_numpy(a).to(where) for a in spec.sample(batch))
+
+
+def _check_trace(spec: ModelSpec, module, traced, where, tracer_warnings: list[str]) -> None:
+    """The trace must give what the module gives at batch sizes other than the traced one
+    (1 and the max batch): a shape or device baked in shows up here, not at serving time."""
+    import torch
+    for batch in sorted({1, spec.max_batch_size}):
+        inputs = _sample(spec, batch, where)
+        try:
+            with torch.no_grad():
+                want, got = module(*inputs), traced(*inputs)
+            want = want if isinstance(want, (tuple, list)) else (want,)
+            got = got if isinstance(got, (tuple, list)) else (got,)
+            bad = [i for i, (w, g) in enumerate(zip(want, got))
+                   if w.shape != g.shape or not torch.allclose(w.float(), g.float(), rtol=1e-3, atol=1e-4)]
+            if len(want) != len(got) or bad:
+                raise ValueError(f"outputs {bad or 'count'} differ from the module's")
+        except Exception as exc:
+            said = f"; the tracer warned: {' | '.join(dict.fromkeys(tracer_warnings))[:600]}" if tracer_warnings else ""
+            raise ConfigError(f"the trace does not hold at batch {batch} on {where}: {type(exc).__name__}: "
+                              f"{str(exc)[:300]}{said}", field="--model", value=spec.name) from None
+
+
+def _with_outputs(spec: ModelSpec, scripted, device: str = "cpu") -> ModelSpec:
     """Output names and shapes from running one sample through the model."""
     import torch
     with torch.inference_mode():
         try:
-            out = scripted(*(torch.from_numpy(a) for a in spec.sample(1)))
+            out = scripted(*_sample(spec, 1, torch.device(device)))
         except Exception as exc:
             raise ConfigError(f"running one sample with inputs {[f'{t.name}:{t.dtype}:{t.dims}' for t in spec.inputs]} "
                               f"failed: {type(exc).__name__}: {str(exc)[:300]}", field="--model", value=spec.name) from None
@@ -185,24 +229,56 @@ def _with_outputs(spec: ModelSpec, scripted) -> ModelSpec:
                                        for i, o in enumerate(outs)))
 
 
-def _export_onnx(spec: ModelSpec, scripted, path: Path) -> None:
+def _export_onnx(spec: ModelSpec, scripted, path: Path, device: str = "cpu") -> None:
     import torch
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
     except ImportError:
         raise MissingPiece("ONNX export needs the 'onnx' package: pip install 'mmesim[triton]'") from None
-    example = tuple(torch.from_numpy(a) for a in spec.sample(1))
+    example = _sample(spec, 1, torch.device(device))
     names_in, names_out = [t.name for t in spec.inputs], [t.name for t in spec.outputs]
     axes = {n: {0: "batch"} for n in names_in + names_out}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         torch.onnx.export(scripted, example, str(path), input_names=names_in, output_names=names_out,
                           dynamic_axes=axes, opset_version=17, dynamo=False)
+    _check_onnx(spec, scripted, path, torch.device(device), [str(w.message) for w in caught])
+
+
+def _check_onnx(spec: ModelSpec, scripted, path: Path, where, export_warnings: list[str]) -> None:
+    """The exported graph must give what the TorchScript gives at batch 1 and the max batch
+    (onnxruntime on the CPU; skipped without onnxruntime): a batch baked in shows up here."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    import torch
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in sorted({1, spec.max_batch_size}):
+        arrays = spec.sample(batch)
+        try:
+            got = session.run(None, {t.name: a for t, a in zip(spec.inputs, arrays)})
+            with torch.no_grad():
+                want = scripted(*(torch.from_numpy(a).to(where) for a in arrays))
+            want = want if isinstance(want, (tuple, list)) else (want,)
+            bad = [i for i, (w, g) in enumerate(zip(want, got))
+                   if tuple(w.shape) != g.shape or not torch.allclose(w.float().cpu(), torch.from_numpy(g).float(),
+                                                                       rtol=1e-3, atol=1e-4)]
+            if len(want) != len(got) or bad:
+                raise ValueError(f"outputs {bad or 'count'} differ from the TorchScript's")
+        except Exception as exc:
+            said = f"; the exporter warned: {' | '.join(dict.fromkeys(export_warnings))[:600]}" if export_warnings else ""
+            raise ConfigError(f"the ONNX export does not hold at batch {batch}: {type(exc).__name__}: "
+                              f"{str(exc)[:300]}{said}", field="--model", value=spec.name) from None
 
 
 def config_pbtxt(spec: ModelSpec, framework: str, device: str = "cpu", instance_count: int = 1,
-                 max_queue_delay_us: int = 0, cpu_threads: int | None = None) -> str:
-    """The model's config.pbtxt (no name: Triton takes the name the model is loaded under)."""
+                 max_queue_delay_us: int = 0, cpu_threads: int | None = None, in_python: bool = False,
+                 warmup_batch: int | None = None) -> str:
+    """The model's config.pbtxt (no name: Triton takes the name the model is loaded under);
+    ``in_python``: served by a generated model in the Python backend, whatever the format;
+    ``warmup_batch``: Triton runs one batch of random data at load, before it reports ready."""
+    in_python = in_python or framework == "python"
     def tensors(ts):
         return ",\n".join(f'  {{ name: "{t.name}" data_type: TYPE_{t.dtype} dims: [ {", ".join(map(str, t.dims))} ] }}'
                           for t in ts)
@@ -213,26 +289,40 @@ def config_pbtxt(spec: ModelSpec, framework: str, device: str = "cpu", instance_
         group = f"{{ count: {instance_count} kind: KIND_GPU gpus: [ {gpu} ] }}"
     preferred = (f"preferred_batch_size: [ {', '.join(map(str, spec.preferred_batch_sizes))} ] "
                  if spec.preferred_batch_sizes else "")
-    return (f"{PLATFORM[framework]}\nmax_batch_size: {spec.max_batch_size}\n"
+    return (f"{PLATFORM['python' if in_python else framework]}\nmax_batch_size: {spec.max_batch_size}\n"
             f"input [\n{tensors(spec.inputs)}\n]\noutput [\n{tensors(spec.outputs)}\n]\n"
             f"dynamic_batching {{ {preferred}max_queue_delay_microseconds: {max_queue_delay_us} }}\n"
             f"instance_group [ {group} ]\n"
             + (f'parameters {{ key: "cpu_threads" value {{ string_value: "{cpu_threads}" }} }}\n'
-               if cpu_threads and framework == "python" else ""))
+               if cpu_threads and in_python else "")
+            + (f'model_warmup [ {{ name: "warmup" batch_size: {warmup_batch} '
+               + " ".join(f'inputs {{ key: "{t.name}" value {{ data_type: TYPE_{t.dtype} dims: [ '
+                          f'{", ".join(map(str, t.dims))} ] random_data: true }} }}' for t in spec.inputs)
+               + " } ]\n" if warmup_batch else ""))
 
 
 def package(model: str, framework: str, out_dir: str | Path, *, device: str = "cpu",
             inputs: list[str] | None = None, max_batch_size: int | None = None,
-            instance_count: int = 1, cpu_threads: int | None = None) -> PackagedModel:
-    """Write ``<out_dir>/<name>/`` (the Triton model directory) and ``<out_dir>/model.tar.gz``."""
+            instance_count: int = 1, cpu_threads: int | None = None, onnx_in_python: bool = False,
+            trt_profile: tuple[int, int, int] | None = None, warmup_batch: int | None = None) -> PackagedModel:
+    """Write ``<out_dir>/<name>/`` (the Triton model directory) and ``<out_dir>/model.tar.gz``.
+    ``onnx_in_python``: an ONNX model run by onnxruntime inside the Python backend (for a
+    tritonserver without the onnxruntime backend). ``trt_profile``: TensorRT's (min, opt, max)
+    batch, apart from the max batch; ``warmup_batch``: a warm-up at load (TensorRT's default:
+    the max batch, as the reference did)."""
     if framework not in FRAMEWORKS:
         raise ConfigError(f"unknown framework; use one of {', '.join(FRAMEWORKS)}", field="--framework", value=framework)
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
         raise ConfigError("use cpu, cuda or cuda:N", field="--device", value=device)
     spec, source = resolve(model, inputs, max_batch_size)
+    if warmup_batch is not None and not 1 <= warmup_batch <= spec.max_batch_size:
+        raise ConfigError(f"must be 1 to the max batch ({spec.max_batch_size})", field="--warmup-batch",
+                          value=warmup_batch)
     if framework == "tensorrt":
-        from mmesim.triton.tensorrt import require_tensorrt
+        from mmesim.triton.tensorrt import batch_profile, require_tensorrt
+        batch_profile(spec, trt_profile)
         require_tensorrt()   # fail before spending minutes on conversion
+        warmup_batch = warmup_batch or spec.max_batch_size
     out_dir = Path(out_dir)
     directory = out_dir / spec.name
     if directory.exists():
@@ -249,29 +339,32 @@ def package(model: str, framework: str, out_dir: str | Path, *, device: str = "c
             shutil.copy2(source.value, target)
         else:
             from mmesim.triton.tensorrt import build_plan
-            build_plan(Path(source.value), target, spec)
+            build_plan(Path(source.value), target, spec, shapes=trt_profile)
     else:
-        scripted = _torchscript(spec, source)
+        scripted = _torchscript(spec, source, device)
         if not spec.outputs:
-            spec = _with_outputs(spec, scripted)
+            spec = _with_outputs(spec, scripted, device)
         if framework in ("python", "pytorch"):
             scripted.save(str(target))
         elif framework == "onnx":
-            _export_onnx(spec, scripted, target)
+            _export_onnx(spec, scripted, target, device)
         else:
             from mmesim.triton.tensorrt import build_plan
             onnx_path = out_dir / f"{spec.name}.onnx"
-            _export_onnx(spec, scripted, onnx_path)
-            build_plan(onnx_path, target, spec)
+            _export_onnx(spec, scripted, onnx_path, device)
+            build_plan(onnx_path, target, spec, shapes=trt_profile)
             onnx_path.unlink()
-    if framework == "python":
-        template = resources.files("mmesim.triton").joinpath("templates/python_model.py").read_text()
-        (version / "model.py").write_text(template)
-    (directory / "config.pbtxt").write_text(config_pbtxt(spec, framework, device, instance_count, cpu_threads=cpu_threads))
+    in_python = framework == "python" or (framework == "onnx" and onnx_in_python)
+    if in_python:
+        template = "python_model.py" if framework == "python" else "onnx_model.py"
+        (version / "model.py").write_text(resources.files("mmesim.triton").joinpath(f"templates/{template}").read_text())
+    (directory / "config.pbtxt").write_text(config_pbtxt(spec, framework, device, instance_count,
+                                                         cpu_threads=cpu_threads, in_python=in_python,
+                                                         warmup_batch=warmup_batch))
     artifact = out_dir / "model.tar.gz"
     with tarfile.open(artifact, "w:gz", compresslevel=1) as tar:
         tar.add(directory, arcname=spec.name)
-    return PackagedModel(spec, framework, directory, artifact)
+    return PackagedModel(spec, framework, directory, artifact, in_python)
 
 
 NULL_MODEL = '''"""mmesim's null model: a Python-backend process that imports torch (and on a GPU opens a
@@ -280,6 +373,7 @@ Python-backend model pays, which calibration keeps apart from the model's own by
 
 import torch
 import triton_python_backend_utils as pb_utils
+from torch.utils.dlpack import from_dlpack, to_dlpack
 
 
 class TritonPythonModel:
@@ -287,9 +381,9 @@ class TritonPythonModel:
         if args.get("model_instance_kind") == "GPU":
             torch.zeros(1, device=f"cuda:{args['model_instance_device_id']}")
 
-    def execute(self, requests):
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT__0", pb_utils.get_input_tensor_by_name(
-            r, "INPUT__0").as_numpy())]) for r in requests]
+    def execute(self, requests):   # an echo, through DLPack like every mmesim model
+        return [pb_utils.InferenceResponse([pb_utils.Tensor.from_dlpack("OUTPUT__0", to_dlpack(from_dlpack(
+            pb_utils.get_input_tensor_by_name(r, "INPUT__0").to_dlpack()).clone()))]) for r in requests]
 '''
 
 
@@ -304,7 +398,7 @@ def package_null(out_dir: str | Path, device: str = "cpu") -> PackagedModel:
     artifact = out_dir / "model.tar.gz"
     with tarfile.open(artifact, "w:gz") as tar:
         tar.add(directory, arcname="null")
-    return PackagedModel(spec, "python", directory, artifact)
+    return PackagedModel(spec, "python", directory, artifact, True)
 
 
 def package_copies(model: str, framework: str, out_dir: str | Path, copies: int, **kwargs) -> list[Path]:

@@ -96,6 +96,18 @@ class TritonServer(ABC):
     @abstractmethod
     def log_tail(self, lines: int = 40) -> str: ...
 
+    def words(self, lines: int = 30) -> str:
+        """The tail of Triton's log as a person reads it: without the start-up options table,
+        and the stub's traceback (logged on one line, newlines escaped) unfolded."""
+        kept = [line for line in self.log_tail(lines + 60).splitlines() if not line.startswith(("|", "+-"))]
+        return "\n".join(kept[-lines:]).replace("\\n", "\n    ")
+
+    def failure(self, doing: str, exc: BaseException) -> "ServerError":
+        """A failure while talking to this server, with the server's own words attached."""
+        cause = getattr(self, "numpy_problem", None)
+        why = f"\nlikely cause: {cause}" if cause and "does not match size" in str(exc) else ""
+        return ServerError(f"{doing} failed: {exc}{why}", self.words())
+
     def model_url(self, path: str | Path) -> str:
         """The model directory as the server sees it (a container maps host paths)."""
         return str(Path(path).resolve())
@@ -139,11 +151,11 @@ class TritonServer(ABC):
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
             if not self._alive():
-                raise ServerError("tritonserver exited during start-up", self.log_tail())
+                raise ServerError("tritonserver exited during start-up", self.words())
             if self._ready():
                 return
             time.sleep(0.2)
-        raise ServerError(f"tritonserver not ready after {self.ready_timeout_s:.0f} s", self.log_tail())
+        raise ServerError(f"tritonserver not ready after {self.ready_timeout_s:.0f} s", self.words())
 
     def _ready(self) -> bool:
         urls = [f"{self.http_url}/v2/health/ready"]

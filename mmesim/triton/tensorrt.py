@@ -1,15 +1,16 @@
 """Build a TensorRT engine (``model.plan``) from an ONNX file, on the GPU that will run it.
 
 Engines are tied to the GPU architecture and the TensorRT version: build them where Triton
-runs (the calibration image of containers/ has both). FP16, one optimisation profile
-min 1 / opt = max batch / max = max batch.
+runs (the calibration image of containers/ has both). FP16, one optimisation profile whose
+min/opt/max batch is set apart from Triton's max batch (the reference built 1/64/128 for a
+max batch of 12: a large max enlarges the engine's workspace and its memory).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mmesim.errors import MissingPiece
+from mmesim.errors import ConfigError, MissingPiece
 from mmesim.triton.modelspec import ModelSpec
 from mmesim.units import GiB
 
@@ -32,8 +33,21 @@ def require_tensorrt():
     return trt
 
 
+def batch_profile(spec: ModelSpec, shapes: tuple[int, int, int] | None) -> tuple[int, int, int]:
+    """The optimisation profile's (min, opt, max) batch: 1 / max batch / max batch by default;
+    Triton's max batch must lie within it."""
+    low, opt, high = shapes or (1, spec.max_batch_size, spec.max_batch_size)
+    if not 1 <= low <= opt <= high:
+        raise ConfigError("need 1 <= min <= opt <= max", field="--trt-profile", value=f"{low},{opt},{high}")
+    if high < spec.max_batch_size:
+        raise ConfigError(f"max must be at least the max batch ({spec.max_batch_size}): Triton sends batches up to "
+                          "it", field="--trt-profile", value=f"{low},{opt},{high}")
+    return low, opt, high
+
+
 def build_plan(onnx_path: Path, plan_path: Path, spec: ModelSpec, fp16: bool = True,
-               workspace_bytes: int = 4 * GiB) -> Path:
+               workspace_bytes: int = 4 * GiB, shapes: tuple[int, int, int] | None = None) -> Path:
+    low, opt, high = batch_profile(spec, shapes)
     trt = require_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -50,9 +64,8 @@ def build_plan(onnx_path: Path, plan_path: Path, spec: ModelSpec, fp16: bool = T
     if fp16 and builder.platform_has_fast_fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
-    top = spec.max_batch_size
     for t in spec.inputs:
-        profile.set_shape(t.name, (1, *t.dims), (top, *t.dims), (top, *t.dims))
+        profile.set_shape(t.name, (low, *t.dims), (opt, *t.dims), (high, *t.dims))
     config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
     if engine is None:
