@@ -11,6 +11,8 @@
    bytes per request should be constant (linear memory), the records ~24 bytes each.
 
     python benchmarks/sim_speed.py [--quick]
+    python benchmarks/sim_speed.py --against DIR   # the blog workload here vs another checkout
+                                                    # (git archive main | tar -x -C DIR), as a ratio
 """
 
 from __future__ import annotations
@@ -73,10 +75,34 @@ def churn(hours: float = 1.0, rate: float = 500):
     return sim.run(), sim
 
 
+def against(other: str, rounds: int = 5) -> int:
+    """Blog-workload requests per CPU-second of this checkout and of ``other`` (a folder holding
+    another version's mmesim/ and benchmarks/), each in its own process, alternating, best of
+    ``rounds``; the ratio this / other."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import gc,sys,time;sys.path.insert(0,sys.argv[1]);import benchmarks.sim_speed as b;"
+            "gc.collect();t=time.process_time();r=b.blog();print(len(r.records)/(time.process_time()-t))")
+    here = str(Path(__file__).resolve().parent.parent)
+    best = {here: 0.0, other: 0.0}
+    for _ in range(rounds):
+        for root in best:
+            out = subprocess.run([sys.executable, "-c", code, root], capture_output=True, text=True, cwd=root,
+                                 check=True)
+            best[root] = max(best[root], float(out.stdout.split()[-1]))
+    print(f"blog workload, best of {rounds}: this checkout {best[here]:,.0f} requests a CPU-second, "
+          f"{other} {best[other]:,.0f}: ratio {best[here] / best[other]:.2f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a 6-minute churn run instead of an hour")
+    ap.add_argument("--against", metavar="DIR", help="only compare the blog workload with another checkout")
     args = ap.parse_args()
+    if args.against:
+        return against(args.against)
 
     # best of five, alternating, so a noisy neighbour hurts both sides alike
     t_sim = t_base = float("inf")

@@ -48,7 +48,7 @@ from rich.table import Table
 from mmesim.catalog import host_cpu
 from mmesim.endpoint import EndpointConfig
 from mmesim.loadtest.probe import measure_request_cost, retimed
-from mmesim.loadtest.validate import validate
+from mmesim.loadtest.validate import validate, with_platform
 from mmesim.profile import load_profile
 from mmesim.report.console import console
 from mmesim.report.validation import print_comparison
@@ -269,6 +269,7 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                                      client=client, warm=False)
                     finally:
                         emulated = emu.stop()
+                    v = with_platform(v, emulated, "emulator log", out / name)   # what Locust cannot see
                     v.platform = {
                         "loads": (v.predicted_summary.loads, emulated.get("loads")),
                         "unloads": (v.predicted_summary.unloads, emulated.get("unloads")),

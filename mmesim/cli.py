@@ -406,6 +406,8 @@ def _add_validate(sub) -> None:
     p.add_argument("--copies", default="auto", metavar="N|N,N,...|auto")
     p.add_argument("--workload", default="blog", metavar="blog|PATH")
     p.add_argument("--measured", metavar="DIR", help="a folder written by mmesim loadtest (instead of --endpoint-url)")
+    p.add_argument("--platform-log", metavar="DIR", help="what `mmesim emulate --out` wrote during that load test: "
+                                                        "cold starts, loads, unloads (a load test cannot see them)")
     _loadtest_flags(p, required_endpoint=False)
     p.add_argument("--tolerance", default=None, metavar="FIG=REL,...",
                    help="figures checked: throughput, latency, p50, p95, p99 (relative), users, models (absolute); "
@@ -437,7 +439,7 @@ def _validate(args) -> int:
                      endpoint_url=args.endpoint_url, endpoint_name=args.endpoint_name, measured=args.measured,
                      out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed,
                      warm=not args.cold, workers=args.workers, protocol=args.protocol, payload=args.payload,
-                     client=args.client,
+                     client=args.client, platform_log=args.platform_log,
                      progress=lambda phase, t, end, live: update(phase, t, end, "" if phase.startswith("1/")
                                                                  else live_figures(live)), **aws)
     if args.html:

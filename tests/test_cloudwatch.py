@@ -110,3 +110,26 @@ def test_csv_long_format(tmp_path):
     assert [(r["period_start_s"], float(r["value"]), r["unit"]) for r in lat] == [("0", 5.25e6, "Microseconds"),
                                                                                  ("60", 1e6, "Microseconds")]
     assert len(rows) == len(cw.datapoints(tiny_run()))
+
+
+def test_cloudwatch_counts_the_platform_figures_the_summary_has():
+    """What a live run takes from CloudWatch (a load test cannot see it): the misses in
+    ModelCacheHit and the samples of ModelLoadingTime/ModelUnloadingTime count the cold
+    starts, loads and unloads of the same run."""
+    from conftest import make_profile
+    from mmesim.endpoint import EndpointConfig
+    from mmesim.results.cloudwatch import datapoints, platform_counts
+    from mmesim.results.summary import observed, summarize
+    from mmesim.sim import simulate
+    from mmesim.workload import Workload
+    p = make_profile(mem_mib=4000, load_s=1.0, unload_s=0.2)
+    wl = Workload(kind="users", wait_s=[0.05, 0.2], user_steps=[4], stages=[{"end_s": 120, "users": 4, "spawn_rate": 4}])
+    run = simulate([p], EndpointConfig(instance_type="ml.g4dn.xlarge"), wl, copies=[6], seed=1, warm=False)
+    s = summarize(run)
+    assert s.unloads > 0 and s.cold_starts >= s.loads >= s.unloads        # churn: 3 of 6 copies fit
+    counts = platform_counts(datapoints(run))
+    assert counts == {"cold_starts": s.cold_starts, "loads": s.loads, "unloads": s.unloads}
+    assert platform_counts([]) == {}                                         # nothing reported: nothing known
+    unseen = s.model_copy(update={"cold_starts": None, "loads": None, "unloads": None, "sources": {}})
+    seen = observed(unseen, counts, "cloudwatch")
+    assert (seen.loads, seen.sources["loads"], seen.sources["cold_starts"]) == (s.loads, "cloudwatch", "cloudwatch")

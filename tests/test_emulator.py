@@ -71,6 +71,7 @@ def test_heterogeneous_models_through_boto3_and_the_request_log(tmp_path):
     assert proc.returncode == 0, proc.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["requests"] == 4 and summary["failures"] == 0 and summary["cold_starts"] == 3
+    assert summary["sources"]["cold_starts"] == summary["sources"]["loads"] == "emulator log"   # it saw them
     rows = (out / "requests.csv").read_text().splitlines()[1:]
     assert sorted(r.split(",")[2] for r in rows) == sorted(t for t, n in seen.items() for _ in range(n))
     assert (out / "mmesim_stats.csv").exists()

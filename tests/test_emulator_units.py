@@ -156,7 +156,7 @@ def test_concurrent_loads_each_unload_a_different_idle_model(tmp_path):
     store = _Store(tmp_path)
 
     async def main():
-        platform = Platform([VirtualBackend(15_109 * MiB, 1000 * MiB)], store, lambda target: profile)
+        platform = Platform([VirtualBackend(15_109 * MiB, 1000 * MiB, instance="ml.g4dn.xlarge")], store, lambda target: profile)
         await platform.start()
         body = b'{"inputs": []}'
         try:
@@ -165,15 +165,18 @@ def test_concurrent_loads_each_unload_a_different_idle_model(tmp_path):
             answers = await asyncio.gather(*(platform.invoke(n, body, "application/json", None, time.monotonic())
                                              for n in "de"))
             inst = platform.instances[0]
-            return [a.status for a in answers], list(inst.lru), inst.committed, inst.budget
+            first = [a.status for a in answers], list(inst.lru), inst.committed, inst.budget, dict(store.pins)
+            again = await platform.invoke("a", body, "application/json", None, time.monotonic())  # unloaded: reload
+            return first, (again.status, again.cold, list(inst.lru))
         finally:
             await platform.stop()
 
-    statuses, loaded, committed, budget = asyncio.run(main())
+    (statuses, loaded, committed, budget, pins), again = asyncio.run(main())
     assert statuses == [200, 200]
     assert loaded == ["c", "d", "e"]
     assert committed == 1000 * MiB + 3 * 4096 * MiB <= budget
-    assert store.pins == {"a": 0, "b": 0, "c": 1, "d": 1, "e": 1}      # unloaded models' files released
+    assert pins == {"a": 0, "b": 0, "c": 1, "d": 1, "e": 1}      # unloaded models' files released
+    assert again == (200, True, ["d", "e", "a"])                  # a comes back cold, evicting c
 
 
 def test_the_virtual_backend_counts_the_host_cpu_the_simulator_counts(tmp_path):
@@ -188,7 +191,7 @@ def test_the_virtual_backend_counts_the_host_cpu_the_simulator_counts(tmp_path):
     body = b'{"inputs": []}' + b" " * 986                      # 1,000 bytes: 4 ms + 2 ms of host CPU
 
     async def main():
-        backend = VirtualBackend(15_109 * MiB, 1000 * MiB)
+        backend = VirtualBackend(15_109 * MiB, 1000 * MiB, instance="ml.g4dn.xlarge")
         platform = Platform([backend], _Store(tmp_path), lambda target: profile, vcpus=8)
         await platform.start()
         watcher = asyncio.ensure_future(platform.watch(every_s=0.05))

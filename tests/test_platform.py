@@ -45,7 +45,9 @@ def test_eight_cold_models_load_later_than_one(tmp_path):
     assert len(loads) == 8
     # Triton loads 4 at a time: the last four wait for a thread, so the burst takes two rounds
     assert span(loads) > 1.9 * alone
-    assert sorted(e.seconds for e in loads)[-1] > 1.9 * alone
+    assert sorted(e.seconds for e in loads)[-1] > 1.9 * alone   # ModelLoadingTime: the whole load call
+    threads = sorted(e.time + e.thread_wait_s for e in loads)
+    assert threads[3] < min(e.time + e.seconds for e in loads) <= threads[4]   # the fifth waited for a thread
     assert max(r.end for r in eight.records) > max(r.end for r in one.records) + 0.9 * alone
 
 
@@ -56,7 +58,7 @@ def test_host_cpus_bound_load_throughput_whatever_the_threads(tmp_path):
     wide = EndpointConfig(instance_type=T4, overhead_s=0, platform={"load_parallelism": 16})
     run16, sim = cold_burst(tmp_path, p, 16, wide)
     run4, _ = cold_burst(tmp_path, p, 16)
-    cpu_per_load = sim.instances[0].deserialise_s(sim.profiles[0])
+    cpu_per_load = sim.instances[0].host.deserialise_s(sim.profiles[0])
     assert 1.8 < cpu_per_load < 2.0                     # the rest is the disk read and the copy
     s16, s4 = span(moves(run16, "load")), span(moves(run4, "load"))
     assert s16 >= 16 * cpu_per_load / 8                 # 8 vCPUs can deserialise no faster
@@ -73,13 +75,13 @@ def test_disk_and_pcie_bound_loads_share_their_bandwidth(tmp_path):
     one, sim = cold_burst(tmp_path, p, 1, ep)
     four, _ = cold_burst(tmp_path, p, 4, ep)
     inst = sim.instances[0]
-    assert inst.deserialise_s(sim.profiles[0]) == pytest.approx(0.3, abs=0.01)   # 1 s read, 0.2 s copy
+    assert inst.host.deserialise_s(sim.profiles[0]) == pytest.approx(0.3, abs=0.01)   # 1 s read, 0.2 s copy
     loads = moves(four, "load")
     assert min(e.seconds for e in loads) > 2.5 * moves(one, "load")[0].seconds
     # four reads of 1 GB through one 1000 MB/s volume, four 1500 MiB copies through one link
-    assert span(loads) >= 4e9 / inst.disk.total + 4 * 1500 * MiB / inst.pcie.total
+    assert span(loads) >= 4e9 / inst.host.disk.total + 4 * 1500 * MiB / inst.host.pcie.total
     assert span(loads) < 4 * moves(one, "load")[0].seconds      # the CPU parts still overlap
-    assert inst.disk.moved == pytest.approx(1e9) and inst.pcie.moved == pytest.approx(1500 * MiB)
+    assert inst.host.disk.moved == pytest.approx(1e9) and inst.host.pcie.moved == pytest.approx(1500 * MiB)
 
 
 def test_downloads_share_the_network_and_untar_on_the_cpus(tmp_path):
@@ -192,3 +194,23 @@ def _short_workload(tmp_path):
     path = tmp_path / "wl.yaml"
     path.write_text("kind: poisson\nrates: [{end_s: 10, rate: 5}]\n")
     return path
+
+
+def test_request_decoding_competes_with_loads_for_the_vcpus(tmp_path):
+    """On ml.g4dn.xlarge's 4 vCPUs, four loads deserialising take every core: a warm model's
+    request decoded meanwhile is one of five threads on four cores (0.2 s of work takes
+    0.25 s), not served by a vCPU of its own."""
+    warm = make_profile("a", load_s=0.5, s1=0.001, request_overhead_s=0.2)
+    cold = make_profile("b", load_s=10.0)
+
+    def latency_at_7s(with_loads: bool) -> float:
+        rows = ["0.0,a-v0", "7.0,a-v0"] + [f"5.0,b-v{i}" for i in range(4 if with_loads else 0)]
+        path = tmp_path / f"trace{with_loads}.csv"
+        path.write_text("timestamp,model\n" + "".join(sorted(r + "\n" for r in rows)))
+        sim = Simulation([warm, cold], EndpointConfig(instance_type="ml.g4dn.xlarge", overhead_s=0),
+                         Workload(kind="trace", trace=str(path)), [1, 4], warm=False)
+        run = sim.run(60.0)
+        return next(r.end - r.start for r in run.records if r.model == "a-v0" and r.start >= 6.9)
+
+    alone, during = latency_at_7s(False), latency_at_7s(True)
+    assert during / alone == pytest.approx((0.2 * 5 / 4 + 0.001) / (0.2 + 0.001), rel=0.02)

@@ -110,3 +110,58 @@ def test_a_folder_without_request_logs_is_named(tmp_path):
     from mmesim.results.measured import measured_run
     with pytest.raises(ConfigError, match=f"{tmp_path}.*requests-"):
         measured_run(tmp_path)
+
+
+def test_figures_a_load_test_cannot_see_are_unknown_not_zero(tmp_path):
+    """A Locust run sees requests, not the platform: its cold starts, loads and unloads are
+    None with no source (the Locust log's cold column is all 0s), not "measured 0"; the
+    emulator's own log fills them in, named as their source."""
+    from mmesim.loadtest.validate import Validation, with_platform
+    from mmesim.results.measured import measured_run
+    wl = Workload(kind="users", wait_s=[0.05, 0.2], user_steps=[2],
+                  stages=[{"end_s": 10, "users": 2, "spawn_rate": 2}])
+    pred = simulate([load_profile(PROFILE)], EndpointConfig(instance_type="local"), wl, copies=[3], seed=0, warm=False)
+    _write_measured(tmp_path / "measured", pred, stretch=1.0)
+    meas = measured_run(tmp_path / "measured")
+    ps, ms = summarize(pred), summarize(meas)
+    assert ps.cold_starts >= ps.loads >= 1 and ps.sources["loads"] == "simulator"
+    assert (ms.cold_starts, ms.loads, ms.unloads) == (None, None, None)
+    assert ms.sources["p50_ms"] == ms.sources["requests"] == "locust" and "cold_starts" not in ms.sources
+    v = Validation(pred, meas, ps, ms, compare(ps, ms))
+    line = {x.figure: x for x in v.comparison.lines}
+    assert (line["cold_starts"].measured, line["cold_starts"].error, line["cold_starts"].source) == (None, None, None)
+    assert line["p50"].source == "locust" and line["p50"].error == pytest.approx(0.0, abs=2e-3)
+    emulator_summary = {"cold_starts": 4, "loads": 3, "unloads": 0, "p50_ms": 999.0}   # as summary.json holds
+    with_platform(v, emulator_summary, out=tmp_path)
+    line = {x.figure: x for x in v.comparison.lines}
+    assert (line["cold_starts"].measured, line["cold_starts"].source) == (4, "emulator log")
+    assert line["cold_starts"].error == pytest.approx((ps.cold_starts - 4) / 4)
+    assert line["loads"].error == pytest.approx((ps.loads - 3) / 3)
+    assert line["p50"].measured == ms.p50_ms and line["p50"].source == "locust"     # request figures stay Locust's
+    saved = {x["figure"]: x for x in json.loads((tmp_path / "comparison.json").read_text())["figures"]}
+    assert saved["unloads"]["measured"] == 0 and saved["unloads"]["source"] == "emulator log"
+
+
+def test_validate_takes_the_platform_figures_from_the_emulators_log(tmp_path, capsys):
+    wl_path = tmp_path / "w.yaml"
+    wl_path.write_text("kind: users\nwait_s: [0.05, 0.2]\nuser_steps: [2]\nstages:\n  - {end_s: 10, users: 2, spawn_rate: 2}\n")
+    from mmesim.workload import load_workload
+    pred = simulate([load_profile(PROFILE)], EndpointConfig(instance_type="local"), load_workload(wl_path),
+                    copies=[2], seed=0, warm=False)
+    _write_measured(tmp_path / "measured", pred, stretch=1.0)
+    (tmp_path / "emu").mkdir()
+    args = ["validate", "--profile", str(PROFILE), "--instance", "local", "--copies", "2", "--workload", str(wl_path),
+            "--measured", str(tmp_path / "measured"), "--out", str(tmp_path / "out"), "--cold",
+            "--platform-log", str(tmp_path / "emu"), "--tolerance", "p50=0.5"]
+    assert main(args) == 2                                 # no summary.json there: refused before simulating
+    err = capsys.readouterr().err
+    assert "--platform-log" in err and "summary.json" in err and "Traceback" not in err
+    (tmp_path / "emu" / "summary.json").write_text(json.dumps({"cold_starts": 2, "loads": "two", "unloads": 0}))
+    assert main(args) == 2 and "field 'loads'" in capsys.readouterr().err
+    (tmp_path / "emu" / "summary.json").write_text(json.dumps({"cold_starts": 2, "loads": 2, "unloads": 0}))
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "emulator log" in out and "locust" in out          # the "measured by" column
+    fig = {x["figure"]: x for x in json.loads((tmp_path / "out" / "comparison.json").read_text())["figures"]}
+    assert (fig["loads"]["measured"], fig["loads"]["source"]) == (2, "emulator log")
+    assert fig["loads"]["predicted"] == summarize(pred).loads and fig["p50"]["source"] == "locust"

@@ -9,7 +9,7 @@ from mmesim.endpoint import EndpointConfig
 from mmesim.results.records import EXECUTION_OOM, OUT_OF_MEMORY
 from mmesim.results.summary import summarize
 from mmesim.sim import Simulation
-from mmesim.sim.instance import LOADED, UNLOADING
+from mmesim.sim.residency import LOADED, UNLOADING
 from mmesim.workload import Workload
 
 T4 = "ml.g4dn.2xlarge"          # 15109 MiB NVML total

@@ -2,9 +2,10 @@
 model directory under a name, unload it, invoke it, say how much memory is used.
 
 - ``TritonBackend``: a real Triton in SageMaker mode (mmesim.triton's runner and MME client).
-- ``VirtualBackend``: no compute. Load and unload take the profile's seconds, memory is the
-  profile's, and requests go through the simulator's own Triton model (queue, dynamic
-  batcher, execution instances, shared GPU) run in real time (mmesim.emulator.realtime).
+- ``VirtualBackend``: no compute. The simulator's own host and Triton models run in real
+  time (mmesim.emulator.realtime): loads read, deserialise and copy on the instance type's
+  disk, vCPUs and PCIe (mmesim.sim.host), requests decode on the same vCPUs and queue, batch
+  and execute on its GPU (on ``local``: the host's shared cores); memory is the profile's.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class Backend(ABC):
 
     @abstractmethod
     async def unload(self, name: str) -> None: ...
+
+    async def download(self, profile: ModelProfile | None) -> None:
+        """After the store fetched a model's artifact anew: what the instance's own download
+        costs beyond that fetch (nothing for a real server: the fetch was real)."""
 
     @abstractmethod
     async def invoke(self, name: str, body: bytes, content_type: str, accept: str | None) -> tuple[int, bytes, str]:
@@ -181,58 +186,92 @@ class TritonBackend(Backend):
             return 0
 
 
-# -- a virtual GPU -------------------------------------------------------------------------
+# -- a virtual instance ---------------------------------------------------------------------
 class _Request:
     """What the simulator's ModelServer queues: it reads and writes ``queued``."""
 
-    __slots__ = ("queued", "future")
+    __slots__ = ("queued", "future", "server")
 
-    def __init__(self, future):
+    def __init__(self, future, server):
         self.queued = 0.0
-        self.future = future
+        self.future, self.server = future, server
+
+
+def _settle(future, _elapsed: float = 0.0) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class VirtualBackend(Backend):
-    """Memory accounting, load/unload times and execution times from profiles; the
-    simulator's ModelServer and GPU decide queueing, batching and GPU sharing."""
+    """Memory accounting from profiles; the simulator's Host (loads, request decoding),
+    ModelServer (queueing, batching) and processor (GPU or cores) decide every time, on the
+    resources of ``instance`` (a catalogue type, or ``local``)."""
 
-    def __init__(self, total_bytes: int, baseline_bytes: int = 0, seed: int = 0):
+    def __init__(self, total_bytes: int, baseline_bytes: int = 0, seed: int = 0, *, instance: str,
+                 costs=None):
+        """``costs``: the endpoint's PlatformCosts, as the simulator takes them (default: the defaults)."""
         self.total_bytes, self.baseline_bytes, self.seed = total_bytes, baseline_bytes, seed
-        self.env = self.gpu = self.noise = None
+        self.instance, self.costs = instance, costs
+        self.env = self.host = self.gpu = self.noise = None
         self.servers: dict = {}
         self.sizes: dict[str, int] = {}
-        self.cpu_s = 0.0          # host CPU the requests cost, as the simulator counts it
+        self._waiting: set = set()          # futures of loads and requests under way
 
     async def start(self) -> None:
+        from mmesim.catalog import LOCAL, load_catalog, local_instance
         from mmesim.emulator.realtime import RealtimeEnv
-        from mmesim.sim.gpu import GPU
+        from mmesim.endpoint import PlatformCosts
+        from mmesim.sim.host import Host
         from mmesim.sim.random import streams
+        catalog = load_catalog()
+        it = local_instance(self.total_bytes) if self.instance == LOCAL else catalog.instance(self.instance)
         self.env = RealtimeEnv()
-        self.gpu = GPU(self.env)
+        self.host = Host(self.env, it, catalog.gpu_of(it), self.costs or PlatformCosts())
+        self.gpu = self.host.processor
         self.noise = streams(self.seed, ("noise",))["noise"]
 
     async def stop(self) -> None:
         if self.env is not None:
             self.env.close()
-        for server in self.servers.values():
-            for req in server.queue:
-                if not req.future.done():
-                    req.future.set_exception(BackendDown("the instance is stopping"))
+        for future in self._waiting:
+            if not future.done():
+                future.set_exception(BackendDown("the instance is stopping"))
+        self._waiting.clear()
         self.servers.clear()
+
+    async def _until(self, start) -> None:
+        """``start(future)`` schedules work on the simulated host; wait for it in real time."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.add(future)
+        self.env.catch_up()
+        start(future)
+        self.env.pump()
+        try:
+            await future
+        finally:
+            self._waiting.discard(future)
 
     async def load(self, name: str, path: Path, profile: ModelProfile | None) -> None:
         from mmesim.sim.triton import ModelServer
         if profile is None:
             raise ModelError("the virtual backend needs a profile for this model", 500, "no profile")
-        await asyncio.sleep(profile.load_s)
+        await self._until(lambda f: self.host.load(profile, f, _settle))
         self.servers[name] = ModelServer(self.env, profile, self.gpu, self.noise, self._executed)
         self.sizes[name] = profile.gpu_memory_bytes
 
+    async def download(self, profile: ModelProfile | None) -> None:
+        """The S3 download the emulated instance would make (the store's fetch, from a local
+        folder, stands in for it): S3's first byte, the shared network, untar on the vCPUs,
+        as the simulator has it."""
+        if profile is not None:
+            await self._until(lambda f: self.host.download(profile.artifact_bytes, f, _settle))
+
     async def unload(self, name: str) -> None:
+        from mmesim.sim.events import after
         server = self.servers.pop(name, None)
         self.sizes.pop(name, None)
         if server is not None:
-            await asyncio.sleep(server.profile.unload_s)
+            await self._until(lambda f: after(self.env, server.profile.unload_s, f, lambda ev: _settle(ev.value)))
 
     async def invoke(self, name: str, body: bytes, content_type: str, accept: str | None) -> tuple[int, bytes, str]:
         server = self.servers.get(name)
@@ -245,33 +284,41 @@ class VirtualBackend(Backend):
                 raise ValueError("expected an object with 'inputs'")
         except (ValueError, UnicodeDecodeError) as exc:
             return 400, json.dumps({"error": f"failed to parse the request JSON buffer: {exc}"}).encode(), "application/json"
-        future = asyncio.get_running_loop().create_future()
         # the server's CPU for the request (HTTP handling, parsing the body), as the simulator has it
-        decode = server.profile.request_overhead_s + server.profile.decode_s_per_byte * len(body)
-        self.cpu_s += decode
-        if decode > 0:
-            await asyncio.sleep(decode)
-        server.enqueue(_Request(future))
-        self.env.pump()
-        await future
+        p = server.profile
+        decode = (p.request_overhead_s + p.decode_s_per_byte * len(body)) * p.host_cpu_speed / self.host.cpu_speed
+        await self._until(lambda f: self.host.decode(decode, _Request(f, server), self._decoded))
         answer = (f'{{"id":{json.dumps(request_id)},' if request_id else "{") + (
             f'"model_name":"{name}","model_version":"1","outputs":[{{"name":"OUTPUT__0","datatype":"FP32",'
             '"shape":[1,1],"data":[0.0]}]}')
         return 200, answer.encode(), "application/json"
 
-    def _executed(self, batch) -> None:
+    @staticmethod
+    def _decoded(req: _Request) -> None:
+        req.server.enqueue(req)
+
+    @staticmethod
+    def _executed(batch) -> None:
         for req in batch:
-            if not req.future.done():
-                req.future.set_result(None)
+            _settle(req.future)
 
     def memory_used(self) -> int:
         return self.baseline_bytes + sum(self.sizes.values())
 
     def gpu_busy_s(self) -> float | None:
-        return self.gpu.busy_until_now() if self.gpu else None
+        if self.gpu is None:
+            return None
+        self.env.catch_up()
+        self.env.pump()
+        return self.gpu.busy_until_now()
 
     def cpu_busy_s(self) -> float | None:
-        return self.cpu_s
+        """Host CPU seconds: request decoding and loads (on ``local``, the models' work too)."""
+        if self.host is None:
+            return None
+        self.env.catch_up()
+        self.env.pump()
+        return self.host.cpu_busy_until_now()
 
 
 def _json_header_size(content_type: str, n: int) -> int:

@@ -169,7 +169,8 @@ class Endpoint:
         c = self.config
         if c.backend == "virtual":
             baseline = max((p.baseline_gpu_bytes for p in self.profiles), default=0)
-            return [VirtualBackend(self.total, baseline, seed=c.seed + i) for i in range(c.instance_count)]
+            return [VirtualBackend(self.total, baseline, seed=c.seed + i, instance=c.instance)
+                    for i in range(c.instance_count)]
         budget = c.memory_budget_bytes or self.total
         return [TritonBackend(budget, binary=c.tritonserver) for _ in range(c.instance_count)]
 
@@ -219,7 +220,8 @@ class Endpoint:
                    price_usd_per_hour=self.price, kind="measurement", backend=self.config.backend,
                    backend_restarts=[i.restarts for i in instances], profiles=[pr.name for pr in self.profiles],
                    targets=len(records.models), vcpus=self.vcpus,
-                   max_inflight_per_instance=p.max_inflight if p else None)
+                   max_inflight_per_instance=p.max_inflight if p else None,
+                   sources=dict.fromkeys(("requests", "cold_starts", "loads", "memory"), "emulator log"))
 
 
 # -- the emulator ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """What SageMaker does outside the container, for each emulated instance: fetch the
 artifact, keep models within the instance's memory budget (unloading the least recently
-used idle ones, mmesim.sim.policy), load each model once while later requests wait for
-that load, answer ModelNotReadyException when a load outlasts the ready timeout (the load
+used idle ones) and load at most 4 at once (the server's load threads) through the
+simulator's own state machine (mmesim.sim.residency), load each model once while later
+requests wait for that load, answer ModelNotReadyException when a load outlasts the ready timeout (the load
 goes on) and ModelError (status 0) when the container has not answered by the invocation
 timeout (it is not told), and route requests across instances as the simulator does.
 
@@ -23,12 +24,13 @@ from typing import Callable
 
 from mmesim.emulator.backends import Backend, BackendDown
 from mmesim.emulator.errors import InsufficientMemory, InvocationTimeout, ModelNotReady, ServiceUnavailable
+from mmesim.endpoint import PlatformCosts
 from mmesim.profile import ModelProfile
 from mmesim.results.records import ModelEvent
-from mmesim.sim.policy import lru_victims, route
+from mmesim.sim.policy import ready_wait_s, route
+from mmesim.sim.residency import LOADED, LOADING, ON_DISK, REMOTE, Resident, Residency
 
 _log = logging.getLogger(__name__)
-REMOTE, LOADING, LOADED, UNLOADING = "remote", "loading", "loaded", "unloading"
 
 
 def container_name(target: str) -> str:
@@ -37,15 +39,19 @@ def container_name(target: str) -> str:
     return hashlib.sha1(target.encode()).hexdigest()[:20]
 
 
-class Slot:
-    """One target model's state on one instance."""
+class Slot(Resident):
+    """One target model's state on one instance (mmesim.sim.residency's states)."""
 
-    __slots__ = ("name", "state", "inflight", "size", "task", "container")
+    __slots__ = ("task", "container")
 
     def __init__(self, name: str):
-        self.name, self.state, self.inflight, self.size = name, REMOTE, 0, 0
+        super().__init__(name)
         self.task: asyncio.Future | None = None       # the load or unload under way
         self.container = container_name(name)
+
+    @property
+    def name(self) -> str:
+        return self.key
 
 
 @dataclass
@@ -65,10 +71,8 @@ class Instance:
     def __init__(self, platform: "Platform", index: int, backend: Backend):
         self.platform, self.index, self.backend = platform, index, backend
         self.slots: dict[str, Slot] = {}
-        self.lru: OrderedDict[str, Slot] = OrderedDict()       # loaded, least recently used first
+        self.models = Residency(0, 0, platform.load_threads)     # the simulator's state machine
         self.inflight = 0
-        self.committed = 0
-        self.budget = 0
         self.ready = False
         self.restarts = 0
         self.epoch = 0                      # +1 per backend restart: what was reserved before is gone
@@ -78,8 +82,8 @@ class Instance:
 
     async def start(self) -> None:
         await self.backend.start()
-        self.budget = self.platform.budget_of(self.backend)
-        self.committed = self.backend.baseline_bytes
+        self.models.budget = self.platform.budget_of(self.backend)
+        self.models.committed = self.backend.baseline_bytes
         self.ready = True
         self.platform.sample_memory(self)
 
@@ -90,6 +94,19 @@ class Instance:
     @property
     def loaded_count(self) -> int:
         return len(self.lru)
+
+    @property
+    def lru(self) -> OrderedDict:
+        """Loaded models, least recently used first."""
+        return self.models.lru
+
+    @property
+    def budget(self) -> int:
+        return self.models.budget
+
+    @property
+    def committed(self) -> int:
+        return self.models.committed
 
     # -- requests --------------------------------------------------------------------------
     async def invoke(self, target: str, body: bytes, content_type: str, accept: str | None, started: float) -> Answer:
@@ -110,10 +127,10 @@ class Instance:
             wait_s = 0.0
             platform = self.platform
             if slot.state == LOADED:
-                self.lru.move_to_end(target)
-            else:   # as the simulator: not ready at the ready timeout, or the invocation's if sooner
+                self.models.touch(slot)
+            else:
                 cold = True
-                ready_s = min(platform.ready_timeout_s, platform.invocation_timeout_s)
+                ready_s = ready_wait_s(platform.ready_timeout_s, platform.invocation_timeout_s)
                 try:
                     await asyncio.wait_for(self._until_loaded(slot), max(ready_s - (time.monotonic() - started), 0.0))
                 except asyncio.TimeoutError:
@@ -142,56 +159,61 @@ class Instance:
 
     async def _until_loaded(self, slot: Slot) -> None:
         while slot.state != LOADED:
-            if slot.state == REMOTE:
+            if slot.state in (REMOTE, ON_DISK):     # ON_DISK: unloaded, its files in the store's cache
                 slot.state = LOADING
                 slot.task = asyncio.ensure_future(self._load(slot))
             await asyncio.shield(slot.task)
-        self.lru.move_to_end(slot.name)
+        self.models.touch(slot)
 
     # -- model tiers -----------------------------------------------------------------------
     async def _load(self, slot: Slot) -> None:
-        platform, reserved, pinned, epoch = self.platform, 0, False, self.epoch
+        """Fetch, make room (Residency.reserve: LRU), wait for a load thread
+        (Residency.ask_thread), load; as the simulator's Instance does, in real time."""
+        platform, reserved, pinned, granted, epoch = self.platform, False, False, None, self.epoch
+        models = self.models
         try:   # pinned from fetch to unload: the disk cache keeps a loaded model's files
+            began = platform.clock()
             fetched = await asyncio.to_thread(partial(platform.store.fetch, slot.name, pin=True))
             pinned = True
-            now = platform.clock()
-            if not fetched.cache_hit:
-                platform.event(ModelEvent(now - fetched.download_s - fetched.extract_s, self.index, slot.name,
-                                          "download", fetched.download_s + fetched.extract_s))
             profile = platform.profile_for(slot.name)
+            if not fetched.cache_hit:
+                await self.backend.download(profile)
+                platform.event(ModelEvent(began, self.index, slot.name, "download", platform.clock() - began))
             measure = profile is None
             need = profile.gpu_memory_bytes if profile else self._estimate(slot.name, fetched.artifact_bytes)
-            victims = lru_victims(((s, s.size, s.inflight == 0) for s in self.lru.values()),
-                                  self.committed, need, self.budget)
+            victims = models.reserve(slot, need)     # decided now (no await before): no other load picks them
             if victims is None:
                 raise InsufficientMemory(f"model {slot.name} ({need / 2**20:.0f} MiB) does not fit: "
-                                         f"{self.committed / 2**20:.0f} of {self.budget / 2**20:.0f} MiB committed "
-                                         "and no idle model to unload")
-            self.committed += need
-            reserved = need
-            if victims:   # decided now (no await before): no other load can pick the same victims
+                                         f"{models.committed / 2**20:.0f} of {models.budget / 2**20:.0f} MiB "
+                                         "committed and no idle model to unload")
+            reserved = True
+            if victims:
                 await asyncio.gather(*[self._unload(v) for v in victims])
+            asked = platform.clock()      # the load call: ModelLoadingTime counts from here
+            granted = asyncio.get_running_loop().create_future()
+            models.ask_thread(slot, lambda _s: False if granted.done() else granted.set_result(None))
+            await granted
+            begun = platform.clock()
             async with (self._measure_lock if measure else _nothing()):
                 before = await asyncio.to_thread(self.backend.memory_used) if measure else 0
-                t = time.perf_counter()
                 await self.backend.load(slot.container, fetched.path, profile)
-                seconds = time.perf_counter() - t
                 if self.epoch != epoch:       # a restart cleared the reservation; the new server holds it
-                    self.committed += need
+                    models.committed += need
                 if measure:
                     size = max(1, await asyncio.to_thread(self.backend.memory_used) - before)
                     self._measured[slot.name] = size
-                    self.committed += size - need
-                    reserved = need = size
-            slot.size = need
-            slot.state = LOADED
-            self.lru[slot.name] = slot
-            platform.event(ModelEvent(platform.clock() - seconds, self.index, slot.name, "load", seconds))
+                    models.committed += size - need
+                    slot.size = size
+            granted = None
+            models.loaded(slot)
+            platform.event(ModelEvent(asked, self.index, slot.name, "load", platform.clock() - asked, begun - asked))
             platform.sample_memory(self)
         except BaseException:
+            if granted is not None and granted.done() and not granted.cancelled():   # held a thread
+                models.release_thread()
+            if reserved and self.epoch == epoch:
+                models.cancel(slot)
             slot.state = REMOTE
-            if self.epoch == epoch:
-                self.committed -= reserved
             if pinned:
                 platform.store.unpin(slot.name)
             raise
@@ -206,11 +228,9 @@ class Instance:
         return max(1, artifact_bytes)
 
     def _unload(self, slot: Slot) -> asyncio.Future:
-        """Take ``slot`` out of the LRU and the committed memory at once, as the simulator
-        counts it; the backend's unload runs as a task (returned) that later requests can await."""
-        del self.lru[slot.name]
-        slot.state = UNLOADING
-        self.committed -= slot.size
+        """``slot`` was chosen to make room (Residency.reserve took it out of the LRU and the
+        committed memory); the backend's unload runs as a task (returned) that later requests
+        can await."""
         slot.task = asyncio.ensure_future(self._do_unload(slot))
         return slot.task
 
@@ -220,8 +240,7 @@ class Instance:
             await self.backend.unload(slot.container)
         finally:
             seconds = time.perf_counter() - t
-            slot.size = 0
-            slot.state = REMOTE
+            self.models.unloaded(slot)
             self.platform.store.unpin(slot.name)
             self.platform.event(ModelEvent(self.platform.clock() - seconds, self.index, slot.name, "unload", seconds))
             self.platform.sample_memory(self)
@@ -231,10 +250,8 @@ class Instance:
         """Forget every model (the server that held them is gone) and start a new server."""
         self.ready = False
         self.epoch += 1
-        for slot in self.lru.values():       # loads and unloads under way fail and settle themselves
+        for slot in self.models.reset(0):    # loads and unloads under way fail and settle themselves
             self.platform.store.unpin(slot.name)
-            slot.state, slot.size = REMOTE, 0
-        self.lru.clear()
         try:
             await self.backend.stop()
         except Exception:  # noqa: BLE001 - it is dead already; what matters is the new one
@@ -248,7 +265,7 @@ class Instance:
                 if attempt == 2:
                     raise
                 await asyncio.sleep(2.0)
-        self.committed = self.backend.baseline_bytes
+        self.models.committed = self.backend.baseline_bytes
         self.restarts += 1
         self.ready = True
         self.platform.sample_memory(self)
@@ -267,7 +284,8 @@ class Platform:
 
     def __init__(self, backends: list[Backend], store, profile_for: Callable[[str], ModelProfile | None],
                  threshold: float = 0.90, ready_timeout_s: float = 60.0, spread_inflight: int = 64,
-                 max_inflight: int | None = None, invocation_timeout_s: float = 60.0, vcpus: int | None = None):
+                 max_inflight: int | None = None, invocation_timeout_s: float = 60.0, vcpus: int | None = None,
+                 load_threads: int = PlatformCosts().load_parallelism):
         from mmesim.sim.policy import memory_budget
         self._memory_budget = memory_budget
         self.store, self.profile_for = store, profile_for
@@ -275,6 +293,7 @@ class Platform:
         self.invocation_timeout_s = invocation_timeout_s    # a request unanswered this long after it came fails
         self.max_inflight = max_inflight          # per instance; None: no shedding
         self.vcpus = vcpus                        # per instance: CPUUtilization's ceiling is 100 x vcpus
+        self.load_threads = load_threads          # loads at once per instance (the server's load threads)
         self.instances = [Instance(self, i, b) for i, b in enumerate(backends)]
         self._t0 = time.monotonic()
         self.events: list[ModelEvent] = []

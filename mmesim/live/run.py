@@ -90,7 +90,7 @@ def run_live(plan: LivePlan, state_path: str | Path, workload, profiles, copies:
     """Deploy, wait for InService, load-test, read CloudWatch, and always tear down (on
     success, on errors, on Ctrl-C or SIGTERM). Outputs go to ``out``."""
     from mmesim.outputs import write_outputs
-    from mmesim.results.summary import summarize
+    from mmesim.results.summary import observed, summarize
 
     from mmesim.loadtest.plan import check_targets
     from mmesim.serde import check_out_folder
@@ -104,8 +104,8 @@ def run_live(plan: LivePlan, state_path: str | Path, workload, profiles, copies:
         dep = deploy(plan, state_path, yes_spend=yes_spend, progress=progress, poll_s=poll_s, timeout_s=timeout_s)
         try:
             run = loadtest(dep, workload, profiles, copies, out, workers=workers, payload=payload)
-            files = write_outputs(run, summarize(run), out)
-            points = metrics(dep, out)
+            points = metrics(dep, out)      # what the load test cannot see, CloudWatch counted
+            files = write_outputs(run, observed(summarize(run), cloudwatch.platform_counts(points), "cloudwatch"), out)
             files["cloudwatch_live"] = out / "cloudwatch_live.csv"
             result = LiveResult(run, points, files)
         finally:

@@ -5,6 +5,7 @@ same Summary code, so a difference is a difference in the system, not in the ari
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,12 @@ from mmesim.profile import ModelProfile
 from mmesim.results.compare import Comparison, compare
 from mmesim.results.measured import measured_run
 from mmesim.results.records import Run
-from mmesim.results.summary import Summary, history, summarize
+from mmesim.results.summary import Summary, history, observed, summarize
 from mmesim.serde import check_out_folder
 from mmesim.sim import simulate
 from mmesim.workload import Workload
+
+PLATFORM_FIGURES = ("cold_starts", "loads", "unloads")      # what a load test cannot see
 
 
 @dataclass
@@ -31,6 +34,8 @@ class Validation:
     measured_summary: Summary
     comparison: Comparison
     files: dict[str, Path] = field(default_factory=dict)
+    comparison_tolerance: dict[str, float] | None = None
+    check_steps: bool = False
 
 
 def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
@@ -38,12 +43,15 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
              endpoint_name: str | None = None, measured: str | Path | None = None, out: str | Path | None = None,
              tolerance: dict[str, float] | None = None, check_steps: bool = False, seed: int = 0,
              warm: bool = True, workers: int = 0, protocol: str = "sagemaker", payload: str = "json",
-             client: str = "http", progress: Callable[..., None] | None = None, **aws) -> Validation:
+             client: str = "http", progress: Callable[..., None] | None = None,
+             platform_log: str | Path | None = None, **aws) -> Validation:
     """Simulate, then load-test ``endpoint_url`` (or read the load test folder ``measured``),
     and compare every figure. With ``out``: prediction/ and measurement/ (all the files a
     prediction writes), comparison.json, comparison.csv and overlay.png. ``progress(phase, done,
     total, live)`` hears both phases: "1/2 predicting" (simulated s) and "2/2 load test"
-    (elapsed s, with Locust's live figures)."""
+    (elapsed s, with Locust's live figures). ``platform_log``: the folder ``mmesim emulate
+    --out`` wrote during that load test, for the figures a load test cannot see (see
+    ``with_platform``)."""
     if (endpoint_url is None) == (measured is None):
         raise ConfigError("give either an endpoint to load-test or a measured load test folder, not both",
                           field="--endpoint-url/--measured")
@@ -52,6 +60,7 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     if endpoint_url is not None:
         check_endpoint(endpoint_url, endpoint_name, protocol, workers, client)
     meas = measured_run(measured) if measured is not None else None      # a bad folder fails before simulating
+    platform = read_platform_log(platform_log) if platform_log is not None else None
     if meas is None and out is None:
         raise ConfigError("a load test needs an output folder", field="--out")
     pred = simulate(profiles, endpoint, workload, copies=copies, seed=seed, warm=warm,
@@ -65,10 +74,47 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
                             progress=(lambda t, end, live: progress("2/2 load test", t, end, live)) if progress
                             else None, **aws)
     ps, ms = summarize(pred), summarize(meas)
-    result = Validation(pred, meas, ps, ms, compare(ps, ms, tolerance, check_steps))
+    result = Validation(pred, meas, ps, ms, compare(ps, ms, tolerance, check_steps),
+                        comparison_tolerance=tolerance, check_steps=check_steps)
+    if platform is not None:
+        with_platform(result, platform)
     if out is not None:
         result.files = write_validation(result, Path(out))
     return result
+
+
+def read_platform_log(folder: str | Path) -> dict:
+    """The summary.json ``mmesim emulate --out`` wrote into ``folder``, or one line naming what
+    is wrong."""
+    path = Path(folder) / "summary.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("no summary.json there: give the folder `mmesim emulate --out` wrote",
+                          field="--platform-log", value=str(folder)) from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not a readable summary: {exc}", source=str(path)) from None
+    for key in PLATFORM_FIGURES:
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError("needs a count (an emulator's summary.json)", source=str(path), field=key, value=value)
+    return data
+
+
+def with_platform(v: Validation, platform: Summary | dict, source: str = "emulator log",
+                  out: str | Path | None = None) -> Validation:
+    """``v`` with the figures a load test cannot observe (cold starts, loads, unloads) taken
+    from ``platform``, the Summary (or summary.json) of whatever saw the platform during that
+    load test (``mmesim emulate --out``), named as their source; the comparison is redone
+    (and its files rewritten into ``out``)."""
+    data = platform if isinstance(platform, dict) else platform.model_dump()
+    v.measured_summary = observed(v.measured_summary, {f: data.get(f) for f in PLATFORM_FIGURES}, source)
+    v.comparison = compare(v.predicted_summary, v.measured_summary, v.comparison_tolerance, v.check_steps)
+    if out is not None:
+        out = Path(out)
+        v.files["comparison_json"] = v.comparison.write_json(out / "comparison.json")
+        v.files["comparison_csv"] = v.comparison.write_csv(out / "comparison.csv")
+    return v
 
 
 def write_validation(v: Validation, out: Path) -> dict[str, Path]:

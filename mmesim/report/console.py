@@ -98,13 +98,18 @@ def print_summary(summary, run=None) -> None:
     t.add_row("requests / failures", f"{s.requests:,} / {s.failures:,}")
     for cause, n in s.failures_by_cause.items():
         t.add_row(f"  {cause}", f"{n:,}")
-    t.add_row("cold starts / loads / unloads", f"{s.cold_starts} / {s.loads} / {s.unloads}")
+    t.add_row("cold starts / loads / unloads",      # None: not observed (a Locust run cannot see them)
+              " / ".join("n/a" if v is None else str(v) for v in (s.cold_starts, s.loads, s.unloads)))
     if s.gpu_memory_utilization_peak is not None:
         t.add_row("peak GPU memory", f"{s.peak_gpu_memory_bytes / MiB:,.0f} MiB ({100 * s.gpu_memory_utilization_peak:.1f}%)")
     if run is not None and run.instance_timeline:
         serving = [n for _, _, n in run.instance_timeline]
         t.add_row("instances in service (autoscaling)", f"{serving[0]} -> {max(serving)} -> {serving[-1]}, "
                                                         f"{run.mean_instances():.2f} billed on average")
+    if s.kind != "prediction":          # what observed each group of figures; "n/a": nothing did
+        from mmesim.results.summary import OBSERVED
+        t.add_row("measured by", "; ".join(f"{group} {s.sources.get(figures[0], 'n/a')}"
+                                           for group, figures in OBSERVED.items()))
     t.add_row("cost per hour", _fmt(s.cost_per_hour_usd, " USD", 3))
     t.add_row("cost per million inferences", _fmt(s.cost_per_million_usd, " USD", 2))
     console.print(t)

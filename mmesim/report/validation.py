@@ -35,10 +35,10 @@ def _tol(line) -> str:
 
 def print_comparison(comparison, title: str = "predicted vs measured") -> None:
     t = Table(title=title)
-    for col in ("figure", "predicted", "measured", "error", "tolerance"):
-        t.add_column(col, justify="left" if col == "figure" else "right")
-    for x in comparison.lines:
-        t.add_row(x.figure, _num(x.predicted), _num(x.measured), _err(x), _tol(x))
+    for col in ("figure", "predicted", "measured", "error", "tolerance", "measured by"):
+        t.add_column(col, justify="left" if col in ("figure", "measured by") else "right")
+    for x in comparison.lines:   # "-": nothing observed it (a Locust run cannot see loads), never 0
+        t.add_row(x.figure, _num(x.predicted), _num(x.measured), _err(x), _tol(x), x.source or "-")
     console.print(t)
     if comparison.steps:
         st = Table(title="per user step (requests started at that step)")

@@ -88,6 +88,20 @@ class Datapoint:
     unit: str
 
 
+def platform_counts(points: Sequence[Datapoint]) -> dict[str, int]:
+    """Cold starts, loads and unloads as an endpoint's datapoints count them (nothing when it
+    reported nothing): ModelCacheHit's misses (SampleCount - Sum), ModelLoadingTime's and
+    ModelUnloadingTime's SampleCount (no datapoint in a period: none happened)."""
+    if not points:
+        return {}
+    total: dict[tuple[str, str], float] = defaultdict(float)
+    for d in points:
+        total[d.metric, d.statistic] += d.value
+    return {"cold_starts": round(total["ModelCacheHit", "SampleCount"] - total["ModelCacheHit", "Sum"]),
+            "loads": round(total["ModelLoadingTime", "SampleCount"]),
+            "unloads": round(total["ModelUnloadingTime", "SampleCount"])}
+
+
 def statistic(samples: Sequence[float], name: str) -> float:
     """CloudWatch's statistic over one period's samples."""
     if name == "Sum":

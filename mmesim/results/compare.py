@@ -4,8 +4,9 @@ relative errors, checked against tolerances (``mmesim validate``).
 Relative error = (predicted - measured) / measured. Tolerances name figures: ``throughput``,
 ``latency``, ``p50``, ``p95``, ``p99`` are relative (0.05 = 5 %); ``users`` (max concurrent
 users) and ``models`` (max models loaded) are absolute differences (0 = exact). Only the
-figures named are checked; per-step figures are shown, and checked with the same
-tolerances when asked (``check_steps``)."""
+figures named are checked; per-step figures are shown, and checked with the same tolerances
+when asked (``check_steps``). Each line names the source of its measured figure; one nothing
+observed (a Locust run's loads, unloads and cold starts) is None, never 0."""
 
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ class Line:
     tolerance: float | None = None
     ok: bool | None = None              # None: not checked
     users: int | None = None            # per-step lines: the user step
+    source: str | None = None           # what observed the measured figure (None: nothing did)
 
 
 @dataclass
@@ -97,10 +99,10 @@ class Comparison:
         path = Path(path)
         with path.open("w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(("users", "figure", "predicted", "measured", "error", "tolerance", "ok"))
+            w.writerow(("users", "figure", "predicted", "measured", "error", "tolerance", "ok", "source"))
             for x in self.lines + self.steps:
                 w.writerow(("" if x.users is None else x.users, x.figure, _cell(x.predicted), _cell(x.measured),
-                            _cell(x.error), _cell(x.tolerance), "" if x.ok is None else int(x.ok)))
+                            _cell(x.error), _cell(x.tolerance), "" if x.ok is None else int(x.ok), x.source or ""))
         return path
 
 
@@ -108,12 +110,13 @@ def _cell(v) -> str:
     return "" if v is None else f"{v:.6g}"
 
 
-def _line(name: str, p, m, relative: bool, tol: float | None, users: int | None = None) -> Line:
+def _line(name: str, p, m, relative: bool, tol: float | None, users: int | None = None,
+          source: str | None = None) -> Line:
     err = relative_error(p, m) if relative else (None if p is None or m is None else float(p - m))
     ok = None
     if tol is not None:
         ok = (p is None and m is None) or (err is not None and abs(err) <= tol + 1e-12)
-    return Line(name, p, m, err, tol, ok, users)
+    return Line(name, p, m, err, tol, ok, users, source)
 
 
 def compare(predicted: Summary, measured: Summary, tolerance: dict[str, float] | None = None,
@@ -122,14 +125,16 @@ def compare(predicted: Summary, measured: Summary, tolerance: dict[str, float] |
     a tolerance names are checked (the steps' too with ``check_steps``)."""
     tol = parse_tolerance(None) if tolerance is None else tolerance
     out = Comparison()
+    src = measured.sources.get
     for key, (attr, _, relative) in FIGURES.items():
-        out.lines.append(_line(key, getattr(predicted, attr), getattr(measured, attr), relative, tol.get(key)))
+        out.lines.append(_line(key, getattr(predicted, attr), getattr(measured, attr), relative, tol.get(key),
+                               source=src(attr)))
     for attr in SHOWN:
-        out.lines.append(_line(attr, getattr(predicted, attr), getattr(measured, attr), True, None))
+        out.lines.append(_line(attr, getattr(predicted, attr), getattr(measured, attr), True, None, source=src(attr)))
     causes = sorted(set(predicted.failures_by_cause) | set(measured.failures_by_cause))
     for c in causes:
         out.lines.append(_line(f"failures: {c}", predicted.failures_by_cause.get(c, 0),
-                               measured.failures_by_cause.get(c, 0), True, None))
+                               measured.failures_by_cause.get(c, 0), True, None, source=src("failures")))
     measured_steps = {s["users"]: s for s in measured.steps}
     for s in predicted.steps:
         m = measured_steps.get(s["users"])
@@ -138,6 +143,7 @@ def compare(predicted: Summary, measured: Summary, tolerance: dict[str, float] |
         for key, (_, step_attr, _) in FIGURES.items():
             if step_attr and step_attr in s:
                 out.steps.append(_line(step_attr.removesuffix("_ms"), s[step_attr], m[step_attr], True,
-                                       tol.get(key) if check_steps else None, users=s["users"]))
-        out.steps.append(_line("failures", s["failures"], m["failures"], True, None, users=s["users"]))
+                                       tol.get(key) if check_steps else None, users=s["users"], source=src("requests")))
+        out.steps.append(_line("failures", s["failures"], m["failures"], True, None, users=s["users"],
+                               source=src("failures")))
     return out

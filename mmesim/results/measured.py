@@ -148,8 +148,9 @@ def measured_run(folder: str | Path, *, prefix: str = LOCUST_PREFIX, request_log
                  info: LoadTestInfo | None = None) -> Run:
     """The Run a load test folder holds (Locust's own history rows in ``locust_history``).
 
-    ``request_logs`` defaults to the folder's ``requests-*.csv``; give the emulator's request
-    log instead to count instances and cold starts the client cannot see."""
+    ``request_logs`` defaults to the folder's ``requests-*.csv``. A Locust run observes
+    requests only: cold starts, loads and unloads stay unknown (Run.sources), not 0; the
+    emulator's own run (mmesim emulate --out) holds them."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError("no such load test folder", source=str(folder))
@@ -177,5 +178,6 @@ def measured_run(folder: str | Path, *, prefix: str = LOCUST_PREFIX, request_log
               max_models_loaded=info.max_models_loaded, kind="measurement", profiles=list(info.profiles),
               copies=list(info.copies), targets=len(info.request_name), generator_workers=len(senders),
               generator_busy_s=cpu, generator_cpu_s_per_request=(sum(cpu) / requests) if requests else None,
-              locust_history=rows)
+              locust_history=rows,
+              sources={"requests": "locust", **({"models": "endpoint"} if info.max_models_loaded is not None else {})})
     return run

@@ -190,6 +190,7 @@ class ModelEvent:
     model: str
     kind: str             # "preload" (before the run) | "download" | "load" | "unload" | "evict-disk"
     seconds: float        # how long it took
+    thread_wait_s: float = 0.0   # a load: of ``seconds``, the wait for one of the server's load threads
 
 
 @dataclass
@@ -235,6 +236,9 @@ class Run:
     generator_cpu_s_per_request: float | None = None  # measured: client CPU per request sent
     locust_history: list[dict] | None = None  # measured by Locust: its own _stats_history rows
     backend: str = ""                   # a measurement by `mmesim emulate`: "triton" | "virtual"
+    # a measurement: who observed what (summary.OBSERVED's groups -> "locust" | "emulator log" |
+    # "cloudwatch"); a group absent is unknown, never 0. A prediction's are all the simulator's.
+    sources: dict[str, str] = field(default_factory=dict)
     backend_restarts: list[int] = field(default_factory=list)   # emulator: model-server restarts per instance
     # with autoscaling: [(time, instances provisioned (billed), instances in service)] at each change
     instance_timeline: list[tuple[float, int, int]] = field(default_factory=list)

@@ -14,6 +14,11 @@ measurement alike.
 Which percentile is which: see ``mmesim.results.locust`` (Locust's bucketed rule in the
 Locust-format rows; exact percentiles in the Summary's p50/p95/p99 and steps).
 - ``summarize(run)``: all of it, plus failures by cause, cold starts, loads, cost.
+
+Which source each figure came from (``Summary.sources``): a prediction's are the simulator's;
+a measurement's are what observed them (``Run.sources``): a Locust run sees requests and
+their times but not loads, unloads or cold starts, which the emulator's log (or CloudWatch)
+does. A figure nothing observed is None (shown "n/a"), never 0.
 """
 
 from __future__ import annotations
@@ -26,6 +31,34 @@ from pydantic import BaseModel, ConfigDict
 
 from mmesim.results.locust import AGGREGATED, exact_percentile, history  # noqa: F401  (history: re-exported)
 from mmesim.results.records import OUTCOMES, Run
+
+
+SIMULATOR = "simulator"
+# groups of figures a measurement may or may not observe -> the Summary's figures in each
+OBSERVED = {
+    "requests": ("latency_ms", "throughput_qps", "max_concurrent_users", "p50_ms", "p95_ms", "p99_ms", "requests",
+                 "failures"),
+    "cold_starts": ("cold_starts",),
+    "loads": ("loads", "unloads"),
+    "memory": ("peak_gpu_memory_bytes", "gpu_memory_utilization_peak"),
+    "models": ("max_models_loaded",),
+}
+
+
+def sources_of(run: Run) -> dict[str, str]:
+    """Figure -> the source that observed it (only those observed)."""
+    if run.kind == "prediction":
+        groups = dict.fromkeys(OBSERVED, SIMULATOR)
+    else:
+        groups = run.sources or {"requests": "request log"}
+    return {f: groups[g] for g, figures in OBSERVED.items() if g in groups for f in figures}
+
+
+def observed(summary: Summary, figures: dict[str, Any], source: str) -> Summary:
+    """``summary`` with ``figures`` (a measurement's cold starts, loads...) as ``source`` saw
+    them: what a load test cannot observe, from the emulator's log or CloudWatch."""
+    figures = {k: v for k, v in figures.items() if v is not None}
+    return summary.model_copy(update={**figures, "sources": {**summary.sources, **dict.fromkeys(figures, source)}})
 
 
 def reference_metrics(rows: list[dict[str, Any]], steps: list[int], name: str | None = None) -> dict[str, Any]:
@@ -123,9 +156,9 @@ class Summary(BaseModel):
     requests: int
     failures: int
     failures_by_cause: dict[str, int]
-    cold_starts: int
-    loads: int
-    unloads: int
+    cold_starts: int | None          # None: not observed (a Locust run cannot see them)
+    loads: int | None
+    unloads: int | None
     peak_gpu_memory_bytes: int | None
     gpu_memory_utilization_peak: float | None
     cost_per_hour_usd: float
@@ -133,6 +166,7 @@ class Summary(BaseModel):
     reference_steps: list[dict[str, Any]]
     steps: list[dict[str, Any]]
     warnings: list[str]
+    sources: dict[str, str] = {}     # figure -> what observed it (simulator, locust, emulator log, cloudwatch)
 
 
 def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
@@ -160,17 +194,22 @@ def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
     if run.cpu_figures:
         warnings.append(f"profiles measured on CPU, used with their CPU figures on {run.gpu} "
                         f"(not a GPU estimate: calibrate on the GPU): {', '.join(run.cpu_figures)}")
+    sources = sources_of(run)
+
+    def known(figure: str, value):
+        return value if figure in sources else None
     return Summary(
         kind=run.kind, instance_type=run.instance_type, instance_count=run.instance_count, duration_s=run.duration_s,
         max_models_loaded=run.max_models_loaded,
         latency_ms=ref["latency_ms"], throughput_qps=tput, max_concurrent_users=ref["max_concurrent_users"],
         p50_ms=exact_percentile(rt_ok, 50), p95_ms=exact_percentile(rt_ok, 95), p99_ms=exact_percentile(rt_ok, 99),
         requests=int(len(a["outcome"])), failures=int((~ok).sum()), failures_by_cause=causes,
-        cold_starts=int(a["cold"].sum()),
-        loads=sum(1 for e in run.events if e.kind == "load"), unloads=sum(1 for e in run.events if e.kind == "unload"),
+        cold_starts=known("cold_starts", int(a["cold"].sum())),
+        loads=known("loads", sum(1 for e in run.events if e.kind == "load")),
+        unloads=known("unloads", sum(1 for e in run.events if e.kind == "unload")),
         peak_gpu_memory_bytes=peak,
         gpu_memory_utilization_peak=(peak / run.gpu_total_bytes) if peak and run.gpu_total_bytes else None,
         cost_per_hour_usd=hourly,
         cost_per_million_usd=(hourly / (tput * 3600) * 1e6) if tput else None,
-        reference_steps=ref["steps"], steps=step_table(run), warnings=warnings,
+        reference_steps=ref["steps"], steps=step_table(run), warnings=warnings, sources=sources,
     )

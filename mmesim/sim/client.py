@@ -132,7 +132,7 @@ class Client:
         after(self.env, delay + wait, user, self._again)
 
     def _record(self, ev) -> None:
-        user = ev._value
+        user = ev.value
         worker = user.worker
         if worker.cores is not None:
             worker.submit(self._untimed, self._recorded, user)
@@ -145,7 +145,7 @@ class Client:
         after(self.env, after_s + wait, user, self._again)
 
     def _again(self, ev) -> None:
-        user = ev._value
+        user = ev.value
         if user.alive:
             self.sim.send(self.sim.pick_target(), user.worker, user)
 

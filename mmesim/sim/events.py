@@ -1,22 +1,16 @@
 """The one scheduling primitive the model's hot path uses: ``after(env, delay, value,
-callback)`` calls ``callback(event)`` in ``delay`` seconds, with ``event._value == value``.
+callback)`` calls ``callback(event)`` in ``delay`` seconds, with ``event.value == value``.
 
-It is SimPy's ``env.timeout(delay, value).callbacks.append(callback)`` without the
-argument checks and the generic constructor: the simulator schedules four of these per
-request, and they are a quarter of its cost. Delays here are never negative."""
+SimPy's public API only (a ``Timeout`` with one callback), so any SimPy environment runs
+the model: ``simpy.Environment`` for predictions, the emulator's real-time one for the
+virtual backend. Delays here are never negative."""
 
 from __future__ import annotations
 
-from heapq import heappush
-
-from simpy.events import NORMAL, Event
+from simpy.events import Timeout
 
 
-def after(env, delay: float, value, callback, _push=heappush, _new=Event.__new__, _Event=Event) -> Event:
-    event = _new(_Event)
-    event.env = env
-    event.callbacks = [callback]
-    event._value = value
-    event._ok = True
-    _push(env._queue, (env._now + delay, NORMAL, next(env._eid), event))
+def after(env, delay: float, value, callback) -> Timeout:
+    event = Timeout(env, delay, value)
+    event.callbacks.append(callback)
     return event

@@ -31,7 +31,7 @@ from mmesim.sim.autoscaler import Autoscaler
 from mmesim.sim.client import Client
 from mmesim.sim.events import after
 from mmesim.sim.instance import Instance
-from mmesim.sim.policy import inflight_limit, memory_budget, route
+from mmesim.sim.policy import inflight_limit, memory_budget, ready_wait_s, route
 from mmesim.sim.random import check_seed, streams
 from mmesim.sim.translate import cpu_profiles_on_gpu, translate
 from mmesim.workload import Popularity, Workload, read_trace
@@ -240,7 +240,7 @@ class Simulation:
         after(self.env, req.target.network_s, req, self._arrive)
 
     def _arrive(self, ev) -> None:
-        req = ev._value
+        req = ev.value
         if req.done:
             return
         inst = self._route(req.target) if len(self.routable) > 1 else self.routable[0]
@@ -267,8 +267,8 @@ class Simulation:
         """``req`` waits for its model on its instance: it fails ``model_ready_timeout_s`` from
         now if still waiting. Deadlines come in arrival order, so one timer serves them all;
         none is needed when the invocation timeout always comes first (the default: both 60 s)."""
-        if self._ready_timeout >= self._timeout:
-            return
+        if ready_wait_s(self._ready_timeout, self._timeout) >= self._timeout:
+            return          # the invocation timeout comes first: the reaper answers ModelNotReadyException
         self._not_ready.append((self.env.now + self._ready_timeout, req))
         if not self._ready_timer:
             self._ready_timer = True

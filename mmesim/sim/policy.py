@@ -23,6 +23,13 @@ def inflight_limit(configured: int | None, profiles) -> int | None:
     return configured or (min(limits) if limits else None)
 
 
+def ready_wait_s(ready_timeout_s: float, invocation_timeout_s: float) -> float:
+    """How long a request waits for its model's load before it fails with
+    ModelNotReadyException (the load goes on): the model ready timeout, or the invocation
+    timeout if that comes first."""
+    return min(ready_timeout_s, invocation_timeout_s)
+
+
 def lru_victims(loaded: Iterable[tuple[T, int, bool]], committed: int, need: int, budget: int) -> list[T] | None:
     """Models to unload so that ``need`` more bytes fit in ``budget``.
 

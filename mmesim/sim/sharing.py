@@ -65,9 +65,12 @@ class SharedProcessor:
         if not self._heap:
             self._busy_since = self.env.now
         self._seq += 1
-        heapq.heappush(self._heap, (self._virtual + work, self._seq, callback, arg, tag))
+        heap = self._heap
+        heapq.heappush(heap, (self._virtual + work, self._seq, callback, arg, tag))
         self._tags[tag] = self._tags.get(tag, 0) + 1
         self.demand += tag if type(tag) is int else 1
+        if len(heap) > 1 and heap[0][1] != self._seq and self._rate() == self._speed:
+            return          # neither the first to finish nor the speed changed: its timer stands
         self._schedule()
 
     def _schedule(self) -> None:
@@ -79,7 +82,7 @@ class SharedProcessor:
             after(self.env, delay if delay > 0 else 0.0, self._gen, self._finish)
 
     def _finish(self, ev) -> None:
-        if ev._value != self._gen:   # the set of jobs changed since: a newer finish is scheduled
+        if ev.value != self._gen:   # the set of jobs changed since: a newer finish is scheduled
             return
         self._advance()
         heap, tags = self._heap, self._tags
