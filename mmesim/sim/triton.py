@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections import deque
 
 from mmesim.profile import ModelProfile
+from mmesim.sim.cores import Cores
 from mmesim.sim.events import after
 
 
 class ModelServer:
     __slots__ = ("env", "profile", "gpu", "noise", "done", "queue", "free", "limit", "_delay",
-                 "_preferred", "_wake_at", "_timing", "_share", "_cv", "executions", "batched")
+                 "_preferred", "_wake_at", "_timing", "_share", "_cv", "executions", "batched", "_handoff")
 
     def __init__(self, env, profile: ModelProfile, gpu, noise, done):
         self.env, self.profile, self.gpu, self.noise, self.done = env, profile, gpu, noise, done
@@ -31,6 +32,7 @@ class ModelServer:
         self._timing = [0.0] + [profile.service_time(b) for b in range(1, self.limit + 1)]
         self._cv = [0.0] + [profile.service_cv(b) for b in range(1, self.limit + 1)]
         self._share = gpu.tag(profile)       # how its executions share the GPU (or the host's cores)
+        self._handoff = profile.handoff_s
         self.executions = 0
         self.batched = 0
 
@@ -56,11 +58,20 @@ class ModelServer:
             self.executions += 1
             self.batched += n
             work = self.noise.gamma(self._timing[n], self._cv[n])
-            self.gpu.run(work, self._share, self._finish, batch)
+            self.gpu.run(work, self._share, self._handed_back if self._handoff else self._finish, batch)
 
     def _wake(self, _ev) -> None:
         self._wake_at = None
         self._dispatch()
+
+    def _handed_back(self, batch) -> None:
+        """The stub's answer reaches Triton: a wake-up that holds the instance and uses no core
+        of its own, but needs one to run on, so on shared cores it is a job of weight 0 (it
+        moves at the pace the oversubscribed cores allow and takes nothing from the others)."""
+        if isinstance(self.gpu, Cores):
+            self.gpu.run(self._handoff, 0, self._finish, batch)
+        else:
+            after(self.env, self._handoff, batch, lambda ev: self._finish(ev._value))
 
     def _finish(self, batch) -> None:
         self.free += 1
