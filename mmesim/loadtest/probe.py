@@ -58,18 +58,20 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
         t = psutil.cpu_times()
         return t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
 
-    stats = _StatsReader(stats_url) if stats_url else None
-    before = stats.read() if stats else None
+    from mmesim.triton.client import kserve_client
+    kserve = kserve_client(stats_url) if stats_url else None
+    before = _timings(kserve) if kserve else {}
     srv0, tree0, busy0, t0 = process_cpu_s(server_pid), tree_cpu_s(server_pid) or 0.0, machine(), time.monotonic()
     run = run_loadtest(url, None, workload or probe_workload(seconds), [profile], [copies], out, protocol="triton",
                        client=client)
     srv, tree, busy = process_cpu_s(server_pid) - srv0, (tree_cpu_s(server_pid) or 0.0) - tree0, machine() - busy0
     wall = time.monotonic() - t0
     handoff = 0.0
-    if stats:
-        delta = stats.read() - before
-        stats.close()
-        handoff = max(0.0, delta.compute_s / max(1, delta.executions) - (tree - srv) / max(1, delta.executions))
+    if kserve:
+        after = _timings(kserve)
+        kserve.close()
+        deltas = [t - before[name] for name, t in after.items() if name in before]
+        handoff = max(0.0, (sum(d.compute_s for d in deltas) - (tree - srv)) / max(1, sum(d.executions for d in deltas)))
     senders = [json.loads(p.read_text()) for p in Path(out).glob("process-*.json")]
     sent_cpu = sum(s["cpu_s"] for s in senders)
     n = max(1, len(run.records))
@@ -79,31 +81,11 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
                        others_cores=max(0.0, busy - tree - sent_cpu) / max(1e-9, wall))
 
 
-class _StatsReader:
-    """Triton's statistics summed over every loaded model."""
-
-    def __init__(self, url: str):
-        from mmesim.triton.client import kserve_client
-        self.client = kserve_client(url)
-
-    def read(self):
-        from mmesim.triton.client import model_timings
-        names = [m["name"] for m in self.client.get_model_repository_index() if m.get("state") == "READY"]
-        total = None
-        for name in names:
-            t = model_timings(self.client, name)
-            total = t if total is None else _add(total, t)
-        return total
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def _add(a, b):
-    from mmesim.triton.client import Timings
-    return Timings(a.requests + b.requests, a.executions + b.executions, a.success_s + b.success_s,
-                   a.queue_s + b.queue_s, a.compute_input_s + b.compute_input_s,
-                   a.compute_infer_s + b.compute_infer_s, a.compute_output_s + b.compute_output_s, {})
+def _timings(kserve) -> dict:
+    """Triton's statistics of every loaded model, by name."""
+    from mmesim.triton.client import model_timings
+    return {m["name"]: model_timings(kserve, m["name"]) for m in kserve.get_model_repository_index()
+            if m.get("state") == "READY"}
 
 
 def retimed(profile: ModelProfile, cost: RequestCost) -> ModelProfile:
