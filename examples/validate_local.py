@@ -16,8 +16,8 @@ prediction includes the client measured where it runs (``--client``: Locust with
 python-requests, or its FastHttpUser). The probe also measures what Triton spends per
 request, in its server process (HTTP, decoding) and in the model's stub (the execution);
 ``--retime`` predicts with those instead of the profile's figures (a profile calibrated on
-another processor holds that processor's CPU costs: the shipped ones an AMD EPYC's; see the
-README).
+another processor holds that processor's CPU costs: tiny-mlp's and resnet50's an AMD EPYC's,
+tiny-bert's this machine's Intel Xeon; see the README).
 
 Workloads (each 1-1.5 minutes):
 - ramp: closed-loop users 2 -> 24 on tiny-bert (4 copies), to saturation;
