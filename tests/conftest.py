@@ -52,3 +52,21 @@ def triton_server(tmp_path_factory):
     from mmesim.triton.local import LocalTriton
     with LocalTriton(workdir=tmp_path_factory.mktemp("triton-session")) as server:
         yield server
+
+
+def loaded_copies(server, work, model: str, copies: int = 2):
+    """``copies`` copies of a built-in ``model`` (Python backend, one thread) loaded into
+    ``server`` through the MME protocol, as ``<model>-v<i>``; unloaded when the generator
+    ends. For module fixtures over the session's server."""
+    from mmesim.calibrate.maxmodels import mme_copy_loader
+    from mmesim.triton.client import MMEClient
+    from mmesim.triton.packaging import package
+    packaged = package(model, "python", work / "artifact", cpu_threads=1)
+    client = MMEClient(server.sagemaker_url)
+    load = mme_copy_loader(client, packaged, server, work / "copies", model)
+    for i in range(copies):
+        load(i)
+    yield server
+    for i in range(copies):
+        client.unload(f"{model}-v{i}")
+    client.close()

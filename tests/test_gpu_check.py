@@ -12,16 +12,10 @@ pytest.importorskip("psutil")
 
 from mmesim.calibrate.gpu_check import frameworks, main  # noqa: E402
 from mmesim.cli import main as mmesim  # noqa: E402
-from mmesim.errors import MissingPiece  # noqa: E402
 from mmesim.profile import load_profile  # noqa: E402
-from mmesim.triton.local import find_tritonserver  # noqa: E402
 
 pytestmark = pytest.mark.triton
 
-try:
-    find_tritonserver()
-except MissingPiece:
-    pytest.skip("no tritonserver (install mmesim[triton])", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import loaded_copies
 
-from mmesim.calibrate.maxmodels import mme_copy_loader
 from mmesim.endpoint import EndpointConfig
 from mmesim.loadtest import run_loadtest
 from mmesim.loadtest.probe import measure_request_cost, retimed
@@ -16,7 +16,6 @@ from mmesim.profile import load_profile
 from mmesim.results.records import OK
 from mmesim.results.summary import summarize
 from mmesim.sim import simulate
-from mmesim.triton.client import MMEClient
 from mmesim.units import GiB
 from mmesim.workload import Workload
 
@@ -27,17 +26,7 @@ PROFILE = load_profile(Path(__file__).parent.parent / "calibration" / "profiles"
 def triton(tmp_path_factory, triton_server):
     """tiny-bert x 2 (Python backend, one thread each) in the session's real Triton, SageMaker
     MME mode (unloaded afterwards)."""
-    from mmesim.triton.packaging import package
-    work = tmp_path_factory.mktemp("triton")
-    packaged = package("tiny-bert", "python", work / "artifact", cpu_threads=1)
-    client = MMEClient(triton_server.sagemaker_url)
-    load = mme_copy_loader(client, packaged, triton_server, work / "copies", "tiny-bert")
-    for i in range(2):
-        load(i)
-    yield triton_server
-    for i in range(2):
-        client.unload(f"tiny-bert-v{i}")
-    client.close()
+    yield from loaded_copies(triton_server, tmp_path_factory.mktemp("triton"), "tiny-bert")
 
 
 def steady(users=1, seconds=6.0, wait=(0.0, 0.01)):

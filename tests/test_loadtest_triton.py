@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import loaded_copies
 
-from mmesim.calibrate.maxmodels import mme_copy_loader
 from mmesim.cli import main
 from mmesim.loadtest import run_loadtest
 from mmesim.profile import load_profile
@@ -21,17 +21,7 @@ PROFILE = Path(__file__).parent.parent / "calibration" / "profiles" / "tiny-mlp-
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory, triton_server):
     """The session's server with two copies of tiny-mlp loaded (unloaded afterwards)."""
-    from mmesim.triton.packaging import package
-    work = tmp_path_factory.mktemp("triton")
-    packaged = package("tiny-mlp", "python", work / "artifact", cpu_threads=1)
-    client = MMEClient(triton_server.sagemaker_url)
-    load = mme_copy_loader(client, packaged, triton_server, work / "copies", "tiny-mlp")
-    for i in range(2):
-        load(i)
-    yield triton_server
-    for i in range(2):
-        client.unload(f"tiny-mlp-v{i}")
-    client.close()
+    yield from loaded_copies(triton_server, tmp_path_factory.mktemp("triton"), "tiny-mlp")
 
 
 @pytest.mark.parametrize("payload", ["json", "binary"])

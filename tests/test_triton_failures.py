@@ -15,7 +15,6 @@ import pytest
 
 pytest.importorskip("tritonclient")
 
-from mmesim.errors import MissingPiece  # noqa: E402
 from mmesim.triton.client import SERVER_FAILURES, MMEClient  # noqa: E402
 from mmesim.triton.local import LocalTriton, find_tritonserver, local_env, numpy_problem, stub_numpy  # noqa: E402
 from mmesim.triton.args import ServerOptions  # noqa: E402
@@ -24,10 +23,6 @@ from mmesim.triton.server import ServerError  # noqa: E402
 
 pytestmark = pytest.mark.triton
 
-try:
-    find_tritonserver()
-except MissingPiece:
-    pytest.skip("no tritonserver (install mmesim[triton])", allow_module_level=True)
 
 CONFIG = """backend: "python"
 max_batch_size: 8

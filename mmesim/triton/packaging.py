@@ -202,16 +202,23 @@ def _check_trace(spec: ModelSpec, module, traced, where, tracer_warnings: list[s
         try:
             with torch.no_grad():
                 want, got = module(*inputs), traced(*inputs)
-            want = want if isinstance(want, (tuple, list)) else (want,)
-            got = got if isinstance(got, (tuple, list)) else (got,)
-            bad = [i for i, (w, g) in enumerate(zip(want, got))
-                   if w.shape != g.shape or not torch.allclose(w.float(), g.float(), rtol=1e-3, atol=1e-4)]
-            if len(want) != len(got) or bad:
-                raise ValueError(f"outputs {bad or 'count'} differ from the module's")
+            _check_same(want, got, "the module's")
         except Exception as exc:
             said = f"; the tracer warned: {' | '.join(dict.fromkeys(tracer_warnings))[:600]}" if tracer_warnings else ""
             raise ConfigError(f"the trace does not hold at batch {batch} on {where}: {type(exc).__name__}: "
                               f"{str(exc)[:300]}{said}", field="--model", value=spec.name) from None
+
+
+def _check_same(want, got, whose: str) -> None:
+    """ValueError unless ``got`` (tensors) has the outputs ``want`` has: count, shapes, values."""
+    import torch
+    want = want if isinstance(want, (tuple, list)) else (want,)
+    got = got if isinstance(got, (tuple, list)) else (got,)
+    bad = [i for i, (w, g) in enumerate(zip(want, got))
+           if tuple(w.shape) != tuple(g.shape)
+           or not torch.allclose(w.float().cpu(), g.float().cpu(), rtol=1e-3, atol=1e-4)]
+    if len(want) != len(got) or bad:
+        raise ValueError(f"outputs {bad or 'count'} differ from {whose}")
 
 
 def _with_outputs(spec: ModelSpec, scripted, device: str = "cpu") -> ModelSpec:
@@ -260,12 +267,7 @@ def _check_onnx(spec: ModelSpec, scripted, path: Path, where, export_warnings: l
             got = session.run(None, {t.name: a for t, a in zip(spec.inputs, arrays)})
             with torch.no_grad():
                 want = scripted(*(torch.from_numpy(a).to(where) for a in arrays))
-            want = want if isinstance(want, (tuple, list)) else (want,)
-            bad = [i for i, (w, g) in enumerate(zip(want, got))
-                   if tuple(w.shape) != g.shape or not torch.allclose(w.float().cpu(), torch.from_numpy(g).float(),
-                                                                       rtol=1e-3, atol=1e-4)]
-            if len(want) != len(got) or bad:
-                raise ValueError(f"outputs {bad or 'count'} differ from the TorchScript's")
+            _check_same(want, [torch.from_numpy(g) for g in got], "the TorchScript's")
         except Exception as exc:
             said = f"; the exporter warned: {' | '.join(dict.fromkeys(export_warnings))[:600]}" if export_warnings else ""
             raise ConfigError(f"the ONNX export does not hold at batch {batch}: {type(exc).__name__}: "
