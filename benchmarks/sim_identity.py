@@ -60,7 +60,17 @@ def workloads() -> dict:
         return Simulation([load_profile("bert-base-uncased-tensorrt-a10g")],
                           EndpointConfig(instance_type="ml.g5.2xlarge", instance_count=3), wl, [1000]).run()
 
-    return {"blog": blog, "local": local, "mix": mix, "churn": churn}
+    def trace():
+        import random
+        import tempfile
+        rng = random.Random(5)
+        rows = sorted((round(rng.uniform(0, 60), 3), f"resnet50-v{rng.randrange(12)}") for _ in range(3000))
+        path = Path(tempfile.mkdtemp()) / "trace.csv"
+        path.write_text("timestamp,model\n" + "".join(f"{t},{m}\n" for t, m in rows))
+        return Simulation([load_profile("resnet50-tensorrt-t4")], EndpointConfig(instance_type="ml.g4dn.xlarge"),
+                          Workload(kind="trace", trace=str(path)), [12], seed=2).run()
+
+    return {"blog": blog, "local": local, "mix": mix, "churn": churn, "trace": trace}
 
 
 def main() -> int:
