@@ -15,7 +15,7 @@ that finishes first, and jobs finishing at the same moment finish together."""
 
 from __future__ import annotations
 
-import heapq
+from heapq import heappop, heappush
 from typing import Callable, Hashable
 
 import simpy
@@ -25,7 +25,7 @@ from mmesim.sim.events import after
 
 class SharedProcessor:
     __slots__ = ("env", "total", "cap", "demand", "done", "busy_s", "_heap", "_tags", "_virtual", "_last", "_gen",
-                 "_seq", "_speed", "_busy_since")
+                 "_seq", "_speed", "_busy_since", "_on_timer")
 
     def __init__(self, env: simpy.Environment, total: float = 1.0, cap: float = 1.0):
         self.env, self.total, self.cap = env, total, cap
@@ -40,6 +40,7 @@ class SharedProcessor:
         self._seq = 0
         self._speed = cap                      # progress rate of each running job, until the next change
         self._busy_since = 0.0
+        self._on_timer = self._finish          # bound once: the hot path hands it to every timer
 
     def _rate(self) -> float:
         """How fast each running job progresses now."""
@@ -50,8 +51,7 @@ class SharedProcessor:
     def running(self) -> int:
         return len(self._heap)
 
-    def _advance(self) -> None:
-        now = self.env.now
+    def _advance(self, now: float) -> None:
         if self._heap:
             step = (now - self._last) * self._speed
             self._virtual += step
@@ -61,32 +61,39 @@ class SharedProcessor:
     def run(self, work: float, tag: Hashable, callback: Callable, arg) -> None:
         """Start a job of ``work`` (seconds alone at full speed, or bytes); ``callback(arg)``
         when done. ``tag``: an int is the job's weight in ``demand`` (cores it can use)."""
-        self._advance()
-        if not self._heap:
-            self._busy_since = self.env.now
-        self._seq += 1
         heap = self._heap
-        heapq.heappush(heap, (self._virtual + work, self._seq, callback, arg, tag))
-        self._tags[tag] = self._tags.get(tag, 0) + 1
+        now = self.env.now
+        if heap:
+            self._advance(now)
+        else:
+            self._last = now
+            self._busy_since = now
+        seq = self._seq = self._seq + 1
+        heappush(heap, (self._virtual + work, seq, callback, arg, tag))
+        tags = self._tags
+        tags[tag] = tags.get(tag, 0) + 1
         self.demand += tag if type(tag) is int else 1
-        if len(heap) > 1 and heap[0][1] != self._seq and self._rate() == self._speed:
+        if len(heap) > 1 and heap[0][1] != seq and self._rate() == self._speed:
             return          # neither the first to finish nor the speed changed: its timer stands
         self._schedule()
 
     def _schedule(self) -> None:
         """After the set of jobs changed: new speed, and the next finish."""
-        self._gen += 1
-        self._speed = self._rate()
-        if self._heap:
-            delay = (self._heap[0][0] - self._virtual) / self._speed
-            after(self.env, delay if delay > 0 else 0.0, self._gen, self._finish)
+        gen = self._gen = self._gen + 1
+        speed = self._speed = self._rate()
+        heap = self._heap
+        if heap:
+            delay = (heap[0][0] - self._virtual) / speed
+            after(self.env, delay if delay > 0 else 0.0, gen, self._on_timer)
 
     def _finish(self, ev) -> None:
         if ev.value != self._gen:   # the set of jobs changed since: a newer finish is scheduled
             return
-        self._advance()
+        now = self.env.now
+        self._advance(now)
         heap, tags = self._heap, self._tags
-        _, _, callback, arg, tag = heapq.heappop(heap)
+        _, _, callback, arg, tag = heappop(heap)
+        virtual = self._virtual
         more = None
         while True:
             left = tags[tag] - 1
@@ -95,14 +102,14 @@ class SharedProcessor:
             else:
                 del tags[tag]
             self.demand -= tag if type(tag) is int else 1
-            if not heap or heap[0][0] > self._virtual + 1e-12 * (1.0 + self._virtual):
+            if not heap or heap[0][0] > virtual + 1e-12 * (1.0 + virtual):
                 break
             if more is None:                 # others finish now too (within rounding)
                 more = []
-            _, _, cb, a, tag = heapq.heappop(heap)
+            _, _, cb, a, tag = heappop(heap)
             more.append((cb, a))
         if not heap:
-            self.busy_s += self.env.now - self._busy_since
+            self.busy_s += now - self._busy_since
             self.demand = 0                  # no rounding left over
         self._schedule()
         callback(arg)
