@@ -233,7 +233,8 @@ class Simulation:
             after(env, leave - now + target.network_s, req, self._arrive)
         self._pending.append(req)
         wake = self._reaper_wake
-        if wake is not None and not wake.triggered:
+        if wake is not None:           # the reaper sleeps until a request is pending
+            self._reaper_wake = None
             wake.succeed()
 
     def _sent(self, req: Request) -> None:

@@ -33,7 +33,7 @@ class SharedProcessor:
         self.done = 0.0                        # work done so far, all jobs together (core-seconds, bytes)
         self.busy_s = 0.0                      # time with at least one job running
         self._heap: list = []                  # (virtual finish, seq, callback, arg, tag)
-        self._tags: dict[Hashable, int] = {}   # tag -> running jobs with it
+        self._tags: dict[Hashable, int] = {}   # tag -> running jobs with it (tags that are not ints)
         self._virtual = 0.0
         self._last = 0.0
         self._gen = 0
@@ -70,9 +70,12 @@ class SharedProcessor:
             self._busy_since = now
         seq = self._seq = self._seq + 1
         heappush(heap, (self._virtual + work, seq, callback, arg, tag))
-        tags = self._tags
-        tags[tag] = tags.get(tag, 0) + 1
-        self.demand += tag if type(tag) is int else 1
+        if type(tag) is int:
+            self.demand += tag
+        else:
+            tags = self._tags
+            tags[tag] = tags.get(tag, 0) + 1
+            self.demand += 1
         if len(heap) > 1 and heap[0][1] != seq and self._rate() == self._speed:
             return          # neither the first to finish nor the speed changed: its timer stands
         self._schedule()
@@ -96,12 +99,15 @@ class SharedProcessor:
         virtual = self._virtual
         more = None
         while True:
-            left = tags[tag] - 1
-            if left:
-                tags[tag] = left
+            if type(tag) is int:
+                self.demand -= tag
             else:
-                del tags[tag]
-            self.demand -= tag if type(tag) is int else 1
+                left = tags[tag] - 1
+                if left:
+                    tags[tag] = left
+                else:
+                    del tags[tag]
+                self.demand -= 1
             if not heap or heap[0][0] > virtual + 1e-12 * (1.0 + virtual):
                 break
             if more is None:                 # others finish now too (within rounding)
