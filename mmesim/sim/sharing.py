@@ -25,7 +25,7 @@ from mmesim.sim.events import after
 
 class SharedProcessor:
     __slots__ = ("env", "total", "cap", "demand", "done", "busy_s", "_heap", "_tags", "_virtual", "_last", "_gen",
-                 "_seq", "_speed", "_busy_since", "_on_timer")
+                 "_seq", "_speed", "_busy_since", "_on_timer", "_finishing")
 
     def __init__(self, env: simpy.Environment, total: float = 1.0, cap: float = 1.0):
         self.env, self.total, self.cap = env, total, cap
@@ -41,6 +41,7 @@ class SharedProcessor:
         self._speed = cap                      # progress rate of each running job, until the next change
         self._busy_since = 0.0
         self._on_timer = self._finish          # bound once: the hot path hands it to every timer
+        self._finishing = False                # in _finish's callbacks: it schedules once they are done
 
     def _rate(self) -> float:
         """How fast each running job progresses now."""
@@ -76,8 +77,9 @@ class SharedProcessor:
             tags = self._tags
             tags[tag] = tags.get(tag, 0) + 1
             self.demand += 1
-        if len(heap) > 1 and heap[0][1] != seq and self._rate() == self._speed:
-            return          # neither the first to finish nor the speed changed: its timer stands
+        if self._finishing or len(heap) > 1 and heap[0][1] != seq and self._rate() == self._speed:
+            return          # a finish schedules after its callbacks; or neither the first to finish nor
+                            # the speed changed: its timer stands
         self._schedule()
 
     def _schedule(self) -> None:
@@ -117,11 +119,17 @@ class SharedProcessor:
         if not heap:
             self.busy_s += now - self._busy_since
             self.demand = 0                  # no rounding left over
+        # the callbacks often start the next job at once: one timer after them, rather than one
+        # now that the new job's start would make stale (the same time: the clock stands still)
+        self._finishing = True
+        try:
+            callback(arg)
+            if more:
+                for cb, a in more:
+                    cb(a)
+        finally:
+            self._finishing = False
         self._schedule()
-        callback(arg)
-        if more:
-            for cb, a in more:
-                cb(a)
 
     def busy_until_now(self) -> float:
         return self.busy_s + (self.env.now - self._busy_since if self._heap else 0.0)
