@@ -257,7 +257,7 @@ class Simulation:
         if req.done:
             return
         req.done = True
-        if isinstance(outcome, str):
+        if type(outcome) is str:
             outcome = OUTCOMES.index(outcome)
         delay = req.target.reply_s if outcome == 0 else 0.0
         self.records.append(req.start, self.env.now + delay, req.target.id, req.instance, outcome, req.cold)

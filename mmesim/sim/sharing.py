@@ -52,23 +52,18 @@ class SharedProcessor:
     def running(self) -> int:
         return len(self._heap)
 
-    def _advance(self, now: float) -> None:
-        if self._heap:
-            step = (now - self._last) * self._speed
-            self._virtual += step
-            self.done += step * self.demand
-        self._last = now
-
     def run(self, work: float, tag: Hashable, callback: Callable, arg) -> None:
         """Start a job of ``work`` (seconds alone at full speed, or bytes); ``callback(arg)``
         when done. ``tag``: an int is the job's weight in ``demand`` (cores it can use)."""
         heap = self._heap
         now = self.env.now
-        if heap:
-            self._advance(now)
+        if heap:                                    # the virtual clock moves on to now
+            step = (now - self._last) * self._speed
+            self._virtual += step
+            self.done += step * self.demand
         else:
-            self._last = now
             self._busy_since = now
+        self._last = now
         seq = self._seq = self._seq + 1
         heappush(heap, (self._virtual + work, seq, callback, arg, tag))
         if type(tag) is int:
@@ -95,10 +90,12 @@ class SharedProcessor:
         if ev.value != self._gen:   # the set of jobs changed since: a newer finish is scheduled
             return
         now = self.env.now
-        self._advance(now)
         heap, tags = self._heap, self._tags
+        step = (now - self._last) * self._speed     # the virtual clock moves on (a job runs)
+        virtual = self._virtual = self._virtual + step
+        self.done += step * self.demand
+        self._last = now
         _, _, callback, arg, tag = heappop(heap)
-        virtual = self._virtual
         more = None
         while True:
             if type(tag) is int:
