@@ -24,7 +24,7 @@ from mmesim.sim.events import after
 
 
 class SharedProcessor:
-    __slots__ = ("env", "total", "cap", "demand", "done", "busy_s", "_heap", "_tags", "_virtual", "_last", "_gen",
+    __slots__ = ("env", "total", "cap", "demand", "done", "busy_s", "_heap", "_tags", "_virtual", "_last", "_timer",
                  "_seq", "_speed", "_busy_since", "_on_timer", "_finishing")
 
     def __init__(self, env: simpy.Environment, total: float = 1.0, cap: float = 1.0):
@@ -36,7 +36,7 @@ class SharedProcessor:
         self._tags: dict[Hashable, int] = {}   # tag -> running jobs with it (tags that are not ints)
         self._virtual = 0.0
         self._last = 0.0
-        self._gen = 0
+        self._timer = None                     # the one timer that counts: the next finish
         self._seq = 0
         self._speed = cap                      # progress rate of each running job, until the next change
         self._busy_since = 0.0
@@ -79,15 +79,16 @@ class SharedProcessor:
 
     def _schedule(self) -> None:
         """After the set of jobs changed: new speed, and the next finish."""
-        gen = self._gen = self._gen + 1
         speed = self._speed = self._rate()
         heap = self._heap
         if heap:
             delay = (heap[0][0] - self._virtual) / speed
-            after(self.env, delay if delay > 0 else 0.0, gen, self._on_timer)
+            self._timer = after(self.env, delay if delay > 0 else 0.0, None, self._on_timer)
+        else:
+            self._timer = None
 
     def _finish(self, ev) -> None:
-        if ev.value != self._gen:   # the set of jobs changed since: a newer finish is scheduled
+        if ev is not self._timer:   # the set of jobs changed since: a newer finish is scheduled
             return
         now = self.env.now
         heap, tags = self._heap, self._tags
