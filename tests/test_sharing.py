@@ -211,6 +211,41 @@ def test_jobs_that_finish_together_are_all_called_back():
     assert ends[0] == pytest.approx(0.3 + left / (2 / 3))
 
 
+def test_a_job_started_by_a_finish_costs_one_event_and_keeps_its_times():
+    """2 cores, two chains of jobs (each finish starts its chain's next job), a third chain
+    joining at 0.05 s: times as processor sharing gives them, and one SimPy event per job
+    (a finish schedules after its callbacks, so no timer is made stale at once)."""
+    import simpy
+    from mmesim.sim.cores import Cores
+    env = simpy.Environment()
+    cores = Cores(env, 2)
+    done = []
+
+    def chain(name, left):
+        def finished(_):
+            done.append((name, env.now))
+            if left > 1:
+                chain(name, left - 1)
+        cores.run(0.1, 1, finished, None)
+
+    chain("a", 3)
+    chain("b", 3)
+    env.timeout(0.05).callbacks.append(lambda _: chain("c", 1))     # the third joins at 0.05 s
+    events = 0
+    while env.peek() != float("inf"):
+        env.step()
+        events += 1
+    # a and b alone at full speed until 0.05 (0.05 s left each); then three jobs on 2 cores at
+    # 2/3 speed: a and b finish at 0.125 and start their next; c, 0.05 left, ends at 0.2; a and
+    # b alone again end at 0.25, their last at 0.35
+    assert [t for n, t in done if n == "c"] == [pytest.approx(0.2)]
+    assert [t for n, t in done if n == "a"] == pytest.approx([0.125, 0.25, 0.35])
+    assert [t for n, t in done if n == "b"] == pytest.approx([0.125, 0.25, 0.35])
+    # c's joining, the timer it made stale (due at 0.1), then one per finish time: the starts
+    # of a's and b's next jobs inside the finishes make none stale
+    assert events == 6
+
+
 # -- the load generator's CPU: inside its timer, or after the answer -------------------------
 @pytest.mark.parametrize("on_host", [False, True])
 def test_only_the_timed_share_of_client_cpu_is_latency(tmp_path, two_cores, on_host):

@@ -95,9 +95,13 @@ class Client:
         if kind == "users":
             self.env.process(self._shape())
         elif kind == "poisson":
-            self.env.process(self._poisson())
+            self._steps = iter(self.workload.rates)
+            self._step = next(self._steps)
+            self._sent = 0
+            self._next_arrival()
         else:
-            self.env.process(self._trace())
+            self._sent = 0
+            self._trace_next(None)
 
     # -- closed loop ---------------------------------------------------------------------
     def _shape(self):
@@ -149,26 +153,36 @@ class Client:
         if user.alive:
             self.sim.send(self.sim.pick_target(), user.worker, user)
 
-    # -- open loop -----------------------------------------------------------------------
-    def _poisson(self):
-        env, send, pick, waits = self.env, self.sim.send, self.sim.pick_target, self.sim.waits
-        i = 0
-        for step in self.workload.rates:
-            while True:
-                if step.rate <= 0:
-                    yield env.timeout(step.end_s - env.now)
-                    break
-                gap = waits.exponential(1.0 / step.rate)
-                if env.now + gap >= step.end_s:
-                    yield env.timeout(step.end_s - env.now)
-                    break
-                yield env.timeout(gap)
-                send(pick(), self.workers[i % len(self.workers)])
-                i += 1
+    # -- open loop: chains of timer callbacks, one event per request, no process to resume
+    def _next_arrival(self) -> None:
+        """Poisson arrivals at the current step's rate: the next one, or the step's end."""
+        env, step = self.env, self._step
+        if step.rate > 0:
+            gap = self.sim.waits.exponential(1.0 / step.rate)
+            if env.now + gap < step.end_s:
+                after(env, gap, None, self._poisson_arrival)
+                return
+        after(env, step.end_s - env.now, None, self._step_end)
 
-    def _trace(self):
-        env, send = self.env, self.sim.send
-        for i, (when, target) in enumerate(self.sim.trace):
+    def _poisson_arrival(self, _ev) -> None:
+        i = self._sent
+        self.sim.send(self.sim.pick_target(), self.workers[i % len(self.workers)])
+        self._sent = i + 1
+        self._next_arrival()
+
+    def _step_end(self, _ev) -> None:
+        self._step = next(self._steps, None)
+        if self._step is not None:
+            self._next_arrival()
+
+    def _trace_next(self, _ev) -> None:
+        """Send the trace's requests due now, then wait for the next one's time."""
+        env, trace, i = self.env, self.sim.trace, self._sent
+        while i < len(trace):
+            when, target = trace[i]
             if when > env.now:
-                yield env.timeout(when - env.now)
-            send(target, self.workers[i % len(self.workers)])
+                after(env, when - env.now, None, self._trace_next)
+                break
+            self.sim.send(target, self.workers[i % len(self.workers)])
+            i += 1
+        self._sent = i

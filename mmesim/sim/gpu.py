@@ -73,5 +73,6 @@ class GPU(SharedProcessor):
             return 1.0
         tags = self._tags
         if len(tags) == 1:
-            return next(iter(tags)).rate(k)
+            for t in tags:
+                return t.rate(k)
         return min(t.rate(k) for t in tags)

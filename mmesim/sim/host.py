@@ -29,6 +29,7 @@ class Host:
         self.pcie = SharedRate(env, gpu.pcie_gbs * 1e9 * costs.h2d_share) if gpu.pcie_gbs else None
         self.cpu_speed = itype.cpu_speed
         self.cpu_busy_s = 0.0
+        self._decode_on = (self.cores if self.cores is not None else self.vcpus).run   # bound once: per request
 
     def on_cpu(self, seconds: float, arg, callback) -> None:
         """``seconds`` of one thread's work on the host's CPUs, then ``callback(arg, elapsed)``."""
@@ -48,7 +49,7 @@ class Host:
             callback(arg)
             return
         self.cpu_busy_s += seconds
-        (self.cores if self.cores is not None else self.vcpus).run(seconds, 1, callback, arg)
+        self._decode_on(seconds, 1, callback, arg)
 
     def cpu_busy_until_now(self) -> float:
         """Host CPU seconds used so far (on a CPU-only host: every core-second, the models' too)."""

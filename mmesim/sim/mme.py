@@ -233,7 +233,8 @@ class Simulation:
             after(env, leave - now + target.network_s, req, self._arrive)
         self._pending.append(req)
         wake = self._reaper_wake
-        if wake is not None and not wake.triggered:
+        if wake is not None:           # the reaper sleeps until a request is pending
+            self._reaper_wake = None
             wake.succeed()
 
     def _sent(self, req: Request) -> None:
@@ -256,7 +257,7 @@ class Simulation:
         if req.done:
             return
         req.done = True
-        if isinstance(outcome, str):
+        if type(outcome) is str:
             outcome = OUTCOMES.index(outcome)
         delay = req.target.reply_s if outcome == 0 else 0.0
         self.records.append(req.start, self.env.now + delay, req.target.id, req.instance, outcome, req.cold)

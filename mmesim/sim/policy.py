@@ -70,5 +70,14 @@ def route(instances: Sequence[Routable], model, spread_inflight: int) -> Routabl
             best = inst
     if best is not None and best.inflight < spread_inflight:
         return best
-    least = min((i for i in instances if i is not best), key=lambda i: (i.inflight, i.committed))
+    least = None              # the first with the fewest (in flight, committed), best aside
+    for inst in instances:
+        if inst is best:
+            continue
+        if least is None:
+            least = inst
+            continue
+        d = inst.inflight - least.inflight
+        if d < 0 or d == 0 and inst.committed < least.committed:
+            least = inst
     return least if best is None or least.inflight < best.inflight else best

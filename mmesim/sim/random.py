@@ -34,7 +34,7 @@ class Stream:
         return a + (b - a) * self.random()
 
     def exponential(self, mean: float) -> float:
-        return -mean * np.log1p(-self.random())
+        return float(-mean * np.log1p(-self.random()))    # a float: a numpy scalar would slow every later sum
 
     def gamma(self, mean: float, cv: float) -> float:
         """Mean ``mean``, coefficient of variation ``cv`` (0: exactly the mean)."""

@@ -15,7 +15,7 @@ that finishes first, and jobs finishing at the same moment finish together."""
 
 from __future__ import annotations
 
-import heapq
+from heapq import heappop, heappush
 from typing import Callable, Hashable
 
 import simpy
@@ -24,8 +24,8 @@ from mmesim.sim.events import after
 
 
 class SharedProcessor:
-    __slots__ = ("env", "total", "cap", "demand", "done", "busy_s", "_heap", "_tags", "_virtual", "_last", "_gen",
-                 "_seq", "_speed", "_busy_since")
+    __slots__ = ("env", "total", "cap", "demand", "done", "busy_s", "_heap", "_tags", "_virtual", "_last", "_timer",
+                 "_seq", "_speed", "_busy_since", "_on_timer", "_finishing")
 
     def __init__(self, env: simpy.Environment, total: float = 1.0, cap: float = 1.0):
         self.env, self.total, self.cap = env, total, cap
@@ -33,13 +33,15 @@ class SharedProcessor:
         self.done = 0.0                        # work done so far, all jobs together (core-seconds, bytes)
         self.busy_s = 0.0                      # time with at least one job running
         self._heap: list = []                  # (virtual finish, seq, callback, arg, tag)
-        self._tags: dict[Hashable, int] = {}   # tag -> running jobs with it
+        self._tags: dict[Hashable, int] = {}   # tag -> running jobs with it (tags that are not ints)
         self._virtual = 0.0
         self._last = 0.0
-        self._gen = 0
+        self._timer = None                     # the one timer that counts: the next finish
         self._seq = 0
         self._speed = cap                      # progress rate of each running job, until the next change
         self._busy_since = 0.0
+        self._on_timer = self._finish          # bound once: the hot path hands it to every timer
+        self._finishing = False                # in _finish's callbacks: it schedules once they are done
 
     def _rate(self) -> float:
         """How fast each running job progresses now."""
@@ -50,65 +52,82 @@ class SharedProcessor:
     def running(self) -> int:
         return len(self._heap)
 
-    def _advance(self) -> None:
-        now = self.env.now
-        if self._heap:
-            step = (now - self._last) * self._speed
-            self._virtual += step
-            self.done += step * self.demand
-        self._last = now
-
     def run(self, work: float, tag: Hashable, callback: Callable, arg) -> None:
         """Start a job of ``work`` (seconds alone at full speed, or bytes); ``callback(arg)``
         when done. ``tag``: an int is the job's weight in ``demand`` (cores it can use)."""
-        self._advance()
-        if not self._heap:
-            self._busy_since = self.env.now
-        self._seq += 1
         heap = self._heap
-        heapq.heappush(heap, (self._virtual + work, self._seq, callback, arg, tag))
-        self._tags[tag] = self._tags.get(tag, 0) + 1
-        self.demand += tag if type(tag) is int else 1
-        if len(heap) > 1 and heap[0][1] != self._seq and self._rate() == self._speed:
-            return          # neither the first to finish nor the speed changed: its timer stands
+        now = self.env.now
+        if heap:                                    # the virtual clock moves on to now
+            step = (now - self._last) * self._speed
+            self._virtual += step
+            self.done += step * self.demand
+        else:
+            self._busy_since = now
+        self._last = now
+        seq = self._seq = self._seq + 1
+        heappush(heap, (self._virtual + work, seq, callback, arg, tag))
+        if type(tag) is int:
+            self.demand += tag
+        else:
+            tags = self._tags
+            tags[tag] = tags.get(tag, 0) + 1
+            self.demand += 1
+        if self._finishing or len(heap) > 1 and heap[0][1] != seq and self._rate() == self._speed:
+            return          # a finish schedules after its callbacks; or neither the first to finish nor
+                            # the speed changed: its timer stands
         self._schedule()
 
     def _schedule(self) -> None:
         """After the set of jobs changed: new speed, and the next finish."""
-        self._gen += 1
-        self._speed = self._rate()
-        if self._heap:
-            delay = (self._heap[0][0] - self._virtual) / self._speed
-            after(self.env, delay if delay > 0 else 0.0, self._gen, self._finish)
+        speed = self._speed = self._rate()
+        heap = self._heap
+        if heap:
+            delay = (heap[0][0] - self._virtual) / speed
+            self._timer = after(self.env, delay if delay > 0 else 0.0, None, self._on_timer)
+        else:
+            self._timer = None
 
     def _finish(self, ev) -> None:
-        if ev.value != self._gen:   # the set of jobs changed since: a newer finish is scheduled
+        if ev is not self._timer:   # the set of jobs changed since: a newer finish is scheduled
             return
-        self._advance()
+        now = self.env.now
         heap, tags = self._heap, self._tags
-        _, _, callback, arg, tag = heapq.heappop(heap)
+        step = (now - self._last) * self._speed     # the virtual clock moves on (a job runs)
+        virtual = self._virtual = self._virtual + step
+        self.done += step * self.demand
+        self._last = now
+        _, _, callback, arg, tag = heappop(heap)
         more = None
         while True:
-            left = tags[tag] - 1
-            if left:
-                tags[tag] = left
+            if type(tag) is int:
+                self.demand -= tag
             else:
-                del tags[tag]
-            self.demand -= tag if type(tag) is int else 1
-            if not heap or heap[0][0] > self._virtual + 1e-12 * (1.0 + self._virtual):
+                left = tags[tag] - 1
+                if left:
+                    tags[tag] = left
+                else:
+                    del tags[tag]
+                self.demand -= 1
+            if not heap or heap[0][0] > virtual + 1e-12 * (1.0 + virtual):
                 break
             if more is None:                 # others finish now too (within rounding)
                 more = []
-            _, _, cb, a, tag = heapq.heappop(heap)
+            _, _, cb, a, tag = heappop(heap)
             more.append((cb, a))
         if not heap:
-            self.busy_s += self.env.now - self._busy_since
+            self.busy_s += now - self._busy_since
             self.demand = 0                  # no rounding left over
+        # the callbacks often start the next job at once: one timer after them, rather than one
+        # now that the new job's start would make stale (the same time: the clock stands still)
+        self._finishing = True
+        try:
+            callback(arg)
+            if more:
+                for cb, a in more:
+                    cb(a)
+        finally:
+            self._finishing = False
         self._schedule()
-        callback(arg)
-        if more:
-            for cb, a in more:
-                cb(a)
 
     def busy_until_now(self) -> float:
         return self.busy_s + (self.env.now - self._busy_since if self._heap else 0.0)

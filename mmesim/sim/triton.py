@@ -87,7 +87,7 @@ class ModelServer:
                         self._wake_at = due
                         after(self.env, due - self.env.now, None, self._wake)
                     return
-            batch = [queue.popleft() for _ in range(n)]
+            batch = [queue.popleft()] if n == 1 else [queue.popleft() for _ in range(n)]
             if self.workspace is not None and not self.workspace.take(self._working[n]):
                 self.failed(batch, EXECUTION_OOM)
                 continue
