@@ -200,3 +200,18 @@ def test_a_restarted_server_forgets_the_leak(tmp_path):
     assert models.committed == p.baseline_gpu_bytes + 700 * MiB
     models.reset(p.baseline_gpu_bytes)
     assert models.committed == p.baseline_gpu_bytes
+
+
+def test_locust_counts_the_out_of_memory_cause_with_either_client(tmp_path):
+    """`mmesim loadtest`/`validate` against an endpoint: Locust's records name the cause from
+    the ModelError's message, boto3's client and the light client alike."""
+    from mmesim.loadtest import run_loadtest
+    hungry = make_profile("tiny-mlp", mem_mib=500, load_s=0.1, s1=0.002, max_batch=1,
+                          working_memory=[{"batch": 1, "bytes": 14000 * MiB}])
+    models = fake_artifacts(tmp_path / "models", ["tiny-mlp-v0"])
+    wl = Workload(kind="users", stages=[{"end_s": 3, "users": 1, "spawn_rate": 10}], wait_s=(0.02, 0.05))
+    with emulate("--instance", T4, "--models", str(models), "--backend", "virtual",
+                 "--profile", save(hungry, tmp_path)) as (url, _):
+        for client in ("http", "fast"):
+            run = run_loadtest(url, "mmesim", wl, [hungry], [1], tmp_path / client, protocol="sagemaker", client=client)
+            assert len(run.records) > 10 and {r.outcome for r in run.records} == {EXECUTION_OOM}, client

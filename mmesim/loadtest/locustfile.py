@@ -194,7 +194,11 @@ def _check(resp) -> None:
         exc = HttpStatus(resp.status_code, body)
         code = (resp.get("x-amzn-errortype") or "").split(":")[0]    # SageMaker's error code, when given
         if code:
-            exc.response = {"Error": {"Code": code}}
+            try:      # SageMaker's error body: a ModelError carries the container's own message
+                said = json.loads(body).get("OriginalMessage", "")
+            except (ValueError, AttributeError):
+                said = ""
+            exc.response = {"Error": {"Code": code}, "OriginalMessage": said}
             exc.outcome = _outcome(exc)
         raise exc
 
