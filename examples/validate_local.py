@@ -16,8 +16,8 @@ prediction includes the client measured where it runs (``--client``: Locust with
 python-requests, or its FastHttpUser). The probe also measures what Triton spends per
 request, in its server process (HTTP, decoding) and in the model's stub (the execution);
 ``--retime`` predicts with those instead of the profile's figures (a profile calibrated on
-another processor holds that processor's CPU costs: the shipped ones an AMD EPYC's; see the
-README).
+another processor holds that processor's CPU costs: tiny-mlp's and resnet50's an AMD EPYC's,
+tiny-bert's this machine's Intel Xeon; see the README).
 
 Workloads (each 1-1.5 minutes):
 - ramp: closed-loop users 2 -> 24 on tiny-bert (4 copies), to saturation;
@@ -94,7 +94,8 @@ def probe(server: "LocalEndpoint", profile, out: Path, client: str):
     stub, one request at a time on one copy (mmesim.loadtest.probe)."""
     loaded = server.serve([profile], [1])
     try:
-        return measure_request_cost(server.url, server.server.pid, profile, 1, out, client)
+        return measure_request_cost(server.url, server.server.pid, profile, 1, out, client,
+                                    stats_url=server.server.http_url)
     finally:
         server.unload(loaded)
 
@@ -238,8 +239,9 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                 console.print(f"probe {m} ({p.requests} requests, one at a time): {client} client "
                               f"{1000 * p.client_cpu_s:.2f} ms CPU per request ({100 * p.client_timed_share:.0f} % "
                               f"inside its timer); Triton server {1000 * p.server_cpu_s:.2f} ms, model stub "
-                              f"{1000 * p.stub_cpu_s:.2f} ms (profile: {1000 * profile_of[m].request_overhead_s:.2f} "
-                              f"+ decoding, {1000 * profile_of[m].service[0].seconds:.2f}); others "
+                              f"{1000 * p.stub_cpu_s:.2f} ms, hand-off {1000 * p.handoff_s:.2f} ms (profile: "
+                              f"{1000 * profile_of[m].request_overhead_s:.2f} + decoding, "
+                              f"{1000 * profile_of[m].service[0].seconds:.2f}, {1000 * profile_of[m].handoff_s:.2f}); others "
                               f"{p.others_cores:.2f} cores")
                 elsewhere = profile_of[m].provenance.host_cpu
                 if elsewhere and elsewhere != host_cpu():

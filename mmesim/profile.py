@@ -134,6 +134,11 @@ class ModelProfile(Model):
     cpu_threads: int | None = Field(default=None, ge=1,
                                     description="cores one execution can use on a CPU (torch threads of the "
                                                 "Python-backend instance); None: one")
+    handoff_s: float = Field(default=0.0, ge=0,
+                             description="per execution, the wait that holds the instance but computes nothing: the "
+                                         "Python backend's hand-offs to and from its stub process (wake-ups that need "
+                                         "a core, so they slow as the host's cores are oversubscribed); 0: none "
+                                         "(GPU, native backends)")
     max_inflight: int | None = Field(default=None, ge=1,
                                      description="requests in flight per instance beyond which the server sheds load")
     triton: TritonConfig = Field(default_factory=TritonConfig)

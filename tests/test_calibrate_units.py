@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mmesim.calibrate.handoff import sequential_handoff_s
 from mmesim.calibrate.latency import RequestPoint, ServicePoint, batch_sizes, decode_cost, request_cost
 from mmesim.calibrate.maxmodels import max_models_loaded
 from mmesim.calibrate.memory import MemorySample, parse_bytes
@@ -108,3 +109,13 @@ def test_copies_at_once_on_a_cpu_stop_past_the_cores(monkeypatch, cores, threads
     monkeypatch.setattr("mmesim.calibrate.run.host_cores", lambda: cores)
     assert CalibrateOptions("tiny-mlp", cpu_threads=threads).scaling == want
     assert CalibrateOptions("tiny-mlp", cpu_threads=threads, scaling=[1, 8]).scaling == [1, 8]
+
+
+def test_handoff_is_triton_wall_beyond_the_stub_cpu_one_at_a_time():
+    """Median per execution at the smallest batch (one slow repeat does not move it); 0 where
+    the stub's CPU was not read (GPU, native backends)."""
+    one = ServicePoint(1, 100, compute_s=[1.10e-3, 1.05e-3, 9.0e-3], cpu_s=[1.0e-3, 1.0e-3, 1.0e-3])
+    two = ServicePoint(2, 200, compute_s=[5e-3], cpu_s=[1e-3])
+    assert sequential_handoff_s([one, two]) == pytest.approx(0.1e-3)
+    assert sequential_handoff_s([ServicePoint(1, 100, compute_s=[2e-3])]) == 0.0
+    assert sequential_handoff_s([]) == 0.0

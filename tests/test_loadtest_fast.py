@@ -14,6 +14,8 @@ from mmesim.loadtest.probe import measure_request_cost, retimed
 from mmesim.loadtest.validate import validate
 from mmesim.profile import load_profile
 from mmesim.results.records import OK
+from mmesim.results.summary import summarize
+from mmesim.sim import simulate
 from mmesim.triton.client import MMEClient
 from mmesim.units import GiB
 from mmesim.workload import Workload
@@ -78,10 +80,10 @@ def test_fast_client_names_failures_like_the_http_client(triton, tmp_path):
 @pytest.mark.triton
 def test_shared_cores_prediction_lands_near_a_real_measurement(triton, tmp_path):
     """Short requests, 2 users, the client on the same 2 cores: the prediction from the CPU a
-    request costs here (client, server, stub: one probe at one user) and the shared-cores
-    model lands within generous bounds of the measured throughput and median."""
+    request costs here (client, server, stub, hand-off: one probe at one user) and the
+    shared-cores model lands within generous bounds of the measured throughput and median."""
     cost = measure_request_cost(triton.sagemaker_url, triton.pid, PROFILE, 2, tmp_path / "probe", client="fast",
-                                seconds=6)
+                                seconds=6, stats_url=triton.http_url)
     assert cost.requests > 100 and 0 < cost.client_timed_share <= 1
     assert cost.server_cpu_s > 0 and cost.stub_cpu_s > 0
     wl = steady(users=2, seconds=10).model_copy(update={"generator": cost.generator(), "user_steps": [2]})
@@ -90,8 +92,16 @@ def test_shared_cores_prediction_lands_near_a_real_measurement(triton, tmp_path)
     fig = {x.figure: x for x in v.comparison.lines}
     assert fig["requests"].measured > 300 and fig["failures"].measured == 0
     assert fig["throughput"].predicted == pytest.approx(fig["throughput"].measured, rel=0.4)
-    assert fig["p50"].predicted == pytest.approx(fig["p50"].measured, rel=0.5)
-
+    # generous: the probe and the run are a minute apart, and other people's work on this
+    # host (0.5 to 1.6 cores of 2 in this session) changes what a request costs meanwhile
+    assert fig["p50"].predicted == pytest.approx(fig["p50"].measured, rel=0.6)
+    # Triton holds an execution longer than its stub computes (the Python backend's
+    # hand-off), and the model keeps that wait: without it the same prediction is faster
+    assert cost.handoff_s > 0.05 * cost.stub_cpu_s
+    without = summarize(simulate([retimed(PROFILE, cost).model_copy(update={"handoff_s": 0.0})],
+                                 EndpointConfig(instance_type="local", memory_budget_bytes=2 * GiB), wl, copies=[2],
+                                 seed=0))
+    assert without.p50_ms < fig["p50"].predicted - 0.5e3 * cost.handoff_s
 
 def test_fast_client_speaks_sagemakers_protocol_signed(tmp_path):
     """Against `mmesim emulate` (virtual backend): requests signed with SigV4 are served and

@@ -85,6 +85,24 @@ def test_request_handling_is_on_the_request_path_and_shares_the_cores(tmp_path, 
     assert first > 0.12 + 0.005 and second > first + 0.1
 
 
+def test_handoff_holds_the_instance_and_waits_for_a_core_without_using_one(tmp_path, two_cores):
+    """The Python backend's hand-off (50 ms after a 100 ms execution): a second request to
+    the same instance waits for it; alongside a 2-thread neighbour the execution shares the
+    cores, the hand-off only moves at the pace they allow, and it adds no core-seconds."""
+    a = cpu_model("a", threads=2, handoff_s=0.05)
+    run = run_local([a], [1], trace(tmp_path, [(0, "a-v0"), (0, "a-v0")]))
+    assert ends(run) == pytest.approx([0.15, 0.3], abs=1e-4)
+    b = cpu_model("b", threads=2, s1=0.2)
+    sim = Simulation([a, b], EndpointConfig(instance_type="local"), trace(tmp_path, [(0, "a-v0"), (0, "b-v0"), (0.25, "b-v0")]),
+                     [1, 1])
+    run = sim.run(10)
+    # both executions at half speed: a's ends at 0.2; its hand-off then runs beside b (2 of 2
+    # cores wanted: full pace) to 0.25; b ends at 0.3, and b's second request (0.25) shares
+    # nothing with a hand-off: 0.3 + 0.2
+    assert ends(run) == pytest.approx([0.25, 0.3, 0.5], abs=1e-4)
+    assert sim.instances[0].cores.core_s_until_now() == pytest.approx(2 * 0.1 + 2 * 0.2 * 2)
+
+
 def test_cpu_utilization_counts_every_core_second(tmp_path, two_cores):
     wl = Workload(stages=[{"end_s": 10, "users": 40, "spawn_rate": 100}], wait_s=(0, 0))
     sim = Simulation([cpu_model(threads=1)], EndpointConfig(instance_type="local"), wl, [4])

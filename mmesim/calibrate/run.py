@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from mmesim.calibrate.handoff import sequential_handoff_s
 from mmesim.calibrate.latency import (LoadPoint, RequestPoint, ScalingPoint, ServicePoint, batch_sizes,
                                       measure_load, measure_requests, measure_scaling, measure_service,
                                       in_threads, request_cost, stub_pid)
@@ -558,6 +559,9 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
                  f"{[p.batch for p in service]}" + (f" (larger ones extrapolated: batch {service[-1].batch} took "
                                                     f"over {options.stop_batch_s:g} s)"
                                                     if service[-1].batch < spec.max_batch_size else ""))
+    if cpu_timed:
+        notes.append(f"hand-off: {sequential_handoff_s(service) * 1e3:.3f} ms per execution (Triton's compute wall "
+                     f"minus the stub's CPU, median at batch {service[0].batch}, one at a time)")
     notes.append(f"request cost: {timing.request_overhead_s * 1e3:.3f} ms per request + "
                  f"{timing.decode_s_per_byte * 1e9:.2f} ns per body byte ({timing.request_cost_how}, KServe v2 JSON "
                  f"bodies of {[p.body_bytes for p in timing.requests]} bytes)")
@@ -587,6 +591,7 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
         decode_s_per_byte=timing.decode_s_per_byte,
         request_overhead_s=timing.request_overhead_s,
         cpu_threads=options.threads,
+        handoff_s=sequential_handoff_s(service),
         gpu_overlap=round(min(1.0, max(0.0, two.throughput - 1)), 3) if two else 0.0,
         concurrency_scaling=[Scaling(concurrent=s.concurrent, throughput=round(s.throughput, 3))
                              for s in timing.scaling] if len(timing.scaling) > 1 else [],

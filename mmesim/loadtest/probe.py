@@ -23,6 +23,7 @@ class RequestCost:
     client_timed_share: float    # of which inside the request's timer
     server_cpu_s: float          # tritonserver's own process per request
     stub_cpu_s: float            # the model's Python-backend stubs per request (one execution each)
+    handoff_s: float             # Triton's compute wall per execution beyond the stubs' CPU (0: not read)
     others_cores: float          # cores other processes kept busy meanwhile (Locust's start-up among them)
 
     def generator(self, on_host: bool = True) -> LoadGenerator:
@@ -41,10 +42,13 @@ def probe_workload(seconds: float = 10.0) -> Workload:
 
 
 def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copies: int, out: Path,
-                         client: str = "http", seconds: float = 10.0, workload: Workload | None = None) -> RequestCost:
+                         client: str = "http", seconds: float = 10.0, workload: Workload | None = None,
+                         stats_url: str | None = None) -> RequestCost:
     """Load-test the local Triton at ``url`` (SageMaker port, ``copies`` of ``profile``'s
     model loaded) with one user (or ``workload``) and split the CPU it used per request. With
-    more than one request in flight, the client's timed share counts other requests' CPU too."""
+    more than one request in flight, the client's timed share counts other requests' CPU too.
+    ``stats_url``: Triton's HTTP endpoint, to read its compute time per execution for the
+    hand-off (mmesim.calibrate.handoff)."""
     import psutil
 
     from mmesim.calibrate.latency import process_cpu_s
@@ -54,24 +58,42 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
         t = psutil.cpu_times()
         return t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
 
+    from mmesim.triton.client import kserve_client
+    kserve = kserve_client(stats_url) if stats_url else None
+    before = _timings(kserve) if kserve else {}
     srv0, tree0, busy0, t0 = process_cpu_s(server_pid), tree_cpu_s(server_pid) or 0.0, machine(), time.monotonic()
     run = run_loadtest(url, None, workload or probe_workload(seconds), [profile], [copies], out, protocol="triton",
                        client=client)
     srv, tree, busy = process_cpu_s(server_pid) - srv0, (tree_cpu_s(server_pid) or 0.0) - tree0, machine() - busy0
     wall = time.monotonic() - t0
+    handoff = 0.0
+    if kserve:
+        after = _timings(kserve)
+        kserve.close()
+        deltas = [t - before[name] for name, t in after.items() if name in before]
+        handoff = max(0.0, (sum(d.compute_s for d in deltas) - (tree - srv)) / max(1, sum(d.executions for d in deltas)))
     senders = [json.loads(p.read_text()) for p in Path(out).glob("process-*.json")]
     sent_cpu = sum(s["cpu_s"] for s in senders)
     n = max(1, len(run.records))
     return RequestCost(requests=len(run.records), client_cpu_s=sent_cpu / n,
                        client_timed_share=min(1.0, sum(s["timed_cpu_s"] for s in senders) / max(1e-9, sent_cpu)),
-                       server_cpu_s=srv / n, stub_cpu_s=(tree - srv) / n,
+                       server_cpu_s=srv / n, stub_cpu_s=(tree - srv) / n, handoff_s=handoff,
                        others_cores=max(0.0, busy - tree - sent_cpu) / max(1e-9, wall))
+
+
+def _timings(kserve) -> dict:
+    """Triton's statistics of every loaded model, by name."""
+    from mmesim.triton.client import model_timings
+    return {m["name"]: model_timings(kserve, m["name"]) for m in kserve.get_model_repository_index()
+            if m.get("state") == "READY"}
 
 
 def retimed(profile: ModelProfile, cost: RequestCost) -> ModelProfile:
     """``profile`` with the CPU costs measured here and now: an execution (batch 1; every
-    batch size scaled alike) and the server's fixed cost per request beyond decoding the body."""
+    batch size scaled alike), the server's fixed cost per request beyond decoding the body, and
+    the hand-off per execution where it was read."""
     k = cost.stub_cpu_s / profile.service[0].seconds
     return profile.model_copy(update={
         "service": [s.model_copy(update={"seconds": s.seconds * k}) for s in profile.service],
-        "request_overhead_s": max(0.0, cost.server_cpu_s - profile.decode_s_per_byte * profile.input_bytes)})
+        "request_overhead_s": max(0.0, cost.server_cpu_s - profile.decode_s_per_byte * profile.input_bytes),
+        "handoff_s": cost.handoff_s if cost.handoff_s > 0 else profile.handoff_s})

@@ -18,6 +18,7 @@ from collections import deque
 
 from mmesim.profile import ModelProfile
 from mmesim.results.records import EXECUTION_OOM
+from mmesim.sim.cores import Cores
 from mmesim.sim.events import after
 
 
@@ -45,7 +46,7 @@ class Workspace:
 class ModelServer:
     __slots__ = ("env", "profile", "gpu", "noise", "done", "queue", "free", "limit", "_delay",
                  "_preferred", "_wake_at", "_timing", "_share", "_cv", "executions", "batched", "workspace", "failed",
-                 "_working")
+                 "_working", "_handoff")
 
     def __init__(self, env, profile: ModelProfile, gpu, noise, done, workspace: Workspace | None = None,
                  failed=None):
@@ -65,6 +66,7 @@ class ModelServer:
         self._cv = [0.0] + [profile.service_cv(b) for b in range(1, self.limit + 1)]
         self._working = [0] + [profile.working_bytes(b) for b in range(1, self.limit + 1)]
         self._share = gpu.tag(profile)       # how its executions share the GPU (or the host's cores)
+        self._handoff = profile.handoff_s
         self.executions = 0
         self.batched = 0
 
@@ -93,11 +95,20 @@ class ModelServer:
             self.executions += 1
             self.batched += n
             work = self.noise.gamma(self._timing[n], self._cv[n])
-            self.gpu.run(work, self._share, self._finish, batch)
+            self.gpu.run(work, self._share, self._handed_back if self._handoff else self._finish, batch)
 
     def _wake(self, _ev) -> None:
         self._wake_at = None
         self._dispatch()
+
+    def _handed_back(self, batch) -> None:
+        """The stub's answer reaches Triton: a wake-up that holds the instance and uses no core
+        of its own, but needs one to run on, so on shared cores it is a job of weight 0 (it
+        moves at the pace the oversubscribed cores allow and takes nothing from the others)."""
+        if isinstance(self.gpu, Cores):
+            self.gpu.run(self._handoff, 0, self._finish, batch)
+        else:
+            after(self.env, self._handoff, batch, lambda ev: self._finish(ev.value))
 
     def _finish(self, batch) -> None:
         self.free += 1
