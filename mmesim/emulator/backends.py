@@ -6,6 +6,9 @@ model directory under a name, unload it, invoke it, say how much memory is used.
   time (mmesim.emulator.realtime): loads read, deserialise and copy on the instance type's
   disk, vCPUs and PCIe (mmesim.sim.host), requests decode on the same vCPUs and queue, batch
   and execute on its GPU (on ``local``: the host's shared cores); memory is the profile's.
+  An execution whose working memory is not free fails as the simulator decides it
+  (mmesim.sim.triton.Workspace), answered as Triton answers a CUDA out-of-memory error; each
+  unload leaves the profile's leaked bytes used until the backend restarts.
 """
 
 from __future__ import annotations
@@ -187,25 +190,36 @@ class TritonBackend(Backend):
 
 
 # -- a virtual instance ---------------------------------------------------------------------
-class _Request:
-    """What the simulator's ModelServer queues: it reads and writes ``queued``."""
+# Triton's answer to a backend whose allocation failed during an execution: the backend's
+# error is TRITONSERVER_ERROR_INTERNAL, which Triton's HTTP server returns as 500 with the
+# message as {"error": ...} (PyTorch's backend prefixes "PyTorch execute failure: ").
+OOM_STATUS = 500
+OOM_MESSAGE = ("PyTorch execute failure: CUDA out of memory. Tried to allocate {need:.0f} MiB "
+               "({free:.0f} MiB free of {total:.0f} MiB)")
 
-    __slots__ = ("queued", "future", "server")
+
+class _Request:
+    """What the simulator's ModelServer queues: it reads and writes ``queued``; ``failure`` is
+    (bytes needed, bytes free) of the execution that failed for memory, if one did."""
+
+    __slots__ = ("queued", "future", "server", "failure")
 
     def __init__(self, future, server):
         self.queued = 0.0
         self.future, self.server = future, server
+        self.failure = None
 
 
-def _settle(future, _elapsed: float = 0.0) -> None:
+def _settle(future, _elapsed: float = 0.0, outcome=None) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(outcome)
 
 
 class VirtualBackend(Backend):
     """Memory accounting from profiles; the simulator's Host (loads, request decoding),
     ModelServer (queueing, batching) and processor (GPU or cores) decide every time, on the
-    resources of ``instance`` (a catalogue type, or ``local``)."""
+    resources of ``instance`` (a catalogue type, or ``local``). ``used`` and ``total`` are
+    what NVML would report: the device the executions' Workspace reserves from."""
 
     def __init__(self, total_bytes: int, baseline_bytes: int = 0, seed: int = 0, *, instance: str,
                  costs=None):
@@ -215,7 +229,13 @@ class VirtualBackend(Backend):
         self.env = self.host = self.gpu = self.noise = None
         self.servers: dict = {}
         self.sizes: dict[str, int] = {}
+        self.used = baseline_bytes          # baseline + loaded copies + bytes leaked by unloads
+        self.workspace = None
         self._waiting: set = set()          # futures of loads and requests under way
+
+    @property
+    def total(self) -> int:
+        return self.total_bytes
 
     async def start(self) -> None:
         from mmesim.catalog import LOCAL, load_catalog, local_instance
@@ -223,12 +243,16 @@ class VirtualBackend(Backend):
         from mmesim.endpoint import PlatformCosts
         from mmesim.sim.host import Host
         from mmesim.sim.random import streams
+        from mmesim.sim.triton import Workspace
         catalog = load_catalog()
         it = local_instance(self.total_bytes) if self.instance == LOCAL else catalog.instance(self.instance)
         self.env = RealtimeEnv()
         self.host = Host(self.env, it, catalog.gpu_of(it), self.costs or PlatformCosts())
         self.gpu = self.host.processor
         self.noise = streams(self.seed, ("noise",))["noise"]
+        self.workspace = Workspace(self)      # a new server: nothing leaked, nothing executing
+        self.sizes.clear()
+        self.used = self.baseline_bytes
 
     async def stop(self) -> None:
         if self.env is not None:
@@ -239,15 +263,16 @@ class VirtualBackend(Backend):
         self._waiting.clear()
         self.servers.clear()
 
-    async def _until(self, start) -> None:
-        """``start(future)`` schedules work on the simulated host; wait for it in real time."""
+    async def _until(self, start):
+        """``start(future)`` schedules work on the simulated host; wait for it in real time
+        (returns what the future was settled with: None, or a failure's cause)."""
         future = asyncio.get_running_loop().create_future()
         self._waiting.add(future)
         self.env.catch_up()
         start(future)
         self.env.pump()
         try:
-            await future
+            return await future
         finally:
             self._waiting.discard(future)
 
@@ -256,8 +281,10 @@ class VirtualBackend(Backend):
         if profile is None:
             raise ModelError("the virtual backend needs a profile for this model", 500, "no profile")
         await self._until(lambda f: self.host.load(profile, f, _settle))
-        self.servers[name] = ModelServer(self.env, profile, self.gpu, self.noise, self._executed)
+        self.servers[name] = ModelServer(self.env, profile, self.gpu, self.noise, self._executed,
+                                         self.workspace, self._failed)
         self.sizes[name] = profile.gpu_memory_bytes
+        self.used += profile.gpu_memory_bytes
 
     async def download(self, profile: ModelProfile | None) -> None:
         """The S3 download the emulated instance would make (the store's fetch, from a local
@@ -269,9 +296,10 @@ class VirtualBackend(Backend):
     async def unload(self, name: str) -> None:
         from mmesim.sim.events import after
         server = self.servers.pop(name, None)
-        self.sizes.pop(name, None)
         if server is not None:
             await self._until(lambda f: after(self.env, server.profile.unload_s, f, lambda ev: _settle(ev.value)))
+            leak = server.profile.leak_bytes_per_unload       # stays used until the server restarts
+            self.used -= self.sizes.pop(name) - leak
 
     async def invoke(self, name: str, body: bytes, content_type: str, accept: str | None) -> tuple[int, bytes, str]:
         server = self.servers.get(name)
@@ -287,7 +315,16 @@ class VirtualBackend(Backend):
         # the server's CPU for the request (HTTP handling, parsing the body), as the simulator has it
         p = server.profile
         decode = (p.request_overhead_s + p.decode_s_per_byte * len(body)) * p.host_cpu_speed / self.host.cpu_speed
-        await self._until(lambda f: self.host.decode(decode, _Request(f, server), self._decoded))
+        req = _Request(None, server)
+
+        def start(future):
+            req.future = future
+            self.host.decode(decode, req, self._decoded)
+        cause = await self._until(start)
+        if cause is not None:
+            need, free = req.failure
+            message = OOM_MESSAGE.format(need=need / 2**20, free=free / 2**20, total=self.total_bytes / 2**20)
+            return OOM_STATUS, json.dumps({"error": message}).encode(), "application/json"
         answer = (f'{{"id":{json.dumps(request_id)},' if request_id else "{") + (
             f'"model_name":"{name}","model_version":"1","outputs":[{{"name":"OUTPUT__0","datatype":"FP32",'
             '"shape":[1,1],"data":[0.0]}]}')
@@ -302,8 +339,16 @@ class VirtualBackend(Backend):
         for req in batch:
             _settle(req.future)
 
+    def _failed(self, batch, cause: str) -> None:
+        """The simulator's ModelServer found the batch's working memory not free."""
+        failure = (batch[0].server.profile.working_bytes(len(batch)),
+                   max(0, self.total_bytes - self.used - self.workspace.in_use))
+        for req in batch:
+            req.failure = failure
+            _settle(req.future, outcome=cause)
+
     def memory_used(self) -> int:
-        return self.baseline_bytes + sum(self.sizes.values())
+        return self.used
 
     def gpu_busy_s(self) -> float | None:
         if self.gpu is None:

@@ -9,8 +9,8 @@ import json
 import re
 
 from mmesim.errors import MmesimError
-from mmesim.results.records import (INTERNAL, MODEL_ERROR, MODEL_NOT_READY, OUT_OF_MEMORY, OVERLOADED, TIMEOUT,
-                                    VALIDATION)
+from mmesim.results.records import (EXECUTION_OOM, INTERNAL, MODEL_ERROR, MODEL_NOT_READY, OUT_OF_MEMORY, OVERLOADED,
+                                    TIMEOUT, VALIDATION, model_error_cause)
 
 
 # an absolute path of two or more parts, not inside a word, URL or relative name ('a/b/c')
@@ -61,6 +61,20 @@ class ModelError(InvokeError):
     def fields(self) -> dict:
         arn = {"LogStreamArn": self.log_stream_arn} if self.log_stream_arn else {}
         return {"OriginalStatusCode": self.original_status, "OriginalMessage": self.original_message, **arn}
+
+
+class ExecutionOutOfMemory(ModelError):
+    """424: the container failed the execution for memory (a CUDA out-of-memory error from
+    the backend); SageMaker relays it as any container error, the model stays loaded."""
+    outcome = EXECUTION_OOM
+
+
+def container_error(status: int, message: str) -> ModelError:
+    """The ModelError SageMaker answers when the container answered ``status`` with
+    ``message``, by its cause (mmesim.results.records.model_error_cause)."""
+    said = f'Received {"client" if status < 500 else "server"} error ({status}) from primary with message "{message}".'
+    cls = ExecutionOutOfMemory if model_error_cause(message) == EXECUTION_OOM else ModelError
+    return cls(said, status, message)
 
 
 class InvocationTimeout(ModelError):

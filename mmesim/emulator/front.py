@@ -18,7 +18,7 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.web_protocol import RequestHandler
 
 from mmesim.emulator.errors import (InternalFailure, InvokeError, ModelError, ServiceUnavailable, UnknownOperation,
-                                    ValidationError)
+                                    ValidationError, container_error)
 from mmesim.emulator.metrics import prometheus
 from mmesim.emulator.store import validate_target_model
 from mmesim.results.records import INTERNAL, OK, VALIDATION, RequestRecord
@@ -298,9 +298,7 @@ class Front:
             answer = await platform.invoke(target, body, content_type, request.headers.get("Accept"), started)
             instance, cold, model_s, wait_s = answer.instance, answer.cold, answer.model_s, answer.wait_s
             if answer.status >= 300:
-                message = answer.body.decode(errors="replace")[:4096]
-                raise ModelError(f'Received {"client" if answer.status < 500 else "server"} error ({answer.status}) '
-                                 f'from primary with message "{message}".', answer.status, message)
+                raise container_error(answer.status, answer.body.decode(errors="replace")[:4096])
             log.record(t0, target, instance, OK, cold, model_s, wait_s)
             return web.Response(body=answer.body, headers={
                 "Content-Type": answer.content_type, "x-Amzn-Invoked-Production-Variant": endpoint.config.variant_name})

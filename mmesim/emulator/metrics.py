@@ -20,6 +20,7 @@ class Metrics:
         self.counts: dict[str, list[float]] = defaultdict(lambda: [0.0] * instances)
         self.sums: dict[str, list[float]] = defaultdict(lambda: [0.0] * instances)
         self.samples: dict[str, list[int]] = defaultdict(lambda: [0] * instances)
+        self.failures: dict[str, list[int]] = defaultdict(lambda: [0] * instances)   # by cause (outcome)
 
     def request(self, instance: int, outcome: str, cold: bool | None, total_s: float, model_s: float | None,
                 wait_s: float) -> None:
@@ -28,6 +29,8 @@ class Metrics:
         c["Invocations"][i] += 1
         c["Invocation4XXErrors"][i] += outcome in ERRORS_4XX
         c["Invocation5XXErrors"][i] += outcome in ERRORS_5XX
+        if outcome != OK:
+            self.failures[outcome][i] += 1
         if cold is not None and instance >= 0:
             c["ModelCacheHit"][i] += not cold
             self.samples["ModelCacheHit"][i] += 1
@@ -63,7 +66,8 @@ class Metrics:
                    "GPUMemoryUsedBytes": used, "GPUMemoryTotalBytes": total,
                    "GPUMemoryUtilization": 100.0 * used / total if total else 0.0,
                    "MemoryBudgetBytes": inst.budget, "CommittedBytes": inst.committed,
-                   "InFlight": inst.inflight, "BackendRestarts": inst.restarts}
+                   "InFlight": inst.inflight, "BackendRestarts": inst.restarts,
+                   "FailuresByCause": {cause: n[i] for cause, n in sorted(self.failures.items()) if n[i]}}
             for key, busy in (("GPUBusySeconds", b.gpu_busy_s()), ("CPUBusySeconds", b.cpu_busy_s())):
                 if busy is not None:
                     row[key] = busy
@@ -92,6 +96,9 @@ def prometheus(endpoints: list[tuple[Metrics, object]]) -> str:
     for name in counters:
         lines.append(f"# TYPE {name} counter")
         lines += [f"{name}{{{labels}}} {r[name]:g}" for labels, r in rows]
+    lines.append("# TYPE InvocationFailures counter")     # by cause, as the request log names them
+    lines += [f'InvocationFailures{{{labels},Cause="{cause}"}} {n}'
+              for labels, r in rows for cause, n in r["FailuresByCause"].items()]
     for name in gauges:
         present = [(labels, r) for labels, r in rows if name in r]
         if present:

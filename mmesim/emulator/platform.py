@@ -235,12 +235,13 @@ class Instance:
         return slot.task
 
     async def _do_unload(self, slot: Slot) -> None:
-        t = time.perf_counter()
+        t, epoch = time.perf_counter(), self.epoch
         try:
             await self.backend.unload(slot.container)
         finally:
             seconds = time.perf_counter() - t
-            self.models.unloaded(slot)
+            profile = self.platform.profile_for(slot.name) if self.epoch == epoch else None
+            self.models.unloaded(slot, profile.leak_bytes_per_unload if profile else 0)   # as the simulator keeps it
             self.platform.store.unpin(slot.name)
             self.platform.event(ModelEvent(self.platform.clock() - seconds, self.index, slot.name, "unload", seconds))
             self.platform.sample_memory(self)

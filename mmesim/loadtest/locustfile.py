@@ -34,7 +34,8 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from mmesim.dispatch import stage_at
 from mmesim.loadtest.plan import Plan
-from mmesim.results.records import INTERNAL, OK, OUTCOMES, TIMEOUT, VALIDATION
+from mmesim.results.records import (EXECUTION_OOM, INTERNAL, MODEL_ERROR, OK, OUTCOMES, TIMEOUT, VALIDATION,
+                                    model_error_cause)
 
 PLAN = Plan.read(os.environ["MMESIM_LOADTEST_PLAN"])
 # Locust writes a stats-history row each second but flushes the file every 5 s; mmesim's
@@ -97,6 +98,8 @@ def pick() -> int:
 def _outcome(exc: BaseException) -> str:
     """SageMaker's error code of a failed invocation, as RequestRecords name outcomes."""
     code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+    if code == MODEL_ERROR:         # the container's own error: its message says why
+        return model_error_cause(str(exc.response.get("OriginalMessage") or exc.response["Error"].get("Message", "")))
     if code in OUTCOMES:
         return code
     if code in ("ModelNotReady", "ModelNotReadyException"):
@@ -121,6 +124,8 @@ class HttpStatus(Exception):
             said = str(json.loads(body)["error"]).strip()
         except (ValueError, KeyError, TypeError):
             said = repr(body[:200])
+        if status >= 500 and model_error_cause(said) == EXECUTION_OOM:     # the backend ran out of memory
+            self.outcome = EXECUTION_OOM
         super().__init__(f"HTTP {status} ({self.outcome}): {said[:2000]}")
 
 
@@ -189,7 +194,11 @@ def _check(resp) -> None:
         exc = HttpStatus(resp.status_code, body)
         code = (resp.get("x-amzn-errortype") or "").split(":")[0]    # SageMaker's error code, when given
         if code:
-            exc.response = {"Error": {"Code": code}}
+            try:      # SageMaker's error body: a ModelError carries the container's own message
+                said = json.loads(body).get("OriginalMessage", "")
+            except (ValueError, AttributeError):
+                said = ""
+            exc.response = {"Error": {"Code": code}, "OriginalMessage": said}
             exc.outcome = _outcome(exc)
         raise exc
 

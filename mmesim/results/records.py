@@ -42,6 +42,13 @@ OUTCOMES = (OK, MODEL_NOT_READY, TIMEOUT, OVERLOADED, OUT_OF_MEMORY, MODEL_ERROR
 _OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOMES)}
 
 
+def model_error_cause(message: str) -> str:
+    """The cause of a ModelError from the container's message: ExecutionOutOfMemory when the
+    backend says it ran out of memory (PyTorch's and ONNX Runtime's CUDA errors, TensorRT's
+    allocation failures, as Triton relays them), else ModelError."""
+    return EXECUTION_OOM if "out of memory" in message.lower() else MODEL_ERROR
+
+
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
     start: float          # seconds since the run began, when the client started the request

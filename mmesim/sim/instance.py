@@ -200,9 +200,8 @@ class Instance:
     def _unloaded(self, ev) -> None:
         slot = ev.value
         leak = slot.target.profile.leak_bytes_per_unload     # stays used until the instance restarts
-        self.models.committed += leak
         self._set_used(self.used - slot.target.profile.gpu_memory_bytes + leak)
-        self.models.unloaded(slot)
+        self.models.unloaded(slot, leak)
         slot.waiters = [r for r in slot.waiters if not r.done]
         if slot.waiters:           # requested while it was being unloaded: load it again
             self._load(slot)

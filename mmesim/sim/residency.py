@@ -66,8 +66,11 @@ class Residency:
         r.state = UNLOADING
         self.committed -= r.size
 
-    def unloaded(self, r: Resident) -> None:
+    def unloaded(self, r: Resident, leaked: int = 0) -> None:
+        """``r``'s unload ended; ``leaked`` bytes it did not return stay committed until the
+        server restarts (``reset``)."""
         r.state = ON_DISK
+        self.committed += leaked
 
     def ask_thread(self, r: Resident, begin: Callable[[Resident], object]) -> None:
         """The server is asked to load ``r`` (its memory is free): ``begin(r)`` now if a load
