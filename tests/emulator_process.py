@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -72,3 +73,32 @@ def runtime(url: str, pool: int = 10, retries: int = 0):
                         aws_access_key_id="test", aws_secret_access_key="test",
                         config=Config(max_pool_connections=pool, retries={"total_max_attempts": retries + 1, "mode": "standard"},
                                       read_timeout=120))
+
+
+def kill_under_load(kill, call, failed, users: int, wait_s: float = 150.0) -> tuple[float, list[float]]:
+    """``users`` threads call ``call()`` in a loop (``failed(exc)`` hears each failure); after a
+    second ``kill()`` runs, and the load goes on until a request is served more than a second
+    after the kill, or ``wait_s``. Returns when the kill happened and when requests were served."""
+    stop, served = threading.Event(), []
+
+    def user():
+        while not stop.is_set():
+            try:
+                call()
+                served.append(time.monotonic())
+            except Exception as exc:  # noqa: BLE001 - the caller's failed() decides what a failure means
+                failed(exc)
+    threads = [threading.Thread(target=user) for _ in range(users)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        killed_at = time.monotonic()
+        kill()
+        while time.monotonic() < killed_at + wait_s and not any(t > killed_at + 1 for t in served[-users:]):
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    return killed_at, served

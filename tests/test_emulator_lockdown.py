@@ -22,7 +22,7 @@ psutil = pytest.importorskip("psutil")
 
 from bombs import PeakDisk, zeros_bomb  # noqa: E402
 from conftest import make_profile  # noqa: E402
-from emulator_process import emulate, fake_artifacts, runtime  # noqa: E402
+from emulator_process import emulate, fake_artifacts, kill_under_load, runtime  # noqa: E402
 
 TARGET = "tiny-v0.tar.gz"
 BODY = json.dumps({"inputs": [{"name": "INPUT__0", "shape": [1, 4], "datatype": "FP32", "data": [0.5] * 4}]}).encode()
@@ -224,7 +224,6 @@ def test_a_killed_triton_leaves_nothing_and_every_port_is_on_loopback(tmp_path, 
     private = tmp_path / "tmp"          # its own temp folder: what is gone at the end, it removed itself
     private.mkdir()
     monkeypatch.setenv("TMPDIR", str(private))
-    import threading
 
     from mmesim.triton.packaging import package_copies
     from mmesim.triton.zoo import builtin
@@ -248,30 +247,9 @@ def test_a_killed_triton_leaves_nothing_and_every_port_is_on_loopback(tmp_path, 
         regions = [p for p in Path("/dev/shm").glob(f"mmesim_triton_{proc.pid}_*")]
         assert regions, "the Python backend's shared memory does not carry our prefix"
 
-        stop, served_after = threading.Event(), []
         (triton,) = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "tritonserver"]
-
-        def user():
-            while not stop.is_set():
-                try:
-                    call()
-                    served_after.append(time.monotonic())
-                except Exception:  # noqa: BLE001 - failures while it restarts are test_emulator_triton's subject
-                    time.sleep(0.05)
-        threads = [threading.Thread(target=user) for _ in range(3)]
-        for t in threads:
-            t.start()
-        try:
-            time.sleep(1.0)
-            killed_at = time.monotonic()
-            triton.kill()
-            deadline = killed_at + 150
-            while time.monotonic() < deadline and not any(t > killed_at + 1 for t in served_after[-3:]):
-                time.sleep(0.5)
-        finally:
-            stop.set()
-            for t in threads:
-                t.join()
+        # failures while it restarts are test_emulator_triton's subject
+        killed_at, served_after = kill_under_load(triton.kill, call, lambda exc: time.sleep(0.05), users=3)
         assert served_after and served_after[-1] > killed_at + 1, "not served again after the restart"
         assert not [r for r in regions if r.exists()], "the killed server's shared memory is still there"
         assert not not_loopback(listening(proc.pid))                  # the restarted server too

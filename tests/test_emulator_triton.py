@@ -4,7 +4,6 @@ emulator, driven through boto3; the server is killed mid-test and comes back."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.request
 import uuid
@@ -16,7 +15,7 @@ pytest.importorskip("aiohttp")
 psutil = pytest.importorskip("psutil")
 
 from conftest import make_profile  # noqa: E402
-from emulator_process import emulate, runtime  # noqa: E402
+from emulator_process import emulate, kill_under_load, runtime  # noqa: E402
 from mmesim.emulator.platform import container_name  # noqa: E402
 from mmesim.triton.packaging import package_copies  # noqa: E402
 from mmesim.triton.zoo import builtin  # noqa: E402
@@ -123,36 +122,13 @@ def test_killed_server_fails_in_flight_requests_by_name_then_serves_again(endpoi
     client = runtime(url, pool=8)
     triton = [p for p in emulator.children(recursive=True) if p.name() == "tritonserver"]
     assert len(triton) == 1
-    stop, errors, ok = threading.Event(), [], []
+    errors = []
 
-    def user():
-        while not stop.is_set():
-            try:
-                call(client, "tiny-cnn-v0.tar.gz")
-                ok.append(time.monotonic())
-            except client.exceptions.InternalFailure as exc:
-                errors.append(("InternalFailure", exc))
-            except client.exceptions.ServiceUnavailable as exc:
-                errors.append(("ServiceUnavailable", exc))
-            except client.exceptions.ModelNotReadyException as exc:
-                errors.append(("ModelNotReadyException", exc))
-            except Exception as exc:  # noqa: BLE001 - anything unnamed fails the test below
-                errors.append((type(exc).__name__, exc))
-
-    threads = [threading.Thread(target=user) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
-        time.sleep(1.0)
-        killed_at = time.monotonic()
-        triton[0].kill()
-        deadline = killed_at + 150
-        while time.monotonic() < deadline and not any(t > killed_at + 1 for t in ok[-5:]):
-            time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
+    def failed(exc):
+        named = (client.exceptions.InternalFailure, client.exceptions.ServiceUnavailable,
+                 client.exceptions.ModelNotReadyException)
+        errors.append((type(exc).__name__ if isinstance(exc, named) else f"unnamed {type(exc).__name__}", exc))
+    killed_at, ok = kill_under_load(triton[0].kill, lambda: call(client, "tiny-cnn-v0.tar.gz"), failed, users=4)
     assert errors, "killing the server failed no request"
     assert {name for name, _ in errors} <= {"InternalFailure", "ServiceUnavailable"}, errors[:3]
     assert ok and ok[-1] > killed_at + 1, "the emulator did not serve again after the restart"
