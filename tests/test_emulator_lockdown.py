@@ -285,7 +285,7 @@ def test_what_a_crashed_emulator_left_is_removed_by_the_next(tmp_path, monkeypat
     with emulate(*args) as (url, second):
         still = leftovers(proc.pid, private)
         assert still == [], f"the next emulator did not clean up after the crashed one: {still} (had {left})"
-    assert leftovers(second.pid, private) == []
+    assert leftovers(second.pid, private) == [], (second.returncode, second.output[-3000:])
 
 
 def test_locust_web_ui_and_master_listen_on_loopback_only(tmp_path):

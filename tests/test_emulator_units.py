@@ -234,3 +234,25 @@ def test_on_a_gpu_host_the_triton_backend_reads_gpu_busy_time_from_nvml(monkeypa
     assert backend.gpu_busy_s() is None                 # not started: no NVML reader yet
     backend._memory = NvmlMemory(0)
     assert [backend.gpu_busy_s() for _ in range(3)] == [0.0, 1.0, 2.0]   # 50 % of 2 s, then 100 % of 1 s
+
+
+def test_a_sigterm_the_moment_the_url_is_printed_stops_the_emulator(tmp_path):
+    """A client (or a test) that stops the emulator as soon as it reads the URL: the signal
+    lands while the URL is printed, and must stop it, not be lost."""
+    import subprocess
+    import sys
+    make_profile("m", gpu="t4").save(tmp_path / "m.json")
+    (tmp_path / "models").mkdir()
+    code = ("import os, signal\n"
+            "from pathlib import Path\n"
+            "from mmesim.emulator.emulator import EmulatorConfig, serve\n"
+            "from mmesim.profile import load_profile\n"
+            f"config = EmulatorConfig(instance='ml.g4dn.xlarge', models={str(tmp_path / 'models')!r}, port=0,\n"
+            f"                        profiles=[load_profile({str(tmp_path / 'm.json')!r})])\n"
+            "runs, _ = serve(config, on_ready=lambda url: os.kill(os.getpid(), signal.SIGTERM))\n"
+            "print('stopped', len(runs))\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the SIGTERM was lost: the emulator still served a minute later")
+    assert done.returncode == 0 and done.stdout.strip() == "stopped 1", done.stderr

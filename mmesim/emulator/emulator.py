@@ -336,15 +336,22 @@ def serve(config: EmulatorConfig, on_ready=print) -> tuple[list[tuple[str, Run]]
     asyncio.set_event_loop(loop)
     emulator = Emulator(config)
     stop = asyncio.Event()
+
+    async def until_stopped():
+        # One run of the loop from start to stop: uvloop listens for signals only while it
+        # runs, so a SIGTERM that came between two runs (just after the URL was printed, on a
+        # busy machine) was lost and the emulator served on.
+        try:
+            on_ready(await emulator.start())
+            await stop.wait()
+        finally:
+            runs = await emulator.stop()
+        return runs
+
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        try:
-            url = loop.run_until_complete(emulator.start())
-            on_ready(url)
-            loop.run_until_complete(stop.wait())
-        finally:
-            runs = loop.run_until_complete(emulator.stop())
+        runs = loop.run_until_complete(until_stopped())
         return runs, write_runs(runs, config)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
