@@ -70,3 +70,20 @@ def test_bad_arguments_are_one_line(capsys):
     assert "field '--device'" in capsys.readouterr().err
     assert main(["--device", "cpu", "--memory-cap", "lots"]) == 2
     assert "--memory-cap" in capsys.readouterr().err
+
+
+def test_a_region_left_by_this_process_is_found_and_another_servers_is_not():
+    """Leftovers are judged by name (our pid) and by whether anyone still maps them, so a
+    server someone else runs, or killed a moment ago, never fails this check."""
+    import os
+    from mmesim.calibrate.gpu_check import _orphaned
+    from mmesim.triton.local import SHM_PREFIX
+    ours, theirs = f"{SHM_PREFIX}_{os.getpid()}_test_left", f"{SHM_PREFIX}_1_test_left"
+    made = [f"/dev/shm/{name}" for name in (ours, theirs)]
+    try:
+        for path in made:
+            open(path, "wb").close()
+        assert _orphaned({ours, theirs}) == [ours]
+    finally:
+        for path in made:
+            os.unlink(path)

@@ -123,8 +123,11 @@ def _shm() -> set[str]:
 
 
 def _orphaned(regions: set[str]) -> list[str]:
-    """The shared-memory regions no running process maps: left behind, not in use by a
-    server someone else runs on this host."""
+    """The regions of servers this process started (named by our pid) that no running
+    process maps: left behind by this check. Regions of other servers on the host (another
+    user's, or one killed a moment ago and not yet swept) are not this check's to judge."""
+    from mmesim.triton.local import SHM_PREFIX
+    regions = {r for r in regions if r.startswith(f"{SHM_PREFIX}_{os.getpid()}_")}
     mapped = set()
     for maps in Path("/proc").glob("[0-9]*/maps"):
         try:
