@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/mmesim simulate --profile resnet50-pytorch-t4 --instance ml.g4dn.2xlarge --copies auto --out out/demo
 
+# The suite waits on real servers far more than it computes: three workers keep 2 cores busy,
+# a module per worker so that module fixtures start once. Tests marked `alone` time real
+# processes against a prediction, which a busy machine would falsify: they run afterwards.
 test: $(STAMP) browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 3 --dist loadfile -m "not alone"
+	$(PY) -m pytest -q -m alone
 
 # The HTML report test opens pages in a real headless browser: Debian's chromium, installed when missing.
 browser:

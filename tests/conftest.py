@@ -46,9 +46,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def triton_server(tmp_path_factory):
-    """One tritonserver (SageMaker MME mode, 127.0.0.1) shared by the tests that only load,
-    invoke and unload models in it: each uses names of its own and unloads what it loaded.
-    Tests of starting and stopping the server itself start their own."""
+    """One tritonserver (SageMaker MME mode, 127.0.0.1) per test process (each xdist worker
+    has its own) shared by the tests that only load, invoke and unload models in it: each
+    uses names of its own and unloads what it loaded. Tests of starting and stopping the
+    server itself start their own."""
     from mmesim.triton.local import LocalTriton
     with LocalTriton(workdir=tmp_path_factory.mktemp("triton-session")) as server:
         yield server

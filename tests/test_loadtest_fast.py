@@ -67,6 +67,7 @@ def test_fast_client_names_failures_like_the_http_client(triton, tmp_path):
 
 
 @pytest.mark.triton
+@pytest.mark.alone         # a prediction for this host's cores: other work on them falsifies the measurement
 def test_shared_cores_prediction_lands_near_a_real_measurement(triton, tmp_path):
     """Short requests, 2 users, the client on the same 2 cores: the prediction from the CPU a
     request costs here (client, server, stub, hand-off: one probe at one user) and the

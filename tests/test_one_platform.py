@@ -17,6 +17,7 @@ from mmesim.sim import Simulation
 from mmesim.workload import Workload
 
 aiohttp = pytest.importorskip("aiohttp")
+pytestmark = pytest.mark.alone       # the emulator runs on the wall clock: rounds and timeouts race it
 
 MiB = 2**20
 N = 8
