@@ -76,7 +76,12 @@ class LoadGenerator(Model):
     sending, reading the answer; the per-byte cost is all inside); the rest (recording the
     result, Locust's statistics, scheduling the user's next request) comes after the answer:
     not latency, but it delays that user's next request and takes CPU from everyone else.
-    Each client has its own share: `mmesim loadtest` measures it at one request in flight."""
+    Each client has its own share: `mmesim loadtest` measures it at one request in flight.
+
+    A user's wait is longer than the one it asks for: gevent wakes a sleeping greenlet late
+    (measured here: 0.6 ms on average for waits of 0-10 ms, idle host). On waits of
+    hundreds of ms that is nothing; on short requests with short waits it is several percent
+    of a cycle, and throughput (``wait_slack_s``, measured by the same probe)."""
 
     workers: int = Field(default=1, ge=1)
     cpu_s_per_request: float = Field(default=0.0, ge=0)
@@ -84,6 +89,10 @@ class LoadGenerator(Model):
     timed_share: float = Field(default=1.0, ge=0, le=1,
                                description="share of cpu_s_per_request inside the client's timer (the rest "
                                            "follows the answer: a closed-loop user's next request waits for it)")
+    wait_slack_s: float = Field(default=0.0, ge=0,
+                                description="a closed-loop user's time between an answer and its next request beyond "
+                                            "the wait asked and the client's CPU outside its timer: the late wake-ups "
+                                            "of the client's timer (gevent's loop: about 0.6 ms on a quiet host)")
     on_host: bool = Field(default=False,
                           description="the generator runs on the endpoint's host and shares its cores (instance "
                                       "type local, CPU only; on a GPU instance type it is taken to run elsewhere)")

@@ -10,10 +10,10 @@ from conftest import loaded_copies
 
 from mmesim.endpoint import EndpointConfig
 from mmesim.loadtest import run_loadtest
-from mmesim.loadtest.probe import measure_request_cost, retimed
+from mmesim.loadtest.probe import measure_request_cost, retimed, wait_slack
 from mmesim.loadtest.validate import validate
 from mmesim.profile import load_profile
-from mmesim.results.records import OK
+from mmesim.results.records import OK, RequestRecord
 from mmesim.results.summary import summarize
 from mmesim.sim import simulate
 from mmesim.units import GiB
@@ -76,6 +76,7 @@ def test_shared_cores_prediction_lands_near_a_real_measurement(triton, tmp_path)
                                 seconds=6, stats_url=triton.http_url)
     assert cost.requests > 100 and 0 < cost.client_timed_share <= 1
     assert cost.server_cpu_s > 0 and cost.stub_cpu_s > 0
+    assert 0 < cost.client_wait_slack_s < 0.005 and cost.generator().wait_slack_s == cost.client_wait_slack_s
     wl = steady(users=2, seconds=10).model_copy(update={"generator": cost.generator(), "user_steps": [2]})
     v = validate([retimed(PROFILE, cost)], EndpointConfig(instance_type="local", memory_budget_bytes=2 * GiB), wl,
                  [2], endpoint_url=triton.sagemaker_url, protocol="triton", client="fast", out=tmp_path / "v")
@@ -112,3 +113,19 @@ def test_fast_client_speaks_sagemakers_protocol_signed(tmp_path):
             outcomes[c] = {r.outcome for r in run.records if r.model == "tiny-mlp-v2"}
             assert locust_count(tmp_path / c) == len(run.records)
     assert outcomes["fast"] == outcomes["http"] and OK not in outcomes["fast"] and outcomes["fast"]
+
+
+def test_wait_slack_is_one_users_gap_beyond_its_wait_and_untimed_cpu():
+    """Requests of 2 ms, waits drawn from 0-10 ms, the next request 0.6 ms later than wait +
+    0.1 ms of untimed CPU; one pause of a second (not the timer) is left out."""
+    import random
+    rng, t, records, waits = random.Random(1), 0.0, [], []
+    for i in range(2000):
+        records.append(RequestRecord(t, t + 0.002, "m", 0, OK, False))
+        waits.append(rng.uniform(0, 0.01))
+        t += 0.002 + waits[-1] + 0.0001 + 0.0006 + (1.0 if i == 700 else 0.0)
+    kept = waits[:700] + waits[701:-1]                         # the waits of the gaps it keeps
+    drawn = sum(kept) / len(kept) - 0.005                      # their mean, off the uniform's
+    assert wait_slack(records, steady(users=1), 0.0001) == pytest.approx(0.0006 + drawn, abs=2e-6)
+    assert wait_slack(records, steady(users=2), 0.0001) == 0.0      # whose gap is whose is unknown
+    assert wait_slack(records[:10], steady(users=1), 0.0001) == 0.0

@@ -266,3 +266,18 @@ def test_all_client_cpu_is_latency_by_default(tmp_path, two_cores):
                   generator={"workers": 1, "cpu_s_per_request": 0.1})
     run = run_local([cpu_model()], [1], wl, 10, overhead_s=0.0)
     assert all(r.end - r.start == pytest.approx(0.2, abs=1e-3) for r in run.records if r.ok)
+
+
+@pytest.mark.parametrize("timed_share", [1.0, 0.4])
+def test_the_clients_timer_slack_lengthens_each_cycle_but_no_latency(tmp_path, two_cores, timed_share):
+    """The same 100 ms model and 100 ms client, and a timer waking the user 50 ms late: each
+    cycle grows by 50 ms whatever share of the client's CPU is timed; latency does not."""
+    gen = {"workers": 1, "cpu_s_per_request": 0.1, "timed_share": timed_share}
+    cycles = {}
+    for slack in (0.0, 0.05):
+        wl = Workload(stages=[{"end_s": 10, "users": 1, "spawn_rate": 1}], wait_s=(0, 0),
+                      generator={**gen, "wait_slack_s": slack})
+        run = run_local([cpu_model()], [1], wl, 10, overhead_s=0.0)
+        assert all(r.end - r.start == pytest.approx(0.1 + 0.1 * timed_share, abs=1e-3) for r in run.records if r.ok)
+        cycles[slack] = 10 / len(run.records)
+    assert cycles[0.0] == pytest.approx(0.2, rel=0.03) and cycles[0.05] == pytest.approx(0.25, rel=0.03)

@@ -24,12 +24,13 @@ class RequestCost:
     server_cpu_s: float          # tritonserver's own process per request
     stub_cpu_s: float            # the model's Python-backend stubs per request (one execution each)
     handoff_s: float             # Triton's compute wall per execution beyond the stubs' CPU (0: not read)
+    client_wait_slack_s: float   # a user's time from answer to next request beyond its wait and untimed CPU
     others_cores: float          # cores other processes kept busy meanwhile (Locust's start-up among them)
 
     def generator(self, on_host: bool = True) -> LoadGenerator:
         """The measured client as a Workload's generator (one Locust process)."""
         return LoadGenerator(workers=1, cpu_s_per_request=self.client_cpu_s, timed_share=self.client_timed_share,
-                             on_host=on_host)
+                             wait_slack_s=self.client_wait_slack_s, on_host=on_host)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,8 +63,8 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
     kserve = kserve_client(stats_url) if stats_url else None
     before = _timings(kserve) if kserve else {}
     srv0, tree0, busy0, t0 = process_cpu_s(server_pid), tree_cpu_s(server_pid) or 0.0, machine(), time.monotonic()
-    run = run_loadtest(url, None, workload or probe_workload(seconds), [profile], [copies], out, protocol="triton",
-                       client=client)
+    workload = workload or probe_workload(seconds)
+    run = run_loadtest(url, None, workload, [profile], [copies], out, protocol="triton", client=client)
     srv, tree, busy = process_cpu_s(server_pid) - srv0, (tree_cpu_s(server_pid) or 0.0) - tree0, machine() - busy0
     wall = time.monotonic() - t0
     handoff = 0.0
@@ -75,10 +76,26 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
     senders = [json.loads(p.read_text()) for p in Path(out).glob("process-*.json")]
     sent_cpu = sum(s["cpu_s"] for s in senders)
     n = max(1, len(run.records))
-    return RequestCost(requests=len(run.records), client_cpu_s=sent_cpu / n,
-                       client_timed_share=min(1.0, sum(s["timed_cpu_s"] for s in senders) / max(1e-9, sent_cpu)),
+    client_cpu = sent_cpu / n
+    timed_share = min(1.0, sum(s["timed_cpu_s"] for s in senders) / max(1e-9, sent_cpu))
+    return RequestCost(requests=len(run.records), client_cpu_s=client_cpu, client_timed_share=timed_share,
                        server_cpu_s=srv / n, stub_cpu_s=(tree - srv) / n, handoff_s=handoff,
+                       client_wait_slack_s=wait_slack(run.records, workload, client_cpu * (1 - timed_share)),
                        others_cores=max(0.0, busy - tree - sent_cpu) / max(1e-9, wall))
+
+
+def wait_slack(records, workload: Workload, untimed_cpu_s: float) -> float:
+    """One user's mean time from an answer to its next request, less the mean wait it asked
+    for and the client's CPU outside its timer: what the client's timer adds. 0 unless one
+    user ran alone (the records do not say which user sent which request)."""
+    if max((s.users for s in workload.stages), default=0) != 1:
+        return 0.0
+    rs = sorted(records, key=lambda r: r.start)
+    # a gap 50 ms past the longest wait is a pause (the user's start, a GC), not the timer
+    gaps = [g for g in (b.start - a.end for a, b in zip(rs, rs[1:])) if g < workload.wait_s[1] + 0.05]
+    if len(gaps) < 20:
+        return 0.0
+    return max(0.0, sum(gaps) / len(gaps) - sum(workload.wait_s) / 2 - untimed_cpu_s)
 
 
 def _timings(kserve) -> dict:

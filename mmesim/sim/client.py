@@ -87,7 +87,7 @@ class Client:
         # a Locust master (several workers) blocks while ramping; one process does not
         self.distributed = bool(gen and gen.workers > 1)
         lo, hi = workload.wait_s
-        self._wait_lo, self._wait_span = lo, hi - lo
+        self._wait_lo, self._wait_span = lo + (gen.wait_slack_s if gen else 0.0), hi - lo
         self._untimed = gen.untimed_cpu_s_per_request if gen else 0.0
 
     def start(self) -> None:
