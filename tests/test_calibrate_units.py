@@ -119,3 +119,29 @@ def test_handoff_is_triton_wall_beyond_the_stub_cpu_one_at_a_time():
     assert sequential_handoff_s([one, two]) == pytest.approx(0.1e-3)
     assert sequential_handoff_s([ServicePoint(1, 100, compute_s=[2e-3])]) == 0.0
     assert sequential_handoff_s([]) == 0.0
+
+
+def test_a_failure_waits_for_the_cause_triton_logs_after_it_answers():
+    """Triton may write the stub's traceback after its error reply (later on a busy machine):
+    a failure reads the log once it has stopped growing, not at the first look."""
+    import threading
+    import time
+
+    from mmesim.triton.server import TritonServer
+
+    class Logging(TritonServer):
+        lines = ["I sagemaker_server.cc] Invoking SageMaker TargetModel: raiser"]
+        _launch = _terminate = _kill = lambda self: None
+        _alive = lambda self: True                                    # noqa: E731
+        _wait_exit = lambda self, timeout_s: True                     # noqa: E731
+
+        def log_tail(self, lines=40):
+            return "\n".join(self.lines[-lines:])
+
+    server = Logging()
+    threading.Timer(0.4, lambda: server.lines.append(
+        "E pb_stub.cc] Failed to process the request(s): ValueError: the model raised this\\n\\nAt:\\n  model.py(6): execute")).start()
+    t0 = time.monotonic()
+    text = str(server.failure("invoking raiser", RuntimeError("400")))
+    assert "ValueError: the model raised this\n    \n    At:\n      model.py(6): execute" in text
+    assert time.monotonic() - t0 >= 0.4                               # it waited for the late line

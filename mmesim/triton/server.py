@@ -96,17 +96,27 @@ class TritonServer(ABC):
     @abstractmethod
     def log_tail(self, lines: int = 40) -> str: ...
 
-    def words(self, lines: int = 30) -> str:
+    def words(self, lines: int = 30, settle_s: float = 0.0) -> str:
         """The tail of Triton's log as a person reads it: without the start-up options table,
-        and the stub's traceback (logged on one line, newlines escaped) unfolded."""
-        kept = [line for line in self.log_tail(lines + 60).splitlines() if not line.startswith(("|", "+-"))]
+        and the stub's traceback (logged on one line, newlines escaped) unfolded. With
+        ``settle_s``: Triton may log why a request failed just after it has answered it (later
+        still on a busy machine), so wait up to that long for the log to grow, and read it once
+        it has stopped growing for 0.3 s."""
+        tail = self.log_tail(lines + 60)
+        deadline, grew_at = time.monotonic() + settle_s, None
+        while time.monotonic() < deadline and (grew_at is None or time.monotonic() - grew_at < 0.3):
+            time.sleep(0.05)
+            now = self.log_tail(lines + 60)
+            if now != tail:
+                tail, grew_at = now, time.monotonic()
+        kept = [line for line in tail.splitlines() if not line.startswith(("|", "+-"))]
         return "\n".join(kept[-lines:]).replace("\\n", "\n    ")
 
     def failure(self, doing: str, exc: BaseException) -> "ServerError":
         """A failure while talking to this server, with the server's own words attached."""
         cause = getattr(self, "numpy_problem", None)
         why = f"\nlikely cause: {cause}" if cause and "does not match size" in str(exc) else ""
-        return ServerError(f"{doing} failed: {exc}{why}", self.words())
+        return ServerError(f"{doing} failed: {exc}{why}", self.words(settle_s=3.0))
 
     def model_url(self, path: str | Path) -> str:
         """The model directory as the server sees it (a container maps host paths)."""
