@@ -91,8 +91,8 @@ class LoadGenerator(Model):
                                            "follows the answer: a closed-loop user's next request waits for it)")
     wait_slack_s: float = Field(default=0.0, ge=0,
                                 description="a closed-loop user's time between an answer and its next request beyond "
-                                            "the wait asked and the client's CPU outside its timer: the late wake-ups "
-                                            "of the client's timer (gevent's loop: about 0.6 ms on a quiet host)")
+                                            "the wait asked and the client's CPU outside its timer: its timer's late "
+                                            "wake-ups")
     on_host: bool = Field(default=False,
                           description="the generator runs on the endpoint's host and shares its cores (instance "
                                       "type local, CPU only; on a GPU instance type it is taken to run elsewhere)")
