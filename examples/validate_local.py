@@ -4,7 +4,7 @@ load-test with real Locust -> compare, on workloads the profiles were not fitted
 
     python examples/validate_local.py [--workloads ramp,hetero,burst] [--out out/validate_local]
                                       [--profiles calibration/profiles] [--emulator]
-                                      [--client http|fast] [--retime]
+                                      [--client http|fast] [--retime] [--server-trace]
 
 The profiles are the shipped calibration/profiles/tiny-*-python-cpu.json (made by
 `mmesim calibrate ... --cpu-threads 1 --memory-budget 2GiB`, see their provenance; rerun
@@ -16,8 +16,10 @@ prediction includes the client measured where it runs (``--client``: Locust with
 python-requests, or its FastHttpUser). The probe also measures what Triton spends per
 request, in its server process (HTTP, decoding) and in the model's stub (the execution);
 ``--retime`` predicts with those instead of the profile's figures (a profile calibrated on
-another processor holds that processor's CPU costs: tiny-mlp's and resnet50's an AMD EPYC's,
-tiny-bert's this machine's Intel Xeon; see the README).
+another processor holds that processor's CPU costs: the shipped ones are an Intel Xeon's, see
+their provenance). ``--server-trace`` has Triton time-stamp every request, and each comparison
+adds the time in the model's queue and executing, measured against the simulator's, and how
+long Triton's threads waited for a core.
 
 Workloads (each 1-1.5 minutes):
 - ramp: closed-loop users 2 -> 24 on tiny-bert (4 copies), to saturation;
@@ -104,12 +106,17 @@ class LocalEndpoint:
     """A real Triton in SageMaker MME mode with the models packaged as artifacts; copies are
     loaded (extracted, POST /models) before each workload and unloaded after."""
 
-    def __init__(self, models: list[str], workdir: Path):
+    def __init__(self, models: list[str], workdir: Path, trace: bool = False):
+        """``trace``: Triton time-stamps every request into ``self.trace`` (mmesim.triton.trace)."""
+        from mmesim.triton.args import ServerOptions
         from mmesim.triton.local import LocalTriton
         from mmesim.triton.packaging import package
+        from mmesim.triton.trace import server_args
         self.workdir = workdir
         self.packaged = {m: package(m, "python", workdir / "artifacts" / m, cpu_threads=1) for m in models}
-        self.server = LocalTriton(workdir=workdir / "triton").start()
+        self.trace = workdir / "trace.json" if trace else None
+        options = ServerOptions(extra_args=server_args(self.trace)) if trace else None
+        self.server = LocalTriton(options, workdir=workdir / "triton").start()
 
     @property
     def url(self) -> str:
@@ -136,6 +143,11 @@ class LocalEndpoint:
         """CPU seconds used so far by Triton and its Python-backend stubs."""
         from mmesim.process import tree_cpu_s
         return tree_cpu_s(self.server.pid) or 0.0
+
+    def waited_s(self) -> float | None:
+        """Seconds Triton's and its stubs' threads have waited for a core so far."""
+        from mmesim.process import tree_run_delay_s
+        return tree_run_delay_s(self.server.pid)
 
     def stop(self) -> None:
         self.server.stop()
@@ -211,6 +223,7 @@ class CpuShare:
         self.server, self.psutil = server, psutil
         t = psutil.cpu_times()
         self.busy0, self.triton0 = t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0), server.cpu_s()
+        self.waited0 = server.waited_s()
 
     def done(self, wall_s: float, measured) -> dict:
         """Cores busy on average over ``wall_s`` (prediction + load test + files), and the
@@ -219,19 +232,23 @@ class CpuShare:
         busy = t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0) - self.busy0
         triton, locust = self.server.cpu_s() - self.triton0, sum(measured.generator_busy_s)
         n = max(1, len(measured.records))
+        waited = self.server.waited_s()
         return {"machine_cores_busy": busy / wall_s, "others_cores": (busy - triton - locust) / wall_s,
-                "triton_cpu_ms_per_request": 1000 * triton / n, "locust_cpu_ms_per_request": 1000 * locust / n}
+                "triton_cpu_ms_per_request": 1000 * triton / n, "locust_cpu_ms_per_request": 1000 * locust / n,
+                # runnable but not running: what the threads serving a request waited for a core, in all
+                "triton_wait_ms_per_request": None if waited is None or self.waited0 is None
+                else 1000 * (waited - self.waited0) / n}
 
 
 def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = False, client: str = "http",
-        retime: bool = False) -> dict:
+        retime: bool = False, server_trace: bool = False) -> dict:
     specs = workloads()
     endpoint = EndpointConfig(instance_type="local", memory_budget_bytes=BUDGET)
     models = sorted({m for name in selected for m in specs[name][0]})
     profile_of = {m: load_profile(profiles_dir / f"{m}-python-cpu.json") for m in models}
     results = {}
     with tempfile.TemporaryDirectory(prefix="mmesim-validate-") as tmp:
-        server = LocalEndpoint(models, Path(tmp))
+        server = LocalEndpoint(models, Path(tmp), trace=server_trace)
         try:
             # the client where it runs, and what Triton spends per request, one model at a time
             probed = {m: probe(server, profile_of[m], out / "probe" / m, client) for m in models}
@@ -286,12 +303,14 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                     share, began = CpuShare(server), time.monotonic()
                     try:
                         v = validate(profiles, endpoint, wl, copies, endpoint_url=server.url, protocol="triton",
-                                     out=out / name, tolerance=parse_tolerance(TOLERANCE), client=client)
+                                     out=out / name, tolerance=parse_tolerance(TOLERANCE), client=client,
+                                     server_trace=server.trace)
                         v.cpu = share.done(time.monotonic() - began, v.measured)   # before the stubs exit
                     finally:
                         server.unload(loaded)
                 print_comparison(v.comparison, f"{name}: {', '.join(mods)} x {copies} on local, predicted vs measured")
-                console.print("cores busy during the run: " + ", ".join(f"{k} {val:.2f}" for k, val in v.cpu.items()))
+                console.print("cores busy during the run: " + ", ".join(
+                    f"{k} {'-' if val is None else format(val, '.2f')}" for k, val in v.cpu.items()))
                 if name != "churn" and v.cpu["others_cores"] > BUSY_OTHERS:
                     console.print(f"[yellow]other work kept {v.cpu['others_cores']:.2f} cores busy[/yellow]: the "
                                   "prediction does not know about it, and it lengthens the measured tail most "
@@ -337,12 +356,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="the load generator: Locust with python-requests, or its FastHttpUser")
     ap.add_argument("--retime", action="store_true",
                     help="predict with the CPU costs per request the probe measured, not the profile's")
+    ap.add_argument("--server-trace", action="store_true",
+                    help="Triton time-stamps every request: time in the model's queue and executing, measured vs "
+                         "predicted (tracing costs Triton some CPU)")
     args = ap.parse_args(argv)
     selected = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = set(selected) - set(workloads())
     if unknown:
         ap.error(f"unknown workload(s) {', '.join(sorted(unknown))}; known: {', '.join(workloads())}")
-    results = run(selected, Path(args.out), Path(args.profiles), args.emulator, args.client, args.retime)
+    results = run(selected, Path(args.out), Path(args.profiles), args.emulator, args.client, args.retime,
+                  args.server_trace)
     console.print(accuracy_table(results))
     return 0
 

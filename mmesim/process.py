@@ -75,3 +75,35 @@ def tree_cpu_s(pid: int) -> float | None:
             continue
         total += t.user + t.system + t.children_user + t.children_system
     return total
+
+
+def thread_times(pid: int) -> tuple[float, float]:
+    """(seconds run, seconds runnable but waiting for a core) of all threads of process
+    ``pid``, from the kernel's nanosecond scheduler counters (/proc/PID/task/TID/schedstat;
+    0 for what cannot be read)."""
+    ran = waited = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0, 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                fields = f.read().split()
+            ran, waited = ran + int(fields[0]), waited + int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return ran / 1e9, waited / 1e9
+
+
+def tree_run_delay_s(pid: int) -> float | None:
+    """Seconds the threads of process ``pid`` and its descendants (those still running) have
+    spent runnable but waiting for a core; None if ``pid`` is gone. Where a request's threads
+    wait for cores, which processor sharing spreads evenly instead."""
+    import psutil
+    try:
+        root = psutil.Process(pid)
+        pids = [pid, *(c.pid for c in root.children(recursive=True))]
+    except psutil.Error:
+        return None
+    return sum(thread_times(p)[1] for p in pids)

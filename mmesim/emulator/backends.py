@@ -199,10 +199,10 @@ OOM_MESSAGE = ("PyTorch execute failure: CUDA out of memory. Tried to allocate {
 
 
 class _Request:
-    """What the simulator's ModelServer queues: it reads and writes ``queued``; ``failure`` is
+    """What the simulator's ModelServer queues: it reads and writes ``queued`` and ``began``; ``failure`` is
     (bytes needed, bytes free) of the execution that failed for memory, if one did."""
 
-    __slots__ = ("queued", "future", "server", "failure")
+    __slots__ = ("queued", "began", "future", "server", "failure")
 
     def __init__(self, future, server):
         self.queued = 0.0

@@ -6,6 +6,7 @@ same Summary code, so a difference is a difference in the system, not in the ari
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from mmesim.results.records import Run
 from mmesim.results.summary import Summary, history, observed, summarize
 from mmesim.serde import check_out_folder
 from mmesim.sim import simulate
+from mmesim.triton import trace
 from mmesim.workload import Workload
 
 PLATFORM_FIGURES = ("cold_starts", "loads", "unloads")      # what a load test cannot see
@@ -44,14 +46,17 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
              tolerance: dict[str, float] | None = None, check_steps: bool = False, seed: int = 0,
              warm: bool = True, workers: int = 0, protocol: str = "sagemaker", payload: str = "json",
              client: str = "http", progress: Callable[..., None] | None = None,
-             platform_log: str | Path | None = None, **aws) -> Validation:
+             platform_log: str | Path | None = None, server_trace: str | Path | None = None, **aws) -> Validation:
     """Simulate, then load-test ``endpoint_url`` (or read the load test folder ``measured``),
     and compare every figure. With ``out``: prediction/ and measurement/ (all the files a
     prediction writes), comparison.json, comparison.csv and overlay.png. ``progress(phase, done,
     total, live)`` hears both phases: "1/2 predicting" (simulated s) and "2/2 load test"
     (elapsed s, with Locust's live figures). ``platform_log``: the folder ``mmesim emulate
     --out`` wrote during that load test, for the figures a load test cannot see (see
-    ``with_platform``)."""
+    ``with_platform``). ``server_trace``: Triton's per-request trace of that endpoint
+    (tritonserver started with ``mmesim.triton.trace.server_args``): the time requests spent in
+    their model's queue and executing, measured, against the simulator's (a load test run here
+    reads only the requests Triton received during it)."""
     if (endpoint_url is None) == (measured is None):
         raise ConfigError("give either an endpoint to load-test or a measured load test folder, not both",
                           field="--endpoint-url/--measured")
@@ -63,9 +68,13 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     platform = read_platform_log(platform_log) if platform_log is not None else None
     if meas is None and out is None:
         raise ConfigError("a load test needs an output folder", field="--out")
+    traced = trace.read(server_trace) if server_trace is not None and meas is not None else None  # fails first
     pred = simulate(profiles, endpoint, workload, copies=copies, seed=seed, warm=warm,
-                    progress=(lambda t, end: progress("1/2 predicting", t, end, None)) if progress else None)
+                    progress=(lambda t, end: progress("1/2 predicting", t, end, None)) if progress else None,
+                    server_timing=server_trace is not None)
+    window = None
     if meas is None:
+        began = time.monotonic_ns()
         it = endpoint.instance()
         meas = run_loadtest(endpoint_url, endpoint_name, workload, profiles, pred.copies, Path(out) / "measurement",
                             workers=workers, protocol=protocol, payload=payload, seed=seed, client=client,
@@ -73,6 +82,11 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
                             instance_count=endpoint.instance_count, price_usd_per_hour=it.price_usd_per_hour,
                             progress=(lambda t, end, live: progress("2/2 load test", t, end, live)) if progress
                             else None, **aws)
+        window = (began, time.monotonic_ns())
+    if server_trace is not None:
+        t = traced if traced is not None else trace.read(server_trace, window)
+        meas.server_ms = {"queue": t["queue"], "compute": t["compute"]}
+        meas.sources = {**meas.sources, "server": "triton trace"}
     ps, ms = summarize(pred), summarize(meas)
     result = Validation(pred, meas, ps, ms, compare(ps, ms, tolerance, check_steps),
                         comparison_tolerance=tolerance, check_steps=check_steps)

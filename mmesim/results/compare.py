@@ -135,6 +135,10 @@ def compare(predicted: Summary, measured: Summary, tolerance: dict[str, float] |
     for c in causes:
         out.lines.append(_line(f"failures: {c}", predicted.failures_by_cause.get(c, 0),
                                measured.failures_by_cause.get(c, 0), True, None, source=src("failures")))
+    if predicted.server and measured.server:     # inside the server: where a latency miss comes from
+        for key, value in predicted.server.items():
+            out.lines.append(_line(key.removesuffix("_ms").replace("_", " "), value, measured.server.get(key), True,
+                                   None, source=src("server")))
     measured_steps = {s["users"]: s for s in measured.steps}
     for s in predicted.steps:
         m = measured_steps.get(s["users"])

@@ -12,6 +12,7 @@ import math
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -249,6 +250,9 @@ class Run:
     backend_restarts: list[int] = field(default_factory=list)   # emulator: model-server restarts per instance
     # with autoscaling: [(time, instances provisioned (billed), instances in service)] at each change
     instance_timeline: list[tuple[float, int, int]] = field(default_factory=list)
+    # inside the server, per executed request: {"queue": ms, "compute": ms} (mmesim.triton.trace):
+    # the simulator's when asked for, a measurement's from Triton's trace; sources["server"] says which
+    server_ms: dict[str, Any] | None = None
 
     def mean_instances(self) -> float:
         """Instances billed, averaged over the run (instance_count without autoscaling)."""

@@ -167,6 +167,8 @@ class Summary(BaseModel):
     steps: list[dict[str, Any]]
     warnings: list[str]
     sources: dict[str, str] = {}     # figure -> what observed it (simulator, locust, emulator log, cloudwatch)
+    # inside the server (with a Triton trace, or a simulation asked for it): "queue_p50_ms"...
+    server: dict[str, float | None] | None = None
 
 
 def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
@@ -211,5 +213,17 @@ def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
         gpu_memory_utilization_peak=(peak / run.gpu_total_bytes) if peak and run.gpu_total_bytes else None,
         cost_per_hour_usd=hourly,
         cost_per_million_usd=(hourly / (tput * 3600) * 1e6) if tput else None,
-        reference_steps=ref["steps"], steps=step_table(run), warnings=warnings, sources=sources,
+        reference_steps=ref["steps"], steps=step_table(run), warnings=warnings,
+        sources={**sources, **({"server": run.sources.get("server", SIMULATOR)} if run.server_ms else {})},
+        server=server_figures(run.server_ms) if run.server_ms else None,
     )
+
+
+SERVER_FIGURES = (("queue", 50), ("queue", 95), ("compute", 50), ("compute", 95), ("compute", 99))
+
+
+def server_figures(server_ms: dict) -> dict[str, float | None]:
+    """Percentiles of the time requests spent in their model's queue and executing (ms),
+    predicted or measured alike: ``{"queue_p50_ms": ..., "compute_p99_ms": ...}``."""
+    return {f"{part}_p{q}_ms": exact_percentile(np.asarray(server_ms[part], dtype=float), q)
+            for part, q in SERVER_FIGURES}

@@ -16,10 +16,12 @@ Only model-level work creates SimPy events; the FIFO resources whose order never
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections import deque
 from dataclasses import dataclass
 from itertools import accumulate
 
+import numpy as np
 import simpy
 
 from mmesim.catalog import MiB, load_catalog
@@ -55,14 +57,15 @@ class Target:
 
 
 class Request:
-    __slots__ = ("start", "deadline", "target", "user", "slot", "instance", "cold", "done", "waiting", "queued")
+    __slots__ = ("start", "deadline", "target", "user", "slot", "instance", "cold", "done", "waiting", "queued",
+                 "began")
 
     def __init__(self, start: float, deadline: float, target: Target, user):
         self.start, self.deadline, self.target, self.user = start, deadline, target, user
         self.slot = None
         self.instance = -1
         self.cold = self.done = self.waiting = False
-        self.queued = 0.0
+        self.queued = self.began = 0.0     # when it entered its model's queue; when an execution took it
 
 
 def check_distinct(profiles: list[ModelProfile]) -> None:
@@ -110,10 +113,13 @@ def popularity_weights(pop: Popularity, profile_of_target: list[str]) -> list[fl
 
 class Simulation:
     def __init__(self, profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
-                 copies: list[int], seed: int = 0, warm: bool = True, weights: list[float] | None = None):
+                 copies: list[int], seed: int = 0, warm: bool = True, weights: list[float] | None = None,
+                 server_timing: bool = False):
         """``weights``: an explicit share of requests per target (in target order), overriding
         the workload's popularity; targets of weight 0 are never asked for nor pre-loaded (how
-        a planner's mix or one partition of a large endpoint is given)."""
+        a planner's mix or one partition of a large endpoint is given). ``server_timing``: keep
+        each executed request's time in its model's queue and in its execution (the run's
+        ``server_ms``, to compare with Triton's trace of a measurement)."""
         if not profiles:
             raise ConfigError("at least one profile is needed", field="profile")
         if len(copies) != len(profiles) or any(c < 1 for c in copies):
@@ -134,6 +140,7 @@ class Simulation:
         self.weights = weights
         self.max_inflight = inflight_limit(endpoint.max_inflight_per_instance, self.profiles) or UNLIMITED
         self.records = Records([t.name for t in self.targets])
+        self._server = (array("d"), array("d")) if server_timing else None     # queue, compute (s)
         self.events: list = []
         self.memory: list[tuple[float, int, int]] = []
         scaling = endpoint.autoscaling
@@ -261,6 +268,9 @@ class Simulation:
             outcome = OUTCOMES.index(outcome)
         delay = req.target.reply_s if outcome == 0 else 0.0
         self.records.append(req.start, self.env.now + delay, req.target.id, req.instance, outcome, req.cold)
+        if outcome == 0 and self._server is not None:     # executed: it ends now
+            self._server[0].append(req.began - req.queued)
+            self._server[1].append(self.env.now - req.began)
         if req.user is not None:
             self.client.answered(req.user, delay)
 
@@ -367,6 +377,8 @@ class Simulation:
             instance_type=it.name, instance_count=len(self.instances), price_usd_per_hour=it.price_usd_per_hour,
             kind="prediction", instance_timeline=self.instance_timeline,
             seed=self.seed, gpu=self.gpu.key, copies_loaded_at_start=self.warm_count,
+            server_ms=None if self._server is None else
+            {"queue": np.frombuffer(self._server[0]) * 1e3, "compute": np.frombuffer(self._server[1]) * 1e3},
             targets=len(self.targets),
             max_inflight_per_instance=None if self.max_inflight == UNLIMITED else self.max_inflight,
             cpu_busy_s=[i.cpu_busy_until_now() for i in self.instances], vcpus=it.vcpus,
@@ -425,8 +437,10 @@ def too_large(profile: ModelProfile, endpoint: EndpointConfig) -> str | None:
 
 
 def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
-             copies: list[int] | int | str = "auto", seed: int = 0, warm: bool = True, progress=None) -> Run:
-    """Predict one run: ``copies`` per profile, or "auto" for the reference's max-models count."""
+             copies: list[int] | int | str = "auto", seed: int = 0, warm: bool = True, progress=None,
+             server_timing: bool = False) -> Run:
+    """Predict one run: ``copies`` per profile, or "auto" for the reference's max-models count
+    (``server_timing``: see Simulation)."""
     check_distinct(profiles)                                   # before the max-models step
     check_seed(seed)
     workload.check_profiles(p.name for p in profiles)
@@ -441,7 +455,7 @@ def simulate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
         copies = mm
     elif isinstance(copies, int):
         copies = [copies] * len(profiles)
-    sim = Simulation(profiles, endpoint, workload, list(copies), seed=seed, warm=warm)
+    sim = Simulation(profiles, endpoint, workload, list(copies), seed=seed, warm=warm, server_timing=server_timing)
     run = sim.run(progress=progress)
     run.max_models_loaded = sum(mm)
     run.memory_trace = trace

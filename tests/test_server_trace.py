@@ -1,0 +1,144 @@
+"""Inside the server: Triton's per-request trace read back, the simulator's own queue and
+execution times, and validate putting the two side by side."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_profile
+from mmesim.endpoint import EndpointConfig
+from mmesim.errors import ConfigError
+from mmesim.process import tree_run_delay_s
+from mmesim.sim import Simulation
+from mmesim.triton import trace
+from mmesim.workload import Workload
+
+MS = 1_000_000      # ns
+
+
+def triton_entries(rid, model, recv, compute, end, send):
+    """One request as Triton 2.51 writes it: several entries per id, in no fixed order."""
+    stamp = (lambda name, ns: {"id": rid, "timestamps": [{"name": name, "ns": ns}]})
+    return [stamp("HTTP_RECV_START", recv), stamp("HTTP_RECV_END", recv + 1000), {"id": rid, "model_name": model},
+            stamp("REQUEST_START", recv + 2000), stamp("QUEUE_START", recv + 3000), stamp("COMPUTE_START", compute),
+            stamp("COMPUTE_INPUT_END", compute + 1000), stamp("COMPUTE_OUTPUT_START", end - 1000),
+            stamp("COMPUTE_END", end), stamp("REQUEST_END", end + 1000), stamp("HTTP_SEND_START", send - 1000),
+            stamp("HTTP_SEND_END", send)]
+
+
+@pytest.fixture
+def traced(tmp_path):
+    """Three requests: a and b overlap for half of each one's execution, c runs alone; b
+    waits 2 ms in its queue. Triton wrote the first two to trace.json.0 and the last at exit."""
+    t0 = 10_000 * MS
+    a = triton_entries(1, "m-v0", t0, t0 + 3000, t0 + 3000 + 10 * MS, t0 + 11 * MS)
+    b = triton_entries(2, "m-v1", t0 + 3 * MS, t0 + 3 * MS + 3000 + 2 * MS, t0 + 3 * MS + 3000 + 12 * MS, t0 + 16 * MS)
+    c = triton_entries(3, "m-v0", t0 + 40 * MS, t0 + 40 * MS + 3000, t0 + 50 * MS + 3000, t0 + 51 * MS)
+    path = tmp_path / "trace.json"
+    (tmp_path / "trace.json.0").write_text(json.dumps(b[::-1] + a))
+    path.write_text(json.dumps(c))
+    return path, t0
+
+
+def test_a_trace_splits_each_request_into_the_parts_the_simulator_models(traced):
+    path, t0 = traced
+    t = trace.read(path)
+    assert t["model"] == ["m-v0", "m-v1", "m-v0"]                    # by arrival, across both files
+    assert t["queue"] == pytest.approx([0, 2, 0])                   # ms: b waited 2 ms for its execution
+    assert t["compute"] == pytest.approx([10, 10, 10])
+    assert t["server"] == pytest.approx([11, 13, 11])
+    assert t["pre"] == pytest.approx([0.003] * 3) and t["post"] == pytest.approx([1 - 0.003, 1 - 0.003, 1 - 0.003])
+    # b's execution starts 5 ms into a's: each runs half of its 10 ms beside the other; c alone
+    assert t["overlap"] == pytest.approx([0.5, 0.5, 0.0])
+    parts = trace.breakdown(t)
+    assert parts["compute_alone"]["n"] == 1 and parts["compute_shared"]["n"] == 2
+    assert parts["queue"]["p50"] == pytest.approx(0)
+    # the clock is CLOCK_MONOTONIC: a load test's window keeps only its own requests
+    assert trace.read(path, (t0 + 30 * MS, t0 + 60 * MS))["model"] == ["m-v0"]
+
+
+def test_numbered_parts_are_read_in_their_order(tmp_path):
+    for i in (10, 2, 0):
+        (tmp_path / f"t.json.{i}").write_text("[]")
+    (tmp_path / "t.json.bak").write_text("not a part")
+    assert [p.name for p in trace.trace_files(tmp_path / "t.json")] == ["t.json.0", "t.json.2", "t.json.10"]
+
+
+def test_overlap_counts_the_union_of_the_others():
+    # x is covered by y (0-4) and z (2-6) together: 6 of its 10 ms, not 4 + 4
+    share = trace.overlap(np.array([0, 0, 2, 20]), np.array([10, 4, 6, 25]))
+    assert share == pytest.approx([0.6, 1.0, 1.0, 0.0])
+
+
+def test_a_missing_or_broken_trace_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"no trace there.*--trace-config triton,file="):
+        trace.read(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"id": 1, ')
+    with pytest.raises(ConfigError, match=r"bad\.json.*not a Triton trace"):
+        trace.read(bad)
+    bad.write_text('{"id": 1}')
+    with pytest.raises(ConfigError, match="JSON array"):
+        trace.read(bad)
+
+
+def test_the_simulator_keeps_each_requests_queue_and_execution(tmp_path):
+    """One copy, one execution at a time, 100 ms each, no batching: of two requests at once
+    the second waits the first's 100 ms in the queue; both execute 100 ms."""
+    path = tmp_path / "t.csv"
+    path.write_text("timestamp,model\n0,m-v0\n0,m-v0\n1,m-v0\n")
+    profile = make_profile(name="m", s1=0.1, max_batch=1, decode=0.0)
+    run = Simulation([profile], EndpointConfig(instance_type="ml.g4dn.xlarge"), Workload(kind="trace", trace=str(path)),
+                     [1], server_timing=True).run(5)
+    assert sorted(run.server_ms["queue"]) == pytest.approx([0, 0, 100])
+    assert run.server_ms["compute"] == pytest.approx([100, 100, 100])
+    assert Simulation([profile], EndpointConfig(instance_type="ml.g4dn.xlarge"),
+                      Workload(kind="trace", trace=str(path)), [1]).run(5).server_ms is None   # off by default
+
+
+def test_validate_shows_the_servers_parts_measured_and_predicted(tmp_path, traced):
+    from test_validate import PROFILE, _write_measured
+
+    from mmesim.loadtest.validate import validate
+    from mmesim.profile import load_profile
+    from mmesim.sim import simulate
+    path, _ = traced
+    wl = Workload(stages=[{"end_s": 10, "users": 2, "spawn_rate": 2}], wait_s=(0.05, 0.2))
+    profile = load_profile(PROFILE)
+    pred = simulate([profile], EndpointConfig(instance_type="local"), wl, copies=[2])
+    _write_measured(tmp_path / "measured", pred, stretch=1.0)
+    v = validate([profile], EndpointConfig(instance_type="local"), wl, [2], measured=tmp_path / "measured",
+                 server_trace=path)
+    lines = {x.figure: x for x in v.comparison.lines}
+    assert lines["compute p50"].measured == pytest.approx(10) and lines["compute p50"].source == "triton trace"
+    assert lines["queue p95"].measured == pytest.approx(np.percentile([0, 2, 0], 95))
+    # the prediction's own: tiny-mlp's calibrated execution, a fraction of a millisecond
+    assert 0 < lines["compute p50"].predicted < 5 and lines["compute p50"].ok is None     # shown, not judged
+    assert v.predicted_summary.sources["server"] == "simulator"
+    with pytest.raises(ConfigError, match="no trace there"):        # before anything is simulated
+        validate([profile], EndpointConfig(instance_type="local"), wl, [2], measured=tmp_path / "measured",
+                 server_trace=tmp_path / "missing.json")
+
+
+def test_run_queue_waits_of_a_process_tree_are_read():
+    import os
+    import threading
+    from mmesim.process import thread_times
+    before = thread_times(os.getpid())
+    done, release = threading.Barrier(4), threading.Event()
+
+    def work():
+        sum(i * i for i in range(1_000_000))
+        done.wait()
+        release.wait()                      # alive while read: an exited thread's counters are gone
+    busy = [threading.Thread(target=work) for _ in range(3)]
+    [t.start() for t in busy]
+    done.wait()
+    ran, waited = thread_times(os.getpid())
+    tree = tree_run_delay_s(os.getpid())
+    release.set()
+    [t.join() for t in busy]
+    assert ran > before[0] and waited >= 0
+    assert tree >= waited                                           # the tree includes the process itself
+    assert tree_run_delay_s(2 ** 22 + 7) is None                    # no such process
