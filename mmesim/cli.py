@@ -198,6 +198,9 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed executions per batch size (5)")
     p.add_argument("--cycles", type=int, default=3, help="load/unload cycles of one copy, for the memory left behind "
                    "and the model's own unload time, each fresh copy's working memory by batch (3; 0: skip all three)")
+    p.add_argument("--warmth-s", type=float, default=2.0,
+                   help="CPU: seconds of batch-1 requests paced at each of 0, 2, 10, 50, 250 ms apart, for the "
+                        "profile's host_warmth (how much more a request costs on idle cores; 2; 0: skip)")
     p.add_argument("--cpu-threads", type=int, help="torch threads per Python-backend model instance "
                                                    "(default: torch's, all cores)")
     p.add_argument("--image", help="docker runner: Triton image (default: the calibration image of containers/)")
@@ -221,7 +224,7 @@ def _add_calibrate(sub) -> None:
             memory_budget=args.memory_budget, max_copies=args.max_copies, inputs=args.inputs,
             max_batch=args.max_batch, batches=_ints(args.batches, "--batches") if args.batches else None,
             concurrency=_ints(args.concurrency, "--concurrency"), repeats=args.repeats, cpu_threads=args.cpu_threads,
-            cycles=args.cycles,
+            cycles=args.cycles, warmth_s=args.warmth_s,
             scaling=_ints(args.scaling, "--scaling") if args.scaling else None, stop_batch_s=args.stop_batch_s, quick=args.quick,
             image=args.image,
             binary=args.tritonserver, command="mmesim " + shlex.join(args.argv))
@@ -408,6 +411,10 @@ def _add_validate(sub) -> None:
     p.add_argument("--measured", metavar="DIR", help="a folder written by mmesim loadtest (instead of --endpoint-url)")
     p.add_argument("--platform-log", metavar="DIR", help="what `mmesim emulate --out` wrote during that load test: "
                                                         "cold starts, loads, unloads (a load test cannot see them)")
+    p.add_argument("--server-trace", metavar="FILE", help="Triton's per-request trace of that endpoint (tritonserver "
+                                                          "--trace-config triton,file=FILE ...level=TIMESTAMPS, rate=1): "
+                                                          "time in the model's queue and executing, measured vs "
+                                                          "predicted")
     _loadtest_flags(p, required_endpoint=False)
     p.add_argument("--tolerance", default=None, metavar="FIG=REL,...",
                    help="figures checked: throughput, latency, p50, p95, p99 (relative), users, models (absolute); "
@@ -439,7 +446,7 @@ def _validate(args) -> int:
                      endpoint_url=args.endpoint_url, endpoint_name=args.endpoint_name, measured=args.measured,
                      out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed,
                      warm=not args.cold, workers=args.workers, protocol=args.protocol, payload=args.payload,
-                     client=args.client, platform_log=args.platform_log,
+                     client=args.client, platform_log=args.platform_log, server_trace=args.server_trace,
                      progress=lambda phase, t, end, live: update(phase, t, end, "" if phase.startswith("1/")
                                                                  else live_figures(live)), **aws)
     if args.html:

@@ -54,6 +54,15 @@ class GpuWork(Model):
     source: str | None = None
 
 
+class Warmth(Model):
+    """How long an execution takes on a CPU host after the model has not executed for
+    ``idle_s`` seconds, relative to the profile's figures (as they were measured, one request
+    at a time)."""
+
+    idle_s: float = Field(ge=0, description="time since the model's previous execution ended")
+    factor: float = Field(gt=0, description="execution time relative to the profile's figures (1: as calibrated)")
+
+
 class WorkingMemory(Model):
     """Peak device (or, on a CPU, resident) bytes one execution of ``batch`` requests needs
     above the loaded copy's own: activations, workspace, allocator growth."""
@@ -139,6 +148,12 @@ class ModelProfile(Model):
                                          "Python backend's hand-offs to and from its stub process (wake-ups that need "
                                          "a core, so they slow as the host's cores are oversubscribed); 0: none "
                                          "(GPU, native backends)")
+    host_warmth: list[Warmth] = Field(
+        default_factory=list,
+        description="on a CPU host, how long an execution takes by the time since the model last executed "
+                    "(mmesim calibrate paces requests at a few gaps): a model that has idled runs cold (its memory "
+                    "has left the caches; a VM's idle vCPU gives its physical core away); empty: the profile's "
+                    "figures at any pace")
     max_inflight: int | None = Field(default=None, ge=1,
                                      description="requests in flight per instance beyond which the server sheds load")
     triton: TritonConfig = Field(default_factory=TritonConfig)
@@ -188,6 +203,25 @@ class ModelProfile(Model):
         if v and v[0].concurrent != 1:
             raise ValueError("the curve starts at concurrent: 1 (one execution alone)")
         return v
+
+    @field_validator("host_warmth")
+    @classmethod
+    def _warmth_sorted(cls, v: list[Warmth]) -> list[Warmth]:
+        return _sorted_by(v, "idle_s", "host_warmth idle_s values repeat")
+
+    def warmth_factor(self, idle_s: float) -> float:
+        """An execution's time relative to the profile's figures after the model has not
+        executed for ``idle_s`` seconds: linear between measured points, the nearest end's
+        beyond them; 1 without any."""
+        pts = self.host_warmth
+        if not pts:
+            return 1.0
+        if idle_s <= pts[0].idle_s:
+            return pts[0].factor
+        for lo, hi in zip(pts, pts[1:]):
+            if idle_s <= hi.idle_s:
+                return lo.factor + (idle_s - lo.idle_s) / (hi.idle_s - lo.idle_s) * (hi.factor - lo.factor)
+        return pts[-1].factor
 
     @field_validator("working_memory")
     @classmethod

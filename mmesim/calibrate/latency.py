@@ -9,7 +9,10 @@
   few sizes, as CPU time of the tritonserver process (or, where that cannot be read, the
   round trip minus Triton's request time), fitted as fixed seconds + seconds per byte;
 - load: closed-loop clients at each concurrency, client-side p50/p95 and throughput;
-- scaling: total throughput of k = 1, 2, 4, 8 copies executing at once, relative to one.
+- scaling: total throughput of k = 1, 2, 4, 8 copies executing at once, relative to one;
+- warmth (CPU): Triton's compute time per request with requests paced at a few gaps, against
+  the host's utilisation meanwhile: on cores that idle between requests a request takes longer
+  (on a VM, an idle vCPU's physical core goes to others, and its caches with it).
 """
 
 from __future__ import annotations
@@ -18,21 +21,15 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from mmesim.process import thread_times
 from mmesim.triton.client import MMEClient, model_timings
 from mmesim.triton.modelspec import JSON_TYPE, ModelSpec
 
 
 def process_cpu_s(pid: int) -> float:
     """CPU seconds all threads of process ``pid`` have run (nanosecond scheduler counters)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / 1e9
+    return thread_times(pid)[0]
 
 
 def stub_pid(server_pid: int, model: str) -> int | None:
@@ -296,3 +293,61 @@ def measure_scaling(base_url: str, kserve, names: list[str], spec: ModelSpec, ba
             alone = per_exec
         points.append(ScalingPoint(k, per_exec, k * alone / per_exec if per_exec > 0 else float(k)))
     return points
+
+
+WARMTH_GAPS_S = (0.0, 0.002, 0.01, 0.05, 0.25)
+
+
+@dataclass
+class WarmthPoint:
+    gap_s: float                 # the pause before each request
+    requests: int
+    compute_s: float             # Triton's compute time per execution (its statistics), wall clock
+    cpu_s: float                 # Triton's CPU per request: the server process and the model's stub
+    utilization: float           # busy share of the host's cores meanwhile (everything: the client too)
+
+
+def _busy_s() -> float:
+    import psutil
+    t = psutil.cpu_times()
+    return t.user + t.system + t.nice + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+
+def measure_warmth(mme: MMEClient, kserve, name: str, spec: ModelSpec, pids: list[int], gaps=WARMTH_GAPS_S,
+                   seconds: float = 2.0) -> list[WarmthPoint]:
+    """Batch-1 requests one at a time, each after a pause of ``gap`` s, for ``seconds`` per gap
+    (8 requests at least): Triton's compute time per execution, the CPU ``pids`` spend per
+    request (Triton's server and the model's stub) and how busy the host's cores were."""
+    import os
+    body, ctype = spec.binary_body(1)
+    cores = os.cpu_count() or 1
+    points = []
+    for gap in gaps:
+        mme.invoke(name, body, ctype)                      # after the previous gap's last pause
+        before = model_timings(kserve, name)
+        cpu0, busy0, t0 = sum(process_cpu_s(p) for p in pids), _busy_s(), time.perf_counter()
+        n = 0
+        while n < 8 or time.perf_counter() - t0 < seconds:
+            if gap:
+                time.sleep(gap)
+            mme.invoke(name, body, ctype)
+            n += 1
+        wall = time.perf_counter() - t0
+        cpu, busy = sum(process_cpu_s(p) for p in pids) - cpu0, _busy_s() - busy0
+        delta = _delta_after(kserve, name, before, executions=n)
+        compute = delta.compute_input_s + delta.compute_infer_s + delta.compute_output_s
+        points.append(WarmthPoint(gap, n, compute / max(1, delta.executions), cpu / n,
+                                  min(1.0, max(0.0, busy / (cores * wall)))))
+    return points
+
+
+def warmth_curve(points: list[WarmthPoint], reference_s: float) -> list[tuple[float, float]]:
+    """(seconds the cores idled before each request: the gap, Triton's compute time per
+    execution relative to ``reference_s``), by gap: what a profile's host_warmth holds.
+    ``reference_s`` is the batch-1 compute time of the service measurement, so the profile's
+    figures stay what they are at the pace they were measured at. Wall clock, not CPU: on idle
+    cores a request also waits for them to wake (on a VM, a halted vCPU)."""
+    if reference_s <= 0:
+        return []
+    return [(p.gap_s, round(p.compute_s / reference_s, 3)) for p in sorted(points, key=lambda p: p.gap_s)
+            if p.compute_s > 0]

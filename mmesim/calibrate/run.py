@@ -22,15 +22,16 @@ from pathlib import Path
 from typing import Callable
 
 from mmesim.calibrate.handoff import sequential_handoff_s
-from mmesim.calibrate.latency import (LoadPoint, RequestPoint, ScalingPoint, ServicePoint, batch_sizes,
-                                      measure_load, measure_requests, measure_scaling, measure_service,
-                                      in_threads, request_cost, stub_pid)
+from mmesim.calibrate.latency import (WARMTH_GAPS_S, LoadPoint, RequestPoint, ScalingPoint, ServicePoint,
+                                      WarmthPoint, batch_sizes, in_threads, measure_load, measure_requests,
+                                      measure_scaling, measure_service, measure_warmth, request_cost, stub_pid,
+                                      warmth_curve)
 from mmesim.calibrate.maxmodels import MaxModels, copy_name, max_models_loaded, mme_copy_loader
 from mmesim.calibrate import working
 from mmesim.calibrate.memory import ContainerMemory, HostMemory, MemorySample, NvmlMemory, cuda_index, parse_bytes
 from mmesim.catalog import host_cores, host_cpu
 from mmesim.errors import ConfigError, MissingPiece
-from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig, WorkingMemory
+from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig, Warmth, WorkingMemory
 from mmesim.triton.client import SERVER_FAILURES, MMEClient, kserve_client
 from mmesim.triton.packaging import FRAMEWORKS, PackagedModel, package, package_null
 from mmesim.units import GiB, MiB
@@ -59,6 +60,7 @@ class CalibrateOptions:
     scaling: list[int] | None = None          # concurrent copies for the ceiling (default: default_scaling)
     stop_batch_s: float | None = 1.0          # larger batches are not timed once an execution takes this long
     request_requests: int = 8                 # JSON requests per body size for the request cost
+    warmth_s: float = 2.0                     # CPU: seconds of paced requests per gap (host_warmth; 0: none)
     quick: bool = False                       # fewer repeats, concurrencies and copies: a first look
     cpu_threads: int | None = None            # torch threads per Python-backend instance (default: torch's)
     measure_overhead: bool = True             # load the null model to split process overhead from the model
@@ -75,6 +77,7 @@ class CalibrateOptions:
             self.concurrency = [c for c in self.concurrency if c <= 2] or [1]
             self.scaling = [k for k in self.scaling if k <= 2] or [1]
             self.request_requests = min(self.request_requests, 4)
+            self.warmth_s = min(self.warmth_s, 0.5)
             self.stop_batch_s = min(self.stop_batch_s or 0.5, 0.5)
 
     def check(self) -> None:
@@ -97,6 +100,8 @@ class CalibrateOptions:
             raise ConfigError("must be positive", field="--stop-batch-s", value=self.stop_batch_s)
         if self.cycles < 0:
             raise ConfigError("must be 0 or more", field="--cycles", value=self.cycles)
+        if not self.warmth_s >= 0:
+            raise ConfigError("must be 0 or more seconds", field="--warmth-s", value=self.warmth_s)
         for flag, value in (("--repeats", self.repeats), ("--max-copies", self.max_copies),
                             ("--cpu-threads", self.cpu_threads), ("--max-batch", self.max_batch)):
             if value is not None and value < 1:
@@ -153,6 +158,7 @@ class Timing:
     scaling: list[ScalingPoint]              # filled by measure_copies_at_once
     scaling_batch: int
     output_bytes: int
+    warmth: list[WarmthPoint] = field(default_factory=list)   # CPU: paced requests against host utilisation
 
 
 @dataclass
@@ -174,6 +180,7 @@ class Calibration:
     load_average: tuple[float, float] = (0.0, 0.0)    # 1-minute load average at the start and the end
     max_models: MaxModels | None = None
     work: working.Working | None = None               # working memory, load/unload cycles
+    warmth: list[WarmthPoint] = field(default_factory=list)   # CPU: requests paced against host utilisation
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in ("profile", "max_models")}
@@ -414,8 +421,13 @@ def measure_timing(bench: Bench, names: list[str], progress: Callable[[str], Non
     load_points = measure_load(bench.server.sagemaker_url, kserve, names[0], spec, load_batches, opts.concurrency,
                                requests=opts.load_requests)
 
+    warmth = []
+    if stub and opts.warmth_s > 0:
+        progress(f"CPU per request with requests paced {', '.join(f'{1000 * g:g}' for g in WARMTH_GAPS_S)} ms apart "
+                 "(how cold idle cores are)")
+        warmth = measure_warmth(mme, kserve, names[0], spec, [bench.server_pid, stub], seconds=opts.warmth_s)
     output_bytes = len(mme.invoke(names[0], spec.request_body(1)).body)
-    return Timing(service, requests, per_byte, fixed, how, load_points, [], 0, output_bytes)
+    return Timing(service, requests, per_byte, fixed, how, load_points, [], 0, output_bytes, warmth)
 
 
 def measure_copies_at_once(bench: Bench, timing: Timing, loaded: list[str], progress: Callable[[str], None]) -> list[str]:
@@ -507,7 +519,8 @@ def _measure(options: CalibrateOptions, bench: Bench, load_average: list[float],
                                device, tuple(load_average), work, bench.packaged.in_python)
     return Calibration(profile, memory.per_copy_bytes, memory.baseline_bytes, memory.process_overhead_bytes,
                        memory.host_per_copy_bytes, memory.load_s, unload_s, timing.service, timing.requests,
-                       timing.load_points, timing.scaling, memory.trace, tuple(load_average), max_models, work)
+                       timing.load_points, timing.scaling, memory.trace, tuple(load_average), max_models, work,
+                       timing.warmth)
 
 
 def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memory: Memory, timing: Timing,
@@ -568,6 +581,14 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
     if len(timing.scaling) > 1:
         notes.append("concurrent copies (batch %d): " % timing.scaling_batch + ", ".join(
             f"{s.concurrent} -> x{s.throughput:.2f} ({s.per_exec_s * 1e3:.1f} ms per execution)" for s in timing.scaling))
+    warmth = warmth_curve(timing.warmth, service[0].wall_s if service[0].batch == 1 else 0.0)
+    if warmth:
+        notes.append("host warmth: batch-1 requests paced "
+                     + ", ".join(f"{1000 * p.gap_s:g} ms apart took {p.compute_s * 1e3:.2f} ms of Triton compute "
+                                 f"({p.cpu_s * 1e3:.2f} ms of its CPU) at utilization {p.utilization:.2f}"
+                                 for p in timing.warmth)
+                     + f"; relative to the {service[0].wall_s * 1e3:.2f} ms of the service measurement: "
+                     + ", ".join(f"x{f:.2f} after {1000 * g:g} ms idle" for g, f in warmth))
     notes.append(f"machine load average {load_average[0]:.1f} at the start, {load_average[1]:.1f} at the end, on "
                  f"{host_cores()} cores")
     if max_models:
@@ -592,6 +613,7 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
         request_overhead_s=timing.request_overhead_s,
         cpu_threads=options.threads,
         handoff_s=sequential_handoff_s(service),
+        host_warmth=[Warmth(idle_s=g, factor=f) for g, f in warmth],
         gpu_overlap=round(min(1.0, max(0.0, two.throughput - 1)), 3) if two else 0.0,
         concurrency_scaling=[Scaling(concurrent=s.concurrent, throughput=round(s.throughput, 3))
                              for s in timing.scaling] if len(timing.scaling) > 1 else [],

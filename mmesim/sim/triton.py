@@ -6,6 +6,11 @@ the largest batch it can (up to max_batch_size) from the queue; when preferred b
 and a max queue delay are set, it holds a smaller batch until the oldest request has waited
 that long. Without dynamic batching every request executes alone.
 
+Cold models: on a CPU-only host, an execution after the model has not run for a while takes
+longer (``profile.host_warmth``, by the time since its last execution ended, as calibrate
+measures it pacing requests): its weights and its stub's memory have left the caches, and on
+a VM the idle cores have gone to others.
+
 Working memory: an execution of batch b needs ``profile.working_bytes(b)`` above the
 resident copies while it runs. When that is more than the device has free (resident copies,
 bytes leaked by unloads, other executions' working memory), the backend's allocation fails
@@ -46,7 +51,7 @@ class Workspace:
 class ModelServer:
     __slots__ = ("env", "profile", "gpu", "noise", "done", "queue", "free", "limit", "_delay",
                  "_preferred", "_wake_at", "_timing", "_share", "_cv", "executions", "batched", "workspace", "failed",
-                 "_working", "_handoff")
+                 "_working", "_handoff", "_warmth", "_ran")
 
     def __init__(self, env, profile: ModelProfile, gpu, noise, done, workspace: Workspace | None = None,
                  failed=None):
@@ -67,6 +72,9 @@ class ModelServer:
         self._working = [0] + [profile.working_bytes(b) for b in range(1, self.limit + 1)]
         self._share = gpu.tag(profile)       # how its executions share the GPU (or the host's cores)
         self._handoff = profile.handoff_s
+        # on a CPU-only host a model that has not executed for a while runs cold (profile.host_warmth)
+        self._warmth = profile.warmth_factor if profile.host_warmth and isinstance(gpu, Cores) else None
+        self._ran = env.now                  # when an execution last ended (loading ran the model too)
         self.executions = 0
         self.batched = 0
 
@@ -88,13 +96,17 @@ class ModelServer:
                         after(self.env, due - self.env.now, None, self._wake)
                     return
             batch = [queue.popleft()] if n == 1 else [queue.popleft() for _ in range(n)]
+            now = self.env.now
+            for req in batch:
+                req.began = now
             if self.workspace is not None and not self.workspace.take(self._working[n]):
                 self.failed(batch, EXECUTION_OOM)
                 continue
             self.free -= 1
             self.executions += 1
             self.batched += n
-            work = self.noise.gamma(self._timing[n], self._cv[n])
+            mean = self._timing[n] if self._warmth is None else self._timing[n] * self._warmth(now - self._ran)
+            work = self.noise.gamma(mean, self._cv[n])
             self.gpu.run(work, self._share, self._handed_back if self._handoff else self._finish, batch)
 
     def _wake(self, _ev) -> None:
@@ -112,6 +124,7 @@ class ModelServer:
 
     def _finish(self, batch) -> None:
         self.free += 1
+        self._ran = self.env.now
         if self.workspace is not None:
             self.workspace.give(self._working[len(batch)])
         self.done(batch)

@@ -1,0 +1,72 @@
+"""Cold models: on a CPU host an execution takes longer when the model has not executed for a
+while (profile.host_warmth, measured by calibrate pacing requests), and only there."""
+
+import pytest
+
+from conftest import make_profile
+from mmesim.calibrate.latency import WarmthPoint, warmth_curve
+from mmesim.endpoint import EndpointConfig
+from mmesim.errors import ConfigError
+from mmesim.profile import ModelProfile
+from mmesim.serde import validate
+from mmesim.sim import Simulation
+from mmesim.workload import Workload
+
+CURVE = [{"idle_s": 0.25, "factor": 2.5}, {"idle_s": 0.0, "factor": 0.9}, {"idle_s": 0.01, "factor": 1.0}]
+
+
+@pytest.fixture
+def two_cores(monkeypatch):
+    import mmesim.catalog
+    monkeypatch.setattr(mmesim.catalog, "host_cores", lambda: 2)
+
+
+def test_the_factor_is_linear_between_measured_points_and_flat_beyond():
+    p = make_profile(gpu="cpu", host_warmth=CURVE)
+    assert [w.idle_s for w in p.host_warmth] == [0.0, 0.01, 0.25]                # sorted on the way in
+    assert p.warmth_factor(0.0) == 0.9 and p.warmth_factor(3.0) == 2.5
+    assert p.warmth_factor(0.005) == pytest.approx(0.95)
+    assert p.warmth_factor(0.13) == pytest.approx(1.75)
+    assert make_profile(gpu="cpu").warmth_factor(1.0) == 1.0                      # none measured: as calibrated
+
+
+def test_a_bad_curve_is_refused_by_name():
+    data = make_profile(gpu="cpu").to_dict()
+    with pytest.raises(ConfigError, match="p.json.*host_warmth.*repeat"):
+        validate(ModelProfile, {**data, "host_warmth": [{"idle_s": 0.1, "factor": 2}] * 2}, source="p.json")
+    with pytest.raises(ConfigError, match="host_warmth.*idle_s"):
+        validate(ModelProfile, {**data, "host_warmth": [{"idle_s": -1, "factor": 2}]}, source="p.json")
+
+
+def test_calibrations_points_become_the_curve_relative_to_the_service_figure():
+    points = [WarmthPoint(0.25, 8, 0.0025, 0.003, 0.01), WarmthPoint(0.0, 500, 0.0009, 0.0011, 0.5),
+              WarmthPoint(0.01, 100, 0.001, 0.0012, 0.07)]
+    # by gap, relative to the service measurement's 1 ms
+    assert warmth_curve(points, 0.001) == [(0.0, 0.9), (0.01, 1.0), (0.25, 2.5)]
+    assert warmth_curve(points, 0.0) == []
+
+
+def _trace(tmp_path, times):
+    path = tmp_path / "t.csv"
+    path.write_text("timestamp,model\n" + "".join(f"{t},m-v0\n" for t in times))
+    return Workload(kind="trace", trace=str(path))
+
+
+def test_a_model_that_idled_runs_cold_and_one_kept_busy_warm(tmp_path, two_cores):
+    """100 ms executions: every 3 s, the model has idled for seconds (x2.5); one after another,
+    it has not idled at all (x0.9)."""
+    profile = make_profile(name="m", gpu="cpu", s1=0.1, max_batch=1, mem_mib=100, baseline_mib=100, cpu_threads=1,
+                           host_warmth=CURVE)
+    local = EndpointConfig(instance_type="local")
+    apart = Simulation([profile], local, _trace(tmp_path, [1, 4, 7]), [1]).run(10)
+    assert [r.end - r.start for r in apart.records] == pytest.approx([0.25] * 3, rel=1e-5)
+    busy = Simulation([profile], local, Workload(stages=[{"end_s": 5, "users": 1, "spawn_rate": 1}], wait_s=(0, 0)),
+                      [1]).run(5)
+    lat = [r.end - r.start for r in busy.records]
+    assert len(lat) > 40 and all(x == pytest.approx(0.09, rel=1e-5) for x in lat)
+    # a GPU instance: the host's warmth is not the device's (the same figures as calibrated)
+    def on_gpu(**kw):
+        run = Simulation([make_profile(name="m", s1=0.1, max_batch=1, **kw)], EndpointConfig(instance_type="ml.g4dn.xlarge"),
+                         _trace(tmp_path, [1, 4]), [1]).run(6)
+        return [r.end - r.start for r in run.records]
+    assert on_gpu(host_warmth=CURVE) == on_gpu()
