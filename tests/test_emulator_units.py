@@ -19,7 +19,7 @@ aiohttp = pytest.importorskip("aiohttp")
 
 
 class Req:
-    __slots__ = ("queued", "done_at")
+    __slots__ = ("queued", "began", "done_at")
 
     def __init__(self):
         self.queued = self.done_at = 0.0

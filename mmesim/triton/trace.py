@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from mmesim.errors import ConfigError
-from mmesim.results.locust import exact_percentile
 
 SEGMENTS = {
     "pre": ("HTTP_RECV_START", "QUEUE_START"),
@@ -143,9 +142,9 @@ def overlap(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 def quantiles(values_ms, qs=(50, 95, 99)) -> dict:
     """Count, mean and percentiles of ``values_ms`` (None without samples)."""
-    values_ms = np.asarray(values_ms, dtype=float)
-    return {"n": int(len(values_ms)), "mean": float(values_ms.mean()) if len(values_ms) else None,
-            **{f"p{q}": exact_percentile(values_ms, q) for q in qs}}
+    v = np.asarray(values_ms, dtype=float)
+    return {"n": int(len(v)), "mean": float(v.mean()) if len(v) else None,
+            **{f"p{q}": float(np.percentile(v, q)) if len(v) else None for q in qs}}
 
 
 def breakdown(trace: dict, qs=(50, 95, 99)) -> dict:
