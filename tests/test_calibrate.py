@@ -66,15 +66,15 @@ def test_profile_figures_agree_with_each_other_and_the_traces(calibrated):
 
 
 def test_how_much_longer_requests_take_on_idle_cores_is_measured(calibrated):
-    """Requests paced 0, 2, 10, 50 and 250 ms apart: the further apart, the less busy the host
-    (the calibration's own client included); the profile keeps Triton's compute time after each
-    pause relative to the service measurement's batch 1."""
+    """Requests paced 0, 2, 10, 50 and 250 ms apart, at least 8 each: the profile keeps Triton's
+    compute time after each pause relative to the service measurement's batch 1."""
     p = load_profile(calibrated)
     report = json.loads(calibrated.with_name("tiny-mlp.calibration.json").read_text())
     points = report["warmth"]
     assert [w["gap_s"] for w in points] == [0.0, 0.002, 0.01, 0.05, 0.25]
-    assert points[0]["utilization"] > points[-1]["utilization"] >= 0      # back to back keeps the cores busier
-    assert all(w["compute_s"] > 0 and w["cpu_s"] > 0 for w in points)
+    # how busy the host was meanwhile: everything on it counts (in a parallel suite, other tests too)
+    assert all(0 <= w["utilization"] <= 1 and w["compute_s"] > 0 and w["cpu_s"] > 0 and w["requests"] >= 8
+               for w in points)
     assert [w.idle_s for w in p.host_warmth] == [0.0, 0.002, 0.01, 0.05, 0.25]
     ref = next(t for t in report["service"] if t["batch"] == 1)
     ref_s = sum(ref["compute_s"]) / len(ref["compute_s"])
