@@ -200,7 +200,7 @@ def _add_calibrate(sub) -> None:
                    "and the model's own unload time, each fresh copy's working memory by batch (3; 0: skip all three)")
     p.add_argument("--warmth-s", type=float, default=2.0,
                    help="CPU: seconds of batch-1 requests paced at each of 0, 2, 10, 50, 250 ms apart, for the "
-                        "profile's host_warmth (how much more a request costs on idle cores; 2; 0: skip)")
+                        "profile's host_warmth (how much longer an execution takes after the model idled; 2; 0: skip)")
     p.add_argument("--cpu-threads", type=int, help="torch threads per Python-backend model instance "
                                                    "(default: torch's, all cores)")
     p.add_argument("--image", help="docker runner: Triton image (default: the calibration image of containers/)")

@@ -10,9 +10,9 @@
   round trip minus Triton's request time), fitted as fixed seconds + seconds per byte;
 - load: closed-loop clients at each concurrency, client-side p50/p95 and throughput;
 - scaling: total throughput of k = 1, 2, 4, 8 copies executing at once, relative to one;
-- warmth (CPU): Triton's compute time per request with requests paced at a few gaps, against
-  the host's utilisation meanwhile: on cores that idle between requests a request takes longer
-  (on a VM, an idle vCPU's physical core goes to others, and its caches with it).
+- warmth (CPU): Triton's compute time per request with requests paced at a few gaps (and the
+  host's utilisation meanwhile): a model that idles between requests runs cold (its memory
+  leaves the caches, its stub sleeps; on a VM an idle vCPU's physical core goes to others).
 """
 
 from __future__ import annotations
@@ -342,11 +342,11 @@ def measure_warmth(mme: MMEClient, kserve, name: str, spec: ModelSpec, pids: lis
 
 
 def warmth_curve(points: list[WarmthPoint], reference_s: float) -> list[tuple[float, float]]:
-    """(seconds the cores idled before each request: the gap, Triton's compute time per
+    """(seconds the model idled before each request: the gap, Triton's compute time per
     execution relative to ``reference_s``), by gap: what a profile's host_warmth holds.
     ``reference_s`` is the batch-1 compute time of the service measurement, so the profile's
-    figures stay what they are at the pace they were measured at. Wall clock, not CPU: on idle
-    cores a request also waits for them to wake (on a VM, a halted vCPU)."""
+    figures stay what they are at the pace they were measured at. Wall clock, not CPU: after
+    an idle spell a request also waits for its threads' cores to wake (on a VM, a halted vCPU)."""
     if reference_s <= 0:
         return []
     return [(p.gap_s, round(p.compute_s / reference_s, 3)) for p in sorted(points, key=lambda p: p.gap_s)

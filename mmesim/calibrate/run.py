@@ -423,8 +423,8 @@ def measure_timing(bench: Bench, names: list[str], progress: Callable[[str], Non
 
     warmth = []
     if stub and opts.warmth_s > 0:
-        progress(f"CPU per request with requests paced {', '.join(f'{1000 * g:g}' for g in WARMTH_GAPS_S)} ms apart "
-                 "(how cold idle cores are)")
+        progress(f"Triton's compute time with requests paced {', '.join(f'{1000 * g:g}' for g in WARMTH_GAPS_S)} ms apart "
+                 "(how cold a model that idled runs)")
         warmth = measure_warmth(mme, kserve, names[0], spec, [bench.server_pid, stub], seconds=opts.warmth_s)
     output_bytes = len(mme.invoke(names[0], spec.request_body(1)).body)
     return Timing(service, requests, per_byte, fixed, how, load_points, [], 0, output_bytes, warmth)
