@@ -51,6 +51,7 @@ from mmesim.catalog import host_cpu
 from mmesim.endpoint import EndpointConfig
 from mmesim.loadtest.probe import measure_request_cost, retimed
 from mmesim.loadtest.validate import validate, with_platform
+from mmesim.process import machine_busy_s
 from mmesim.profile import load_profile
 from mmesim.report.console import console
 from mmesim.report.validation import print_comparison
@@ -219,17 +220,14 @@ class CpuShare:
     Locust; the rest is other people's work, which the prediction does not know about."""
 
     def __init__(self, server: LocalEndpoint):
-        import psutil
-        self.server, self.psutil = server, psutil
-        t = psutil.cpu_times()
-        self.busy0, self.triton0 = t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0), server.cpu_s()
+        self.server = server
+        self.busy0, self.triton0 = machine_busy_s(), server.cpu_s()
         self.waited0 = server.waited_s()
 
     def done(self, wall_s: float, measured) -> dict:
         """Cores busy on average over ``wall_s`` (prediction + load test + files), and the
         CPU per request of Triton (with its stubs) and of Locust over the load test."""
-        t = self.psutil.cpu_times()
-        busy = t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0) - self.busy0
+        busy = machine_busy_s() - self.busy0
         triton, locust = self.server.cpu_s() - self.triton0, sum(measured.generator_busy_s)
         n = max(1, len(measured.records))
         waited = self.server.waited_s()

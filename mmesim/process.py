@@ -77,6 +77,14 @@ def tree_cpu_s(pid: int) -> float | None:
     return total
 
 
+def machine_busy_s() -> float:
+    """CPU seconds this machine's cores have been busy since boot, summed over cores (user,
+    system, nice and interrupts: /proc/stat); differences over an interval give cores busy."""
+    import psutil
+    t = psutil.cpu_times()
+    return t.user + t.system + t.nice + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+
 def thread_times(pid: int) -> tuple[float, float]:
     """(seconds run, seconds runnable but waiting for a core) of all threads of process
     ``pid``, from the kernel's nanosecond scheduler counters (/proc/PID/task/TID/schedstat;

@@ -95,6 +95,8 @@ def test_gpu_names_map_to_catalogue_keys():
     ({"framework": "tensorrt"}, MissingPiece, "NVIDIA GPU"),
     ({"scaling": [2, 4]}, ConfigError, "--scaling"),
     ({"stop_batch_s": 0}, ConfigError, "--stop-batch-s"),
+    ({"warmth_s": -1}, ConfigError, "--warmth-s"),
+    ({"warmth_s": float("nan")}, ConfigError, "--warmth-s"),
 ])
 def test_bad_options(kwargs, error, message):
     with pytest.raises(error, match=message):

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from mmesim.process import thread_times
+from mmesim.process import machine_busy_s, thread_times
 from mmesim.triton.client import MMEClient, model_timings
 from mmesim.triton.modelspec import JSON_TYPE, ModelSpec
 
@@ -307,12 +307,6 @@ class WarmthPoint:
     utilization: float           # busy share of the host's cores meanwhile (everything: the client too)
 
 
-def _busy_s() -> float:
-    import psutil
-    t = psutil.cpu_times()
-    return t.user + t.system + t.nice + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
-
-
 def measure_warmth(mme: MMEClient, kserve, name: str, spec: ModelSpec, pids: list[int], gaps=WARMTH_GAPS_S,
                    seconds: float = 2.0) -> list[WarmthPoint]:
     """Batch-1 requests one at a time, each after a pause of ``gap`` s, for ``seconds`` per gap
@@ -325,7 +319,7 @@ def measure_warmth(mme: MMEClient, kserve, name: str, spec: ModelSpec, pids: lis
     for gap in gaps:
         mme.invoke(name, body, ctype)                      # after the previous gap's last pause
         before = model_timings(kserve, name)
-        cpu0, busy0, t0 = sum(process_cpu_s(p) for p in pids), _busy_s(), time.perf_counter()
+        cpu0, busy0, t0 = sum(process_cpu_s(p) for p in pids), machine_busy_s(), time.perf_counter()
         n = 0
         while n < 8 or time.perf_counter() - t0 < seconds:
             if gap:
@@ -333,7 +327,7 @@ def measure_warmth(mme: MMEClient, kserve, name: str, spec: ModelSpec, pids: lis
             mme.invoke(name, body, ctype)
             n += 1
         wall = time.perf_counter() - t0
-        cpu, busy = sum(process_cpu_s(p) for p in pids) - cpu0, _busy_s() - busy0
+        cpu, busy = sum(process_cpu_s(p) for p in pids) - cpu0, machine_busy_s() - busy0
         delta = _delta_after(kserve, name, before, executions=n)
         compute = delta.compute_input_s + delta.compute_infer_s + delta.compute_output_s
         points.append(WarmthPoint(gap, n, compute / max(1, delta.executions), cpu / n,

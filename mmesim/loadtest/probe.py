@@ -50,22 +50,18 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
     more than one request in flight, the client's timed share counts other requests' CPU too.
     ``stats_url``: Triton's HTTP endpoint, to read its compute time per execution for the
     hand-off (mmesim.calibrate.handoff)."""
-    import psutil
-
     from mmesim.calibrate.latency import process_cpu_s
-    from mmesim.process import tree_cpu_s
-
-    def machine() -> float:
-        t = psutil.cpu_times()
-        return t.user + t.system + t.nice + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
+    from mmesim.process import machine_busy_s, tree_cpu_s
 
     from mmesim.triton.client import kserve_client
     kserve = kserve_client(stats_url) if stats_url else None
     before = _timings(kserve) if kserve else {}
-    srv0, tree0, busy0, t0 = process_cpu_s(server_pid), tree_cpu_s(server_pid) or 0.0, machine(), time.monotonic()
+    srv0, tree0 = process_cpu_s(server_pid), tree_cpu_s(server_pid) or 0.0
+    busy0, t0 = machine_busy_s(), time.monotonic()
     workload = workload or probe_workload(seconds)
     run = run_loadtest(url, None, workload, [profile], [copies], out, protocol="triton", client=client)
-    srv, tree, busy = process_cpu_s(server_pid) - srv0, (tree_cpu_s(server_pid) or 0.0) - tree0, machine() - busy0
+    srv, tree = process_cpu_s(server_pid) - srv0, (tree_cpu_s(server_pid) or 0.0) - tree0
+    busy = machine_busy_s() - busy0
     wall = time.monotonic() - t0
     handoff = 0.0
     if kserve:
