@@ -123,3 +123,34 @@ def test_simulate_accepts_it(calibrated, tmp_path, capsys):
     s = json.loads(capsys.readouterr().out)
     assert s["requests"] > 400 and s["failures"] == 0
     assert any("CPU figures" in w for w in s["warnings"])     # a CPU profile on a GPU instance says what it is
+
+
+def test_a_server_that_dies_at_the_final_unload_costs_nothing_measured(tmp_path):
+    """Every figure is taken before the copies are unloaded at the end; a tritonserver that
+    dies there (2.51 once did, with signal 11, unloading 11 copies at once) is noted in the
+    trace and the profile is kept. Here the real server is killed as the final unload starts."""
+    import psutil
+
+    from mmesim.calibrate.run import CalibrateOptions, calibrate
+
+    killed = []
+
+    def progress(msg: str) -> None:
+        if msg.startswith("total throughput of"):        # copies at once: the last measurement
+            killed.append(False)
+        elif killed == [False] and msg.startswith("unloading"):
+            for child in psutil.Process().children(recursive=True):
+                if child.name() == "tritonserver":
+                    child.kill()
+                    child.wait(30)
+                    killed[0] = True
+
+    opts = CalibrateOptions(model="tiny-mlp", batches=[1, 4], concurrency=[1], repeats=2, scaling=[1, 2], cycles=1,
+                            warmth_s=0.0, cpu_threads=1, measure_overhead=False, request_requests=2, load_requests=4,
+                            workdir=str(tmp_path))
+    cal = calibrate(opts, progress)
+    assert killed == [True]
+    assert cal.memory_trace[-1]["event"] == "final unload failed"
+    assert [t.batch for t in cal.profile.service] == [1, 4] and cal.profile.service[0].seconds > 0
+    assert cal.profile.unload_s == pytest.approx(cal.work.cycles.unload_s[0])    # from the cycle, measured before
+    assert cal.profile.provenance.triton_version == "2.51.0"       # read before the unload
