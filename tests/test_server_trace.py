@@ -69,6 +69,21 @@ def test_overlap_counts_the_union_of_the_others():
     # x is covered by y (0-4) and z (2-6) together: 6 of its 10 ms, not 4 + 4
     share = trace.overlap(np.array([0, 0, 2, 20]), np.array([10, 4, 6, 25]))
     assert share == pytest.approx([0.6, 1.0, 1.0, 0.0])
+    # touching is not overlapping, an empty interval overlaps nothing, twins cover each other
+    share = trace.overlap(np.array([0, 1, 5, 7, 7]), np.array([1, 2, 5, 9, 9]))
+    assert share == pytest.approx([0.0, 0.0, 0.0, 1.0, 1.0])
+
+
+def test_overlap_agrees_with_a_direct_count_on_many_intervals():
+    rng = np.random.default_rng(3)
+    starts = rng.uniform(0, 100, 300)
+    ends = starts + rng.exponential(2, 300)
+    share = trace.overlap(starts, ends)
+    for i in range(0, 300, 17):               # midpoints of a fine grid over interval i
+        grid = starts[i] + (np.arange(4000) + 0.5) * (ends[i] - starts[i]) / 4000
+        others = (starts[None, :] <= grid[:, None]) & (ends[None, :] > grid[:, None])
+        others[:, i] = False
+        assert share[i] == pytest.approx(others.any(axis=1).mean(), abs=1e-3)
 
 
 def test_a_missing_or_broken_trace_is_named(tmp_path):

@@ -104,39 +104,24 @@ def read(path: str | Path, window_ns: tuple[int, int] | None = None) -> dict:
 
 def overlap(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """For each interval [start, end), the share of it during which at least one other
-    interval was open (0: it ran alone; 1: never alone)."""
-    n = len(starts)
-    share = np.zeros(n)
-    if n == 0:
+    interval was open (0: it ran alone; 1: never alone).
+
+    One sweep, O(n log n): "another is open" is "two or more are open", the same timeline for
+    every interval, so the time with two or more open is accumulated once at every start and
+    end, and each interval reads the difference between its own two ends."""
+    starts, ends = np.asarray(starts, dtype=float), np.asarray(ends, dtype=float)
+    share = np.zeros(len(starts))
+    valid = ends > starts                     # an empty interval overlaps nothing
+    if not valid.any():
         return share
-    # the union of the others' intervals is where "another" runs: sweep the intervals by start
-    order = np.argsort(starts, kind="stable")
-    s, e = starts[order], ends[order]
-    covered = np.zeros(n)
-    for k in range(n):
-        lo, hi = s[k], e[k]
-        if hi <= lo:
-            continue
-        # others that start before this one ends and end after it starts
-        j = np.searchsorted(s, hi, side="left")
-        cand = np.r_[0:k, k + 1:j]
-        cand = cand[e[cand] > lo]
-        if not len(cand):
-            continue
-        a = np.maximum(s[cand], lo)
-        b = np.minimum(e[cand], hi)
-        idx = np.argsort(a, kind="stable")
-        a, b = a[idx], b[idx]
-        total, cur_a, cur_b = 0, a[0], b[0]
-        for x, y in zip(a[1:], b[1:]):
-            if x > cur_b:
-                total += cur_b - cur_a
-                cur_a, cur_b = x, y
-            elif y > cur_b:
-                cur_b = y
-        total += cur_b - cur_a
-        covered[k] = total / (hi - lo)
-    share[order] = covered
+    times = np.concatenate([starts[valid], ends[valid]])
+    steps = np.concatenate([np.ones(valid.sum()), -np.ones(valid.sum())])
+    order = np.argsort(times, kind="stable")
+    t, open_after = times[order], np.cumsum(steps[order])
+    # time with two or more open up to each event (equal times: the same reading)
+    shared = np.concatenate([[0.0], np.cumsum(np.diff(t) * (open_after[:-1] >= 2))])
+    lo, hi = starts[valid], ends[valid]
+    share[valid] = (np.interp(hi, t, shared) - np.interp(lo, t, shared)) / (hi - lo)
     return share
 
 
