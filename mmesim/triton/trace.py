@@ -114,13 +114,13 @@ def overlap(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     valid = ends > starts                     # an empty interval overlaps nothing
     if not valid.any():
         return share
-    times = np.concatenate([starts[valid], ends[valid]])
-    steps = np.concatenate([np.ones(valid.sum()), -np.ones(valid.sum())])
+    lo, hi = starts[valid], ends[valid]
+    times = np.concatenate([lo, hi])
+    steps = np.concatenate([np.ones(len(lo)), -np.ones(len(hi))])
     order = np.argsort(times, kind="stable")
     t, open_after = times[order], np.cumsum(steps[order])
     # time with two or more open up to each event (equal times: the same reading)
     shared = np.concatenate([[0.0], np.cumsum(np.diff(t) * (open_after[:-1] >= 2))])
-    lo, hi = starts[valid], ends[valid]
     share[valid] = (np.interp(hi, t, shared) - np.interp(lo, t, shared)) / (hi - lo)
     return share
 
