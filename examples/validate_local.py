@@ -18,8 +18,9 @@ request, in its server process (HTTP, decoding) and in the model's stub (the exe
 ``--retime`` predicts with those instead of the profile's figures (a profile calibrated on
 another processor holds that processor's CPU costs: the shipped ones are an Intel Xeon's, see
 their provenance). ``--server-trace`` has Triton time-stamp every request, and each comparison
-adds the time in the model's queue and executing, measured against the simulator's, and how
-long Triton's threads waited for a core.
+adds the time in the model's queue and executing (apart for executions that ran alone and
+those that overlapped another), measured against the simulator's, how long Triton's threads
+waited for a core, and, from the model stubs' own log, each execution's CPU and wait for a core.
 
 Workloads (each 1-1.5 minutes):
 - ramp: closed-loop users 2 -> 24 on tiny-bert (4 copies), to saturation;
@@ -57,6 +58,7 @@ from mmesim.report.console import console
 from mmesim.report.validation import print_comparison
 from mmesim.results.compare import parse_tolerance
 from mmesim.sim.mme import target_names
+from mmesim.triton.execlog import describe
 from mmesim.units import GiB
 from mmesim.workload import Workload
 
@@ -116,7 +118,10 @@ class LocalEndpoint:
         self.workdir = workdir
         self.packaged = {m: package(m, "python", workdir / "artifacts" / m, cpu_threads=1) for m in models}
         self.trace = workdir / "trace.json" if trace else None
-        options = ServerOptions(extra_args=server_args(self.trace)) if trace else None
+        self.exec_log = workdir / "executions" if trace else None   # each execution's CPU and wait (triton.execlog)
+        if self.exec_log:
+            self.exec_log.mkdir(parents=True, exist_ok=True)
+        options = ServerOptions(extra_args=server_args(self.trace), exec_log=str(self.exec_log)) if trace else None
         self.server = LocalTriton(options, workdir=workdir / "triton").start()
 
     @property
@@ -302,11 +307,13 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                     try:
                         v = validate(profiles, endpoint, wl, copies, endpoint_url=server.url, protocol="triton",
                                      out=out / name, tolerance=parse_tolerance(TOLERANCE), client=client,
-                                     server_trace=server.trace)
+                                     server_trace=server.trace, exec_log=server.exec_log)
                         v.cpu = share.done(time.monotonic() - began, v.measured)   # before the stubs exit
                     finally:
                         server.unload(loaded)
                 print_comparison(v.comparison, f"{name}: {', '.join(mods)} x {copies} on local, predicted vs measured")
+                if v.executions is not None:
+                    console.print(describe(v.executions), highlight=False)
                 console.print("cores busy during the run: " + ", ".join(
                     f"{k} {'-' if val is None else format(val, '.2f')}" for k, val in v.cpu.items()))
                 if name != "churn" and v.cpu["others_cores"] > BUSY_OTHERS:
@@ -355,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retime", action="store_true",
                     help="predict with the CPU costs per request the probe measured, not the profile's")
     ap.add_argument("--server-trace", action="store_true",
-                    help="Triton time-stamps every request: time in the model's queue and executing, measured vs "
-                         "predicted (tracing costs Triton some CPU)")
+                    help="Triton time-stamps every request and the models log each execution: time in the "
+                         "model's queue and executing, measured vs predicted, and each execution's CPU and wait "
+                         "for a core (tracing costs Triton some CPU)")
     args = ap.parse_args(argv)
     selected = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = set(selected) - set(workloads())

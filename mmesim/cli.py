@@ -415,6 +415,9 @@ def _add_validate(sub) -> None:
                                                           "--trace-config triton,file=FILE ...level=TIMESTAMPS, rate=1): "
                                                           "time in the model's queue and executing, measured vs "
                                                           "predicted")
+    p.add_argument("--exec-log", metavar="DIR", help="the folder the models' stubs logged each execution to "
+                                                     "(tritonserver started with MMESIM_EXEC_LOG=DIR; models packaged "
+                                                     "by mmesim): CPU and wait for a core per execution, measured")
     _loadtest_flags(p, required_endpoint=False)
     p.add_argument("--tolerance", default=None, metavar="FIG=REL,...",
                    help="figures checked: throughput, latency, p50, p95, p99 (relative), users, models (absolute); "
@@ -447,7 +450,7 @@ def _validate(args) -> int:
                      out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed,
                      warm=not args.cold, workers=args.workers, protocol=args.protocol, payload=args.payload,
                      client=args.client, platform_log=args.platform_log, server_trace=args.server_trace,
-                     progress=lambda phase, t, end, live: update(phase, t, end, "" if phase.startswith("1/")
+                     exec_log=args.exec_log, progress=lambda phase, t, end, live: update(phase, t, end, "" if phase.startswith("1/")
                                                                  else live_figures(live)), **aws)
     if args.html:
         from mmesim.report.html import run_page
@@ -457,6 +460,9 @@ def _validate(args) -> int:
     else:
         print_comparison(v.comparison, f"{', '.join(v.predicted.profiles)} on {v.predicted.instance_type}: "
                                        "predicted vs measured")
+        if v.executions is not None:
+            from mmesim.triton.execlog import describe
+            print(describe(v.executions))
         print(f"wrote {args.out}: comparison.json, comparison.csv, overlay.png, prediction/, measurement/"
               + (", report.html" if args.html else ""))
     return 0 if v.comparison.passed else 1

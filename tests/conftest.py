@@ -49,9 +49,12 @@ def triton_server(tmp_path_factory):
     """One tritonserver (SageMaker MME mode, 127.0.0.1) per test process (each xdist worker
     has its own) shared by the tests that only load, invoke and unload models in it: each
     uses names of its own and unloads what it loaded. Tests of starting and stopping the
-    server itself start their own."""
+    server itself start their own. Its models log their executions to ``options.exec_log``."""
+    from mmesim.triton.args import ServerOptions
     from mmesim.triton.local import LocalTriton
-    with LocalTriton(workdir=tmp_path_factory.mktemp("triton-session")) as server:
+    work = tmp_path_factory.mktemp("triton-session")
+    (work / "executions").mkdir()          # the models log each execution there (mmesim.triton.execlog)
+    with LocalTriton(ServerOptions(exec_log=str(work / "executions")), workdir=work) as server:
         yield server
 
 

@@ -2,8 +2,10 @@
 and `mmesim validate --endpoint-url` runs prediction, load test and comparison end to end."""
 
 import json
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import loaded_copies
 
@@ -11,6 +13,7 @@ from mmesim.cli import main
 from mmesim.loadtest import run_loadtest
 from mmesim.profile import load_profile
 from mmesim.results.summary import summarize
+from mmesim.triton import execlog
 from mmesim.triton.client import MMEClient
 from mmesim.workload import Workload
 
@@ -32,6 +35,28 @@ def test_both_payload_formats_are_served(triton, tmp_path, payload):
     s = summarize(run)
     assert s.requests > 20 and s.failures == 0
     assert {r.model for r in run.records} == {"tiny-mlp-v0", "tiny-mlp-v1"}
+
+
+def test_each_execution_is_logged_by_its_stub(triton, tmp_path):
+    """The model's own log (MMESIM_EXEC_LOG) has every execution of the load test: the requests
+    they served add up to those Locust had answered (and at most one more per user: a request
+    in flight when the users stopped is executed but not recorded), and one thread's CPU never
+    exceeds its wall clock (within the two clocks' disagreement)."""
+    wl = Workload(kind="users", stages=[{"end_s": 4, "users": 3, "spawn_rate": 3}], wait_s=(0.0, 0.01))
+    began = time.monotonic_ns()
+    run = run_loadtest(triton.sagemaker_url, None, wl, [load_profile(PROFILE)], [2], tmp_path, protocol="triton",
+                       payload="binary")
+    log = execlog.read(triton.options.exec_log, (began, time.monotonic_ns()))
+    mine = [i for i, m in enumerate(log["model"]) if m.startswith("tiny-mlp-v")]
+    served = sum(r.ok for r in run.records)
+    assert served > 50 and served <= int(log["requests"][mine].sum()) <= served + 3
+    assert set(log["model"][i] for i in mine) == {"tiny-mlp-v0", "tiny-mlp-v1"}
+    cpu, wall = log["cpu"][mine], log["wall"][mine]     # two clocks: a VM's may disagree by 0.1 ms
+    assert (cpu > 0).all() and (cpu <= wall + 0.25).all() and 0.5 < np.median(cpu / wall) <= 1.001
+    assert (log["wait"][mine] >= 0).all() and (log["wait"][mine] <= log["wall"][mine] + 0.01).all()
+    parts = execlog.breakdown(log)
+    assert parts["alone"]["n"] + parts["overlapped"]["n"] == parts["all"]["n"] == len(log["model"])
+    assert "alone" in execlog.describe(parts)
 
 
 def test_an_unloaded_target_fails_alone(triton, tmp_path):

@@ -131,6 +131,9 @@ def test_validate_shows_the_servers_parts_measured_and_predicted(tmp_path, trace
     # the prediction's own: tiny-mlp's calibrated execution, a fraction of a millisecond
     assert 0 < lines["compute p50"].predicted < 5 and lines["compute p50"].ok is None     # shown, not judged
     assert v.predicted_summary.sources["server"] == "simulator"
+    # a and b overlapped, c ran alone: the same split on both sides
+    assert lines["overlapped share"].measured == pytest.approx(2 / 3) and lines["compute alone p50"].measured == 10
+    assert lines["overlapped share"].predicted is not None and lines["compute alone p50"].predicted > 0
     with pytest.raises(ConfigError, match="no trace there"):        # before anything is simulated
         validate([profile], EndpointConfig(instance_type="local"), wl, [2], measured=tmp_path / "measured",
                  server_trace=tmp_path / "missing.json")
@@ -157,3 +160,41 @@ def test_run_queue_waits_of_a_process_tree_are_read():
     assert ran > before[0] and waited >= 0
     assert tree >= waited                                           # the tree includes the process itself
     assert tree_run_delay_s(2 ** 22 + 7) is None                    # no such process
+
+
+def test_the_stubs_execution_log_reads_back_cpu_and_waits(tmp_path):
+    """Two copies' logs: copy 0 ran 0-2 ms and 10-11 ms, copy 1 1-4 ms (it waited 1.5 ms for a
+    core, one more time on a core); a kernel without counters writes -1."""
+    from mmesim.triton import execlog
+    (tmp_path / "m-v0.100.log").write_text(f"0 {2 * MS} {1_900_000} 1 0 0\n{10 * MS} {11 * MS} 950000 2 -1 -1\n")
+    (tmp_path / "m-v1.200.log").write_text(f"{MS} {4 * MS} {1_400_000} 1 {1_500_000} 1\n\n")
+    log = execlog.read(tmp_path)
+    assert log["model"] == ["m-v0", "m-v1", "m-v0"]                       # by start, across files
+    assert log["wall"] == pytest.approx([2, 3, 1]) and log["cpu"] == pytest.approx([1.9, 1.4, 0.95])
+    assert log["wait"][:2] == pytest.approx([0, 1.5]) and np.isnan(log["wait"][2])
+    assert list(log["requests"]) == [1, 1, 2] and log["overlap"] == pytest.approx([0.5, 1 / 3, 0])
+    parts = execlog.breakdown(log)
+    assert parts["alone"]["n"] == 1 and parts["overlapped"]["n"] == 2
+    assert parts["overlapped"]["waited"] == pytest.approx(0.5)           # m-v1 waited more than 0.2 ms
+    assert parts["alone"]["wait"]["n"] == 0 and parts["alone"]["waited"] is None
+    assert "overlapped" in execlog.describe(parts)
+    assert execlog.read(tmp_path, (5 * MS, 20 * MS))["model"] == ["m-v0"]
+
+
+def test_a_missing_or_broken_execution_log_is_named(tmp_path):
+    from mmesim.triton import execlog
+    with pytest.raises(ConfigError, match="no execution log there.*MMESIM_EXEC_LOG"):
+        execlog.read(tmp_path)
+    (tmp_path / "m-v0.1.log").write_text("1 2 3 1 0 0\n1 2 three\n")
+    with pytest.raises(ConfigError, match=r"m-v0\.1\.log.*line 2 is not an execution"):
+        execlog.read(tmp_path)
+
+
+def test_executions_alone_and_overlapped_are_summarised_alike_for_both_sides():
+    """One function for predictions and measurements: with each execution's start, its time
+    apart for executions that ran alone and those that overlapped another."""
+    from mmesim.results.summary import server_figures
+    figures = server_figures({"queue": [0, 0, 0], "compute": [10, 10, 4], "start": [0, 5, 40]})
+    assert figures["compute_alone_p50_ms"] == pytest.approx(4) and figures["compute_overlapped_p95_ms"] == pytest.approx(10)
+    assert figures["overlapped_share"] == pytest.approx(2 / 3)
+    assert "overlapped_share" not in server_figures({"queue": [0], "compute": [1]})

@@ -22,7 +22,7 @@ from mmesim.results.records import Run
 from mmesim.results.summary import Summary, history, observed, summarize
 from mmesim.serde import check_out_folder
 from mmesim.sim import simulate
-from mmesim.triton import trace
+from mmesim.triton import execlog, trace
 from mmesim.workload import Workload
 
 PLATFORM_FIGURES = ("cold_starts", "loads", "unloads")      # what a load test cannot see
@@ -38,6 +38,7 @@ class Validation:
     files: dict[str, Path] = field(default_factory=dict)
     comparison_tolerance: dict[str, float] | None = None
     check_steps: bool = False
+    executions: dict | None = None       # measured: mmesim.triton.execlog.breakdown of the run's executions
 
 
 def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
@@ -46,7 +47,8 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
              tolerance: dict[str, float] | None = None, check_steps: bool = False, seed: int = 0,
              warm: bool = True, workers: int = 0, protocol: str = "sagemaker", payload: str = "json",
              client: str = "http", progress: Callable[..., None] | None = None,
-             platform_log: str | Path | None = None, server_trace: str | Path | None = None, **aws) -> Validation:
+             platform_log: str | Path | None = None, server_trace: str | Path | None = None,
+             exec_log: str | Path | None = None, **aws) -> Validation:
     """Simulate, then load-test ``endpoint_url`` (or read the load test folder ``measured``),
     and compare every figure. With ``out``: prediction/ and measurement/ (all the files a
     prediction writes), comparison.json, comparison.csv and overlay.png. ``progress(phase, done,
@@ -56,7 +58,9 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     ``with_platform``). ``server_trace``: Triton's per-request trace of that endpoint
     (tritonserver started with ``mmesim.triton.trace.server_args``): the time requests spent in
     their model's queue and executing, measured, against the simulator's (a load test run here
-    reads only the requests Triton received during it)."""
+    reads only the requests Triton received during it). ``exec_log``: the folder the models'
+    stubs logged each execution to (``ServerOptions.exec_log``): each execution's CPU and wait
+    for a core, measured (``Validation.executions``, executions.json)."""
     if (endpoint_url is None) == (measured is None):
         raise ConfigError("give either an endpoint to load-test or a measured load test folder, not both",
                           field="--endpoint-url/--measured")
@@ -85,11 +89,13 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
         window = (began, time.monotonic_ns())
     if server_trace is not None:
         t = traced if traced is not None else trace.read(server_trace, window)
-        meas.server_ms = {"queue": t["queue"], "compute": t["compute"]}
+        meas.server_ms = {"queue": t["queue"], "compute": t["compute"],
+                          "start": (t["recv_ns"] - t["recv_ns"][:1]) / 1e6 + t["pre"] + t["queue"]}
         meas.sources = {**meas.sources, "server": "triton trace"}
+    executions = execlog.breakdown(execlog.read(exec_log, window)) if exec_log is not None else None
     ps, ms = summarize(pred), summarize(meas)
     result = Validation(pred, meas, ps, ms, compare(ps, ms, tolerance, check_steps),
-                        comparison_tolerance=tolerance, check_steps=check_steps)
+                        comparison_tolerance=tolerance, check_steps=check_steps, executions=executions)
     if platform is not None:
         with_platform(result, platform)
     if out is not None:
@@ -144,4 +150,8 @@ def write_validation(v: Validation, out: Path) -> dict[str, Path]:
     title = f"{', '.join(v.predicted.profiles)} on {v.predicted.instance_type}: predicted vs measured"
     # one code path for both sides: history rows computed from each run's records
     files["overlay_png"] = plot_overlay(history(v.predicted), history(v.measured), out / "overlay.png", title=title)
+    if v.executions is not None:
+        path = out / "measurement" / "executions.json"
+        path.write_text(json.dumps(v.executions, indent=2) + "\n")
+        files["measurement/executions_json"] = path
     return files

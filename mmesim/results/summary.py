@@ -224,6 +224,17 @@ SERVER_FIGURES = (("queue", 50), ("queue", 95), ("compute", 50), ("compute", 95)
 
 def server_figures(server_ms: dict) -> dict[str, float | None]:
     """Percentiles of the time requests spent in their model's queue and executing (ms),
-    predicted or measured alike: ``{"queue_p50_ms": ..., "compute_p99_ms": ...}``."""
-    return {f"{part}_p{q}_ms": exact_percentile(np.asarray(server_ms[part], dtype=float), q)
-            for part, q in SERVER_FIGURES}
+    predicted or measured alike: ``{"queue_p50_ms": ..., "compute_p99_ms": ...}``; with each
+    execution's ``start``, also apart for executions that ran alone and those that overlapped
+    another (on shared cores that is where processor sharing and a real scheduler differ)."""
+    out = {f"{part}_p{q}_ms": exact_percentile(np.asarray(server_ms[part], dtype=float), q)
+           for part, q in SERVER_FIGURES}
+    if "start" in server_ms:
+        from mmesim.triton.trace import overlap
+        start, compute = np.asarray(server_ms["start"], dtype=float), np.asarray(server_ms["compute"], dtype=float)
+        shared = overlap(start, start + compute) > 0
+        for name, sel in (("alone", ~shared), ("overlapped", shared)):
+            for q in (50, 95):
+                out[f"compute_{name}_p{q}_ms"] = exact_percentile(compute[sel], q)
+        out["overlapped_share"] = float(shared.mean()) if len(shared) else None
+    return out

@@ -140,7 +140,7 @@ class Simulation:
         self.weights = weights
         self.max_inflight = inflight_limit(endpoint.max_inflight_per_instance, self.profiles) or UNLIMITED
         self.records = Records([t.name for t in self.targets])
-        self._server = (array("d"), array("d")) if server_timing else None     # queue, compute (s)
+        self._server = (array("d"), array("d"), array("d")) if server_timing else None   # queue, compute, start (s)
         self.events: list = []
         self.memory: list[tuple[float, int, int]] = []
         scaling = endpoint.autoscaling
@@ -271,6 +271,7 @@ class Simulation:
         if outcome == 0 and self._server is not None:     # executed: it ends now
             self._server[0].append(req.began - req.queued)
             self._server[1].append(self.env.now - req.began)
+            self._server[2].append(req.began)
         if req.user is not None:
             self.client.answered(req.user, delay)
 
@@ -378,7 +379,7 @@ class Simulation:
             kind="prediction", instance_timeline=self.instance_timeline,
             seed=self.seed, gpu=self.gpu.key, copies_loaded_at_start=self.warm_count,
             server_ms=None if self._server is None else
-            {"queue": np.frombuffer(self._server[0]) * 1e3, "compute": np.frombuffer(self._server[1]) * 1e3},
+            {part: np.frombuffer(a) * 1e3 for part, a in zip(("queue", "compute", "start"), self._server)},
             targets=len(self.targets),
             max_inflight_per_instance=None if self.max_inflight == UNLIMITED else self.max_inflight,
             cpu_busy_s=[i.cpu_busy_until_now() for i in self.instances], vcpus=it.vcpus,

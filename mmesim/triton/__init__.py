@@ -5,6 +5,7 @@
 - local / docker: the two runners
 - client: the SageMaker MME protocol and Triton's KServe v2 statistics
 - modelspec, zoo, packaging, tensorrt: models and their Triton/MME artifacts
+- trace, execlog: inside the server (Triton's per-request trace; the model stubs' log of each execution)
 """
 
 from mmesim.triton.args import Ports, ServerOptions, server_args, server_env

@@ -42,6 +42,7 @@ class ServerOptions:
     # where Triton's ports listen: loopback unless the user asks otherwise ($MMESIM_TRITON_ADDRESS)
     bind_address: str = field(default_factory=lambda: os.environ.get("MMESIM_TRITON_ADDRESS", "127.0.0.1"))
     shm_region_prefix: str | None = None            # the Python backend's /dev/shm names (ours to clean)
+    exec_log: str | None = None                     # a folder: mmesim's models log each execution (triton.execlog)
 
 
 def server_args(options: ServerOptions, ports: Ports) -> list[str]:
@@ -70,5 +71,9 @@ def server_args(options: ServerOptions, ports: Ports) -> list[str]:
 
 
 def server_env(options: ServerOptions) -> dict[str, str]:
-    """Environment variables Triton reads: MME mode is switched on here, as in SageMaker."""
-    return {"SAGEMAKER_MULTI_MODEL": "true"} if options.sagemaker else {}
+    """Environment variables Triton and its model stubs read: MME mode is switched on here, as
+    in SageMaker; ``exec_log`` has mmesim's models log each execution (mmesim.triton.execlog)."""
+    env = {"SAGEMAKER_MULTI_MODEL": "true"} if options.sagemaker else {}
+    if options.exec_log:
+        env["MMESIM_EXEC_LOG"] = options.exec_log
+    return env

@@ -5,10 +5,15 @@ and run as one batch, then split again, so batching works as in a native backend
 Tensors cross the stub through DLPack, never numpy: Triton 2.51's stub is built with a
 pybind11 that reads numpy 1's dtype layout, so under numpy >= 2 an output made from an
 ndarray gets a wrong byte size ("output tensor shape does not match size of output").
-DLPack also keeps a GPU output on the device."""
+DLPack also keeps a GPU output on the device.
+
+With $MMESIM_EXEC_LOG set to a folder, each execution also writes one line there (read by
+mmesim.triton.execlog): its wall clock, this thread's CPU, and how long the thread waited
+for a core, so that a long execution can be told apart as slow work or a wait."""
 
 import json
 import os
+import time
 
 import torch
 import triton_python_backend_utils as pb_utils
@@ -33,8 +38,27 @@ class TritonPythonModel:
         path = os.path.join(args["model_repository"], args["model_version"], "model.pt")
         self.model = torch.jit.load(path, map_location=self.device).eval()
         self.gpu_outputs = self.device.type == "cuda"   # until the stub turns a GPU tensor down
+        self.log = None
+        folder = os.environ.get("MMESIM_EXEC_LOG")
+        if folder:
+            try:            # a log that cannot be written must not cost the model its load
+                self.log = open(os.path.join(folder, f"{args['model_name']}.{os.getpid()}.log"), "a", buffering=1)
+            except OSError:
+                pass
 
     def execute(self, requests):
+        if self.log is None:
+            return self._execute(requests)
+        wall, cpu, sched = time.monotonic_ns(), time.thread_time_ns(), _schedstat()
+        try:
+            return self._execute(requests)
+        finally:
+            after = _schedstat()
+            waited, slices = (after[1] - sched[1], after[2] - sched[2]) if min(sched) >= 0 else (-1, -1)
+            self.log.write(f"{wall} {time.monotonic_ns()} {time.thread_time_ns() - cpu} {len(requests)} "
+                           f"{waited} {slices}\n")
+
+    def _execute(self, requests):
         tensors = [[from_dlpack(pb_utils.get_input_tensor_by_name(r, n).to_dlpack()) for n in self.inputs]
                    for r in requests]
         sizes = [t[0].shape[0] for t in tensors]
@@ -59,3 +83,13 @@ class TritonPythonModel:
             except Exception:
                 self.gpu_outputs = False
         return pb_utils.Tensor.from_dlpack(name, to_dlpack(tensor.cpu()))
+
+
+def _schedstat() -> list[int]:
+    """This thread's scheduler counters: ns on a core, ns runnable but waiting for one, times
+    it was put on a core (-1 each where the kernel does not keep them)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return [int(v) for v in f.read().split()[:3]]
+    except (OSError, ValueError):
+        return [-1, -1, -1]
