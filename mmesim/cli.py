@@ -450,7 +450,8 @@ def _validate(args) -> int:
                      out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed,
                      warm=not args.cold, workers=args.workers, protocol=args.protocol, payload=args.payload,
                      client=args.client, platform_log=args.platform_log, server_trace=args.server_trace,
-                     exec_log=args.exec_log, progress=lambda phase, t, end, live: update(phase, t, end, "" if phase.startswith("1/")
+                     exec_log=args.exec_log,
+                     progress=lambda phase, t, end, live: update(phase, t, end, "" if phase.startswith("1/")
                                                                  else live_figures(live)), **aws)
     if args.html:
         from mmesim.report.html import run_page

@@ -137,6 +137,16 @@ def test_validate_shows_the_servers_parts_measured_and_predicted(tmp_path, trace
     with pytest.raises(ConfigError, match="no trace there"):        # before anything is simulated
         validate([profile], EndpointConfig(instance_type="local"), wl, [2], measured=tmp_path / "measured",
                  server_trace=tmp_path / "missing.json")
+    with pytest.raises(ConfigError, match="no such folder.*MMESIM_EXEC_LOG"):
+        validate([profile], EndpointConfig(instance_type="local"), wl, [2], measured=tmp_path / "measured",
+                 exec_log=tmp_path / "missing")
+    logs = tmp_path / "executions"
+    logs.mkdir()
+    (logs / "tiny-mlp-v0.7.log").write_text(f"0 {MS} 900000 1 0 0\n{MS // 2} {2 * MS} 800000 1 {MS // 2} 1\n")
+    v = validate([profile], EndpointConfig(instance_type="local"), wl, [2], measured=tmp_path / "measured",
+                 exec_log=logs, out=tmp_path / "v")
+    assert v.executions["overlapped"]["n"] == 2 and v.executions["overlapped"]["waited"] == pytest.approx(0.5)
+    assert json.loads((tmp_path / "v" / "measurement" / "executions.json").read_text()) == v.executions
 
 
 def test_run_queue_waits_of_a_process_tree_are_read():

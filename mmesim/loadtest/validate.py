@@ -73,6 +73,9 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     if meas is None and out is None:
         raise ConfigError("a load test needs an output folder", field="--out")
     traced = trace.read(server_trace) if server_trace is not None and meas is not None else None  # fails first
+    if exec_log is not None and not Path(exec_log).is_dir():
+        raise ConfigError("no such folder: the one the server's models log their executions to "
+                          "(tritonserver started with MMESIM_EXEC_LOG set to it)", field="--exec-log", value=str(exec_log))
     pred = simulate(profiles, endpoint, workload, copies=copies, seed=seed, warm=warm,
                     progress=(lambda t, end: progress("1/2 predicting", t, end, None)) if progress else None,
                     server_timing=server_trace is not None)

@@ -70,10 +70,13 @@ def server_args(options: ServerOptions, ports: Ports) -> list[str]:
     return args + list(options.extra_args)
 
 
+EXEC_LOG_ENV = "MMESIM_EXEC_LOG"     # read by the models mmesim packages (templates/python_model.py)
+
+
 def server_env(options: ServerOptions) -> dict[str, str]:
     """Environment variables Triton and its model stubs read: MME mode is switched on here, as
     in SageMaker; ``exec_log`` has mmesim's models log each execution (mmesim.triton.execlog)."""
     env = {"SAGEMAKER_MULTI_MODEL": "true"} if options.sagemaker else {}
     if options.exec_log:
-        env["MMESIM_EXEC_LOG"] = options.exec_log
+        env[EXEC_LOG_ENV] = options.exec_log
     return env

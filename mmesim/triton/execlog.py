@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from mmesim.errors import ConfigError
+from mmesim.triton.args import EXEC_LOG_ENV
 from mmesim.triton.trace import overlap, quantiles
 
-ENV = "MMESIM_EXEC_LOG"
 FIELDS = ("start_ns", "end_ns", "cpu_ns", "requests", "wait_ns", "slices")
 
 
@@ -29,7 +29,7 @@ def read(folder: str | Path, window_ns: tuple[int, int] | None = None) -> dict:
     "requests", "slices", "overlap"}``; ``window_ns``: only those that began within it."""
     files = sorted(Path(folder).glob("*.log"))
     if not files:
-        raise ConfigError(f"no execution log there: start the server with {ENV} set to this folder "
+        raise ConfigError(f"no execution log there: start the server with {EXEC_LOG_ENV} set to this folder "
                           "(ServerOptions.exec_log)", source=str(folder))
     models, rows = [], []
     for f in files:
