@@ -39,6 +39,13 @@ def test_dry_run_calibrates_every_framework_here_and_leaves_nothing(dry_run):
         assert sorted(run["scaling"]) == ["1", "2"] and run["max_models"] >= 1
         assert run["process_overhead_mib"] > 0 and run["gpu_memory_mib"] > run["process_overhead_mib"]
         assert (out / "profiles" / f"{profile.name}.calibration.json").is_file()
+    # the Python backend's executions, alone, by batch: on a CPU the model's call is the work
+    (python,) = [r for r in report["runs"] if r["framework"] == "python"]
+    assert set(python["executions"]) == {"1", "4"}
+    for batch in python["executions"].values():
+        assert batch["n"] >= 2 and 0.5 * batch["wall_ms"] < batch["call_ms"] <= batch["wall_ms"]
+        assert batch["after_ms"] == pytest.approx(batch["wall_ms"] - batch["call_ms"], abs=0.01)
+    assert "executions" not in next(r for r in report["runs"] if r["framework"] != "python")
 
 
 def test_dry_runs_onnx_profile_is_a_real_onnxruntime_measurement_simulate_accepts(dry_run, tmp_path, capsys):

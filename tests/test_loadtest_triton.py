@@ -54,6 +54,8 @@ def test_each_execution_is_logged_by_its_stub(triton, tmp_path):
     cpu, wall = log["cpu"][mine], log["wall"][mine]     # two clocks: a VM's may disagree by 0.1 ms
     assert (cpu > 0).all() and (cpu <= wall + 0.25).all() and 0.5 < np.median(cpu / wall) <= 1.001
     assert (log["wait"][mine] >= 0).all() and (log["wait"][mine] <= log["wall"][mine] + 0.01).all()
+    assert (log["items"][mine] == log["requests"][mine]).all()            # one item a request
+    assert (log["call"][mine] >= 0).all() and (log["call"][mine] <= log["wall"][mine]).all()
     parts = execlog.breakdown(log)
     assert parts["alone"]["n"] + parts["overlapped"]["n"] == parts["all"]["n"] == len(log["model"])
     assert "alone" in execlog.describe(parts)

@@ -142,7 +142,8 @@ def test_validate_shows_the_servers_parts_measured_and_predicted(tmp_path, trace
                  exec_log=tmp_path / "missing")
     logs = tmp_path / "executions"
     logs.mkdir()
-    (logs / "tiny-mlp-v0.7.log").write_text(f"0 {MS} 900000 1 0 0\n{MS // 2} {2 * MS} 800000 1 {MS // 2} 1\n")
+    (logs / "tiny-mlp-v0.7.log").write_text(f"0 {MS} {MS} 900000 1 1 0 0\n"
+                                            f"{MS // 2} {2 * MS} {2 * MS} 800000 1 1 {MS // 2} 1\n")
     v = validate([profile], EndpointConfig(instance_type="local"), wl, [2], measured=tmp_path / "measured",
                  exec_log=logs, out=tmp_path / "v")
     assert v.executions["overlapped"]["n"] == 2 and v.executions["overlapped"]["waited"] == pytest.approx(0.5)
@@ -173,16 +174,22 @@ def test_run_queue_waits_of_a_process_tree_are_read():
 
 
 def test_the_stubs_execution_log_reads_back_cpu_and_waits(tmp_path):
-    """Two copies' logs: copy 0 ran 0-2 ms and 10-11 ms, copy 1 1-4 ms (it waited 1.5 ms for a
-    core, one more time on a core); a kernel without counters writes -1."""
+    """Two copies' logs: copy 0 ran 0-2 ms (its model's call returned at 1.5 ms) and 10-11 ms
+    (two requests of 3 and 1 items), copy 1 1-4 ms (it waited 1.5 ms for a core, one more time
+    on a core); a kernel without counters writes -1."""
     from mmesim.triton import execlog
-    (tmp_path / "m-v0.100.log").write_text(f"0 {2 * MS} {1_900_000} 1 0 0\n{10 * MS} {11 * MS} 950000 2 -1 -1\n")
-    (tmp_path / "m-v1.200.log").write_text(f"{MS} {4 * MS} {1_400_000} 1 {1_500_000} 1\n\n")
+    (tmp_path / "m-v0.100.log").write_text(f"0 {MS * 3 // 2} {2 * MS} {1_900_000} 1 1 0 0\n"
+                                           f"{10 * MS} {11 * MS} {11 * MS} 950000 2 4 -1 -1\n")
+    (tmp_path / "m-v1.200.log").write_text(f"{MS} {4 * MS} {4 * MS} {1_400_000} 1 1 {1_500_000} 1\n\n")
     log = execlog.read(tmp_path)
     assert log["model"] == ["m-v0", "m-v1", "m-v0"]                       # by start, across files
     assert log["wall"] == pytest.approx([2, 3, 1]) and log["cpu"] == pytest.approx([1.9, 1.4, 0.95])
+    assert log["call"] == pytest.approx([1.5, 3, 1]) and log["after"] == pytest.approx([0.5, 0, 0])
     assert log["wait"][:2] == pytest.approx([0, 1.5]) and np.isnan(log["wait"][2])
-    assert list(log["requests"]) == [1, 1, 2] and log["overlap"] == pytest.approx([0.5, 1 / 3, 0])
+    assert list(log["requests"]) == [1, 1, 2] and list(log["items"]) == [1, 1, 4]
+    assert log["overlap"] == pytest.approx([0.5, 1 / 3, 0])
+    # by batch, of the executions that ran alone: the third only
+    assert execlog.by_items(log) == {4: {"n": 1, "wall_ms": 1.0, "call_ms": 1.0, "after_ms": 0.0, "cpu_ms": 0.95}}
     parts = execlog.breakdown(log)
     assert parts["alone"]["n"] == 1 and parts["overlapped"]["n"] == 2
     assert parts["overlapped"]["waited"] == pytest.approx(0.5)           # m-v1 waited more than 0.2 ms
@@ -195,7 +202,7 @@ def test_a_missing_or_broken_execution_log_is_named(tmp_path):
     from mmesim.triton import execlog
     with pytest.raises(ConfigError, match="no execution log there.*MMESIM_EXEC_LOG"):
         execlog.read(tmp_path)
-    (tmp_path / "m-v0.1.log").write_text("1 2 3 1 0 0\n1 2 three\n")
+    (tmp_path / "m-v0.1.log").write_text("1 2 2 3 1 1 0 0\n1 2 three\n")
     with pytest.raises(ConfigError, match=r"m-v0\.1\.log.*line 2 is not an execution"):
         execlog.read(tmp_path)
 

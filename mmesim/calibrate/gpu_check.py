@@ -2,7 +2,10 @@
 NVML, calibrates resnet50 and bert-base-uncased on cuda:0 in every framework this host can
 serve (k = 1, 2, 4, 8 copies at once, max-models under a memory cap so a large GPU stays
 fast), writes the profiles and one JSON report, and checks that no process or shared-memory
-region is left behind. ``--device cpu`` is the same check as a dry run with tiny models.
+region is left behind. For the Python backend the models also log each execution
+(mmesim.triton.execlog): per batch, the host's part (until PyTorch's call returns with the
+kernels launched) and the wait for the GPU, measured, which one GPU's published rows cannot
+tell apart. ``--device cpu`` is the same check as a dry run with tiny models.
 
     python -m mmesim.calibrate.gpu_check --device cuda:0 --out out/gpu-check
 """
@@ -13,6 +16,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ from mmesim.calibrate.memory import NvmlMemory, cuda_index, parse_bytes
 from mmesim.calibrate.run import CalibrateOptions, calibrate, catalog_key
 from mmesim.catalog import host_cpu
 from mmesim.errors import ConfigError, MmesimError
+from mmesim.triton import execlog
 from mmesim.units import GiB, MiB
 
 
@@ -51,12 +56,12 @@ class Plan:
         # 12 copies keep max-models to a minute or two per run, however large the GPU
         return cls(device, ["resnet50", "bert-base-uncased"], "6GiB", 12, [1, 2, 4, 8], time_limit_s)
 
-    def options(self, model: str, framework: str) -> CalibrateOptions:
+    def options(self, model: str, framework: str, exec_log: str | None = None) -> CalibrateOptions:
         return CalibrateOptions(model=model, framework=framework, device=self.device, max_models=True, copies=self.copies,
                                 memory_budget=self.memory_cap, max_copies=self.max_copies, scaling=list(self.scaling),
                                 batches=self.batches, repeats=self.repeats, concurrency=list(self.concurrency),
                                 cpu_threads=self.cpu_threads, stop_batch_s=0.5, request_requests=2, load_requests=6,
-                                cycles=self.cycles,
+                                cycles=self.cycles, exec_log=exec_log,
                                 command=f"mmesim.calibrate.gpu_check --device {self.device} (model {model}, "
                                         f"framework {framework})")
 
@@ -176,8 +181,13 @@ def run_check(plan: Plan, out: Path, only: list[str] | None = None, log=print) -
                 continue
             t0 = time.monotonic()
             log(f"calibrating {model} ({framework}) on {plan.device}")
+            executions = out / "executions" / f"{model}-{framework}" if framework == "python" else None
+            if executions:
+                shutil.rmtree(executions, ignore_errors=True)
+                executions.mkdir(parents=True)
             try:
-                result = calibrate(plan.options(model, framework), lambda m: log("  " + m))
+                result = calibrate(plan.options(model, framework, executions and str(executions)),
+                                   lambda m: log("  " + m))
             except MmesimError as exc:
                 run["error"] = str(exc)
                 log(f"  failed: {str(exc).splitlines()[0]}")
@@ -196,6 +206,8 @@ def run_check(plan: Plan, out: Path, only: list[str] | None = None, log=print) -
                         "scaling": {s.concurrent: s.throughput for s in p.concurrency_scaling},
                         "max_models": result.max_models.count if result.max_models else None,
                         "max_models_stopped_by": result.max_models.stopped_by if result.max_models else None})
+            if executions:      # executions alone, by batch: the host's part and the device's
+                run["executions"] = execlog.by_items(execlog.read(executions))
     report["leftover_processes"] = [c for c in _children() if c["pid"] not in children_before]
     report["leftover_shm"] = _orphaned(_shm() - shm_before)
     report["seconds"] = round(time.monotonic() - started, 1)

@@ -66,6 +66,7 @@ class CalibrateOptions:
     measure_overhead: bool = True             # load the null model to split process overhead from the model
     image: str | None = None                  # docker runner
     binary: str | None = None                 # local runner
+    exec_log: str | None = None               # local runner: a folder the Python-backend models log each execution to
     workdir: str | None = None
     command: str | None = None                # for provenance
 
@@ -212,8 +213,10 @@ def _server(options: CalibrateOptions, workdir: Path):
     if options.runner == "docker":
         from mmesim.triton.docker import CALIBRATION_IMAGE, DockerTriton
         return DockerTriton(workdir, image=options.image or CALIBRATION_IMAGE, device=options.device)
+    from mmesim.triton.args import ServerOptions
     from mmesim.triton.local import LocalTriton
-    server = LocalTriton(binary=options.binary, workdir=workdir / "server")
+    server = LocalTriton(ServerOptions(exec_log=options.exec_log) if options.exec_log else None,
+                         binary=options.binary, workdir=workdir / "server")
     if not onnx_in_python(options, server):
         server.installation.require_backend(options.framework)
     return server

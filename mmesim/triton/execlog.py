@@ -3,12 +3,17 @@
 Triton's trace (mmesim.triton.trace) says how long an execution took, not why. With
 ``$MMESIM_EXEC_LOG`` set to a folder in the server's environment (``ServerOptions.exec_log``),
 the model mmesim generates (templates/python_model.py) writes one line per execution from its
-stub: when it began and ended (CLOCK_MONOTONIC, Triton's trace clock), the CPU its thread spent,
-the requests it served, and, from the kernel's ``/proc/thread-self/schedstat``, how long the
-thread was runnable but waiting for a core and how many times it was put on one. So a long
-execution reads as slow work (CPU above the calibrated time: a cold model, a slower core) or
-as a wait (the thread queued behind another on its core, which processor sharing does not
-have), for executions that ran alone and for those that overlapped another."""
+stub: when it began, when the model's call returned and when it ended (CLOCK_MONOTONIC, Triton's
+trace clock), the CPU its thread spent, the requests and items it served, and, from the kernel's
+``/proc/thread-self/schedstat``, how long the thread was runnable but waiting for a core and how
+many times it was put on one. So a long execution reads as slow work (CPU above the calibrated
+time: a cold model, a slower core) or as a wait (the thread queued behind another on its core,
+which processor sharing does not have), for executions that ran alone and for those that
+overlapped another. ``call`` is the time until the model's call returned, ``after`` the rest:
+on a GPU the call returns once its kernels are launched and the stub then waits for them, so
+``call`` is the host's part (PyTorch dispatching and launching, the part translation moves with
+the CPU) and ``after`` mostly the wait for the GPU, measured per batch (``by_items``); on a CPU
+the call is the computation and ``after`` the handling of its outputs."""
 
 from __future__ import annotations
 
@@ -20,13 +25,14 @@ from mmesim.errors import ConfigError
 from mmesim.triton.args import EXEC_LOG_ENV
 from mmesim.triton.trace import overlap, quantiles
 
-FIELDS = ("start_ns", "end_ns", "cpu_ns", "requests", "wait_ns", "slices")
+FIELDS = ("start_ns", "launched_ns", "end_ns", "cpu_ns", "requests", "items", "wait_ns", "slices")
 
 
 def read(folder: str | Path, window_ns: tuple[int, int] | None = None) -> dict:
     """Every logged execution in ``folder``, by start: ``{"model": [...], "start_ns", "end_ns":
-    int arrays, "wall", "cpu", "wait": ms arrays (wait NaN where the kernel keeps no counters),
-    "requests", "slices", "overlap"}``; ``window_ns``: only those that began within it."""
+    int arrays, "wall", "call", "after", "cpu", "wait": ms arrays (wait NaN where the kernel
+    keeps no counters), "requests", "items", "slices", "overlap"}``; ``window_ns``: only those
+    that began within it."""
     files = sorted(Path(folder).glob("*.log"))
     if not files:
         raise ConfigError(f"no execution log there: start the server with {EXEC_LOG_ENV} set to this folder "
@@ -52,10 +58,11 @@ def read(folder: str | Path, window_ns: tuple[int, int] | None = None) -> dict:
     order = np.argsort(a[:, 0], kind="stable")
     order = order[keep[order]]
     a = a[order]
-    wait = np.where(a[:, 4] >= 0, a[:, 4] / 1e6, np.nan)
-    return {"model": [models[i] for i in order], "start_ns": a[:, 0], "end_ns": a[:, 1],
-            "wall": (a[:, 1] - a[:, 0]) / 1e6, "cpu": a[:, 2] / 1e6, "wait": wait, "requests": a[:, 3],
-            "slices": a[:, 5], "overlap": overlap(a[:, 0], a[:, 1])}
+    start, launched, end = a[:, 0], a[:, 1], a[:, 2]
+    return {"model": [models[i] for i in order], "start_ns": start, "end_ns": end, "wall": (end - start) / 1e6,
+            "call": (launched - start) / 1e6, "after": (end - launched) / 1e6, "cpu": a[:, 3] / 1e6,
+            "requests": a[:, 4], "items": a[:, 5], "wait": np.where(a[:, 6] >= 0, a[:, 6] / 1e6, np.nan),
+            "slices": a[:, 7], "overlap": overlap(start, end)}
 
 
 def breakdown(log: dict, qs=(50, 95, 99), long_wait_ms: float = 0.2) -> dict:
@@ -70,6 +77,19 @@ def breakdown(log: dict, qs=(50, 95, 99), long_wait_ms: float = 0.2) -> dict:
         out[name] = {"n": int(sel.sum()), "wall": quantiles(log["wall"][sel], qs), "cpu": quantiles(log["cpu"][sel], qs),
                      "wait": quantiles(known, qs),
                      "waited": float(np.mean(known > long_wait_ms)) if len(known) else None}
+    return out
+
+
+def by_items(log: dict) -> dict[int, dict]:
+    """Per batch (items in an execution), of the executions that ran alone: how many, and the
+    medians (ms) of the wall clock, the time until the model's call returned (``call``), the
+    rest (``after``) and the thread's CPU."""
+    alone = log["overlap"] == 0
+    out = {}
+    for items in sorted(set(log["items"][alone].tolist())):
+        sel = alone & (log["items"] == items)
+        out[int(items)] = {"n": int(sel.sum()), **{f"{k}_ms": round(float(np.median(log[k][sel])), 4)
+                                                   for k in ("wall", "call", "after", "cpu")}}
     return out
 
 

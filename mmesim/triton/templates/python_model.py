@@ -8,8 +8,10 @@ ndarray gets a wrong byte size ("output tensor shape does not match size of outp
 DLPack also keeps a GPU output on the device.
 
 With $MMESIM_EXEC_LOG set to a folder, each execution also writes one line there (read by
-mmesim.triton.execlog): its wall clock, this thread's CPU, and how long the thread waited
-for a core, so that a long execution can be told apart as slow work or a wait."""
+mmesim.triton.execlog): its wall clock, when the model's call returned (on a GPU the kernels
+are then launched, not done: the execution waits for them before it logs), this thread's
+CPU, its items, and how long the thread waited for a core, so that a long execution can be
+told apart as host work, device work or a wait."""
 
 import json
 import os
@@ -50,13 +52,16 @@ class TritonPythonModel:
         if self.log is None:
             return self._execute(requests)
         wall, cpu, sched = time.monotonic_ns(), time.thread_time_ns(), _schedstat()
+        self.launched, self.items = wall, 0
         try:
             return self._execute(requests)
         finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
             after = _schedstat()
             waited, slices = (after[1] - sched[1], after[2] - sched[2]) if min(sched) >= 0 else (-1, -1)
-            self.log.write(f"{wall} {time.monotonic_ns()} {time.thread_time_ns() - cpu} {len(requests)} "
-                           f"{waited} {slices}\n")
+            self.log.write(f"{wall} {self.launched} {time.monotonic_ns()} {time.thread_time_ns() - cpu} "
+                           f"{len(requests)} {self.items} {waited} {slices}\n")
 
     def _execute(self, requests):
         tensors = [[from_dlpack(pb_utils.get_input_tensor_by_name(r, n).to_dlpack()) for n in self.inputs]
@@ -65,6 +70,8 @@ class TritonPythonModel:
         batch = [torch.cat([t[i] for t in tensors]).to(self.device) for i in range(len(self.inputs))]
         with torch.inference_mode():
             out = self.model(*batch)
+        if self.log is not None:
+            self.launched, self.items = time.monotonic_ns(), sum(sizes)
         outs = out if isinstance(out, (tuple, list)) else (out,)
         responses, start = [], 0
         for n in sizes:
