@@ -46,8 +46,12 @@ def test_profile_figures_agree_with_each_other_and_the_traces(calibrated):
     p = load_profile(calibrated)
     report = json.loads(calibrated.with_name("tiny-mlp.calibration.json").read_text())
     assert [t.batch for t in p.service] == [1, 4, 16] and p.triton.max_batch_size == 16
-    # a batch costs more than one request and less than its requests one by one (batching pays)
-    assert p.service[0].seconds < p.service[-1].seconds < 16 * p.service[0].seconds
+    # a batch costs no less than one request (within three standard errors of these 3 timings each:
+    # tiny-mlp's batch of 16 costs little more than one, under a millisecond) and less than its
+    # requests one by one (batching pays)
+    one, batch = p.service[0], p.service[-1]
+    error = 3 * (one.cv * one.seconds + batch.cv * batch.seconds) / 3 ** 0.5
+    assert one.seconds - error < batch.seconds < 16 * one.seconds
     spec, _ = resolve("tiny-mlp")
     assert p.input_bytes == len(spec.request_body(1))          # KServe v2 JSON of one request
     # the server's fixed cost per request is kept, and it is small next to an execution
