@@ -5,7 +5,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import loaded_copies
 
@@ -40,8 +39,8 @@ def test_both_payload_formats_are_served(triton, tmp_path, payload):
 def test_each_execution_is_logged_by_its_stub(triton, tmp_path):
     """The model's own log (MMESIM_EXEC_LOG) has every execution of the load test: the requests
     they served add up to those Locust had answered (and at most one more per user: a request
-    in flight when the users stopped is executed but not recorded), and one thread's CPU never
-    exceeds its wall clock (within the two clocks' disagreement)."""
+    in flight when the users stopped is executed but not recorded), and a thread's CPU and wait
+    for a core fit in its wall clock."""
     wl = Workload(kind="users", stages=[{"end_s": 4, "users": 3, "spawn_rate": 3}], wait_s=(0.0, 0.01))
     began = time.monotonic_ns()
     run = run_loadtest(triton.sagemaker_url, None, wl, [load_profile(PROFILE)], [2], tmp_path, protocol="triton",
@@ -51,9 +50,10 @@ def test_each_execution_is_logged_by_its_stub(triton, tmp_path):
     served = sum(r.ok for r in run.records)
     assert served > 50 and served <= int(log["requests"][mine].sum()) <= served + 3
     assert set(log["model"][i] for i in mine) == {"tiny-mlp-v0", "tiny-mlp-v1"}
-    cpu, wall = log["cpu"][mine], log["wall"][mine]     # two clocks: a VM's may disagree by 0.1 ms
-    assert (cpu > 0).all() and (cpu <= wall + 0.25).all() and 0.5 < np.median(cpu / wall) <= 1.001
-    assert (log["wait"][mine] >= 0).all() and (log["wait"][mine] <= log["wall"][mine] + 0.01).all()
+    # a thread runs, waits for a core or sleeps: its CPU and its wait fit in the wall clock
+    # (two clocks: a VM's may disagree by 0.1 ms)
+    cpu, wait, wall = log["cpu"][mine], log["wait"][mine], log["wall"][mine]
+    assert (cpu > 0).all() and (wait >= 0).all() and (cpu + wait <= wall + 0.25).all()
     assert (log["items"][mine] == log["requests"][mine]).all()            # one item a request
     assert (log["call"][mine] >= 0).all() and (log["call"][mine] <= log["wall"][mine]).all()
     parts = execlog.breakdown(log)
