@@ -138,13 +138,15 @@ def test_a_server_that_dies_at_the_final_unload_costs_nothing_measured(tmp_path)
     from mmesim.calibrate.run import CalibrateOptions, calibrate
 
     killed = []
+    servers = (lambda: [c for c in psutil.Process().children(recursive=True) if c.name() == "tritonserver"])
+    others = {c.pid for c in servers()}         # this worker's shared server (conftest) lives on
 
     def progress(msg: str) -> None:
         if msg.startswith("total throughput of"):        # copies at once: the last measurement
             killed.append(False)
         elif killed == [False] and msg.startswith("unloading"):
-            for child in psutil.Process().children(recursive=True):
-                if child.name() == "tritonserver":
+            for child in servers():
+                if child.pid not in others:
                     child.kill()
                     child.wait(30)
                     killed[0] = True
