@@ -1,6 +1,7 @@
 """The runnable examples keep running, and say what they claim."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -34,3 +35,26 @@ def test_cold_burst_costs_grow_with_the_burst():
     # one load thread: the eighth waits for seven whole loads
     serial = burst("resnet50-pytorch-a10g", "ml.g5.2xlarge", 8, load_parallelism=1)
     assert serial["last_ready_s"] > one["download_s"] + 8 * one["load_s"] - 1e-6
+
+
+def test_host_wakeups_bins_rounds_by_pause_and_times_the_wait(tmp_path):
+    hw = load("host_wakeups")
+    burst = 1e-3
+    # synthetic rounds: back to back all in parallel; paced 20-50 ms, one in two waited 0.5 ms
+    rows = [(0.0, burst + 5e-5)] * 40 + [(0.03, burst + (5e-4 if i % 2 else 1e-5)) for i in range(40)]
+    bins = {tuple(b["pause_ms"]): b for b in hw.by_pause(rows, burst)}
+    assert set(bins) == {(0, 0.001), (20, 50)}
+    assert bins[(0, 0.001)]["waited_share"] == 0 and bins[(0, 0.001)]["wait_p50_ms"] is None
+    assert bins[(20, 50)]["rounds"] == 40 and bins[(20, 50)]["waited_share"] == 0.5
+    assert abs(bins[(20, 50)]["wait_p50_ms"] - 0.5) < 1e-9
+    # the real probe: two workers, a few rounds; no round ends before one burst has run
+    assert hw.main(["--burst-ms", "0.5", "--max-pause-ms", "2", "--rounds", "40", "--chain-s", "1",
+                    "--out", str(tmp_path)]) == 0
+    walls = [float(r.split(",")[1]) for r in (tmp_path / "host_wakeups.csv").read_text().splitlines()[1:]]
+    assert len(walls) == 40 and min(walls) >= 0.5e-3
+    result = json.loads((tmp_path / "host_wakeups.json").read_text())
+    assert sum(b["rounds"] for b in result["by_pause"]) <= 40
+    # the chain: about a second of four clients each pausing up to 10 ms, every burst counted once
+    alone, overlapped = result["chain"]["alone"], result["chain"]["overlapped"]
+    assert 50 < alone["bursts"] + overlapped["bursts"] < 4 * 1000 / 0.5
+    assert 0 <= overlapped["waited_share"] <= 1

@@ -19,7 +19,10 @@ host slows the server. The assumptions: threads scale perfectly up to their dema
 the scheduler is fair among runnable threads (Linux CFS is, to first order). Short requests
 show where that stops: Triton's trace on a 2-vCPU VM (README, "Inside the server") has
 one-thread executions that overlapped another run 1.4 times as long on average as those
-alone, with a core to spare; the median is right, the tail is not (p95 about 20-30 % short).
+alone, with a core to spare; the median is right, the tail is not (p95 about 10-20 % short).
+That VM often runs two threads woken together on one vCPU, and halts idle ones
+(examples/host_wakeups.py measures a host's placement without Triton); processor sharing is
+the model of a host that does not.
 
 Core-seconds used (min(N, D) over time) are CloudWatch's CPUUtilization on this host."""
 

@@ -1,0 +1,225 @@
+"""Does this host run two threads woken at once on two cores? A probe of the scheduler, no
+Triton involved.
+
+The simulator shares a CPU-only host's cores fairly (processor sharing): two one-thread
+executions on two cores do not slow each other. Triton's stubs on this project's 2-vCPU VM
+did not behave so (README, "Where the missing tail is"): one overlapped execution in five
+waited for a core, with a core idle. This probe asks the same of the host alone: a driver
+process wakes two worker processes at the same moment (futex semaphores, as Triton's
+hand-off to its stubs), each burns ``--burst-ms`` of CPU, and the driver times until both
+are done, after a pause drawn uniformly in 0-``--max-pause-ms`` (the time the cores idle).
+Fair placement takes one burst; a worker placed behind the other takes up to two; a halted
+virtual CPU that must be woken first adds its wake-up.
+
+Then the pattern of a validation run without Triton (``chain``): four closed-loop clients
+pausing 0-10 ms, each request relayed by one process to one of four "stub" processes that
+burn 1 ms; it reports, as ``mmesim.triton.execlog`` does for Triton's stubs, how many bursts
+ran alone or overlapped another and how many waited for a core (wall beyond CPU > 0.2 ms).
+
+    python examples/host_wakeups.py [--burst-ms 1] [--max-pause-ms 50] [--rounds 800] [--chain-s 8]
+                                    [--out out/host_wakeups]
+
+It prints, per pause, the share of rounds in which one worker waited (wall beyond the burst
+by more than 0.3 ms) and how long, and the kernel settings that bear on it (idle vCPUs
+halting, vCPU packing); it writes the same as JSON and CSV. Run it on a quiet host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing as mp
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from mmesim.catalog import host_cpu
+from mmesim.report.console import console
+
+EDGES_MS = [0, 0.001, 1, 2, 5, 10, 20, 50, 100, 250, 1000]   # pause bins; the first: back to back
+WAITED_S = 0.3e-3                                        # beyond the burst: one worker waited
+
+
+def _burn(seconds: float) -> None:
+    start = time.thread_time()
+    while time.thread_time() - start < seconds:
+        pass
+
+
+def _worker(go, done, seconds: float) -> None:
+    while True:
+        go.acquire()
+        _burn(seconds)
+        done.release()
+
+
+def measure(burst_s: float, max_pause_s: float, rounds: int, seed: int = 0) -> list[tuple[float, float]]:
+    """(pause s, wall s until both workers finished) per round: a quarter of the rounds back
+    to back (pause 0, one after another), then the rest paced uniformly in 0-``max_pause_s``."""
+    go, done = [mp.Semaphore(0) for _ in range(2)], mp.Semaphore(0)
+    workers = [mp.Process(target=_worker, args=(g, done, burst_s), daemon=True) for g in go]
+    for w in workers:
+        w.start()
+    rnd, rows = random.Random(seed), []
+    try:
+        for _ in range(20):                              # both workers started and warm
+            for g in go:
+                g.release()
+            done.acquire(), done.acquire()
+        for i in range(rounds):
+            pause = 0.0 if i < rounds // 4 else rnd.uniform(0, max_pause_s)
+            if pause:
+                time.sleep(pause)
+            began = time.monotonic()
+            for g in go:
+                g.release()
+            done.acquire(), done.acquire()
+            rows.append((pause, time.monotonic() - began))
+    finally:
+        for w in workers:
+            w.kill()
+    return rows
+
+
+def _client(i: int, pause_s: float, seconds: float, requests, answer) -> None:
+    rnd, end = random.Random(i), time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(rnd.uniform(0, pause_s))
+        _burn(0.15e-3)                                   # the client's own work on a request
+        requests.put(i)
+        answer.acquire()
+    requests.put(None)
+
+
+def _relay(requests, stubs, clients: int) -> None:
+    finished = 0
+    while finished < clients:
+        i = requests.get()
+        if i is None:
+            finished += 1
+            continue
+        _burn(0.2e-3)                                    # the server's handling of a request
+        stubs[i % len(stubs)].put(i)
+    for s in stubs:
+        s.put(None)
+
+
+def _stub(inbox, answers, burst_s: float, out) -> None:
+    bursts = []
+    while (i := inbox.get()) is not None:
+        began, cpu = time.monotonic(), time.thread_time()
+        _burn(burst_s)
+        bursts.append((began, time.monotonic(), time.thread_time() - cpu))
+        answers[i].release()
+    out.put(bursts)
+
+
+def chain(burst_s: float = 1e-3, seconds: float = 8.0, n: int = 4, pause_s: float = 0.01) -> dict:
+    """``n`` clients -> one relay -> ``n`` stubs, as Triton's requests go: per burst, whether it
+    overlapped another and whether it waited for a core (as mmesim.triton.execlog counts)."""
+    requests, inboxes, out = mp.Queue(), [mp.Queue() for _ in range(n)], mp.Queue()
+    answers = [mp.Semaphore(0) for _ in range(n)]
+    procs = [mp.Process(target=_stub, args=(inboxes[j], answers, burst_s, out)) for j in range(n)]
+    procs.append(mp.Process(target=_relay, args=(requests, inboxes, n)))
+    procs += [mp.Process(target=_client, args=(i, pause_s, seconds, requests, answers[i])) for i in range(n)]
+    for p in procs:
+        p.start()
+    bursts = sorted(b for _ in range(n) for b in out.get())
+    for p in procs:
+        p.join()
+    starts, ends = np.array([b[0] for b in bursts]), np.array([b[1] for b in bursts])
+    waited = np.array([(e - s) - c for s, e, c in bursts])
+    last_end = np.maximum.accumulate(ends)               # the latest end among bursts started before
+    overlapped = np.zeros(len(bursts), bool)
+    overlapped[1:] = last_end[:-1] > starts[1:]
+    overlapped[:-1] |= starts[1:] < ends[:-1]            # the next one started before this one ended
+    def part(sel):
+        w = waited[sel]
+        return {"bursts": int(sel.sum()), "waited_share": float((w > 0.2e-3).mean()) if len(w) else None,
+                "wait_p95_ms": float(np.percentile(w, 95)) * 1e3 if len(w) else None}
+    return {"bursts_per_s": len(bursts) / seconds, "alone": part(~overlapped), "overlapped": part(overlapped)}
+
+
+def by_pause(rows: list[tuple[float, float]], burst_s: float) -> list[dict]:
+    """Per pause bin: rounds, share in which a worker waited, and the wait's median and p95 (ms)."""
+    out = []
+    for lo, hi in zip(EDGES_MS, EDGES_MS[1:]):
+        walls = np.array([w for p, w in rows if lo <= p * 1e3 < hi])
+        if len(walls) < 10:
+            continue
+        extra = walls - burst_s
+        waited = extra[extra > WAITED_S]
+        out.append({"pause_ms": [lo, hi], "rounds": len(walls), "waited_share": len(waited) / len(walls),
+                    "wait_p50_ms": float(np.median(waited)) * 1e3 if len(waited) else None,
+                    "wait_p95_ms": float(np.percentile(waited, 95)) * 1e3 if len(waited) else None})
+    return out
+
+
+def kernel_settings() -> dict:
+    """What in this kernel's command line and idle driver bears on waking a core."""
+    def read(path):
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            return None
+    cmdline = read("/proc/cmdline") or ""
+    keys = ("haltpoll", "sched", "idle", "nohz", "isolcpus")
+    return {"cpu": host_cpu(), "cores": os.cpu_count(),
+            "cmdline": [a for a in cmdline.split() if any(k in a for k in keys)],
+            "cpuidle_driver": read("/sys/devices/system/cpu/cpuidle/current_driver"),
+            "cpuidle_governor": read("/sys/devices/system/cpu/cpuidle/current_governor_ro")
+            or read("/sys/devices/system/cpu/cpuidle/current_governor")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--burst-ms", type=float, default=1.0)
+    ap.add_argument("--max-pause-ms", type=float, default=50.0)
+    ap.add_argument("--rounds", type=int, default=800)
+    ap.add_argument("--chain-s", type=float, default=8.0, help="seconds of the chain pattern (0: skip it)")
+    ap.add_argument("--out", default="out/host_wakeups")
+    args = ap.parse_args(argv)
+    if (os.cpu_count() or 1) < 2:
+        console.print("[red]one core: two workers cannot run at once here[/red]")
+        return 2
+    burst = args.burst_ms / 1e3
+    with console.status(f"{args.rounds} rounds of two {args.burst_ms} ms bursts"):
+        rows = measure(burst, args.max_pause_ms / 1e3, args.rounds)
+    bins, kernel = by_pause(rows, burst), kernel_settings()
+    table = Table(title=f"two {args.burst_ms} ms bursts woken at once, {kernel['cores']} cores ({kernel['cpu']})")
+    for col in ("pause ms", "rounds", "a worker waited", "wait p50 ms", "wait p95 ms"):
+        table.add_column(col, justify="right")
+    for b in bins:
+        lo, hi = b["pause_ms"]
+        table.add_row("0 (back to back)" if hi <= 0.001 else f"{lo:g}-{hi:g}", str(b["rounds"]),
+                      f"{100 * b['waited_share']:.0f} %",
+                      *(f"{b[k]:.2f}" if b[k] is not None else "-" for k in ("wait_p50_ms", "wait_p95_ms")))
+    console.print(table)
+    pattern = None
+    if args.chain_s > 0:
+        with console.status(f"{args.chain_s:g} s of four clients -> a relay -> four stubs"):
+            pattern = chain(burst, args.chain_s)
+        console.print(f"chain, {pattern['bursts_per_s']:.0f} bursts/s: " + "; ".join(
+            f"{k} {v['bursts']} bursts, {100 * (v['waited_share'] or 0):.1f} % waited > 0.2 ms "
+            f"(p95 wait {v['wait_p95_ms'] or 0:.2f} ms)" for k, v in pattern.items() if k != "bursts_per_s"))
+    console.print(f"kernel: {', '.join(kernel['cmdline']) or 'nothing scheduler-related on its command line'}; "
+                  f"idle driver {kernel['cpuidle_driver']} ({kernel['cpuidle_governor']})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "host_wakeups.json").write_text(json.dumps(
+        {"burst_ms": args.burst_ms, "kernel": kernel, "by_pause": bins, "chain": pattern}, indent=2) + "\n")
+    with open(out / "host_wakeups.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["pause_s", "wall_s"])
+        w.writerows(rows)
+    console.print(f"wrote {out / 'host_wakeups.json'} and {out / 'host_wakeups.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
