@@ -44,7 +44,8 @@ def test_dry_run_calibrates_every_framework_here_and_leaves_nothing(dry_run):
     assert set(python["executions"]) == {"1", "4"}
     for batch in python["executions"].values():
         assert batch["n"] >= 2 and 0.5 * batch["wall_ms"] < batch["call_ms"] <= batch["wall_ms"]
-        assert batch["after_ms"] == pytest.approx(batch["wall_ms"] - batch["call_ms"], abs=0.01)
+        # each execution's wall is its call plus what follows; medians keep that order, not the sum
+        assert 0 <= batch["after_ms"] <= batch["wall_ms"]
     assert "executions" not in next(r for r in report["runs"] if r["framework"] != "python")
 
 
