@@ -13,8 +13,8 @@ virtual CPU that must be woken first adds its wake-up.
 
 Then the pattern of a validation run without Triton (``chain``): four closed-loop clients
 pausing 0-10 ms, each request relayed by one process to one of four "stub" processes that
-burn 1 ms; it reports, as ``mmesim.triton.execlog`` does for Triton's stubs, how many bursts
-ran alone or overlapped another and how many waited for a core (wall beyond CPU > 0.2 ms).
+burn 1 ms; it reports, with ``mmesim.triton.execlog``'s breakdown of Triton's stubs, how many
+bursts ran alone or overlapped another and how many waited for a core (wall beyond CPU > 0.2 ms).
 
     python examples/host_wakeups.py [--burst-ms 1] [--max-pause-ms 50] [--rounds 800] [--chain-s 8]
                                     [--out out/host_wakeups]
@@ -40,6 +40,8 @@ from rich.table import Table
 
 from mmesim.catalog import host_cpu
 from mmesim.report.console import console
+from mmesim.triton import execlog
+from mmesim.triton.trace import overlap
 
 EDGES_MS = [0, 0.001, 1, 2, 5, 10, 20, 50, 100, 250, 1000]   # pause bins; the first: back to back
 WAITED_S = 0.3e-3                                        # beyond the burst: one worker waited
@@ -121,7 +123,8 @@ def _stub(inbox, answers, burst_s: float, out) -> None:
 
 def chain(burst_s: float = 1e-3, seconds: float = 8.0, n: int = 4, pause_s: float = 0.01) -> dict:
     """``n`` clients -> one relay -> ``n`` stubs, as Triton's requests go: per burst, whether it
-    overlapped another and whether it waited for a core (as mmesim.triton.execlog counts)."""
+    overlapped another and whether it waited for a core: ``mmesim.triton.execlog.breakdown``'s
+    figures, with wall beyond CPU as the wait."""
     requests, inboxes, out = mp.Queue(), [mp.Queue() for _ in range(n)], mp.Queue()
     answers = [mp.Semaphore(0) for _ in range(n)]
     procs = [mp.Process(target=_stub, args=(inboxes[j], answers, burst_s, out)) for j in range(n)]
@@ -132,17 +135,10 @@ def chain(burst_s: float = 1e-3, seconds: float = 8.0, n: int = 4, pause_s: floa
     bursts = sorted(b for _ in range(n) for b in out.get())
     for p in procs:
         p.join()
-    starts, ends = np.array([b[0] for b in bursts]), np.array([b[1] for b in bursts])
-    waited = np.array([(e - s) - c for s, e, c in bursts])
-    last_end = np.maximum.accumulate(ends)               # the latest end among bursts started before
-    overlapped = np.zeros(len(bursts), bool)
-    overlapped[1:] = last_end[:-1] > starts[1:]
-    overlapped[:-1] |= starts[1:] < ends[:-1]            # the next one started before this one ended
-    def part(sel):
-        w = waited[sel]
-        return {"bursts": int(sel.sum()), "waited_share": float((w > 0.2e-3).mean()) if len(w) else None,
-                "wait_p95_ms": float(np.percentile(w, 95)) * 1e3 if len(w) else None}
-    return {"bursts_per_s": len(bursts) / seconds, "alone": part(~overlapped), "overlapped": part(overlapped)}
+    start, end, cpu = (np.array(col) for col in zip(*bursts))
+    wall = (end - start) * 1e3
+    log = {"wall": wall, "cpu": cpu * 1e3, "wait": wall - cpu * 1e3, "overlap": overlap(start, end)}
+    return {"bursts_per_s": len(bursts) / seconds, **execlog.breakdown(log)}
 
 
 def by_pause(rows: list[tuple[float, float]], burst_s: float) -> list[dict]:
@@ -204,9 +200,8 @@ def main(argv=None) -> int:
     if args.chain_s > 0:
         with console.status(f"{args.chain_s:g} s of four clients -> a relay -> four stubs"):
             pattern = chain(burst, args.chain_s)
-        console.print(f"chain, {pattern['bursts_per_s']:.0f} bursts/s: " + "; ".join(
-            f"{k} {v['bursts']} bursts, {100 * (v['waited_share'] or 0):.1f} % waited > 0.2 ms "
-            f"(p95 wait {v['wait_p95_ms'] or 0:.2f} ms)" for k, v in pattern.items() if k != "bursts_per_s"))
+        console.print(f"chain, {pattern['bursts_per_s']:.0f} bursts/s (wait: wall beyond CPU)\n"
+                      + execlog.describe(pattern))
     console.print(f"kernel: {', '.join(kernel['cmdline']) or 'nothing scheduler-related on its command line'}; "
                   f"idle driver {kernel['cpuidle_driver']} ({kernel['cpuidle_governor']})")
     out = Path(args.out)

@@ -56,5 +56,5 @@ def test_host_wakeups_bins_rounds_by_pause_and_times_the_wait(tmp_path):
     assert sum(b["rounds"] for b in result["by_pause"]) <= 40
     # the chain: about a second of four clients each pausing up to 10 ms, every burst counted once
     alone, overlapped = result["chain"]["alone"], result["chain"]["overlapped"]
-    assert 50 < alone["bursts"] + overlapped["bursts"] < 4 * 1000 / 0.5
-    assert 0 <= overlapped["waited_share"] <= 1
+    assert 50 < alone["n"] + overlapped["n"] == result["chain"]["all"]["n"] < 4 * 1000 / 0.5
+    assert 0 <= overlapped["waited"] <= 1
