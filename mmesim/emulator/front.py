@@ -26,7 +26,8 @@ from mmesim.results.records import INTERNAL, OK, VALIDATION, RequestRecord
 BODY_LIMIT = 6_291_456           # bytes: InvokeEndpoint's payload limit
 HEADER_LIMIT = 65_536            # bytes per request line or header: past aiohttp's 8,190, so that a
                                  # 9,000-character TargetModel meets SageMaker's own length check
-LOGGED = "mmesim.logged"         # set on a request once it is in its endpoint's request log
+# set on a request once it is in its endpoint's request log (a typed key where aiohttp has them, 3.14+)
+LOGGED = web.RequestKey("mmesim.logged", bool) if hasattr(web, "RequestKey") else "mmesim.logged"
 _ENDPOINT_PATH = re.compile(r"^/endpoints/([^/]+)/")
 _log = logging.getLogger(__name__)
 TARGET = "X-Amzn-SageMaker-Target-Model"
