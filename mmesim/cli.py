@@ -18,6 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --- simulate / profiles / instances (core) ----------------------------------------------
+HOST_WAKEUPS_HELP = ("--instance local: how this host places woken threads, as examples/host_wakeups.py --out "
+                     "measured it (its host_wakeups.json); default: on an idle core at once")
+
+
 def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="predict what a load test on an MME will see")
     p.add_argument("--profile", action="append", required=True, metavar="NAME|PATH",
@@ -25,6 +29,7 @@ def _add_simulate(sub) -> None:
     p.add_argument("--instance", metavar="TYPE", help="e.g. ml.g4dn.2xlarge, or local: this host (see `mmesim instances`)")
     p.add_argument("--memory-budget", metavar="SIZE", help="--instance local: the memory models may fill, e.g. 4GiB "
                                                           "(default: a quarter of RAM, as `mmesim calibrate`)")
+    p.add_argument("--host-wakeups", metavar="PATH", help=HOST_WAKEUPS_HELP)
     p.add_argument("--endpoint", metavar="PATH", help="an EndpointConfig file (YAML/JSON); flags override it")
     p.add_argument("--instance-count", type=int, default=None)
     p.add_argument("--copies", default="auto", metavar="N|N,N,...|auto",
@@ -106,6 +111,9 @@ def _endpoint(args):
              "invocation_timeout_s": args.timeout, "model_ready_timeout_s": args.timeout,
              "max_inflight_per_instance": args.max_inflight, "memory_budget_bytes": _bytes(args.memory_budget)}
     data.update({k: v for k, v in flags.items() if v is not None})
+    if getattr(args, "host_wakeups", None):
+        from mmesim.endpoint import read_host_wakeups
+        data["host_wakeups"] = read_host_wakeups(args.host_wakeups)
     if "instance_type" not in data:
         raise ConfigError("say which instance type: --instance TYPE, or instance_type in an --endpoint file",
                           field="--instance")
@@ -401,6 +409,7 @@ def _add_validate(sub) -> None:
     p.add_argument("--profile", action="append", required=True, metavar="NAME|PATH")
     p.add_argument("--instance", metavar="TYPE|local")
     p.add_argument("--memory-budget", metavar="SIZE", help="--instance local: memory the models may fill")
+    p.add_argument("--host-wakeups", metavar="PATH", help=HOST_WAKEUPS_HELP)
     p.add_argument("--endpoint", metavar="PATH", help="an EndpointConfig file; flags override it")
     p.add_argument("--instance-count", type=int, default=None)
     p.add_argument("--threshold", type=float, default=None)

@@ -6,6 +6,7 @@ import pytest
 
 from conftest import make_profile
 from mmesim.endpoint import EndpointConfig
+from mmesim.errors import ConfigError
 from mmesim.sim import Simulation
 from mmesim.workload import Workload
 
@@ -244,6 +245,84 @@ def test_a_job_started_by_a_finish_costs_one_event_and_keeps_its_times():
     # c's joining, the timer it made stale (due at 0.1), then one per finish time: the starts
     # of a's and b's next jobs inside the finishes make none stale
     assert events == 6
+
+
+# -- a host that queues some woken threads behind a running one (EndpointConfig.host_wakeups) --
+def _packed(share, moved_after_s=1.0, cores=2):
+    import numpy as np
+    import simpy
+    from mmesim.endpoint import WakePlacement
+    from mmesim.sim.cores import PackedCores
+    from mmesim.sim.random import Stream
+    return PackedCores(simpy.Environment(), cores, WakePlacement(packed_share=share, moved_after_s=moved_after_s),
+                       Stream(np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize("share, moved, ends", [
+    (0.0, 1.0, [0.2, 0.3]),      # on the idle core at once: processor sharing
+    (1.0, 1.0, [0.4, 0.3]),      # on the running one's core, first: it stands still for the newcomer's 0.2 s
+    (1.0, 0.05, [0.25, 0.3]),    # the kernel moves one of them to the idle core after 50 ms
+])
+def test_a_thread_woken_beside_a_running_one_may_take_its_core(share, moved, ends):
+    """2 cores: a 0.2 s job at 0, then a 0.2 s job at 0.1 with the other core idle. Displaced,
+    the first computes nothing and takes no core, then goes on with the 0.1 s it had left."""
+    cores = _packed(share, moved)
+    assert _finishes(cores, [(0, 0.2, 1), (0.1, 0.2, 1)]) == pytest.approx(ends)
+    assert cores.woken == 1 and cores.packed == (1 if share else 0)
+    assert cores.packed_s == pytest.approx(ends[0] - 0.2)
+    assert cores.core_s_until_now() == pytest.approx(0.4)        # no work added, none lost
+    assert cores.busy_until_now() == pytest.approx(max(ends))
+
+
+def test_only_a_thread_woken_with_a_core_idle_and_a_thread_running_displaces_one():
+    """Every core idle (the first job), or too few idle for the newcomer (it takes its fair
+    share, as processor sharing has it); a hand-off (weight 0) neither displaces nor is displaced."""
+    cores = _packed(1.0)
+    ends = _finishes(cores, [(0, 0.4, 2), (0.1, 0.1, 1)])
+    assert cores.woken == 0 and ends == pytest.approx([0.45, 0.25])    # 3 of 2 cores wanted: 2/3 speed
+    cores = _packed(1.0)
+    ends = _finishes(cores, [(0, 0.2, 1), (0.1, 0.1, 2)])               # 2 threads, 1 core idle: fair share
+    assert cores.woken == 0 and ends == pytest.approx([0.25, 0.25])
+    cores = _packed(1.0)
+    ends = _finishes(cores, [(0, 0.2, 0), (0.1, 0.1, 1)])               # only a hand-off runs
+    assert cores.woken == 0 and ends == pytest.approx([0.2, 0.2])
+    cores = _packed(1.0)
+    ends = _finishes(cores, [(0, 0.2, 1), (0.05, 0.1, 0), (0.1, 0.05, 1)])
+    # the hand-off is never the one displaced: the first job stands still 0.05 s
+    assert cores.packed == 1 and ends == pytest.approx([0.25, 0.15, 0.15])
+
+
+def test_the_host_wakeups_of_a_local_endpoint_queue_the_measured_share(tmp_path, two_cores):
+    """Short requests on 2 cores (requests' handling, executions, the client on the host): about
+    the measured share of wake-ups beside a running thread take its core; latency grows, the
+    tail most, and the same seed gives the same run."""
+    from mmesim.endpoint import WakePlacement
+    profile = cpu_model(s1=0.001, request_overhead_s=0.0003, handoff_s=0.0001)
+    wl = Workload(stages=[{"end_s": 20, "users": 4, "spawn_rate": 100}], wait_s=(0, 0.01),
+                  generator={"workers": 1, "cpu_s_per_request": 0.0003, "on_host": True})
+    placed = WakePlacement(packed_share=0.3, moved_after_s=0.0015)
+    runs, sims = [], []
+    for wakeups in (None, placed, placed):
+        sim = Simulation([profile], EndpointConfig(instance_type="local", host_wakeups=wakeups), wl, [4])
+        runs.append(sim.run(20))
+        sims.append(sim)
+    fair, packed, again = (sorted(r.end - r.start for r in run.records) for run in runs)
+    cores = sims[1].instances[0].cores
+    assert cores.woken > 1000 and cores.packed / cores.woken == pytest.approx(0.3, abs=0.03)
+    assert packed == again
+    p50, p95 = (lambda x: x[len(x) // 2]), (lambda x: x[int(0.95 * len(x))])
+    assert p50(packed) > p50(fair) and p95(packed) - p95(fair) > p50(packed) - p50(fair)
+
+
+def test_host_wakeups_describe_the_local_host_only(tmp_path):
+    from mmesim.endpoint import WakePlacement, read_host_wakeups
+    with pytest.raises(ValueError, match="host_wakeups applies to instance type local only"):
+        EndpointConfig(instance_type=T4, host_wakeups=WakePlacement(packed_share=0.2, moved_after_s=0.001))
+    (tmp_path / "old.json").write_text('{"burst_ms": 1, "by_pause": [], "chain": null}')
+    with pytest.raises(ConfigError, match="old.json.*placement.*run examples/host_wakeups.py again"):
+        read_host_wakeups(tmp_path / "old.json")
+    (tmp_path / "bare.yaml").write_text("packed_share: 0.2\nmoved_after_s: 0.0015\n")
+    assert read_host_wakeups(tmp_path / "bare.yaml").moved_after_s == 0.0015
 
 
 # -- the load generator's CPU: inside its timer, or after the answer -------------------------

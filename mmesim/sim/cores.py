@@ -21,14 +21,16 @@ show where that stops: Triton's trace on a 2-vCPU VM (README, "Inside the server
 one-thread executions that overlapped another run 1.4 times as long on average as those
 alone, with a core to spare; the median is right, the tail is not (p95 about 10-20 % short).
 That VM often runs two threads woken together on one vCPU, and halts idle ones
-(examples/host_wakeups.py measures a host's placement without Triton); processor sharing is
-the model of a host that does not.
+(examples/host_wakeups.py measures a host's placement without Triton): ``PackedCores`` is
+processor sharing with that placement (EndpointConfig.host_wakeups), ``Cores`` the model of a
+host that places every woken thread on an idle core.
 
 Core-seconds used (min(N, D) over time) are CloudWatch's CPUUtilization on this host."""
 
 from __future__ import annotations
 
 from mmesim.profile import ModelProfile
+from mmesim.sim.events import after
 from mmesim.sim.sharing import SharedProcessor
 
 
@@ -57,3 +59,48 @@ class Cores(SharedProcessor):
 
     def core_s_until_now(self) -> float:
         return self.done_until_now()
+
+
+class PackedCores(Cores):
+    """Cores on a host that sometimes runs a thread it wakes on a busy core although another
+    core is idle (``placement``: an EndpointConfig.host_wakeups, measured by
+    examples/host_wakeups.py).
+
+    A job that starts while at least one thread computes and the idle cores would hold it
+    lands, with probability ``packed_share``, on the core of a running thread (drawn at
+    random) and runs first: that thread stops, computing nothing and taking no core, for the
+    newcomer's time alone or ``moved_after_s``, whichever is shorter (then the kernel has moved
+    one of them to the idle core), and goes on with the work it had left. So the thread that
+    waits is the one that was running, as Triton's stubs and the probe's show (the first of two
+    overlapping executions waits, the second rarely). A job that starts with every core idle,
+    or with too few idle for it (then it takes its fair share, as processor sharing has it),
+    and a hand-off (weight 0: it computes nothing), displaces nobody."""
+
+    __slots__ = ("placement", "rng", "woken", "packed", "packed_s")
+
+    def __init__(self, env, cores: int, placement, rng):
+        super().__init__(env, cores)
+        self.placement, self.rng = placement, rng
+        self.woken = 0          # jobs that started with a core idle and another thread running
+        self.packed = 0         # of which landed on a running thread's core
+        self.packed_s = 0.0     # the time the displaced threads stood still, in all
+
+    def run(self, work: float, tag, callback, arg) -> None:
+        # a newcomer that fits on the idle cores: one that does not gets its fair share
+        if tag != 0 and 0 < self.demand <= self.total - (tag if type(tag) is int else 1):
+            self.woken += 1
+            if self.rng.random() < self.placement.packed_share:
+                wait = min(work, self.placement.moved_after_s)
+                left = self.suspend(self._pick)
+                self.packed += 1
+                self.packed_s += wait
+                after(self.env, wait, left, self._resume)
+        super().run(work, tag, callback, arg)
+
+    def _pick(self, running: list) -> int:
+        """A running thread drawn at random (a hand-off, weight 0, is not a thread computing)."""
+        threads = [i for i, e in enumerate(running) if e[4] != 0]
+        return threads[int(self.rng.random() * len(threads))]
+
+    def _resume(self, ev) -> None:
+        SharedProcessor.run(self, *ev.value)

@@ -9,17 +9,24 @@ so a load on either costs the same (mmesim.endpoint.PlatformCosts says what each
 from __future__ import annotations
 
 from mmesim.catalog import CPU
-from mmesim.sim.cores import Cores
+from mmesim.sim.cores import Cores, PackedCores
 from mmesim.sim.events import after
 from mmesim.sim.gpu import GPU
 from mmesim.sim.transfer import SharedRate
 
 
 class Host:
-    def __init__(self, env, itype, gpu, costs):
+    def __init__(self, env, itype, gpu, costs, wakeups=None, rng=None):
+        """``wakeups``: how the host places woken threads (a WakePlacement, CPU-only hosts;
+        ``rng`` draws which are queued); None: on an idle core at once."""
         self.env, self.costs = env, costs
         # a CPU-only host (instance type local) computes everything on one pool of cores
-        self.cores = Cores(env, itype.vcpus) if gpu.key == CPU else None
+        if gpu.key != CPU:
+            self.cores = None
+        elif wakeups is not None:
+            self.cores = PackedCores(env, itype.vcpus, wakeups, rng)
+        else:
+            self.cores = Cores(env, itype.vcpus)
         self.processor = self.cores if self.cores is not None else GPU(env)
         self.vcpus = SharedRate(env, itype.vcpus, 1.0)     # CPU-seconds, one core per thread at most
         self.network = SharedRate(env, itype.network_bytes_per_s,

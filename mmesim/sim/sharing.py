@@ -15,7 +15,7 @@ that finishes first, and jobs finishing at the same moment finish together."""
 
 from __future__ import annotations
 
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import Callable, Hashable
 
 import simpy
@@ -128,6 +128,36 @@ class SharedProcessor:
         finally:
             self._finishing = False
         self._schedule()
+
+    def suspend(self, pick: Callable[[list], int]) -> tuple:
+        """Take a running job off the processor: ``pick(running)`` chooses it by its index
+        among the running jobs' ``(virtual finish, seq, callback, arg, tag)``. Returns ``(work
+        left, tag, callback, arg)``, for ``run`` to go on with it later."""
+        heap, now = self._heap, self.env.now
+        step = (now - self._last) * self._speed          # the virtual clock moves on to now
+        self._virtual += step
+        self.done += step * self.demand
+        self._last = now
+        i = pick(heap)
+        finish, _, callback, arg, tag = heap[i]
+        heap[i] = heap[-1]
+        heap.pop()
+        heapify(heap)
+        if type(tag) is int:
+            self.demand -= tag
+        else:
+            left = self._tags[tag] - 1
+            if left:
+                self._tags[tag] = left
+            else:
+                del self._tags[tag]
+            self.demand -= 1
+        if not heap:
+            self.busy_s += now - self._busy_since
+            self.demand = 0
+        if not self._finishing:
+            self._schedule()
+        return max(0.0, finish - self._virtual), tag, callback, arg
 
     def busy_until_now(self) -> float:
         return self.busy_s + (self.env.now - self._busy_since if self._heap else 0.0)
