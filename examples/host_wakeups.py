@@ -17,11 +17,18 @@ burn 1 ms; it reports, with ``mmesim.triton.execlog``'s breakdown of Triton's st
 bursts ran alone or overlapped another and how many waited for a core (wall beyond CPU > 0.2 ms).
 
     python examples/host_wakeups.py [--burst-ms 1] [--max-pause-ms 50] [--rounds 800] [--chain-s 8]
-                                    [--out out/host_wakeups]
+                                    [--long-burst-ms 4] [--out out/host_wakeups]
 
 It prints, per pause, the share of rounds in which one worker waited (wall beyond the burst
 by more than 0.3 ms) and how long, and the kernel settings that bear on it (idle vCPUs
 halting, vCPU packing); it writes the same as JSON and CSV. Run it on a quiet host.
+
+Its ``placement`` (in host_wakeups.json) is what the simulator takes for this host
+(``mmesim simulate --instance local --host-wakeups out/host_wakeups/host_wakeups.json``,
+mmesim.endpoint.WakePlacement): of two overlapping bursts in the chain, the share in which
+the one already running waited for a core (a thread woken beside it took its core, the other
+core idle), and how long such a wait lasts at most (two bursts of ``--long-burst-ms``,
+longer than that wait, woken together).
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ from mmesim.triton.trace import overlap
 
 EDGES_MS = [0, 0.001, 1, 2, 5, 10, 20, 50, 100, 250, 1000]   # pause bins; the first: back to back
 WAITED_S = 0.3e-3                                        # beyond the burst: one worker waited
+WAIT_MS = 0.2                                            # a burst's wall beyond its CPU: it waited
+LONG_PAUSE_S = 0.010                                     # pauses before the long bursts
 
 
 def _burn(seconds: float) -> None:
@@ -138,7 +147,22 @@ def chain(burst_s: float = 1e-3, seconds: float = 8.0, n: int = 4, pause_s: floa
     start, end, cpu = (np.array(col) for col in zip(*bursts))
     wall = (end - start) * 1e3
     log = {"wall": wall, "cpu": cpu * 1e3, "wait": wall - cpu * 1e3, "overlap": overlap(start, end)}
-    return {"bursts_per_s": len(bursts) / seconds, **execlog.breakdown(log)}
+    return {"bursts_per_s": len(bursts) / seconds, **execlog.breakdown(log),
+            "displaced": displaced(start, end, log["wait"])}
+
+
+def displaced(start: np.ndarray, end: np.ndarray, wait_ms: np.ndarray) -> dict:
+    """Of two overlapping bursts, which waited for a core: the one running when the other
+    started (``first``), or the one that started while it ran (``second``); each: how many, and
+    the share that waited more than execlog's 0.2 ms. (Sorted by start.)"""
+    before = np.maximum.accumulate(np.concatenate([[-np.inf], end[:-1]]))   # latest end of those started earlier
+    second = before > start
+    overtaken = np.zeros(len(start), bool)          # the next burst started before this one ended
+    overtaken[:-1] = start[1:] < end[:-1]
+    first = overtaken & ~second
+    waited = wait_ms > WAIT_MS
+    return {name: {"n": int(sel.sum()), "waited": float(waited[sel].mean()) if sel.any() else None}
+            for name, sel in (("first", first), ("second", second))}
 
 
 def by_pause(rows: list[tuple[float, float]], burst_s: float) -> list[dict]:
@@ -154,6 +178,20 @@ def by_pause(rows: list[tuple[float, float]], burst_s: float) -> list[dict]:
                     "wait_p50_ms": float(np.median(waited)) * 1e3 if len(waited) else None,
                     "wait_p95_ms": float(np.percentile(waited, 95)) * 1e3 if len(waited) else None})
     return out
+
+
+def placement(pattern: dict, long_rows: list[tuple[float, float]], long_burst_s: float, source: str) -> dict:
+    """The host's wake-up placement as the simulator takes it (mmesim.endpoint.WakePlacement):
+    ``packed_share``, of two overlapping bursts in the chain pattern, the share in which the
+    one already running waited for a core (the newcomer had taken its core, the other idle);
+    ``moved_after_s``, the p95 of the wait of two bursts woken together, longer than the move
+    (``long_rows``): the longest a displaced thread stands still."""
+    first = pattern["displaced"]["first"]
+    if not first["n"]:
+        raise ValueError("no two bursts of the chain overlapped: give it more --chain-s")
+    waits = [w - long_burst_s for _, w in long_rows if w - long_burst_s > WAITED_S]
+    moved = float(np.percentile(waits, 95)) if waits else long_burst_s   # nobody waited: the move is moot
+    return {"packed_share": round(first["waited"], 4), "moved_after_s": round(moved, 6), "source": source}
 
 
 def kernel_settings() -> dict:
@@ -177,6 +215,8 @@ def main(argv=None) -> int:
     ap.add_argument("--burst-ms", type=float, default=1.0)
     ap.add_argument("--max-pause-ms", type=float, default=50.0)
     ap.add_argument("--rounds", type=int, default=800)
+    ap.add_argument("--long-burst-ms", type=float, default=4.0,
+                    help="bursts longer than the kernel takes to move a queued thread (its wait's ceiling)")
     ap.add_argument("--chain-s", type=float, default=8.0, help="seconds of the chain pattern (0: skip it)")
     ap.add_argument("--out", default="out/host_wakeups")
     args = ap.parse_args(argv)
@@ -186,6 +226,9 @@ def main(argv=None) -> int:
     burst = args.burst_ms / 1e3
     with console.status(f"{args.rounds} rounds of two {args.burst_ms} ms bursts"):
         rows = measure(burst, args.max_pause_ms / 1e3, args.rounds)
+    long_burst = args.long_burst_ms / 1e3
+    with console.status(f"{args.rounds // 4} rounds of two {args.long_burst_ms} ms bursts (how long one waits)"):
+        long_rows = measure(long_burst, LONG_PAUSE_S, args.rounds // 4, seed=1)
     bins, kernel = by_pause(rows, burst), kernel_settings()
     table = Table(title=f"two {args.burst_ms} ms bursts woken at once, {kernel['cores']} cores ({kernel['cpu']})")
     for col in ("pause ms", "rounds", "a worker waited", "wait p50 ms", "wait p95 ms"):
@@ -196,18 +239,27 @@ def main(argv=None) -> int:
                       f"{100 * b['waited_share']:.0f} %",
                       *(f"{b[k]:.2f}" if b[k] is not None else "-" for k in ("wait_p50_ms", "wait_p95_ms")))
     console.print(table)
-    pattern = None
+    pattern = placed = None
     if args.chain_s > 0:
         with console.status(f"{args.chain_s:g} s of four clients -> a relay -> four stubs"):
             pattern = chain(burst, args.chain_s)
         console.print(f"chain, {pattern['bursts_per_s']:.0f} bursts/s (wait: wall beyond CPU)\n"
                       + execlog.describe(pattern))
+        placed = placement(pattern, long_rows, long_burst,
+                           f"examples/host_wakeups.py on {kernel['cpu']} x {kernel['cores']}, "
+                           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+        first, second = pattern["displaced"]["first"], pattern["displaced"]["second"]
+        console.print(f"of two overlapping bursts the first waited in {100 * first['waited']:.0f} %, the second in "
+                      f"{100 * (second['waited'] or 0):.0f} %")
+        console.print(f"placement (--host-wakeups): {100 * placed['packed_share']:.0f} % of threads woken beside a "
+                      f"running one took its core, which stood still for up to {placed['moved_after_s'] * 1e3:.2f} ms")
     console.print(f"kernel: {', '.join(kernel['cmdline']) or 'nothing scheduler-related on its command line'}; "
                   f"idle driver {kernel['cpuidle_driver']} ({kernel['cpuidle_governor']})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "host_wakeups.json").write_text(json.dumps(
-        {"burst_ms": args.burst_ms, "kernel": kernel, "by_pause": bins, "chain": pattern}, indent=2) + "\n")
+        {"burst_ms": args.burst_ms, "kernel": kernel, "by_pause": bins, "chain": pattern, "placement": placed},
+        indent=2) + "\n")
     with open(out / "host_wakeups.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["pause_s", "wall_s"])

@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
@@ -58,3 +60,24 @@ def test_host_wakeups_bins_rounds_by_pause_and_times_the_wait(tmp_path):
     alone, overlapped = result["chain"]["alone"], result["chain"]["overlapped"]
     assert 50 < alone["n"] + overlapped["n"] == result["chain"]["all"]["n"] < 4 * 1000 / 0.5
     assert 0 <= overlapped["waited"] <= 1
+    # what the simulator takes (--host-wakeups): read back as the endpoint's WakePlacement
+    from mmesim.endpoint import read_host_wakeups
+    placed = read_host_wakeups(tmp_path / "host_wakeups.json")
+    assert placed.packed_share == result["placement"]["packed_share"]
+    assert 0 <= placed.packed_share <= 1 and 0 < placed.moved_after_s < 0.5 and "host_wakeups.py" in placed.source
+
+
+def test_host_wakeups_placement_is_which_of_two_overlapping_bursts_waited():
+    import numpy as np
+    hw = load("host_wakeups")
+    # four pairs (the first of each displaced in two of them, the second never) and a burst alone
+    start = np.array([0.0, 0.5, 2.0, 2.5, 4.0, 4.5, 6.0, 6.5, 8.0])
+    end = start + 1.0
+    wait_ms = np.array([0.6, 0.0, 0.0, 0.1, 0.5, 0.0, 0.1, 0.0, 0.9])
+    parts = hw.displaced(start, end, wait_ms)
+    assert parts == {"first": {"n": 4, "waited": 0.5}, "second": {"n": 4, "waited": 0.0}}
+    # long bursts: a displaced one stands still 1.5 ms at most, however long the other runs
+    long_burst = 4e-3
+    long_rows = [(0.005, long_burst + (1.5e-3 if i % 2 else 0.0)) for i in range(40)]
+    placed = hw.placement({"displaced": parts}, long_rows, long_burst, "synthetic")
+    assert placed == {"packed_share": 0.5, "moved_after_s": pytest.approx(1.5e-3), "source": "synthetic"}
