@@ -5,6 +5,7 @@ load-test with real Locust -> compare, on workloads the profiles were not fitted
     python examples/validate_local.py [--workloads ramp,hetero,burst] [--out out/validate_local]
                                       [--profiles calibration/profiles] [--emulator]
                                       [--client http|fast] [--retime] [--server-trace]
+                                      [--host-wakeups out/host_wakeups/host_wakeups.json]
 
 The profiles are the shipped calibration/profiles/tiny-*-python-cpu.json (made by
 `mmesim calibrate ... --cpu-threads 1 --memory-budget 2GiB`, see their provenance; rerun
@@ -21,6 +22,9 @@ their provenance). ``--server-trace`` has Triton time-stamp every request, and e
 adds the time in the model's queue and executing (apart for executions that ran alone and
 those that overlapped another), measured against the simulator's, how long Triton's threads
 waited for a core, and, from the model stubs' own log, each execution's CPU and wait for a core.
+``--host-wakeups`` predicts with this host's placement of woken threads, as
+examples/host_wakeups.py measured it (run it in the same quiet window), and predicts the same
+measurement without it too (processor sharing), for comparison.
 
 Workloads (each 1-1.5 minutes):
 - ramp: closed-loop users 2 -> 24 on tiny-bert (4 copies), to saturation;
@@ -49,7 +53,7 @@ from pathlib import Path
 from rich.table import Table
 
 from mmesim.catalog import host_cpu
-from mmesim.endpoint import EndpointConfig
+from mmesim.endpoint import EndpointConfig, read_host_wakeups
 from mmesim.loadtest.probe import measure_request_cost, retimed
 from mmesim.loadtest.validate import validate, with_platform
 from mmesim.process import machine_busy_s
@@ -244,9 +248,11 @@ class CpuShare:
 
 
 def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = False, client: str = "http",
-        retime: bool = False, server_trace: bool = False) -> dict:
+        retime: bool = False, server_trace: bool = False, host_wakeups=None) -> dict:
+    """``host_wakeups``: this host's placement of woken threads (a WakePlacement), for the
+    prediction; None: processor sharing."""
     specs = workloads()
-    endpoint = EndpointConfig(instance_type="local", memory_budget_bytes=BUDGET)
+    endpoint = EndpointConfig(instance_type="local", memory_budget_bytes=BUDGET, host_wakeups=host_wakeups)
     models = sorted({m for name in selected for m in specs[name][0]})
     profile_of = {m: load_profile(profiles_dir / f"{m}-python-cpu.json") for m in models}
     results = {}
@@ -312,6 +318,13 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                     finally:
                         server.unload(loaded)
                 print_comparison(v.comparison, f"{name}: {', '.join(mods)} x {copies} on local, predicted vs measured")
+                if host_wakeups is not None and name != "churn":     # the same measurement, processor sharing
+                    fair = validate(profiles, endpoint.model_copy(update={"host_wakeups": None}), wl, copies,
+                                    measured=out / name / "measurement", tolerance=parse_tolerance(TOLERANCE))
+                    v.without_host_wakeups = fair.comparison
+                    console.print("without --host-wakeups (a woken thread on an idle core at once): " + ", ".join(
+                        f"{x.figure} {x.predicted:,.2f} ({100 * x.error:+.1f} %)" for x in fair.comparison.lines
+                        if x.figure in ("throughput", "p50", "p95")))
                 if v.executions is not None:
                     console.print(describe(v.executions), highlight=False)
                 console.print("cores busy during the run: " + ", ".join(
@@ -326,8 +339,10 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
             server.stop()
     probes = {m: p.to_dict() for m, p in probed.items()}
     summary = {name: {**v.comparison.to_dict(), "cpu": v.cpu, "platform": getattr(v, "platform", None),
-                      "client": client, "retimed": retime, "generator_cpu_s_per_request": client_cpu,
-                      "generator_timed_share": timed_share, "probe": probes} for name, v in results.items()}
+                      "client": client, "retimed": retime, "host_wakeups": endpoint.to_dict().get("host_wakeups"),
+                      "generator_cpu_s_per_request": client_cpu, "generator_timed_share": timed_share,
+                      "probe": probes, "without_host_wakeups": getattr(v, "without_host_wakeups", None) and
+                      v.without_host_wakeups.to_dict()} for name, v in results.items()}
     (out / "accuracy.json").write_text(json.dumps(summary, indent=2) + "\n")
     return results
 
@@ -365,13 +380,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="Triton time-stamps every request and the models log each execution: time in the "
                          "model's queue and executing, measured vs predicted, and each execution's CPU and wait "
                          "for a core (tracing costs Triton some CPU)")
+    ap.add_argument("--host-wakeups", metavar="PATH",
+                    help="predict with this host's placement of woken threads (examples/host_wakeups.py's JSON)")
     args = ap.parse_args(argv)
     selected = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = set(selected) - set(workloads())
     if unknown:
         ap.error(f"unknown workload(s) {', '.join(sorted(unknown))}; known: {', '.join(workloads())}")
+    wakeups = read_host_wakeups(args.host_wakeups) if args.host_wakeups else None
     results = run(selected, Path(args.out), Path(args.profiles), args.emulator, args.client, args.retime,
-                  args.server_trace)
+                  args.server_trace, wakeups)
     console.print(accuracy_table(results))
     return 0
 
