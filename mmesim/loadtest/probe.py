@@ -26,6 +26,7 @@ class RequestCost:
     handoff_s: float             # Triton's compute wall per execution beyond the stubs' CPU (0: not read)
     client_wait_slack_s: float   # a user's time from answer to next request beyond its wait and untimed CPU
     others_cores: float          # cores other processes kept busy meanwhile (Locust's start-up among them)
+    stub_warmth: float = 1.0     # the profile's host_warmth factor over the probe's executions, on average
 
     def generator(self, on_host: bool = True) -> LoadGenerator:
         """The measured client as a Workload's generator (one Locust process)."""
@@ -77,7 +78,22 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
     return RequestCost(requests=len(run.records), client_cpu_s=client_cpu, client_timed_share=timed_share,
                        server_cpu_s=srv / n, stub_cpu_s=(tree - srv) / n, handoff_s=handoff,
                        client_wait_slack_s=wait_slack(run.records, workload, client_cpu * (1 - timed_share)),
-                       others_cores=max(0.0, busy - tree - sent_cpu) / max(1e-9, wall))
+                       others_cores=max(0.0, busy - tree - sent_cpu) / max(1e-9, wall),
+                       stub_warmth=mean_warmth(profile, run.records))
+
+
+def mean_warmth(profile: ModelProfile, records) -> float:
+    """The profile's ``host_warmth`` factor averaged over the executions of ``records``, each
+    at the time since its model copy's previous request ended: how much colder than back to
+    back the probe's executions ran, by the profile's own measure (1 without host_warmth)."""
+    if not profile.host_warmth:
+        return 1.0
+    last, factors = {}, []
+    for r in sorted(records, key=lambda r: r.start):
+        if r.model in last:
+            factors.append(profile.warmth_factor(max(0.0, r.start - last[r.model])))
+        last[r.model] = r.end
+    return sum(factors) / len(factors) if factors else 1.0
 
 
 def wait_slack(records, workload: Workload, untimed_cpu_s: float) -> float:
@@ -104,8 +120,10 @@ def _timings(kserve) -> dict:
 def retimed(profile: ModelProfile, cost: RequestCost) -> ModelProfile:
     """``profile`` with the CPU costs measured here and now: an execution (batch 1; every
     batch size scaled alike), the server's fixed cost per request beyond decoding the body, and
-    the hand-off per execution where it was read."""
-    k = cost.stub_cpu_s / profile.service[0].seconds
+    the hand-off per execution where it was read. The probe's executions ran as warm as its
+    pace let them; the profile's figures are back to back, and the simulator applies
+    ``host_warmth`` on top, so the probe's cost is divided by the warmth it ran at."""
+    k = cost.stub_cpu_s / (profile.service[0].seconds * cost.stub_warmth)
     return profile.model_copy(update={
         "service": [s.model_copy(update={"seconds": s.seconds * k}) for s in profile.service],
         "request_overhead_s": max(0.0, cost.server_cpu_s - profile.decode_s_per_byte * profile.input_bytes),
