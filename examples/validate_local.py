@@ -33,6 +33,7 @@ Workloads (each 1-1.5 minutes):
 - burst: open loop on tiny-mlp, 6 req/s, x8 for 15 s, back to 6 req/s;
 - cores: tiny-bert x 4, 4 closed-loop users with waits 0-10 ms: short requests sharing 2
   cores with the server's request handling and the client (issue 13);
+- cores-2, cores-8: the same pattern on tiny-bert x 2 with 2 users, and x 4 with 8;
 - cores-ramp: tiny-bert x 4, 1 to 16 users, waits 0.05-0.5 s;
 - churn: 8 copies of tiny-mlp on a 1 GiB budget (about 5 fit), so models load and unload
   on demand: needs the emulator in front of Triton (``--emulator``, mmesim emulate), since
@@ -90,6 +91,12 @@ def workloads() -> dict[str, tuple[list[str], list[int], Workload]]:
         "cores": (["tiny-bert"], [4], Workload(
             name="cores", kind="users", stages=[{"end_s": 30, "users": 4, "spawn_rate": 4}], wait_s=(0.0, 0.01),
             user_steps=[4])),
+        "cores-2": (["tiny-bert"], [2], Workload(
+            name="cores-2", kind="users", stages=[{"end_s": 30, "users": 2, "spawn_rate": 4}], wait_s=(0.0, 0.01),
+            user_steps=[2])),
+        "cores-8": (["tiny-bert"], [4], Workload(
+            name="cores-8", kind="users", stages=[{"end_s": 30, "users": 8, "spawn_rate": 8}], wait_s=(0.0, 0.01),
+            user_steps=[8])),
         "cores-ramp": (["tiny-bert"], [4], Workload(
             name="cores-ramp", kind="users", stages=ramp([1, 2, 4, 8, 16], 15, 4), wait_s=(0.05, 0.5),
             user_steps=[1, 2, 4, 8, 16])),
