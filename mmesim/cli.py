@@ -526,6 +526,8 @@ def _add_emulate(sub) -> None:
     p.add_argument("--cache-size", default="20GiB", help="disk cache of extracted models per endpoint (20GiB)")
     p.add_argument("--max-model-bytes", default=None, help="refuse (ModelError) an artifact unpacking past this, "
                                                            "e.g. 8GiB (default: the instance's memory)")
+    p.add_argument("--host-wakeups", metavar="PATH", help="--instance local, virtual backend: how this host places "
+                                                          "woken threads (examples/host_wakeups.py's JSON)")
     p.add_argument("--max-unpack-ratio", type=float, default=100.0,
                    help="refuse an artifact unpacking past this many times its packed size (100; 64 MiB free)")
     p.add_argument("--auth", metavar="ACCESS_KEY:SECRET", action="append", default=[],
@@ -540,6 +542,7 @@ def _emulate(args) -> int:
 
     from mmesim.calibrate.memory import parse_bytes
     from mmesim.emulator.emulator import EmulatorConfig, serve
+    from mmesim.endpoint import read_host_wakeups
     from mmesim.errors import ConfigError
     from mmesim.profile import load_profile
 
@@ -558,7 +561,8 @@ def _emulate(args) -> int:
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         s3_endpoint_url=args.s3_endpoint_url, tritonserver=args.tritonserver, seed=args.seed,
         cache_bytes=parse_bytes(args.cache_size, "--cache-size"), keys=keys or None, max_inflight=args.max_inflight,
-        max_model_bytes=parse_bytes(args.max_model_bytes, "--max-model-bytes"), max_unpack_ratio=args.max_unpack_ratio)
+        max_model_bytes=parse_bytes(args.max_model_bytes, "--max-model-bytes"), max_unpack_ratio=args.max_unpack_ratio,
+        host_wakeups=read_host_wakeups(args.host_wakeups) if args.host_wakeups else None)
 
     def ready(url: str) -> None:
         what = (f"endpoint '{args.endpoint_name}' ({args.instance_count} x {args.instance}, {args.backend} backend)"

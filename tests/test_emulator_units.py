@@ -257,3 +257,31 @@ def test_a_sigterm_the_moment_the_url_is_printed_stops_the_emulator(tmp_path):
     except subprocess.TimeoutExpired:
         pytest.fail("the SIGTERM was lost: the emulator still served a minute later")
     assert done.returncode == 0 and done.stdout.strip() == "stopped 1", done.stderr
+
+
+def test_the_virtual_backend_on_local_places_woken_threads_as_the_simulator(tmp_path):
+    """--host-wakeups: the virtual backend's cores are the simulator's PackedCores, with its own
+    seeded draws; it describes a local host's threads, so another instance or a real Triton
+    refuses it before anything listens."""
+    from mmesim.emulator.backends import VirtualBackend
+    from mmesim.emulator.emulator import EmulatorConfig
+    from mmesim.endpoint import WakePlacement
+    from mmesim.errors import ConfigError
+    from mmesim.sim.cores import Cores, PackedCores
+    placed = WakePlacement(packed_share=0.3, moved_after_s=0.0015)
+
+    async def cores(wakeups):
+        backend = VirtualBackend(2 * 2**30, 0, instance="local", wakeups=wakeups)
+        await backend.start()
+        try:
+            return backend.host.cores
+        finally:
+            await backend.stop()
+    packed, fair = asyncio.run(cores(placed)), asyncio.run(cores(None))
+    assert type(packed) is PackedCores and packed.placement == placed and type(fair) is Cores
+    profile = make_profile(gpu="cpu")
+    EmulatorConfig(instance="local", models=str(tmp_path), profiles=[profile], host_wakeups=placed).check()
+    for instance, backend in (("ml.g4dn.xlarge", "virtual"), ("local", "triton")):
+        with pytest.raises(ConfigError, match="--host-wakeups.*virtual backend on --instance local"):
+            EmulatorConfig(instance=instance, models=str(tmp_path), backend=backend, profiles=[profile],
+                           host_wakeups=placed).check()

@@ -222,10 +222,12 @@ class VirtualBackend(Backend):
     what NVML would report: the device the executions' Workspace reserves from."""
 
     def __init__(self, total_bytes: int, baseline_bytes: int = 0, seed: int = 0, *, instance: str,
-                 costs=None):
-        """``costs``: the endpoint's PlatformCosts, as the simulator takes them (default: the defaults)."""
+                 costs=None, wakeups=None):
+        """``costs``: the endpoint's PlatformCosts, as the simulator takes them (default: the
+        defaults); ``wakeups``: on ``local``, how the host places woken threads (a
+        WakePlacement, as EndpointConfig.host_wakeups; default: processor sharing)."""
         self.total_bytes, self.baseline_bytes, self.seed = total_bytes, baseline_bytes, seed
-        self.instance, self.costs = instance, costs
+        self.instance, self.costs, self.wakeups = instance, costs, wakeups
         self.env = self.host = self.gpu = self.noise = None
         self.servers: dict = {}
         self.sizes: dict[str, int] = {}
@@ -247,9 +249,10 @@ class VirtualBackend(Backend):
         catalog = load_catalog()
         it = local_instance(self.total_bytes) if self.instance == LOCAL else catalog.instance(self.instance)
         self.env = RealtimeEnv()
-        self.host = Host(self.env, it, catalog.gpu_of(it), self.costs or PlatformCosts())
+        rs = streams(self.seed, ("noise", "placement"))
+        self.host = Host(self.env, it, catalog.gpu_of(it), self.costs or PlatformCosts(), self.wakeups, rs["placement"])
         self.gpu = self.host.processor
-        self.noise = streams(self.seed, ("noise",))["noise"]
+        self.noise = rs["noise"]
         self.workspace = Workspace(self)      # a new server: nothing leaked, nothing executing
         self.sizes.clear()
         self.used = self.baseline_bytes

@@ -12,11 +12,13 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mmesim.catalog import LOCAL
 from mmesim.emulator.backends import TritonBackend, VirtualBackend
 from mmesim.emulator.front import Front
 from mmesim.emulator.metrics import Metrics
 from mmesim.emulator.platform import Platform
 from mmesim.emulator.requestlog import RequestLog
+from mmesim.endpoint import WakePlacement
 from mmesim.errors import ConfigError
 from mmesim.profile import ModelProfile
 from mmesim.results.records import Run
@@ -54,6 +56,7 @@ class EmulatorConfig:
     max_model_bytes: int | None = None           # an artifact unpacking past this is refused; default: the
                                                  # instance's memory (no model bigger than it can be served)
     max_unpack_ratio: float = 100.0              # ... or past this many times its packed size
+    host_wakeups: WakePlacement | None = None    # local, virtual backend: how this host places woken threads
 
     def check(self) -> None:
         """Every setting, before anything listens (``models`` None: those a CreateEndpoint
@@ -65,6 +68,9 @@ class EmulatorConfig:
                               value=self.invocation_timeout_s)
         if self.instance_count < 1:
             raise ConfigError("must be at least 1", field="--instance-count", value=self.instance_count)
+        if self.host_wakeups is not None and (self.instance != LOCAL or self.backend != "virtual"):
+            raise ConfigError("applies to the virtual backend on --instance local (a real Triton's threads are "
+                              "placed by this host itself)", field="--host-wakeups")
         if self.backend == "virtual" and not self.profiles:
             raise ConfigError("the virtual backend takes memory and timings from profiles: give --profile NAME|PATH",
                               field="--profile")
@@ -169,7 +175,7 @@ class Endpoint:
         c = self.config
         if c.backend == "virtual":
             baseline = max((p.baseline_gpu_bytes for p in self.profiles), default=0)
-            return [VirtualBackend(self.total, baseline, seed=c.seed + i, instance=c.instance)
+            return [VirtualBackend(self.total, baseline, seed=c.seed + i, instance=c.instance, wakeups=c.host_wakeups)
                     for i in range(c.instance_count)]
         budget = c.memory_budget_bytes or self.total
         return [TritonBackend(budget, binary=c.tritonserver) for _ in range(c.instance_count)]
