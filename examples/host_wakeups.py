@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-pause-ms", type=float, default=50.0)
     ap.add_argument("--rounds", type=int, default=800)
     ap.add_argument("--long-burst-ms", type=float, default=4.0,
-                    help="bursts longer than the kernel takes to move a queued thread (its wait's ceiling)")
+                    help="bursts longer than the kernel takes to move a displaced thread (its wait's ceiling)")
     ap.add_argument("--chain-s", type=float, default=8.0, help="seconds of the chain pattern (0: skip it)")
     ap.add_argument("--out", default="out/host_wakeups")
     args = ap.parse_args(argv)

@@ -18,7 +18,7 @@ from mmesim.sim.transfer import SharedRate
 class Host:
     def __init__(self, env, itype, gpu, costs, wakeups=None, rng=None):
         """``wakeups``: how the host places woken threads (a WakePlacement, CPU-only hosts;
-        ``rng`` draws which are queued); None: on an idle core at once."""
+        ``rng`` draws which displace a running one); None: on an idle core at once."""
         self.env, self.costs = env, costs
         # a CPU-only host (instance type local) computes everything on one pool of cores
         if gpu.key != CPU:

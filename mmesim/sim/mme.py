@@ -134,7 +134,7 @@ class Simulation:
         self.env = simpy.Environment()
         rs = streams(seed, ("waits", "targets", "noise", "placement"))
         self.waits, self._targets_rng, self.noise = rs["waits"], rs["targets"], rs["noise"]
-        self.placement = rs["placement"]          # which woken threads a host queues (host_wakeups)
+        self.placement = rs["placement"]          # which woken threads displace a running one (host_wakeups)
         self.targets = self._make_targets(copies)
         if weights is not None and (len(weights) != len(self.targets) or min(weights) < 0 or sum(weights) <= 0):
             raise ConfigError(f"needs one weight >= 0 per target ({len(self.targets)}), not all 0", field="weights")
