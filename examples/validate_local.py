@@ -331,7 +331,7 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                     v.without_host_wakeups = fair.comparison
                     console.print("without --host-wakeups (a woken thread on an idle core at once): " + ", ".join(
                         f"{x.figure} {x.predicted:,.2f} ({100 * x.error:+.1f} %)" for x in fair.comparison.lines
-                        if x.figure in ("throughput", "p50", "p95")))
+                        if x.figure in ("throughput", "p50", "p95") and x.error is not None))
                 if v.executions is not None:
                     console.print(describe(v.executions), highlight=False)
                 console.print("cores busy during the run: " + ", ".join(
