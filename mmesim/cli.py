@@ -111,7 +111,7 @@ def _endpoint(args):
              "invocation_timeout_s": args.timeout, "model_ready_timeout_s": args.timeout,
              "max_inflight_per_instance": args.max_inflight, "memory_budget_bytes": _bytes(args.memory_budget)}
     data.update({k: v for k, v in flags.items() if v is not None})
-    if getattr(args, "host_wakeups", None):
+    if args.host_wakeups:
         from mmesim.endpoint import read_host_wakeups
         data["host_wakeups"] = read_host_wakeups(args.host_wakeups)
     if "instance_type" not in data:

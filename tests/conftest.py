@@ -5,6 +5,16 @@ from mmesim.profile import ModelProfile
 from mmesim.units import MiB  # noqa: F401  (tests import it from here)
 
 
+def load_example(name: str):
+    """examples/<name>.py as a module (the examples are scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent.parent / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_profile(name="tiny", model=None, mem_mib=1000, load_s=2.0, unload_s=0.5, s1=0.010, cv=0.0,
                  max_batch=8, overlap=0.0, max_inflight=None, gpu="t4", payload=1000, decode=0.0, **kw) -> ModelProfile:
     """A hand-made profile with round numbers, so expected results can be worked out by hand."""

@@ -1,19 +1,9 @@
 """The runnable examples keep running, and say what they claim."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-EXAMPLES = Path(__file__).parent.parent / "examples"
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_example as load
 
 
 def test_heterogeneous_endpoint_thrashes_on_one_instance_not_two(tmp_path):

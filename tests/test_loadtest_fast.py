@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import loaded_copies
+from conftest import load_example, loaded_copies
 
 from mmesim.endpoint import EndpointConfig, WakePlacement
 from mmesim.loadtest import run_loadtest
@@ -97,7 +97,7 @@ def test_shared_cores_prediction_lands_near_a_real_measurement(triton, tmp_path)
     # of it): predicted with it, the same measurement's tail stands at least as near its median
     # (p95 / p50: what the placement models, whatever the costs' scale; README, "The host's
     # placement"; on a host that displaces no thread the two predictions are one)
-    hw = _example("host_wakeups")
+    hw = load_example("host_wakeups")
     placed = WakePlacement(**hw.placement(hw.chain(1e-3, 3.0), hw.measure(4e-3, 0.01, 60, seed=1), 4e-3, "test"))
     packed = validate([retimed(PROFILE, cost)], EndpointConfig(instance_type="local", memory_budget_bytes=2 * GiB,
                                                                host_wakeups=placed),
@@ -113,13 +113,6 @@ def test_shared_cores_prediction_lands_near_a_real_measurement(triton, tmp_path)
     assert abs(spread["placed"] - measured) <= abs(spread["fair"] - measured) + 0.05
     assert pfig["throughput"].predicted == pytest.approx(pfig["throughput"].measured, rel=0.4)
 
-
-def _example(name):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent.parent / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 def test_fast_client_speaks_sagemakers_protocol_signed(tmp_path):
     """Against `mmesim emulate` (virtual backend): requests signed with SigV4 are served and
