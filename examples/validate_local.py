@@ -61,7 +61,9 @@ from mmesim.process import machine_busy_s
 from mmesim.profile import load_profile
 from mmesim.report.console import console
 from mmesim.report.validation import print_comparison
-from mmesim.results.compare import parse_tolerance
+from mmesim.results.compare import compare, parse_tolerance
+from mmesim.results.summary import summarize
+from mmesim.sim import simulate
 from mmesim.sim.mme import target_names
 from mmesim.triton.execlog import describe
 from mmesim.units import GiB
@@ -326,11 +328,10 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                         server.unload(loaded)
                 print_comparison(v.comparison, f"{name}: {', '.join(mods)} x {copies} on local, predicted vs measured")
                 if host_wakeups is not None and name != "churn":     # the same measurement, processor sharing
-                    fair = validate(profiles, endpoint.model_copy(update={"host_wakeups": None}), wl, copies,
-                                    measured=out / name / "measurement", tolerance=parse_tolerance(TOLERANCE))
-                    v.without_host_wakeups = fair.comparison
+                    fair = simulate(profiles, endpoint.model_copy(update={"host_wakeups": None}), wl, copies=copies)
+                    v.without_host_wakeups = compare(summarize(fair), v.measured_summary, parse_tolerance(TOLERANCE))
                     console.print("without --host-wakeups (a woken thread on an idle core at once): " + ", ".join(
-                        f"{x.figure} {x.predicted:,.2f} ({100 * x.error:+.1f} %)" for x in fair.comparison.lines
+                        f"{x.figure} {x.predicted:,.2f} ({100 * x.error:+.1f} %)" for x in v.without_host_wakeups.lines
                         if x.figure in ("throughput", "p50", "p95") and x.error is not None))
                 if v.executions is not None:
                     console.print(describe(v.executions), highlight=False)
