@@ -108,6 +108,9 @@ def test_the_simulator_keeps_each_requests_queue_and_execution(tmp_path):
                      [1], server_timing=True).run(5)
     assert sorted(run.server_ms["queue"]) == pytest.approx([0, 0, 100])
     assert run.server_ms["compute"] == pytest.approx([100, 100, 100])
+    # inside the server: arrival at the instance to the answer (no decoding here), so the
+    # request that queued spent 200 ms there
+    assert sorted(run.server_ms["server"]) == pytest.approx([100, 100, 200])
     assert Simulation([profile], EndpointConfig(instance_type="ml.g4dn.xlarge"),
                       Workload(kind="trace", trace=str(path)), [1]).run(5).server_ms is None   # off by default
 
@@ -128,6 +131,9 @@ def test_validate_shows_the_servers_parts_measured_and_predicted(tmp_path, trace
     lines = {x.figure: x for x in v.comparison.lines}
     assert lines["compute p50"].measured == pytest.approx(10) and lines["compute p50"].source == "triton trace"
     assert lines["queue p95"].measured == pytest.approx(np.percentile([0, 2, 0], 95))
+    assert lines["server p50"].measured == pytest.approx(11) and lines["server p95"].source == "triton trace"
+    # inside the server the prediction holds decoding, queue and execution: at least the execution
+    assert lines["server p50"].predicted >= lines["compute p50"].predicted > 0
     # the prediction's own: tiny-mlp's calibrated execution, a fraction of a millisecond
     assert 0 < lines["compute p50"].predicted < 5 and lines["compute p50"].ok is None     # shown, not judged
     assert v.predicted_summary.sources["server"] == "simulator"

@@ -93,7 +93,8 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     if server_trace is not None:
         t = traced if traced is not None else trace.read(server_trace, window)
         meas.server_ms = {"queue": t["queue"], "compute": t["compute"],
-                          "start": (t["recv_ns"] - t["recv_ns"][:1]) / 1e6 + t["pre"] + t["queue"]}
+                          "start": (t["recv_ns"] - t["recv_ns"][:1]) / 1e6 + t["pre"] + t["queue"],
+                          "server": t["server"]}
         meas.sources = {**meas.sources, "server": "triton trace"}
     executions = execlog.breakdown(execlog.read(exec_log, window)) if exec_log is not None else None
     ps, ms = summarize(pred), summarize(meas)

@@ -41,6 +41,11 @@ loaded, but an execution needed more working memory (activations, workspace) tha
 OUTCOMES = (OK, MODEL_NOT_READY, TIMEOUT, OVERLOADED, OUT_OF_MEMORY, MODEL_ERROR, VALIDATION, INTERNAL, DISK_FULL,
             EXECUTION_OOM)
 _OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOMES)}
+# what Run.server_ms holds per executed request (ms): the wait in its model's queue, the
+# execution, when the execution began (from the run's start, or the first request's arrival),
+# and all its time inside the server (arrival at the instance, or Triton's HTTP receive, to
+# the answer sent)
+SERVER_PARTS = ("queue", "compute", "start", "server")
 
 
 def model_error_cause(message: str) -> str:
@@ -250,7 +255,7 @@ class Run:
     backend_restarts: list[int] = field(default_factory=list)   # emulator: model-server restarts per instance
     # with autoscaling: [(time, instances provisioned (billed), instances in service)] at each change
     instance_timeline: list[tuple[float, int, int]] = field(default_factory=list)
-    # inside the server, per executed request: {"queue": ms, "compute": ms} (mmesim.triton.trace):
+    # inside the server, per executed request: {part: ms} for SERVER_PARTS (mmesim.triton.trace):
     # the simulator's when asked for, a measurement's from Triton's trace; sources["server"] says which
     server_ms: dict[str, Any] | None = None
 

@@ -28,7 +28,7 @@ from mmesim.catalog import MiB, load_catalog
 from mmesim.endpoint import EndpointConfig
 from mmesim.errors import ConfigError
 from mmesim.profile import ModelProfile
-from mmesim.results.records import MODEL_NOT_READY, OUTCOMES, TIMEOUT, Records, Run
+from mmesim.results.records import MODEL_NOT_READY, OUTCOMES, SERVER_PARTS, TIMEOUT, Records, Run
 from mmesim.sim.autoscaler import Autoscaler
 from mmesim.sim.client import Client
 from mmesim.sim.events import after
@@ -57,15 +57,16 @@ class Target:
 
 
 class Request:
-    __slots__ = ("start", "deadline", "target", "user", "slot", "instance", "cold", "done", "waiting", "queued",
-                 "began")
+    __slots__ = ("start", "deadline", "target", "user", "slot", "instance", "cold", "done", "waiting", "arrived",
+                 "queued", "began")
 
     def __init__(self, start: float, deadline: float, target: Target, user):
         self.start, self.deadline, self.target, self.user = start, deadline, target, user
         self.slot = None
         self.instance = -1
         self.cold = self.done = self.waiting = False
-        self.queued = self.began = 0.0     # when it entered its model's queue; when an execution took it
+        # when it reached its instance; entered its model's queue; when an execution took it
+        self.arrived = self.queued = self.began = 0.0
 
 
 def check_distinct(profiles: list[ModelProfile]) -> None:
@@ -141,7 +142,8 @@ class Simulation:
         self.weights = weights
         self.max_inflight = inflight_limit(endpoint.max_inflight_per_instance, self.profiles) or UNLIMITED
         self.records = Records([t.name for t in self.targets])
-        self._server = (array("d"), array("d"), array("d")) if server_timing else None   # queue, compute, start (s)
+        # per executed request (s): queue, compute, execution start, time inside the server (arrival to answer)
+        self._server = tuple(array("d") for _ in SERVER_PARTS) if server_timing else None
         self.events: list = []
         self.memory: list[tuple[float, int, int]] = []
         scaling = endpoint.autoscaling
@@ -252,6 +254,7 @@ class Simulation:
         req = ev.value
         if req.done:
             return
+        req.arrived = self.env.now
         inst = self._route(req.target) if len(self.routable) > 1 else self.routable[0]
         req.instance = inst.index
         inst.admit(req)
@@ -273,6 +276,7 @@ class Simulation:
             self._server[0].append(req.began - req.queued)
             self._server[1].append(self.env.now - req.began)
             self._server[2].append(req.began)
+            self._server[3].append(self.env.now - req.arrived)
         if req.user is not None:
             self.client.answered(req.user, delay)
 
@@ -380,7 +384,7 @@ class Simulation:
             kind="prediction", instance_timeline=self.instance_timeline,
             seed=self.seed, gpu=self.gpu.key, copies_loaded_at_start=self.warm_count,
             server_ms=None if self._server is None else
-            {part: np.frombuffer(a) * 1e3 for part, a in zip(("queue", "compute", "start"), self._server)},
+            {part: np.frombuffer(a) * 1e3 for part, a in zip(SERVER_PARTS, self._server)},
             targets=len(self.targets),
             max_inflight_per_instance=None if self.max_inflight == UNLIMITED else self.max_inflight,
             cpu_busy_s=[i.cpu_busy_until_now() for i in self.instances], vcpus=it.vcpus,
