@@ -70,16 +70,16 @@ def test_profile_figures_agree_with_each_other_and_the_traces(calibrated):
 
 
 def test_how_much_longer_requests_take_on_idle_cores_is_measured(calibrated):
-    """Requests paced 0, 2, 10, 50 and 250 ms apart, at least 8 each: the profile keeps Triton's
+    """Requests paced 0, 2, 10, 50, 250 and 1000 ms apart, at least 8 each: the profile keeps Triton's
     compute time after each pause relative to the service measurement's batch 1."""
     p = load_profile(calibrated)
     report = json.loads(calibrated.with_name("tiny-mlp.calibration.json").read_text())
     points = report["warmth"]
-    assert [w["gap_s"] for w in points] == [0.0, 0.002, 0.01, 0.05, 0.25]
+    assert [w["gap_s"] for w in points] == [0.0, 0.002, 0.01, 0.05, 0.25, 1.0]
     # how busy the host was meanwhile: everything on it counts (in a parallel suite, other tests too)
     assert all(0 <= w["utilization"] <= 1 and w["compute_s"] > 0 and w["cpu_s"] > 0 and w["requests"] >= 8
                for w in points)
-    assert [w.idle_s for w in p.host_warmth] == [0.0, 0.002, 0.01, 0.05, 0.25]
+    assert [w.idle_s for w in p.host_warmth] == [0.0, 0.002, 0.01, 0.05, 0.25, 1.0]
     ref = next(t for t in report["service"] if t["batch"] == 1)
     ref_s = sum(ref["compute_s"]) / len(ref["compute_s"])
     assert [w.factor for w in p.host_warmth] == pytest.approx([w["compute_s"] / ref_s for w in points], abs=2e-3)

@@ -295,7 +295,11 @@ def measure_scaling(base_url: str, kserve, names: list[str], spec: ModelSpec, ba
     return points
 
 
-WARMTH_GAPS_S = (0.0, 0.002, 0.01, 0.05, 0.25)
+# up to 1 s: a small model keeps getting colder past 250 ms of idle (tiny-bert here, one copy:
+# 2.7-2.9 ms of Triton compute after 250 ms, 2.8-3.9 after 1 s, 3.3-4.2 after 2 s; three runs,
+# 2026-12-05), and closed-loop users with waits of a few hundred ms spread over several copies
+# leave each copy idle that long; beyond the last gap the simulator holds its factor
+WARMTH_GAPS_S = (0.0, 0.002, 0.01, 0.05, 0.25, 1.0)
 
 
 @dataclass

@@ -159,7 +159,7 @@ class Timing:
     scaling: list[ScalingPoint]              # filled by measure_copies_at_once
     scaling_batch: int
     output_bytes: int
-    warmth: list[WarmthPoint] = field(default_factory=list)   # CPU: requests paced 0-250 ms apart (host_warmth)
+    warmth: list[WarmthPoint] = field(default_factory=list)   # CPU: requests paced 0-1000 ms apart (host_warmth)
 
 
 @dataclass
@@ -181,7 +181,7 @@ class Calibration:
     load_average: tuple[float, float] = (0.0, 0.0)    # 1-minute load average at the start and the end
     max_models: MaxModels | None = None
     work: working.Working | None = None               # working memory, load/unload cycles
-    warmth: list[WarmthPoint] = field(default_factory=list)   # CPU: requests paced 0-250 ms apart (host_warmth)
+    warmth: list[WarmthPoint] = field(default_factory=list)   # CPU: requests paced 0-1000 ms apart (host_warmth)
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in ("profile", "max_models")}
