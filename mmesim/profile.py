@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -154,6 +154,11 @@ class ModelProfile(Model):
                     "(mmesim calibrate paces requests at a few gaps): a model that has idled runs cold (its memory "
                     "has left the caches; a VM's idle vCPU gives its physical core away); empty: the profile's "
                     "figures at any pace")
+    first_executions_s: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=list,
+        description="seconds a freshly loaded copy's first executions take beyond its steady time, in order "
+                    "(mmesim calibrate times a fresh copy's first batch-1 executions): the backend warms up on its "
+                    "first requests (lazy initialisation, first allocations); empty: none")
     max_inflight: int | None = Field(default=None, ge=1,
                                      description="requests in flight per instance beyond which the server sheds load")
     triton: TritonConfig = Field(default_factory=TritonConfig)

@@ -86,6 +86,20 @@ def test_how_much_longer_requests_take_on_idle_cores_is_measured(calibrated):
     assert "host warmth: batch-1 requests paced" in p.provenance.notes
 
 
+def test_a_fresh_copys_first_executions_are_timed(calibrated):
+    """The first copy's first 8 batch-1 executions, before anything else ran on it: the first
+    takes longer than the steady batch 1 (the stub initialises lazily), and the profile keeps
+    what each took beyond it, up to the last one 20 % longer."""
+    p = load_profile(calibrated)
+    report = json.loads(calibrated.with_name("tiny-mlp.calibration.json").read_text())
+    first = report["first_executions_s"]
+    ref = next(t for t in report["service"] if t["batch"] == 1)
+    steady = sum(ref["compute_s"]) / len(ref["compute_s"])
+    assert len(first) == 8 and first[0] > 1.2 * steady
+    assert p.first_executions_s and p.first_executions_s[0] == pytest.approx(first[0] - steady, abs=1e-5)
+    assert len(p.first_executions_s) <= 8 and "first executions of a fresh copy" in p.provenance.notes
+
+
 def test_working_memory_leak_and_the_models_own_unload(calibrated):
     """Three load/unload cycles of fresh copies: each execution's peak above the loaded copy
     by batch size, no memory left behind by a Python-backend stub that exits with its model,

@@ -10,6 +10,7 @@
   round trip minus Triton's request time), fitted as fixed seconds + seconds per byte;
 - load: closed-loop clients at each concurrency, client-side p50/p95 and throughput;
 - scaling: total throughput of k = 1, 2, 4, 8 copies executing at once, relative to one;
+- first executions: Triton's compute time of a freshly loaded copy's first batch-1 requests;
 - warmth (CPU): Triton's compute time per request with requests paced at a few gaps (and the
   host's utilisation meanwhile): a model that idles between requests runs cold (its memory
   leaves the caches, its stub sleeps; on a VM an idle vCPU's physical core goes to others).
@@ -121,6 +122,33 @@ def _delta_after(kserve, name: str, before, executions: int = 1, timeout_s: floa
         if delta.executions >= executions or time.perf_counter() >= deadline:
             return delta
         time.sleep(0.002)
+
+
+FIRST_EXECUTIONS = 8
+
+
+def measure_first_executions(mme: MMEClient, kserve, name: str, spec: ModelSpec,
+                             count: int = FIRST_EXECUTIONS) -> list[float]:
+    """Triton's compute seconds of each of a freshly loaded copy's first ``count`` batch-1
+    executions, one at a time: a backend initialises lazily on its first requests (tiny-bert's
+    Python-backend stub took about 45 ms on its first, 5 ms on its next four, then its steady
+    1.5-2 ms)."""
+    body, ctype = spec.binary_body(1)
+    out = []
+    for _ in range(count):
+        before = model_timings(kserve, name)
+        mme.invoke(name, body, ctype)
+        delta = _delta_after(kserve, name, before)
+        out.append(delta.compute_s / max(1, delta.executions))
+    return out
+
+
+def first_extra_s(first: list[float], steady_s: float, margin: float = 0.2) -> list[float]:
+    """What a fresh copy's first executions take beyond ``steady_s``, up to the last one that
+    took more than ``margin`` longer (later ones are the steady time's own spread)."""
+    extra = [max(0.0, s - steady_s) for s in first]
+    slow = [i for i, e in enumerate(extra) if e > margin * steady_s]
+    return [round(e, 6) for e in extra[:slow[-1] + 1]] if slow else []
 
 
 def measure_service(mme: MMEClient, kserve, name: str, spec: ModelSpec, batches: list[int], repeats: int = 5,

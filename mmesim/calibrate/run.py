@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Callable
 
 from mmesim.calibrate.handoff import sequential_handoff_s
-from mmesim.calibrate.latency import (WARMTH_GAPS_S, LoadPoint, RequestPoint, ScalingPoint, ServicePoint,
-                                      WarmthPoint, batch_sizes, in_threads, measure_load, measure_requests,
-                                      measure_scaling, measure_service, measure_warmth, request_cost, stub_pid,
-                                      warmth_curve)
+from mmesim.calibrate.latency import (FIRST_EXECUTIONS, WARMTH_GAPS_S, LoadPoint, RequestPoint, ScalingPoint,
+                                      ServicePoint, WarmthPoint, batch_sizes, first_extra_s, in_threads,
+                                      measure_first_executions, measure_load, measure_requests, measure_scaling,
+                                      measure_service, measure_warmth, request_cost, stub_pid, warmth_curve)
 from mmesim.calibrate.maxmodels import MaxModels, copy_name, max_models_loaded, mme_copy_loader
 from mmesim.calibrate import working
 from mmesim.calibrate.memory import ContainerMemory, HostMemory, MemorySample, NvmlMemory, cuda_index, parse_bytes
@@ -160,6 +160,7 @@ class Timing:
     scaling_batch: int
     output_bytes: int
     warmth: list[WarmthPoint] = field(default_factory=list)   # CPU: requests paced 0-1000 ms apart (host_warmth)
+    first: list[float] = field(default_factory=list)           # a fresh copy's first batch-1 executions (s)
 
 
 @dataclass
@@ -182,6 +183,7 @@ class Calibration:
     max_models: MaxModels | None = None
     work: working.Working | None = None               # working memory, load/unload cycles
     warmth: list[WarmthPoint] = field(default_factory=list)   # CPU: requests paced 0-1000 ms apart (host_warmth)
+    first_executions_s: list[float] = field(default_factory=list)   # a fresh copy's first batch-1 executions
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in ("profile", "max_models")}
@@ -405,6 +407,8 @@ def measure_timing(bench: Bench, names: list[str], progress: Callable[[str], Non
     # one thread: the stub's CPU seconds are its time alone on a free core, whatever the neighbours do
     stub = (stub_pid(bench.server_pid, names[0]) if bench.server_pid and opts.device == "cpu"
             and bench.packaged.in_python and opts.threads == 1 else None)
+    progress(f"a fresh copy's first {FIRST_EXECUTIONS} executions (batch 1, one at a time)")
+    first = measure_first_executions(mme, kserve, names[0], spec)     # names[0] has not executed yet
     progress(f"timing executions at batch sizes {batches} (binary tensors"
              + (f", stopping once one takes {opts.stop_batch_s:g} s)" if opts.stop_batch_s and not opts.batches else ")"))
     service = measure_service(mme, kserve, names[0], spec, batches, repeats=opts.repeats,
@@ -430,7 +434,7 @@ def measure_timing(bench: Bench, names: list[str], progress: Callable[[str], Non
                  "(how cold a model that idled runs)")
         warmth = measure_warmth(mme, kserve, names[0], spec, [bench.server_pid, stub], seconds=opts.warmth_s)
     output_bytes = len(mme.invoke(names[0], spec.request_body(1)).body)
-    return Timing(service, requests, per_byte, fixed, how, load_points, [], 0, output_bytes, warmth)
+    return Timing(service, requests, per_byte, fixed, how, load_points, [], 0, output_bytes, warmth, first)
 
 
 def measure_copies_at_once(bench: Bench, timing: Timing, loaded: list[str], progress: Callable[[str], None]) -> list[str]:
@@ -542,7 +546,7 @@ def _measure(options: CalibrateOptions, bench: Bench, load_average: list[float],
     return Calibration(profile, memory.per_copy_bytes, memory.baseline_bytes, memory.process_overhead_bytes,
                        memory.host_per_copy_bytes, memory.load_s, unload_s, timing.service, timing.requests,
                        timing.load_points, timing.scaling, memory.trace, tuple(load_average), max_models, work,
-                       timing.warmth)
+                       timing.warmth, timing.first)
 
 
 def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memory: Memory, timing: Timing,
@@ -611,6 +615,12 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
                                  for p in timing.warmth)
                      + f"; relative to the {service[0].wall_s * 1e3:.2f} ms of the service measurement: "
                      + ", ".join(f"x{f:.2f} after {1000 * g:g} ms idle" for g, f in warmth))
+    first = first_extra_s(timing.first, service[0].wall_s) if service[0].batch == 1 else []
+    if timing.first:
+        notes.append(f"first executions of a fresh copy (batch 1, one at a time): "
+                     + ", ".join(f"{s * 1e3:.2f}" for s in timing.first)
+                     + f" ms of Triton compute against {service[0].wall_s * 1e3:.2f} ms steady"
+                     + (f": {len(first)} took longer" if first else ": none took longer"))
     notes.append(f"machine load average {load_average[0]:.1f} at the start, {load_average[1]:.1f} at the end, on "
                  f"{host_cores()} cores")
     if max_models:
@@ -636,6 +646,7 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
         cpu_threads=options.threads,
         handoff_s=sequential_handoff_s(service),
         host_warmth=[Warmth(idle_s=g, factor=f) for g, f in warmth],
+        first_executions_s=first,
         gpu_overlap=round(min(1.0, max(0.0, two.throughput - 1)), 3) if two else 0.0,
         concurrency_scaling=[Scaling(concurrent=s.concurrent, throughput=round(s.throughput, 3))
                              for s in timing.scaling] if len(timing.scaling) > 1 else [],

@@ -21,6 +21,8 @@ The model, documented in calibration/README.md ("Translation between GPUs"):
   from the corpus): its batch-1 time is serial host work plus the longer of launch and GPU.
 - host-side decoding moves with the CPU as well; ``host_cpu_speed`` becomes the target's,
   so translating a translated profile to the same instance changes nothing.
+- a fresh copy's first executions (``first_executions_s``) are kept as measured: a backend's
+  lazy initialisation, for which no evidence says how it moves between GPUs;
 - batching and the sharing of the GPU between copies (``gpu_overlap``) are kept: the
   translation rescales the time of each execution, so a busy GPU's throughput scales by
   the busy-item ratio, whatever sharing model consumes it.

@@ -11,6 +11,10 @@ longer (``profile.host_warmth``, by the time since its last execution ended, as 
 measures it pacing requests): its weights and its stub's memory have left the caches, and on
 a VM the idle cores have gone to others.
 
+First executions: a freshly loaded copy's first executions take ``profile.first_executions_s``
+longer, in order (the backend initialises lazily on its first requests; calibrate times a fresh
+copy's first ones): one reason the first requests after a cold start are slow, beside the load.
+
 Working memory: an execution of batch b needs ``profile.working_bytes(b)`` above the
 resident copies while it runs. When that is more than the device has free (resident copies,
 bytes leaked by unloads, other executions' working memory), the backend's allocation fails
@@ -51,7 +55,7 @@ class Workspace:
 class ModelServer:
     __slots__ = ("env", "profile", "gpu", "noise", "done", "queue", "free", "limit", "_delay",
                  "_preferred", "_wake_at", "_timing", "_share", "_cv", "executions", "batched", "workspace", "failed",
-                 "_working", "_handoff", "_warmth", "_ran")
+                 "_working", "_handoff", "_warmth", "_ran", "_first")
 
     def __init__(self, env, profile: ModelProfile, gpu, noise, done, workspace: Workspace | None = None,
                  failed=None):
@@ -75,6 +79,7 @@ class ModelServer:
         # on a CPU-only host a model that has not executed for a while runs cold (profile.host_warmth)
         self._warmth = profile.warmth_factor if profile.host_warmth and isinstance(gpu, Cores) else None
         self._ran = env.now                  # when an execution last ended (loading ran the model too)
+        self._first = profile.first_executions_s   # a fresh copy's first executions: longer, in order
         self.executions = 0
         self.batched = 0
 
@@ -107,6 +112,8 @@ class ModelServer:
             self.batched += n
             mean = self._timing[n] if self._warmth is None else self._timing[n] * self._warmth(now - self._ran)
             work = self.noise.gamma(mean, self._cv[n])
+            if self._first and self.executions <= len(self._first):
+                work += self._first[self.executions - 1]
             self.gpu.run(work, self._share, self._handed_back if self._handoff else self._finish, batch)
 
     def _wake(self, _ev) -> None:
