@@ -226,8 +226,8 @@ SERVER_FIGURES = (("server", 50), ("server", 95), ("queue", 50), ("queue", 95), 
 def server_figures(server_ms: dict) -> dict[str, float | None]:
     """Percentiles of the time requests spent inside the server, in their model's queue and
     executing (ms), predicted or measured alike: ``{"server_p50_ms": ..., "compute_p99_ms":
-    ...}`` (a measured ``server`` p95 that matches while the latency's misses puts the miss
-    outside the server: the client, the host's network stack); with each
+    ...}`` (where the ``server`` figures match and the latency misses, the miss is outside the
+    server: the client, the host's network stack); with each
     execution's ``start``, also apart for executions that ran alone and those that overlapped
     another (on shared cores that is where processor sharing and a real scheduler differ)."""
     out = {f"{part}_p{q}_ms": exact_percentile(np.asarray(server_ms[part], dtype=float), q)
