@@ -52,7 +52,6 @@ from mmesim.triton.trace import overlap
 
 EDGES_MS = [0, 0.001, 1, 2, 5, 10, 20, 50, 100, 250, 1000]   # pause bins; the first: back to back
 WAITED_S = 0.3e-3                                        # beyond the burst: one worker waited
-WAIT_MS = 0.2                                            # a burst's wall beyond its CPU: it waited
 LONG_PAUSE_S = 0.010                                     # pauses before the long bursts
 
 
@@ -160,7 +159,7 @@ def displaced(start: np.ndarray, end: np.ndarray, wait_ms: np.ndarray) -> dict:
     overtaken = np.zeros(len(start), bool)          # the next burst started before this one ended
     overtaken[:-1] = start[1:] < end[:-1]
     first = overtaken & ~second
-    waited = wait_ms > WAIT_MS
+    waited = wait_ms > execlog.LONG_WAIT_MS
     return {name: {"n": int(sel.sum()), "waited": float(waited[sel].mean()) if sel.any() else None}
             for name, sel in (("first", first), ("second", second))}
 

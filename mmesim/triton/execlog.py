@@ -65,7 +65,10 @@ def read(folder: str | Path, window_ns: tuple[int, int] | None = None) -> dict:
             "slices": a[:, 7], "overlap": overlap(start, end)}
 
 
-def breakdown(log: dict, qs=(50, 95, 99), long_wait_ms: float = 0.2) -> dict:
+LONG_WAIT_MS = 0.2     # an execution that waited longer than this for a core queued behind another thread
+
+
+def breakdown(log: dict, qs=(50, 95, 99), long_wait_ms: float = LONG_WAIT_MS) -> dict:
     """Wall, CPU and wait for a core (ms) of all executions, of those that ran alone and of those
     that overlapped another; ``waited``: the share of each group that waited more than
     ``long_wait_ms`` for a core in one execution (it queued behind another thread)."""
@@ -95,7 +98,8 @@ def by_items(log: dict) -> dict[int, dict]:
 
 def describe(parts: dict) -> str:
     """``breakdown``'s figures in a few lines, ms."""
-    lines = ["executions (the stubs' own log; ms)   n      wall p50/p95   CPU p50/p95   wait for a core p50/p95  waited > 0.2 ms"]
+    lines = ["executions (the stubs' own log; ms)   n      wall p50/p95   CPU p50/p95   wait for a core p50/p95  "
+             f"waited > {LONG_WAIT_MS:g} ms"]
     for name in ("alone", "overlapped"):
         g = parts[name]
         if not g["n"]:
