@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("tritonclient")
 
+from mmesim.calibrate.latency import steady  # noqa: E402
 from mmesim.cli import main  # noqa: E402
 from mmesim.profile import ModelProfile, load_profile  # noqa: E402
 from mmesim.triton.packaging import resolve  # noqa: E402
@@ -67,6 +68,19 @@ def test_profile_figures_agree_with_each_other_and_the_traces(calibrated):
     if len(trace) >= 3:
         step = (trace[-1]["used"] - trace[0]["used"]) / (len(trace) - 1)
         assert 0.6 < step / p.gpu_memory_bytes < 1.6
+
+
+def test_each_batch_size_is_timed_once_warm(calibrated):
+    """Warm-ups before each batch size's timed executions, as many as it takes for executions
+    to stop getting faster (at least 3, at most 60 or 2 s), kept in the report and counted in
+    the provenance."""
+    p = load_profile(calibrated)
+    report = json.loads(calibrated.with_name("tiny-mlp.calibration.json").read_text())
+    for point in report["service"]:
+        warm = point["warmup_s"]
+        assert 3 <= len(warm) <= 60 and len(point["compute_s"]) == 3
+        assert steady(warm) or len(warm) == 60       # tiny-mlp's 60 warm-ups take well under the 2 s cap
+    assert "warm-ups until five executions' median stopped falling" in p.provenance.notes
 
 
 def test_how_much_longer_requests_take_on_idle_cores_is_measured(calibrated):

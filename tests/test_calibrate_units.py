@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mmesim.calibrate.handoff import sequential_handoff_s
-from mmesim.calibrate.latency import RequestPoint, ServicePoint, batch_sizes, decode_cost, request_cost
+from mmesim.calibrate.latency import RequestPoint, ServicePoint, batch_sizes, decode_cost, request_cost, steady
 from mmesim.calibrate.maxmodels import max_models_loaded
 from mmesim.calibrate.memory import MemorySample, parse_bytes
 from mmesim.calibrate.run import CalibrateOptions, catalog_key
@@ -18,6 +18,16 @@ def test_batch_sizes_are_powers_of_two_up_to_max():
     assert batch_sizes(32) == [1, 2, 4, 8, 16, 32]
     assert batch_sizes(12) == [1, 2, 4, 8, 12]
     assert batch_sizes(1) == [1]
+
+
+def test_warm_once_executions_stop_getting_faster():
+    """The warm-up rule: five executions' median no more than 5 % below the five before's."""
+    after_idle = [13.4, 2.4, 2.0, 2.6, 1.6, 1.8, 1.4, 1.3, 1.4, 1.4]      # tiny-bert's stub, 15 s idle
+    assert not steady(after_idle[:9])                                  # fewer than two windows
+    assert not steady(after_idle)                                      # 1.4 against 2.4: still falling
+    assert not steady(after_idle + [1.3, 1.2, 1.3, 1.4, 1.3])          # 1.3 against 1.4: 7 % faster
+    assert steady(after_idle + [1.4, 1.3, 1.4, 1.35, 1.3])             # 1.35 against 1.4: within 5 %
+    assert steady([1.0] * 5 + [1.2] * 5)                               # slower is not colder
 
 
 def test_decode_cost_is_the_slope_per_byte():

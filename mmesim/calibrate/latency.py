@@ -54,6 +54,7 @@ class ServicePoint:
     queue_s: list[float] = field(default_factory=list)
     roundtrip_s: list[float] = field(default_factory=list)   # client-side, pre-serialised body
     overhead_s: list[float] = field(default_factory=list)    # round trip minus Triton's request time
+    warmup_s: list[float] = field(default_factory=list)      # the warm-ups before, as ``samples`` measures
 
     @property
     def wall_s(self) -> float:
@@ -151,34 +152,61 @@ def first_extra_s(first: list[float], steady_s: float, margin: float = 0.2) -> l
     return [round(e, 6) for e in extra[:slow[-1] + 1]] if slow else []
 
 
+STEADY_WINDOW, STEADY_MARGIN = 5, 0.05     # warm once 5 executions' median stops falling by 5 %
+WARMUP_MIN, WARMUP_MAX, WARMUP_MAX_S = 3, 60, 2.0
+
+
+def steady(samples: list[float], window: int = STEADY_WINDOW, margin: float = STEADY_MARGIN) -> bool:
+    """Whether executions have stopped getting faster: the median of the last ``window`` is no
+    more than ``margin`` below the median of the ``window`` before. After an idle spell a
+    model runs cold for several executions, not one (tiny-bert's stub after 15 s idle, CPU ms:
+    13.4, 2.4, 2.0, 2.6, 1.6, 1.8, 1.4, 1.3, then 1.2-1.3), so a fixed two warm-ups left the
+    timed executions half warm: 1.2-1.9 ms against 1.1-1.3 steady, minute to minute."""
+    if len(samples) < 2 * window:
+        return False
+    return statistics.median(samples[-window:]) >= (1 - margin) * statistics.median(samples[-2 * window:-window])
+
+
 def measure_service(mme: MMEClient, kserve, name: str, spec: ModelSpec, batches: list[int], repeats: int = 5,
-                    warmup: int = 2, seed: int = 0, stop_after_s: float | None = None,
-                    stub: int | None = None) -> list[ServicePoint]:
-    """Executions at each batch size, smallest first; once one batch size's execution takes
-    more than ``stop_after_s``, larger ones are not timed (the profile extrapolates).
-    ``stub``: the pid of the model's Python-backend process, to read its CPU seconds."""
+                    seed: int = 0, stop_after_s: float | None = None, stub: int | None = None,
+                    warmup_max_s: float = WARMUP_MAX_S) -> list[ServicePoint]:
+    """Executions at each batch size, smallest first: warm-ups until the model runs steady
+    (``steady``; at least WARMUP_MIN, at most WARMUP_MAX or ``warmup_max_s`` of executing),
+    then ``repeats`` timed ones; once one batch size's execution takes more than
+    ``stop_after_s``, larger ones are not timed (the profile extrapolates). ``stub``: the pid
+    of the model's Python-backend process, to read its CPU seconds."""
     points = []
     for batch in batches:
         body, ctype = spec.binary_body(batch, seed)
-        for _ in range(warmup):
-            mme.invoke(name, body, ctype)
-        point = ServicePoint(batch, len(body))
+        warm = ServicePoint(batch, len(body))
+        began = time.perf_counter()
+        while len(warm.compute_s) < WARMUP_MAX and not (
+                len(warm.compute_s) >= WARMUP_MIN
+                and (steady(warm.samples) or time.perf_counter() - began >= warmup_max_s)):
+            _time_one(mme, kserve, name, body, ctype, stub, warm)
+        point = ServicePoint(batch, len(body), warmup_s=warm.samples)
         for _ in range(repeats):
-            before = model_timings(kserve, name)
-            cpu0 = process_cpu_s(stub) if stub else 0.0
-            resp = mme.invoke(name, body, ctype)
-            cpu1 = process_cpu_s(stub) if stub else 0.0
-            delta = _delta_after(kserve, name, before)
-            point.roundtrip_s.append(resp.seconds)
-            point.compute_s.append(delta.compute_s / max(1, delta.executions))
-            if stub:
-                point.cpu_s.append((cpu1 - cpu0) / max(1, delta.executions))
-            point.queue_s.append(delta.queue_s)
-            point.overhead_s.append(max(0.0, resp.seconds - delta.success_s))
+            _time_one(mme, kserve, name, body, ctype, stub, point)
         points.append(point)
         if stop_after_s is not None and point.wall_s > stop_after_s:
             break
     return points
+
+
+def _time_one(mme: MMEClient, kserve, name: str, body: bytes, ctype: str, stub: int | None,
+              point: ServicePoint) -> None:
+    """One execution, its figures appended to ``point``."""
+    before = model_timings(kserve, name)
+    cpu0 = process_cpu_s(stub) if stub else 0.0
+    resp = mme.invoke(name, body, ctype)
+    cpu1 = process_cpu_s(stub) if stub else 0.0
+    delta = _delta_after(kserve, name, before)
+    point.roundtrip_s.append(resp.seconds)
+    point.compute_s.append(delta.compute_s / max(1, delta.executions))
+    if stub:
+        point.cpu_s.append((cpu1 - cpu0) / max(1, delta.executions))
+    point.queue_s.append(delta.queue_s)
+    point.overhead_s.append(max(0.0, resp.seconds - delta.success_s))
 
 
 def measure_requests(mme: MMEClient, kserve, name: str, spec: ModelSpec, batches: list[int],

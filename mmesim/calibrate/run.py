@@ -598,6 +598,8 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
                  f"{[p.batch for p in service]}" + (f" (larger ones extrapolated: batch {service[-1].batch} took "
                                                     f"over {options.stop_batch_s:g} s)"
                                                     if service[-1].batch < spec.max_batch_size else ""))
+    notes.append("each batch size timed once warm (warm-ups until five executions' median stopped falling): "
+                 + ", ".join(f"{p.batch}: {len(p.warmup_s)}" for p in service) + " warm-ups")
     if cpu_timed:
         notes.append(f"hand-off: {sequential_handoff_s(service) * 1e3:.3f} ms per execution (Triton's compute wall "
                      f"minus the stub's CPU, median at batch {service[0].batch}, one at a time)")
