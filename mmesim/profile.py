@@ -60,7 +60,12 @@ class Warmth(Model):
     at a time)."""
 
     idle_s: float = Field(ge=0, description="time since the model's previous execution ended")
-    factor: float = Field(gt=0, description="execution time relative to the profile's figures (1: as calibrated)")
+    factor: float = Field(gt=0, description="execution time relative to the profile's figures (1: as calibrated); "
+                                            "with handoff_s, the stub's CPU alone")
+    handoff_s: float | None = Field(default=None, ge=0,
+                                    description="the hand-off to and from the stub after that idle (Triton's compute "
+                                                "wall minus the stub's CPU): waking a thread that slept takes longer "
+                                                "the longer it slept; None: the profile's handoff_s at any pace")
 
 
 class WorkingMemory(Model):
@@ -212,21 +217,28 @@ class ModelProfile(Model):
     @field_validator("host_warmth")
     @classmethod
     def _warmth_sorted(cls, v: list[Warmth]) -> list[Warmth]:
-        return _sorted_by(v, "idle_s", "host_warmth idle_s values repeat")
+        v = _sorted_by(v, "idle_s", "host_warmth idle_s values repeat")
+        if len({w.handoff_s is None for w in v}) > 1:
+            raise ValueError("handoff_s is given at some idle_s and not at others: at every point or none")
+        return v
 
     def warmth_factor(self, idle_s: float) -> float:
         """An execution's time relative to the profile's figures after the model has not
         executed for ``idle_s`` seconds: linear between measured points, the nearest end's
         beyond them; 1 without any."""
-        pts = self.host_warmth
-        if not pts:
-            return 1.0
-        if idle_s <= pts[0].idle_s:
-            return pts[0].factor
-        for lo, hi in zip(pts, pts[1:]):
-            if idle_s <= hi.idle_s:
-                return lo.factor + (idle_s - lo.idle_s) / (hi.idle_s - lo.idle_s) * (hi.factor - lo.factor)
-        return pts[-1].factor
+        return _between(self.host_warmth, idle_s, "factor", 1.0)
+
+    @property
+    def handoff_by_idle(self) -> bool:
+        """Whether host_warmth holds the hand-off at each idle (calibrations since 2026-12-05);
+        then ``factor`` is the stub's CPU alone and ``warmth_handoff`` the rest."""
+        return bool(self.host_warmth) and self.host_warmth[0].handoff_s is not None
+
+    def warmth_handoff(self, idle_s: float) -> float:
+        """The hand-off of an execution after ``idle_s`` idle: between measured points as
+        ``warmth_factor``; the profile's handoff_s where host_warmth does not hold it."""
+        return _between(self.host_warmth, idle_s, "handoff_s", self.handoff_s) if self.handoff_by_idle \
+            else self.handoff_s
 
     @field_validator("working_memory")
     @classmethod
@@ -249,6 +261,20 @@ class ModelProfile(Model):
 
     def service_cv(self, batch: int) -> float:
         return min(self.service, key=lambda t: abs(t.batch - batch)).cv
+
+
+def _between(pts: list, x: float, attr: str, default: float) -> float:
+    """``attr`` of points sorted by ``idle_s`` at ``x``: linear between them, the nearest
+    end's beyond; ``default`` without any."""
+    if not pts:
+        return default
+    if x <= pts[0].idle_s:
+        return getattr(pts[0], attr)
+    for lo, hi in zip(pts, pts[1:]):
+        if x <= hi.idle_s:
+            a, b = getattr(lo, attr), getattr(hi, attr)
+            return a + (x - lo.idle_s) / (hi.idle_s - lo.idle_s) * (b - a)
+    return getattr(pts[-1], attr)
 
 
 def _sorted_by(points: list, key: str, repeated: str) -> list:

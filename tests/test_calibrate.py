@@ -84,8 +84,8 @@ def test_each_batch_size_is_timed_once_warm(calibrated):
 
 
 def test_how_much_longer_requests_take_on_idle_cores_is_measured(calibrated):
-    """Requests paced 0, 2, 10, 50, 250 and 1000 ms apart, at least 8 each: the profile keeps Triton's
-    compute time after each pause relative to the service measurement's batch 1."""
+    """Requests paced 0, 2, 10, 50, 250 and 1000 ms apart, at least 8 each: the profile keeps, after
+    each pause, the stub's CPU relative to the service measurement's batch 1 and the hand-off."""
     p = load_profile(calibrated)
     report = json.loads(calibrated.with_name("tiny-mlp.calibration.json").read_text())
     points = report["warmth"]
@@ -95,8 +95,12 @@ def test_how_much_longer_requests_take_on_idle_cores_is_measured(calibrated):
                for w in points)
     assert [w.idle_s for w in p.host_warmth] == [0.0, 0.002, 0.01, 0.05, 0.25, 1.0]
     ref = next(t for t in report["service"] if t["batch"] == 1)
-    ref_s = sum(ref["compute_s"]) / len(ref["compute_s"])
-    assert [w.factor for w in p.host_warmth] == pytest.approx([w["compute_s"] / ref_s for w in points], abs=2e-3)
+    # the stub's CPU relative to the service's batch-1 CPU, and Triton's compute beyond it: the hand-off
+    ref_cpu = sum(ref["cpu_s"]) / len(ref["cpu_s"])
+    assert [w.factor for w in p.host_warmth] == pytest.approx([w["stub_cpu_s"] / ref_cpu for w in points], abs=2e-3)
+    assert [w.handoff_s for w in p.host_warmth] == pytest.approx(
+        [max(0.0, w["compute_s"] - w["stub_cpu_s"]) for w in points], abs=2e-6)
+    assert all(0 < w["stub_cpu_s"] < w["cpu_s"] for w in points)       # the server's CPU is the rest
     assert "host warmth: batch-1 requests paced" in p.provenance.notes
 
 

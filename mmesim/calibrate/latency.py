@@ -365,21 +365,26 @@ class WarmthPoint:
     compute_s: float             # Triton's compute time per execution (its statistics), wall clock
     cpu_s: float                 # Triton's CPU per request: the server process and the model's stub
     utilization: float           # busy share of the host's cores meanwhile (everything: the client too)
+    stub_cpu_s: float | None = None   # the model's stub alone, per request, less what it spends idle
 
 
-def measure_warmth(mme: MMEClient, kserve, name: str, spec: ModelSpec, pids: list[int], gaps=WARMTH_GAPS_S,
-                   seconds: float = 2.0) -> list[WarmthPoint]:
+def measure_warmth(mme: MMEClient, kserve, name: str, spec: ModelSpec, server_pid: int, stub: int,
+                   gaps=WARMTH_GAPS_S, seconds: float = 2.0) -> list[WarmthPoint]:
     """Batch-1 requests one at a time, each after a pause of ``gap`` s, for ``seconds`` per gap
-    (8 requests at least): Triton's compute time per execution, the CPU ``pids`` spend per
-    request (Triton's server and the model's stub) and how busy the host's cores were."""
+    (8 requests at least): Triton's compute time per execution, the CPU Triton's server and
+    the model's stub spend per request, the stub's apart (less the CPU it spends idle, about
+    0.4 ms a second for tiny-bert's), and how busy the host's cores were."""
     import os
     body, ctype = spec.binary_body(1)
     cores = os.cpu_count() or 1
+    s0, t0 = process_cpu_s(stub), time.perf_counter()
+    time.sleep(0.5)
+    idle_rate = (process_cpu_s(stub) - s0) / (time.perf_counter() - t0)
     points = []
     for gap in gaps:
         mme.invoke(name, body, ctype)                      # after the previous gap's last pause
         before = model_timings(kserve, name)
-        cpu0, busy0, t0 = sum(process_cpu_s(p) for p in pids), machine_busy_s(), time.perf_counter()
+        server0, stub0, busy0, t0 = process_cpu_s(server_pid), process_cpu_s(stub), machine_busy_s(), time.perf_counter()
         n = 0
         while n < 8 or time.perf_counter() - t0 < seconds:
             if gap:
@@ -387,21 +392,33 @@ def measure_warmth(mme: MMEClient, kserve, name: str, spec: ModelSpec, pids: lis
             mme.invoke(name, body, ctype)
             n += 1
         wall = time.perf_counter() - t0
-        cpu, busy = sum(process_cpu_s(p) for p in pids) - cpu0, machine_busy_s() - busy0
+        stub_cpu = process_cpu_s(stub) - stub0
+        cpu, busy = process_cpu_s(server_pid) - server0 + stub_cpu, machine_busy_s() - busy0
         delta = _delta_after(kserve, name, before, executions=n)
         compute = delta.compute_input_s + delta.compute_infer_s + delta.compute_output_s
         points.append(WarmthPoint(gap, n, compute / max(1, delta.executions), cpu / n,
-                                  min(1.0, max(0.0, busy / (cores * wall)))))
+                                  min(1.0, max(0.0, busy / (cores * wall))),
+                                  max(0.0, stub_cpu - idle_rate * n * gap) / n))
     return points
 
 
-def warmth_curve(points: list[WarmthPoint], reference_s: float) -> list[tuple[float, float]]:
-    """(seconds the model idled before each request: the gap, Triton's compute time per
-    execution relative to ``reference_s``), by gap: what a profile's host_warmth holds.
-    ``reference_s`` is the batch-1 compute time of the service measurement, so the profile's
-    figures stay what they are at the pace they were measured at. Wall clock, not CPU: after
-    an idle spell a request also waits for its threads' cores to wake (on a VM, a halted vCPU)."""
+def warmth_curve(points: list[WarmthPoint], reference_s: float,
+                 reference_cpu_s: float | None = None) -> list[tuple[float, float, float | None]]:
+    """(seconds the model idled before each request: the gap, its execution relative to the
+    service measurement's, the hand-off), by gap: what a profile's host_warmth holds.
+
+    With the stub's CPU (``reference_cpu_s``, the service measurement's batch 1, and each
+    point's ``stub_cpu_s``) the two parts apart: the stub's CPU relative to the reference,
+    and the rest of Triton's compute wall, the hand-off to and from the stub (0.24 ms back to
+    back for tiny-bert, 0.7-0.8 after 50-1000 ms idle: its threads and the server's slept). The
+    simulator gives the first to the cores and holds the instance for the second, which uses
+    none. Without: Triton's compute wall relative to ``reference_s``, the batch-1 compute time
+    of the service measurement, and no hand-off (after an idle spell a request also waits
+    for its threads' cores to wake; on a VM, a halted vCPU)."""
+    pts = sorted((p for p in points if p.compute_s > 0), key=lambda p: p.gap_s)
+    if reference_cpu_s and pts and all(p.stub_cpu_s for p in pts):
+        return [(p.gap_s, round(p.stub_cpu_s / reference_cpu_s, 3), round(max(0.0, p.compute_s - p.stub_cpu_s), 6))
+                for p in pts]
     if reference_s <= 0:
         return []
-    return [(p.gap_s, round(p.compute_s / reference_s, 3)) for p in sorted(points, key=lambda p: p.gap_s)
-            if p.compute_s > 0]
+    return [(p.gap_s, round(p.compute_s / reference_s, 3), None) for p in pts]

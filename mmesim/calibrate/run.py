@@ -432,7 +432,7 @@ def measure_timing(bench: Bench, names: list[str], progress: Callable[[str], Non
     if stub and opts.warmth_s > 0:
         progress(f"Triton's compute time with requests paced {', '.join(f'{1000 * g:g}' for g in WARMTH_GAPS_S)} ms apart "
                  "(how cold a model that idled runs)")
-        warmth = measure_warmth(mme, kserve, names[0], spec, [bench.server_pid, stub], seconds=opts.warmth_s)
+        warmth = measure_warmth(mme, kserve, names[0], spec, bench.server_pid, stub, seconds=opts.warmth_s)
     output_bytes = len(mme.invoke(names[0], spec.request_body(1)).body)
     return Timing(service, requests, per_byte, fixed, how, load_points, [], 0, output_bytes, warmth, first)
 
@@ -609,14 +609,21 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
     if len(timing.scaling) > 1:
         notes.append("concurrent copies (batch %d): " % timing.scaling_batch + ", ".join(
             f"{s.concurrent} -> x{s.throughput:.2f} ({s.per_exec_s * 1e3:.1f} ms per execution)" for s in timing.scaling))
-    warmth = warmth_curve(timing.warmth, service[0].wall_s if service[0].batch == 1 else 0.0)
+    one = service[0].batch == 1
+    warmth = warmth_curve(timing.warmth, service[0].wall_s if one else 0.0,
+                          service[0].mean_s if one and cpu_timed else None)
     if warmth:
+        split = warmth[0][2] is not None
         notes.append("host warmth: batch-1 requests paced "
                      + ", ".join(f"{1000 * p.gap_s:g} ms apart took {p.compute_s * 1e3:.2f} ms of Triton compute "
-                                 f"({p.cpu_s * 1e3:.2f} ms of its CPU) at utilization {p.utilization:.2f}"
-                                 for p in timing.warmth)
-                     + f"; relative to the {service[0].wall_s * 1e3:.2f} ms of the service measurement: "
-                     + ", ".join(f"x{f:.2f} after {1000 * g:g} ms idle" for g, f in warmth))
+                                 f"({p.cpu_s * 1e3:.2f} ms of its CPU"
+                                 + (f", {p.stub_cpu_s * 1e3:.2f} the stub's" if split else "")
+                                 + f") at utilization {p.utilization:.2f}" for p in timing.warmth)
+                     + (f"; the stub's CPU relative to the {service[0].mean_s * 1e3:.2f} ms of the service measurement, "
+                        "and the hand-off (compute beyond it): " + ", ".join(
+                            f"x{f:.2f} + {h * 1e3:.2f} ms after {1000 * g:g} ms idle" for g, f, h in warmth) if split
+                        else f"; relative to the {service[0].wall_s * 1e3:.2f} ms of the service measurement: "
+                        + ", ".join(f"x{f:.2f} after {1000 * g:g} ms idle" for g, f, _ in warmth)))
     first = first_extra_s(timing.first, service[0].wall_s) if service[0].batch == 1 else []
     if timing.first:
         notes.append(f"first executions of a fresh copy (batch 1, one at a time): "
@@ -647,7 +654,7 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
         request_overhead_s=timing.request_overhead_s,
         cpu_threads=options.threads,
         handoff_s=sequential_handoff_s(service),
-        host_warmth=[Warmth(idle_s=g, factor=f) for g, f in warmth],
+        host_warmth=[Warmth(idle_s=g, factor=f, handoff_s=h) for g, f, h in warmth],
         first_executions_s=first,
         gpu_overlap=round(min(1.0, max(0.0, two.throughput - 1)), 3) if two else 0.0,
         concurrency_scaling=[Scaling(concurrent=s.concurrent, throughput=round(s.throughput, 3))

@@ -9,7 +9,9 @@ that long. Without dynamic batching every request executes alone.
 Cold models: on a CPU-only host, an execution after the model has not run for a while takes
 longer (``profile.host_warmth``, by the time since its last execution ended, as calibrate
 measures it pacing requests): its weights and its stub's memory have left the caches, and on
-a VM the idle cores have gone to others.
+a VM the idle cores have gone to others. Where calibrate split it, the stub's CPU grows by
+``factor`` and the hand-off to and from the stub (``warmth_handoff``: waking threads that
+slept, which holds the instance and uses no core of its own) by idle time apart.
 
 First executions: a freshly loaded copy's first executions take ``profile.first_executions_s``
 longer, in order (the backend initialises lazily on its first requests; calibrate times a fresh
@@ -55,7 +57,7 @@ class Workspace:
 class ModelServer:
     __slots__ = ("env", "profile", "gpu", "noise", "done", "queue", "free", "limit", "_delay",
                  "_preferred", "_wake_at", "_timing", "_share", "_cv", "executions", "batched", "workspace", "failed",
-                 "_working", "_handoff", "_warmth", "_ran", "_first")
+                 "_working", "_handoff", "_handoffs", "_warmth", "_ran", "_first")
 
     def __init__(self, env, profile: ModelProfile, gpu, noise, done, workspace: Workspace | None = None,
                  failed=None):
@@ -76,8 +78,10 @@ class ModelServer:
         self._working = [0] + [profile.working_bytes(b) for b in range(1, self.limit + 1)]
         self._share = gpu.tag(profile)       # how its executions share the GPU (or the host's cores)
         self._handoff = profile.handoff_s
-        # on a CPU-only host a model that has not executed for a while runs cold (profile.host_warmth)
+        # on a CPU-only host a model that has not executed for a while runs cold (profile.host_warmth),
+        # and where calibrate split it, its hand-off wakes threads that slept longer, too
         self._warmth = profile.warmth_factor if profile.host_warmth and isinstance(gpu, Cores) else None
+        self._handoffs = profile.warmth_handoff if self._warmth and profile.handoff_by_idle else None
         self._ran = env.now                  # when an execution last ended (loading ran the model too)
         self._first = profile.first_executions_s   # a fresh copy's first executions: longer, in order
         self.executions = 0
@@ -110,24 +114,33 @@ class ModelServer:
             self.free -= 1
             self.executions += 1
             self.batched += n
-            mean = self._timing[n] if self._warmth is None else self._timing[n] * self._warmth(now - self._ran)
+            if self._warmth is None:
+                mean, handoff = self._timing[n], self._handoff
+            else:
+                idle = now - self._ran
+                mean = self._timing[n] * self._warmth(idle)
+                handoff = self._handoff if self._handoffs is None else self._handoffs(idle)
             work = self.noise.gamma(mean, self._cv[n])
             if self._first and self.executions <= len(self._first):
                 work += self._first[self.executions - 1]
-            self.gpu.run(work, self._share, self._handed_back if self._handoff else self._finish, batch)
+            if handoff:
+                self.gpu.run(work, self._share, self._handed_back, (batch, handoff))
+            else:
+                self.gpu.run(work, self._share, self._finish, batch)
 
     def _wake(self, _ev) -> None:
         self._wake_at = None
         self._dispatch()
 
-    def _handed_back(self, batch) -> None:
+    def _handed_back(self, job) -> None:
         """The stub's answer reaches Triton: a wake-up that holds the instance and uses no core
         of its own, but needs one to run on, so on shared cores it is a job of weight 0 (it
         moves at the pace the oversubscribed cores allow and takes nothing from the others)."""
+        batch, handoff = job
         if isinstance(self.gpu, Cores):
-            self.gpu.run(self._handoff, 0, self._finish, batch)
+            self.gpu.run(handoff, 0, self._finish, batch)
         else:
-            after(self.env, self._handoff, batch, lambda ev: self._finish(ev.value))
+            after(self.env, handoff, batch, lambda ev: self._finish(ev.value))
 
     def _finish(self, batch) -> None:
         self.free += 1
