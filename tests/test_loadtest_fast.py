@@ -12,7 +12,7 @@ from mmesim.endpoint import EndpointConfig, WakePlacement
 from mmesim.loadtest import run_loadtest
 from mmesim.loadtest.probe import measure_request_cost, retimed, wait_slack
 from mmesim.loadtest.validate import validate
-from mmesim.profile import load_profile
+from mmesim.profile import Warmth, load_profile
 from mmesim.results.records import OK, RequestRecord
 from mmesim.results.summary import summarize
 from mmesim.sim import simulate
@@ -89,7 +89,10 @@ def test_shared_cores_prediction_lands_near_a_real_measurement(triton, tmp_path)
     # Triton holds an execution longer than its stub computes (the Python backend's
     # hand-off), and the model keeps that wait: without it the same prediction is faster
     assert cost.handoff_s > 0.05 * cost.stub_cpu_s
-    without = summarize(simulate([retimed(PROFILE, cost).model_copy(update={"handoff_s": 0.0})],
+    bare = retimed(PROFILE, cost)
+    bare = bare.model_copy(update={"handoff_s": 0.0, "host_warmth": [
+        w.model_copy(update={"handoff_s": 0.0 if w.handoff_s is not None else None}) for w in bare.host_warmth]})
+    without = summarize(simulate([bare],
                                  EndpointConfig(instance_type="local", memory_budget_bytes=2 * GiB), wl, copies=[2],
                                  seed=0))
     assert without.p50_ms < fig["p50"].predicted - 0.5e3 * cost.handoff_s
@@ -156,17 +159,24 @@ def test_retimed_divides_out_the_warmth_the_probe_ran_at():
     profile says an execution takes twice its back-to-back time: the probe's 2 ms per execution
     is the profile's 1 ms, not a host twice as slow (the simulator applies the warmth itself)."""
     from conftest import make_profile
-    from mmesim.loadtest.probe import RequestCost, mean_warmth
+    from mmesim.loadtest.probe import RequestCost, over_pauses
     profile = make_profile(gpu="cpu", s1=0.001, max_batch=1,
                            host_warmth=[{"idle_s": 0.0, "factor": 1.0}, {"idle_s": 0.01, "factor": 2.0}])
     records, t = [], 0.0
     for i in range(40):                       # two copies in turn, each 10 ms after its previous end
         records.append(RequestRecord(t, t + 0.002, f"m-v{i % 2}", 0, OK, False))
         t += 0.006
-    assert mean_warmth(profile, records) == pytest.approx(2.0)
-    assert mean_warmth(profile.model_copy(update={"host_warmth": []}), records) == 1.0
+    assert over_pauses(profile.warmth_factor, records) == pytest.approx(2.0)
     cost = RequestCost(requests=40, client_cpu_s=0.0003, client_timed_share=0.5, server_cpu_s=0.0004,
                        stub_cpu_s=0.002, handoff_s=0.0, client_wait_slack_s=0.0, others_cores=0.0, stub_warmth=2.0)
     assert retimed(profile, cost).service[0].seconds == pytest.approx(0.001)
     assert retimed(profile, RequestCost(**{**cost.to_dict(), "stub_warmth": 1.0})).service[0].seconds == \
         pytest.approx(0.002)
+    # a profile holding the hand-off by idle: its curve scaled to the probe's (0.3 ms at pauses
+    # where the curve says 0.2 on average), the CPU as before
+    split = profile.model_copy(update={"host_warmth": [Warmth(idle_s=0.0, factor=1.0, handoff_s=0.0001),
+                                                       Warmth(idle_s=0.01, factor=2.0, handoff_s=0.0002)]})
+    assert over_pauses(split.warmth_handoff, records) == pytest.approx(0.0002)
+    again = retimed(split, RequestCost(**{**cost.to_dict(), "handoff_s": 0.0003, "curve_handoff_s": 0.0002}))
+    assert [w.handoff_s for w in again.host_warmth] == pytest.approx([0.00015, 0.0003])
+    assert again.service[0].seconds == pytest.approx(0.001) and again.warmth_handoff(0.01) == pytest.approx(0.0003)

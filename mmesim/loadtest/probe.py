@@ -27,6 +27,7 @@ class RequestCost:
     client_wait_slack_s: float   # a user's time from answer to next request beyond its wait and untimed CPU
     others_cores: float          # cores other processes kept busy meanwhile (Locust's start-up among them)
     stub_warmth: float = 1.0     # the profile's host_warmth factor over the probe's executions, on average
+    curve_handoff_s: float | None = None   # the profile's hand-off by idle, the same way (None: not split)
 
     def generator(self, on_host: bool = True) -> LoadGenerator:
         """The measured client as a Workload's generator (one Locust process)."""
@@ -79,21 +80,21 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
                        server_cpu_s=srv / n, stub_cpu_s=(tree - srv) / n, handoff_s=handoff,
                        client_wait_slack_s=wait_slack(run.records, workload, client_cpu * (1 - timed_share)),
                        others_cores=max(0.0, busy - tree - sent_cpu) / max(1e-9, wall),
-                       stub_warmth=mean_warmth(profile, run.records))
+                       stub_warmth=over_pauses(profile.warmth_factor, run.records) if profile.host_warmth else 1.0,
+                       curve_handoff_s=over_pauses(profile.warmth_handoff, run.records)
+                       if profile.handoff_by_idle else None)
 
 
-def mean_warmth(profile: ModelProfile, records) -> float:
-    """The profile's ``host_warmth`` factor averaged over the executions of ``records``, each
-    at the time since its model copy's previous request ended: how much colder than back to
-    back the probe's executions ran, by the profile's own measure (1 without host_warmth)."""
-    if not profile.host_warmth:
-        return 1.0
-    last, factors = {}, []
+def over_pauses(figure, records) -> float:
+    """``figure(pause)`` averaged over the executions of ``records``, each at the time since
+    its model copy's previous request ended: e.g. the profile's ``warmth_factor``, how much
+    colder than back to back the probe's executions ran by the profile's own measure."""
+    last, values = {}, []
     for r in sorted(records, key=lambda r: r.start):
         if r.model in last:
-            factors.append(profile.warmth_factor(max(0.0, r.start - last[r.model])))
+            values.append(figure(max(0.0, r.start - last[r.model])))
         last[r.model] = r.end
-    return sum(factors) / len(factors) if factors else 1.0
+    return sum(values) / len(values) if values else figure(0.0)
 
 
 def wait_slack(records, workload: Workload, untimed_cpu_s: float) -> float:
@@ -122,9 +123,13 @@ def retimed(profile: ModelProfile, cost: RequestCost) -> ModelProfile:
     batch size scaled alike), the server's fixed cost per request beyond decoding the body, and
     the hand-off per execution where it was read. The probe's executions ran as warm as its
     pace let them; the profile's figures are back to back, and the simulator applies
-    ``host_warmth`` on top, so the probe's cost is divided by the warmth it ran at."""
+    ``host_warmth`` on top, so the probe's cost is divided by the warmth it ran at; where the
+    profile holds the hand-off by idle, its curve is scaled alike to the probe's hand-off."""
     k = cost.stub_cpu_s / (profile.service[0].seconds * cost.stub_warmth)
-    return profile.model_copy(update={
-        "service": [s.model_copy(update={"seconds": s.seconds * k}) for s in profile.service],
-        "request_overhead_s": max(0.0, cost.server_cpu_s - profile.decode_s_per_byte * profile.input_bytes),
-        "handoff_s": cost.handoff_s if cost.handoff_s > 0 else profile.handoff_s})
+    update = {"service": [s.model_copy(update={"seconds": s.seconds * k}) for s in profile.service],
+              "request_overhead_s": max(0.0, cost.server_cpu_s - profile.decode_s_per_byte * profile.input_bytes),
+              "handoff_s": cost.handoff_s if cost.handoff_s > 0 else profile.handoff_s}
+    if profile.handoff_by_idle and cost.handoff_s > 0 and cost.curve_handoff_s:
+        h = cost.handoff_s / cost.curve_handoff_s
+        update["host_warmth"] = [w.model_copy(update={"handoff_s": w.handoff_s * h}) for w in profile.host_warmth]
+    return profile.model_copy(update=update)
