@@ -230,7 +230,7 @@ class ModelProfile(Model):
 
     @property
     def handoff_by_idle(self) -> bool:
-        """Whether host_warmth holds the hand-off at each idle (calibrations since 2026-12-05);
+        """Whether host_warmth holds the hand-off at each idle (calibrations since 2026-12-06);
         then ``factor`` is the stub's CPU alone and ``warmth_handoff`` the rest."""
         return bool(self.host_warmth) and self.host_warmth[0].handoff_s is not None
 

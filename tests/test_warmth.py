@@ -72,38 +72,38 @@ def test_the_hand_off_by_idle_is_linear_between_points_and_all_or_none():
         validate(ModelProfile, {**data, "host_warmth": [{**SPLIT[0], "handoff_s": -1}]}, source="p.json")
 
 
-def test_after_an_idle_spell_both_the_cpu_and_the_hand_off_grow(tmp_path, two_cores):
-    """100 ms of CPU: after seconds idle the stub's CPU doubles and the hand-off is 50 ms;
-    one after another, 100 ms and 1 ms."""
-    profile = make_profile(name="m", gpu="cpu", s1=0.1, max_batch=1, mem_mib=100, baseline_mib=100, cpu_threads=1,
-                           host_warmth=SPLIT, handoff_s=0.001)
-    local = EndpointConfig(instance_type="local")
-    apart = Simulation([profile], local, _trace(tmp_path, [1, 4, 7]), [1]).run(10)
-    assert [r.end - r.start for r in apart.records] == pytest.approx([0.25] * 3, rel=1e-5)
-    busy = Simulation([profile], local, Workload(stages=[{"end_s": 5, "users": 1, "spawn_rate": 1}], wait_s=(0, 0)),
-                      [1]).run(5)
-    lat = [r.end - r.start for r in busy.records]
-    assert len(lat) > 40 and all(x == pytest.approx(0.101, rel=1e-4) for x in lat)
-
-
 def _trace(tmp_path, times):
     path = tmp_path / "t.csv"
     path.write_text("timestamp,model\n" + "".join(f"{t},m-v0\n" for t in times))
     return Workload(kind="trace", trace=str(path))
 
 
+def _apart_and_busy(tmp_path, host_warmth, **kw) -> tuple[list[float], list[float]]:
+    """Latencies of a 100 ms model on local: three requests seconds apart, then one user
+    sending back to back for 5 s."""
+    profile = make_profile(name="m", gpu="cpu", s1=0.1, max_batch=1, mem_mib=100, baseline_mib=100, cpu_threads=1,
+                           host_warmth=host_warmth, **kw)
+    local = EndpointConfig(instance_type="local")
+    apart = Simulation([profile], local, _trace(tmp_path, [1, 4, 7]), [1]).run(10)
+    busy = Simulation([profile], local, Workload(stages=[{"end_s": 5, "users": 1, "spawn_rate": 1}], wait_s=(0, 0)),
+                      [1]).run(5)
+    return [r.end - r.start for r in apart.records], [r.end - r.start for r in busy.records]
+
+
+def test_after_an_idle_spell_both_the_cpu_and_the_hand_off_grow(tmp_path, two_cores):
+    """100 ms of CPU: after seconds idle the stub's CPU doubles and the hand-off is 50 ms;
+    one after another, 100 ms and 1 ms."""
+    apart, busy = _apart_and_busy(tmp_path, SPLIT, handoff_s=0.001)
+    assert apart == pytest.approx([0.25] * 3, rel=1e-5)
+    assert len(busy) > 40 and all(x == pytest.approx(0.101, rel=1e-4) for x in busy)
+
+
 def test_a_model_that_idled_runs_cold_and_one_kept_busy_warm(tmp_path, two_cores):
     """100 ms executions: every 3 s, the model has idled for seconds (x2.5); one after another,
     it has not idled at all (x0.9)."""
-    profile = make_profile(name="m", gpu="cpu", s1=0.1, max_batch=1, mem_mib=100, baseline_mib=100, cpu_threads=1,
-                           host_warmth=CURVE)
-    local = EndpointConfig(instance_type="local")
-    apart = Simulation([profile], local, _trace(tmp_path, [1, 4, 7]), [1]).run(10)
-    assert [r.end - r.start for r in apart.records] == pytest.approx([0.25] * 3, rel=1e-5)
-    busy = Simulation([profile], local, Workload(stages=[{"end_s": 5, "users": 1, "spawn_rate": 1}], wait_s=(0, 0)),
-                      [1]).run(5)
-    lat = [r.end - r.start for r in busy.records]
-    assert len(lat) > 40 and all(x == pytest.approx(0.09, rel=1e-5) for x in lat)
+    apart, busy = _apart_and_busy(tmp_path, CURVE)
+    assert apart == pytest.approx([0.25] * 3, rel=1e-5)
+    assert len(busy) > 40 and all(x == pytest.approx(0.09, rel=1e-5) for x in busy)
     # a GPU instance: the host's warmth is not the device's (the same figures as calibrated)
     def on_gpu(**kw):
         run = Simulation([make_profile(name="m", s1=0.1, max_batch=1, **kw)], EndpointConfig(instance_type="ml.g4dn.xlarge"),

@@ -409,8 +409,8 @@ def warmth_curve(points: list[WarmthPoint], reference_s: float,
 
     With the stub's CPU (``reference_cpu_s``, the service measurement's batch 1, and each
     point's ``stub_cpu_s``) the two parts apart: the stub's CPU relative to the reference,
-    and the rest of Triton's compute wall, the hand-off to and from the stub (0.24 ms back to
-    back for tiny-bert, 0.7-0.8 after 50-1000 ms idle: its threads and the server's slept). The
+    and the rest of Triton's compute wall, the hand-off to and from the stub (tiny-bert: 0.12 ms
+    back to back, 0.30-0.42 after 50-1000 ms idle: its threads and the server's slept). The
     simulator gives the first to the cores and holds the instance for the second, which uses
     none. Without: Triton's compute wall relative to ``reference_s``, the batch-1 compute time
     of the service measurement, and no hand-off (after an idle spell a request also waits
