@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from mmesim.calibrate.working import Cycles, TreePeak, WorkingPoint, largest, measure_working, unload_seconds
+from mmesim.calibrate.memory import HostMemory, MemorySample
+from mmesim.calibrate.working import (Cycles, TreePeak, WorkingPoint, largest, left_behind, measure_working,
+                                     unload_seconds)
 from mmesim.units import MiB
 
 # the lines Triton 2.x writes at --log-verbose=1 for one SageMaker unload (as in a calibration's log)
@@ -34,6 +36,22 @@ def test_leak_is_the_growth_after_the_first_cycle():
     assert Cycles([100, 130, 160, 190], [1.0] * 4, [2.5] * 4, "").leak_per_cycle == 30
     assert Cycles([100, 90, 95], [1.0] * 3, [2.5] * 3, "").leak_per_cycle == 0     # memory fell: no leak
     assert Cycles([100], [1.0], [2.5], "").leak_per_cycle == 0
+
+
+def test_what_a_cycle_leaves_behind_is_private_memory_on_a_host():
+    """On a host, the tree's private bytes (USS), which other processes mapping the same
+    libraries do not move; a device probe's used memory as it reads it."""
+    import os
+    probe = HostMemory(os.getpid())
+    private = left_behind(probe)
+    sample = probe.sample()
+    assert abs(private - sum(sample.processes.values())) < 16 * MiB       # two readings of a live process
+    assert 0 < private <= sample.used + 16 * MiB                         # USS <= PSS, give or take the readings
+
+    class Device:
+        def sample(self):
+            return MemorySample(used=3 * MiB, total=16 * MiB, processes={1: 1 * MiB})
+    assert left_behind(Device()) == 3 * MiB
 
 
 def test_working_curve_takes_the_largest_cycle_and_never_falls():

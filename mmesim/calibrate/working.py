@@ -233,12 +233,23 @@ def summary_notes(w: Working) -> str:
         parts[0] += " (" + ", ".join(f"batch {p.batch}: {p.bytes / MiB:.1f} MiB" for p in w.points) + ")"
     if w.cycles:
         c = w.cycles
-        parts.append(f"leak: memory used after {len(c.used)} load/unload cycles of one copy, growth after the first "
+        parts.append(f"leak: memory after {len(c.used)} load/unload cycles of one copy (on a host, the server "
+                     f"tree's private bytes), growth after the first "
                      f"per cycle = {c.leak_per_cycle / MiB:.2f} MiB (after each: "
                      + ", ".join(f"{u / MiB:.0f}" for u in c.used) + " MiB)")
         parts.append(f"unload {statistics.fmean(c.unload_s):.3f} s: {c.how}; the DELETE took "
                      f"{statistics.fmean(c.http_unload_s):.3f} s")
     return "; ".join(parts + w.notes)
+
+
+def left_behind(probe) -> int:
+    """The memory a load/unload cycle can leave behind, as ``probe`` reads it: on a host, the
+    server tree's private bytes (USS), not its proportional share (PSS), since its share of
+    the shared libraries moves whenever other processes map or unmap the same libraries (other
+    Tritons' torch-loaded stubs in a parallel test suite moved it by 6 MiB a cycle); on a
+    device or in a container, the memory used."""
+    sample = probe.sample()
+    return sum(sample.processes.values()) if isinstance(probe, HostMemory) and sample.processes else sample.used
 
 
 def measure_bench(bench, batches: list[int], cycles: int, progress: Callable[[str], None]) -> Working:
@@ -266,7 +277,7 @@ def measure_bench(bench, batches: list[int], cycles: int, progress: Callable[[st
 
     try:
         result.cycles, result.points = measure_cycles(
-            bench.load_copy, bench.mme.unload, lambda: bench.probe.sample().used, read_log, spec.name, cycles,
+            bench.load_copy, bench.mme.unload, lambda: left_behind(bench.probe), read_log, spec.name, cycles,
             work if reader is not None and batches else None)
     finally:
         if read_log is not None:
