@@ -135,13 +135,10 @@ def measure_first_executions(mme: MMEClient, kserve, name: str, spec: ModelSpec,
     Python-backend stub took about 45 ms on its first, 5 ms on its next four, then its steady
     1.5-2 ms)."""
     body, ctype = spec.binary_body(1)
-    out = []
+    point = ServicePoint(1, len(body))
     for _ in range(count):
-        before = model_timings(kserve, name)
-        mme.invoke(name, body, ctype)
-        delta = _delta_after(kserve, name, before)
-        out.append(delta.compute_s / max(1, delta.executions))
-    return out
+        _time_one(mme, kserve, name, body, ctype, None, point)
+    return point.compute_s
 
 
 def first_extra_s(first: list[float], steady_s: float, margin: float = 0.2) -> list[float]:

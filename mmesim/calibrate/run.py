@@ -624,7 +624,7 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
                             f"x{f:.2f} + {h * 1e3:.2f} ms after {1000 * g:g} ms idle" for g, f, h in warmth) if split
                         else f"; relative to the {service[0].wall_s * 1e3:.2f} ms of the service measurement: "
                         + ", ".join(f"x{f:.2f} after {1000 * g:g} ms idle" for g, f, _ in warmth)))
-    first = first_extra_s(timing.first, service[0].wall_s) if service[0].batch == 1 else []
+    first = first_extra_s(timing.first, service[0].wall_s) if one else []
     if timing.first:
         notes.append(f"first executions of a fresh copy (batch 1, one at a time): "
                      + ", ".join(f"{s * 1e3:.2f}" for s in timing.first)
