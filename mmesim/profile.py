@@ -66,6 +66,15 @@ class Warmth(Model):
                                     description="the hand-off to and from the stub after that idle (Triton's compute "
                                                 "wall minus the stub's CPU): waking a thread that slept takes longer "
                                                 "the longer it slept; None: the profile's handoff_s at any pace")
+    cv: float | None = Field(default=None, ge=0,
+                             description="spread of the execution after that idle (with handoff_s, the stub's CPU): "
+                                         "the coefficient of variation of a gamma with the measured mean and 95th "
+                                         "percentile; None: the service figures' cv")
+    handoff_cv: float | None = Field(default=None, ge=0,
+                                     description="the hand-off's spread after that idle, as cv; None: none")
+    wakeup_s: float | None = Field(default=None, ge=0,
+                                   description="how long a request waits for Triton's instance thread to wake after "
+                                               "that idle (Triton's queue time, one request at a time); None: none")
 
 
 class WorkingMemory(Model):
@@ -218,8 +227,9 @@ class ModelProfile(Model):
     @classmethod
     def _warmth_sorted(cls, v: list[Warmth]) -> list[Warmth]:
         v = _sorted_by(v, "idle_s", "host_warmth idle_s values repeat")
-        if len({w.handoff_s is None for w in v}) > 1:
-            raise ValueError("handoff_s is given at some idle_s and not at others: at every point or none")
+        for attr in ("handoff_s", "cv", "handoff_cv", "wakeup_s"):
+            if len({getattr(w, attr) is None for w in v}) > 1:
+                raise ValueError(f"{attr} is given at some idle_s and not at others: at every point or none")
         return v
 
     def warmth_factor(self, idle_s: float) -> float:
@@ -239,6 +249,32 @@ class ModelProfile(Model):
         ``warmth_factor``; the profile's handoff_s where host_warmth does not hold it."""
         return _between(self.host_warmth, idle_s, "handoff_s", self.handoff_s) if self.handoff_by_idle \
             else self.handoff_s
+
+    @property
+    def spread_by_idle(self) -> bool:
+        """Whether host_warmth holds each execution's spread after each idle (calibrations
+        since 2026-12-06, later in the day): ``warmth_cv`` and ``warmth_handoff_cv``."""
+        return bool(self.host_warmth) and self.host_warmth[0].cv is not None
+
+    def warmth_cv(self, idle_s: float) -> float:
+        """The execution's spread (cv) after ``idle_s`` idle, between measured points."""
+        return _between(self.host_warmth, idle_s, "cv", 0.0)
+
+    def warmth_handoff_cv(self, idle_s: float) -> float:
+        """The hand-off's spread (cv) after ``idle_s`` idle, between measured points; 0 where
+        host_warmth does not hold it."""
+        return _between(self.host_warmth, idle_s, "handoff_cv", 0.0) if self.host_warmth \
+            and self.host_warmth[0].handoff_cv is not None else 0.0
+
+    @property
+    def wakeup_by_idle(self) -> bool:
+        """Whether host_warmth holds the instance thread's wake-up after each idle."""
+        return bool(self.host_warmth) and self.host_warmth[0].wakeup_s is not None
+
+    def warmth_wakeup(self, idle_s: float) -> float:
+        """Seconds a request waits for Triton's instance thread after ``idle_s`` idle; 0 where
+        host_warmth does not hold it."""
+        return _between(self.host_warmth, idle_s, "wakeup_s", 0.0) if self.wakeup_by_idle else 0.0
 
     @field_validator("working_memory")
     @classmethod

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("tritonclient")
 
-from mmesim.calibrate.latency import steady  # noqa: E402
+from mmesim.calibrate.latency import steady, tail_cv  # noqa: E402
 from mmesim.cli import main  # noqa: E402
 from mmesim.profile import ModelProfile, load_profile  # noqa: E402
 from mmesim.triton.packaging import resolve  # noqa: E402
@@ -78,7 +78,8 @@ def test_each_batch_size_is_timed_once_warm(calibrated):
     report = json.loads(calibrated.with_name("tiny-mlp.calibration.json").read_text())
     for point in report["service"]:
         warm = point["warmup_s"]
-        assert 3 <= len(warm) <= 60 and len(point["compute_s"]) == 3
+        # batch 1 more often: its spread is also host_warmth's at short pauses
+        assert 3 <= len(warm) <= 60 and len(point["compute_s"]) == (20 if point["batch"] == 1 else 3)
         assert steady(warm) or len(warm) == 60       # tiny-mlp's 60 warm-ups take well under the 2 s cap
     assert "warm-ups until five executions' median stopped falling" in p.provenance.notes
 
@@ -102,6 +103,23 @@ def test_how_much_longer_requests_take_on_idle_cores_is_measured(calibrated):
         [max(0.0, w["compute_s"] - w["stub_cpu_s"]) for w in points], abs=2e-6)
     assert all(0 < w["stub_cpu_s"] < w["cpu_s"] for w in points)       # the server's CPU is the rest
     assert "host warmth: batch-1 requests paced" in p.provenance.notes
+    # each execution's stub CPU read, and in the pauses of 10 ms and more its hand-off: their
+    # spread, pooled over those pauses, the same at each; shorter ones have their own
+    assert all(len(w["stub_cpu_each_s"]) == w["requests"] for w in points)
+    read = [w for w in points if w["gap_s"] >= 0.01]
+    assert all(len(w["handoff_each_s"]) == w["requests"] and min(w["handoff_each_s"]) >= 0 for w in read)
+    assert all(not w["handoff_each_s"] for w in points if w["gap_s"] < 0.01)
+    for w in points:     # read one by one, the stub's CPU needs no estimate of its idle CPU
+        assert sum(w["stub_cpu_each_s"]) / w["requests"] == pytest.approx(w["stub_cpu_s"], rel=1e-9)
+    cold = p.host_warmth[2:]
+    assert len({(w.cv, w.handoff_cv) for w in cold}) == 1
+    assert cold[0].cv == tail_cv([x / (sum(w["stub_cpu_each_s"]) / len(w["stub_cpu_each_s"]))
+                                  for w in read for x in w["stub_cpu_each_s"]]) > 0
+    assert [w.cv for w in p.host_warmth[:2]] == [tail_cv(w["stub_cpu_each_s"]) for w in points[:2]]
+    assert "spread (cv of a gamma with the measured mean and 95th percentile)" in p.provenance.notes
+    # one request at a time nothing else is queued: Triton's queue time is its thread waking
+    assert [w.wakeup_s for w in p.host_warmth] == pytest.approx([w["queue_s"] for w in points], abs=1e-6)
+    assert all(0 < w["queue_s"] < w["compute_s"] for w in points)
 
 
 def test_a_fresh_copys_first_executions_are_timed(calibrated):

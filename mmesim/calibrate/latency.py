@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from mmesim.process import machine_busy_s, thread_times
+from mmesim.profile import Warmth
 from mmesim.triton.client import MMEClient, model_timings
 from mmesim.triton.modelspec import JSON_TYPE, ModelSpec
 
@@ -114,15 +115,20 @@ def batch_sizes(max_batch: int) -> list[int]:
     return out + [max(1, max_batch)]
 
 
-def _delta_after(kserve, name: str, before, executions: int = 1, timeout_s: float = 2.0):
-    """Triton's statistics since ``before`` once they count ``executions`` more: Triton may
+def _timings_after(kserve, name: str, before, executions: int = 1, timeout_s: float = 2.0):
+    """Triton's statistics once they count ``executions`` more than ``before``: Triton may
     record an execution just after its answer has left, so read again until it shows."""
     deadline = time.perf_counter() + timeout_s
     while True:
-        delta = model_timings(kserve, name) - before
-        if delta.executions >= executions or time.perf_counter() >= deadline:
-            return delta
+        now = model_timings(kserve, name)
+        if now.executions - before.executions >= executions or time.perf_counter() >= deadline:
+            return now
         time.sleep(0.002)
+
+
+def _delta_after(kserve, name: str, before, executions: int = 1, timeout_s: float = 2.0):
+    """Triton's statistics since ``before``, once they count ``executions`` more."""
+    return _timings_after(kserve, name, before, executions, timeout_s) - before
 
 
 FIRST_EXECUTIONS = 8
@@ -149,6 +155,7 @@ def first_extra_s(first: list[float], steady_s: float, margin: float = 0.2) -> l
     return [round(e, 6) for e in extra[:slow[-1] + 1]] if slow else []
 
 
+SPREAD_REPEATS = 20
 STEADY_WINDOW, STEADY_MARGIN = 5, 0.05     # warm once 5 executions' median stops falling by 5 %
 WARMUP_MIN, WARMUP_MAX, WARMUP_MAX_S = 3, 60, 2.0
 
@@ -171,7 +178,8 @@ def measure_service(mme: MMEClient, kserve, name: str, spec: ModelSpec, batches:
     (``steady``; at least WARMUP_MIN, at most WARMUP_MAX or ``warmup_max_s`` of executing),
     then ``repeats`` timed ones; once one batch size's execution takes more than
     ``stop_after_s``, larger ones are not timed (the profile extrapolates). ``stub``: the pid
-    of the model's Python-backend process, to read its CPU seconds."""
+    of the model's Python-backend process, to read its CPU seconds; then batch 1 is timed
+    SPREAD_REPEATS times at least, since its spread is also host_warmth's at short pauses."""
     points = []
     for batch in batches:
         body, ctype = spec.binary_body(batch, seed)
@@ -182,7 +190,7 @@ def measure_service(mme: MMEClient, kserve, name: str, spec: ModelSpec, batches:
                 and (steady(warm.samples) or time.perf_counter() - began >= warmup_max_s)):
             _time_one(mme, kserve, name, body, ctype, stub, warm)
         point = ServicePoint(batch, len(body), warmup_s=warm.samples)
-        for _ in range(repeats):
+        for _ in range(max(repeats, SPREAD_REPEATS) if stub and batch == 1 else repeats):
             _time_one(mme, kserve, name, body, ctype, stub, point)
         points.append(point)
         if stop_after_s is not None and point.wall_s > stop_after_s:
@@ -355,6 +363,11 @@ def measure_scaling(base_url: str, kserve, names: list[str], spec: ModelSpec, ba
 WARMTH_GAPS_S = (0.0, 0.002, 0.01, 0.05, 0.25, 1.0)
 
 
+# pauses long enough to read Triton's statistics inside them (over HTTP: about a millisecond)
+# and still leave the model idle that long
+EACH_MIN_GAP_S = 0.01
+
+
 @dataclass
 class WarmthPoint:
     gap_s: float                 # the pause before each request
@@ -363,59 +376,131 @@ class WarmthPoint:
     cpu_s: float                 # Triton's CPU per request: the server process and the model's stub
     utilization: float           # busy share of the host's cores meanwhile (everything: the client too)
     stub_cpu_s: float | None = None   # the model's stub alone, per request, less what it spends idle
+    queue_s: float = 0.0         # Triton's queue time per request (nothing else queued: its thread waking)
+    stub_cpu_each_s: list[float] = field(default_factory=list)  # each execution's
+    # each execution's Triton compute wall minus the stub's CPU, where the pause left time to read it
+    handoff_each_s: list[float] = field(default_factory=list)
 
 
 def measure_warmth(mme: MMEClient, kserve, name: str, spec: ModelSpec, server_pid: int, stub: int,
                    gaps=WARMTH_GAPS_S, seconds: float = 2.0) -> list[WarmthPoint]:
     """Batch-1 requests one at a time, each after a pause of ``gap`` s, for ``seconds`` per gap
-    (8 requests at least): Triton's compute time per execution, the CPU Triton's server and
-    the model's stub spend per request, the stub's apart (less the CPU it spends idle, about
-    0.4 ms a second for tiny-bert's), and how busy the host's cores were."""
+    (8 requests at least): Triton's compute and queue time per execution, the CPU Triton's
+    server and the model's stub spend per request, and how busy the host's cores were.
+
+    The stub's CPU is read after each execution, in the pause that follows (a /proc read,
+    about 0.1 ms: the time reading takes is part of the pause), so each execution's is known:
+    in pauses of EACH_MIN_GAP_S and more also just before it, which leaves out what the stub
+    spends idle (about 0.4 ms a second for tiny-bert's), and Triton's statistics after it,
+    which give each execution's hand-off. Shorter pauses have no time for the statistics."""
     import os
     body, ctype = spec.binary_body(1)
     cores = os.cpu_count() or 1
-    s0, t0 = process_cpu_s(stub), time.perf_counter()
-    time.sleep(0.5)
-    idle_rate = (process_cpu_s(stub) - s0) / (time.perf_counter() - t0)
     points = []
     for gap in gaps:
+        each = gap >= EACH_MIN_GAP_S
         mme.invoke(name, body, ctype)                      # after the previous gap's last pause
-        before = model_timings(kserve, name)
-        server0, stub0, busy0, t0 = process_cpu_s(server_pid), process_cpu_s(stub), machine_busy_s(), time.perf_counter()
-        n = 0
-        while n < 8 or time.perf_counter() - t0 < seconds:
+        answered = time.perf_counter()
+        before = last = model_timings(kserve, name)
+        server0, busy0, t0 = process_cpu_s(server_pid), machine_busy_s(), time.perf_counter()
+        point = WarmthPoint(gap, 0, 0.0, 0.0, 0.0)
+        reads, c1 = 0.0, process_cpu_s(stub)               # reads: the server's CPU answering the statistics reads
+        while point.requests < 8 or time.perf_counter() - t0 < seconds:
             if gap:
-                time.sleep(gap)
+                time.sleep(max(0.0, gap - (time.perf_counter() - answered)))
+            c0 = process_cpu_s(stub) if each else c1
             mme.invoke(name, body, ctype)
-            n += 1
-        wall = time.perf_counter() - t0
-        stub_cpu = process_cpu_s(stub) - stub0
-        cpu, busy = process_cpu_s(server_pid) - server0 + stub_cpu, machine_busy_s() - busy0
+            answered = time.perf_counter()
+            c1 = process_cpu_s(stub)
+            point.requests += 1
+            point.stub_cpu_each_s.append(c1 - c0)
+            if each:
+                r0 = process_cpu_s(server_pid)
+                now = _timings_after(kserve, name, last)
+                reads += process_cpu_s(server_pid) - r0
+                delta, last = now - last, now
+                point.handoff_each_s.append(max(0.0, delta.compute_s / max(1, delta.executions) - (c1 - c0)))
+        n, wall = point.requests, time.perf_counter() - t0
+        point.stub_cpu_s = statistics.fmean(point.stub_cpu_each_s)
+        cpu, busy = process_cpu_s(server_pid) - server0 - reads + point.stub_cpu_s * n, machine_busy_s() - busy0
         delta = _delta_after(kserve, name, before, executions=n)
-        compute = delta.compute_input_s + delta.compute_infer_s + delta.compute_output_s
-        points.append(WarmthPoint(gap, n, compute / max(1, delta.executions), cpu / n,
-                                  min(1.0, max(0.0, busy / (cores * wall))),
-                                  max(0.0, stub_cpu - idle_rate * n * gap) / n))
+        point.compute_s = delta.compute_s / max(1, delta.executions)
+        point.queue_s = delta.queue_s / max(1, delta.requests)
+        point.cpu_s, point.utilization = cpu / n, min(1.0, max(0.0, busy / (cores * wall)))
+        points.append(point)
     return points
 
 
-def warmth_curve(points: list[WarmthPoint], reference_s: float,
-                 reference_cpu_s: float | None = None) -> list[tuple[float, float, float | None]]:
-    """(seconds the model idled before each request: the gap, its execution relative to the
-    service measurement's, the hand-off), by gap: what a profile's host_warmth holds.
+def warmth_curve(points: list[WarmthPoint], reference: ServicePoint | None) -> list[Warmth]:
+    """What a profile's host_warmth holds, by gap (the seconds the model idled before each
+    request), relative to ``reference``, the service measurement's batch 1 (None: no curve).
 
-    With the stub's CPU (``reference_cpu_s``, the service measurement's batch 1, and each
-    point's ``stub_cpu_s``) the two parts apart: the stub's CPU relative to the reference,
-    and the rest of Triton's compute wall, the hand-off to and from the stub (tiny-bert: 0.12 ms
-    back to back, 0.30-0.42 after 50-1000 ms idle: its threads and the server's slept). The
-    simulator gives the first to the cores and holds the instance for the second, which uses
-    none. Without: Triton's compute wall relative to ``reference_s``, the batch-1 compute time
-    of the service measurement, and no hand-off (after an idle spell a request also waits
-    for its threads' cores to wake; on a VM, a halted vCPU)."""
+    Where the stub's CPU was read (``reference.cpu_s`` and each point's ``stub_cpu_s``) the
+    two parts apart: the stub's CPU relative to the reference's, and the rest of Triton's
+    compute wall, the hand-off to and from the stub (tiny-bert: 0.12 ms back to back,
+    0.30-0.42 after 50-1000 ms idle: its threads and the server's slept). The simulator gives
+    the first to the cores and holds the instance for the second, which uses none. Without:
+    Triton's compute wall relative to the reference's, and no hand-off (after an idle spell a
+    request also waits for its threads' cores to wake; on a VM, a halted vCPU). Either way
+    Triton's queue time per request, as ``wakeup_s``: one request at a time nothing else is
+    queued, so it is Triton's instance thread waking (tiny-bert: 0.10 ms back to back,
+    0.19-0.38 ms after 10-1000 ms idle).
+
+    Where each execution was read, each part's spread too (``tail_cv``). Pauses long enough
+    to read Triton's statistics (EACH_MIN_GAP_S) share one: the spread relative to each
+    pause's mean is the same from 10 ms to 1 s (the stubs' log of a cores-ramp: interquartile
+    0.09-0.12 of the CPU, 0.15-0.20 of the hand-off, at every pause), so the 8 executions of
+    a long pause are pooled with the 150 of a short one rather than read alone. A shorter
+    pause has its own hundreds for the stub's CPU and no room for the statistics: its
+    hand-off's spread is the reference's (one at a time, a statistics read apart)."""
     pts = sorted((p for p in points if p.compute_s > 0), key=lambda p: p.gap_s)
-    if reference_cpu_s and pts and all(p.stub_cpu_s for p in pts):
-        return [(p.gap_s, round(p.stub_cpu_s / reference_cpu_s, 3), round(max(0.0, p.compute_s - p.stub_cpu_s), 6))
-                for p in pts]
-    if reference_s <= 0:
+    if reference is None or reference.wall_s <= 0 or not pts:
         return []
-    return [(p.gap_s, round(p.compute_s / reference_s, 3), None) for p in pts]
+    if not (reference.cpu_s and all(p.stub_cpu_s for p in pts)):
+        return [Warmth(idle_s=p.gap_s, factor=round(p.compute_s / reference.wall_s, 3), wakeup_s=round(p.queue_s, 6))
+                for p in pts]
+    spread = {}
+    cold = [p for p in pts if p.handoff_each_s]
+    if cold:
+        pooled = (tail_cv(_relative([p.stub_cpu_each_s for p in cold])),
+                  tail_cv(_relative([p.handoff_each_s for p in cold])))
+        handoff = tail_cv([max(0.0, w - c) for w, c in zip(reference.compute_s, reference.cpu_s)])
+        spread = {p.gap_s: pooled if p.handoff_each_s else (tail_cv(p.stub_cpu_each_s or reference.cpu_s), handoff)
+                  for p in pts}
+    return [Warmth(idle_s=p.gap_s, factor=round(p.stub_cpu_s / reference.mean_s, 3),
+                   handoff_s=round(max(0.0, p.compute_s - p.stub_cpu_s), 6), wakeup_s=round(p.queue_s, 6),
+                   cv=spread[p.gap_s][0] if spread else None, handoff_cv=spread[p.gap_s][1] if spread else None)
+            for p in pts]
+
+
+def _relative(groups: list[list[float]]) -> list[float]:
+    """Each group's values over its own mean, pooled."""
+    out = []
+    for g in groups:
+        m = statistics.fmean(g) if g else 0.0
+        out += [x / m for x in g] if m > 0 else []
+    return out
+
+
+Z95 = 1.6449     # the standard normal's 95th percentile
+
+
+def tail_cv(samples: list[float]) -> float:
+    """The coefficient of variation of a gamma with the samples' mean and 95th percentile,
+    which is what the simulator draws from (its quantiles by Wilson and Hilferty's cube-root
+    approximation, close for cv up to 1; capped there). Not the standard deviation: a few
+    far outliers would set it (the hand-off after 10-1000 ms idle in a cores-ramp's log:
+    0.52-0.57 by the standard deviation, whose gamma's 95th percentile is 2.2-2.3 times the
+    median; measured 1.65-1.77)."""
+    if len(samples) < 2:
+        return 0.0
+    mean = statistics.fmean(samples)
+    if mean <= 0:
+        return 0.0
+    y = (statistics.quantiles(samples, n=20, method="inclusive")[-1] / mean) ** (1 / 3)
+    if y <= 1:
+        return 0.0
+    # q95 / mean = (1 - cv^2 / 9 + Z95 cv / 3)^3, solved for the smaller root
+    a, b = 1 / 9, Z95 / 3
+    disc = b * b - 4 * a * (y - 1)
+    return 1.0 if disc < 0 else round(min(1.0, (b - disc ** 0.5) / (2 * a)), 4)

@@ -31,7 +31,7 @@ from mmesim.calibrate import working
 from mmesim.calibrate.memory import ContainerMemory, HostMemory, MemorySample, NvmlMemory, cuda_index, parse_bytes
 from mmesim.catalog import host_cores, host_cpu
 from mmesim.errors import ConfigError, MissingPiece
-from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig, Warmth, WorkingMemory
+from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig, WorkingMemory
 from mmesim.triton.client import SERVER_FAILURES, MMEClient, kserve_client
 from mmesim.triton.packaging import FRAMEWORKS, PackagedModel, package, package_null
 from mmesim.units import GiB, MiB
@@ -610,10 +610,9 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
         notes.append("concurrent copies (batch %d): " % timing.scaling_batch + ", ".join(
             f"{s.concurrent} -> x{s.throughput:.2f} ({s.per_exec_s * 1e3:.1f} ms per execution)" for s in timing.scaling))
     one = service[0].batch == 1
-    warmth = warmth_curve(timing.warmth, service[0].wall_s if one else 0.0,
-                          service[0].mean_s if one and cpu_timed else None)
+    warmth = warmth_curve(timing.warmth, service[0] if one else None)
     if warmth:
-        split = warmth[0][2] is not None
+        split = warmth[0].handoff_s is not None
         notes.append("host warmth: batch-1 requests paced "
                      + ", ".join(f"{1000 * p.gap_s:g} ms apart took {p.compute_s * 1e3:.2f} ms of Triton compute "
                                  f"({p.cpu_s * 1e3:.2f} ms of its CPU"
@@ -621,9 +620,20 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
                                  + f") at utilization {p.utilization:.2f}" for p in timing.warmth)
                      + (f"; the stub's CPU relative to the {service[0].mean_s * 1e3:.2f} ms of the service measurement, "
                         "and the hand-off (compute beyond it): " + ", ".join(
-                            f"x{f:.2f} + {h * 1e3:.2f} ms after {1000 * g:g} ms idle" for g, f, h in warmth) if split
+                            f"x{w.factor:.2f} + {w.handoff_s * 1e3:.2f} ms after {1000 * w.idle_s:g} ms idle"
+                            for w in warmth) if split
                         else f"; relative to the {service[0].wall_s * 1e3:.2f} ms of the service measurement: "
-                        + ", ".join(f"x{f:.2f} after {1000 * g:g} ms idle" for g, f, _ in warmth)))
+                        + ", ".join(f"x{w.factor:.2f} after {1000 * w.idle_s:g} ms idle" for w in warmth)))
+        if warmth[0].cv is not None:
+            each = [p for p in timing.warmth if p.handoff_each_s]
+            notes.append("spread (cv of a gamma with the measured mean and 95th percentile) of the stub's CPU and the "
+                         f"hand-off: {warmth[-1].cv:.3f} and {warmth[-1].handoff_cv:.3f} after "
+                         f"{', '.join(f'{1000 * p.gap_s:g}' for p in each)} ms idle (each execution read in the pause "
+                         f"after it; {sum(len(p.handoff_each_s) for p in each)} pooled, each relative to its pause's "
+                         "mean); " + ", ".join(f"{w.cv:.3f} and {w.handoff_cv:.3f} after {1000 * w.idle_s:g} ms"
+                                               for w in warmth[:len(warmth) - len(each)])
+                         + f" (the stub's CPU from that pause's executions, the hand-off from the "
+                         f"{len(service[0].cpu_s)} timed batch-1 ones)")
     first = first_extra_s(timing.first, service[0].wall_s) if one else []
     if timing.first:
         notes.append(f"first executions of a fresh copy (batch 1, one at a time): "
@@ -654,7 +664,7 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
         request_overhead_s=timing.request_overhead_s,
         cpu_threads=options.threads,
         handoff_s=sequential_handoff_s(service),
-        host_warmth=[Warmth(idle_s=g, factor=f, handoff_s=h) for g, f, h in warmth],
+        host_warmth=warmth,
         first_executions_s=first,
         gpu_overlap=round(min(1.0, max(0.0, two.throughput - 1)), 3) if two else 0.0,
         concurrency_scaling=[Scaling(concurrent=s.concurrent, throughput=round(s.throughput, 3))

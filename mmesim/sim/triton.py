@@ -11,7 +11,12 @@ longer (``profile.host_warmth``, by the time since its last execution ended, as 
 measures it pacing requests): its weights and its stub's memory have left the caches, and on
 a VM the idle cores have gone to others. Where calibrate split it, the stub's CPU grows by
 ``factor`` and the hand-off to and from the stub (``warmth_handoff``: waking threads that
-slept, which holds the instance and uses no core of its own) by idle time apart.
+slept, which holds the instance and uses no core of its own) by idle time apart, and where
+calibrate read each paced execution, both are drawn with the spread measured after that idle
+(``warmth_cv``, ``warmth_handoff_cv``): a cold execution varies more than a warm one. Before
+that, a request reaching a model that idled waits for Triton's instance thread to wake
+(``warmth_wakeup``, Triton's queue time one request at a time): the instance is held, no core
+used, and the request counts it as queueing, as Triton's trace does.
 
 First executions: a freshly loaded copy's first executions take ``profile.first_executions_s``
 longer, in order (the backend initialises lazily on its first requests; calibrate times a fresh
@@ -57,7 +62,7 @@ class Workspace:
 class ModelServer:
     __slots__ = ("env", "profile", "gpu", "noise", "done", "queue", "free", "limit", "_delay",
                  "_preferred", "_wake_at", "_timing", "_share", "_cv", "executions", "batched", "workspace", "failed",
-                 "_working", "_handoff", "_handoffs", "_warmth", "_ran", "_first")
+                 "_working", "_handoff", "_handoffs", "_warmth", "_spread", "_wakeups", "_ran", "_first")
 
     def __init__(self, env, profile: ModelProfile, gpu, noise, done, workspace: Workspace | None = None,
                  failed=None):
@@ -82,6 +87,11 @@ class ModelServer:
         # and where calibrate split it, its hand-off wakes threads that slept longer, too
         self._warmth = profile.warmth_factor if profile.host_warmth and isinstance(gpu, Cores) else None
         self._handoffs = profile.warmth_handoff if self._warmth and profile.handoff_by_idle else None
+        # and varies more than back to back: each part drawn with its spread after that idle
+        self._spread = (profile.warmth_cv, profile.warmth_handoff_cv) if self._warmth and profile.spread_by_idle \
+            else None
+        # and Triton's instance thread, asleep since, takes a while to pick a request up
+        self._wakeups = profile.warmth_wakeup if self._warmth and profile.wakeup_by_idle else None
         self._ran = env.now                  # when an execution last ended (loading ran the model too)
         self._first = profile.first_executions_s   # a fresh copy's first executions: longer, in order
         self.executions = 0
@@ -106,27 +116,40 @@ class ModelServer:
                     return
             batch = [queue.popleft()] if n == 1 else [queue.popleft() for _ in range(n)]
             now = self.env.now
+            idle = now - self._ran
+            # a request that was waiting when the last execution ended finds the thread awake
+            wakeup = self._wakeups(idle) if self._wakeups is not None and idle > 0 else 0.0
             for req in batch:
-                req.began = now
+                req.began = now + wakeup
             if self.workspace is not None and not self.workspace.take(self._working[n]):
                 self.failed(batch, EXECUTION_OOM)
                 continue
             self.free -= 1
             self.executions += 1
             self.batched += n
+            cv, handoff_cv = self._cv[n], 0.0
             if self._warmth is None:
                 mean, handoff = self._timing[n], self._handoff
             else:
-                idle = now - self._ran
                 mean = self._timing[n] * self._warmth(idle)
                 handoff = self._handoff if self._handoffs is None else self._handoffs(idle)
-            work = self.noise.gamma(mean, self._cv[n])
+                if self._spread is not None:
+                    cv, handoff_cv = self._spread[0](idle), self._spread[1](idle)
+            work = self.noise.gamma(mean, cv)
+            if handoff and handoff_cv:
+                handoff = self.noise.gamma(handoff, handoff_cv)
             if self._first and self.executions <= len(self._first):
                 work += self._first[self.executions - 1]
-            if handoff:
-                self.gpu.run(work, self._share, self._handed_back, (batch, handoff))
+            if wakeup:
+                after(self.env, wakeup, (work, batch, handoff), lambda ev: self._execute(*ev.value))
             else:
-                self.gpu.run(work, self._share, self._finish, batch)
+                self._execute(work, batch, handoff)
+
+    def _execute(self, work: float, batch, handoff: float) -> None:
+        if handoff:
+            self.gpu.run(work, self._share, self._handed_back, (batch, handoff))
+        else:
+            self.gpu.run(work, self._share, self._finish, batch)
 
     def _wake(self, _ev) -> None:
         self._wake_at = None
