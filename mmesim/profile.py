@@ -253,18 +253,24 @@ class ModelProfile(Model):
     @property
     def spread_by_idle(self) -> bool:
         """Whether host_warmth holds each execution's spread after each idle (calibrations
-        since 2026-12-06, later in the day): ``warmth_cv`` and ``warmth_handoff_cv``."""
+        since 2026-12-06, later in the day): ``warmth_spread``."""
         return bool(self.host_warmth) and self.host_warmth[0].cv is not None
 
-    def warmth_cv(self, idle_s: float) -> float:
-        """The execution's spread (cv) after ``idle_s`` idle, between measured points."""
-        return _between(self.host_warmth, idle_s, "cv", 0.0)
-
-    def warmth_handoff_cv(self, idle_s: float) -> float:
-        """The hand-off's spread (cv) after ``idle_s`` idle, between measured points; 0 where
-        host_warmth does not hold it."""
-        return _between(self.host_warmth, idle_s, "handoff_cv", 0.0) if self.host_warmth \
-            and self.host_warmth[0].handoff_cv is not None else 0.0
+    def warmth_spread(self, idle_s: float, u: float) -> tuple[float, float]:
+        """(cv of the stub's CPU, cv of the hand-off) for an execution after ``idle_s`` idle,
+        ``u`` uniform on [0, 1): between two measured pauses, one of theirs, the later one's
+        with probability growing linearly across the interval (a mixture of the two measured
+        spreads, not an interpolated one: the simulator keeps a block of variates per spread,
+        and it should meet a few, not one per idle time); the nearest end's beyond them."""
+        pts = self.host_warmth
+        if not pts or pts[0].cv is None:
+            return 0.0, 0.0
+        pick = pts[0] if idle_s <= pts[0].idle_s else pts[-1]
+        for lo, hi in zip(pts, pts[1:]):
+            if lo.idle_s < idle_s <= hi.idle_s:
+                pick = hi if u < (idle_s - lo.idle_s) / (hi.idle_s - lo.idle_s) else lo
+                break
+        return pick.cv, pick.handoff_cv or 0.0
 
     @property
     def wakeup_by_idle(self) -> bool:

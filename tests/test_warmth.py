@@ -103,7 +103,11 @@ def test_executions_read_one_by_one_give_the_spread_after_an_idle_spell():
     assert curve[1].handoff_cv == curve[2].handoff_cv == pytest.approx(0.4, rel=0.12)
     assert curve[0].cv == pytest.approx(0.05, rel=0.15) and curve[0].handoff_cv == tail_cv([0.0002, 0.0003] * 10) > 0
     p = make_profile(gpu="cpu", host_warmth=[w.model_dump() for w in curve])
-    assert p.spread_by_idle and p.warmth_cv(0.5) == curve[2].cv and p.warmth_handoff_cv(0.005) > 0
+    assert p.spread_by_idle and p.warmth_spread(0.5, 0.9) == (curve[2].cv, curve[2].handoff_cv)
+    # between two measured pauses, one of their spreads: a quarter of the way, the later one's a quarter of the time
+    assert p.warmth_spread(0.0025, 0.2) == (curve[1].cv, curve[1].handoff_cv)
+    assert p.warmth_spread(0.0025, 0.3) == (curve[0].cv, curve[0].handoff_cv)
+    assert p.warmth_spread(0.0, 0.99) == (curve[0].cv, curve[0].handoff_cv)
 
 
 SPLIT = [{"idle_s": 0.0, "factor": 1.0, "handoff_s": 0.001}, {"idle_s": 1.0, "factor": 2.0, "handoff_s": 0.05}]
@@ -211,3 +215,14 @@ def test_a_request_to_a_model_that_idled_waits_for_its_thread_to_wake(tmp_path, 
     both = Simulation([profile], local, _trace(tmp_path, [1, 1]), [1], server_timing=True).run(5)
     assert sorted(both.server_ms["queue"]) == pytest.approx([20.0, 270.0], rel=1e-5)
     assert sorted(r.end - r.start for r in both.records) == pytest.approx([0.27, 0.371], rel=1e-5)
+
+
+def test_spreads_between_measured_pauses_keep_the_simulator_to_a_few_blocks(tmp_path, two_cores):
+    """Idle times of every length draw from the measured pauses' spreads only (one block of
+    variates each): a spread per idle time once took 23 GB for a default simulation."""
+    profile = make_profile(name="m", gpu="cpu", s1=0.001, max_batch=1, mem_mib=100, baseline_mib=100, cpu_threads=1,
+                           host_warmth=[{**SPREAD[0], "cv": 0.05}, {**SPREAD[1], "idle_s": 0.01}], handoff_s=0.001)
+    sim = Simulation([profile], EndpointConfig(instance_type="local"),
+                     Workload(stages=[{"end_s": 20, "users": 3, "spawn_rate": 3}], wait_s=(0, 0.02)), [1])
+    run = sim.run(20)
+    assert len(run.records) > 1000 and len(sim.noise._gammas) <= 4

@@ -12,6 +12,9 @@ import numpy as np
 from mmesim.errors import ConfigError
 
 
+MAX_SHAPES = 64
+
+
 class Stream:
     __slots__ = ("_rng", "_buf", "_i", "_block", "_gammas")
 
@@ -37,13 +40,17 @@ class Stream:
         return float(-mean * np.log1p(-self.random()))    # a float: a numpy scalar would slow every later sum
 
     def gamma(self, mean: float, cv: float) -> float:
-        """Mean ``mean``, coefficient of variation ``cv`` (0: exactly the mean)."""
+        """Mean ``mean``, coefficient of variation ``cv`` (0: exactly the mean). Each spread
+        keeps a block of variates, so callers should use a few spreads, not a continuum: past
+        MAX_SHAPES of them, a new one's block is small (a simulation of 23 GB once came of
+        one spread per idle time)."""
         if cv <= 0:
             return mean
         k = 1.0 / (cv * cv)
         buf = self._gammas.get(k)
         if not buf:
-            buf = self._gammas[k] = self._rng.standard_gamma(k, self._block).tolist()
+            block = self._block if len(self._gammas) < MAX_SHAPES else 16
+            buf = self._gammas[k] = self._rng.standard_gamma(k, block).tolist()
         return buf.pop() * mean / k
 
 

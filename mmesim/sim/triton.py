@@ -13,7 +13,7 @@ a VM the idle cores have gone to others. Where calibrate split it, the stub's CP
 ``factor`` and the hand-off to and from the stub (``warmth_handoff``: waking threads that
 slept, which holds the instance and uses no core of its own) by idle time apart, and where
 calibrate read each paced execution, both are drawn with the spread measured after that idle
-(``warmth_cv``, ``warmth_handoff_cv``): a cold execution varies more than a warm one. Before
+(``warmth_spread``): a cold execution varies more than a warm one. Before
 that, a request reaching a model that idled waits for Triton's instance thread to wake
 (``warmth_wakeup``, Triton's queue time one request at a time): the instance is held, no core
 used, and the request counts it as queueing, as Triton's trace does.
@@ -88,8 +88,7 @@ class ModelServer:
         self._warmth = profile.warmth_factor if profile.host_warmth and isinstance(gpu, Cores) else None
         self._handoffs = profile.warmth_handoff if self._warmth and profile.handoff_by_idle else None
         # and varies more than back to back: each part drawn with its spread after that idle
-        self._spread = (profile.warmth_cv, profile.warmth_handoff_cv) if self._warmth and profile.spread_by_idle \
-            else None
+        self._spread = profile.warmth_spread if self._warmth and profile.spread_by_idle else None
         # and Triton's instance thread, asleep since, takes a while to pick a request up
         self._wakeups = profile.warmth_wakeup if self._warmth and profile.wakeup_by_idle else None
         self._ran = env.now                  # when an execution last ended (loading ran the model too)
@@ -134,7 +133,7 @@ class ModelServer:
                 mean = self._timing[n] * self._warmth(idle)
                 handoff = self._handoff if self._handoffs is None else self._handoffs(idle)
                 if self._spread is not None:
-                    cv, handoff_cv = self._spread[0](idle), self._spread[1](idle)
+                    cv, handoff_cv = self._spread(idle, self.noise.random())
             work = self.noise.gamma(mean, cv)
             if handoff and handoff_cv:
                 handoff = self.noise.gamma(handoff, handoff_cv)
