@@ -273,9 +273,11 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
             for m, p in probed.items():
                 console.print(f"probe {m} ({p.requests} requests, one at a time): {client} client "
                               f"{1000 * p.client_cpu_s:.2f} ms CPU per request ({100 * p.client_timed_share:.0f} % "
-                              f"inside its timer, timer slack {1000 * p.client_wait_slack_s:.2f} ms); Triton server {1000 * p.server_cpu_s:.2f} ms, model stub "
-                              f"{1000 * p.stub_cpu_s:.2f} ms, hand-off {1000 * p.handoff_s:.2f} ms (profile: "
-                              f"{1000 * profile_of[m].request_overhead_s:.2f} + decoding, "
+                              f"inside its timer, timer slack {1000 * p.client_wait_slack_s:.2f} ms); Triton server "
+                              f"{1000 * p.server_cpu_s:.2f} + {1000 * p.model_thread_s:.2f} ms (front end + the model's "
+                              f"threads), model stub {1000 * p.stub_cpu_s:.2f} ms, hand-off {1000 * p.handoff_s:.2f} ms "
+                              f"(profile: {1000 * profile_of[m].request_overhead_s:.2f} + decoding + "
+                              f"{1000 * profile_of[m].model_thread_s:.2f}, "
                               f"{1000 * profile_of[m].service[0].seconds:.2f}, {1000 * profile_of[m].handoff_s:.2f}); others "
                               f"{p.others_cores:.2f} cores")
                 elsewhere = profile_of[m].provenance.host_cpu

@@ -104,6 +104,41 @@ def thread_times(pid: int) -> tuple[float, float]:
     return ran / 1e9, waited / 1e9
 
 
+def started_s(pid: int, tid: int | str | None = None) -> float | None:
+    """When process ``pid`` (or its thread ``tid``) started, in seconds since boot (the
+    kernel's clock ticks, 10 ms here; /proc/.../stat field 22); None if it cannot be read."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
+    try:
+        with open(path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()     # the name may hold spaces and parentheses
+        return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def thread_cpu_split_s(pid: int, since_s: float | None) -> tuple[float, float]:
+    """(CPU seconds run by the threads of ``pid`` that started before ``since_s``, by those
+    started at or after it; seconds since boot, as ``started_s``): a server's own threads
+    apart from those it made later, e.g. when it loaded a model. ``since_s`` None: all before."""
+    before = later = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0, 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ran = int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue
+        start = started_s(pid, tid) if since_s is not None else None
+        if start is not None and start >= since_s:
+            later += ran
+        else:
+            before += ran
+    return before / 1e9, later / 1e9
+
+
 def tree_run_delay_s(pid: int) -> float | None:
     """Seconds the threads of process ``pid`` and its descendants (those still running) have
     spent runnable but waiting for a core; None if ``pid`` is gone. Where a request's threads

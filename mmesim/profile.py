@@ -154,6 +154,11 @@ class ModelProfile(Model):
     request_overhead_s: float = Field(default=0.0, ge=0,
                                       description="server CPU seconds per request beyond decoding its payload "
                                                   "(HTTP handling, request and response objects)")
+    model_thread_s: float = Field(default=0.0, ge=0,
+                                  description="server CPU seconds per execution on the model's own threads (its "
+                                              "instance thread and scheduler: a Python backend's messages to its "
+                                              "stub), inside Triton's compute time; 0: not read apart, so part of "
+                                              "request_overhead_s (calibrations before 2026-12-06 04:00 UTC)")
     cpu_threads: int | None = Field(default=None, ge=1,
                                     description="cores one execution can use on a CPU (torch threads of the "
                                                 "Python-backend instance); None: one")

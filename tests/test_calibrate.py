@@ -4,6 +4,7 @@ is a valid ModelProfile that loads back unchanged, with plausible figures."""
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 
@@ -57,6 +58,13 @@ def test_profile_figures_agree_with_each_other_and_the_traces(calibrated):
     assert p.input_bytes == len(spec.request_body(1))          # KServe v2 JSON of one request
     # the server's fixed cost per request is kept, and it is small next to an execution
     assert 0 < p.request_overhead_s < p.service[0].seconds
+    # its front end's apart from the model's threads (started with its stub), which pass each
+    # execution to the stub and back inside Triton's compute time
+    first = json.loads(calibrated.with_name("tiny-mlp.calibration.json").read_text())["requests"][0]
+    assert len(first["model_cpu_s"]) == len(first["server_cpu_s"]) > 0
+    assert p.model_thread_s > 0
+    assert p.model_thread_s == pytest.approx(statistics.median(first["model_cpu_s"]), abs=1e-6)
+    assert "the model's threads" in p.provenance.notes
     assert p.cpu_threads == 1
     # 3 copies at once on this host: measured, starting from one alone
     assert [s.concurrent for s in p.concurrency_scaling] == [1, 2, 3] and p.concurrency_scaling[0].throughput == 1

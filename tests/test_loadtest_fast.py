@@ -180,3 +180,20 @@ def test_retimed_divides_out_the_warmth_the_probe_ran_at():
     again = retimed(split, RequestCost(**{**cost.to_dict(), "handoff_s": 0.0003, "curve_handoff_s": 0.0002}))
     assert [w.handoff_s for w in again.host_warmth] == pytest.approx([0.00015, 0.0003])
     assert again.service[0].seconds == pytest.approx(0.001) and again.warmth_handoff(0.01) == pytest.approx(0.0003)
+
+
+def test_retimed_keeps_the_models_threads_apart_where_the_profile_does():
+    """The probe reads tritonserver's CPU by thread: its front end's and its models'. A profile
+    that holds the models' threads apart takes both from the probe; an older one, whose request
+    cost counted them, takes their sum as its request cost."""
+    from conftest import make_profile
+    from mmesim.loadtest.probe import RequestCost
+    cost = RequestCost(requests=40, client_cpu_s=0.0003, client_timed_share=0.5, server_cpu_s=0.0003,
+                       stub_cpu_s=0.001, handoff_s=0.0, client_wait_slack_s=0.0, others_cores=0.0,
+                       model_thread_s=0.0002)
+    old = retimed(make_profile(gpu="cpu", s1=0.001, max_batch=1), cost)
+    assert old.request_overhead_s == pytest.approx(0.0005 - old.decode_s_per_byte * old.input_bytes)
+    assert old.model_thread_s == 0.0
+    apart = retimed(make_profile(gpu="cpu", s1=0.001, max_batch=1, model_thread_s=0.0001), cost)
+    assert apart.request_overhead_s == pytest.approx(0.0003 - apart.decode_s_per_byte * apart.input_bytes)
+    assert apart.model_thread_s == 0.0002

@@ -162,6 +162,12 @@ class Timing:
     warmth: list[WarmthPoint] = field(default_factory=list)   # CPU: requests paced 0-1000 ms apart (host_warmth)
     first: list[float] = field(default_factory=list)           # a fresh copy's first batch-1 executions (s)
 
+    @property
+    def model_thread_s(self) -> float:
+        """The server's CPU per request on the model's threads: the median at the smallest body."""
+        first = self.requests[0] if self.requests else None
+        return statistics.median(first.model_cpu_s) if first and first.model_cpu_s else 0.0
+
 
 @dataclass
 class Calibration:
@@ -605,7 +611,9 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
                      f"minus the stub's CPU, median at batch {service[0].batch}, one at a time)")
     notes.append(f"request cost: {timing.request_overhead_s * 1e3:.3f} ms per request + "
                  f"{timing.decode_s_per_byte * 1e9:.2f} ns per body byte ({timing.request_cost_how}, KServe v2 JSON "
-                 f"bodies of {[p.body_bytes for p in timing.requests]} bytes)")
+                 f"bodies of {[p.body_bytes for p in timing.requests]} bytes)"
+                 + (f"; the model's threads {timing.model_thread_s * 1e3:.3f} ms per execution beside it (threads "
+                    "started since its stub, inside Triton's compute time)" if timing.model_thread_s else ""))
     if len(timing.scaling) > 1:
         notes.append("concurrent copies (batch %d): " % timing.scaling_batch + ", ".join(
             f"{s.concurrent} -> x{s.throughput:.2f} ({s.per_exec_s * 1e3:.1f} ms per execution)" for s in timing.scaling))
@@ -662,6 +670,7 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
         output_bytes=timing.output_bytes,
         decode_s_per_byte=timing.decode_s_per_byte,
         request_overhead_s=timing.request_overhead_s,
+        model_thread_s=round(timing.model_thread_s, 6),
         cpu_threads=options.threads,
         handoff_s=sequential_handoff_s(service),
         host_warmth=warmth,

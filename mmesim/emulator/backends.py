@@ -317,7 +317,9 @@ class VirtualBackend(Backend):
             return 400, json.dumps({"error": f"failed to parse the request JSON buffer: {exc}"}).encode(), "application/json"
         # the server's CPU for the request (HTTP handling, parsing the body), as the simulator has it
         p = server.profile
-        decode = (p.request_overhead_s + p.decode_s_per_byte * len(body)) * p.host_cpu_speed / self.host.cpu_speed
+        beside = self.host.cores is not None     # as the simulator: on shared cores the model's threads run beside it
+        decode = (p.request_overhead_s + p.decode_s_per_byte * len(body) + (0.0 if beside else p.model_thread_s)) \
+            * p.host_cpu_speed / self.host.cpu_speed
         req = _Request(None, server)
 
         def start(future):

@@ -21,13 +21,14 @@ class RequestCost:
     requests: int
     client_cpu_s: float          # the load generator's CPU per request
     client_timed_share: float    # of which inside the request's timer
-    server_cpu_s: float          # tritonserver's own process per request
+    server_cpu_s: float          # tritonserver's front end per request (its own process, less the models' threads)
     stub_cpu_s: float            # the model's Python-backend stubs per request (one execution each)
     handoff_s: float             # Triton's compute wall per execution beyond the stubs' CPU (0: not read)
     client_wait_slack_s: float   # a user's time from answer to next request beyond its wait and untimed CPU
     others_cores: float          # cores other processes kept busy meanwhile (Locust's start-up among them)
     stub_warmth: float = 1.0     # the profile's host_warmth factor over the probe's executions, on average
     curve_handoff_s: float | None = None   # the profile's hand-off by idle, the same way (None: not split)
+    model_thread_s: float = 0.0  # tritonserver's CPU per request on the models' threads (calibrate's models_since_s)
 
     def generator(self, on_host: bool = True) -> LoadGenerator:
         """The measured client as a Workload's generator (one Locust process)."""
@@ -52,17 +53,19 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
     more than one request in flight, the client's timed share counts other requests' CPU too.
     ``stats_url``: Triton's HTTP endpoint, to read its compute time per execution for the
     hand-off (mmesim.calibrate.handoff)."""
-    from mmesim.calibrate.latency import process_cpu_s
-    from mmesim.process import machine_busy_s, tree_cpu_s
+    from mmesim.calibrate.latency import models_since_s
+    from mmesim.process import machine_busy_s, thread_cpu_split_s, tree_cpu_s
 
     from mmesim.triton.client import kserve_client
     kserve = kserve_client(stats_url) if stats_url else None
     before = _timings(kserve) if kserve else {}
-    srv0, tree0 = process_cpu_s(server_pid), tree_cpu_s(server_pid) or 0.0
+    since = models_since_s(server_pid)
+    srv0, tree0 = thread_cpu_split_s(server_pid, since), tree_cpu_s(server_pid) or 0.0
     busy0, t0 = machine_busy_s(), time.monotonic()
     workload = workload or probe_workload(seconds)
     run = run_loadtest(url, None, workload, [profile], [copies], out, protocol="triton", client=client)
-    srv, tree = process_cpu_s(server_pid) - srv0, (tree_cpu_s(server_pid) or 0.0) - tree0
+    front, models = (b - a for a, b in zip(srv0, thread_cpu_split_s(server_pid, since)))
+    srv, tree = front + models, (tree_cpu_s(server_pid) or 0.0) - tree0
     busy = machine_busy_s() - busy0
     wall = time.monotonic() - t0
     handoff = 0.0
@@ -77,7 +80,8 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
     client_cpu = sent_cpu / n
     timed_share = min(1.0, sum(s["timed_cpu_s"] for s in senders) / max(1e-9, sent_cpu))
     return RequestCost(requests=len(run.records), client_cpu_s=client_cpu, client_timed_share=timed_share,
-                       server_cpu_s=srv / n, stub_cpu_s=(tree - srv) / n, handoff_s=handoff,
+                       server_cpu_s=front / n, model_thread_s=models / n, stub_cpu_s=(tree - srv) / n,
+                       handoff_s=handoff,
                        client_wait_slack_s=wait_slack(run.records, workload, client_cpu * (1 - timed_share)),
                        others_cores=max(0.0, busy - tree - sent_cpu) / max(1e-9, wall),
                        stub_warmth=over_pauses(profile.warmth_factor, run.records) if profile.host_warmth else 1.0,
@@ -120,14 +124,19 @@ def _timings(kserve) -> dict:
 
 def retimed(profile: ModelProfile, cost: RequestCost) -> ModelProfile:
     """``profile`` with the CPU costs measured here and now: an execution (batch 1; every
-    batch size scaled alike), the server's fixed cost per request beyond decoding the body, and
+    batch size scaled alike), the server's fixed cost per request beyond decoding the body (and
+    its models' threads', apart where the profile holds them apart), and
     the hand-off per execution where it was read. The probe's executions ran as warm as its
     pace let them; the profile's figures are back to back, and the simulator applies
     ``host_warmth`` on top, so the probe's cost is divided by the warmth it ran at; where the
     profile holds the hand-off by idle, its curve is scaled alike to the probe's hand-off."""
     k = cost.stub_cpu_s / (profile.service[0].seconds * cost.stub_warmth)
+    # a profile that holds the models' threads apart gets them apart; an older one, with the rest
+    apart = profile.model_thread_s > 0
+    server = cost.server_cpu_s + (0.0 if apart else cost.model_thread_s)
     update = {"service": [s.model_copy(update={"seconds": s.seconds * k}) for s in profile.service],
-              "request_overhead_s": max(0.0, cost.server_cpu_s - profile.decode_s_per_byte * profile.input_bytes),
+              "request_overhead_s": max(0.0, server - profile.decode_s_per_byte * profile.input_bytes),
+              "model_thread_s": cost.model_thread_s if apart else 0.0,
               "handoff_s": cost.handoff_s if cost.handoff_s > 0 else profile.handoff_s}
     if profile.handoff_by_idle and cost.handoff_s > 0 and cost.curve_handoff_s:
         h = cost.handoff_s / cost.curve_handoff_s

@@ -24,7 +24,7 @@ from itertools import accumulate
 import numpy as np
 import simpy
 
-from mmesim.catalog import MiB, load_catalog
+from mmesim.catalog import CPU, MiB, load_catalog
 from mmesim.endpoint import EndpointConfig
 from mmesim.errors import ConfigError
 from mmesim.profile import ModelProfile
@@ -173,6 +173,7 @@ class Simulation:
         wl, it, ep = self.workload, self.instance_type, self.endpoint
         gen = wl.generator
         cpu_ratio = {id(p): p.host_cpu_speed / it.cpu_speed for p in self.profiles}
+        beside = self.gpu.key == CPU    # on shared cores the model's threads run beside its execution (ModelServer)
         bw = it.network_bytes_per_s
         out = []
         for tid, (name, pi, base) in enumerate(target_names(self.profiles, copies)):
@@ -182,7 +183,8 @@ class Simulation:
                 id=tid, name=name, profile=p, request_name=base, payload_bytes=payload,
                 client_cost_s=(gen.timed_cpu_s_per_request + gen.cpu_s_per_byte * payload) if gen else 0.0,
                 network_s=ep.overhead_s + payload / bw, reply_s=p.output_bytes / bw,
-                decode_s=(p.request_overhead_s + p.decode_s_per_byte * payload) * cpu_ratio[id(p)]))
+                decode_s=(p.request_overhead_s + p.decode_s_per_byte * payload
+                          + (0.0 if beside else p.model_thread_s)) * cpu_ratio[id(p)]))
         return out
 
     def target_weights(self) -> list[float] | None:

@@ -16,7 +16,10 @@ calibrate read each paced execution, both are drawn with the spread measured aft
 (``warmth_spread``): a cold execution varies more than a warm one. Before
 that, a request reaching a model that idled waits for Triton's instance thread to wake
 (``warmth_wakeup``, Triton's queue time one request at a time): the instance is held, no core
-used, and the request counts it as queueing, as Triton's trace does.
+used, and the request counts it as queueing, as Triton's trace does. The server's own CPU on
+the model's threads (``model_thread_s``: passing the execution to the stub and back) lies
+inside the execution's measured time; on shared cores it takes its share of them beside the
+execution, not on the request's path (elsewhere it counts with the request's handling).
 
 First executions: a freshly loaded copy's first executions take ``profile.first_executions_s``
 longer, in order (the backend initialises lazily on its first requests; calibrate times a fresh
@@ -62,7 +65,7 @@ class Workspace:
 class ModelServer:
     __slots__ = ("env", "profile", "gpu", "noise", "done", "queue", "free", "limit", "_delay",
                  "_preferred", "_wake_at", "_timing", "_share", "_cv", "executions", "batched", "workspace", "failed",
-                 "_working", "_handoff", "_handoffs", "_warmth", "_spread", "_wakeups", "_ran", "_first")
+                 "_working", "_handoff", "_handoffs", "_warmth", "_spread", "_wakeups", "_beside", "_ran", "_first")
 
     def __init__(self, env, profile: ModelProfile, gpu, noise, done, workspace: Workspace | None = None,
                  failed=None):
@@ -91,6 +94,9 @@ class ModelServer:
         self._spread = profile.warmth_spread if self._warmth and profile.spread_by_idle else None
         # and Triton's instance thread, asleep since, takes a while to pick a request up
         self._wakeups = profile.warmth_wakeup if self._warmth and profile.wakeup_by_idle else None
+        # the server's own CPU on the model's threads (the messages to its stub), inside the
+        # execution's measured time: on shared cores it takes cores beside the execution
+        self._beside = profile.model_thread_s if isinstance(gpu, Cores) else 0.0
         self._ran = env.now                  # when an execution last ended (loading ran the model too)
         self._first = profile.first_executions_s   # a fresh copy's first executions: longer, in order
         self.executions = 0
@@ -145,6 +151,8 @@ class ModelServer:
                 self._execute(work, batch, handoff)
 
     def _execute(self, work: float, batch, handoff: float) -> None:
+        if self._beside:
+            self.gpu.run(self._beside, 1, _nothing, None)
         if handoff:
             self.gpu.run(work, self._share, self._handed_back, (batch, handoff))
         else:
@@ -172,3 +180,7 @@ class ModelServer:
         self.done(batch)
         if self.queue:
             self._dispatch()
+
+
+def _nothing(_arg) -> None:
+    """What the model threads' CPU beside an execution calls back: its time is already in the execution's."""
