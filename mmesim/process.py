@@ -85,22 +85,28 @@ def machine_busy_s() -> float:
     return t.user + t.system + t.nice + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
 
 
-def thread_times(pid: int) -> tuple[float, float]:
-    """(seconds run, seconds runnable but waiting for a core) of all threads of process
-    ``pid``, from the kernel's nanosecond scheduler counters (/proc/PID/task/TID/schedstat;
-    0 for what cannot be read)."""
-    ran = waited = 0
+def _schedstats(pid: int):
+    """(thread id, nanoseconds run, nanoseconds runnable but waiting) of each thread of process
+    ``pid`` that can be read (/proc/PID/task/TID/schedstat); none if ``pid`` is gone."""
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return 0.0, 0.0
+        return
     for tid in tasks:
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 fields = f.read().split()
-            ran, waited = ran + int(fields[0]), waited + int(fields[1])
+            yield tid, int(fields[0]), int(fields[1])
         except (OSError, IndexError, ValueError):
             continue
+
+
+def thread_times(pid: int) -> tuple[float, float]:
+    """(seconds run, seconds runnable but waiting for a core) of all threads of process
+    ``pid``, from the kernel's nanosecond scheduler counters (0 for what cannot be read)."""
+    ran = waited = 0
+    for _, r, w in _schedstats(pid):
+        ran, waited = ran + r, waited + w
     return ran / 1e9, waited / 1e9
 
 
@@ -121,16 +127,7 @@ def thread_cpu_split_s(pid: int, since_s: float | None) -> tuple[float, float]:
     started at or after it; seconds since boot, as ``started_s``): a server's own threads
     apart from those it made later, e.g. when it loaded a model. ``since_s`` None: all before."""
     before = later = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0.0, 0.0
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                ran = int(f.read().split()[0])
-        except (OSError, IndexError, ValueError):
-            continue
+    for tid, ran, _ in _schedstats(pid):
         start = started_s(pid, tid) if since_s is not None else None
         if start is not None and start >= since_s:
             later += ran

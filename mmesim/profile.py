@@ -306,6 +306,13 @@ class ModelProfile(Model):
                 return int(lo.bytes + (batch - lo.batch) * (hi.bytes - lo.bytes) / (hi.batch - lo.batch))
         return int(pts[-1].bytes * batch / pts[-1].batch)
 
+    def handling_s(self, payload_bytes: int, model_threads: bool = True) -> float:
+        """The server's CPU seconds to handle one request of ``payload_bytes`` (HTTP, parsing the
+        body, the answer), with its model's threads' (``model_thread_s``) unless something runs
+        those beside the execution instead (the shared cores of a CPU-only host)."""
+        return self.request_overhead_s + self.decode_s_per_byte * payload_bytes \
+            + (self.model_thread_s if model_threads else 0.0)
+
     def service_cv(self, batch: int) -> float:
         return min(self.service, key=lambda t: abs(t.batch - batch)).cv
 

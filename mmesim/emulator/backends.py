@@ -317,8 +317,8 @@ class VirtualBackend(Backend):
             return 400, json.dumps({"error": f"failed to parse the request JSON buffer: {exc}"}).encode(), "application/json"
         # the server's CPU for the request (HTTP handling, parsing the body), as the simulator has it
         p = server.profile
-        beside = self.host.cores is not None     # as the simulator: on shared cores the model's threads run beside it
-        decode = (p.request_overhead_s + p.decode_s_per_byte * len(body) + (0.0 if beside else p.model_thread_s)) \
+        # as the simulator: on shared cores the model's threads run beside the execution (ModelServer)
+        decode = p.handling_s(len(body), model_threads=self.host.cores is None) \
             * p.host_cpu_speed / self.host.cpu_speed
         req = _Request(None, server)
 

@@ -131,8 +131,7 @@ def copy_capacity(mix: PlanMix, profiles: dict[str, ModelProfile], runner) -> tu
                 p = choose_profile(g, fw, profiles, gpu)
                 guess = 1.0 / min(p.service_time(b) / b for b in range(1, p.triton.batch_limit + 1))
                 it = catalog.instance(itype)
-                cpu_s = (p.decode_s_per_byte * p.input_bytes + p.request_overhead_s + p.model_thread_s) \
-                    * p.host_cpu_speed / it.cpu_speed
+                cpu_s = p.handling_s(p.input_bytes) * p.host_cpu_speed / it.cpu_speed
                 points.append({"group": gi, "model": g.name, "framework": p.framework, "gpu": gpu,
                                "instance_type": itype, "profile": p, "lo": 0.0, "hi": None, "guess": guess,
                                "host_bytes": p.host_memory_bytes, "cpu_s_per_request": cpu_s,

@@ -183,8 +183,7 @@ class Simulation:
                 id=tid, name=name, profile=p, request_name=base, payload_bytes=payload,
                 client_cost_s=(gen.timed_cpu_s_per_request + gen.cpu_s_per_byte * payload) if gen else 0.0,
                 network_s=ep.overhead_s + payload / bw, reply_s=p.output_bytes / bw,
-                decode_s=(p.request_overhead_s + p.decode_s_per_byte * payload
-                          + (0.0 if beside else p.model_thread_s)) * cpu_ratio[id(p)]))
+                decode_s=p.handling_s(payload, model_threads=not beside) * cpu_ratio[id(p)]))
         return out
 
     def target_weights(self) -> list[float] | None:
