@@ -75,6 +75,15 @@ class Warmth(Model):
     wakeup_s: float | None = Field(default=None, ge=0,
                                    description="how long a request waits for Triton's instance thread to wake after "
                                                "that idle (Triton's queue time, one request at a time); None: none")
+    frontend_s: float | None = Field(default=None, ge=0,
+                                     description="tritonserver's front-end CPU for a batch-1 KServe v2 JSON request "
+                                                 "after the server idled that long (HTTP, parsing, the answer; its "
+                                                 "threads and caches cool as the model's do); None: the profile's "
+                                                 "request cost at any pace")
+    model_thread_s: float | None = Field(default=None, ge=0,
+                                         description="tritonserver's CPU on the model's own threads per request after "
+                                                     "that idle (the profile's model_thread_s, paced); None: that "
+                                                     "figure at any pace")
 
 
 class WorkingMemory(Model):
@@ -232,7 +241,7 @@ class ModelProfile(Model):
     @classmethod
     def _warmth_sorted(cls, v: list[Warmth]) -> list[Warmth]:
         v = _sorted_by(v, "idle_s", "host_warmth idle_s values repeat")
-        for attr in ("handoff_s", "cv", "handoff_cv", "wakeup_s"):
+        for attr in ("handoff_s", "cv", "handoff_cv", "wakeup_s", "frontend_s", "model_thread_s"):
             if len({getattr(w, attr) is None for w in v}) > 1:
                 raise ValueError(f"{attr} is given at some idle_s and not at others: at every point or none")
         return v
@@ -286,6 +295,33 @@ class ModelProfile(Model):
         """Seconds a request waits for Triton's instance thread after ``idle_s`` idle; 0 where
         host_warmth does not hold it."""
         return _between(self.host_warmth, idle_s, "wakeup_s", 0.0) if self.wakeup_by_idle else 0.0
+
+    @property
+    def frontend_by_idle(self) -> bool:
+        """Whether host_warmth holds the server's front-end CPU after each idle (calibrations
+        since 2026-12-06, morning)."""
+        return bool(self.host_warmth) and self.host_warmth[0].frontend_s is not None and self.frontend_ref_s > 0
+
+    @property
+    def frontend_ref_s(self) -> float:
+        """The front end's CPU for a batch-1 JSON request as the request cost has it (measured
+        with the server kept busy between requests: its statistics read around each)."""
+        return self.request_overhead_s + self.decode_s_per_byte * self.input_bytes
+
+    def frontend_factor(self, idle_s: float) -> float:
+        """A request's handling relative to the profile's request cost when the server's front
+        end has had nothing to do for ``idle_s`` seconds: between measured points as
+        ``warmth_factor``; 1 where host_warmth does not hold it."""
+        if not self.frontend_by_idle:
+            return 1.0
+        return _between(self.host_warmth, idle_s, "frontend_s", 0.0) / self.frontend_ref_s
+
+    def warmth_model_thread(self, idle_s: float) -> float:
+        """The server's CPU on the model's threads for an execution after the model idled
+        ``idle_s`` seconds; the profile's model_thread_s where host_warmth does not hold it."""
+        if not self.host_warmth or self.host_warmth[0].model_thread_s is None:
+            return self.model_thread_s
+        return _between(self.host_warmth, idle_s, "model_thread_s", self.model_thread_s)
 
     @field_validator("working_memory")
     @classmethod

@@ -128,6 +128,14 @@ def test_how_much_longer_requests_take_on_idle_cores_is_measured(calibrated):
     # one request at a time nothing else is queued: Triton's queue time is its thread waking
     assert [w.wakeup_s for w in p.host_warmth] == pytest.approx([w["queue_s"] for w in points], abs=1e-6)
     assert all(0 < w["queue_s"] < w["compute_s"] for w in points)
+    # the server's own CPU by thread after each pause: its front end's and the model's threads'
+    assert [w.frontend_s for w in p.host_warmth] == pytest.approx([w["frontend_s"] for w in points], abs=1e-6)
+    assert [w.model_thread_s for w in p.host_warmth] == pytest.approx([w["model_thread_s"] for w in points], abs=1e-6)
+    assert all(w["frontend_s"] > 0 and w["model_thread_s"] > 0 for w in points)
+    # the server's CPU is its front end's and its model threads' (its statistics reads left out)
+    assert all(w["frontend_s"] + w["model_thread_s"] + w["stub_cpu_s"] == pytest.approx(w["cpu_s"], rel=0.05)
+               for w in points)
+    assert "the server's CPU per request after each pause, by thread" in p.provenance.notes
 
 
 def test_a_fresh_copys_first_executions_are_timed(calibrated):

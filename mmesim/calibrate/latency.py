@@ -402,13 +402,18 @@ class WarmthPoint:
     stub_cpu_each_s: list[float] = field(default_factory=list)  # each execution's
     # each execution's Triton compute wall minus the stub's CPU, where the pause left time to read it
     handoff_each_s: list[float] = field(default_factory=list)
+    frontend_s: float | None = None      # the server's front end's CPU per request (its statistics reads left out)
+    model_thread_s: float | None = None  # the server's CPU on the model's threads per request
 
 
 def measure_warmth(mme: MMEClient, kserve, name: str, spec: ModelSpec, server_pid: int, stub: int,
                    gaps=WARMTH_GAPS_S, seconds: float = 2.0) -> list[WarmthPoint]:
     """Batch-1 requests one at a time, each after a pause of ``gap`` s, for ``seconds`` per gap
     (8 requests at least): Triton's compute and queue time per execution, the CPU Triton's
-    server and the model's stub spend per request, and how busy the host's cores were.
+    server and the model's stub spend per request, and how busy the host's cores were. The
+    requests are KServe v2 JSON, as the request cost's, so that the server's CPU by thread
+    (``thread_cpu_split_s``: its front end apart from the model's threads, read before and
+    after each pause's requests) says how its handling cools with the idle before it.
 
     The stub's CPU is read after each execution, in the pause that follows (a /proc read,
     about 0.1 ms: the time reading takes is part of the pause), so each execution's is known:
@@ -416,14 +421,16 @@ def measure_warmth(mme: MMEClient, kserve, name: str, spec: ModelSpec, server_pi
     spends idle (about 0.4 ms a second for tiny-bert's), and Triton's statistics after it,
     which give each execution's hand-off. Shorter pauses have no time for the statistics."""
     import os
-    body, ctype = spec.binary_body(1)
+    body, ctype = spec.request_body(1), JSON_TYPE
     cores = os.cpu_count() or 1
+    since = models_since_s(server_pid)
     points = []
     for gap in gaps:
         each = gap >= EACH_MIN_GAP_S
         mme.invoke(name, body, ctype)                      # after the previous gap's last pause
         answered = time.perf_counter()
         before = last = model_timings(kserve, name)
+        split0 = thread_cpu_split_s(server_pid, since)
         server0, busy0, t0 = process_cpu_s(server_pid), machine_busy_s(), time.perf_counter()
         point = WarmthPoint(gap, 0, 0.0, 0.0, 0.0)
         reads, c1 = 0.0, process_cpu_s(stub)               # reads: the server's CPU answering the statistics reads
@@ -443,6 +450,9 @@ def measure_warmth(mme: MMEClient, kserve, name: str, spec: ModelSpec, server_pi
                 delta, last = now - last, now
                 point.handoff_each_s.append(max(0.0, delta.compute_s / max(1, delta.executions) - (c1 - c0)))
         n, wall = point.requests, time.perf_counter() - t0
+        split1 = thread_cpu_split_s(server_pid, since)
+        point.frontend_s = max(0.0, split1[0] - split0[0] - reads) / n
+        point.model_thread_s = (split1[1] - split0[1]) / n
         point.stub_cpu_s = statistics.fmean(point.stub_cpu_each_s)
         cpu, busy = process_cpu_s(server_pid) - server0 - reads + point.stub_cpu_s * n, machine_busy_s() - busy0
         delta = _delta_after(kserve, name, before, executions=n)
@@ -468,6 +478,11 @@ def warmth_curve(points: list[WarmthPoint], reference: ServicePoint | None) -> l
     queued, so it is Triton's instance thread waking (tiny-bert: 0.10 ms back to back,
     0.19-0.38 ms after 10-1000 ms idle).
 
+    Where the server's CPU was read by thread, its front end's and its model threads' per
+    request after each pause (``frontend_s``, ``model_thread_s``: tiny-bert's front end 0.13 ms
+    back to back, 0.3 after 10 ms, 0.5-0.9 after 50-250 ms; the simulator scales a request's
+    handling by it, keyed on the server's idle time).
+
     Where each execution was read, each part's spread too (``tail_cv``). Pauses long enough
     to read Triton's statistics (EACH_MIN_GAP_S) share one: the spread relative to each
     pause's mean is the same from 10 ms to 1 s (the stubs' log of a cores-ramp: interquartile
@@ -479,8 +494,8 @@ def warmth_curve(points: list[WarmthPoint], reference: ServicePoint | None) -> l
     if reference is None or reference.wall_s <= 0 or not pts:
         return []
     if not (reference.cpu_s and all(p.stub_cpu_s for p in pts)):
-        return [Warmth(idle_s=p.gap_s, factor=round(p.compute_s / reference.wall_s, 3), wakeup_s=round(p.queue_s, 6))
-                for p in pts]
+        return [Warmth(idle_s=p.gap_s, factor=round(p.compute_s / reference.wall_s, 3), wakeup_s=round(p.queue_s, 6),
+                       **_server_by_idle(p, pts)) for p in pts]
     spread = {}
     cold = [p for p in pts if p.handoff_each_s]
     if cold:
@@ -491,8 +506,17 @@ def warmth_curve(points: list[WarmthPoint], reference: ServicePoint | None) -> l
                   for p in pts}
     return [Warmth(idle_s=p.gap_s, factor=round(p.stub_cpu_s / reference.mean_s, 3),
                    handoff_s=round(max(0.0, p.compute_s - p.stub_cpu_s), 6), wakeup_s=round(p.queue_s, 6),
-                   cv=spread[p.gap_s][0] if spread else None, handoff_cv=spread[p.gap_s][1] if spread else None)
+                   cv=spread[p.gap_s][0] if spread else None, handoff_cv=spread[p.gap_s][1] if spread else None,
+                   **_server_by_idle(p, pts))
             for p in pts]
+
+
+def _server_by_idle(point: WarmthPoint, points: list[WarmthPoint]) -> dict:
+    """The server's own CPU per request after ``point``'s pause, by thread (front end, the
+    model's threads), where every point has it (a profile holds it at every idle or none)."""
+    if any(p.frontend_s is None or p.model_thread_s is None for p in points):
+        return {}
+    return {"frontend_s": round(point.frontend_s, 6), "model_thread_s": round(point.model_thread_s, 6)}
 
 
 def _relative(groups: list[list[float]]) -> list[float]:

@@ -642,6 +642,13 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
                                                for w in warmth[:len(warmth) - len(each)])
                          + f" (the stub's CPU from that pause's executions, the hand-off from the "
                          f"{len(service[0].cpu_s)} timed batch-1 ones)")
+        if warmth[0].frontend_s is not None:
+            notes.append("the server's CPU per request after each pause, by thread (front end; the model's threads): "
+                         + ", ".join(f"{w.frontend_s * 1e3:.3f}; {w.model_thread_s * 1e3:.3f} ms after "
+                                     f"{1000 * w.idle_s:g} ms" for w in warmth)
+                         + f" (JSON requests of {len(spec.request_body(1))} bytes; the request cost's figure at batch 1: "
+                         f"{(timing.request_overhead_s + timing.decode_s_per_byte * len(spec.request_body(1))) * 1e3:.3f}"
+                         f"; {timing.model_thread_s * 1e3:.3f} ms)")
     first = first_extra_s(timing.first, service[0].wall_s) if one else []
     if timing.first:
         notes.append(f"first executions of a fresh copy (batch 1, one at a time): "

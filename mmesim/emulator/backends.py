@@ -322,9 +322,11 @@ class VirtualBackend(Backend):
             * p.host_cpu_speed / self.host.cpu_speed
         req = _Request(None, server)
 
+        frontend = p.frontend_factor if self.host.cores is not None and p.frontend_by_idle else None
+
         def start(future):
             req.future = future
-            self.host.decode(decode, req, self._decoded)
+            self.host.decode(decode, req, self._decoded, frontend)
         cause = await self._until(start)
         if cause is not None:
             need, free = req.failure
@@ -339,8 +341,8 @@ class VirtualBackend(Backend):
     def _decoded(req: _Request) -> None:
         req.server.enqueue(req)
 
-    @staticmethod
-    def _executed(batch) -> None:
+    def _executed(self, batch) -> None:
+        self.host.answered()
         for req in batch:
             _settle(req.future)
 

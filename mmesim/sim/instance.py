@@ -91,7 +91,7 @@ class Instance:
         slot.inflight += 1
         if slot.state == LOADED:
             self.models.touch(slot)
-            self.host.decode(req.target.decode_s, req, self._to_triton)
+            self.host.decode(req.target.decode_s, req, self._to_triton, req.target.frontend)
             return
         req.cold = True
         req.waiting = True
@@ -108,6 +108,7 @@ class Instance:
         return self.host.cpu_busy_until_now()
 
     def _executed(self, batch) -> None:
+        self.host.answered()
         reply = self.sim.reply
         for req in batch:
             req.slot.inflight -= 1          # release(req), inline: the hot path
@@ -182,7 +183,7 @@ class Instance:
         for req in waiters:
             if not req.done:        # else answered already (ModelNotReadyException) and released
                 req.waiting = False
-                self.host.decode(req.target.decode_s, req, self._to_triton)
+                self.host.decode(req.target.decode_s, req, self._to_triton, req.target.frontend)
 
     def _serve(self, slot: Slot) -> None:
         """The model is in GPU memory: Triton serves it."""

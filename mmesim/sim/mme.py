@@ -54,6 +54,7 @@ class Target:
     network_s: float              # payload over the network, plus platform overhead
     reply_s: float                # response over the network
     decode_s: float               # host CPU on the instance to handle the request and parse the payload
+    frontend: object = None       # on shared cores, that CPU's factor by the front end's idle time (or None)
 
 
 class Request:
@@ -183,7 +184,8 @@ class Simulation:
                 id=tid, name=name, profile=p, request_name=base, payload_bytes=payload,
                 client_cost_s=(gen.timed_cpu_s_per_request + gen.cpu_s_per_byte * payload) if gen else 0.0,
                 network_s=ep.overhead_s + payload / bw, reply_s=p.output_bytes / bw,
-                decode_s=p.handling_s(payload, model_threads=not beside) * cpu_ratio[id(p)]))
+                decode_s=p.handling_s(payload, model_threads=not beside) * cpu_ratio[id(p)],
+                frontend=p.frontend_factor if beside and p.frontend_by_idle else None))
         return out
 
     def target_weights(self) -> list[float] | None:

@@ -65,7 +65,8 @@ class Workspace:
 class ModelServer:
     __slots__ = ("env", "profile", "gpu", "noise", "done", "queue", "free", "limit", "_delay",
                  "_preferred", "_wake_at", "_timing", "_share", "_cv", "executions", "batched", "workspace", "failed",
-                 "_working", "_handoff", "_handoffs", "_warmth", "_spread", "_wakeups", "_beside", "_ran", "_first")
+                 "_working", "_handoff", "_handoffs", "_warmth", "_spread", "_wakeups", "_beside", "_besides", "_ran",
+                 "_first")
 
     def __init__(self, env, profile: ModelProfile, gpu, noise, done, workspace: Workspace | None = None,
                  failed=None):
@@ -97,6 +98,9 @@ class ModelServer:
         # the server's own CPU on the model's threads (the messages to its stub), inside the
         # execution's measured time: on shared cores it takes cores beside the execution
         self._beside = profile.model_thread_s if isinstance(gpu, Cores) else 0.0
+        # which cool between executions too, where calibrate paced them
+        self._besides = profile.warmth_model_thread if self._warmth and self._beside and \
+            profile.host_warmth[0].model_thread_s is not None else None
         self._ran = env.now                  # when an execution last ended (loading ran the model too)
         self._first = profile.first_executions_s   # a fresh copy's first executions: longer, in order
         self.executions = 0
@@ -145,14 +149,15 @@ class ModelServer:
                 handoff = self.noise.gamma(handoff, handoff_cv)
             if self._first and self.executions <= len(self._first):
                 work += self._first[self.executions - 1]
+            beside = self._beside if self._besides is None else self._besides(idle)
             if wakeup:
-                after(self.env, wakeup, (work, batch, handoff), lambda ev: self._execute(*ev.value))
+                after(self.env, wakeup, (work, batch, handoff, beside), lambda ev: self._execute(*ev.value))
             else:
-                self._execute(work, batch, handoff)
+                self._execute(work, batch, handoff, beside)
 
-    def _execute(self, work: float, batch, handoff: float) -> None:
-        if self._beside:
-            self.gpu.run(self._beside, 1, _nothing, None)
+    def _execute(self, work: float, batch, handoff: float, beside: float) -> None:
+        if beside:
+            self.gpu.run(beside, 1, _nothing, None)
         if handoff:
             self.gpu.run(work, self._share, self._handed_back, (batch, handoff))
         else:
