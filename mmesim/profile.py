@@ -308,20 +308,28 @@ class ModelProfile(Model):
         with the server kept busy between requests: its statistics read around each)."""
         return self.request_overhead_s + self.decode_s_per_byte * self.input_bytes
 
+    def warmth_frontend(self, idle_s: float) -> float:
+        """The front end's CPU for a batch-1 JSON request after the server had nothing to do for
+        ``idle_s`` seconds: between measured points as ``warmth_factor``; the request cost's
+        figure where host_warmth does not hold it."""
+        return _between(self.host_warmth, idle_s, "frontend_s", 0.0) if self.frontend_by_idle \
+            else self.frontend_ref_s
+
     def frontend_factor(self, idle_s: float) -> float:
-        """A request's handling relative to the profile's request cost when the server's front
-        end has had nothing to do for ``idle_s`` seconds: between measured points as
-        ``warmth_factor``; 1 where host_warmth does not hold it."""
-        if not self.frontend_by_idle:
-            return 1.0
-        return _between(self.host_warmth, idle_s, "frontend_s", 0.0) / self.frontend_ref_s
+        """A request's handling relative to the profile's request cost after that idle (so a
+        larger body scales alike); 1 where host_warmth does not hold it."""
+        return self.warmth_frontend(idle_s) / self.frontend_ref_s if self.frontend_by_idle else 1.0
+
+    @property
+    def model_thread_by_idle(self) -> bool:
+        """Whether host_warmth holds the server's CPU on the model's threads after each idle."""
+        return bool(self.host_warmth) and self.host_warmth[0].model_thread_s is not None
 
     def warmth_model_thread(self, idle_s: float) -> float:
         """The server's CPU on the model's threads for an execution after the model idled
         ``idle_s`` seconds; the profile's model_thread_s where host_warmth does not hold it."""
-        if not self.host_warmth or self.host_warmth[0].model_thread_s is None:
-            return self.model_thread_s
-        return _between(self.host_warmth, idle_s, "model_thread_s", self.model_thread_s)
+        return _between(self.host_warmth, idle_s, "model_thread_s", self.model_thread_s) \
+            if self.model_thread_by_idle else self.model_thread_s
 
     @field_validator("working_memory")
     @classmethod

@@ -285,3 +285,34 @@ def test_the_virtual_backend_on_local_places_woken_threads_as_the_simulator(tmp_
         with pytest.raises(ConfigError, match="--host-wakeups.*virtual backend on --instance local"):
             EmulatorConfig(instance=instance, models=str(tmp_path), backend=backend, profiles=[profile],
                            host_wakeups=placed).check()
+
+
+def test_the_virtual_backend_on_local_handles_a_request_as_its_servers_front_end_was_warm(tmp_path):
+    """On --instance local, as the simulator (the same Host): a request after the server idled
+    half a second costs the front end's cold figure (12 ms here, against the request cost's 4),
+    five arriving together the warm one (2 ms each); the host counts what it spent."""
+    from mmesim.emulator.backends import VirtualBackend
+    from mmesim.emulator.platform import Platform
+    curve = [{"idle_s": 0.0, "factor": 1.0, "frontend_s": 0.002}, {"idle_s": 0.2, "factor": 1.0, "frontend_s": 0.012}]
+    profile = make_profile(gpu="cpu", load_s=0.01, s1=0.001, max_batch=1, request_overhead_s=0.004, host_warmth=curve)
+    body = b'{"inputs": []}' + b" " * 986
+
+    async def main():
+        backend = VirtualBackend(2 * 2**30, 0, instance="local")
+        platform = Platform([backend], _Store(tmp_path), lambda target: profile, vcpus=2)
+        await platform.start()
+        try:
+            await platform.invoke("m", body, "application/json", None, time.monotonic())   # loads it
+            await asyncio.sleep(0.5)
+            c0 = backend.host.cpu_busy_s
+            await platform.invoke("m", body, "application/json", None, time.monotonic())
+            c1 = backend.host.cpu_busy_s
+            await asyncio.gather(*(platform.invoke("m", body, "application/json", None, time.monotonic())
+                                   for _ in range(5)))
+            return c1 - c0, backend.host.cpu_busy_s - c1
+        finally:
+            await platform.stop()
+
+    cold, together = asyncio.run(main())
+    assert cold == pytest.approx(0.012)
+    assert 5 * 0.002 <= together < 0.6 * 5 * 0.004

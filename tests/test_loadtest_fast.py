@@ -197,3 +197,32 @@ def test_retimed_keeps_the_models_threads_apart_where_the_profile_does():
     apart = retimed(make_profile(gpu="cpu", s1=0.001, max_batch=1, model_thread_s=0.0001), cost)
     assert apart.request_overhead_s == pytest.approx(0.0003 - apart.decode_s_per_byte * apart.input_bytes)
     assert apart.model_thread_s == 0.0002
+
+
+def test_retimed_scales_the_servers_curves_by_idle_to_the_probes_figures():
+    """A profile holding the server's front end and model threads by idle: the probe's requests
+    came 4 ms after any previous one (the front end's idle) and 10 ms after their copy's (the
+    model threads'), where the curves say 0.3 and 0.2 ms; the probe read 0.6 and 0.3: both
+    curves doubled and x1.5, and the front end's factor is then relative to the probe's figure."""
+    from conftest import make_profile
+    from mmesim.loadtest.probe import RequestCost, over_pauses
+    curve = [Warmth(idle_s=0.0, factor=1.0, frontend_s=0.0002, model_thread_s=0.0001),
+             Warmth(idle_s=0.01, factor=1.0, frontend_s=0.0005, model_thread_s=0.0002)]
+    profile = make_profile(gpu="cpu", s1=0.001, max_batch=1, request_overhead_s=0.0003, model_thread_s=0.00015,
+                           host_warmth=curve)
+    records, t = [], 0.0
+    for i in range(40):                       # two copies in turn: 4 ms after any end, 10 ms after its own
+        records.append(RequestRecord(t, t + 0.002, f"m-v{i % 2}", 0, OK, False))
+        t += 0.006
+    front = over_pauses(profile.warmth_frontend, records, by_model=False)
+    assert front == pytest.approx(0.0002 + 0.4 * 0.0003)
+    assert over_pauses(profile.warmth_model_thread, records) == pytest.approx(0.0002)
+    cost = RequestCost(requests=40, client_cpu_s=0.0003, client_timed_share=0.5, server_cpu_s=2 * front,
+                       stub_cpu_s=0.001, handoff_s=0.0, client_wait_slack_s=0.0, others_cores=0.0,
+                       model_thread_s=0.0003, curve_frontend_s=front, curve_model_thread_s=0.0002)
+    again = retimed(profile, cost)
+    assert [w.frontend_s for w in again.host_warmth] == pytest.approx([0.0004, 0.001])
+    assert [w.model_thread_s for w in again.host_warmth] == pytest.approx([0.00015, 0.0003])
+    # a request 4 ms after the last is handled for what the probe read
+    assert again.handling_s(again.input_bytes, model_threads=False) * again.frontend_factor(0.004) == \
+        pytest.approx(2 * front)

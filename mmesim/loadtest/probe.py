@@ -29,6 +29,9 @@ class RequestCost:
     stub_warmth: float = 1.0     # the profile's host_warmth factor over the probe's executions, on average
     curve_handoff_s: float | None = None   # the profile's hand-off by idle, the same way (None: not split)
     model_thread_s: float = 0.0  # tritonserver's CPU per request on the models' threads (calibrate's models_since_s)
+    # the profile's front end and model threads by idle over the probe's requests (None: not by idle)
+    curve_frontend_s: float | None = None
+    curve_model_thread_s: float | None = None
 
     def generator(self, on_host: bool = True) -> LoadGenerator:
         """The measured client as a Workload's generator (one Locust process)."""
@@ -86,18 +89,25 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
                        others_cores=max(0.0, busy - tree - sent_cpu) / max(1e-9, wall),
                        stub_warmth=over_pauses(profile.warmth_factor, run.records) if profile.host_warmth else 1.0,
                        curve_handoff_s=over_pauses(profile.warmth_handoff, run.records)
-                       if profile.handoff_by_idle else None)
+                       if profile.handoff_by_idle else None,
+                       # the front end is the server's: its idle is since any request, not the model's
+                       curve_frontend_s=over_pauses(profile.warmth_frontend, run.records, by_model=False)
+                       if profile.frontend_by_idle else None,
+                       curve_model_thread_s=over_pauses(profile.warmth_model_thread, run.records)
+                       if profile.model_thread_by_idle else None)
 
 
-def over_pauses(figure, records) -> float:
+def over_pauses(figure, records, by_model: bool = True) -> float:
     """``figure(pause)`` averaged over the executions of ``records``, each at the time since
-    its model copy's previous request ended: e.g. the profile's ``warmth_factor``, how much
-    colder than back to back the probe's executions ran by the profile's own measure."""
+    its model copy's previous request ended (``by_model`` False: any model's): e.g. the
+    profile's ``warmth_factor``, how much colder than back to back the probe's executions ran
+    by the profile's own measure."""
     last, values = {}, []
     for r in sorted(records, key=lambda r: r.start):
-        if r.model in last:
-            values.append(figure(max(0.0, r.start - last[r.model])))
-        last[r.model] = r.end
+        key = r.model if by_model else None
+        if key in last:
+            values.append(figure(max(0.0, r.start - last[key])))
+        last[key] = r.end
     return sum(values) / len(values) if values else figure(0.0)
 
 
@@ -129,7 +139,8 @@ def retimed(profile: ModelProfile, cost: RequestCost) -> ModelProfile:
     the hand-off per execution where it was read. The probe's executions ran as warm as its
     pace let them; the profile's figures are back to back, and the simulator applies
     ``host_warmth`` on top, so the probe's cost is divided by the warmth it ran at; where the
-    profile holds the hand-off by idle, its curve is scaled alike to the probe's hand-off."""
+    profile holds the hand-off by idle, its curve is scaled alike to the probe's hand-off, and
+    so are the server's front end and model threads by idle."""
     k = cost.stub_cpu_s / (profile.service[0].seconds * cost.stub_warmth)
     # a profile that holds the models' threads apart gets them apart; an older one, with the rest
     apart = profile.model_thread_s > 0
@@ -138,7 +149,16 @@ def retimed(profile: ModelProfile, cost: RequestCost) -> ModelProfile:
               "request_overhead_s": max(0.0, server - profile.decode_s_per_byte * profile.input_bytes),
               "model_thread_s": cost.model_thread_s if apart else 0.0,
               "handoff_s": cost.handoff_s if cost.handoff_s > 0 else profile.handoff_s}
+    # each curve by idle scaled to what the probe read at its own pauses (the front end's
+    # factor is then relative to the probe's figure, which the request cost now is)
+    scale = {}
     if profile.handoff_by_idle and cost.handoff_s > 0 and cost.curve_handoff_s:
-        h = cost.handoff_s / cost.curve_handoff_s
-        update["host_warmth"] = [w.model_copy(update={"handoff_s": w.handoff_s * h}) for w in profile.host_warmth]
+        scale["handoff_s"] = cost.handoff_s / cost.curve_handoff_s
+    if cost.curve_frontend_s:
+        scale["frontend_s"] = cost.server_cpu_s / cost.curve_frontend_s
+    if apart and cost.curve_model_thread_s:
+        scale["model_thread_s"] = cost.model_thread_s / cost.curve_model_thread_s
+    if scale:
+        update["host_warmth"] = [w.model_copy(update={a: getattr(w, a) * k for a, k in scale.items()})
+                                 for w in profile.host_warmth]
     return profile.model_copy(update=update)

@@ -99,8 +99,7 @@ class ModelServer:
         # execution's measured time: on shared cores it takes cores beside the execution
         self._beside = profile.model_thread_s if isinstance(gpu, Cores) else 0.0
         # which cool between executions too, where calibrate paced them
-        self._besides = profile.warmth_model_thread if self._warmth and self._beside and \
-            profile.host_warmth[0].model_thread_s is not None else None
+        self._besides = profile.warmth_model_thread if self._beside and profile.model_thread_by_idle else None
         self._ran = env.now                  # when an execution last ended (loading ran the model too)
         self._first = profile.first_executions_s   # a fresh copy's first executions: longer, in order
         self.executions = 0
