@@ -159,6 +159,6 @@ def retimed(profile: ModelProfile, cost: RequestCost) -> ModelProfile:
     if apart and cost.curve_model_thread_s:
         scale["model_thread_s"] = cost.model_thread_s / cost.curve_model_thread_s
     if scale:
-        update["host_warmth"] = [w.model_copy(update={a: getattr(w, a) * k for a, k in scale.items()})
+        update["host_warmth"] = [w.model_copy(update={a: getattr(w, a) * f for a, f in scale.items()})
                                  for w in profile.host_warmth]
     return profile.model_copy(update=update)
