@@ -280,6 +280,13 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                               f"{1000 * profile_of[m].model_thread_s:.2f}, "
                               f"{1000 * profile_of[m].service[0].seconds:.2f}, {1000 * profile_of[m].handoff_s:.2f}); others "
                               f"{p.others_cores:.2f} cores")
+                ratio = p.execution_ratio(profile_of[m])
+                console.print(f"{m}'s executions here and now: x{ratio:.2f} of its profile's at the probe's pace"
+                              + ("" if abs(ratio - 1) <= 0.1 else
+                                 f" [yellow](the host runs {'slower' if ratio > 1 else 'faster'} than when it was "
+                                 "calibrated: the prediction carries that"
+                                 + (")" if retime else "; --retime takes the probe's figures, or recalibrate)")
+                                 + "[/yellow]"))
                 elsewhere = profile_of[m].provenance.host_cpu
                 if elsewhere and elsewhere != host_cpu():
                     console.print(f"[yellow]{m}'s profile was calibrated on {elsewhere}, this host is "

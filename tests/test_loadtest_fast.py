@@ -170,8 +170,10 @@ def test_retimed_divides_out_the_warmth_the_probe_ran_at():
     cost = RequestCost(requests=40, client_cpu_s=0.0003, client_timed_share=0.5, server_cpu_s=0.0004,
                        stub_cpu_s=0.002, handoff_s=0.0, client_wait_slack_s=0.0, others_cores=0.0, stub_warmth=2.0)
     assert retimed(profile, cost).service[0].seconds == pytest.approx(0.001)
-    assert retimed(profile, RequestCost(**{**cost.to_dict(), "stub_warmth": 1.0})).service[0].seconds == \
-        pytest.approx(0.002)
+    assert cost.execution_ratio(profile) == pytest.approx(1.0)          # the host as calibrated
+    slower = RequestCost(**{**cost.to_dict(), "stub_warmth": 1.0})
+    assert retimed(profile, slower).service[0].seconds == pytest.approx(0.002)
+    assert slower.execution_ratio(profile) == pytest.approx(2.0)
     # a profile holding the hand-off by idle: its curve scaled to the probe's (0.3 ms at pauses
     # where the curve says 0.2 on average), the CPU as before
     split = profile.model_copy(update={"host_warmth": [Warmth(idle_s=0.0, factor=1.0, handoff_s=0.0001),

@@ -38,6 +38,13 @@ class RequestCost:
         return LoadGenerator(workers=1, cpu_s_per_request=self.client_cpu_s, timed_share=self.client_timed_share,
                              wait_slack_s=self.client_wait_slack_s, on_host=on_host)
 
+    def execution_ratio(self, profile: ModelProfile) -> float:
+        """The probe's executions against ``profile``'s at the probe's own pauses (its
+        host_warmth applied): above 1 this host runs slower now than when it was calibrated,
+        below 1 faster. A host that drifts moves every prediction made from the profile by as
+        much (this VM: 10-20 % within minutes)."""
+        return self.stub_cpu_s / (profile.service[0].seconds * self.stub_warmth)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -141,7 +148,7 @@ def retimed(profile: ModelProfile, cost: RequestCost) -> ModelProfile:
     ``host_warmth`` on top, so the probe's cost is divided by the warmth it ran at; where the
     profile holds the hand-off by idle, its curve is scaled alike to the probe's hand-off, and
     so are the server's front end and model threads by idle."""
-    k = cost.stub_cpu_s / (profile.service[0].seconds * cost.stub_warmth)
+    k = cost.execution_ratio(profile)
     # a profile that holds the models' threads apart gets them apart; an older one, with the rest
     apart = profile.model_thread_s > 0
     server = cost.server_cpu_s + (0.0 if apart else cost.model_thread_s)
