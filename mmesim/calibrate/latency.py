@@ -430,8 +430,7 @@ def measure_warmth(mme: MMEClient, kserve, name: str, spec: ModelSpec, server_pi
         mme.invoke(name, body, ctype)                      # after the previous gap's last pause
         answered = time.perf_counter()
         before = last = model_timings(kserve, name)
-        split0 = thread_cpu_split_s(server_pid, since)
-        server0, busy0, t0 = process_cpu_s(server_pid), machine_busy_s(), time.perf_counter()
+        split0, busy0, t0 = thread_cpu_split_s(server_pid, since), machine_busy_s(), time.perf_counter()
         point = WarmthPoint(gap, 0, 0.0, 0.0, 0.0)
         reads, c1 = 0.0, process_cpu_s(stub)               # reads: the server's CPU answering the statistics reads
         while point.requests < 8 or time.perf_counter() - t0 < seconds:
@@ -450,11 +449,11 @@ def measure_warmth(mme: MMEClient, kserve, name: str, spec: ModelSpec, server_pi
                 delta, last = now - last, now
                 point.handoff_each_s.append(max(0.0, delta.compute_s / max(1, delta.executions) - (c1 - c0)))
         n, wall = point.requests, time.perf_counter() - t0
-        split1 = thread_cpu_split_s(server_pid, since)
-        point.frontend_s = max(0.0, split1[0] - split0[0] - reads) / n
-        point.model_thread_s = (split1[1] - split0[1]) / n
+        split1, busy = thread_cpu_split_s(server_pid, since), machine_busy_s() - busy0
+        front, models = split1[0] - split0[0] - reads, split1[1] - split0[1]
+        point.frontend_s, point.model_thread_s = max(0.0, front) / n, models / n
         point.stub_cpu_s = statistics.fmean(point.stub_cpu_each_s)
-        cpu, busy = process_cpu_s(server_pid) - server0 - reads + point.stub_cpu_s * n, machine_busy_s() - busy0
+        cpu = front + models + point.stub_cpu_s * n
         delta = _delta_after(kserve, name, before, executions=n)
         point.compute_s = delta.compute_s / max(1, delta.executions)
         point.queue_s = delta.queue_s / max(1, delta.requests)

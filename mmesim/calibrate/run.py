@@ -618,6 +618,7 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
         notes.append("concurrent copies (batch %d): " % timing.scaling_batch + ", ".join(
             f"{s.concurrent} -> x{s.throughput:.2f} ({s.per_exec_s * 1e3:.1f} ms per execution)" for s in timing.scaling))
     one = service[0].batch == 1
+    input_bytes = len(spec.request_body(1))      # the request the reference's clients sent (JSON)
     warmth = warmth_curve(timing.warmth, service[0] if one else None)
     if warmth:
         split = warmth[0].handoff_s is not None
@@ -646,8 +647,8 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
             notes.append("the server's CPU per request after each pause, by thread (front end; the model's threads): "
                          + ", ".join(f"{w.frontend_s * 1e3:.3f}; {w.model_thread_s * 1e3:.3f} ms after "
                                      f"{1000 * w.idle_s:g} ms" for w in warmth)
-                         + f" (JSON requests of {len(spec.request_body(1))} bytes; the request cost's figure at batch 1: "
-                         f"{(timing.request_overhead_s + timing.decode_s_per_byte * len(spec.request_body(1))) * 1e3:.3f}"
+                         + f" (JSON requests of {input_bytes} bytes; the request cost's figure at batch 1: "
+                         f"{(timing.request_overhead_s + timing.decode_s_per_byte * input_bytes) * 1e3:.3f}"
                          f"; {timing.model_thread_s * 1e3:.3f} ms)")
     first = first_extra_s(timing.first, service[0].wall_s) if one else []
     if timing.first:
@@ -673,7 +674,7 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
         load_s=statistics.fmean(memory.load_s),
         unload_s=statistics.fmean(unload_s),
         service=[BatchTiming(batch=p.batch, seconds=p.mean_s, cv=round(p.cv, 4)) for p in service],
-        input_bytes=len(spec.request_body(1)),
+        input_bytes=input_bytes,
         output_bytes=timing.output_bytes,
         decode_s_per_byte=timing.decode_s_per_byte,
         request_overhead_s=timing.request_overhead_s,

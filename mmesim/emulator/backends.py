@@ -315,14 +315,10 @@ class VirtualBackend(Backend):
                 raise ValueError("expected an object with 'inputs'")
         except (ValueError, UnicodeDecodeError) as exc:
             return 400, json.dumps({"error": f"failed to parse the request JSON buffer: {exc}"}).encode(), "application/json"
+        from mmesim.sim.host import request_handling
         # the server's CPU for the request (HTTP handling, parsing the body), as the simulator has it
-        p = server.profile
-        # as the simulator: on shared cores the model's threads run beside the execution (ModelServer)
-        decode = p.handling_s(len(body), model_threads=self.host.cores is None) \
-            * p.host_cpu_speed / self.host.cpu_speed
+        decode, frontend = request_handling(server.profile, len(body), self.host.cpu_speed, self.host.cores is not None)
         req = _Request(None, server)
-
-        frontend = p.frontend_factor if self.host.cores is not None and p.frontend_by_idle else None
 
         def start(future):
             req.future = future

@@ -15,6 +15,16 @@ from mmesim.sim.gpu import GPU
 from mmesim.sim.transfer import SharedRate
 
 
+def request_handling(profile, payload_bytes: int, cpu_speed: float, shared_cores: bool):
+    """(CPU seconds, front-end factor or None) of a request's handling on a host of ``cpu_speed``:
+    the profile's request cost at that speed; on shared cores (a CPU-only host) without the
+    model's threads, which run beside the execution (ModelServer), and with the factor by the
+    front end's idle time where the profile holds it (``Host.decode``). The simulator and the
+    emulator's virtual backend both ask here."""
+    seconds = profile.handling_s(payload_bytes, model_threads=not shared_cores) * profile.host_cpu_speed / cpu_speed
+    return seconds, (profile.frontend_factor if shared_cores and profile.frontend_by_idle else None)
+
+
 class Host:
     def __init__(self, env, itype, gpu, costs, wakeups=None, rng=None):
         """``wakeups``: how the host places woken threads (a WakePlacement, CPU-only hosts;

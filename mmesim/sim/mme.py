@@ -32,6 +32,7 @@ from mmesim.results.records import MODEL_NOT_READY, OUTCOMES, SERVER_PARTS, TIME
 from mmesim.sim.autoscaler import Autoscaler
 from mmesim.sim.client import Client
 from mmesim.sim.events import after
+from mmesim.sim.host import request_handling
 from mmesim.sim.instance import Instance
 from mmesim.sim.policy import inflight_limit, memory_budget, ready_wait_s, route
 from mmesim.sim.random import check_seed, streams
@@ -173,19 +174,18 @@ class Simulation:
     def _make_targets(self, copies: list[int]) -> list[Target]:
         wl, it, ep = self.workload, self.instance_type, self.endpoint
         gen = wl.generator
-        cpu_ratio = {id(p): p.host_cpu_speed / it.cpu_speed for p in self.profiles}
-        beside = self.gpu.key == CPU    # on shared cores the model's threads run beside its execution (ModelServer)
+        shared = self.gpu.key == CPU     # a CPU-only host: everything on one pool of cores
         bw = it.network_bytes_per_s
         out = []
         for tid, (name, pi, base) in enumerate(target_names(self.profiles, copies)):
             p = self.profiles[pi]
             payload = wl.payload_bytes or p.input_bytes
+            decode_s, frontend = request_handling(p, payload, it.cpu_speed, shared)
             out.append(Target(
                 id=tid, name=name, profile=p, request_name=base, payload_bytes=payload,
                 client_cost_s=(gen.timed_cpu_s_per_request + gen.cpu_s_per_byte * payload) if gen else 0.0,
                 network_s=ep.overhead_s + payload / bw, reply_s=p.output_bytes / bw,
-                decode_s=p.handling_s(payload, model_threads=not beside) * cpu_ratio[id(p)],
-                frontend=p.frontend_factor if beside and p.frontend_by_idle else None))
+                decode_s=decode_s, frontend=frontend))
         return out
 
     def target_weights(self) -> list[float] | None:
