@@ -12,16 +12,20 @@ The profiles are the shipped calibration/profiles/tiny-*-python-cpu.json (made b
 that command first to calibrate afresh). The load generator runs here too, on the same
 cores: its CPU per request, and the share of it inside its own timer, are measured by a
 short probe load test per model (one user, so the timer holds one request's CPU only; not
-one of the validated workloads) and go into each workload's generator block, so the
-prediction includes the client measured where it runs (``--client``: Locust with
+one of the validated workloads) right before each workload and go into its generator block,
+so the prediction includes the client measured where it runs (``--client``: Locust with
 python-requests, or its FastHttpUser). The probe also measures what Triton spends per
 request, in its server process (HTTP, decoding) and in the model's stub (the execution);
 ``--retime`` predicts with those instead of the profile's figures (a profile calibrated on
 another processor holds that processor's CPU costs: the shipped ones are an Intel Xeon's, see
-their provenance). ``--server-trace`` has Triton time-stamp every request, and each comparison
-adds the time in the model's queue and executing (apart for executions that ran alone and
-those that overlapped another), measured against the simulator's, how long Triton's threads
-waited for a core, and, from the model stubs' own log, each execution's CPU and wait for a core.
+their provenance). The probe runs again right after each workload (and serves the next one
+with the same models): each comparison says how fast the host ran before and after the run
+against the profile, since this VM's speed drifts by 10-20 % within minutes and the
+prediction assumes one speed for the whole run. ``--server-trace`` has Triton time-stamp
+every request, and each comparison adds the time in the model's queue and executing (apart
+for executions that ran alone and those that overlapped another), measured against the
+simulator's, how long Triton's threads waited for a core, and, from the model stubs' own
+log, each execution's CPU and wait for a core.
 ``--host-wakeups`` predicts with this host's placement of woken threads, as
 examples/host_wakeups.py measured it (run it in the same quiet window), and predicts the same
 measurement without it too (processor sharing), for comparison.
@@ -256,6 +260,36 @@ class CpuShare:
                 else 1000 * (waited - self.waited0) / n}
 
 
+def report_probe(m: str, p, profile, client: str) -> None:
+    console.print(f"probe {m} ({p.requests} requests, one at a time): {client} client "
+                  f"{1000 * p.client_cpu_s:.2f} ms CPU per request ({100 * p.client_timed_share:.0f} % "
+                  f"inside its timer, timer slack {1000 * p.client_wait_slack_s:.2f} ms); Triton server "
+                  f"{1000 * p.server_cpu_s:.2f} + {1000 * p.model_thread_s:.2f} ms (front end + the model's "
+                  f"threads), model stub {1000 * p.stub_cpu_s:.2f} ms, hand-off {1000 * p.handoff_s:.2f} ms "
+                  f"(profile: {1000 * profile.request_overhead_s:.2f} + decoding + "
+                  f"{1000 * profile.model_thread_s:.2f}, {1000 * profile.service[0].seconds:.2f}, "
+                  f"{1000 * profile.handoff_s:.2f}); others {p.others_cores:.2f} cores; its executions "
+                  f"x{p.execution_ratio(profile):.2f} of the profile's at the probe's pace")
+
+
+def host_speed_line(speed: dict[str, dict[str, float]], retime: bool) -> str:
+    """The probes' execution ratios right before and right after a run, and a warning where the
+    host's speed moved by more than 10 % in between, or (without ``retime``) stood more than
+    10 % off the profile's: the prediction assumes one speed for the whole run."""
+    line = "host speed (executions against the profile's): " + ", ".join(
+        f"{m} x{r['before']:.2f} before the run, x{r['after']:.2f} after" for m, r in speed.items())
+    moved = [m for m, r in speed.items() if abs(r["after"] / r["before"] - 1) > 0.1]
+    off = [m for m, r in speed.items() if abs(r["before"] - 1) > 0.1]
+    if moved:
+        assumed = "the speed before it" if retime else "the profile's"
+        line += (f" [yellow](the host's speed moved during the run ({', '.join(moved)}); the prediction "
+                 f"assumed {assumed})[/yellow]")
+    if off and not retime:
+        line += (f" [yellow]({', '.join(off)}: the host runs {'slower' if speed[off[0]]['before'] > 1 else 'faster'} "
+                 "than when it was calibrated; --retime predicts with the probe's figures)[/yellow]")
+    return line
+
+
 def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = False, client: str = "http",
         retime: bool = False, server_trace: bool = False, host_wakeups=None) -> dict:
     """``host_wakeups``: this host's placement of woken threads (a WakePlacement), for the
@@ -264,46 +298,39 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
     endpoint = EndpointConfig(instance_type="local", memory_budget_bytes=BUDGET, host_wakeups=host_wakeups)
     models = sorted({m for name in selected for m in specs[name][0]})
     profile_of = {m: load_profile(profiles_dir / f"{m}-python-cpu.json") for m in models}
+    for m in models:
+        elsewhere = profile_of[m].provenance.host_cpu
+        if elsewhere and elsewhere != host_cpu():
+            console.print(f"[yellow]{m}'s profile was calibrated on {elsewhere}, this host is "
+                          f"{host_cpu()}[/yellow]: its CPU costs are another processor's, and so is how they "
+                          "grow after idle, which --retime does not move (recalibrate here: --profiles DIR)")
     results = {}
+    probed = {}              # each model's latest probe
+    fresh: set[str] = set()  # models probed since the last workload ran
     with tempfile.TemporaryDirectory(prefix="mmesim-validate-") as tmp:
         server = LocalEndpoint(models, Path(tmp), trace=server_trace)
+
+        def probe_models(mods: list[str], tag: str) -> dict[str, float]:
+            """Probe each of ``mods`` not probed since the last workload; its execution ratio."""
+            for m in mods:
+                if m not in fresh:
+                    probed[m] = probe(server, profile_of[m], out / "probe" / tag / m, client)
+                    fresh.add(m)
+                    report_probe(m, probed[m], profile_of[m], client)
+            return {m: probed[m].execution_ratio(profile_of[m]) for m in mods}
+
         try:
-            # the client where it runs, and what Triton spends per request, one model at a time
-            probed = {m: probe(server, profile_of[m], out / "probe" / m, client) for m in models}
-            for m, p in probed.items():
-                console.print(f"probe {m} ({p.requests} requests, one at a time): {client} client "
-                              f"{1000 * p.client_cpu_s:.2f} ms CPU per request ({100 * p.client_timed_share:.0f} % "
-                              f"inside its timer, timer slack {1000 * p.client_wait_slack_s:.2f} ms); Triton server "
-                              f"{1000 * p.server_cpu_s:.2f} + {1000 * p.model_thread_s:.2f} ms (front end + the model's "
-                              f"threads), model stub {1000 * p.stub_cpu_s:.2f} ms, hand-off {1000 * p.handoff_s:.2f} ms "
-                              f"(profile: {1000 * profile_of[m].request_overhead_s:.2f} + decoding + "
-                              f"{1000 * profile_of[m].model_thread_s:.2f}, "
-                              f"{1000 * profile_of[m].service[0].seconds:.2f}, {1000 * profile_of[m].handoff_s:.2f}); others "
-                              f"{p.others_cores:.2f} cores")
-                ratio = p.execution_ratio(profile_of[m])
-                console.print(f"{m}'s executions here and now: x{ratio:.2f} of its profile's at the probe's pace"
-                              + ("" if abs(ratio - 1) <= 0.1 else
-                                 f" [yellow](the host runs {'slower' if ratio > 1 else 'faster'} than when it was "
-                                 "calibrated: the prediction carries that"
-                                 + (")" if retime else "; --retime takes the probe's figures, or recalibrate)")
-                                 + "[/yellow]"))
-                elsewhere = profile_of[m].provenance.host_cpu
-                if elsewhere and elsewhere != host_cpu():
-                    console.print(f"[yellow]{m}'s profile was calibrated on {elsewhere}, this host is "
-                                  f"{host_cpu()}[/yellow]: its CPU costs are another processor's"
-                                  + ("" if retime else " (--retime, or recalibrate)"))
-            if retime:
-                profile_of = {m: retimed(profile_of[m], probed[m]) for m in models}
-            generator = probed[models[0]].generator()
-            client_cpu, timed_share = generator.cpu_s_per_request, generator.timed_share
             for name in selected:
                 mods, copies, wl = specs[name]
                 if name == "churn" and not emulator:
                     console.print("[yellow]churn: skipped[/yellow] (needs --emulator: Triton alone loads only what "
                                   "it is told to)")
                     continue
+                # the host's speed right before the run (this VM drifts 10-20 % within minutes)
+                before = probe_models(mods, name)
+                generator = probed[mods[0]].generator()
                 wl = wl.model_copy(update={"generator": generator})
-                profiles = [profile_of[m] for m in mods]
+                profiles = [retimed(profile_of[m], probed[m]) if retime else profile_of[m] for m in mods]
                 if name == "churn":                 # the emulator's own Triton: counted among "others"
                     share, began = CpuShare(server), time.monotonic()
                     emu = EmulatedEndpoint(server, [profiles_dir / f"{m}-python-cpu.json" for m in mods], profiles,
@@ -351,14 +378,20 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                                   "prediction does not know about it, and it lengthens the measured tail most "
                                   "(one busy background core made the measured p95 36-86 % longer than a quiet run); measure again "
                                   "on a quiet machine")
+                v.probe, v.generator = {m: probed[m].to_dict() for m in mods}, generator
+                fresh.clear()                        # and right after it: did it change meanwhile?
+                after = probe_models(mods, name + "-after")
+                v.host_speed = {m: {"before": before[m], "after": after[m]} for m in mods}
+                console.print(host_speed_line(v.host_speed, retime))
                 results[name] = v
         finally:
             server.stop()
-    probes = {m: p.to_dict() for m, p in probed.items()}
     summary = {name: {**v.comparison.to_dict(), "cpu": v.cpu, "platform": getattr(v, "platform", None),
                       "client": client, "retimed": retime, "host_wakeups": endpoint.to_dict().get("host_wakeups"),
-                      "generator_cpu_s_per_request": client_cpu, "generator_timed_share": timed_share,
-                      "probe": probes, "without_host_wakeups": getattr(v, "without_host_wakeups", None) and
+                      "generator_cpu_s_per_request": v.generator.cpu_s_per_request,
+                      "generator_timed_share": v.generator.timed_share,
+                      "probe": v.probe, "host_speed": v.host_speed,
+                      "without_host_wakeups": getattr(v, "without_host_wakeups", None) and
                       v.without_host_wakeups.to_dict()} for name, v in results.items()}
     (out / "accuracy.json").write_text(json.dumps(summary, indent=2) + "\n")
     return results
@@ -366,7 +399,8 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
 
 def accuracy_table(results: dict) -> Table:
     t = Table(title="predicted vs measured on this machine (errors: (predicted - measured) / measured)")
-    for col in ("workload", "throughput", "p50", "p95", "max users", "requests", "cores used by others"):
+    for col in ("workload", "throughput", "p50", "p95", "max users", "requests", "cores used by others",
+                "host speed before / after"):
         t.add_column(col, justify="right")
     for name, v in results.items():
         line = {x.figure: x for x in v.comparison.lines}
@@ -379,7 +413,8 @@ def accuracy_table(results: dict) -> Table:
             fmt = (lambda v: "-" if v is None else f"{v:,.1f}")
             return f"{fmt(x.predicted)} / {fmt(x.measured)}{err}"
         t.add_row(name, cell("throughput"), cell("p50"), cell("p95"), cell("users"), cell("requests"),
-                  f"{v.cpu['others_cores']:.2f}")
+                  f"{v.cpu['others_cores']:.2f}",
+                  ", ".join(f"x{r['before']:.2f} / x{r['after']:.2f}" for r in v.host_speed.values()))
     return t
 
 
