@@ -250,6 +250,26 @@ def test_a_cpu_profile_on_a_gpu_instance_says_its_figures_are_cpu_figures():
     assert any("CPU figures" in w and "not a GPU estimate" in w for w in summarize(run).warnings)
 
 
+def test_a_cpu_profile_from_another_processor_on_local_says_so():
+    """On ``local`` a CPU profile made on another processor is named with that processor; one
+    made here, or one that does not say where, is not; a GPU instance never names it."""
+    from mmesim.catalog import host_cpu
+    from mmesim.results.summary import summarize
+    wl = Workload(kind="poisson", rates=[{"end_s": 2, "rate": 10}])
+    local = EndpointConfig(instance_type="local", memory_budget_bytes=2 * 1024 ** 3)
+
+    def made_on(cpu, name):
+        p = make_profile(gpu="cpu", max_batch=1, name=name)
+        return p.model_copy(update={"provenance": p.provenance.model_copy(update={"host_cpu": cpu})})
+    profiles = [made_on("Some Other CPU 9000", "away"), made_on(host_cpu(), "here"), made_on(None, "unsaid")]
+    run = Simulation(profiles, local, wl, [1, 1, 1]).run()
+    assert run.other_processor == ["away (Some Other CPU 9000)"]
+    assert any("another processor" in w and "away (Some Other CPU 9000)" in w for w in summarize(run).warnings)
+    assert Simulation(profiles[:1], EndpointConfig(instance_type=T4), wl, [1]).run().other_processor == []
+    here = Simulation(profiles[1:], local, wl, [1, 1]).run()
+    assert here.other_processor == [] and not any("another processor" in w for w in summarize(here).warnings)
+
+
 def test_utilization_series_match_busy_time():
     from mmesim.results import cloudwatch
     p = make_profile(max_batch=1, s1=0.01, decode=1e-6, payload=1000)   # 1 ms of host CPU a request

@@ -237,6 +237,7 @@ class Run:
     profiles: list[str] = field(default_factory=list)      # profile names, in the order of ``copies``
     translated: list[str] = field(default_factory=list)    # profiles translated from another GPU
     cpu_figures: list[str] = field(default_factory=list)   # profiles measured on CPU, used unchanged on a GPU
+    other_processor: list[str] = field(default_factory=list)  # CPU profiles from another processor, used on local
     unweighted: list[str] = field(default_factory=list)    # profiles a mix workload's weights leave out (never asked)
     copies: list[int] = field(default_factory=list)        # copies per profile the traffic targets
     copies_loaded_at_start: int = 0     # copies already loaded when the traffic began (warm start)

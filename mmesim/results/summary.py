@@ -196,6 +196,9 @@ def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
     if run.cpu_figures:
         warnings.append(f"profiles measured on CPU, used with their CPU figures on {run.gpu} "
                         f"(not a GPU estimate: calibrate on the GPU): {', '.join(run.cpu_figures)}")
+    if run.other_processor:
+        warnings.append("profiles calibrated on another processor than the host's, used with that processor's CPU "
+                        "costs and how they grow after idle (recalibrate on the host): " + ", ".join(run.other_processor))
     sources = sources_of(run)
 
     def known(figure: str, value):

@@ -36,7 +36,7 @@ from mmesim.sim.host import request_handling
 from mmesim.sim.instance import Instance
 from mmesim.sim.policy import inflight_limit, memory_budget, ready_wait_s, route
 from mmesim.sim.random import check_seed, streams
-from mmesim.sim.translate import cpu_profiles_on_gpu, translate
+from mmesim.sim.translate import cpu_profiles_on_gpu, other_processor, translate
 from mmesim.workload import Popularity, Workload, read_trace
 
 UNLIMITED = 1 << 30
@@ -395,6 +395,7 @@ class Simulation:
             profiles=[p.name for p in self.profiles],
             translated=[p.name for p in self.profiles if p.provenance.method == "translated"],
             cpu_figures=cpu_profiles_on_gpu(self.profiles, it),
+            other_processor=other_processor(self.profiles, it),
             unweighted=self.unweighted,
             copies=list(self.copies),
         )

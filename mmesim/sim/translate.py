@@ -32,7 +32,7 @@ so (it is not "translated").
 
 from __future__ import annotations
 
-from mmesim.catalog import CPU, GPU, InstanceType, load_catalog
+from mmesim.catalog import CPU, GPU, LOCAL, InstanceType, host_cpu, load_catalog
 from mmesim.errors import ConfigError
 from mmesim.profile import BatchTiming, GpuWork, ModelProfile, Provenance
 
@@ -126,6 +126,19 @@ def translate(profile: ModelProfile, instance: InstanceType) -> ModelProfile:
 
 def _share(host: float, total: float) -> float:
     return min(1.0, max(0.0, host / total)) if total > 0 else 0.0
+
+
+def other_processor(profiles: list[ModelProfile], instance: InstanceType) -> list[str]:
+    """CPU profiles calibrated on another processor than this host's, used on ``local``, each
+    as "name (processor)". Their CPU costs are that processor's, and so is how those costs
+    grow after an idle spell, which no single speed ratio moves (tiny-bert's executions after
+    50 ms idle: x2.35 of back to back on an Intel Xeon, x1.56 on an AMD EPYC, 2026-12-06):
+    recalibrate on this host. Profiles that do not say where they were made are not named."""
+    if instance.name != LOCAL:
+        return []
+    here = host_cpu()
+    return [f"{p.name} ({p.provenance.host_cpu})" for p in profiles
+            if p.gpu == CPU and p.provenance.host_cpu not in (None, here)]
 
 
 def cpu_profiles_on_gpu(profiles: list[ModelProfile], instance: InstanceType) -> list[str]:
