@@ -16,12 +16,16 @@ one of the validated workloads) right before each workload and go into its gener
 so the prediction includes the client measured where it runs (``--client``: Locust with
 python-requests, or its FastHttpUser). The probe also measures what Triton spends per
 request, in its server process (HTTP, decoding) and in the model's stub (the execution);
-``--retime`` predicts with those instead of the profile's figures (a profile calibrated on
-another processor holds that processor's CPU costs: the shipped ones are an Intel Xeon's, see
-their provenance). The probe runs again right after each workload (and serves the next one
-with the same models): each comparison says how fast the host ran before and after the run
-against the profile, since this VM's speed drifts by 10-20 % within minutes and the
-prediction assumes one speed for the whole run. ``--server-trace`` has Triton time-stamp
+A second probe pauses 0.15-0.35 s between requests (the warmth curves' cold end: this VM's
+speed drifts unevenly, 0.52-0.80 of the profile's after short pauses against 0.81-0.98
+after long ones within the same two minutes); ``--retime`` predicts with what the two
+probes read instead of the profile's figures, each end of the curves scaled by its own
+probe (mmesim.loadtest.probe.retimed). It moves a profile to the host's speed of the moment,
+not to another processor: one calibrated elsewhere holds that processor's costs and how they
+grow after idle (the shipped ones are an Intel Xeon's, see their provenance). The probes run
+again right after each workload (and serve the next one with the same models): each
+comparison says how fast the host ran before and after the run against the profile, since
+the prediction assumes one speed for the whole run. ``--server-trace`` has Triton time-stamp
 every request, and each comparison adds the time in the model's queue and executing (apart
 for executions that ran alone and those that overlapped another), measured against the
 simulator's, how long Triton's threads waited for a core, and, from the model stubs' own
@@ -59,7 +63,7 @@ from rich.table import Table
 
 from mmesim.catalog import host_cpu
 from mmesim.endpoint import EndpointConfig, read_host_wakeups
-from mmesim.loadtest.probe import measure_request_cost, retimed
+from mmesim.loadtest.probe import cold_probe_workload, measure_request_cost, retimed
 from mmesim.loadtest.validate import validate, with_platform
 from mmesim.process import machine_busy_s
 from mmesim.profile import load_profile
@@ -113,11 +117,13 @@ def workloads() -> dict[str, tuple[list[str], list[int], Workload]]:
 
 def probe(server: "LocalEndpoint", profile, out: Path, client: str):
     """What a request of ``profile``'s model costs the client, Triton's server and the model's
-    stub, one request at a time on one copy (mmesim.loadtest.probe)."""
+    stub, one request at a time on one copy (mmesim.loadtest.probe): (right after each other,
+    after long pauses), the two ends of the profile's warmth curves."""
     loaded = server.serve([profile], [1])
     try:
-        return measure_request_cost(server.url, server.server.pid, profile, 1, out, client,
-                                    stats_url=server.server.http_url)
+        return tuple(measure_request_cost(server.url, server.server.pid, profile, 1, out / end, client,
+                                          workload=workload, stats_url=server.server.http_url)
+                     for end, workload in (("warm", None), ("cold", cold_probe_workload())))
     finally:
         server.unload(loaded)
 
@@ -260,7 +266,8 @@ class CpuShare:
                 else 1000 * (waited - self.waited0) / n}
 
 
-def report_probe(m: str, p, profile, client: str) -> None:
+def report_probe(m: str, warm, cold, profile, client: str) -> None:
+    p = warm
     console.print(f"probe {m} ({p.requests} requests, one at a time): {client} client "
                   f"{1000 * p.client_cpu_s:.2f} ms CPU per request ({100 * p.client_timed_share:.0f} % "
                   f"inside its timer, timer slack {1000 * p.client_wait_slack_s:.2f} ms); Triton server "
@@ -269,24 +276,28 @@ def report_probe(m: str, p, profile, client: str) -> None:
                   f"(profile: {1000 * profile.request_overhead_s:.2f} + decoding + "
                   f"{1000 * profile.model_thread_s:.2f}, {1000 * profile.service[0].seconds:.2f}, "
                   f"{1000 * profile.handoff_s:.2f}); others {p.others_cores:.2f} cores; its executions "
-                  f"x{p.execution_ratio(profile):.2f} of the profile's at the probe's pace")
+                  f"x{p.execution_ratio(profile):.2f} of the profile's at the probe's pace; after long pauses "
+                  f"({cold.requests} requests) the stub {1000 * cold.stub_cpu_s:.2f} ms, "
+                  f"x{cold.execution_ratio(profile):.2f}")
 
 
-def host_speed_line(speed: dict[str, dict[str, float]], retime: bool) -> str:
-    """The probes' execution ratios right before and right after a run, and a warning where the
-    host's speed moved by more than 10 % in between, or (without ``retime``) stood more than
-    10 % off the profile's: the prediction assumes one speed for the whole run."""
-    line = "host speed (executions against the profile's): " + ", ".join(
-        f"{m} x{r['before']:.2f} before the run, x{r['after']:.2f} after" for m, r in speed.items())
-    moved = [m for m, r in speed.items() if abs(r["after"] / r["before"] - 1) > 0.1]
-    off = [m for m, r in speed.items() if abs(r["before"] - 1) > 0.1]
+def host_speed_line(speed: dict[str, dict], retime: bool) -> str:
+    """The probes' execution ratios (warm, cold) right before and right after a run, and a
+    warning where the host's speed moved by more than 10 % in between, or (without
+    ``retime``) stood more than 10 % off the profile's: the prediction assumes one speed for
+    the whole run."""
+    line = "host speed (executions against the profile's, before -> after the run): " + ", ".join(
+        f"{m} after 0-10 ms x{r['before']['warm']:.2f} -> x{r['after']['warm']:.2f}, after 0.15-0.35 s "
+        f"x{r['before']['cold']:.2f} -> x{r['after']['cold']:.2f}" for m, r in speed.items())
+    moved = [m for m, r in speed.items() if any(abs(r["after"][e] / r["before"][e] - 1) > 0.1 for e in r["before"])]
+    off = [m for m, r in speed.items() if any(abs(x - 1) > 0.1 for x in r["before"].values())]
     if moved:
         assumed = "the speed before it" if retime else "the profile's"
         line += (f" [yellow](the host's speed moved during the run ({', '.join(moved)}); the prediction "
                  f"assumed {assumed})[/yellow]")
     if off and not retime:
-        line += (f" [yellow]({', '.join(off)}: the host runs {'slower' if speed[off[0]]['before'] > 1 else 'faster'} "
-                 "than when it was calibrated; --retime predicts with the probe's figures)[/yellow]")
+        line += (f" [yellow]({', '.join(off)}: the host runs at another speed than when it was calibrated; "
+                 "--retime predicts with the probes' figures)[/yellow]")
     return line
 
 
@@ -310,14 +321,15 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
     with tempfile.TemporaryDirectory(prefix="mmesim-validate-") as tmp:
         server = LocalEndpoint(models, Path(tmp), trace=server_trace)
 
-        def probe_models(mods: list[str], tag: str) -> dict[str, float]:
-            """Probe each of ``mods`` not probed since the last workload; its execution ratio."""
+        def probe_models(mods: list[str], tag: str) -> dict[str, dict[str, float]]:
+            """Probe each of ``mods`` not probed since the last workload; its execution ratios."""
             for m in mods:
                 if m not in fresh:
                     probed[m] = probe(server, profile_of[m], out / "probe" / tag / m, client)
                     fresh.add(m)
-                    report_probe(m, probed[m], profile_of[m], client)
-            return {m: probed[m].execution_ratio(profile_of[m]) for m in mods}
+                    report_probe(m, *probed[m], profile_of[m], client)
+            return {m: {end: c.execution_ratio(profile_of[m]) for end, c in zip(("warm", "cold"), probed[m])}
+                    for m in mods}
 
         try:
             for name in selected:
@@ -328,9 +340,9 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                     continue
                 # the host's speed right before the run (this VM drifts 10-20 % within minutes)
                 before = probe_models(mods, name)
-                generator = probed[mods[0]].generator()
+                generator = probed[mods[0]][0].generator()
                 wl = wl.model_copy(update={"generator": generator})
-                profiles = [retimed(profile_of[m], probed[m]) if retime else profile_of[m] for m in mods]
+                profiles = [retimed(profile_of[m], *probed[m]) if retime else profile_of[m] for m in mods]
                 if name == "churn":                 # the emulator's own Triton: counted among "others"
                     share, began = CpuShare(server), time.monotonic()
                     emu = EmulatedEndpoint(server, [profiles_dir / f"{m}-python-cpu.json" for m in mods], profiles,
@@ -378,7 +390,8 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                                   "prediction does not know about it, and it lengthens the measured tail most "
                                   "(one busy background core made the measured p95 36-86 % longer than a quiet run); measure again "
                                   "on a quiet machine")
-                v.probe, v.generator = {m: probed[m].to_dict() for m in mods}, generator
+                v.probe = {m: {"warm": probed[m][0].to_dict(), "cold": probed[m][1].to_dict()} for m in mods}
+                v.generator = generator
                 fresh.clear()                        # and right after it: did it change meanwhile?
                 after = probe_models(mods, name + "-after")
                 v.host_speed = {m: {"before": before[m], "after": after[m]} for m in mods}
@@ -414,7 +427,9 @@ def accuracy_table(results: dict) -> Table:
             return f"{fmt(x.predicted)} / {fmt(x.measured)}{err}"
         t.add_row(name, cell("throughput"), cell("p50"), cell("p95"), cell("users"), cell("requests"),
                   f"{v.cpu['others_cores']:.2f}",
-                  ", ".join(f"x{r['before']:.2f} / x{r['after']:.2f}" for r in v.host_speed.values()))
+                  ", ".join(f"x{r['before']['warm']:.2f} / x{r['after']['warm']:.2f}, "
+                            f"cold x{r['before']['cold']:.2f} / x{r['after']['cold']:.2f}"
+                            for r in v.host_speed.values()))
     return t
 
 

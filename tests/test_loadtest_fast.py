@@ -10,7 +10,7 @@ from conftest import load_example, loaded_copies
 
 from mmesim.endpoint import EndpointConfig, WakePlacement
 from mmesim.loadtest import run_loadtest
-from mmesim.loadtest.probe import measure_request_cost, retimed, wait_slack
+from mmesim.loadtest.probe import cold_probe_workload, measure_request_cost, retimed, wait_slack
 from mmesim.loadtest.validate import validate
 from mmesim.profile import Warmth, load_profile
 from mmesim.results.records import OK, RequestRecord
@@ -76,9 +76,14 @@ def test_shared_cores_prediction_lands_near_a_real_measurement(triton, tmp_path)
                                 seconds=6, stats_url=triton.http_url)
     assert cost.requests > 100 and 0 < cost.client_timed_share <= 1
     assert cost.server_cpu_s > 0 and cost.stub_cpu_s > 0
+    assert 0 < cost.server_idle_s <= cost.idle_s < 0.1           # waits of 0-10 ms, two copies in turn
+    # and after long pauses, the warmth curves' cold end
+    cold = measure_request_cost(triton.sagemaker_url, triton.pid, PROFILE, 2, tmp_path / "cold", client="fast",
+                                workload=cold_probe_workload(6), stats_url=triton.http_url)
+    assert cold.requests > 10 and 0.15 < cold.server_idle_s <= cold.idle_s
     assert 0 < cost.client_wait_slack_s < 0.005 and cost.generator().wait_slack_s == cost.client_wait_slack_s
     wl = steady(users=2, seconds=10).model_copy(update={"generator": cost.generator(), "user_steps": [2]})
-    v = validate([retimed(PROFILE, cost)], EndpointConfig(instance_type="local", memory_budget_bytes=2 * GiB), wl,
+    v = validate([retimed(PROFILE, cost, cold)], EndpointConfig(instance_type="local", memory_budget_bytes=2 * GiB), wl,
                  [2], endpoint_url=triton.sagemaker_url, protocol="triton", client="fast", out=tmp_path / "v")
     fig = {x.figure: x for x in v.comparison.lines}
     assert fig["requests"].measured > 300 and fig["failures"].measured == 0
@@ -89,7 +94,7 @@ def test_shared_cores_prediction_lands_near_a_real_measurement(triton, tmp_path)
     # Triton holds an execution longer than its stub computes (the Python backend's
     # hand-off), and the model keeps that wait: without it the same prediction is faster
     assert cost.handoff_s > 0.05 * cost.stub_cpu_s
-    bare = retimed(PROFILE, cost)
+    bare = retimed(PROFILE, cost, cold)
     bare = bare.model_copy(update={"handoff_s": 0.0, "host_warmth": [
         w.model_copy(update={"handoff_s": 0.0 if w.handoff_s is not None else None}) for w in bare.host_warmth]})
     without = summarize(simulate([bare],
@@ -102,7 +107,7 @@ def test_shared_cores_prediction_lands_near_a_real_measurement(triton, tmp_path)
     # placement"; on a host that displaces no thread the two predictions are one)
     hw = load_example("host_wakeups")
     placed = WakePlacement(**hw.placement(hw.chain(1e-3, 3.0), hw.measure(4e-3, 0.01, 60, seed=1), 4e-3, "test"))
-    packed = validate([retimed(PROFILE, cost)], EndpointConfig(instance_type="local", memory_budget_bytes=2 * GiB,
+    packed = validate([retimed(PROFILE, cost, cold)], EndpointConfig(instance_type="local", memory_budget_bytes=2 * GiB,
                                                                host_wakeups=placed),
                       wl, [2], measured=tmp_path / "v" / "measurement")
     pfig = {x.figure: x for x in packed.comparison.lines}
@@ -228,3 +233,38 @@ def test_retimed_scales_the_servers_curves_by_idle_to_the_probes_figures():
     # a request 4 ms after the last is handled for what the probe read
     assert again.handling_s(again.input_bytes, model_threads=False) * again.frontend_factor(0.004) == \
         pytest.approx(2 * front)
+
+
+def test_retimed_with_a_cold_probe_scales_each_end_of_the_curves_by_its_own_probe():
+    """The host drifted unevenly: executions after 0-10 ms idle run at 0.6 of the profile's,
+    after 150-350 ms at 0.9 (the front end 0.5 and 1.0). Each curve point takes the warm
+    probe's ratio up to its median pause (5 ms), the cold one's from its own (250 ms), linear
+    in log idle between; without the cold probe every point takes the warm ratio, as before."""
+    import math
+
+    from conftest import make_profile
+    from mmesim.loadtest.probe import RequestCost
+    curve = [Warmth(idle_s=i, factor=f, frontend_s=fe) for i, f, fe in
+             ((0.0, 1.0, 0.0002), (0.01, 2.0, 0.0004), (0.05, 2.0, 0.0005), (1.0, 2.0, 0.0006))]
+    profile = make_profile(gpu="cpu", s1=0.001, max_batch=1, request_overhead_s=0.0002, host_warmth=curve)
+    base = dict(requests=100, client_cpu_s=0.0003, client_timed_share=0.5, handoff_s=0.0, client_wait_slack_s=0.0,
+                others_cores=0.0)
+    warm = RequestCost(**base, server_cpu_s=0.5 * 0.0003, stub_cpu_s=0.6 * 0.0015, stub_warmth=1.5,
+                       curve_frontend_s=0.0003, idle_s=0.005, server_idle_s=0.005)
+    cold = RequestCost(**base, server_cpu_s=1.0 * 0.00055, stub_cpu_s=0.9 * 0.002, stub_warmth=2.0,
+                       curve_frontend_s=0.00055, idle_s=0.25, server_idle_s=0.25)
+    assert (warm.execution_ratio(profile), cold.execution_ratio(profile)) == pytest.approx((0.6, 0.9))
+    both = retimed(profile, warm, cold)
+
+    def execution(p, idle):
+        return p.service[0].seconds * p.warmth_factor(idle)
+    between = 0.6 + 0.3 * math.log(0.01 / 0.005) / math.log(0.25 / 0.005)
+    assert [execution(both, i) for i in (0.0, 0.01, 1.0)] == \
+        pytest.approx([0.6 * 0.001, between * 0.002, 0.9 * 0.002])
+    assert [w.frontend_s for w in both.host_warmth] == pytest.approx(
+        [0.5 * 0.0002, (0.5 + 0.5 * math.log(2) / math.log(50)) * 0.0004,
+         (0.5 + 0.5 * math.log(10) / math.log(50)) * 0.0005, 1.0 * 0.0006])
+    # the warm probe alone: one ratio for the whole curve, the cold end 0.6 as well
+    one = retimed(profile, warm)
+    assert [execution(one, i) for i in (0.0, 0.01, 1.0)] == pytest.approx([0.6 * 0.001, 0.6 * 0.002, 0.6 * 0.002])
+    assert [w.frontend_s for w in one.host_warmth] == pytest.approx([0.5 * f for f in (0.0002, 0.0004, 0.0005, 0.0006)])

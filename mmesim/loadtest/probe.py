@@ -7,6 +7,8 @@ generator block, and may take the server's instead of a profile's (``retimed``).
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +34,10 @@ class RequestCost:
     # the profile's front end and model threads by idle over the probe's requests (None: not by idle)
     curve_frontend_s: float | None = None
     curve_model_thread_s: float | None = None
+    # the probe's median pause before an execution: since its copy's previous request, and
+    # since any request (the front end's); where the probe stands on the warmth curves
+    idle_s: float | None = None
+    server_idle_s: float | None = None
 
     def generator(self, on_host: bool = True) -> LoadGenerator:
         """The measured client as a Workload's generator (one Locust process)."""
@@ -101,7 +107,25 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
                        curve_frontend_s=over_pauses(profile.warmth_frontend, run.records, by_model=False)
                        if profile.frontend_by_idle else None,
                        curve_model_thread_s=over_pauses(profile.warmth_model_thread, run.records)
-                       if profile.model_thread_by_idle else None)
+                       if profile.model_thread_by_idle else None,
+                       idle_s=median_pause(run.records), server_idle_s=median_pause(run.records, by_model=False))
+
+
+def pauses(records, by_model: bool = True) -> list[float]:
+    """Each execution's pause: the time since its model copy's previous request ended
+    (``by_model`` False: any model's)."""
+    last, out = {}, []
+    for r in sorted(records, key=lambda r: r.start):
+        key = r.model if by_model else None
+        if key in last:
+            out.append(max(0.0, r.start - last[key]))
+        last[key] = r.end
+    return out
+
+
+def median_pause(records, by_model: bool = True) -> float | None:
+    p = pauses(records, by_model)
+    return statistics.median(p) if p else None
 
 
 def over_pauses(figure, records, by_model: bool = True) -> float:
@@ -109,12 +133,7 @@ def over_pauses(figure, records, by_model: bool = True) -> float:
     its model copy's previous request ended (``by_model`` False: any model's): e.g. the
     profile's ``warmth_factor``, how much colder than back to back the probe's executions ran
     by the profile's own measure."""
-    last, values = {}, []
-    for r in sorted(records, key=lambda r: r.start):
-        key = r.model if by_model else None
-        if key in last:
-            values.append(figure(max(0.0, r.start - last[key])))
-        last[key] = r.end
+    values = [figure(p) for p in pauses(records, by_model)]
     return sum(values) / len(values) if values else figure(0.0)
 
 
@@ -139,7 +158,13 @@ def _timings(kserve) -> dict:
             if m.get("state") == "READY"}
 
 
-def retimed(profile: ModelProfile, cost: RequestCost) -> ModelProfile:
+def cold_probe_workload(seconds: float = 16.0) -> Workload:
+    """One user pausing 0.15-0.35 s: executions after an idle spell, the warmth curves' cold end."""
+    return Workload(name="probe-cold", kind="users", stages=[{"end_s": seconds, "users": 1, "spawn_rate": 1}],
+                    wait_s=(0.15, 0.35))
+
+
+def retimed(profile: ModelProfile, cost: RequestCost, cold: RequestCost | None = None) -> ModelProfile:
     """``profile`` with the CPU costs measured here and now: an execution (batch 1; every
     batch size scaled alike), the server's fixed cost per request beyond decoding the body (and
     its models' threads', apart where the profile holds them apart), and
@@ -147,7 +172,13 @@ def retimed(profile: ModelProfile, cost: RequestCost) -> ModelProfile:
     pace let them; the profile's figures are back to back, and the simulator applies
     ``host_warmth`` on top, so the probe's cost is divided by the warmth it ran at; where the
     profile holds the hand-off by idle, its curve is scaled alike to the probe's hand-off, and
-    so are the server's front end and model threads by idle."""
+    so are the server's front end and model threads by idle.
+
+    ``cold``: a second probe after long pauses (``cold_probe_workload``). A host's drift is
+    not the same at every idle (this VM, tiny-bert, 2026-12-06 07:37-07:39 UTC, five pairs of
+    probes: executions after 0-10 ms x0.52-0.80 of the profile's, after 150-350 ms
+    x0.81-0.98), so each curve point is scaled by the warm probe's ratio up to its median
+    pause, by the cold one's from its median pause, and between them linearly in log idle."""
     k = cost.execution_ratio(profile)
     # a profile that holds the models' threads apart gets them apart; an older one, with the rest
     apart = profile.model_thread_s > 0
@@ -156,16 +187,46 @@ def retimed(profile: ModelProfile, cost: RequestCost) -> ModelProfile:
               "request_overhead_s": max(0.0, server - profile.decode_s_per_byte * profile.input_bytes),
               "model_thread_s": cost.model_thread_s if apart else 0.0,
               "handoff_s": cost.handoff_s if cost.handoff_s > 0 else profile.handoff_s}
-    # each curve by idle scaled to what the probe read at its own pauses (the front end's
+
+    def by_idle(read, curve, idle: str = "idle_s"):
+        """idle -> what the probe read over what the curve says at its pauses (None: not read);
+        the cold probe's ratio where it read one."""
+        if not (read(cost) > 0 and curve(cost)):
+            return None
+        warm = read(cost) / curve(cost)
+        far = read(cold) / curve(cold) if cold is not None and read(cold) > 0 and curve(cold) else None
+        return _between_probes(warm, far, getattr(cost, idle), cold and getattr(cold, idle))
+
+    # each curve by idle scaled to what the probes read at their own pauses (the front end's
     # factor is then relative to the probe's figure, which the request cost now is)
     scale = {}
-    if profile.handoff_by_idle and cost.handoff_s > 0 and cost.curve_handoff_s:
-        scale["handoff_s"] = cost.handoff_s / cost.curve_handoff_s
-    if cost.curve_frontend_s:
-        scale["frontend_s"] = cost.server_cpu_s / cost.curve_frontend_s
-    if apart and cost.curve_model_thread_s:
-        scale["model_thread_s"] = cost.model_thread_s / cost.curve_model_thread_s
+    if cold is not None and profile.host_warmth:
+        executions = by_idle(lambda c: c.stub_cpu_s, lambda c: profile.service[0].seconds * c.stub_warmth)
+        scale["factor"] = lambda idle: executions(idle) / k
+    if profile.handoff_by_idle:
+        scale["handoff_s"] = by_idle(lambda c: c.handoff_s, lambda c: c.curve_handoff_s)
+    scale["frontend_s"] = by_idle(lambda c: c.server_cpu_s, lambda c: c.curve_frontend_s, "server_idle_s")
+    if apart:
+        scale["model_thread_s"] = by_idle(lambda c: c.model_thread_s, lambda c: c.curve_model_thread_s)
+    scale = {a: f for a, f in scale.items() if f is not None}
     if scale:
-        update["host_warmth"] = [w.model_copy(update={a: getattr(w, a) * f for a, f in scale.items()})
+        update["host_warmth"] = [w.model_copy(update={a: getattr(w, a) * f(w.idle_s) for a, f in scale.items()})
                                  for w in profile.host_warmth]
     return profile.model_copy(update=update)
+
+
+def _between_probes(warm: float, cold: float | None, warm_idle: float | None, cold_idle: float | None):
+    """idle -> ratio: ``warm`` up to ``warm_idle``, ``cold`` from ``cold_idle``, linear in log
+    idle between; ``warm`` at every idle without a cold reading."""
+    if cold is None or warm_idle is None or cold_idle is None or cold_idle <= warm_idle:
+        return lambda idle: warm
+    lo = max(warm_idle, 1e-4)
+    span = math.log(cold_idle / lo)
+
+    def ratio(idle: float) -> float:
+        if idle <= lo:
+            return warm
+        if idle >= cold_idle:
+            return cold
+        return warm + (cold - warm) * math.log(idle / lo) / span
+    return ratio
