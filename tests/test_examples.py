@@ -71,3 +71,27 @@ def test_host_wakeups_placement_is_which_of_two_overlapping_bursts_waited():
     long_rows = [(0.005, long_burst + (1.5e-3 if i % 2 else 0.0)) for i in range(40)]
     placed = hw.placement({"displaced": parts}, long_rows, long_burst, "synthetic")
     assert placed == {"packed_share": 0.5, "moved_after_s": pytest.approx(1.5e-3), "source": "synthetic"}
+
+
+def test_warmth_under_load_bins_each_execution_by_its_own_copys_idle():
+    """Two copies interleaved: each execution's idle is since its own copy's previous one
+    ended, not since any execution (the machine's); a copy's first has none; a bin with
+    fewer than five executions has no median."""
+    import numpy as np
+    by_copy_idle = load("warmth_under_load").by_copy_idle
+    starts, models, cpu = [], [], []
+    t = 0.0
+    for i in range(40):              # a and b in turn, each 1 ms long, 2 ms apart: 3 ms idle per copy
+        starts.append(t)
+        models.append("m-v0" if i % 2 == 0 else "m-v1")
+        cpu.append(1.0 if i < 22 else 2.0)
+        t += 2.0
+    starts.append(t + 30.0)          # a's last after 30 + 3 ms
+    models.append("m-v0")
+    cpu.append(9.0)
+    log = {"start_ns": np.array(starts) * 1e6, "end_ns": (np.array(starts) + 1.0) * 1e6, "model": models,
+           "cpu": np.array(cpu)}
+    bins = {tuple(b["idle_ms"]): b for b in by_copy_idle(log)}
+    assert bins[(2, 5)]["executions"] == 38 and bins[(2, 5)]["cpu_ms"] == 1.0     # the median of 20 x 1, 18 x 2
+    assert bins[(20, 50)] == {"idle_ms": [20, 50], "executions": 1, "cpu_ms": None}
+    assert bins[(0, 2)]["executions"] == 0 and sum(b["executions"] for b in bins.values()) == 39
