@@ -266,8 +266,8 @@ class CpuShare:
                 else 1000 * (waited - self.waited0) / n}
 
 
-def report_probe(m: str, warm, cold, profile, client: str) -> None:
-    p = warm
+def report_probe(m: str, p, cold, profile, client: str) -> None:
+    """The warm probe ``p``'s figures against the profile's, and the cold probe's execution."""
     console.print(f"probe {m} ({p.requests} requests, one at a time): {client} client "
                   f"{1000 * p.client_cpu_s:.2f} ms CPU per request ({100 * p.client_timed_share:.0f} % "
                   f"inside its timer, timer slack {1000 * p.client_wait_slack_s:.2f} ms); Triton server "

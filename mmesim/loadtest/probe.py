@@ -200,8 +200,8 @@ def retimed(profile: ModelProfile, cost: RequestCost, cold: RequestCost | None =
     # each curve by idle scaled to what the probes read at their own pauses (the front end's
     # factor is then relative to the probe's figure, which the request cost now is)
     scale = {}
-    if cold is not None and profile.host_warmth:
-        executions = by_idle(lambda c: c.stub_cpu_s, lambda c: profile.service[0].seconds * c.stub_warmth)
+    executions = by_idle(lambda c: c.stub_cpu_s, lambda c: profile.service[0].seconds * c.stub_warmth)
+    if cold is not None and executions is not None:     # the service takes the warm ratio, the curve the rest
         scale["factor"] = lambda idle: executions(idle) / k
     if profile.handoff_by_idle:
         scale["handoff_s"] = by_idle(lambda c: c.handoff_s, lambda c: c.curve_handoff_s)
