@@ -374,7 +374,8 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                         v.cpu = share.done(time.monotonic() - began, v.measured)   # before the stubs exit
                     finally:
                         server.unload(loaded)
-                print_comparison(v.comparison, f"{name}: {', '.join(mods)} x {copies} on local, predicted vs measured")
+                print_comparison(v.comparison, f"{name}: {', '.join(mods)} x {copies} on local, predicted vs measured",
+                                 notes=v.predicted_summary.warnings)
                 if host_wakeups is not None and name != "churn":     # the same measurement, processor sharing
                     fair = simulate(profiles, endpoint.model_copy(update={"host_wakeups": None}), wl, copies=copies)
                     v.without_host_wakeups = compare(summarize(fair), v.measured_summary, parse_tolerance(TOLERANCE))

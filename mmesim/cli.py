@@ -469,7 +469,7 @@ def _validate(args) -> int:
         print(json.dumps(v.comparison.to_dict(), indent=2))
     else:
         print_comparison(v.comparison, f"{', '.join(v.predicted.profiles)} on {v.predicted.instance_type}: "
-                                       "predicted vs measured")
+                                       "predicted vs measured", notes=v.predicted_summary.warnings)
         if v.executions is not None:
             from mmesim.triton.execlog import describe
             print(describe(v.executions))

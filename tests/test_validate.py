@@ -165,3 +165,27 @@ def test_validate_takes_the_platform_figures_from_the_emulators_log(tmp_path, ca
     fig = {x["figure"]: x for x in json.loads((tmp_path / "out" / "comparison.json").read_text())["figures"]}
     assert (fig["loads"]["measured"], fig["loads"]["source"]) == (2, "emulator log")
     assert fig["loads"]["predicted"] == summarize(pred).loads and fig["p50"]["source"] == "locust"
+
+
+def test_validate_says_what_the_prediction_warns_of(tmp_path, capsys):
+    """A profile calibrated on another processor, validated on local: the comparison is
+    followed by the prediction's note naming it (and none for one made here)."""
+    from mmesim.catalog import host_cpu
+    wl_path = tmp_path / "w.yaml"
+    wl_path.write_text("kind: users\nwait_s: [0.05, 0.2]\nuser_steps: [2]\nstages:\n  - {end_s: 10, users: 2, spawn_rate: 2}\n")
+    from mmesim.workload import load_workload
+    pred = simulate([load_profile(PROFILE)], EndpointConfig(instance_type="local"), load_workload(wl_path),
+                    copies=[2], seed=0, warm=False)
+    _write_measured(tmp_path / "measured", pred, stretch=1.0)
+    notes = {}
+    for where in ("Some Other CPU 9000", host_cpu()):
+        profile = load_profile(PROFILE)
+        profile = profile.model_copy(update={"provenance": profile.provenance.model_copy(update={"host_cpu": where})})
+        path = tmp_path / f"{len(notes)}.json"
+        path.write_text(profile.model_dump_json())
+        main(["validate", "--profile", str(path), "--instance", "local", "--copies", "2", "--workload", str(wl_path),
+              "--measured", str(tmp_path / "measured"), "--out", str(tmp_path / f"out{len(notes)}"), "--cold"])
+        notes[where] = " ".join(capsys.readouterr().out.split())
+    assert "note (prediction): profiles calibrated on another processor" in notes["Some Other CPU 9000"]
+    assert "Some Other CPU 9000" in notes["Some Other CPU 9000"]
+    assert "another processor" not in notes[host_cpu()]

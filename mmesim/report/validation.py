@@ -33,7 +33,8 @@ def _tol(line) -> str:
     return f"±{line.tolerance:g}" if line.figure in ("users", "models") else f"±{100 * line.tolerance:g}%"
 
 
-def print_comparison(comparison, title: str = "predicted vs measured") -> None:
+def print_comparison(comparison, title: str = "predicted vs measured", notes=()) -> None:
+    """``notes``: the prediction's caveats (its Summary's warnings), after the tables."""
     t = Table(title=title)
     for col in ("figure", "predicted", "measured", "error", "tolerance", "measured by"):
         t.add_column(col, justify="left" if col in ("figure", "measured by") else "right")
@@ -47,6 +48,8 @@ def print_comparison(comparison, title: str = "predicted vs measured") -> None:
         for x in comparison.steps:
             st.add_row(str(x.users), x.figure, _num(x.predicted), _num(x.measured), _err(x), _tol(x))
         console.print(st)
+    for w in notes:
+        console.print(f"[yellow]note (prediction):[/yellow] {w}")
     if comparison.passed:
         console.print("[green]within tolerance[/green]")
     else:
