@@ -318,9 +318,7 @@ class ModelProfile(Model):
     def frontend_factor(self, idle_s: float) -> float:
         """A request's handling relative to the profile's request cost after that idle (so a
         larger body scales alike); 1 where host_warmth does not hold it."""
-        if not self.frontend_by_idle:
-            return 1.0
-        return _between(self.host_warmth, idle_s, "frontend_s", 0.0) / self.frontend_ref_s
+        return self.warmth_frontend(idle_s) / self.frontend_ref_s if self.frontend_by_idle else 1.0
 
     @property
     def model_thread_by_idle(self) -> bool:
