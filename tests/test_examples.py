@@ -76,7 +76,8 @@ def test_host_wakeups_placement_is_which_of_two_overlapping_bursts_waited():
 def test_warmth_under_load_bins_each_execution_by_its_own_copys_idle():
     """Two copies interleaved: each execution's idle is since its own copy's previous one
     ended, not since any execution (the machine's); a copy's first has none; a bin with
-    fewer than five executions has no median."""
+    fewer than five executions has no median; the busy share is how much of that idle spell
+    the other copy executed."""
     import numpy as np
     by_copy_idle = load("warmth_under_load").by_copy_idle
     starts, models, cpu = [], [], []
@@ -95,3 +96,9 @@ def test_warmth_under_load_bins_each_execution_by_its_own_copys_idle():
     assert bins[(2, 5)]["executions"] == 38 and bins[(2, 5)]["cpu_ms"] == 1.0     # the median of 20 x 1, 18 x 2
     assert bins[(20, 50)] == {"idle_ms": [20, 50], "executions": 1, "cpu_ms": None}
     assert bins[(0, 2)]["executions"] == 0 and sum(b["executions"] for b in bins.values()) == 39
+    # the machine's activity over each idle spell: the other copy ran 1 ms of each 3 ms, and 1 of the last 33
+    ctx = load("warmth_under_load").copy_idle(log)
+    assert ctx["busy"][:-1] == pytest.approx([1 / 3] * 38) and ctx["busy"][-1] == pytest.approx(1 / 33)
+    assert ctx["idle_ms"][-1] == pytest.approx(33.0) and ctx["model"][-1] == "m-v0"
+    late = {tuple(b["idle_ms"]): b for b in by_copy_idle(log, where=lambda c: c["busy"] < 0.1)}
+    assert sum(b["executions"] for b in late.values()) == 1 and late[(20, 50)]["executions"] == 1
