@@ -61,8 +61,9 @@ def busy_share(start_ms: np.ndarray, end_ms: np.ndarray, lo: np.ndarray, hi: np.
 
 def copy_idle(log: dict) -> dict:
     """Each execution of ``log`` (mmesim.triton.execlog.read) but its copy's first: ``idle_ms``
-    since that copy's previous execution ended, ``busy``: the share of that idle spell during
-    which another copy executed (the machine's activity while this copy waited), ``overlap``:
+    since that copy's previous execution ended, ``machine_idle_ms`` since any execution last
+    ended (0: one was running), ``busy``: the share of that idle spell during which another
+    copy executed (the machine's activity while this copy waited), ``overlap``:
     the share of the execution itself another one ran beside, and its ``cpu`` ms."""
     start, end = np.asarray(log["start_ns"]) / 1e6, np.asarray(log["end_ns"]) / 1e6
     last, keep, since = {}, [], []
@@ -74,7 +75,13 @@ def copy_idle(log: dict) -> dict:
         last[m] = end[i]
     keep, since = np.asarray(keep, dtype=np.int64), np.asarray(since, dtype=float)
     overlap = log.get("overlap")
+    # the machine's last gap: since the latest end among executions that began before this one
+    # (0 where one of them was still running)
+    order = np.argsort(start, kind="stable")
+    latest_end = np.empty(len(start))
+    latest_end[order] = np.concatenate([[-np.inf], np.maximum.accumulate(end[order])[:-1]])
     return {"model": [log["model"][i] for i in keep], "idle_ms": start[keep] - since,
+            "machine_idle_ms": np.clip(start[keep] - latest_end[keep], 0, None),
             "busy": busy_share(start, end, since, start[keep]),
             "overlap": np.asarray(overlap)[keep] if overlap is not None else np.zeros(len(keep)),
             "cpu": np.asarray(log["cpu"])[keep]}
@@ -141,9 +148,10 @@ def main(argv=None) -> int:
                         rows.append({"round": r, "phase": name, **b})
                     ctx = copy_idle(log)
                     executions += [{"round": r, "phase": name, "model": m, "idle_ms": round(float(i), 4),
-                                    "busy": round(float(bz), 4), "overlap": round(float(o), 4), "cpu_ms": round(float(c), 4)}
-                                   for m, i, bz, o, c in zip(ctx["model"], ctx["idle_ms"], ctx["busy"], ctx["overlap"],
-                                                             ctx["cpu"])]
+                                    "machine_idle_ms": round(float(g), 4), "busy": round(float(bz), 4),
+                                    "overlap": round(float(o), 4), "cpu_ms": round(float(c), 4)}
+                                   for m, i, g, bz, o, c in zip(ctx["model"], ctx["idle_ms"], ctx["machine_idle_ms"],
+                                                                ctx["busy"], ctx["overlap"], ctx["cpu"])]
                     console.print(f"round {r + 1}/{args.rounds}: {name} done", highlight=False)
         finally:
             server.stop()
