@@ -143,7 +143,7 @@ def test_deploy_and_teardown_through_the_control_plane(moto_server, tmp_path):
 
 @pytest.mark.parametrize("step", ["uploading", "creating model", "creating endpoint", ": Creating"])
 def test_ctrl_c_in_any_deploy_step_deletes_what_was_created(moto_server, tmp_path, step):
-    rec = Recorder(delay_s=0.5)             # the endpoint is Creating for half a second
+    rec = Recorder(delay_s=2.0)             # the endpoint is Creating for 2 s: the first poll sees it
     control = ControlPlane(rec.on_create, rec.on_delete)
     with serve(control) as (url, loop):
         plan = plan_for(tmp_path, moto_server, url)

@@ -5,6 +5,7 @@ The server is a tiny stub (tests/stub_endpoint.py): these tests are about the lo
 generator, so the server only has to answer."""
 
 import csv
+import json
 import subprocess
 import sys
 import time
@@ -106,7 +107,7 @@ def test_locust_starts_users_as_the_shared_rule_says(local_run):
     assert not _matches(observed, [(t, n) for t, n in _naive(STAGES)]), "the control rule must not match"
     # Locust's own history rows (one a second, whole-second timestamps) agree with the rule
     t0 = min(r.start for r in run.records)
-    t0_unix = float(__import__("json").loads((out / "start.json").read_text())["t0"])
+    t0_unix = float(json.loads((out / "start.json").read_text())["t0"])
     rows = [r for r in run.locust_history if r["Name"] == "Aggregated"]
     assert len(rows) >= 10
     for r in rows:
@@ -120,10 +121,13 @@ def test_adapted_run_reads_as_locust_counted_it(local_run):
     run, out, _ = local_run
     s = summarize(run)
     agg = next(r for r in read_stats(out / "locust_stats.csv") if r["Name"] == "Aggregated")
-    assert s.requests == agg["Request Count"] > 100
+    # Locust's count when the shape stopped the test; its _stats.csv, rewritten once a second
+    # and not at the end, may be up to a second behind it
+    assert s.requests == json.loads((out / "stop.json").read_text())["requests"] >= agg["Request Count"] > 100
     assert s.failures == agg["Failure Count"] == 0
     # the request log times what Locust timed: Locust's bucketed median and mean from our records
-    ms = [(r.end - r.start) * 1000 for r in run.records]
+    # (those it had logged when it last wrote the file: the first by end)
+    ms = [(r.end - r.start) * 1000 for r in sorted(run.records, key=lambda r: r.end)[:agg["Request Count"]]]
     buckets = __import__("collections").Counter(bucket_response_time(m) for m in ms)
     assert response_time_percentile(buckets, len(ms), 0.5) == agg["Median Response Time"]
     assert sum(ms) / len(ms) == pytest.approx(agg["Average Response Time"], abs=0.01)
@@ -152,7 +156,7 @@ def test_distributed_two_workers_through_boto3(endpoint, tmp_path):
     logs = sorted(tmp_path.glob("requests-worker-*.csv"))
     per_worker = [sum(1 for _ in csv.DictReader(p.open())) for p in logs]
     assert len(per_worker) == 2 and min(per_worker) > 10          # both workers sent load
-    stop = __import__("json").loads((tmp_path / "stop.json").read_text())["t"]
+    stop = json.loads((tmp_path / "stop.json").read_text())["t"]
     ended = sum(1 for p in logs for r in csv.DictReader(p.open()) if float(r["end"]) <= stop)
     assert summarize(run).requests == ended > 0.8 * sum(per_worker)   # what ended before the test stopped
     # the master counts what its workers' reports brought in before it wrote its CSVs (the last
@@ -177,7 +181,7 @@ def test_loadtest_cli_writes_what_a_prediction_writes(endpoint, tmp_path, monkey
     assert main(["loadtest", "--endpoint-url", endpoint, "--protocol", "triton", "--profile",
                  str(PROFILES / "tiny-mlp-python-cpu.json"), "--copies", "2", "--workload", str(wl),
                  "--out", str(out)]) == 0
-    summary = __import__("json").loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["kind"] == "measurement" and summary["requests"] > 10 and summary["max_concurrent_users"] == 2
     for name in ("locust_stats_history.csv", "mmesim_stats_history.csv", "requests.csv", "steps.png"):
         assert (out / name).is_file(), name
@@ -195,6 +199,8 @@ def test_trace_replay_sends_every_row_at_its_time(endpoint, tmp_path):
                        protocol="triton")
     got = sorted((r.start, r.model) for r in run.records)
     assert [m for _, m in got] == [m for _, m in rows]
-    offset = got[0][0] - rows[0][0]                    # the arrival user starts a moment after the shape
-    assert all(abs((s - offset) - t) < 0.1 for (s, _), (t, _) in zip(got, rows))
+    # the arrival user starts a moment after the shape: each row against the least late one,
+    # never early, and late only by a stall of this busy machine
+    offset = min(s - t for (s, _), (t, _) in zip(got, rows))
+    assert all(0 <= (s - offset) - t < 0.3 for (s, _), (t, _) in zip(got, rows))
     assert run.users == [] and summarize(run).requests == 20

@@ -20,18 +20,19 @@ def test_threads_started_later_are_counted_apart():
     time.sleep(0.05)
     mark = _uptime() - 0.005           # the kernel counts starts in 10 ms ticks
     before = thread_cpu_split_s(pid, mark)
-    done = threading.Event()
+    done, burned = threading.Event(), threading.Event()
 
     def burn():
         t = time.thread_time()
         while time.thread_time() - t < 0.3:
             pass
-        done.wait(5)
+        burned.set()
+        done.wait(60)
 
     worker = threading.Thread(target=burn)
     worker.start()
     try:
-        time.sleep(0.5)
+        assert burned.wait(60)             # its 0.3 s of CPU, however long a busy machine takes to give it
         assert started_s(pid, worker.native_id) >= mark
         old, new = thread_cpu_split_s(pid, mark)
         assert new - before[1] >= 0.29 and old - before[0] < 0.2

@@ -50,9 +50,13 @@ def dask_processes(tmp_path):
                                        "--scheduler-file", str(sched_file)], env=_env(), cwd=tmp_path,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + 60
-        while not sched_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        address = json.loads(sched_file.read_text())["address"]
+        address = None
+        while address is None and time.monotonic() < deadline:
+            try:                              # the scheduler writes it in place: wait for a whole one
+                address = json.loads(sched_file.read_text())["address"]
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.2)
+        assert address, f"the Dask scheduler wrote no address to {sched_file} in 60 s"
         procs.append(subprocess.Popen([dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
                                        "--dashboard-address", "127.0.0.1:0", "--host", "127.0.0.1"], env=_env(), cwd=tmp_path,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

@@ -153,6 +153,29 @@ def test_broken_model_is_refused_with_its_error(server, mme, tmp_path):
     assert "weights are corrupt" in str(err.value)
 
 
+def test_a_free_port_taken_before_triton_binds_it_is_chosen_again(monkeypatch):
+    """Free ports are picked, then bound by Triton seconds later; another process taking one
+    in between makes Triton exit during start-up, and start() launches it on fresh ones."""
+    import mmesim.triton.server as server_module
+    real = server_module.free_ports
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        picked = []
+
+        def first_one_taken() -> Ports:
+            ports = real()
+            picked.append(ports if picked else Ports(sagemaker=port, http=ports.http, metrics=ports.metrics))
+            return picked[-1]
+        monkeypatch.setattr(server_module, "free_ports", first_one_taken)
+        with LocalTriton() as s:
+            assert len(picked) == 2 and s.ports == picked[1] and s.ports.sagemaker != port
+            client = MMEClient(s.sagemaker_url)
+            assert client.ping()
+            client.close()
+
+
 def test_stop_leaves_no_process_behind(tmp_path):
     null = package_null(tmp_path / "null")
     with LocalTriton() as s:

@@ -368,9 +368,12 @@ def _sample_users(runner) -> None:
 
 @events.test_stopping.add_listener
 def _on_stopping(environment, **_kw):
-    """When the shape ended the test: Locust's statistics count the requests done by then."""
+    """When the shape ended the test, and how many requests Locust's statistics had counted by
+    then (its _stats.csv is rewritten once a second, not at the end, so it can be a second
+    behind: this count is the one the request log's cut at ``t`` matches)."""
     if not isinstance(environment.runner, WorkerRunner):
-        (Path(PLAN.log_dir) / "stop.json").write_text(json.dumps({"t": time.time()}))
+        (Path(PLAN.log_dir) / "stop.json").write_text(json.dumps(
+            {"t": time.time(), "requests": environment.stats.total.num_requests}))
 
 
 @events.quit.add_listener

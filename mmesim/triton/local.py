@@ -17,6 +17,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -237,9 +238,33 @@ class LocalTriton(TritonServer):
         except subprocess.TimeoutExpired:
             return False
         self._signal_group(signal.SIGKILL)   # stubs left behind in the group, if any
+        self._wait_group_dead()
         if not self._log.closed:
             self._log.close()
         return True
+
+    def _wait_group_dead(self, timeout_s: float = 10.0) -> None:
+        """A killed process dies a moment later: wait for the server's group to hold none but
+        zombies (those its reaper has yet to collect), so nothing runs once stop() returns."""
+        import psutil
+        group = self.process.pid
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            alive = False
+            for proc in psutil.process_iter(["status"]):
+                try:
+                    if os.getpgid(proc.pid) == group and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                        alive = True
+                        break
+                except (ProcessLookupError, PermissionError):
+                    continue
+            if not alive:
+                return
+            time.sleep(0.05)
 
     def _kill(self) -> None:
         self._signal_group(signal.SIGKILL)

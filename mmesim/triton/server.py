@@ -53,6 +53,7 @@ def free_ports() -> Ports:
 
 
 _running: "weakref.WeakSet[TritonServer]" = weakref.WeakSet()
+PORT_TRIES = 3
 
 
 @atexit.register
@@ -141,21 +142,32 @@ class TritonServer(ABC):
         return f"http://{self.host}:{self.ports.http}"
 
     def start(self) -> "TritonServer":
-        if self.ports is None:
-            self.ports = free_ports()
-        else:
+        """Launch and wait until ready. Ports left unset are chosen free, but another process
+        may take one in the seconds before Triton binds it: then Triton exits saying so, and
+        it is launched again on fresh ports (three tries)."""
+        chosen = self.ports is None
+        if not chosen:
             busy = [p for p in (self.ports.sagemaker, self.ports.http, self.ports.metrics) if port_in_use(p)]
             if busy:
                 raise ServerError(f"port(s) {', '.join(map(str, busy))} already in use: stop what listens there, "
                                   "or leave the ports unset so free ones are chosen")
-        self._launch()
-        _running.add(self)
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        for attempt in range(1, PORT_TRIES + 1 if chosen else 2):
+            if chosen:
+                self.ports = free_ports()
+            self._launch()
+            _running.add(self)
+            try:
+                self.wait_ready()
+                return self
+            except ServerError:
+                taken = chosen and attempt < PORT_TRIES and not self._alive() and "already in use" in self.log_tail(80)
+                if not taken:
+                    self.stop()
+                    raise
+                TritonServer.stop(self)       # this launch only: its work folder stays for the next
+            except BaseException:
+                self.stop()
+                raise
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
