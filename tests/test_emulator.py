@@ -207,7 +207,7 @@ def test_churn_unloads_idle_models_lru_and_no_request_fails(tmp_path):
 
 def test_a_slow_load_answers_model_not_ready_and_goes_on(tmp_path):
     models = fake_artifacts(tmp_path / "models", ["slow-v0.tar.gz"])
-    profile = save(make_profile("slow", load_s=2.5, s1=0.002), tmp_path)
+    profile = save(make_profile("slow", load_s=4.0, s1=0.002), tmp_path)
     with emulate("--instance", "ml.g4dn.xlarge", "--models", str(models), "--profile", profile,
                  "--ready-timeout", "1") as (url, _):
         client = runtime(url)

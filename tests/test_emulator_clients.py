@@ -210,7 +210,7 @@ def test_a_request_unanswered_at_the_invocation_timeout_gets_model_error_status_
         waited = time.monotonic() - t
         r = err.value.response
         assert r["OriginalStatusCode"] == 0 and "timed out" in r["OriginalMessage"]
-        assert r["ResponseMetadata"]["HTTPStatusCode"] == 424 and 0.9 < waited < 2.5
+        assert r["ResponseMetadata"]["HTTPStatusCode"] == 424 and 0.9 < waited < 2.9    # the answer: 3.1 s on
         answer = client.invoke_endpoint(EndpointName="mmesim", TargetModel="fast-v0.tar.gz",
                                         ContentType="application/json", Body=body("fast"))
         assert json.loads(answer["Body"].read())["id"] == "fast"

@@ -295,9 +295,9 @@ def test_the_virtual_backend_on_local_handles_a_request_as_its_servers_front_end
     five arriving together the warm one (2 ms each); the host counts what it spent."""
     from mmesim.emulator.backends import VirtualBackend
     from mmesim.emulator.platform import Platform
-    # warm for up to 100 ms (a slow test machine's gaps between awaits stay on the flat part)
-    curve = [{"idle_s": 0.0, "factor": 1.0, "frontend_s": 0.002}, {"idle_s": 0.1, "factor": 1.0, "frontend_s": 0.002},
-             {"idle_s": 0.3, "factor": 1.0, "frontend_s": 0.012}]
+    # warm for up to 200 ms (a slow test machine's gaps between awaits stay on the flat part)
+    curve = [{"idle_s": 0.0, "factor": 1.0, "frontend_s": 0.002}, {"idle_s": 0.2, "factor": 1.0, "frontend_s": 0.002},
+             {"idle_s": 0.4, "factor": 1.0, "frontend_s": 0.012}]
     profile = make_profile(gpu="cpu", load_s=0.01, s1=0.001, max_batch=1, request_overhead_s=0.004, host_warmth=curve)
     body = b'{"inputs": []}' + b" " * 986
 
