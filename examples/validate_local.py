@@ -25,7 +25,10 @@ not to another processor: one calibrated elsewhere holds that processor's costs 
 grow after idle (the shipped ones are an Intel Xeon's, see their provenance). The probes run
 again right after each workload (and serve the next one with the same models): each
 comparison says how fast the host ran before and after the run against the profile, since
-the prediction assumes one speed for the whole run. ``--server-trace`` has Triton time-stamp
+the prediction assumes one speed for the whole run; each then also gives the model's figures
+with the two probes' speeds averaged (``mmesim.loadtest.probe.between``; in accuracy.json
+``around_the_run``): not a prediction, since the second probe ran after the measurement, but
+the model's own error with the host's drift during the run taken out. ``--server-trace`` has Triton time-stamp
 every request, and each comparison adds the time in the model's queue and executing (apart
 for executions that ran alone and those that overlapped another), measured against the
 simulator's, how long Triton's threads waited for a core, and, from the model stubs' own
@@ -63,7 +66,7 @@ from rich.table import Table
 
 from mmesim.catalog import host_cpu
 from mmesim.endpoint import EndpointConfig, read_host_wakeups
-from mmesim.loadtest.probe import cold_probe_workload, measure_request_cost, retimed
+from mmesim.loadtest.probe import between, cold_probe_workload, measure_request_cost, retimed
 from mmesim.loadtest.validate import validate, with_platform
 from mmesim.process import machine_busy_s
 from mmesim.profile import load_profile
@@ -340,6 +343,7 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                     continue
                 # the host's speed right before the run (this VM drifts 10-20 % within minutes)
                 before = probe_models(mods, name)
+                before_costs = {m: probed[m] for m in mods}
                 generator = probed[mods[0]][0].generator()
                 wl = wl.model_copy(update={"generator": generator})
                 profiles = [retimed(profile_of[m], *probed[m]) if retime else profile_of[m] for m in mods]
@@ -397,6 +401,15 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                 after = probe_models(mods, name + "-after")
                 v.host_speed = {m: {"before": before[m], "after": after[m]} for m in mods}
                 console.print(host_speed_line(v.host_speed, retime))
+                if name != "churn":           # the model given the host's speed during the run, not a prediction
+                    around = [between(retimed(profile_of[m], *before_costs[m]), retimed(profile_of[m], *probed[m]))
+                              for m in mods]
+                    v.around = compare(summarize(simulate(around, endpoint, wl, copies=copies)), v.measured_summary,
+                                       parse_tolerance(TOLERANCE))
+                    console.print("with the host's speed around the run (the probes before and after, averaged: "
+                                  "not a prediction, the model's error apart from the drift's): " + ", ".join(
+                                      f"{x.figure} {x.predicted:,.2f} ({100 * x.error:+.1f} %)" for x in v.around.lines
+                                      if x.figure in ("throughput", "p50", "p95") and x.error is not None))
                 results[name] = v
         finally:
             server.stop()
@@ -406,7 +419,9 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                       "generator_timed_share": v.generator.timed_share,
                       "probe": v.probe, "host_speed": v.host_speed,
                       "without_host_wakeups": getattr(v, "without_host_wakeups", None) and
-                      v.without_host_wakeups.to_dict()} for name, v in results.items()}
+                      v.without_host_wakeups.to_dict(),
+                      "around_the_run": getattr(v, "around", None) and v.around.to_dict()}
+               for name, v in results.items()}
     (out / "accuracy.json").write_text(json.dumps(summary, indent=2) + "\n")
     return results
 
@@ -414,7 +429,7 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
 def accuracy_table(results: dict) -> Table:
     t = Table(title="predicted vs measured on this machine (errors: (predicted - measured) / measured)")
     for col in ("workload", "throughput", "p50", "p95", "max users", "requests", "cores used by others",
-                "host speed before / after"):
+                "host speed before / after", "around the run: throughput, p50, p95"):
         t.add_column(col, justify="right")
     for name, v in results.items():
         line = {x.figure: x for x in v.comparison.lines}
@@ -430,7 +445,10 @@ def accuracy_table(results: dict) -> Table:
                   f"{v.cpu['others_cores']:.2f}",
                   ", ".join(f"x{r['before']['warm']:.2f} / x{r['after']['warm']:.2f}, "
                             f"cold x{r['before']['cold']:.2f} / x{r['after']['cold']:.2f}"
-                            for r in v.host_speed.values()))
+                            for r in v.host_speed.values()),
+                  "-" if getattr(v, "around", None) is None else ", ".join(
+                      f"{100 * x.error:+.1f}%" for x in v.around.lines
+                      if x.figure in ("throughput", "p50", "p95") and x.error is not None))
     return t
 
 

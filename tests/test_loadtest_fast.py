@@ -248,6 +248,7 @@ def test_retimed_with_a_cold_probe_scales_each_end_of_the_curves_by_its_own_prob
 
     from conftest import make_profile
     from mmesim.loadtest.probe import RequestCost
+    from mmesim.loadtest.probe import between as around_run
     curve = [Warmth(idle_s=i, factor=f, frontend_s=fe) for i, f, fe in
              ((0.0, 1.0, 0.0002), (0.01, 2.0, 0.0004), (0.05, 2.0, 0.0005), (1.0, 2.0, 0.0006))]
     profile = make_profile(gpu="cpu", s1=0.001, max_batch=1, request_overhead_s=0.0002, host_warmth=curve)
@@ -272,3 +273,17 @@ def test_retimed_with_a_cold_probe_scales_each_end_of_the_curves_by_its_own_prob
     one = retimed(profile, warm)
     assert [execution(one, i) for i in (0.0, 0.01, 1.0)] == pytest.approx([0.6 * 0.001, 0.6 * 0.002, 0.6 * 0.002])
     assert [w.frontend_s for w in one.host_warmth] == pytest.approx([0.5 * f for f in (0.0002, 0.0004, 0.0005, 0.0006)])
+    # around a run whose host drifted from the first two probes to one a third slower at both
+    # ends: every cost the geometric mean of the two retimings' (an execution's too)
+    slower = [RequestCost(**{**c.to_dict(), "stub_cpu_s": 4 / 3 * c.stub_cpu_s, "server_cpu_s": 4 / 3 * c.server_cpu_s})
+              for c in (warm, cold)]
+    late = retimed(profile, *slower)
+    mid = around_run(both, late)
+    for i in (0.0, 0.01, 0.05, 1.0):
+        assert execution(mid, i) == pytest.approx(math.sqrt(execution(both, i) * execution(late, i)))
+        assert execution(mid, i) == pytest.approx(math.sqrt(4 / 3) * execution(both, i))
+    assert mid.request_overhead_s == pytest.approx(math.sqrt(both.request_overhead_s * late.request_overhead_s))
+    assert [w.frontend_s for w in mid.host_warmth] == pytest.approx(
+        [math.sqrt(4 / 3) * w.frontend_s for w in both.host_warmth])
+    with pytest.raises(ValueError, match="different warmth curves"):
+        around_run(both, profile.model_copy(update={"host_warmth": curve[:2]}))

@@ -230,3 +230,26 @@ def _between_probes(warm: float, cold: float | None, warm_idle: float | None, co
             return cold
         return warm + (cold - warm) * math.log(idle / lo) / span
     return ratio
+
+
+def between(before: ModelProfile, after: ModelProfile) -> ModelProfile:
+    """The mean of two retimings of one profile (``retimed`` with the probes right before and
+    right after a run): the host's CPU costs around the run, for a VM whose speed drifted
+    during it. Not a prediction (the second probe ran after the measurement): what the model
+    says given the host's speed while the run went on, which tells the model's error from the
+    drift's. Geometric means: the mean speed ratio, and a product (an execution is the
+    service figure times the warmth factor) the same mean of the two's products."""
+    if [w.idle_s for w in before.host_warmth] != [w.idle_s for w in after.host_warmth]:
+        raise ValueError(f"{before.name}: the two retimings hold different warmth curves")
+
+    def mean(a, b):
+        return None if a is None or b is None else math.sqrt(a * b)
+    fields = ("factor", "handoff_s", "frontend_s", "model_thread_s")
+    return before.model_copy(update={
+        "service": [s.model_copy(update={"seconds": mean(s.seconds, t.seconds)})
+                    for s, t in zip(before.service, after.service)],
+        "request_overhead_s": mean(before.request_overhead_s, after.request_overhead_s),
+        "model_thread_s": mean(before.model_thread_s, after.model_thread_s),
+        "handoff_s": mean(before.handoff_s, after.handoff_s),
+        "host_warmth": [w.model_copy(update={f: mean(getattr(w, f), getattr(v, f)) for f in fields})
+                        for w, v in zip(before.host_warmth, after.host_warmth)]})
