@@ -41,22 +41,11 @@ from mmesim.loadtest import run_loadtest  # noqa: E402
 from mmesim.profile import load_profile  # noqa: E402
 from mmesim.report.console import console  # noqa: E402
 from mmesim.triton import execlog  # noqa: E402
+from mmesim.triton.trace import open_share  # noqa: E402
 from mmesim.workload import Workload  # noqa: E402
 
 BINS_MS = (0, 2, 5, 10, 20, 50)
 MIN_EXECUTIONS = 5
-
-
-def busy_share(start_ms: np.ndarray, end_ms: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """For each spell [lo, hi), the share of it during which at least one of the executions
-    [start_ms, end_ms) ran (0 where the spell is empty)."""
-    times = np.concatenate([start_ms, end_ms])
-    order = np.argsort(times, kind="stable")
-    t = times[order]
-    running = np.cumsum(np.concatenate([np.ones(len(start_ms)), -np.ones(len(end_ms))])[order])
-    busy = np.concatenate([[0.0], np.cumsum(np.diff(t) * (running[:-1] >= 1))])
-    span = hi - lo
-    return np.where(span > 0, (np.interp(hi, t, busy) - np.interp(lo, t, busy)) / np.where(span > 0, span, 1), 0.0)
 
 
 def copy_idle(log: dict) -> dict:
@@ -66,8 +55,9 @@ def copy_idle(log: dict) -> dict:
     copy executed (the machine's activity while this copy waited), ``overlap``:
     the share of the execution itself another one ran beside, and its ``cpu`` ms."""
     start, end = np.asarray(log["start_ns"]) / 1e6, np.asarray(log["end_ns"]) / 1e6
+    order = np.argsort(start, kind="stable")
     last, keep, since = {}, [], []
-    for i in np.argsort(start, kind="stable").tolist():
+    for i in order.tolist():
         m = log["model"][i]
         if m in last:
             keep.append(i)
@@ -77,12 +67,11 @@ def copy_idle(log: dict) -> dict:
     overlap = log.get("overlap")
     # the machine's last gap: since the latest end among executions that began before this one
     # (0 where one of them was still running)
-    order = np.argsort(start, kind="stable")
     latest_end = np.empty(len(start))
     latest_end[order] = np.concatenate([[-np.inf], np.maximum.accumulate(end[order])[:-1]])
     return {"model": [log["model"][i] for i in keep], "idle_ms": start[keep] - since,
             "machine_idle_ms": np.clip(start[keep] - latest_end[keep], 0, None),
-            "busy": busy_share(start, end, since, start[keep]),
+            "busy": open_share(start, end, since, start[keep]),
             "overlap": np.asarray(overlap)[keep] if overlap is not None else np.zeros(len(keep)),
             "cpu": np.asarray(log["cpu"])[keep]}
 

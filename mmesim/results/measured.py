@@ -6,9 +6,10 @@ Inputs, all optional but the request log:
   times in unix seconds: the ones mmesim's Locust users write (``requests-*.csv``), or the
   emulator's request log (which also knows the instance and cold starts);
 - ``start.json`` (unix time the load shape started: t = 0 of the run), ``stop.json`` (when
-  the test was stopped, and the requests Locust had counted then: requests that end later are
-  left out, as one Locust process leaves them out of its statistics; a distributed master's count of the last seconds depends on
-  which worker reports reach it before it writes its CSVs), ``users.csv`` (user
+  the test was stopped, and the requests Locust had counted then: requests that end later
+  are left out, as one Locust process leaves them out of its statistics; a distributed
+  master's count of the last seconds depends on which worker reports reach it before it
+  writes its CSVs), ``users.csv`` (user
   count changes as Locust reported them), ``process-*.json`` (CPU each Locust process used);
 - Locust's own ``<prefix>_stats_history.csv`` (``--csv-full-history``): the rows the
   reference computed its metrics from, passed to ``summarize(run, rows)``.

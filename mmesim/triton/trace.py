@@ -102,18 +102,37 @@ def read(path: str | Path, window_ns: tuple[int, int] | None = None) -> dict:
     return out
 
 
+def open_share(starts, ends, lo, hi, at_least: int = 1) -> np.ndarray:
+    """For each spell [lo, hi), the share of it during which at least ``at_least`` of the
+    intervals [starts, ends) were open (0 for an empty spell).
+
+    One sweep, O(n log n): the time with that many open is accumulated once at every start and
+    end, the same timeline for every spell, and each spell reads the difference between its ends."""
+    starts, ends = np.asarray(starts, dtype=float), np.asarray(ends, dtype=float)
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    if not len(starts):
+        return np.zeros(len(lo))
+    times = np.concatenate([starts, ends])
+    order = np.argsort(times, kind="stable")
+    t = times[order]
+    open_after = np.cumsum(np.concatenate([np.ones(len(starts)), -np.ones(len(ends))])[order])
+    # time with enough open up to each event (equal times: the same reading)
+    held = np.concatenate([[0.0], np.cumsum(np.diff(t) * (open_after[:-1] >= at_least))])
+    span = hi - lo
+    return np.where(span > 0, (np.interp(hi, t, held) - np.interp(lo, t, held)) / np.where(span > 0, span, 1), 0.0)
+
+
 def overlap(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """For each interval [start, end), the share of it during which at least one other
-    interval was open (0: it ran alone; 1: never alone).
-
-    One sweep, O(n log n): "another is open" is "two or more are open", the same timeline for
-    every interval, so the time with two or more open is accumulated once at every start and
-    end, and each interval reads the difference between its own two ends."""
+    interval was open (0: it ran alone; 1: never alone): "another is open" is "two or more
+    are open" over its own span."""
     starts, ends = np.asarray(starts, dtype=float), np.asarray(ends, dtype=float)
     share = np.zeros(len(starts))
     valid = ends > starts                     # an empty interval overlaps nothing
-    if not valid.any():
-        return share
+    if valid.any():
+        lo, hi = starts[valid], ends[valid]
+        share[valid] = open_share(lo, hi, lo, hi, at_least=2)
+    return share
     lo, hi = starts[valid], ends[valid]
     times = np.concatenate([lo, hi])
     steps = np.concatenate([np.ones(len(lo)), -np.ones(len(hi))])
