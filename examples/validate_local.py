@@ -28,11 +28,11 @@ comparison says how fast the host ran before and after the run against the profi
 the prediction assumes one speed for the whole run; each then also gives the model's figures
 with the two probes' speeds averaged (``mmesim.loadtest.probe.between``; in accuracy.json
 ``around_the_run``): not a prediction, since the second probe ran after the measurement, but
-the model's own error with the host's drift during the run taken out. ``--server-trace`` has Triton time-stamp
-every request, and each comparison adds the time in the model's queue and executing (apart
-for executions that ran alone and those that overlapped another), measured against the
-simulator's, how long Triton's threads waited for a core, and, from the model stubs' own
-log, each execution's CPU and wait for a core.
+the model's own error with the host's drift during the run taken out. ``--server-trace`` has
+Triton time-stamp every request, and each comparison adds the time in the model's queue and
+executing (apart for executions that ran alone and those that overlapped another), measured
+against the simulator's, how long Triton's threads waited for a core, and, from the model
+stubs' own log, each execution's CPU and wait for a core.
 ``--host-wakeups`` predicts with this host's placement of woken threads, as
 examples/host_wakeups.py measured it (run it in the same quiet window), and predicts the same
 measurement without it too (processor sharing), for comparison.
@@ -284,6 +284,12 @@ def report_probe(m: str, p, cold, profile, client: str) -> None:
                   f"x{cold.execution_ratio(profile):.2f}")
 
 
+def headline(comparison, values: bool = True) -> str:
+    """Throughput, p50 and p95 of a comparison: each predicted figure (``values``) and its error."""
+    return ", ".join((f"{x.figure} {x.predicted:,.2f} ({100 * x.error:+.1f} %)" if values else f"{100 * x.error:+.1f}%")
+                     for x in comparison.lines if x.figure in ("throughput", "p50", "p95") and x.error is not None)
+
+
 def host_speed_line(speed: dict[str, dict], retime: bool) -> str:
     """The probes' execution ratios (warm, cold) right before and right after a run, and a
     warning where the host's speed moved by more than 10 % in between, or (without
@@ -343,10 +349,10 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                     continue
                 # the host's speed right before the run (this VM drifts 10-20 % within minutes)
                 before = probe_models(mods, name)
-                before_costs = {m: probed[m] for m in mods}
+                now = {m: retimed(profile_of[m], *probed[m]) for m in mods}
                 generator = probed[mods[0]][0].generator()
                 wl = wl.model_copy(update={"generator": generator})
-                profiles = [retimed(profile_of[m], *probed[m]) if retime else profile_of[m] for m in mods]
+                profiles = [now[m] if retime else profile_of[m] for m in mods]
                 if name == "churn":                 # the emulator's own Triton: counted among "others"
                     share, began = CpuShare(server), time.monotonic()
                     emu = EmulatedEndpoint(server, [profiles_dir / f"{m}-python-cpu.json" for m in mods], profiles,
@@ -383,9 +389,8 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                 if host_wakeups is not None and name != "churn":     # the same measurement, processor sharing
                     fair = simulate(profiles, endpoint.model_copy(update={"host_wakeups": None}), wl, copies=copies)
                     v.without_host_wakeups = compare(summarize(fair), v.measured_summary, parse_tolerance(TOLERANCE))
-                    console.print("without --host-wakeups (a woken thread on an idle core at once): " + ", ".join(
-                        f"{x.figure} {x.predicted:,.2f} ({100 * x.error:+.1f} %)" for x in v.without_host_wakeups.lines
-                        if x.figure in ("throughput", "p50", "p95") and x.error is not None))
+                    console.print("without --host-wakeups (a woken thread on an idle core at once): "
+                                  + headline(v.without_host_wakeups))
                 if v.executions is not None:
                     console.print(describe(v.executions), highlight=False)
                 console.print("cores busy during the run: " + ", ".join(
@@ -402,14 +407,11 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                 v.host_speed = {m: {"before": before[m], "after": after[m]} for m in mods}
                 console.print(host_speed_line(v.host_speed, retime))
                 if name != "churn":           # the model given the host's speed during the run, not a prediction
-                    around = [between(retimed(profile_of[m], *before_costs[m]), retimed(profile_of[m], *probed[m]))
-                              for m in mods]
+                    around = [between(now[m], retimed(profile_of[m], *probed[m])) for m in mods]
                     v.around = compare(summarize(simulate(around, endpoint, wl, copies=copies)), v.measured_summary,
                                        parse_tolerance(TOLERANCE))
                     console.print("with the host's speed around the run (the probes before and after, averaged: "
-                                  "not a prediction, the model's error apart from the drift's): " + ", ".join(
-                                      f"{x.figure} {x.predicted:,.2f} ({100 * x.error:+.1f} %)" for x in v.around.lines
-                                      if x.figure in ("throughput", "p50", "p95") and x.error is not None))
+                                  "not a prediction, the model's error apart from the drift's): " + headline(v.around))
                 results[name] = v
         finally:
             server.stop()
@@ -446,9 +448,7 @@ def accuracy_table(results: dict) -> Table:
                   ", ".join(f"x{r['before']['warm']:.2f} / x{r['after']['warm']:.2f}, "
                             f"cold x{r['before']['cold']:.2f} / x{r['after']['cold']:.2f}"
                             for r in v.host_speed.values()),
-                  "-" if getattr(v, "around", None) is None else ", ".join(
-                      f"{100 * x.error:+.1f}%" for x in v.around.lines
-                      if x.figure in ("throughput", "p50", "p95") and x.error is not None))
+                  "-" if getattr(v, "around", None) is None else headline(v.around, values=False))
     return t
 
 

@@ -161,13 +161,13 @@ def main(argv=None) -> int:
                and busy[0] <= e["busy"] < busy[1]]
         return (float(np.median(cpu)) if len(cpu) >= MIN_EXECUTIONS else None), len(cpu)
     # over all rounds, each load against the alone curve at the same copy idle
+    alone = {(lo, hi): median_of("alone", lo, hi)[0] for lo, hi in idle_bins}
     ratios = {}
     for name, _, _ in phases[1:]:
         ratios[name] = {}
         for lo, hi in idle_bins:
-            alone, _ = median_of("alone", lo, hi)
             load, _ = median_of(name, lo, hi)
-            ratios[name][f"{lo}-{hi}"] = round(load / alone, 3) if load and alone else None
+            ratios[name][f"{lo}-{hi}"] = round(load / alone[lo, hi], 3) if load and alone[lo, hi] else None
         table.add_row(f"{name} / alone", *("-" if x is None else f"x{x:.2f}" for x in ratios[name].values()))
     console.print(table)
     # under load, at the same copy idle: does the machine's activity over the idle spell key the cost?
@@ -182,9 +182,8 @@ def main(argv=None) -> int:
             cells, key = [], f"{name}, {blo:g}-{min(bhi, 1):g}"
             by_busy[key] = {}
             for lo, hi in idle_bins:
-                alone, _ = median_of("alone", lo, hi)
                 load, n = median_of(name, lo, hi, (blo, bhi))
-                x = round(load / alone, 3) if load and alone else None
+                x = round(load / alone[lo, hi], 3) if load and alone[lo, hi] else None
                 by_busy[key][f"{lo}-{hi}"] = {"ratio": x, "executions": n}
                 cells.append("-" if x is None else f"x{x:.2f} ({n})")
             busy.add_row(key, *cells)
