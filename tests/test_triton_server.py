@@ -159,7 +159,7 @@ def test_a_free_port_taken_before_triton_binds_it_is_chosen_again(monkeypatch):
     import mmesim.triton.server as server_module
     real = server_module.free_ports
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-        taken.bind(("0.0.0.0", 0))
+        taken.bind(("127.0.0.1", 0))         # Triton binds its ports on loopback too
         taken.listen()
         port = taken.getsockname()[1]
         picked = []
