@@ -102,3 +102,47 @@ def test_warmth_under_load_bins_each_execution_by_its_own_copys_idle():
     assert ctx["idle_ms"][-1] == pytest.approx(33.0) and ctx["model"][-1] == "m-v0"
     late = {tuple(b["idle_ms"]): b for b in by_copy_idle(log, where=lambda c: c["busy"] < 0.1)}
     assert sum(b["executions"] for b in late.values()) == 1 and late[(20, 50)]["executions"] == 1
+
+
+def test_what_cools_medians_by_condition_and_the_share_of_the_cold_cost_a_neighbour_saves():
+    wc = load("what_cools")
+    rows = [{"probe": "neighbour", "condition": c, "idle_ms": i + 0.01, "drawn_idle_ms": i, "cpu_ms": cpu,
+             "halts": None} for c, i, cpu, n in (("none", 2, 1.0, 6), ("none", 50, 2.0, 6), ("model here", 50, 1.5, 6),
+                                                 ("numpy here", 50, 2.0, 5), ("model there", 50, 1.2, 4))
+            for _ in range(n)]
+    rows += [{"probe": "halt", "condition": "alone", "idle_ms": 20, "cpu_ms": 1.0 + k / 10, "halts": k % 2}
+             for k in range(5)]
+    summary = wc.cooling(rows)
+    none = summary["neighbour"]["none"]
+    assert list(none) == [2, 50] and none[50] == {"executions": 6, "cpu_ms": 2.0, "halts": None}
+    assert summary["halt"]["alone"][20] == {"executions": 5, "cpu_ms": 1.2, "halts": 0.0}
+    assert summary["neighbour"]["model there"][50]["cpu_ms"] is None            # four: no median
+    # the cold cost after 50 ms is 1 ms: the same model just before saves half, a foreign kernel none
+    saved = {c: wc.cold_cost_saved(summary["neighbour"][c], none) for c in ("model here", "numpy here", "model there")}
+    assert saved == {"model here": {50: 0.5}, "numpy here": {50: 0.0}, "model there": {50: None}}
+
+
+def test_what_cools_runs_both_probes_and_a_spinner_keeps_the_vcpu_from_halting(tmp_path):
+    import csv
+    import os
+    wc = load("what_cools")
+    if not {0, 1} <= os.sched_getaffinity(0):
+        pytest.skip("needs vCPUs 0 and 1")
+    allowed = os.sched_getaffinity(0)
+    assert wc.main(["--model", "tiny-mlp", "--rounds", "1", "--per-block", "12", "--executions", "45",
+                    "--out", str(tmp_path)]) == 0
+    assert os.sched_getaffinity(0) == allowed                                  # unpinned again
+    rows = list(csv.DictReader((tmp_path / "what_cools.csv").open()))
+    halt = [r for r in rows if r["probe"] == "halt"]
+    neighbour = [r for r in rows if r["probe"] == "neighbour"]
+    assert len(halt) == 3 * 12 and {r["condition"] for r in halt} == set(wc.HALT_CONDITIONS)
+    assert len(neighbour) == 45 and all(float(r["cpu_ms"]) > 0 for r in rows)
+    # never early: each execution idled at least what was drawn, a neighbour ended at least 1 ms before it
+    assert all(float(r["idle_ms"]) >= float(r["drawn_idle_ms"]) - 1e-3 for r in neighbour)
+    assert all(float(r["before_ms"]) >= 1e3 * wc.BEFORE_S - 1e-3 for r in neighbour if r["condition"] != "none")
+    assert all(r["condition"] == "none" for r in neighbour if float(r["drawn_idle_ms"]) == 2)
+    result = json.loads((tmp_path / "what_cools.json").read_text())
+    assert result["model"] == "tiny-mlp" and set(result["cold_cost_saved"]) == {"halt", "neighbour"}
+    if result["halts_counted"]:
+        # the lowest-priority spinner runs whenever the copy sleeps: its vCPU never halts
+        assert all(r["halts"] == "0" for r in halt if r["condition"] == "spinner here")
