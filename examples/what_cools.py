@@ -45,6 +45,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from mmesim.catalog import host_cpu
+from mmesim.errors import ConfigError
 from mmesim.report.console import console
 from mmesim.triton.zoo import builtin
 
@@ -280,7 +281,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="out/what_cools")
     args = ap.parse_args(argv)
-    builtin(args.model)                                   # a clear error for a name it lacks
+    try:
+        builtin(args.model)
+    except ConfigError as exc:                            # a name it lacks: the names it has
+        console.print(f"[red]{exc}[/red]")
+        return 2
     if not {HERE, THERE} <= os.sched_getaffinity(0):
         console.print(f"[red]needs vCPUs {HERE} and {THERE} (this process may run on "
                       f"{sorted(os.sched_getaffinity(0))}): the neighbours run beside the copy[/red]")

@@ -120,6 +120,7 @@ def test_what_cools_medians_by_condition_and_the_share_of_the_cold_cost_a_neighb
     # the cold cost after 50 ms is 1 ms: the same model just before saves half, a foreign kernel none
     saved = {c: wc.cold_cost_saved(summary["neighbour"][c], none) for c in ("model here", "numpy here", "model there")}
     assert saved == {"model here": {50: 0.5}, "numpy here": {50: 0.0}, "model there": {50: None}}
+    assert wc.main(["--model", "no-such-model"]) == 2                    # said, not raised
 
 
 def test_what_cools_runs_both_probes_and_a_spinner_keeps_the_vcpu_from_halting(tmp_path):
