@@ -66,6 +66,7 @@ from rich.table import Table
 
 from mmesim.catalog import host_cpu
 from mmesim.endpoint import EndpointConfig, read_host_wakeups
+from mmesim.errors import ConfigError
 from mmesim.loadtest.probe import between, cold_probe_workload, measure_request_cost, retimed
 from mmesim.loadtest.validate import validate, with_platform
 from mmesim.process import machine_busy_s
@@ -386,9 +387,13 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                         server.unload(loaded)
                 print_comparison(v.comparison, f"{name}: {', '.join(mods)} x {copies} on local, predicted vs measured",
                                  notes=v.predicted_summary.warnings)
+
+                def against(alt_profiles, alt_endpoint=endpoint):
+                    """The same measurement against the model with other profiles or endpoint."""
+                    return compare(summarize(simulate(alt_profiles, alt_endpoint, wl, copies=copies)),
+                                   v.measured_summary, parse_tolerance(TOLERANCE))
                 if host_wakeups is not None and name != "churn":     # the same measurement, processor sharing
-                    fair = simulate(profiles, endpoint.model_copy(update={"host_wakeups": None}), wl, copies=copies)
-                    v.without_host_wakeups = compare(summarize(fair), v.measured_summary, parse_tolerance(TOLERANCE))
+                    v.without_host_wakeups = against(profiles, endpoint.model_copy(update={"host_wakeups": None}))
                     console.print("without --host-wakeups (a woken thread on an idle core at once): "
                                   + headline(v.without_host_wakeups))
                 if v.executions is not None:
@@ -408,8 +413,7 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                 console.print(host_speed_line(v.host_speed, retime))
                 if name != "churn":           # the model given the host's speed during the run, not a prediction
                     around = [between(now[m], retimed(profile_of[m], *probed[m])) for m in mods]
-                    v.around = compare(summarize(simulate(around, endpoint, wl, copies=copies)), v.measured_summary,
-                                       parse_tolerance(TOLERANCE))
+                    v.around = against(around)
                     console.print("with the host's speed around the run (the probes before and after, averaged: "
                                   "not a prediction, the model's error apart from the drift's): " + headline(v.around))
                 results[name] = v
@@ -473,9 +477,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(selected) - set(workloads())
     if unknown:
         ap.error(f"unknown workload(s) {', '.join(sorted(unknown))}; known: {', '.join(workloads())}")
-    wakeups = read_host_wakeups(args.host_wakeups) if args.host_wakeups else None
-    results = run(selected, Path(args.out), Path(args.profiles), args.emulator, args.client, args.retime,
-                  args.server_trace, wakeups)
+    try:                         # a bad profile or placement file: said, before any server starts
+        wakeups = read_host_wakeups(args.host_wakeups) if args.host_wakeups else None
+        results = run(selected, Path(args.out), Path(args.profiles), args.emulator, args.client, args.retime,
+                      args.server_trace, wakeups)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
     console.print(accuracy_table(results))
     return 0
 
