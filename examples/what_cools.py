@@ -272,6 +272,16 @@ def cold_cost_saved(by_idle: dict, reference: dict) -> dict:
     return out
 
 
+def _table(title: str, first: str, pauses_ms, rows: dict[str, list[str]]) -> Table:
+    table = Table(title=title)
+    table.add_column(first)
+    for p in pauses_ms:
+        table.add_column(f"{p:g} ms", justify="right")
+    for label, cells in rows.items():
+        table.add_row(label, *cells)
+    return table
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny-bert", help="a built-in model (mmesim.triton.zoo)")
@@ -307,31 +317,20 @@ def main(argv=None) -> int:
     halt, neighbour = summary["halt"], summary["neighbour"]
     saved = {"halt": {c: cold_cost_saved(halt[c], halt["alone"]) for c in halt if c != "alone"},
              "neighbour": {c: cold_cost_saved(neighbour[c], neighbour["none"]) for c in neighbour if c != "none"}}
-    cpu_name = host_cpu()
-    table = Table(title=f"{args.model}: median CPU ms of one execution after a pause on vCPU {HERE} "
-                        f"(halts during the pause), {cpu_name}")
-    table.add_column("condition")
-    for p in HALT_PAUSES_MS:
-        table.add_column(f"{p:g} ms", justify="right")
-    for cond in HALT_CONDITIONS:
-        cells = [halt[cond].get(p, {}) for p in HALT_PAUSES_MS]
-        table.add_row(cond, *("-" if c.get("cpu_ms") is None else
-                              f"{c['cpu_ms']:.2f}" + ("" if c["halts"] is None else f" ({c['halts']:g})")
-                              for c in cells))
-    console.print(table)
-    table = Table(title=f"{args.model}: median CPU ms after the copy's idle, a neighbour executing "
-                        f"{BEFORE_S * 1e3:g} ms before it (share of the cold cost saved)")
-    table.add_column("neighbour")
-    for i in NEIGHBOUR_IDLE_MS:
-        table.add_column(f"{i:g} ms", justify="right")
-    for cond in NEIGHBOURS:
-        cells = []
-        for i in NEIGHBOUR_IDLE_MS:
-            c, s = neighbour.get(cond, {}).get(i, {}), saved["neighbour"].get(cond, {}).get(i)
-            cells.append("-" if c.get("cpu_ms") is None else
-                         f"{c['cpu_ms']:.2f}" + ("" if s is None else f" ({100 * s:+.0f} %)"))
-        table.add_row(cond, *cells)
-    console.print(table)
+    def cell(c: dict, note: str | None = None) -> str:
+        return "-" if c.get("cpu_ms") is None else f"{c['cpu_ms']:.2f}" + (f" ({note})" if note else "")
+    halts_of = {cond: [halt[cond].get(p, {}) for p in HALT_PAUSES_MS] for cond in HALT_CONDITIONS}
+    console.print(_table(f"{args.model}: median CPU ms of one execution after a pause on vCPU {HERE} (halts during "
+                         f"the pause), {host_cpu()}", "condition", HALT_PAUSES_MS,
+                         {cond: [cell(c, None if c.get("halts") is None else f"{c['halts']:g}") for c in cells]
+                          for cond, cells in halts_of.items()}))
+    console.print(_table(f"{args.model}: median CPU ms after the copy's idle, a neighbour executing "
+                         f"{BEFORE_S * 1e3:g} ms before it (share of the cold cost saved)", "neighbour",
+                         NEIGHBOUR_IDLE_MS,
+                         {cond: [cell(neighbour.get(cond, {}).get(i, {}),
+                                      None if (x := saved["neighbour"].get(cond, {}).get(i)) is None
+                                      else f"{100 * x:+.0f} %") for i in NEIGHBOUR_IDLE_MS]
+                          for cond in NEIGHBOURS}))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "what_cools.json").write_text(json.dumps(
