@@ -133,15 +133,6 @@ def overlap(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         lo, hi = starts[valid], ends[valid]
         share[valid] = open_share(lo, hi, lo, hi, at_least=2)
     return share
-    lo, hi = starts[valid], ends[valid]
-    times = np.concatenate([lo, hi])
-    steps = np.concatenate([np.ones(len(lo)), -np.ones(len(hi))])
-    order = np.argsort(times, kind="stable")
-    t, open_after = times[order], np.cumsum(steps[order])
-    # time with two or more open up to each event (equal times: the same reading)
-    shared = np.concatenate([[0.0], np.cumsum(np.diff(t) * (open_after[:-1] >= 2))])
-    share[valid] = (np.interp(hi, t, shared) - np.interp(lo, t, shared)) / (hi - lo)
-    return share
 
 
 def quantiles(values_ms, qs=(50, 95, 99)) -> dict:
