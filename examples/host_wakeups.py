@@ -3,8 +3,8 @@ Triton involved.
 
 The simulator shares a CPU-only host's cores fairly (processor sharing): two one-thread
 executions on two cores do not slow each other. Triton's stubs on this project's 2-vCPU VM
-did not behave so (README, "Where the missing tail is"): one overlapped execution in five
-waited for a core, with a core idle. This probe asks the same of the host alone: a driver
+did not behave so (docs/accuracy-this-machine.md, "Where the missing tail is"): one overlapped
+execution in five waited for a core, with a core idle. This probe asks the same of the host alone: a driver
 process wakes two worker processes at the same moment (futex semaphores, as Triton's
 hand-off to its stubs), each burns ``--burst-ms`` of CPU, and the driver times until both
 are done, after a pause drawn uniformly in 0-``--max-pause-ms`` (the time the cores idle).

@@ -107,8 +107,8 @@ def test_shared_cores_prediction_lands_near_a_real_measurement(triton, tmp_path)
     assert without.p50_ms < fig["p50"].predicted - 0.5e3 * cost.handoff_s
     # this host's placement of woken threads, measured without Triton by the probe (a short run
     # of it): predicted with it, the same measurement's tail stands at least as near its median
-    # (p95 / p50: what the placement models, whatever the costs' scale; README, "The host's
-    # placement"; on a host that displaces no thread the two predictions are one)
+    # (p95 / p50: what the placement models, whatever the costs' scale; docs/accuracy-this-machine.md, "The host's
+    # placement, measured"; on a host that displaces no thread the two predictions are one)
     hw = load_example("host_wakeups")
     placed = WakePlacement(**hw.placement(hw.chain(1e-3, 3.0), hw.measure(4e-3, 0.01, 60, seed=1), 4e-3, "test"))
     packed = validate([retimed(PROFILE, cost, cold)], EndpointConfig(instance_type="local", memory_budget_bytes=2 * GiB,

@@ -17,8 +17,8 @@ So two models with 2 threads each on 2 cores run at half speed together, one mod
 one thread on 2 cores is untouched by the idle second core, and client work on the same
 host slows the server. The assumptions: threads scale perfectly up to their demand, and
 the scheduler is fair among runnable threads (Linux CFS is, to first order). Short requests
-show where that stops: Triton's trace on a 2-vCPU VM (README, "Inside the server") has
-one-thread executions that overlapped another run 1.4 times as long on average as those
+show where that stops: Triton's trace on a 2-vCPU VM (docs/accuracy-this-machine.md, "Inside
+the server") has one-thread executions that overlapped another run 1.4 times as long on average as those
 alone, with a core to spare; the median is right, the tail is not (p95 about 10-20 % short).
 That VM often runs two threads woken together on one vCPU, and halts idle ones
 (examples/host_wakeups.py measures a host's placement without Triton): ``PackedCores`` is
