@@ -5,7 +5,7 @@ load-test with real Locust -> compare, on workloads the profiles were not fitted
     python examples/validate_local.py [--workloads ramp,hetero,burst] [--out out/validate_local]
                                       [--profiles calibration/profiles] [--emulator]
                                       [--client http|fast] [--retime] [--server-trace]
-                                      [--host-wakeups out/host_wakeups/host_wakeups.json]
+                                      [--host-wakeups out/host_wakeups/host_wakeups.json] [--repeat N]
 
 The profiles are the shipped calibration/profiles/tiny-*-python-cpu.json (made by
 `mmesim calibrate ... --cpu-threads 1 --memory-budget 2GiB`, see their provenance; rerun
@@ -35,7 +35,10 @@ against the simulator's, how long Triton's threads waited for a core, and, from 
 stubs' own log, each execution's CPU and wait for a core.
 ``--host-wakeups`` predicts with this host's placement of woken threads, as
 examples/host_wakeups.py measured it (run it in the same quiet window), and predicts the same
-measurement without it too (processor sharing), for comparison.
+measurement without it too (processor sharing), for comparison. ``--repeat N`` runs each
+load test N times in a row on the same models and compares the prediction with their median,
+showing their range: on a host whose speed drifts, how far a measurement is from its own
+repeat bounds how near any prediction can be judged.
 
 Workloads (each 1-1.5 minutes):
 - ramp: closed-loop users 2 -> 24 on tiny-bert (4 copies), to saturation;
@@ -256,12 +259,12 @@ class CpuShare:
         self.busy0, self.triton0 = machine_busy_s(), server.cpu_s()
         self.waited0 = server.waited_s()
 
-    def done(self, wall_s: float, measured) -> dict:
-        """Cores busy on average over ``wall_s`` (prediction + load test + files), and the
-        CPU per request of Triton (with its stubs) and of Locust over the load test."""
+    def done(self, wall_s: float, runs) -> dict:
+        """Cores busy on average over ``wall_s`` (prediction + load tests + files), and the
+        CPU per request of Triton (with its stubs) and of Locust over the load tests ``runs``."""
         busy = machine_busy_s() - self.busy0
-        triton, locust = self.server.cpu_s() - self.triton0, sum(measured.generator_busy_s)
-        n = max(1, len(measured.records))
+        triton, locust = self.server.cpu_s() - self.triton0, sum(sum(r.generator_busy_s) for r in runs)
+        n = max(1, sum(len(r.records) for r in runs))
         waited = self.server.waited_s()
         return {"machine_cores_busy": busy / wall_s, "others_cores": (busy - triton - locust) / wall_s,
                 "triton_cpu_ms_per_request": 1000 * triton / n, "locust_cpu_ms_per_request": 1000 * locust / n,
@@ -312,9 +315,11 @@ def host_speed_line(speed: dict[str, dict], retime: bool) -> str:
 
 
 def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = False, client: str = "http",
-        retime: bool = False, server_trace: bool = False, host_wakeups=None) -> dict:
+        retime: bool = False, server_trace: bool = False, host_wakeups=None, repeat: int = 1) -> dict:
     """``host_wakeups``: this host's placement of woken threads (a WakePlacement), for the
-    prediction; None: processor sharing."""
+    prediction; None: processor sharing. ``repeat``: run each workload's load test that many
+    times in a row and compare with their median and range (not churn: the emulator's log
+    covers one)."""
     specs = workloads()
     endpoint = EndpointConfig(instance_type="local", memory_budget_bytes=BUDGET, host_wakeups=host_wakeups)
     models = sorted({m for name in selected for m in specs[name][0]})
@@ -355,6 +360,8 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                 wl = wl.model_copy(update={"generator": generator})
                 profiles = [now[m] if retime else profile_of[m] for m in mods]
                 if name == "churn":                 # the emulator's own Triton: counted among "others"
+                    if repeat > 1:
+                        console.print("churn: one load test, not repeated (the emulator's log covers one)")
                     share, began = CpuShare(server), time.monotonic()
                     emu = EmulatedEndpoint(server, [profiles_dir / f"{m}-python-cpu.json" for m in mods], profiles,
                                            copies, Path(tmp) / name, CHURN_BUDGET)
@@ -374,15 +381,15 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                                                     mean_loading_wait_ms(emu.out / "cloudwatch.csv"))}
                     console.print("platform (predicted, measured by the emulator): " + ", ".join(
                         f"{k} {p} / {m}" for k, (p, m) in v.platform.items()))
-                    v.cpu = share.done(time.monotonic() - began, v.measured)
+                    v.cpu = share.done(time.monotonic() - began, [v.measured])
                 else:
                     loaded = server.serve(profiles, copies)
                     share, began = CpuShare(server), time.monotonic()
                     try:
                         v = validate(profiles, endpoint, wl, copies, endpoint_url=server.url, protocol="triton",
                                      out=out / name, tolerance=parse_tolerance(TOLERANCE), client=client,
-                                     server_trace=server.trace, exec_log=server.exec_log)
-                        v.cpu = share.done(time.monotonic() - began, v.measured)   # before the stubs exit
+                                     server_trace=server.trace, exec_log=server.exec_log, repeat=repeat)
+                        v.cpu = share.done(time.monotonic() - began, [r for r, _ in v.repeats])  # before the stubs exit
                     finally:
                         server.unload(loaded)
                 print_comparison(v.comparison, f"{name}: {', '.join(mods)} x {copies} on local, predicted vs measured",
@@ -391,7 +398,7 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                 def against(alt_profiles, alt_endpoint=endpoint):
                     """The same measurement against the model with other profiles or endpoint."""
                     return compare(summarize(simulate(alt_profiles, alt_endpoint, wl, copies=copies)),
-                                   v.measured_summary, parse_tolerance(TOLERANCE))
+                                   v.measured_summaries, parse_tolerance(TOLERANCE))
                 if host_wakeups is not None and name != "churn":     # the same measurement, processor sharing
                     v.without_host_wakeups = against(profiles, endpoint.model_copy(update={"host_wakeups": None}))
                     console.print("without --host-wakeups (a woken thread on an idle core at once): "
@@ -472,15 +479,20 @@ def main(argv: list[str] | None = None) -> int:
                          "for a core (tracing costs Triton some CPU)")
     ap.add_argument("--host-wakeups", metavar="PATH",
                     help="predict with this host's placement of woken threads (examples/host_wakeups.py's JSON)")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run each load test N times in a row: compared with their median, with their range "
+                         "(how far the measurement is from itself)")
     args = ap.parse_args(argv)
     selected = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = set(selected) - set(workloads())
     if unknown:
         ap.error(f"unknown workload(s) {', '.join(sorted(unknown))}; known: {', '.join(workloads())}")
+    if args.repeat < 1:
+        ap.error(f"--repeat: a whole number >= 1, not {args.repeat}")
     try:                         # a bad profile or placement file: said, before any server starts
         wakeups = read_host_wakeups(args.host_wakeups) if args.host_wakeups else None
         results = run(selected, Path(args.out), Path(args.profiles), args.emulator, args.client, args.retime,
-                      args.server_trace, wakeups)
+                      args.server_trace, wakeups, args.repeat)
     except ConfigError as exc:
         console.print(f"[red]{exc}[/red]")
         return 2

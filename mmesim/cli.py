@@ -417,7 +417,12 @@ def _add_validate(sub) -> None:
     p.add_argument("--max-inflight", type=int, default=None)
     p.add_argument("--copies", default="auto", metavar="N|N,N,...|auto")
     p.add_argument("--workload", default="blog", metavar="blog|PATH")
-    p.add_argument("--measured", metavar="DIR", help="a folder written by mmesim loadtest (instead of --endpoint-url)")
+    p.add_argument("--measured", metavar="DIR", action="append",
+                   help="a folder written by mmesim loadtest (instead of --endpoint-url); once per repeat of the same "
+                        "load test")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run the load test N times in a row: each figure is compared with their median and shows "
+                        "their range (how far the measurement is from itself)")
     p.add_argument("--platform-log", metavar="DIR", help="what `mmesim emulate --out` wrote during that load test: "
                                                         "cold starts, loads, unloads (a load test cannot see them)")
     p.add_argument("--server-trace", metavar="FILE", help="Triton's per-request trace of that endpoint (tritonserver "
@@ -456,7 +461,7 @@ def _validate(args) -> int:
     with phases(quiet=args.json, after_s=0) as update:
         v = validate(profiles, _endpoint(args), load_workload(args.workload), _copies(args.copies),
                      endpoint_url=args.endpoint_url, endpoint_name=args.endpoint_name, measured=args.measured,
-                     out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed,
+                     repeat=args.repeat, out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed,
                      warm=not args.cold, workers=args.workers, protocol=args.protocol, payload=args.payload,
                      client=args.client, platform_log=args.platform_log, server_trace=args.server_trace,
                      exec_log=args.exec_log,
@@ -474,6 +479,7 @@ def _validate(args) -> int:
             from mmesim.triton.execlog import describe
             print(describe(v.executions))
         print(f"wrote {args.out}: comparison.json, comparison.csv, overlay.png, prediction/, measurement/"
+              + (f" (and measurement-2/ ... -{len(v.repeats)}/)" if len(v.repeats) > 1 else "")
               + (", report.html" if args.html else ""))
     return 0 if v.comparison.passed else 1
 

@@ -235,6 +235,10 @@ BAD = [
     ({"w.yaml": POISSON, "m": None}, [*VAL, "--measured", "m", "--tolerance", "p95=nan"], ["--tolerance", "nan"]),
     ({"w.yaml": POISSON, "m": None}, [*VAL, "--measured", "m", "--tolerance", ""], ["--tolerance", "no figure"]),
     ({"w.yaml": POISSON}, [*VAL, "--measured", "m"], ["m: no such load test folder"]),
+    ({"w.yaml": POISSON, "m": None}, [*VAL, "--measured", "n", "--measured", "m"], ["n: no such load test folder"]),
+    ({"w.yaml": POISSON}, [*VAL, "--endpoint-url", "http://127.0.0.1:9", "--repeat", "0"], ["--repeat", "0", ">= 1"]),
+    ({"w.yaml": POISSON, "m": None}, [*VAL, "--measured", "m", "--repeat", "2"],
+     ["--repeat", "give --measured once per repeat"]),
     ({"w.yaml": POISSON}, [*VAL, "--endpoint-url", "localhost:8080", "--endpoint-name", "e"],
      ["--endpoint-url", "localhost:8080"]),
     # a measured load test folder from elsewhere: every file it reads

@@ -78,13 +78,20 @@ def test_validate_against_the_real_server(triton, tmp_path):
                   "stages:\n  - {end_s: 5, users: 1, spawn_rate: 1}\n  - {end_s: 10, users: 2, spawn_rate: 1}\n")
     rc = main(["validate", "--profile", str(PROFILE), "--instance", "local", "--memory-budget", "2GiB",
                "--copies", "2", "--workload", str(wl), "--endpoint-url", triton.sagemaker_url, "--protocol", "triton",
-               "--tolerance", "users=0", "--out", str(tmp_path / "v")])
+               "--tolerance", "users=0", "--repeat", "2", "--out", str(tmp_path / "v")])
     report = json.loads((tmp_path / "v" / "comparison.json").read_text())
     fig = {x["figure"]: x for x in report["figures"]}
     assert fig["requests"]["measured"] > 30 and fig["failures"]["measured"] == 0
     assert fig["users"]["predicted"] == fig["users"]["measured"] == 2
     assert rc == 0 and report["passed"]
-    assert (tmp_path / "v" / "measurement" / "locust_stats_history.csv").is_file()
+    # the load test ran twice, each with its own Locust files; the figures are their median
+    assert report["repeats"] == 2
+    p50s = [json.loads((tmp_path / "v" / f / "summary.json").read_text())["p50_ms"] for f in ("measurement",
+                                                                                          "measurement-2")]
+    assert fig["p50"]["measured_range"] == [min(p50s), max(p50s)]
+    assert fig["p50"]["measured"] == pytest.approx(sum(p50s) / 2)
+    for folder in ("measurement", "measurement-2"):
+        assert (tmp_path / "v" / folder / "locust_stats_history.csv").is_file()
     assert (tmp_path / "v" / "overlay.png").is_file()
 
 

@@ -189,3 +189,65 @@ def test_validate_says_what_the_prediction_warns_of(tmp_path, capsys):
     assert "note (prediction): profiles calibrated on another processor" in notes["Some Other CPU 9000"]
     assert "Some Other CPU 9000" in notes["Some Other CPU 9000"]
     assert "another processor" not in notes[host_cpu()]
+
+
+def test_repeats_are_compared_through_their_median_and_show_their_range():
+    """Three repeats of one load test, response times 100, 150 and 125 ms: each figure is their
+    median (125 ms), with their range (100-150); a prediction of 100 ms misses by 20 % yet lies
+    inside the range, one of 90 ms lies outside it. The tolerances still judge the median."""
+    runs = [summarize(steady_run(10, rt, "measurement")) for rt in (0.100, 0.150, 0.125)]
+    c = compare(summarize(steady_run(10, 0.100, "prediction")), runs)
+    line = {x.figure: x for x in c.lines}
+    assert c.repeats == 3 and line["p50"].measured == pytest.approx(125)
+    assert line["p50"].measured_range == (pytest.approx(100), pytest.approx(150))
+    assert line["p50"].error == pytest.approx(-0.2) and line["p50"].ok is False and line["p50"].within_range
+    assert line["throughput"].ok and line["requests"].measured == runs[0].requests      # the same count each time
+    assert {x.figure for x in c.misses_within_range} == {"p50", "p95"}
+    step = {x.figure: x for x in c.steps if x.users == 20}
+    assert step["p50"].measured == pytest.approx(125) and step["p50"].measured_range == (pytest.approx(100),
+                                                                                         pytest.approx(150))
+    outside = compare(summarize(steady_run(10, 0.090, "prediction")), runs)
+    assert {x.figure: x.within_range for x in outside.lines}["p50"] is False and not outside.misses_within_range
+    once = compare(summarize(steady_run(10, 0.100, "prediction")), runs[0])    # one measurement: no range
+    assert once.repeats == 1 and all(x.measured_range is None and x.within_range is None for x in once.lines)
+
+
+def test_validate_takes_several_measured_folders_as_repeats(tmp_path, capsys):
+    wl_path = tmp_path / "ramp.yaml"
+    wl_path.write_text("kind: users\nwait_s: [0.05, 0.2]\nuser_steps: [2, 4]\n"
+                       "stages:\n  - {end_s: 10, users: 2, spawn_rate: 2}\n  - {end_s: 20, users: 4, spawn_rate: 2}\n")
+    from mmesim.workload import load_workload
+    pred = simulate([load_profile(PROFILE)], EndpointConfig(instance_type="local"), load_workload(wl_path),
+                    copies=[2], seed=0)
+    for name, stretch in (("a", 0.9), ("b", 1.5), ("c", 1.25)):
+        _write_measured(tmp_path / name, pred, stretch=stretch)
+    args = ["validate", "--profile", str(PROFILE), "--instance", "local", "--copies", "2", "--workload", str(wl_path),
+            "--out", str(tmp_path / "out")]
+    for name in "abc":
+        args += ["--measured", str(tmp_path / name)]
+    assert main(args) == 1                                   # the median is 25 % slower: beyond 10 %
+    out = " ".join(capsys.readouterr().out.split())
+    assert "range of 3 runs" in out and "within the 3 runs' own range: p50, p95" in out
+    report = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    fig = {x["figure"]: x for x in report["figures"]}
+    assert report["repeats"] == 3
+    assert fig["p50"]["error"] == pytest.approx(-0.2, abs=2e-3) and fig["p50"]["within_range"] is True
+    low, high = fig["p50"]["measured_range"]
+    assert high / low == pytest.approx(1.5 / 0.9, rel=2e-3)
+    rows = list(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
+    p50 = next(r for r in rows if r["figure"] == "p50" and not r["users"])
+    assert float(p50["measured_max"]) / float(p50["measured_min"]) == pytest.approx(1.5 / 0.9, rel=2e-3)
+    assert p50["within_range"] == "1"
+    for folder in ("measurement", "measurement-2", "measurement-3"):    # each repeat's own figures
+        assert (tmp_path / "out" / folder / "summary.json").is_file()
+    p50s = [json.loads((tmp_path / "out" / f / "summary.json").read_text())["p50_ms"]
+            for f in ("measurement", "measurement-2", "measurement-3")]
+    assert p50s[1] / p50s[0] == pytest.approx(1.5 / 0.9, rel=2e-3) and p50s[2] / p50s[0] == pytest.approx(1.25 / 0.9,
+                                                                                                         rel=2e-3)
+    from mmesim.report.html import run_page
+    page = run_page(tmp_path / "out").read_text()
+    assert "3 repeats of the load test" in page and "measured range (3 runs)" in page
+    (tmp_path / "emu").mkdir()                                # the emulator's log belongs to one load test
+    (tmp_path / "emu" / "summary.json").write_text(json.dumps({"cold_starts": 2, "loads": 2, "unloads": 0}))
+    assert main(args + ["--platform-log", str(tmp_path / "emu")]) == 2
+    assert "--platform-log" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,11 +39,18 @@ class Validation:
     comparison_tolerance: dict[str, float] | None = None
     check_steps: bool = False
     executions: dict | None = None       # measured: mmesim.triton.execlog.breakdown of the run's executions
+    # every repeat of the measurement, the first being ``measured``; the comparison takes their median
+    repeats: list[tuple[Run, Summary]] = field(default_factory=list)
+
+    @property
+    def measured_summaries(self) -> list[Summary]:
+        return [s for _, s in self.repeats] or [self.measured_summary]
 
 
 def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: Workload,
              copies: list[int] | int | str = "auto", *, endpoint_url: str | None = None,
-             endpoint_name: str | None = None, measured: str | Path | None = None, out: str | Path | None = None,
+             endpoint_name: str | None = None, measured: str | Path | Sequence[str | Path] | None = None,
+             repeat: int = 1, out: str | Path | None = None,
              tolerance: dict[str, float] | None = None, check_steps: bool = False, seed: int = 0,
              warm: bool = True, workers: int = 0, protocol: str = "sagemaker", payload: str = "json",
              client: str = "http", progress: Callable[..., None] | None = None,
@@ -51,7 +58,10 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
              exec_log: str | Path | None = None, **aws) -> Validation:
     """Simulate, then load-test ``endpoint_url`` (or read the load test folder ``measured``),
     and compare every figure. With ``out``: prediction/ and measurement/ (all the files a
-    prediction writes), comparison.json, comparison.csv and overlay.png. ``progress(phase, done,
+    prediction writes), comparison.json, comparison.csv and overlay.png. ``repeat``: run the
+    load test that many times in a row (measurement/, measurement-2/, ...), or give several
+    ``measured`` folders: each figure is compared with the repeats' median and shows their range
+    (mmesim.results.compare), since a measurement differs from its own repeat too. ``progress(phase, done,
     total, live)`` hears both phases: "1/2 predicting" (simulated s) and "2/2 load test"
     (elapsed s, with Locust's live figures). ``platform_log``: the folder ``mmesim emulate
     --out`` wrote during that load test, for the figures a load test cannot see (see
@@ -64,32 +74,49 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     if (endpoint_url is None) == (measured is None):
         raise ConfigError("give either an endpoint to load-test or a measured load test folder, not both",
                           field="--endpoint-url/--measured")
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ConfigError("how many times to run the load test: a whole number >= 1", field="--repeat", value=repeat)
+    if repeat > 1 and measured is not None:
+        raise ConfigError("repeats of a measured load test are its folders: give --measured once per repeat",
+                          field="--repeat", value=repeat)
+    folders = [measured] if isinstance(measured, (str, Path)) else list(measured or [])
+    if measured is not None and not folders:
+        raise ConfigError("no measured load test folder given", field="--measured")
     if out is not None:
         check_out_folder(out)
     if endpoint_url is not None:
         check_endpoint(endpoint_url, endpoint_name, protocol, workers, client)
-    meas = measured_run(measured) if measured is not None else None      # a bad folder fails before simulating
+    runs = [measured_run(f) for f in folders]           # a bad folder fails before simulating
+    if platform_log is not None and max(repeat, len(runs)) > 1:
+        raise ConfigError("the emulator's log covers one load test; with repeats its figures would be every "
+                          "repeat's", field="--platform-log", value=str(platform_log))
     platform = read_platform_log(platform_log) if platform_log is not None else None
-    if meas is None and out is None:
+    if not runs and out is None:
         raise ConfigError("a load test needs an output folder", field="--out")
-    traced = trace.read(server_trace) if server_trace is not None and meas is not None else None  # fails first
+    if runs and server_trace is not None and len(runs) > 1:
+        raise ConfigError("a server trace times one load test: give one --measured folder with it",
+                          field="--server-trace", value=str(server_trace))
+    traced = trace.read(server_trace) if server_trace is not None and runs else None  # fails first
     if exec_log is not None and not Path(exec_log).is_dir():
         raise ConfigError("no such folder: the one the server's models log their executions to "
                           "(tritonserver started with MMESIM_EXEC_LOG set to it)", field="--exec-log", value=str(exec_log))
     pred = simulate(profiles, endpoint, workload, copies=copies, seed=seed, warm=warm,
                     progress=(lambda t, end: progress("1/2 predicting", t, end, None)) if progress else None,
                     server_timing=server_trace is not None)
-    window = None
-    if meas is None:
+    window = None       # the first load test's: what a server trace and the executions' log are read over
+    for k in range(repeat if not runs else 0):
         began = time.monotonic_ns()
         it = endpoint.instance()
-        meas = run_loadtest(endpoint_url, endpoint_name, workload, profiles, pred.copies, Path(out) / "measurement",
-                            workers=workers, protocol=protocol, payload=payload, seed=seed, client=client,
-                            timeout_s=endpoint.invocation_timeout_s, instance_type=it.name,
-                            instance_count=endpoint.instance_count, price_usd_per_hour=it.price_usd_per_hour,
-                            progress=(lambda t, end, live: progress("2/2 load test", t, end, live)) if progress
-                            else None, **aws)
-        window = (began, time.monotonic_ns())
+        phase = "2/2 load test" + (f" {k + 1}/{repeat}" if repeat > 1 else "")
+        runs.append(run_loadtest(endpoint_url, endpoint_name, workload, profiles, pred.copies,
+                                 Path(out) / measurement_folder(k), workers=workers, protocol=protocol, payload=payload,
+                                 seed=seed + k, client=client, timeout_s=endpoint.invocation_timeout_s,
+                                 instance_type=it.name, instance_count=endpoint.instance_count,
+                                 price_usd_per_hour=it.price_usd_per_hour,
+                                 progress=(lambda t, end, live, phase=phase: progress(phase, t, end, live)) if progress
+                                 else None, **aws))
+        window = window or (began, time.monotonic_ns())
+    meas = runs[0]
     if server_trace is not None:
         t = traced if traced is not None else trace.read(server_trace, window)
         meas.server_ms = {"queue": t["queue"], "compute": t["compute"],
@@ -97,14 +124,20 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
                           "server": t["server"]}
         meas.sources = {**meas.sources, "server": "triton trace"}
     executions = execlog.breakdown(execlog.read(exec_log, window)) if exec_log is not None else None
-    ps, ms = summarize(pred), summarize(meas)
-    result = Validation(pred, meas, ps, ms, compare(ps, ms, tolerance, check_steps),
-                        comparison_tolerance=tolerance, check_steps=check_steps, executions=executions)
+    ps, summaries = summarize(pred), [summarize(r) for r in runs]
+    result = Validation(pred, meas, ps, summaries[0], compare(ps, summaries, tolerance, check_steps),
+                        comparison_tolerance=tolerance, check_steps=check_steps, executions=executions,
+                        repeats=list(zip(runs, summaries)))
     if platform is not None:
         with_platform(result, platform)
     if out is not None:
         result.files = write_validation(result, Path(out))
     return result
+
+
+def measurement_folder(i: int) -> str:
+    """Where the ``i``-th repeat of a load test goes (from 0): measurement/, measurement-2/, ..."""
+    return "measurement" if i == 0 else f"measurement-{i + 1}"
 
 
 def read_platform_log(folder: str | Path) -> dict:
@@ -131,8 +164,12 @@ def with_platform(v: Validation, platform: Summary | dict, source: str = "emulat
     from ``platform``, the Summary (or summary.json) of whatever saw the platform during that
     load test (``mmesim emulate --out``), named as their source; the comparison is redone
     (and its files rewritten into ``out``)."""
+    if len(v.measured_summaries) > 1:
+        raise ConfigError("the platform's figures belong to one load test, this validation has "
+                          f"{len(v.measured_summaries)} repeats", field="--platform-log")
     data = platform if isinstance(platform, dict) else platform.model_dump()
     v.measured_summary = observed(v.measured_summary, {f: data.get(f) for f in PLATFORM_FIGURES}, source)
+    v.repeats = [(v.measured, v.measured_summary)]
     v.comparison = compare(v.predicted_summary, v.measured_summary, v.comparison_tolerance, v.check_steps)
     if out is not None:
         out = Path(out)
@@ -147,8 +184,9 @@ def write_validation(v: Validation, out: Path) -> dict[str, Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     files = {f"prediction/{k}": p for k, p in write_outputs(v.predicted, v.predicted_summary, out / "prediction").items()}
-    files.update({f"measurement/{k}": p for k, p in
-                  write_outputs(v.measured, v.measured_summary, out / "measurement").items()})
+    for i, (run, summary) in enumerate(v.repeats or [(v.measured, v.measured_summary)]):
+        folder = measurement_folder(i)
+        files.update({f"{folder}/{k}": p for k, p in write_outputs(run, summary, out / folder).items()})
     files["comparison_json"] = v.comparison.write_json(out / "comparison.json")
     files["comparison_csv"] = v.comparison.write_csv(out / "comparison.csv")
     title = f"{', '.join(v.predicted.profiles)} on {v.predicted.instance_type}: predicted vs measured"

@@ -139,17 +139,27 @@ def _comparison_page(folder: Path, path: Path) -> Path:
         raise ConfigError(f"not JSON: {exc.msg} at line {exc.lineno}", source=str(folder / "comparison.json")) from None
     runs = {name: _summary(folder / name) for name in ("prediction", "measurement")}
     verdict = "within tolerance" if cmp.get("passed") else "beyond tolerance"
+    repeats = cmp.get("repeats", 1)
     title = f"mmesim validate: {runs['prediction']['instance_type']}, predicted vs measured ({verdict})"
+    if repeats > 1:
+        title += f", {repeats} repeats of the load test"
+
+    def span(x) -> str:
+        r = x.get("measured_range")
+        return "" if not r else f"{fmt(r[0], 3)} - {fmt(r[1], 3)}"
 
     def lines(items):
         body = ""
         for x in items:
             cls = {True: ' class="good"', False: ' class="bad"'}.get(x.get("ok"), "")
-            body += ("<tr>" + "".join(f"<td>{html.escape(fmt(x.get(k), 3))}</td>"
-                                      for k in ("users", "figure", "predicted", "measured", "error", "tolerance"))
+            cells = [fmt(x.get(k), 3) for k in ("users", "figure", "predicted", "measured", "error", "tolerance")]
+            if repeats > 1:
+                cells.append(span(x))
+            body += ("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
                      + f"<td{cls}>{'' if x.get('ok') is None else ('ok' if x['ok'] else 'FAIL')}</td></tr>")
-        head = "".join(f"<th>{h}</th>" for h in ("users", "figure", "predicted", "measured", "error", "tolerance",
-                                                 "checked"))
+        heads = ["users", "figure", "predicted", f"measured{' (median)' if repeats > 1 else ''}", "error",
+                 "tolerance"] + ([f"measured range ({repeats} runs)"] if repeats > 1 else []) + ["checked"]
+        head = "".join(f"<th>{h}</th>" for h in heads)
         return f"<table><tr>{head}</tr>{body}</table>" if items else "<p>(none)</p>"
 
     sections = [("Figures, predicted vs measured", lines(cmp.get("figures", []))),
