@@ -74,13 +74,18 @@ def _write_measured(folder: Path, run: Run, stretch: float, t0: float = 1.8e9) -
         "instance_type": "local", "copies": run.copies, "profiles": run.profiles}))
 
 
-def test_validate_cli_exits_nonzero_beyond_tolerance(tmp_path, capsys):
+def _ramp(tmp_path: Path) -> tuple[Path, Run]:
+    """A 2 -> 4 user ramp on tiny-mlp x2: its workload file and its prediction (seed 0)."""
+    from mmesim.workload import load_workload
     wl_path = tmp_path / "ramp.yaml"
     wl_path.write_text("kind: users\nwait_s: [0.05, 0.2]\nuser_steps: [2, 4]\n"
                        "stages:\n  - {end_s: 10, users: 2, spawn_rate: 2}\n  - {end_s: 20, users: 4, spawn_rate: 2}\n")
-    from mmesim.workload import load_workload
-    pred = simulate([load_profile(PROFILE)], EndpointConfig(instance_type="local"), load_workload(wl_path),
-                    copies=[2], seed=0)
+    return wl_path, simulate([load_profile(PROFILE)], EndpointConfig(instance_type="local"), load_workload(wl_path),
+                             copies=[2], seed=0)
+
+
+def test_validate_cli_exits_nonzero_beyond_tolerance(tmp_path, capsys):
+    wl_path, pred = _ramp(tmp_path)
     _write_measured(tmp_path / "measured", pred, stretch=1.25)
     args = ["validate", "--profile", str(PROFILE), "--instance", "local", "--copies", "2", "--workload", str(wl_path),
             "--measured", str(tmp_path / "measured"), "--out", str(tmp_path / "out")]
@@ -213,12 +218,7 @@ def test_repeats_are_compared_through_their_median_and_show_their_range():
 
 
 def test_validate_takes_several_measured_folders_as_repeats(tmp_path, capsys):
-    wl_path = tmp_path / "ramp.yaml"
-    wl_path.write_text("kind: users\nwait_s: [0.05, 0.2]\nuser_steps: [2, 4]\n"
-                       "stages:\n  - {end_s: 10, users: 2, spawn_rate: 2}\n  - {end_s: 20, users: 4, spawn_rate: 2}\n")
-    from mmesim.workload import load_workload
-    pred = simulate([load_profile(PROFILE)], EndpointConfig(instance_type="local"), load_workload(wl_path),
-                    copies=[2], seed=0)
+    wl_path, pred = _ramp(tmp_path)
     for name, stretch in (("a", 0.9), ("b", 1.5), ("c", 1.25)):
         _write_measured(tmp_path / name, pred, stretch=stretch)
     args = ["validate", "--profile", str(PROFILE), "--instance", "local", "--copies", "2", "--workload", str(wl_path),
