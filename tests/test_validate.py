@@ -213,6 +213,10 @@ def test_repeats_are_compared_through_their_median_and_show_their_range():
                                                                                          pytest.approx(150))
     outside = compare(summarize(steady_run(10, 0.090, "prediction")), runs)
     assert {x.figure: x.within_range for x in outside.lines}["p50"] is False and not outside.misses_within_range
+    traced = [runs[0].model_copy(update={"server": {"queue_p50_ms": 1.0}}), *runs[1:]]   # seen by one repeat only
+    pred = summarize(steady_run(10, 0.100, "prediction")).model_copy(update={"server": {"queue_p50_ms": 1.2}})
+    queue = {x.figure: x for x in compare(pred, traced).lines}["queue p50"]
+    assert queue.measured == 1.0 and queue.measured_range is None and queue.within_range is None
     once = compare(summarize(steady_run(10, 0.100, "prediction")), runs[0])    # one measurement: no range
     assert once.repeats == 1 and all(x.measured_range is None and x.within_range is None for x in once.lines)
 

@@ -60,8 +60,9 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     and compare every figure. With ``out``: prediction/ and measurement/ (all the files a
     prediction writes), comparison.json, comparison.csv and overlay.png. ``repeat``: run the
     load test that many times in a row (measurement/, measurement-2/, ...), or give several
-    ``measured`` folders: each figure is compared with the repeats' median and shows their range
-    (mmesim.results.compare), since a measurement differs from its own repeat too. ``progress(phase, done,
+    ``measured`` folders: each figure is compared with the repeats' median and shows their
+    range (mmesim.results.compare), since a measurement differs from its own repeat too; a
+    server trace and the executions' log are read over the first. ``progress(phase, done,
     total, live)`` hears both phases: "1/2 predicting" (simulated s) and "2/2 load test"
     (elapsed s, with Locust's live figures). ``platform_log``: the folder ``mmesim emulate
     --out`` wrote during that load test, for the figures a load test cannot see (see

@@ -145,7 +145,7 @@ def _line(name: str, p, ms: list, relative: bool, tol: float | None, users: int 
     if tol is not None:
         ok = (p is None and m is None) or (err is not None and abs(err) <= tol + 1e-12)
     span = within = None
-    if len(ms) > 1 and seen:
+    if len(seen) > 1:                   # a range of one observed value would say nothing
         span = (min(seen), max(seen))
         within = None if p is None else span[0] <= p <= span[1]
     return Line(name, p, m, err, tol, ok, users, source, span, within)
