@@ -94,7 +94,7 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     platform = read_platform_log(platform_log) if platform_log is not None else None
     if not runs and out is None:
         raise ConfigError("a load test needs an output folder", field="--out")
-    if runs and server_trace is not None and len(runs) > 1:
+    if server_trace is not None and len(runs) > 1:
         raise ConfigError("a server trace times one load test: give one --measured folder with it",
                           field="--server-trace", value=str(server_trace))
     traced = trace.read(server_trace) if server_trace is not None and runs else None  # fails first
@@ -105,9 +105,9 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
                     progress=(lambda t, end: progress("1/2 predicting", t, end, None)) if progress else None,
                     server_timing=server_trace is not None)
     window = None       # the first load test's: what a server trace and the executions' log are read over
+    it = endpoint.instance()
     for k in range(repeat if not runs else 0):
         began = time.monotonic_ns()
-        it = endpoint.instance()
         phase = "2/2 load test" + (f" {k + 1}/{repeat}" if repeat > 1 else "")
         runs.append(run_loadtest(endpoint_url, endpoint_name, workload, profiles, pred.copies,
                                  Path(out) / measurement_folder(k), workers=workers, protocol=protocol, payload=payload,
