@@ -25,10 +25,11 @@ halting, vCPU packing); it writes the same as JSON and CSV. Run it on a quiet ho
 
 Its ``placement`` (in host_wakeups.json) is what the simulator takes for this host
 (``mmesim simulate --instance local --host-wakeups out/host_wakeups/host_wakeups.json``,
-mmesim.endpoint.WakePlacement): of two overlapping bursts in the chain, the share in which
-the one already running waited for a core (a thread woken beside it took its core, the other
-core idle), and how long such a wait lasts at most (two bursts of ``--long-burst-ms``,
-longer than that wait, woken together).
+mmesim.endpoint.WakePlacement): of two overlapping bursts in the chain, the share in which the
+one already running waited for a core (a thread woken beside it took its core, the other core
+idle), and how long such a wait lasts at most (two bursts of ``--long-burst-ms``, longer than
+that wait, woken together). ``mmesim calibrate`` measures the same with a shorter run of this
+probe (``mmesim.calibrate.placement``), and its profile keeps it.
 """
 
 from __future__ import annotations
@@ -36,132 +37,19 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import multiprocessing as mp
 import os
-import random
 import time
 from pathlib import Path
 
 import numpy as np
 from rich.table import Table
 
+from mmesim.calibrate.placement import LONG_PAUSE_S, WAITED_S, chain, measure, placement
 from mmesim.catalog import host_cpu
 from mmesim.report.console import console
 from mmesim.triton import execlog
-from mmesim.triton.trace import overlap
 
 EDGES_MS = [0, 0.001, 1, 2, 5, 10, 20, 50, 100, 250, 1000]   # pause bins; the first: back to back
-WAITED_S = 0.3e-3                                        # beyond the burst: one worker waited
-LONG_PAUSE_S = 0.010                                     # pauses before the long bursts
-
-
-def _burn(seconds: float) -> None:
-    start = time.thread_time()
-    while time.thread_time() - start < seconds:
-        pass
-
-
-def _worker(go, done, seconds: float) -> None:
-    while True:
-        go.acquire()
-        _burn(seconds)
-        done.release()
-
-
-def measure(burst_s: float, max_pause_s: float, rounds: int, seed: int = 0) -> list[tuple[float, float]]:
-    """(pause s, wall s until both workers finished) per round: a quarter of the rounds back
-    to back (pause 0, one after another), then the rest paced uniformly in 0-``max_pause_s``."""
-    go, done = [mp.Semaphore(0) for _ in range(2)], mp.Semaphore(0)
-    workers = [mp.Process(target=_worker, args=(g, done, burst_s), daemon=True) for g in go]
-    for w in workers:
-        w.start()
-    rnd, rows = random.Random(seed), []
-    try:
-        for _ in range(20):                              # both workers started and warm
-            for g in go:
-                g.release()
-            done.acquire(), done.acquire()
-        for i in range(rounds):
-            pause = 0.0 if i < rounds // 4 else rnd.uniform(0, max_pause_s)
-            if pause:
-                time.sleep(pause)
-            began = time.monotonic()
-            for g in go:
-                g.release()
-            done.acquire(), done.acquire()
-            rows.append((pause, time.monotonic() - began))
-    finally:
-        for w in workers:
-            w.kill()
-    return rows
-
-
-def _client(i: int, pause_s: float, seconds: float, requests, answer) -> None:
-    rnd, end = random.Random(i), time.monotonic() + seconds
-    while time.monotonic() < end:
-        time.sleep(rnd.uniform(0, pause_s))
-        _burn(0.15e-3)                                   # the client's own work on a request
-        requests.put(i)
-        answer.acquire()
-    requests.put(None)
-
-
-def _relay(requests, stubs, clients: int) -> None:
-    finished = 0
-    while finished < clients:
-        i = requests.get()
-        if i is None:
-            finished += 1
-            continue
-        _burn(0.2e-3)                                    # the server's handling of a request
-        stubs[i % len(stubs)].put(i)
-    for s in stubs:
-        s.put(None)
-
-
-def _stub(inbox, answers, burst_s: float, out) -> None:
-    bursts = []
-    while (i := inbox.get()) is not None:
-        began, cpu = time.monotonic(), time.thread_time()
-        _burn(burst_s)
-        bursts.append((began, time.monotonic(), time.thread_time() - cpu))
-        answers[i].release()
-    out.put(bursts)
-
-
-def chain(burst_s: float = 1e-3, seconds: float = 8.0, n: int = 4, pause_s: float = 0.01) -> dict:
-    """``n`` clients -> one relay -> ``n`` stubs, as Triton's requests go: per burst, whether it
-    overlapped another and whether it waited for a core: ``mmesim.triton.execlog.breakdown``'s
-    figures, with wall beyond CPU as the wait."""
-    requests, inboxes, out = mp.Queue(), [mp.Queue() for _ in range(n)], mp.Queue()
-    answers = [mp.Semaphore(0) for _ in range(n)]
-    procs = [mp.Process(target=_stub, args=(inboxes[j], answers, burst_s, out)) for j in range(n)]
-    procs.append(mp.Process(target=_relay, args=(requests, inboxes, n)))
-    procs += [mp.Process(target=_client, args=(i, pause_s, seconds, requests, answers[i])) for i in range(n)]
-    for p in procs:
-        p.start()
-    bursts = sorted(b for _ in range(n) for b in out.get())
-    for p in procs:
-        p.join()
-    start, end, cpu = (np.array(col) for col in zip(*bursts))
-    wall = (end - start) * 1e3
-    log = {"wall": wall, "cpu": cpu * 1e3, "wait": wall - cpu * 1e3, "overlap": overlap(start, end)}
-    return {"bursts_per_s": len(bursts) / seconds, **execlog.breakdown(log),
-            "displaced": displaced(start, end, log["wait"])}
-
-
-def displaced(start: np.ndarray, end: np.ndarray, wait_ms: np.ndarray) -> dict:
-    """Of two overlapping bursts, which waited for a core: the one running when the other
-    started (``first``), or the one that started while it ran (``second``); each: how many, and
-    the share that waited more than execlog's 0.2 ms. (Sorted by start.)"""
-    before = np.maximum.accumulate(np.concatenate([[-np.inf], end[:-1]]))   # latest end of those started earlier
-    second = before > start
-    overtaken = np.zeros(len(start), bool)          # the next burst started before this one ended
-    overtaken[:-1] = start[1:] < end[:-1]
-    first = overtaken & ~second
-    waited = wait_ms > execlog.LONG_WAIT_MS
-    return {name: {"n": int(sel.sum()), "waited": float(waited[sel].mean()) if sel.any() else None}
-            for name, sel in (("first", first), ("second", second))}
 
 
 def by_pause(rows: list[tuple[float, float]], burst_s: float) -> list[dict]:
@@ -177,20 +65,6 @@ def by_pause(rows: list[tuple[float, float]], burst_s: float) -> list[dict]:
                     "wait_p50_ms": float(np.median(waited)) * 1e3 if len(waited) else None,
                     "wait_p95_ms": float(np.percentile(waited, 95)) * 1e3 if len(waited) else None})
     return out
-
-
-def placement(pattern: dict, long_rows: list[tuple[float, float]], long_burst_s: float, source: str) -> dict:
-    """The host's wake-up placement as the simulator takes it (mmesim.endpoint.WakePlacement):
-    ``packed_share``, of two overlapping bursts in the chain pattern, the share in which the
-    one already running waited for a core (the newcomer had taken its core, the other idle);
-    ``moved_after_s``, the p95 of the wait of two bursts woken together, longer than the move
-    (``long_rows``): the longest a displaced thread stands still."""
-    first = pattern["displaced"]["first"]
-    if not first["n"]:
-        raise ValueError("no two bursts of the chain overlapped: give it more --chain-s")
-    waits = [w - long_burst_s for _, w in long_rows if w - long_burst_s > WAITED_S]
-    moved = float(np.percentile(waits, 95)) if waits else long_burst_s   # nobody waited: the move is moot
-    return {"packed_share": round(first["waited"], 4), "moved_after_s": round(moved, 6), "source": source}
 
 
 def kernel_settings() -> dict:

@@ -33,9 +33,10 @@ Triton time-stamp every request, and each comparison adds the time in the model'
 executing (apart for executions that ran alone and those that overlapped another), measured
 against the simulator's, how long Triton's threads waited for a core, and, from the model
 stubs' own log, each execution's CPU and wait for a core.
-``--host-wakeups`` predicts with this host's placement of woken threads, as
-examples/host_wakeups.py measured it (run it in the same quiet window), and predicts the same
-measurement without it too (processor sharing), for comparison. ``--repeat N`` runs each
+Each prediction places woken threads as the profiles' calibration measured this host to
+(``mmesim calibrate``'s probe; ``--host-wakeups`` gives a placement measured apart by
+examples/host_wakeups.py in the same quiet window, or ``fair``), and a prediction made with a
+placement is made again for the same measurement without it (processor sharing), for comparison. ``--repeat N`` runs each
 load test N times in a row on the same models and compares the prediction with their median,
 showing their range: on a host whose speed drifts, how far a measurement is from its own
 repeat bounds how near any prediction can be judged.
@@ -68,7 +69,7 @@ from pathlib import Path
 from rich.table import Table
 
 from mmesim.catalog import host_cpu
-from mmesim.endpoint import EndpointConfig, read_host_wakeups
+from mmesim.endpoint import FAIR, EndpointConfig, read_host_wakeups
 from mmesim.errors import ConfigError
 from mmesim.loadtest.probe import between, cold_probe_workload, measure_request_cost, retimed
 from mmesim.loadtest.validate import validate, with_platform
@@ -317,7 +318,7 @@ def host_speed_line(speed: dict[str, dict], retime: bool) -> str:
 def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = False, client: str = "http",
         retime: bool = False, server_trace: bool = False, host_wakeups=None, repeat: int = 1) -> dict:
     """``host_wakeups``: this host's placement of woken threads (a WakePlacement), for the
-    prediction; None: processor sharing. ``repeat``: run each workload's load test that many
+    prediction; None: the profiles' (their calibration measured it), FAIR: processor sharing. ``repeat``: run each workload's load test that many
     times in a row and compare with their median and range (not churn: the emulator's log
     covers one)."""
     specs = workloads()
@@ -399,9 +400,9 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                     """The same measurement against the model with other profiles or endpoint."""
                     return compare(summarize(simulate(alt_profiles, alt_endpoint, wl, copies=copies)),
                                    v.measured_summaries, parse_tolerance(TOLERANCE))
-                if host_wakeups is not None and name != "churn":     # the same measurement, processor sharing
-                    v.without_host_wakeups = against(profiles, endpoint.model_copy(update={"host_wakeups": None}))
-                    console.print("without --host-wakeups (a woken thread on an idle core at once): "
+                if v.predicted_summary.host_wakeups and name != "churn":   # the same measurement, processor sharing
+                    v.without_host_wakeups = against(profiles, endpoint.model_copy(update={"host_wakeups": FAIR}))
+                    console.print("with processor sharing instead (a woken thread on an idle core at once): "
                                   + headline(v.without_host_wakeups))
                 if v.executions is not None:
                     console.print(describe(v.executions), highlight=False)
@@ -427,7 +428,7 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
         finally:
             server.stop()
     summary = {name: {**v.comparison.to_dict(), "cpu": v.cpu, "platform": getattr(v, "platform", None),
-                      "client": client, "retimed": retime, "host_wakeups": endpoint.to_dict().get("host_wakeups"),
+                      "client": client, "retimed": retime, "host_wakeups": v.predicted_summary.host_wakeups,
                       "generator_cpu_s_per_request": v.generator.cpu_s_per_request,
                       "generator_timed_share": v.generator.timed_share,
                       "probe": v.probe, "host_speed": v.host_speed,
@@ -477,8 +478,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="Triton time-stamps every request and the models log each execution: time in the "
                          "model's queue and executing, measured vs predicted, and each execution's CPU and wait "
                          "for a core (tracing costs Triton some CPU)")
-    ap.add_argument("--host-wakeups", metavar="PATH",
-                    help="predict with this host's placement of woken threads (examples/host_wakeups.py's JSON)")
+    ap.add_argument("--host-wakeups", metavar="PATH|fair",
+                    help="predict with this placement of woken threads (examples/host_wakeups.py's JSON; 'fair': "
+                         "processor sharing) instead of the one the profiles' calibration measured")
     ap.add_argument("--repeat", type=int, default=1, metavar="N",
                     help="run each load test N times in a row: compared with their median, with their range "
                          "(how far the measurement is from itself)")

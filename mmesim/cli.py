@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- simulate / profiles / instances (core) ----------------------------------------------
 HOST_WAKEUPS_HELP = ("--instance local: how this host places woken threads, as examples/host_wakeups.py --out "
-                     "measured it (its host_wakeups.json); default: on an idle core at once")
+                     "measured it (its host_wakeups.json), or 'fair' (on an idle core at once: processor sharing); "
+                     "default: as the profiles' calibration measured it")
 
 
 def _add_simulate(sub) -> None:
@@ -29,7 +30,7 @@ def _add_simulate(sub) -> None:
     p.add_argument("--instance", metavar="TYPE", help="e.g. ml.g4dn.2xlarge, or local: this host (see `mmesim instances`)")
     p.add_argument("--memory-budget", metavar="SIZE", help="--instance local: the memory models may fill, e.g. 4GiB "
                                                           "(default: a quarter of RAM, as `mmesim calibrate`)")
-    p.add_argument("--host-wakeups", metavar="PATH", help=HOST_WAKEUPS_HELP)
+    p.add_argument("--host-wakeups", metavar="PATH|fair", help=HOST_WAKEUPS_HELP)
     p.add_argument("--endpoint", metavar="PATH", help="an EndpointConfig file (YAML/JSON); flags override it")
     p.add_argument("--instance-count", type=int, default=None)
     p.add_argument("--copies", default="auto", metavar="N|N,N,...|auto",
@@ -209,6 +210,9 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--warmth-s", type=float, default=2.0,
                    help="CPU: seconds of batch-1 requests paced at each of 0, 2, 10, 50, 250, 1000 ms apart, for the "
                         "profile's host_warmth (how much longer an execution takes after the model idled; 2; 0: skip)")
+    p.add_argument("--placement-s", type=float, default=4.0,
+                   help="CPU: seconds of a scheduler probe (no Triton) before the server starts, for the profile's "
+                        "host_wakeups (how this host places a thread woken beside a running one; 4; 0: skip)")
     p.add_argument("--cpu-threads", type=int, help="torch threads per Python-backend model instance "
                                                    "(default: torch's, all cores)")
     p.add_argument("--image", help="docker runner: Triton image (default: the calibration image of containers/)")
@@ -232,7 +236,7 @@ def _add_calibrate(sub) -> None:
             memory_budget=args.memory_budget, max_copies=args.max_copies, inputs=args.inputs,
             max_batch=args.max_batch, batches=_ints(args.batches, "--batches") if args.batches else None,
             concurrency=_ints(args.concurrency, "--concurrency"), repeats=args.repeats, cpu_threads=args.cpu_threads,
-            cycles=args.cycles, warmth_s=args.warmth_s,
+            cycles=args.cycles, warmth_s=args.warmth_s, placement_s=args.placement_s,
             scaling=_ints(args.scaling, "--scaling") if args.scaling else None, stop_batch_s=args.stop_batch_s, quick=args.quick,
             image=args.image,
             binary=args.tritonserver, command="mmesim " + shlex.join(args.argv))
@@ -409,7 +413,7 @@ def _add_validate(sub) -> None:
     p.add_argument("--profile", action="append", required=True, metavar="NAME|PATH")
     p.add_argument("--instance", metavar="TYPE|local")
     p.add_argument("--memory-budget", metavar="SIZE", help="--instance local: memory the models may fill")
-    p.add_argument("--host-wakeups", metavar="PATH", help=HOST_WAKEUPS_HELP)
+    p.add_argument("--host-wakeups", metavar="PATH|fair", help=HOST_WAKEUPS_HELP)
     p.add_argument("--endpoint", metavar="PATH", help="an EndpointConfig file; flags override it")
     p.add_argument("--instance-count", type=int, default=None)
     p.add_argument("--threshold", type=float, default=None)
@@ -532,8 +536,7 @@ def _add_emulate(sub) -> None:
     p.add_argument("--cache-size", default="20GiB", help="disk cache of extracted models per endpoint (20GiB)")
     p.add_argument("--max-model-bytes", default=None, help="refuse (ModelError) an artifact unpacking past this, "
                                                            "e.g. 8GiB (default: the instance's memory)")
-    p.add_argument("--host-wakeups", metavar="PATH", help="--instance local, virtual backend: how this host places "
-                                                          "woken threads (examples/host_wakeups.py's JSON)")
+    p.add_argument("--host-wakeups", metavar="PATH|fair", help="the virtual backend on " + HOST_WAKEUPS_HELP)
     p.add_argument("--max-unpack-ratio", type=float, default=100.0,
                    help="refuse an artifact unpacking past this many times its packed size (100; 64 MiB free)")
     p.add_argument("--auth", metavar="ACCESS_KEY:SECRET", action="append", default=[],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from mmesim.catalog import LOCAL, InstanceType, load_catalog, local_instance
 from mmesim.errors import ConfigError
+from mmesim.profile import WakePlacement
 from mmesim.serde import Model, read_fields, validate
 
 
@@ -45,27 +47,6 @@ class PlatformCosts(Model):
     h2d_share: float = Field(default=0.5, gt=0, le=1,
                              description="share of the PCIe link a framework's weight upload reaches: copies "
                                          "from pageable host memory go through pinned staging buffers")
-
-
-class WakePlacement(Model):
-    """How a CPU-only host places a thread it wakes while one of its cores is idle and another
-    runs a thread (instance type ``local``; ``examples/host_wakeups.py`` measures it).
-
-    Processor sharing puts such a thread on the idle core at once. Some kernels do not: on
-    this project's 2-vCPU Firecracker VM (idle vCPUs halt at once, ``sched_vcpu_pack``) about
-    a quarter of such threads ran on the busy core first, and the thread they displaced stood
-    still, the other core idle, until the newcomer finished or the kernel moved one of them,
-    at most about 1.5 ms later. The probe measures both without Triton: ``packed_share`` from
-    its chain pattern (clients, a relay and stubs passing 1 ms requests, as Triton's threads
-    do): of two overlapping bursts, the share in which the first waited for a core;
-    ``moved_after_s``, the p95 of the wait of two threads woken together whose bursts are
-    longer than the move.
-    """
-
-    packed_share: float = Field(ge=0, le=1, description="share of such wake-ups that take a running thread's core")
-    moved_after_s: float = Field(gt=0, le=1.0, description="how long the displaced thread stands still at most "
-                                                          "before the kernel moves one of them to the idle core")
-    source: str | None = Field(default=None, description="how it was measured: the probe, its host and date")
 
 
 class AutoScaling(Model):
@@ -129,7 +110,8 @@ class EndpointConfig(Model):
 
     host_wakeups: WakePlacement | None = Field(
         default=None, description="instance type local only: how this host places woken threads "
-                                  "(examples/host_wakeups.py); default: on an idle core at once (processor sharing)")
+                                  "(examples/host_wakeups.py; packed_share 0: on an idle core at once, processor "
+                                  "sharing); default: as the profiles' calibrations measured it")
 
     @field_validator("instance_type")
     @classmethod
@@ -160,9 +142,40 @@ class EndpointConfig(Model):
         return load_catalog().instance(self.instance_type)
 
 
+FAIR = WakePlacement(packed_share=0.0, moved_after_s=1e-3, source="processor sharing: a woken thread on an idle "
+                                                                   "core at once")
+
+
+def host_placement(given: WakePlacement | None, profiles, instance_type: str) -> WakePlacement | None:
+    """How the simulated host places woken threads; None: processor sharing.
+
+    Only ``local`` has its own cores to place threads on. The endpoint's placement wins
+    (``FAIR``, share 0, asks for processor sharing); otherwise the one ``mmesim calibrate``
+    measured with the profiles, since ``local`` is the host they were calibrated on and the
+    placement is that host's kernel, not a model's: leaving it out would model a scheduler the
+    probe found absent (on this project's VMs a quarter to a third of such wake-ups take a busy
+    core). Profiles calibrated apart measured the same host more than once: their median."""
+    if instance_type != LOCAL:
+        return None
+    if given is not None:
+        return given if given.packed_share > 0 else None
+    measured = [p.host_wakeups for p in profiles if p.host_wakeups is not None]
+    if not measured:
+        return None
+    placed = measured[0]
+    if any((w.packed_share, w.moved_after_s) != (placed.packed_share, placed.moved_after_s) for w in measured):
+        placed = WakePlacement(packed_share=statistics.median(w.packed_share for w in measured),
+                               moved_after_s=statistics.median(w.moved_after_s for w in measured),
+                               source=f"the median of {len(measured)} profiles' calibrations: "
+                                      + "; ".join(sorted({w.source or "unsaid" for w in measured})))
+    return placed if placed.packed_share > 0 else None
+
+
 def read_host_wakeups(path: str | Path) -> WakePlacement:
     """A WakePlacement from a file: what ``examples/host_wakeups.py --out`` wrote (its
-    ``placement``), or the fields alone (YAML or JSON)."""
+    ``placement``), or the fields alone (YAML or JSON); ``fair``: processor sharing."""
+    if str(path) == "fair":
+        return FAIR
     data = read_fields(path)
     if "by_pause" in data or "placement" in data:        # the probe's whole output
         data = data.get("placement")

@@ -86,6 +86,28 @@ class Warmth(Model):
                                                      "figure at any pace")
 
 
+class WakePlacement(Model):
+    """How a CPU-only host places a thread it wakes while one of its cores is idle and another
+    runs a thread (instance type ``local``; ``mmesim calibrate`` measures it on a CPU, with the
+    probe of ``mmesim.calibrate.placement``, and so does ``examples/host_wakeups.py``).
+
+    Processor sharing puts such a thread on the idle core at once. Some kernels do not: on
+    this project's 2-vCPU Firecracker VM (idle vCPUs halt at once, ``sched_vcpu_pack``) about
+    a quarter of such threads ran on the busy core first, and the thread they displaced stood
+    still, the other core idle, until the newcomer finished or the kernel moved one of them,
+    at most about 1.5 ms later. The probe measures both without Triton: ``packed_share`` from
+    its chain pattern (clients, a relay and stubs passing 1 ms requests, as Triton's threads
+    do): of two overlapping bursts, the share in which the first waited for a core;
+    ``moved_after_s``, the p95 of the wait of two threads woken together whose bursts are
+    longer than the move.
+    """
+
+    packed_share: float = Field(ge=0, le=1, description="share of such wake-ups that take a running thread's core")
+    moved_after_s: float = Field(gt=0, le=1.0, description="how long the displaced thread stands still at most "
+                                                          "before the kernel moves one of them to the idle core")
+    source: str | None = Field(default=None, description="how it was measured: the probe, its host and date")
+
+
 class WorkingMemory(Model):
     """Peak device (or, on a CPU, resident) bytes one execution of ``batch`` requests needs
     above the loaded copy's own: activations, workspace, allocator growth."""
@@ -182,6 +204,12 @@ class ModelProfile(Model):
                     "(mmesim calibrate paces requests at a few gaps): a model that has idled runs cold (its memory "
                     "has left the caches; a VM's idle vCPU gives its physical core away); empty: the profile's "
                     "figures at any pace")
+    host_wakeups: WakePlacement | None = Field(
+        default=None,
+        description="on a CPU host, how it places a thread woken beside a running one while another core idles, "
+                    "measured by mmesim calibrate before it started the server (a property of the host, not the "
+                    "model: instance type local predicts with it unless the endpoint gives its own); None: not "
+                    "measured (processor sharing)")
     first_executions_s: list[Annotated[float, Field(ge=0)]] = Field(
         default_factory=list,
         description="seconds a freshly loaded copy's first executions take beyond its steady time, in order "

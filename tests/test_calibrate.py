@@ -38,6 +38,10 @@ def test_profile_round_trips_and_is_valid(calibrated):
     assert load_profile(again) == profile
     assert profile.framework == "python" and profile.gpu == "cpu" and profile.provenance.method == "measured"
     assert profile.provenance.triton_version
+    # this host's placement of woken threads, probed before the server started, said in the notes
+    placed = profile.host_wakeups
+    assert 0 <= placed.packed_share <= 1 and 0 < placed.moved_after_s < 0.5
+    assert placed.source.startswith("mmesim calibrate's probe on ") and "host placement" in profile.provenance.notes
     # the command given to main(argv), not the test runner's sys.argv
     assert profile.provenance.command == f"mmesim calibrate --model tiny-mlp --framework python --device cpu " \
         f"--runner local --batches 1,4,16 --concurrency 1,2 --repeats 3 --cpu-threads 1 --scaling 1,2,3 --max-models " \
@@ -218,8 +222,8 @@ def test_a_server_that_dies_at_the_final_unload_costs_nothing_measured(tmp_path)
                     killed[0] = True
 
     opts = CalibrateOptions(model="tiny-mlp", batches=[1, 4], concurrency=[1], repeats=2, scaling=[1, 2], cycles=1,
-                            warmth_s=0.0, cpu_threads=1, measure_overhead=False, request_requests=2, load_requests=4,
-                            workdir=str(tmp_path))
+                            warmth_s=0.0, placement_s=0.0, cpu_threads=1, measure_overhead=False, request_requests=2,
+                            load_requests=4, workdir=str(tmp_path))
     cal = calibrate(opts, progress)
     assert killed == [True]
     assert cal.memory_trace[-1]["event"] == "final unload failed"

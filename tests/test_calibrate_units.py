@@ -107,6 +107,7 @@ def test_gpu_names_map_to_catalogue_keys():
     ({"stop_batch_s": 0}, ConfigError, "--stop-batch-s"),
     ({"warmth_s": -1}, ConfigError, "--warmth-s"),
     ({"warmth_s": float("nan")}, ConfigError, "--warmth-s"),
+    ({"placement_s": -1}, ConfigError, "--placement-s"),
 ])
 def test_bad_options(kwargs, error, message):
     with pytest.raises(error, match=message):

@@ -57,22 +57,6 @@ def test_host_wakeups_bins_rounds_by_pause_and_times_the_wait(tmp_path):
     assert 0 <= placed.packed_share <= 1 and 0 < placed.moved_after_s < 0.5 and "host_wakeups.py" in placed.source
 
 
-def test_host_wakeups_placement_is_which_of_two_overlapping_bursts_waited():
-    import numpy as np
-    hw = load("host_wakeups")
-    # four pairs (the first of each displaced in two of them, the second never) and a burst alone
-    start = np.array([0.0, 0.5, 2.0, 2.5, 4.0, 4.5, 6.0, 6.5, 8.0])
-    end = start + 1.0
-    wait_ms = np.array([0.6, 0.0, 0.0, 0.1, 0.5, 0.0, 0.1, 0.0, 0.9])
-    parts = hw.displaced(start, end, wait_ms)
-    assert parts == {"first": {"n": 4, "waited": 0.5}, "second": {"n": 4, "waited": 0.0}}
-    # long bursts: a displaced one stands still 1.5 ms at most, however long the other runs
-    long_burst = 4e-3
-    long_rows = [(0.005, long_burst + (1.5e-3 if i % 2 else 0.0)) for i in range(40)]
-    placed = hw.placement({"displaced": parts}, long_rows, long_burst, "synthetic")
-    assert placed == {"packed_share": 0.5, "moved_after_s": pytest.approx(1.5e-3), "source": "synthetic"}
-
-
 def test_warmth_under_load_bins_each_execution_by_its_own_copys_idle():
     """Two copies interleaved: each execution's idle is since its own copy's previous one
     ended, not since any execution (the machine's); a copy's first has none; a bin with

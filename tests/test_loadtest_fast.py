@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import load_example, loaded_copies
+from conftest import loaded_copies
 
-from mmesim.endpoint import EndpointConfig, WakePlacement
+from mmesim.calibrate.placement import measure_placement
+from mmesim.endpoint import FAIR, EndpointConfig
 from mmesim.loadtest import run_loadtest
 from mmesim.loadtest.probe import cold_probe_workload, measure_request_cost, retimed, wait_slack
 from mmesim.loadtest.validate import validate
@@ -87,7 +88,8 @@ def test_shared_cores_prediction_lands_near_a_real_measurement(triton, tmp_path)
     assert cold.requests > 10 and 0.15 < cold.server_idle_s <= cold.idle_s
     assert 0 < cost.client_wait_slack_s < 0.005 and cost.generator().wait_slack_s == cost.client_wait_slack_s
     wl = steady(users=2, seconds=10).model_copy(update={"generator": cost.generator(), "user_steps": [2]})
-    v = validate([retimed(PROFILE, cost, cold)], EndpointConfig(instance_type="local", memory_budget_bytes=2 * GiB), wl,
+    fair = EndpointConfig(instance_type="local", memory_budget_bytes=2 * GiB, host_wakeups=FAIR)   # processor sharing
+    v = validate([retimed(PROFILE, cost, cold)], fair, wl,
                  [2], endpoint_url=triton.sagemaker_url, protocol="triton", client="fast", out=tmp_path / "v")
     fig = {x.figure: x for x in v.comparison.lines}
     assert fig["requests"].measured > 300 and fig["failures"].measured == 0
@@ -101,16 +103,13 @@ def test_shared_cores_prediction_lands_near_a_real_measurement(triton, tmp_path)
     bare = retimed(PROFILE, cost, cold)
     bare = bare.model_copy(update={"handoff_s": 0.0, "host_warmth": [
         w.model_copy(update={"handoff_s": 0.0 if w.handoff_s is not None else None}) for w in bare.host_warmth]})
-    without = summarize(simulate([bare],
-                                 EndpointConfig(instance_type="local", memory_budget_bytes=2 * GiB), wl, copies=[2],
-                                 seed=0))
+    without = summarize(simulate([bare], fair, wl, copies=[2], seed=0))
     assert without.p50_ms < fig["p50"].predicted - 0.5e3 * cost.handoff_s
     # this host's placement of woken threads, measured without Triton by the probe (a short run
     # of it): predicted with it, the same measurement's tail stands at least as near its median
     # (p95 / p50: what the placement models, whatever the costs' scale; docs/accuracy-this-machine.md, "The host's
     # placement, measured"; on a host that displaces no thread the two predictions are one)
-    hw = load_example("host_wakeups")
-    placed = WakePlacement(**hw.placement(hw.chain(1e-3, 3.0), hw.measure(4e-3, 0.01, 60, seed=1), 4e-3, "test"))
+    placed = measure_placement(chain_s=3.0, long_rounds=60, source="test")
     packed = validate([retimed(PROFILE, cost, cold)], EndpointConfig(instance_type="local", memory_budget_bytes=2 * GiB,
                                                                host_wakeups=placed),
                       wl, [2], measured=tmp_path / "v" / "measurement")

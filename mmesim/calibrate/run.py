@@ -26,12 +26,13 @@ from mmesim.calibrate.latency import (FIRST_EXECUTIONS, WARMTH_GAPS_S, LoadPoint
                                       ServicePoint, WarmthPoint, batch_sizes, first_extra_s, in_threads,
                                       measure_first_executions, measure_load, measure_requests, measure_scaling,
                                       measure_service, measure_warmth, request_cost, stub_pid, warmth_curve)
+from mmesim.calibrate.placement import measure_placement
 from mmesim.calibrate.maxmodels import MaxModels, copy_name, max_models_loaded, mme_copy_loader
 from mmesim.calibrate import working
 from mmesim.calibrate.memory import ContainerMemory, HostMemory, MemorySample, NvmlMemory, cuda_index, parse_bytes
 from mmesim.catalog import host_cores, host_cpu
 from mmesim.errors import ConfigError, MissingPiece
-from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig, WorkingMemory
+from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig, WakePlacement, WorkingMemory
 from mmesim.triton.client import SERVER_FAILURES, MMEClient, kserve_client
 from mmesim.triton.packaging import FRAMEWORKS, PackagedModel, package, package_null
 from mmesim.units import GiB, MiB
@@ -61,6 +62,7 @@ class CalibrateOptions:
     stop_batch_s: float | None = 1.0          # larger batches are not timed once an execution takes this long
     request_requests: int = 8                 # JSON requests per body size for the request cost
     warmth_s: float = 2.0                     # CPU: seconds of paced requests per gap (host_warmth; 0: none)
+    placement_s: float = 4.0                  # CPU: seconds of the scheduler probe's chain (host_wakeups; 0: none)
     quick: bool = False                       # fewer repeats, concurrencies and copies: a first look
     cpu_threads: int | None = None            # torch threads per Python-backend instance (default: torch's)
     measure_overhead: bool = True             # load the null model to split process overhead from the model
@@ -79,6 +81,7 @@ class CalibrateOptions:
             self.scaling = [k for k in self.scaling if k <= 2] or [1]
             self.request_requests = min(self.request_requests, 4)
             self.warmth_s = min(self.warmth_s, 0.5)
+            self.placement_s = min(self.placement_s, 1.5)
             self.stop_batch_s = min(self.stop_batch_s or 0.5, 0.5)
 
     def check(self) -> None:
@@ -103,6 +106,8 @@ class CalibrateOptions:
             raise ConfigError("must be 0 or more", field="--cycles", value=self.cycles)
         if not self.warmth_s >= 0:
             raise ConfigError("must be 0 or more seconds", field="--warmth-s", value=self.warmth_s)
+        if not self.placement_s >= 0:
+            raise ConfigError("must be 0 or more seconds", field="--placement-s", value=self.placement_s)
         for flag, value in (("--repeats", self.repeats), ("--max-copies", self.max_copies),
                             ("--cpu-threads", self.cpu_threads), ("--max-batch", self.max_batch)):
             if value is not None and value < 1:
@@ -502,20 +507,27 @@ def calibrate(options: CalibrateOptions, progress: Callable[[str], None] = lambd
     ``phase(i, n, name)`` each phase as it starts (for a bar with time left)."""
     options.check()
     load_average = [os.getloadavg()[0]]
-    names = ["server", "memory", "timing", "working memory", *(["max models"] if options.max_models else []),
-             "copies at once"]
+    probe = options.device == "cpu" and options.placement_s > 0
+    names = [*(["host placement"] if probe else []), "server", "memory", "timing", "working memory",
+             *(["max models"] if options.max_models else []), "copies at once"]
     step = lambda name: phase(names.index(name), len(names), name)      # noqa: E731
+    placed = None
+    if probe:         # the host's scheduler, before the server's threads share it
+        step("host placement")
+        progress(f"how this host places woken threads: {options.placement_s:g} s of a scheduler probe, no Triton")
+        placed = measure_placement(chain_s=options.placement_s, source="mmesim calibrate")
     with ExitStack() as stack:
         step("server")
         bench = start_bench(options, stack, progress)
         try:
-            return _measure(options, bench, load_average, progress, step)
+            return _measure(options, bench, load_average, progress, step, placed)
         except SERVER_FAILURES as exc:       # before the server stops: its log goes with the error
             raise bench.server.failure("calibrating " + bench.spec.name, exc) from None
 
 
 def _measure(options: CalibrateOptions, bench: Bench, load_average: list[float],
-             progress: Callable[[str], None], step: Callable[[str], None]) -> Calibration:
+             progress: Callable[[str], None], step: Callable[[str], None],
+             placed: WakePlacement | None = None) -> Calibration:
     """The measurements on a running bench, then the profile (the server is still up)."""
     step("memory")
     memory = measure_memory(bench, progress)
@@ -548,7 +560,7 @@ def _measure(options: CalibrateOptions, bench: Bench, load_average: list[float],
     if work.cycles:                        # the model's own unload, not the server's polling
         unload_s = work.cycles.unload_s
     profile = assemble_profile(options, bench.spec, artifact_bytes, memory, timing, unload_s, max_models, version,
-                               device, tuple(load_average), work, bench.packaged.in_python)
+                               device, tuple(load_average), work, bench.packaged.in_python, placed)
     return Calibration(profile, memory.per_copy_bytes, memory.baseline_bytes, memory.process_overhead_bytes,
                        memory.host_per_copy_bytes, memory.load_s, unload_s, timing.service, timing.requests,
                        timing.load_points, timing.scaling, memory.trace, tuple(load_average), max_models, work,
@@ -558,7 +570,8 @@ def _measure(options: CalibrateOptions, bench: Bench, load_average: list[float],
 def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memory: Memory, timing: Timing,
                      unload_s: list[float], max_models: MaxModels | None, version: str | None,
                      device: tuple[str, str, str] | None, load_average: tuple[float, float],
-                     work: working.Working | None = None, in_python: bool = False) -> ModelProfile:
+                     work: working.Working | None = None, in_python: bool = False,
+                     host_wakeups: WakePlacement | None = None) -> ModelProfile:
     """The measured figures as a ModelProfile, with notes saying how each was taken.
 
     On a GPU with the null model measured, per-copy device memory is the model's own and the
@@ -658,6 +671,10 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
                      + (f": {len(first)} took longer" if first else ": none took longer"))
     notes.append(f"machine load average {load_average[0]:.1f} at the start, {load_average[1]:.1f} at the end, on "
                  f"{host_cores()} cores")
+    if host_wakeups:
+        notes.append(f"host placement (scheduler probe before the server started): {100 * host_wakeups.packed_share:.0f} % "
+                     "of threads woken beside a running one, another core idle, took its core, which stood still up "
+                     f"to {1e3 * host_wakeups.moved_after_s:.2f} ms")
     if max_models:
         notes.append(f"max models loaded at threshold {max_models.threshold}: {max_models.count} "
                      f"({max_models.stopped_by})")
@@ -682,6 +699,7 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
         cpu_threads=options.threads,
         handoff_s=sequential_handoff_s(service),
         host_warmth=warmth,
+        host_wakeups=host_wakeups,
         first_executions_s=first,
         gpu_overlap=round(min(1.0, max(0.0, two.throughput - 1)), 3) if two else 0.0,
         concurrency_scaling=[Scaling(concurrent=s.concurrent, throughput=round(s.throughput, 3))

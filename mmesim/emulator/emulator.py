@@ -18,7 +18,7 @@ from mmesim.emulator.front import Front
 from mmesim.emulator.metrics import Metrics
 from mmesim.emulator.platform import Platform
 from mmesim.emulator.requestlog import RequestLog
-from mmesim.endpoint import WakePlacement
+from mmesim.endpoint import WakePlacement, host_placement
 from mmesim.errors import ConfigError
 from mmesim.profile import ModelProfile
 from mmesim.results.records import Run
@@ -175,7 +175,8 @@ class Endpoint:
         c = self.config
         if c.backend == "virtual":
             baseline = max((p.baseline_gpu_bytes for p in self.profiles), default=0)
-            return [VirtualBackend(self.total, baseline, seed=c.seed + i, instance=c.instance, wakeups=c.host_wakeups)
+            wakeups = host_placement(c.host_wakeups, self.profiles, c.instance)    # as the simulator's
+            return [VirtualBackend(self.total, baseline, seed=c.seed + i, instance=c.instance, wakeups=wakeups)
                     for i in range(c.instance_count)]
         budget = c.memory_budget_bytes or self.total
         return [TritonBackend(budget, binary=c.tritonserver) for _ in range(c.instance_count)]

@@ -121,6 +121,11 @@ def print_summary(summary, run=None) -> None:
             st.add_row(str(r["users"]), f"{r['requests']:,}", f"{r['failures']:,}", _fmt(r["rps"]), _fmt(r["avg_ms"]),
                        _fmt(r["p50_ms"]), _fmt(r["p95_ms"]), _fmt(r["p99_ms"]))
         console.print(st)
+    if s.host_wakeups:
+        w = s.host_wakeups
+        console.print(f"host placement: {100 * w['packed_share']:.0f} % of threads woken beside a running one take "
+                      f"its core, for up to {1e3 * w['moved_after_s']:.2f} ms ({w.get('source') or 'source unsaid'}; "
+                      "--host-wakeups fair for processor sharing)")
     for w in s.warnings:
         console.print(f"[yellow]note:[/yellow] {w}")
 

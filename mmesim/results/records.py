@@ -238,6 +238,7 @@ class Run:
     translated: list[str] = field(default_factory=list)    # profiles translated from another GPU
     cpu_figures: list[str] = field(default_factory=list)   # profiles measured on CPU, used unchanged on a GPU
     other_processor: list[str] = field(default_factory=list)  # CPU profiles from another processor, used on local
+    host_wakeups: dict | None = None    # a prediction on local: the host's placement it took (WakePlacement)
     unweighted: list[str] = field(default_factory=list)    # profiles a mix workload's weights leave out (never asked)
     copies: list[int] = field(default_factory=list)        # copies per profile the traffic targets
     copies_loaded_at_start: int = 0     # copies already loaded when the traffic began (warm start)

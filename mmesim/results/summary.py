@@ -169,6 +169,9 @@ class Summary(BaseModel):
     sources: dict[str, str] = {}     # figure -> what observed it (simulator, locust, emulator log, cloudwatch)
     # inside the server (with a Triton trace, or a simulation asked for it): "queue_p50_ms"...
     server: dict[str, float | None] | None = None
+    # a prediction on instance type local: how it took the host to place woken threads (packed_share,
+    # moved_after_s, source: the profiles' calibration or the endpoint's); None: processor sharing
+    host_wakeups: dict[str, Any] | None = None
 
 
 def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
@@ -218,7 +221,7 @@ def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
         cost_per_million_usd=(hourly / (tput * 3600) * 1e6) if tput else None,
         reference_steps=ref["steps"], steps=step_table(run), warnings=warnings,
         sources={**sources, **({"server": run.sources.get("server", SIMULATOR)} if run.server_ms else {})},
-        server=server_figures(run.server_ms) if run.server_ms else None,
+        server=server_figures(run.server_ms) if run.server_ms else None, host_wakeups=run.host_wakeups,
     )
 
 

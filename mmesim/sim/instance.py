@@ -45,7 +45,7 @@ class Instance:
     def __init__(self, sim, index: int):
         self.sim, self.env, self.index = sim, sim.env, index
         cfg, itype, gpu = sim.endpoint, sim.instance_type, sim.gpu
-        self.host = Host(self.env, itype, gpu, cfg.platform, cfg.host_wakeups, sim.placement)
+        self.host = Host(self.env, itype, gpu, cfg.platform, sim.host_wakeups, sim.placement)
         self.cores, self.gpu = self.host.cores, self.host.processor
         self.total = gpu.nvml_total_bytes
         self.budget = memory_budget(self.total, cfg.memory_threshold)

@@ -25,7 +25,7 @@ import numpy as np
 import simpy
 
 from mmesim.catalog import CPU, MiB, load_catalog
-from mmesim.endpoint import EndpointConfig
+from mmesim.endpoint import EndpointConfig, host_placement
 from mmesim.errors import ConfigError
 from mmesim.profile import ModelProfile
 from mmesim.results.records import MODEL_NOT_READY, OUTCOMES, SERVER_PARTS, TIMEOUT, Records, Run
@@ -138,6 +138,7 @@ class Simulation:
         rs = streams(seed, ("waits", "targets", "noise", "placement"))
         self.waits, self._targets_rng, self.noise = rs["waits"], rs["targets"], rs["noise"]
         self.placement = rs["placement"]          # which woken threads displace a running one (host_wakeups)
+        self.host_wakeups = host_placement(endpoint.host_wakeups, self.profiles, self.instance_type.name)
         self.targets = self._make_targets(copies)
         if weights is not None and (len(weights) != len(self.targets) or min(weights) < 0 or sum(weights) <= 0):
             raise ConfigError(f"needs one weight >= 0 per target ({len(self.targets)}), not all 0", field="weights")
@@ -396,6 +397,7 @@ class Simulation:
             translated=[p.name for p in self.profiles if p.provenance.method == "translated"],
             cpu_figures=cpu_profiles_on_gpu(self.profiles, it),
             other_processor=other_processor(self.profiles, it),
+            host_wakeups=self.host_wakeups.model_dump() if self.host_wakeups else None,
             unweighted=self.unweighted,
             copies=list(self.copies),
         )

@@ -1,0 +1,170 @@
+"""How this host places a thread it wakes while another runs and a core idles: a probe of the
+scheduler, no Triton involved (mmesim.profile.WakePlacement says why it matters).
+
+Processor sharing, the simulator's default for a CPU-only host, puts such a thread on the idle
+core at once. This project's VMs do not (a kernel that packs vCPUs): a quarter to a third of
+such threads ran first on the busy core, the thread they displaced standing still. The probe
+asks the host in the pattern Triton's threads make (``chain``: clients -> a relay -> stubs
+burning 1 ms each) and times two threads woken together with bursts longer than the kernel
+takes to move one (``measure``). ``mmesim calibrate`` runs it on a CPU before it starts the
+server, so that a profile carries the placement of the host it was calibrated on;
+``examples/host_wakeups.py`` runs it at length and prints what it saw.
+
+Its worker processes are forked: the probe times processes, and a forked worker starts at once
+with nothing to import.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import time
+
+import numpy as np
+
+from mmesim.catalog import host_cores, host_cpu
+from mmesim.profile import WakePlacement
+from mmesim.triton import execlog
+from mmesim.triton.trace import overlap
+
+WAITED_S = 0.3e-3                                        # beyond the burst: one worker waited
+LONG_PAUSE_S = 0.010                                     # pauses before the long bursts
+LONG_BURST_S = 4e-3                                      # longer than the kernel takes to move a thread
+mp = multiprocessing.get_context("fork")
+
+
+def _burn(seconds: float) -> None:
+    start = time.thread_time()
+    while time.thread_time() - start < seconds:
+        pass
+
+
+def _worker(go, done, seconds: float) -> None:
+    while True:
+        go.acquire()
+        _burn(seconds)
+        done.release()
+
+
+def measure(burst_s: float, max_pause_s: float, rounds: int, seed: int = 0) -> list[tuple[float, float]]:
+    """(pause s, wall s until both workers finished) per round: a quarter of the rounds back
+    to back (pause 0, one after another), then the rest paced uniformly in 0-``max_pause_s``."""
+    go, done = [mp.Semaphore(0) for _ in range(2)], mp.Semaphore(0)
+    workers = [mp.Process(target=_worker, args=(g, done, burst_s), daemon=True) for g in go]
+    for w in workers:
+        w.start()
+    rnd, rows = random.Random(seed), []
+    try:
+        for _ in range(20):                              # both workers started and warm
+            for g in go:
+                g.release()
+            done.acquire(), done.acquire()
+        for i in range(rounds):
+            pause = 0.0 if i < rounds // 4 else rnd.uniform(0, max_pause_s)
+            if pause:
+                time.sleep(pause)
+            began = time.monotonic()
+            for g in go:
+                g.release()
+            done.acquire(), done.acquire()
+            rows.append((pause, time.monotonic() - began))
+    finally:
+        for w in workers:
+            w.kill()
+    return rows
+
+
+def _client(i: int, pause_s: float, seconds: float, requests, answer) -> None:
+    rnd, end = random.Random(i), time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(rnd.uniform(0, pause_s))
+        _burn(0.15e-3)                                   # the client's own work on a request
+        requests.put(i)
+        answer.acquire()
+    requests.put(None)
+
+
+def _relay(requests, stubs, clients: int) -> None:
+    finished = 0
+    while finished < clients:
+        i = requests.get()
+        if i is None:
+            finished += 1
+            continue
+        _burn(0.2e-3)                                    # the server's handling of a request
+        stubs[i % len(stubs)].put(i)
+    for s in stubs:
+        s.put(None)
+
+
+def _stub(inbox, answers, burst_s: float, out) -> None:
+    bursts = []
+    while (i := inbox.get()) is not None:
+        began, cpu = time.monotonic(), time.thread_time()
+        _burn(burst_s)
+        bursts.append((began, time.monotonic(), time.thread_time() - cpu))
+        answers[i].release()
+    out.put(bursts)
+
+
+def chain(burst_s: float = 1e-3, seconds: float = 8.0, n: int = 4, pause_s: float = 0.01) -> dict:
+    """``n`` clients -> one relay -> ``n`` stubs, as Triton's requests go: per burst, whether it
+    overlapped another and whether it waited for a core: ``mmesim.triton.execlog.breakdown``'s
+    figures, with wall beyond CPU as the wait."""
+    requests, inboxes, out = mp.Queue(), [mp.Queue() for _ in range(n)], mp.Queue()
+    answers = [mp.Semaphore(0) for _ in range(n)]
+    procs = [mp.Process(target=_stub, args=(inboxes[j], answers, burst_s, out)) for j in range(n)]
+    procs.append(mp.Process(target=_relay, args=(requests, inboxes, n)))
+    procs += [mp.Process(target=_client, args=(i, pause_s, seconds, requests, answers[i])) for i in range(n)]
+    for p in procs:
+        p.start()
+    bursts = sorted(b for _ in range(n) for b in out.get())
+    for p in procs:
+        p.join()
+    start, end, cpu = (np.array(col) for col in zip(*bursts))
+    wall = (end - start) * 1e3
+    log = {"wall": wall, "cpu": cpu * 1e3, "wait": wall - cpu * 1e3, "overlap": overlap(start, end)}
+    return {"bursts_per_s": len(bursts) / seconds, **execlog.breakdown(log),
+            "displaced": displaced(start, end, log["wait"])}
+
+
+def displaced(start: np.ndarray, end: np.ndarray, wait_ms: np.ndarray) -> dict:
+    """Of two overlapping bursts, which waited for a core: the one running when the other
+    started (``first``), or the one that started while it ran (``second``); each: how many, and
+    the share that waited more than execlog's 0.2 ms. (Sorted by start.)"""
+    before = np.maximum.accumulate(np.concatenate([[-np.inf], end[:-1]]))   # latest end of those started earlier
+    second = before > start
+    overtaken = np.zeros(len(start), bool)          # the next burst started before this one ended
+    overtaken[:-1] = start[1:] < end[:-1]
+    first = overtaken & ~second
+    waited = wait_ms > execlog.LONG_WAIT_MS
+    return {name: {"n": int(sel.sum()), "waited": float(waited[sel].mean()) if sel.any() else None}
+            for name, sel in (("first", first), ("second", second))}
+
+
+def placement(pattern: dict, long_rows: list[tuple[float, float]], long_burst_s: float, source: str) -> dict:
+    """The host's wake-up placement as the simulator takes it (mmesim.endpoint.WakePlacement):
+    ``packed_share``, of two overlapping bursts in the chain pattern, the share in which the
+    one already running waited for a core (the newcomer had taken its core, the other idle);
+    ``moved_after_s``, the p95 of the wait of two bursts woken together, longer than the move
+    (``long_rows``): the longest a displaced thread stands still."""
+    first = pattern["displaced"]["first"]
+    if not first["n"]:
+        raise ValueError("no two bursts of the chain overlapped: give it more --chain-s")
+    waits = [w - long_burst_s for _, w in long_rows if w - long_burst_s > WAITED_S]
+    moved = float(np.percentile(waits, 95)) if waits else long_burst_s   # nobody waited: the move is moot
+    return {"packed_share": round(first["waited"], 4), "moved_after_s": round(moved, 6), "source": source}
+
+
+def measure_placement(chain_s: float = 4.0, long_rounds: int = 120, burst_s: float = 1e-3,
+                      source: str = "mmesim calibrate") -> WakePlacement | None:
+    """This host's placement, as a profile keeps it: ``chain_s`` seconds of the chain pattern,
+    ``long_rounds`` pairs of long bursts (about 6 s in all with the defaults). None on a single
+    core, where no thread can be placed beside another."""
+    if host_cores() < 2:
+        return None
+    long_rows = measure(LONG_BURST_S, LONG_PAUSE_S, long_rounds, seed=1)
+    placed = placement(chain(burst_s, chain_s), long_rows, LONG_BURST_S,
+                       f"{source}'s probe on {host_cpu()} x {host_cores()}, "
+                       f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    return WakePlacement(**placed)
