@@ -1,8 +1,8 @@
 """How this host places a thread it wakes while another runs and a core idles: a probe of the
 scheduler, no Triton involved (mmesim.profile.WakePlacement says why it matters).
 
-Processor sharing, the simulator's default for a CPU-only host, puts such a thread on the idle
-core at once. This project's VMs do not (a kernel that packs vCPUs): a quarter to a third of
+Processor sharing, the simulator's model of a CPU-only host that was not probed, puts such a
+thread on the idle core at once. This project's VMs do not (a kernel that packs vCPUs): a quarter to a third of
 such threads ran first on the busy core, the thread they displaced standing still. The probe
 asks the host in the pattern Triton's threads make (``chain``: clients -> a relay -> stubs
 burning 1 ms each) and times two threads woken together with bursts longer than the kernel
@@ -17,6 +17,7 @@ with nothing to import.
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import random
 import time
 
@@ -46,6 +47,11 @@ def _worker(go, done, seconds: float) -> None:
         done.release()
 
 
+def _both_done(done) -> None:
+    if not (done.acquire(timeout=10) and done.acquire(timeout=10)):
+        raise RuntimeError("the scheduler probe's workers stopped answering")
+
+
 def measure(burst_s: float, max_pause_s: float, rounds: int, seed: int = 0) -> list[tuple[float, float]]:
     """(pause s, wall s until both workers finished) per round: a quarter of the rounds back
     to back (pause 0, one after another), then the rest paced uniformly in 0-``max_pause_s``."""
@@ -58,7 +64,7 @@ def measure(burst_s: float, max_pause_s: float, rounds: int, seed: int = 0) -> l
         for _ in range(20):                              # both workers started and warm
             for g in go:
                 g.release()
-            done.acquire(), done.acquire()
+            _both_done(done)
         for i in range(rounds):
             pause = 0.0 if i < rounds // 4 else rnd.uniform(0, max_pause_s)
             if pause:
@@ -66,7 +72,7 @@ def measure(burst_s: float, max_pause_s: float, rounds: int, seed: int = 0) -> l
             began = time.monotonic()
             for g in go:
                 g.release()
-            done.acquire(), done.acquire()
+            _both_done(done)
             rows.append((pause, time.monotonic() - began))
     finally:
         for w in workers:
@@ -118,9 +124,15 @@ def chain(burst_s: float = 1e-3, seconds: float = 8.0, n: int = 4, pause_s: floa
     procs += [mp.Process(target=_client, args=(i, pause_s, seconds, requests, answers[i])) for i in range(n)]
     for p in procs:
         p.start()
-    bursts = sorted(b for _ in range(n) for b in out.get())
-    for p in procs:
-        p.join()
+    try:       # a process that dies leaves its stub's list unsent: a clear error, not a hang
+        bursts = sorted(b for _ in range(n) for b in out.get(timeout=seconds + 60))
+    except queue.Empty:
+        raise RuntimeError(f"the scheduler probe's processes did not finish within {seconds + 60:g} s") from None
+    finally:
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
     start, end, cpu = (np.array(col) for col in zip(*bursts))
     wall = (end - start) * 1e3
     log = {"wall": wall, "cpu": cpu * 1e3, "wait": wall - cpu * 1e3, "overlap": overlap(start, end)}
