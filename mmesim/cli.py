@@ -551,7 +551,7 @@ def _emulate(args) -> int:
 
     from mmesim.calibrate.memory import parse_bytes
     from mmesim.emulator.emulator import EmulatorConfig, serve
-    from mmesim.endpoint import read_host_wakeups
+    from mmesim.endpoint import host_placement, read_host_wakeups
     from mmesim.errors import ConfigError
     from mmesim.profile import load_profile
 
@@ -573,8 +573,12 @@ def _emulate(args) -> int:
         max_model_bytes=parse_bytes(args.max_model_bytes, "--max-model-bytes"), max_unpack_ratio=args.max_unpack_ratio,
         host_wakeups=read_host_wakeups(args.host_wakeups) if args.host_wakeups else None)
 
+    placed = host_placement(config.host_wakeups, config.profiles, args.instance) if args.backend == "virtual" else None
+
     def ready(url: str) -> None:
-        what = (f"endpoint '{args.endpoint_name}' ({args.instance_count} x {args.instance}, {args.backend} backend)"
+        what = (f"endpoint '{args.endpoint_name}' ({args.instance_count} x {args.instance}, {args.backend} backend"
+                + (f"; {100 * placed.packed_share:.0f} % of threads woken beside a running one take its core"
+                   if placed else "") + ")"
                 if args.models else "no endpoint yet (create one with boto3's sagemaker client)")
         print(f"mmesim emulate: {what} on {url}\nexport AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url} "
               f"AWS_ENDPOINT_URL_SAGEMAKER={url}", flush=True)

@@ -126,3 +126,14 @@ def test_the_cli_says_which_placement_it_took_and_fair_turns_it_off(tmp_path):
         in " ".join(text.split())
     assert json.loads(simulate("--json"))["host_wakeups"]["packed_share"] == 0.3
     assert json.loads(simulate("--json", "--host-wakeups", "fair"))["host_wakeups"] is None
+
+
+def test_the_emulator_says_how_it_places_threads_and_fair_turns_it_off(tmp_path):
+    from emulator_process import emulate, fake_artifacts
+    profile = tmp_path / "m.json"
+    profile.write_text(cpu_model(wakeups=PLACED).model_dump_json())
+    models = fake_artifacts(tmp_path / "models", ["m-v0.tar.gz"])
+    for extra, said in (((), True), (("--host-wakeups", "fair"), False)):
+        with emulate("--instance", "local", "--profile", str(profile), "--models", str(models), *extra) as (_, proc):
+            pass
+        assert ("30 % of threads woken beside a running one take its core" in proc.output) is said, proc.output
