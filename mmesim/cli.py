@@ -454,7 +454,7 @@ def _validate(args) -> int:
 
     from mmesim.loadtest.validate import validate
     from mmesim.profile import load_profile
-    from mmesim.report.console import live_figures, phases
+    from mmesim.report.console import live_figures, phases, placement_note
     from mmesim.report.validation import print_comparison
     from mmesim.results.compare import parse_tolerance
     from mmesim.workload import load_workload
@@ -477,8 +477,10 @@ def _validate(args) -> int:
     if args.json:
         print(json.dumps(v.comparison.to_dict(), indent=2))
     else:
+        predicted = v.predicted_summary
         print_comparison(v.comparison, f"{', '.join(v.predicted.profiles)} on {v.predicted.instance_type}: "
-                                       "predicted vs measured", notes=v.predicted_summary.warnings)
+                                       "predicted vs measured", notes=predicted.warnings + (
+                             [placement_note(predicted.host_wakeups)] if predicted.host_wakeups else []))
         if v.executions is not None:
             from mmesim.triton.execlog import describe
             print(describe(v.executions))

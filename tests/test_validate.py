@@ -92,6 +92,8 @@ def test_validate_cli_exits_nonzero_beyond_tolerance(tmp_path, capsys):
     assert main(args) == 1                                          # p50 and p95 20 % low: beyond 10 %
     out = capsys.readouterr().out
     assert "beyond tolerance" in out and "-20.0%" in out
+    # the shipped profile's placement of woken threads, taken on local, and said so
+    assert "host placement: 30 % of threads woken beside a running one take its core" in " ".join(out.split())
     report = json.loads((tmp_path / "out" / "comparison.json").read_text())
     fig = {x["figure"]: x for x in report["figures"]}
     # the request log keeps microseconds, so a p50 of a few ms carries up to ~1e-3 of rounding

@@ -83,6 +83,14 @@ def _fmt(v, unit: str = "", digits: int = 1) -> str:
     return "-" if v is None else f"{v:,.{digits}f}{unit}"
 
 
+def placement_note(w: dict) -> str:
+    """What a prediction on local took for the host's placement of woken threads (a Summary's
+    ``host_wakeups``)."""
+    return (f"host placement: {100 * w['packed_share']:.0f} % of threads woken beside a running one take its core, "
+            f"for up to {1e3 * w['moved_after_s']:.2f} ms ({w.get('source') or 'source unsaid'}; --host-wakeups fair "
+            "for processor sharing)")
+
+
 def print_summary(summary, run=None) -> None:
     s = summary
     t = Table(title=f"{s.kind}: {s.instance_count} x {s.instance_type}", show_header=False)
@@ -122,10 +130,7 @@ def print_summary(summary, run=None) -> None:
                        _fmt(r["p50_ms"]), _fmt(r["p95_ms"]), _fmt(r["p99_ms"]))
         console.print(st)
     if s.host_wakeups:
-        w = s.host_wakeups
-        console.print(f"host placement: {100 * w['packed_share']:.0f} % of threads woken beside a running one take "
-                      f"its core, for up to {1e3 * w['moved_after_s']:.2f} ms ({w.get('source') or 'source unsaid'}; "
-                      "--host-wakeups fair for processor sharing)")
+        console.print(placement_note(s.host_wakeups))
     for w in s.warnings:
         console.print(f"[yellow]note:[/yellow] {w}")
 
