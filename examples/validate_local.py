@@ -36,10 +36,11 @@ stubs' own log, each execution's CPU and wait for a core.
 Each prediction places woken threads as the profiles' calibration measured this host to
 (``mmesim calibrate``'s probe; ``--host-wakeups`` gives a placement measured apart by
 examples/host_wakeups.py in the same quiet window, or ``fair``), and a prediction made with a
-placement is made again for the same measurement without it (processor sharing), for comparison. ``--repeat N`` runs each
-load test N times in a row on the same models and compares the prediction with their median,
-showing their range: on a host whose speed drifts, how far a measurement is from its own
-repeat bounds how near any prediction can be judged.
+placement is made again for the same measurement without it (processor sharing), for
+comparison. ``--repeat N`` runs each load test N times in a row on the same models and
+compares the prediction with their median, showing their range: on a host whose speed
+drifts, how far a measurement is from its own repeat bounds how near any prediction can be
+judged.
 
 Workloads (each 1-1.5 minutes):
 - ramp: closed-loop users 2 -> 24 on tiny-bert (4 copies), to saturation;

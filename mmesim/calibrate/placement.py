@@ -2,11 +2,11 @@
 scheduler, no Triton involved (mmesim.profile.WakePlacement says why it matters).
 
 Processor sharing, the simulator's model of a CPU-only host that was not probed, puts such a
-thread on the idle core at once. This project's VMs do not (a kernel that packs vCPUs): a quarter to a third of
-such threads ran first on the busy core, the thread they displaced standing still. The probe
-asks the host in the pattern Triton's threads make (``chain``: clients -> a relay -> stubs
-burning 1 ms each) and times two threads woken together with bursts longer than the kernel
-takes to move one (``measure``). ``mmesim calibrate`` runs it on a CPU before it starts the
+thread on the idle core at once. This project's VMs do not (a kernel that packs vCPUs): a
+quarter to a third of such threads ran first on the busy core, the thread they displaced
+standing still. The probe asks the host in the pattern Triton's threads make (``chain``:
+clients -> a relay -> stubs burning 1 ms each) and times two threads woken together with
+bursts longer than the kernel takes to move one (``measure``). ``mmesim calibrate`` runs it on a CPU before it starts the
 server, so that a profile carries the placement of the host it was calibrated on;
 ``examples/host_wakeups.py`` runs it at length and prints what it saw.
 
