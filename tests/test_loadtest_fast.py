@@ -53,6 +53,10 @@ def test_fast_client_is_counted_and_costs_less_cpu_per_request(triton, tmp_path)
     assert locust_count(tmp_path / "fast") == len(fast.records)       # Locust's statistics saw every request
     ratio = fast.generator_cpu_s_per_request / runs["http"].generator_cpu_s_per_request
     assert ratio < 0.75, f"fast client's CPU per request is {ratio:.2f} of the HttpUser's"
+    # and a measurement's Summary keeps it, as Locust's processes spent it, to compare with a prediction's
+    summary = summarize(fast)
+    assert summary.client_cpu_ms_per_request == pytest.approx(1e3 * fast.generator_cpu_s_per_request)
+    assert summary.sources["client_cpu_ms_per_request"] == "locust process"
     plan = json.loads((tmp_path / "fast" / "plan.json").read_text())
     assert plan["client"] == "fast"
 

@@ -257,3 +257,27 @@ def test_validate_takes_several_measured_folders_as_repeats(tmp_path, capsys):
     (tmp_path / "emu" / "summary.json").write_text(json.dumps({"cold_starts": 2, "loads": 2, "unloads": 0}))
     assert main(args + ["--platform-log", str(tmp_path / "emu")]) == 2
     assert "--platform-log" in capsys.readouterr().err
+
+
+def test_the_clients_cpu_per_request_is_compared_where_both_sides_have_it(tmp_path):
+    """A prediction charges its generator model's CPU per request; a measurement has what its
+    Locust processes spent: the comparison shows both (an ideal client has none, and no line)."""
+    wl = Workload(stages=[{"end_s": 10, "users": 2, "spawn_rate": 10}], wait_s=(0.0, 0.01),
+                  generator={"workers": 1, "cpu_s_per_request": 0.0008, "timed_share": 0.6, "on_host": True})
+    endpoint = EndpointConfig(instance_type="local")
+    pred = summarize(simulate([load_profile(PROFILE)], endpoint, wl, copies=[2], seed=0))
+    assert pred.client_cpu_ms_per_request == pytest.approx(0.8, rel=0.02)
+    assert pred.sources["client_cpu_ms_per_request"] == "simulator"
+    ideal = summarize(simulate([load_profile(PROFILE)], endpoint, wl.model_copy(update={"generator": None}),
+                               copies=[2], seed=0))
+    assert ideal.client_cpu_ms_per_request is None
+    run = steady_run(10, 0.010, "measurement")
+    run.generator_busy_s, run.generator_cpu_s_per_request = [0.16], 0.0004
+    meas = summarize(run)
+    assert meas.client_cpu_ms_per_request == pytest.approx(0.4)
+    name = "client cpu ms per request"
+    line = {x.figure: x for x in compare(pred, meas).lines}[name]
+    assert (line.measured, line.error) == (pytest.approx(0.4), pytest.approx(pred.client_cpu_ms_per_request / 0.4 - 1))
+    assert line.source == "locust process" and line.tolerance is None
+    unmeasured = summarize(steady_run(10, 0.010, "measurement"))
+    assert all(name not in {x.figure for x in compare(p, m).lines} for p, m in ((ideal, meas), (pred, unmeasured)))

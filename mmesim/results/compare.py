@@ -173,6 +173,10 @@ def compare(predicted: Summary, measured: Summary | Sequence[Summary], tolerance
     for attr in SHOWN:
         out.lines.append(_line(attr, getattr(predicted, attr), each(lambda r: getattr(r, attr)), True, None,
                                source=src(attr)))
+    if predicted.client_cpu_ms_per_request is not None and any(r.client_cpu_ms_per_request is not None for r in runs):
+        out.lines.append(_line("client cpu ms per request", predicted.client_cpu_ms_per_request,
+                               each(lambda r: r.client_cpu_ms_per_request), True, None,
+                               source=src("client_cpu_ms_per_request")))
     causes = sorted(set(predicted.failures_by_cause).union(*(r.failures_by_cause for r in runs)))
     for c in causes:
         out.lines.append(_line(f"failures: {c}", predicted.failures_by_cause.get(c, 0),

@@ -172,6 +172,11 @@ class Summary(BaseModel):
     # a prediction on instance type local: how it took the host to place woken threads (packed_share,
     # moved_after_s, source: the profiles' calibration or the endpoint's); None: processor sharing
     host_wakeups: dict[str, Any] | None = None
+    # the load generator's CPU per request sent, over all its processes: measured, Locust's own
+    # process CPU (its background work included); predicted, what the generator model charged;
+    # None: an ideal client, or nothing measured it. Where a prediction's client costs another
+    # figure than the run's, its cores and latency are off by that much.
+    client_cpu_ms_per_request: float | None = None
 
 
 def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
@@ -203,6 +208,7 @@ def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
         warnings.append("profiles calibrated on another processor than the host's, used with that processor's CPU "
                         "costs and how they grow after idle (recalibrate on the host): " + ", ".join(run.other_processor))
     sources = sources_of(run)
+    client = client_cpu_ms(run, int(len(a["outcome"])))
 
     def known(figure: str, value):
         return value if figure in sources else None
@@ -220,9 +226,22 @@ def summarize(run: Run, rows: list[dict[str, Any]] | None = None) -> Summary:
         cost_per_hour_usd=hourly,
         cost_per_million_usd=(hourly / (tput * 3600) * 1e6) if tput else None,
         reference_steps=ref["steps"], steps=step_table(run), warnings=warnings,
-        sources={**sources, **({"server": run.sources.get("server", SIMULATOR)} if run.server_ms else {})},
+        sources={**sources, **({"server": run.sources.get("server", SIMULATOR)} if run.server_ms else {}),
+                 **({"client_cpu_ms_per_request": SIMULATOR if run.kind == "prediction" else "locust process"}
+                    if client is not None else {})},
         server=server_figures(run.server_ms) if run.server_ms else None, host_wakeups=run.host_wakeups,
+        client_cpu_ms_per_request=client,
     )
+
+
+def client_cpu_ms(run: Run, requests: int) -> float | None:
+    """The generator's CPU per request in ms: what a measurement's Locust processes spent, or
+    what a prediction's generator model charged (None for an ideal client)."""
+    if run.kind == "prediction":
+        busy = sum(run.generator_busy_s)
+        return 1e3 * busy / requests if busy > 0 and requests else None
+    cpu = run.generator_cpu_s_per_request
+    return None if cpu is None else 1e3 * cpu
 
 
 SERVER_FIGURES = (("server", 50), ("server", 95), ("queue", 50), ("queue", 95), ("compute", 50), ("compute", 95),
