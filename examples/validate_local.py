@@ -319,9 +319,9 @@ def host_speed_line(speed: dict[str, dict], retime: bool) -> str:
 def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = False, client: str = "http",
         retime: bool = False, server_trace: bool = False, host_wakeups=None, repeat: int = 1) -> dict:
     """``host_wakeups``: this host's placement of woken threads (a WakePlacement), for the
-    prediction; None: the profiles' (their calibration measured it), FAIR: processor sharing. ``repeat``: run each workload's load test that many
-    times in a row and compare with their median and range (not churn: the emulator's log
-    covers one)."""
+    prediction; None: the profiles' (their calibration measured it), FAIR: processor sharing.
+    ``repeat``: run each workload's load test that many times in a row and compare with their
+    median and range (not churn: the emulator's log covers one)."""
     specs = workloads()
     endpoint = EndpointConfig(instance_type="local", memory_budget_bytes=BUDGET, host_wakeups=host_wakeups)
     models = sorted({m for name in selected for m in specs[name][0]})

@@ -92,10 +92,10 @@ class WakePlacement(Model):
     probe of ``mmesim.calibrate.placement``, and so does ``examples/host_wakeups.py``).
 
     Processor sharing puts such a thread on the idle core at once. Some kernels do not: on
-    this project's 2-vCPU Firecracker VM (idle vCPUs halt at once, ``sched_vcpu_pack``) about
-    a quarter of such threads ran on the busy core first, and the thread they displaced stood
-    still, the other core idle, until the newcomer finished or the kernel moved one of them,
-    at most about 1.5 ms later. The probe measures both without Triton: ``packed_share`` from
+    this project's 2-vCPU Firecracker VMs (idle vCPUs halt at once, ``sched_vcpu_pack``; Intel
+    Xeon and AMD EPYC alike) 29-33 % of such threads ran on the busy core first, and the thread
+    they displaced stood still, the other core idle, until the newcomer finished or the kernel
+    moved one of them, at most 1.5-2.4 ms later. ``packed_share`` 0 is processor sharing. The probe measures both without Triton: ``packed_share`` from
     its chain pattern (clients, a relay and stubs passing 1 ms requests, as Triton's threads
     do): of two overlapping bursts, the share in which the first waited for a core;
     ``moved_after_s``, the p95 of the wait of two threads woken together whose bursts are

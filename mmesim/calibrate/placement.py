@@ -6,9 +6,9 @@ thread on the idle core at once. This project's VMs do not (a kernel that packs 
 quarter to a third of such threads ran first on the busy core, the thread they displaced
 standing still. The probe asks the host in the pattern Triton's threads make (``chain``:
 clients -> a relay -> stubs burning 1 ms each) and times two threads woken together with
-bursts longer than the kernel takes to move one (``measure``). ``mmesim calibrate`` runs it on a CPU before it starts the
-server, so that a profile carries the placement of the host it was calibrated on;
-``examples/host_wakeups.py`` runs it at length and prints what it saw.
+bursts longer than the kernel takes to move one (``measure``). ``mmesim calibrate`` runs it
+on a CPU before it starts the server, so that a profile carries the placement of the host it
+was calibrated on; ``examples/host_wakeups.py`` runs it at length and prints what it saw.
 
 Its worker processes are forked: the probe times processes, and a forked worker starts at once
 with nothing to import.
