@@ -72,7 +72,7 @@ from rich.table import Table
 from mmesim.catalog import host_cpu
 from mmesim.endpoint import FAIR, EndpointConfig, read_host_wakeups
 from mmesim.errors import ConfigError
-from mmesim.loadtest.probe import between, cold_probe_workload, measure_request_cost, retimed
+from mmesim.loadtest.probe import between, cold_probe_workload, measure_client, measure_request_cost, retimed
 from mmesim.loadtest.validate import validate, with_platform
 from mmesim.process import machine_busy_s
 from mmesim.profile import load_profile
@@ -124,15 +124,18 @@ def workloads() -> dict[str, tuple[list[str], list[int], Workload]]:
     }
 
 
-def probe(server: "LocalEndpoint", profile, out: Path, client: str):
+def probe(server: "LocalEndpoint", profile, out: Path, client: str, paces: bool = False):
     """What a request of ``profile``'s model costs the client, Triton's server and the model's
     stub, one request at a time on one copy (mmesim.loadtest.probe): (right after each other,
-    after long pauses), the two ends of the profile's warmth curves."""
+    after long pauses), the two ends of the profile's warmth curves; and with ``paces`` the
+    client at two more paces, as a generator by pace (measure_client; else None)."""
     loaded = server.serve([profile], [1])
     try:
-        return tuple(measure_request_cost(server.url, server.server.pid, profile, 1, out / end, client,
-                                          workload=workload, stats_url=server.server.http_url)
-                     for end, workload in (("warm", None), ("cold", cold_probe_workload())))
+        warm, cold = (measure_request_cost(server.url, server.server.pid, profile, 1, out / end, client,
+                                           workload=workload, stats_url=server.server.http_url)
+                      for end, workload in (("warm", None), ("cold", cold_probe_workload())))
+        return (warm, cold), measure_client(server.url, profile, 1, out / "client", warm, cold, client) if paces \
+            else None
     finally:
         server.unload(loaded)
 
@@ -275,8 +278,13 @@ class CpuShare:
                 else 1000 * (waited - self.waited0) / n}
 
 
-def report_probe(m: str, p, cold, profile, client: str) -> None:
-    """The warm probe ``p``'s figures against the profile's, and the cold probe's execution."""
+def report_probe(m: str, p, cold, profile, client: str, paced=None) -> None:
+    """The warm probe ``p``'s figures against the profile's, the cold probe's execution, and
+    the client by pace where it was measured (``paced``, a LoadGenerator)."""
+    if paced is not None:
+        console.print(f"client {client} by pace: " + ", ".join(
+            f"{1e3 * x.cpu_s_per_request:.2f} ms a request after {1e3 * x.idle_s:.1f} ms idle" for x in paced.by_idle)
+            + f"; {1e3 * paced.background_cpu_s_per_s:.1f} ms of CPU a second besides")
     console.print(f"probe {m} ({p.requests} requests, one at a time): {client} client "
                   f"{1000 * p.client_cpu_s:.2f} ms CPU per request ({100 * p.client_timed_share:.0f} % "
                   f"inside its timer, timer slack {1000 * p.client_wait_slack_s:.2f} ms); Triton server "
@@ -334,17 +342,19 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                           "grow after idle, which --retime does not move (recalibrate here: --profiles DIR)")
     results = {}
     probed = {}              # each model's latest probe
+    paced = {}               # and the client by pace it measured (before a run)
     fresh: set[str] = set()  # models probed since the last workload ran
     with tempfile.TemporaryDirectory(prefix="mmesim-validate-") as tmp:
         server = LocalEndpoint(models, Path(tmp), trace=server_trace)
 
-        def probe_models(mods: list[str], tag: str) -> dict[str, dict[str, float]]:
-            """Probe each of ``mods`` not probed since the last workload; its execution ratios."""
+        def probe_models(mods: list[str], tag: str, paces: bool = False) -> dict[str, dict[str, float]]:
+            """Probe each of ``mods`` not probed since the last workload (``paces``: the client
+            by pace too, into ``paced``); its execution ratios."""
             for m in mods:
-                if m not in fresh:
-                    probed[m] = probe(server, profile_of[m], out / "probe" / tag / m, client)
+                if m not in fresh or (paces and paced.get(m) is None):
+                    probed[m], paced[m] = probe(server, profile_of[m], out / "probe" / tag / m, client, paces)
                     fresh.add(m)
-                    report_probe(m, *probed[m], profile_of[m], client)
+                    report_probe(m, *probed[m], profile_of[m], client, paced[m])
             return {m: {end: c.execution_ratio(profile_of[m]) for end, c in zip(("warm", "cold"), probed[m])}
                     for m in mods}
 
@@ -356,9 +366,9 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                                   "it is told to)")
                     continue
                 # the host's speed right before the run (this VM drifts 10-20 % within minutes)
-                before = probe_models(mods, name)
+                before = probe_models(mods, name, paces=True)
                 now = {m: retimed(profile_of[m], *probed[m]) for m in mods}
-                generator = probed[mods[0]][0].generator()
+                one_pace, generator = probed[mods[0]][0].generator(), paced[mods[0]]
                 wl = wl.model_copy(update={"generator": generator})
                 profiles = [now[m] if retime else profile_of[m] for m in mods]
                 if name == "churn":                 # the emulator's own Triton: counted among "others"
@@ -397,14 +407,18 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                 print_comparison(v.comparison, f"{name}: {', '.join(mods)} x {copies} on local, predicted vs measured",
                                  notes=v.predicted_summary.warnings)
 
-                def against(alt_profiles, alt_endpoint=endpoint):
-                    """The same measurement against the model with other profiles or endpoint."""
-                    return compare(summarize(simulate(alt_profiles, alt_endpoint, wl, copies=copies)),
+                def against(alt_profiles, alt_endpoint=endpoint, alt_wl=wl):
+                    """The same measurement against the model with other profiles, endpoint or workload."""
+                    return compare(summarize(simulate(alt_profiles, alt_endpoint, alt_wl, copies=copies)),
                                    v.measured_summaries, parse_tolerance(TOLERANCE))
                 if v.predicted_summary.host_wakeups and name != "churn":   # the same measurement, processor sharing
                     v.without_host_wakeups = against(profiles, endpoint.model_copy(update={"host_wakeups": FAIR}))
                     console.print("with processor sharing instead (a woken thread on an idle core at once): "
                                   + headline(v.without_host_wakeups))
+                if name != "churn":           # the same measurement, the client's one-user probe at every pace
+                    v.one_pace = against(profiles, alt_wl=wl.model_copy(update={"generator": one_pace}))
+                    console.print("with the client's one-user probe at every pace instead "
+                                  f"({1e3 * one_pace.cpu_s_per_request:.2f} ms a request): " + headline(v.one_pace))
                 if v.executions is not None:
                     console.print(describe(v.executions), highlight=False)
                 console.print("cores busy during the run: " + ", ".join(
@@ -433,8 +447,10 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                       "generator_cpu_s_per_request": v.generator.cpu_s_per_request,
                       "generator_timed_share": v.generator.timed_share,
                       "probe": v.probe, "host_speed": v.host_speed,
+                      "generator": v.generator.model_dump(),
                       "without_host_wakeups": getattr(v, "without_host_wakeups", None) and
                       v.without_host_wakeups.to_dict(),
+                      "client_one_pace": getattr(v, "one_pace", None) and v.one_pace.to_dict(),
                       "around_the_run": getattr(v, "around", None) and v.around.to_dict()}
                for name, v in results.items()}
     (out / "accuracy.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -21,9 +21,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from mmesim.errors import ConfigError
+from mmesim.profile import _sorted_by
 from mmesim.serde import Model, check_file, load
 
 
@@ -65,6 +66,16 @@ class Popularity(Model):
         return self
 
 
+class ClientPace(Model):
+    """What a request costs the client's process in CPU after it idled ``idle_s`` seconds
+    (since it last sent a request or received an answer), and the share of it inside the
+    request's timer there (None: the generator's ``timed_share``)."""
+
+    idle_s: float = Field(gt=0)
+    cpu_s_per_request: float = Field(ge=0)
+    timed_share: float | None = Field(default=None, ge=0, le=1)
+
+
 class LoadGenerator(Model):
     """The client side: Locust worker processes and what each request costs them in CPU.
 
@@ -81,7 +92,18 @@ class LoadGenerator(Model):
     A user's wait is longer than the one it asks for: gevent wakes a sleeping greenlet late
     (measured here: 0.6 ms on average for waits of 0-10 ms, idle host). On waits of
     hundreds of ms that is nothing; on short requests with short waits it is several percent
-    of a cycle, and throughput (``wait_slack_s``, measured by the same probe)."""
+    of a cycle, and throughput (``wait_slack_s``, measured by the same probe).
+
+    A request's CPU depends on the process's pace (``by_idle``): a Locust process kept busy by
+    several users spends less per request than one that sleeps between requests, as a cold
+    model does (this AMD EPYC VM, 2026-12-06, against Triton on the same cores: FastHttpUser
+    0.22-0.32 ms a request after 0.8-1.0 ms of idle, 0.53-0.60 after 6 ms, up to 0.77 after a
+    quarter second; python-requests 0.80-0.99, 1.45-1.49, up to 1.88): each wake-up from
+    epoll is a switch into a process whose caches the server's threads have used meanwhile,
+    and a busy process finds several answers per wake-up. Apart from its requests, the
+    process spends CPU every second (``background_cpu_s_per_s``, 10-12 ms there: Locust's
+    statistics, the CSV rows flushed each second, gevent's hub), which a slow test pays many
+    times per request. ``mmesim.loadtest.probe.measure_client`` measures both."""
 
     workers: int = Field(default=1, ge=1)
     cpu_s_per_request: float = Field(default=0.0, ge=0)
@@ -93,9 +115,51 @@ class LoadGenerator(Model):
                                 description="a closed-loop user's time between an answer and its next request beyond "
                                             "the wait asked and the client's CPU outside its timer: its timer's late "
                                             "wake-ups")
+    by_idle: list[ClientPace] = Field(
+        default_factory=list,
+        description="cpu_s_per_request after each idle of the process (linear in log idle between points, the "
+                    "nearest end's beyond; empty: cpu_s_per_request at every pace); it scales both parts of the request's CPU")
+    background_cpu_s_per_s: float = Field(default=0.0, ge=0, le=1,
+                                          description="each worker process's CPU per second whatever it sends "
+                                                      "(charged once a second)")
     on_host: bool = Field(default=False,
                           description="the generator runs on the endpoint's host and shares its cores (instance "
                                       "type local, CPU only; on a GPU instance type it is taken to run elsewhere)")
+
+    @field_validator("by_idle")
+    @classmethod
+    def _by_idle_sorted(cls, v):
+        return _sorted_by(v, "idle_s", "by_idle idle_s values repeat")
+
+    @model_validator(mode="after")
+    def _pace_scales_a_cost(self) -> "LoadGenerator":
+        if self.by_idle and self.cpu_s_per_request <= 0:
+            raise ValueError("by_idle scales cpu_s_per_request, which is 0")
+        return self
+
+    def paced(self, idle_s: float) -> tuple[float, float]:
+        """A request's CPU after the process idled ``idle_s`` seconds: (its timed part over
+        the generator's, its CPU after the answer in seconds). Linear in log idle between
+        points, the nearest end's beyond them (a cache cools over several time scales: of what
+        this VM's clients spent more per request after 250 ms of idle than after 5 ms,
+        python-requests spent nearly all and FastHttpUser a quarter after 20 ms, where a line
+        in idle puts less than a tenth)."""
+        cpu, share = self._at(idle_s)
+        return cpu * share / self.timed_cpu_s_per_request if self.timed_cpu_s_per_request else 0.0, cpu * (1 - share)
+
+    def _at(self, idle_s: float) -> tuple[float, float]:
+        """(CPU per request, timed share) after ``idle_s`` of idle, from ``by_idle``."""
+        pts = self.by_idle
+        if not pts:
+            return self.cpu_s_per_request, self.timed_share
+        point = lambda p: (p.cpu_s_per_request, self.timed_share if p.timed_share is None else p.timed_share)  # noqa: E731
+        if idle_s <= pts[0].idle_s:
+            return point(pts[0])
+        for lo, hi in zip(pts, pts[1:]):
+            if idle_s <= hi.idle_s:
+                at = math.log(idle_s / lo.idle_s) / math.log(hi.idle_s / lo.idle_s)
+                return tuple(a + at * (b - a) for a, b in zip(point(lo), point(hi)))
+        return point(pts[-1])
 
     @property
     def timed_cpu_s_per_request(self) -> float:

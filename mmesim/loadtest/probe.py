@@ -1,8 +1,10 @@
 """What one request costs on this machine, measured with one request in flight at a time:
 the load generator's CPU (and the share of it inside the request's own timer), the local
 Triton server process's CPU (HTTP handling, decoding) and its model stubs' CPU (the
-execution). A prediction for instance type ``local`` takes the client's figures for its
-generator block, and may take the server's instead of a profile's (``retimed``)."""
+execution); and the load generator at more than one pace (``measure_client``: a request's
+CPU by how long the client's process idled before it, and its CPU per second). A prediction
+for instance type ``local`` takes the client's figures for its generator block, and may take
+the server's instead of a profile's (``retimed``)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,25 @@ from pathlib import Path
 from mmesim.loadtest.runner import run_loadtest
 from mmesim.profile import ModelProfile
 from mmesim.workload import LoadGenerator, Workload
+
+
+@dataclass
+class ClientReading:
+    """One load test's client process: its requests, CPU, wall time and CPU inside request
+    timers, and its median idle before a request (since it last sent one or got an answer)."""
+    requests: int
+    cpu_s: float
+    wall_s: float
+    timed_cpu_s: float
+    idle_s: float | None
+
+    @classmethod
+    def read(cls, out: Path, records) -> "ClientReading":
+        """From a load test's folder (one Locust process: the probes') and its records."""
+        senders = [json.loads(p.read_text()) for p in Path(out).glob("process-*.json")]
+        return cls(requests=sum(s["requests"] for s in senders), cpu_s=sum(s["cpu_s"] for s in senders),
+                   wall_s=max((s["wall_s"] for s in senders), default=0.0),
+                   timed_cpu_s=sum(s["timed_cpu_s"] for s in senders), idle_s=process_idle_s(records))
 
 
 @dataclass
@@ -38,9 +59,11 @@ class RequestCost:
     # since any request (the front end's); where the probe stands on the warmth curves
     idle_s: float | None = None
     server_idle_s: float | None = None
+    client: ClientReading | None = None   # the client process's own figures (measure_client's points)
 
     def generator(self, on_host: bool = True) -> LoadGenerator:
-        """The measured client as a Workload's generator (one Locust process)."""
+        """The measured client as a Workload's generator (one Locust process), at this
+        probe's pace whatever the workload's; ``measure_client`` gives it by pace."""
         return LoadGenerator(workers=1, cpu_s_per_request=self.client_cpu_s, timed_share=self.client_timed_share,
                              wait_slack_s=self.client_wait_slack_s, on_host=on_host)
 
@@ -90,11 +113,11 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
         kserve.close()
         deltas = [t - before[name] for name, t in after.items() if name in before]
         handoff = max(0.0, (sum(d.compute_s for d in deltas) - (tree - srv)) / max(1, sum(d.executions for d in deltas)))
-    senders = [json.loads(p.read_text()) for p in Path(out).glob("process-*.json")]
-    sent_cpu = sum(s["cpu_s"] for s in senders)
+    reading = ClientReading.read(out, run.records)
+    sent_cpu = reading.cpu_s
     n = max(1, len(run.records))
     client_cpu = sent_cpu / n
-    timed_share = min(1.0, sum(s["timed_cpu_s"] for s in senders) / max(1e-9, sent_cpu))
+    timed_share = min(1.0, reading.timed_cpu_s / max(1e-9, sent_cpu))
     return RequestCost(requests=len(run.records), client_cpu_s=client_cpu, client_timed_share=timed_share,
                        server_cpu_s=front / n, model_thread_s=models / n, stub_cpu_s=(tree - srv) / n,
                        handoff_s=handoff,
@@ -108,7 +131,85 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
                        if profile.frontend_by_idle else None,
                        curve_model_thread_s=over_pauses(profile.warmth_model_thread, run.records)
                        if profile.model_thread_by_idle else None,
-                       idle_s=median_pause(run.records), server_idle_s=median_pause(run.records, by_model=False))
+                       idle_s=median_pause(run.records), server_idle_s=median_pause(run.records, by_model=False),
+                       client=reading)
+
+
+def process_idle_s(records) -> float | None:
+    """The client process's median idle before a request: the time since its previous event,
+    a request sent or an answer received (records of one process)."""
+    events = sorted([(r.start, 0) for r in records] + [(r.end, 1) for r in records])
+    gaps, last = [], None
+    for when, is_end in events:
+        if not is_end and last is not None:
+            gaps.append(when - last)
+        last = when
+    return statistics.median(gaps) if gaps else None
+
+
+def client_paces(seconds: float = 8.0) -> dict[str, Workload]:
+    """The client's paces beyond the probes' (warm: one user, 0-10 ms waits; cold: 0.15-0.35
+    s): ``busy``, four users with waits of 0-2 ms, so the process idles about a millisecond
+    between events; ``still``, one user pausing 1.5-2.5 s, so its CPU is nearly all the
+    process's own work per second."""
+    return {"busy": Workload(name="probe-busy", kind="users", stages=[{"end_s": seconds, "users": 4,
+                                                                       "spawn_rate": 100}], wait_s=(0.0, 0.002)),
+            "still": Workload(name="probe-still", kind="users", stages=[{"end_s": 1.5 * seconds, "users": 1,
+                                                                        "spawn_rate": 1}], wait_s=(1.5, 2.5))}
+
+
+def measure_client(url: str, profile: ModelProfile, copies: int, out: Path, warm: RequestCost, cold: RequestCost,
+                   client: str = "http", seconds: float = 8.0, on_host: bool = True) -> LoadGenerator:
+    """The load generator as it runs here, by pace: ``warm`` and ``cold`` (measure_request_cost
+    with probe_workload and cold_probe_workload) and two more short load tests on ``copies``
+    of ``profile``'s model (``client_paces``), made into a generator (``client_generator``)."""
+    readings = {}
+    for name, workload in client_paces(seconds).items():
+        run = run_loadtest(url, None, workload, [profile], [copies], Path(out) / name, protocol="triton",
+                           client=client)
+        readings[name] = ClientReading.read(Path(out) / name, run.records)
+    return client_generator(warm, cold.client, readings["busy"], readings["still"], on_host)
+
+
+def client_generator(warm: RequestCost, cold: ClientReading, busy: ClientReading, still: ClientReading,
+                     on_host: bool = True) -> LoadGenerator:
+    """One Locust process's CPU split into what it spends each second and what a request
+    costs at each pace. The two long-pause readings (``cold``, ``still``) are taken to cost
+    the same per request (the process is as cold after 0.3 s as after 2 s), which leaves two
+    equations for two unknowns: the CPU per second and per request after a long pause. Each
+    other reading, less the CPU per second over its wall time, is a request's CPU at its
+    median idle. With one request in flight (``warm``, ``cold``) the CPU inside the timers is
+    that request's alone: its share there, and a floor, since a request costs at least what
+    its timer holds (the cold end's share of its probe's CPU is small, so an error in the
+    background moves it most: the still probe's fixed costs, its start and first connection,
+    spread over 12 s, read as CPU per second). With four users in flight (``busy``) timers
+    overlap: the generator's share holds there. A longer pause never makes a request
+    cheaper: a reading below a shorter idle's is taken at that one's figure. The warm probe's
+    figures are the reference (``cpu_s_per_request``, ``timed_share``, the timer's slack);
+    the slack gives back what the background took from the untimed part."""
+    if warm.client is None:
+        raise ValueError("the warm probe holds no client reading")
+    det = still.wall_s * cold.requests - cold.wall_s * still.requests
+    background = (still.cpu_s * cold.requests - cold.cpu_s * still.requests) / det if det > 0 else 0.0
+    background = min(max(background, 0.0), min(r.cpu_s / r.wall_s for r in (cold, still, busy, warm.client)))
+
+    def per_request(r: ClientReading) -> tuple[float, float]:
+        """(CPU per request, of it inside the timer) of a reading."""
+        n = max(1, r.requests)
+        timed = 0.0 if r is busy else r.timed_cpu_s / n
+        return max(1e-6, timed, (r.cpu_s - background * r.wall_s) / n), timed
+    points, floor = [], 0.0
+    for r in sorted((r for r in (busy, warm.client, cold) if r.idle_s is not None), key=lambda r: r.idle_s):
+        cpu, timed = per_request(r)
+        floor = max(floor, cpu)                   # a longer pause never makes a request cheaper
+        points.append({"idle_s": max(r.idle_s, 1e-6), "cpu_s_per_request": floor,
+                       "timed_share": None if r is busy else min(1.0, timed / floor)})
+    cpu, timed = per_request(warm.client)
+    share = min(1.0, timed / cpu)
+    untimed_before = warm.client_cpu_s * (1 - warm.client_timed_share)
+    return LoadGenerator(workers=1, cpu_s_per_request=cpu, timed_share=share,
+                         wait_slack_s=max(0.0, warm.client_wait_slack_s + untimed_before - cpu * (1 - share)),
+                         by_idle=points, background_cpu_s_per_s=background, on_host=on_host)
 
 
 def pauses(records, by_model: bool = True) -> list[float]:

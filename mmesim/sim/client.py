@@ -8,12 +8,16 @@ round-robin, as Locust's dispatcher does; each worker is one process, so the cli
 request needs (serialising the payload) queues behind the other users of that worker.
 The part of that CPU outside the request's timer (``generator.timed_share``) runs after a
 closed-loop user's answer and before its wait: it is not latency but it delays the user's
-next request (open-loop arrivals do not wait for it). When the generator runs on the
-CPU-only host it loads (``generator.on_host`` on instance type local), each worker's work
-also takes its turn on that host's shared cores."""
+next request (open-loop arrivals do not wait for it). A request's CPU follows its worker's
+pace (``generator.by_idle``: the idle since the worker last sent a request or got an answer;
+open-loop arrivals count sends only), and each worker spends ``background_cpu_s_per_s`` once
+a second, as Locust's statistics do. When the generator runs on the CPU-only host it loads
+(``generator.on_host`` on instance type local), each worker's work also takes its turn on
+that host's shared cores."""
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from mmesim.dispatch import user_timeline
@@ -23,16 +27,27 @@ from mmesim.workload import Workload
 
 class Worker:
     """One Locust worker process: a single CPU, first come first served; on the endpoint's
-    own host (``cores``), one core of its shared pool at a time."""
+    own host (``cores``), one core of its shared pool at a time. ``pace``: a request's CPU
+    after the process idled so long (``LoadGenerator.paced``), None: the same at any pace."""
 
-    __slots__ = ("free_at", "busy_s", "cores", "_queue", "_running")
+    __slots__ = ("free_at", "busy_s", "cores", "pace", "last", "_queue", "_running")
 
-    def __init__(self, cores=None):
+    def __init__(self, cores=None, pace=None):
         self.free_at = 0.0
         self.busy_s = 0.0
         self.cores = cores
+        self.pace = pace
+        self.last = -math.inf        # when it last sent a request or received an answer
         self._queue: deque = deque()
         self._running = False
+
+    def paced(self, now: float) -> tuple[float, float]:
+        """A request sent now: (its timed CPU over the generator's, its CPU after the answer),
+        by the process's idle since it last sent a request or got an answer (the first one's
+        idle is endless: the curve's far end)."""
+        costs = self.pace(now - self.last)
+        self.last = now
+        return costs
 
     def send(self, now: float, cost: float) -> float:
         """When a request that needs ``cost`` CPU-seconds leaves this worker."""
@@ -62,13 +77,15 @@ class Worker:
 
 
 class User:
-    """One Locust user: its worker process and whether it still runs."""
+    """One Locust user: its worker process, whether it still runs, and the CPU its last
+    request needs after the answer where the generator has it by pace."""
 
-    __slots__ = ("alive", "worker")
+    __slots__ = ("alive", "worker", "untimed")
 
     def __init__(self, worker: Worker):
         self.alive = True
         self.worker = worker
+        self.untimed = 0.0
 
 
 class Client:
@@ -80,7 +97,10 @@ class Client:
         self.sim, self.env, self.workload = sim, sim.env, workload
         gen = workload.generator
         cores = sim.instances[0].cores if gen is not None and gen.on_host else None
-        self.workers = [Worker(cores) for _ in range(gen.workers if gen else 1)]
+        pace = gen.paced if gen is not None and gen.by_idle else None
+        self.workers = [Worker(cores, pace) for _ in range(gen.workers if gen else 1)]
+        self._paced = pace is not None
+        self._background = gen.background_cpu_s_per_s if gen else 0.0
         self.users: list[User] = []
         self.count = 0
         self.timeline: list[tuple[float, int]] = [(0.0, 0)]
@@ -91,6 +111,9 @@ class Client:
         self._untimed = gen.untimed_cpu_s_per_request if gen else 0.0
 
     def start(self) -> None:
+        if self._background:
+            for worker in self.workers:
+                after(self.env, 1.0, worker, self._tick)
         kind = self.workload.kind
         if kind == "users":
             self.env.process(self._shape())
@@ -129,7 +152,7 @@ class Client:
         """``user`` has its answer ``delay`` seconds from now; it waits, then asks again."""
         if not user.alive:
             return
-        if self._untimed:          # the client records the answer first (outside its timer)
+        if self._untimed or self._paced:   # the client records the answer first (outside its timer)
             after(self.env, delay, user, self._record)
             return
         wait = self._wait_lo + self._wait_span * self.sim.waits.random()
@@ -138,11 +161,17 @@ class Client:
     def _record(self, ev) -> None:
         user = ev.value
         worker = user.worker
-        if worker.cores is not None:
-            worker.submit(self._untimed, self._recorded, user)
+        cost = self._untimed
+        if self._paced:
+            cost = user.untimed
+            worker.last = self.env.now      # an answer is the process's event too
+        if not cost:
+            self._recorded(user)
+        elif worker.cores is not None:
+            worker.submit(cost, self._recorded, user)
         else:
             now = self.env.now
-            self._recorded(user, worker.send(now, self._untimed) - now)
+            self._recorded(user, worker.send(now, cost) - now)
 
     def _recorded(self, user: User, after_s: float = 0.0) -> None:
         wait = self._wait_lo + self._wait_span * self.sim.waits.random()
@@ -152,6 +181,15 @@ class Client:
         user = ev.value
         if user.alive:
             self.sim.send(self.sim.pick_target(), user.worker, user)
+
+    def _tick(self, ev) -> None:
+        """A second of the process's own work (its statistics), whatever it sends."""
+        worker = ev.value
+        if worker.cores is not None:
+            worker.submit(self._background, _nothing, None)
+        else:
+            worker.send(self.env.now, self._background)
+        after(self.env, 1.0, worker, self._tick)
 
     # -- open loop: chains of timer callbacks, one event per request, no process to resume
     def _next_arrival(self) -> None:
@@ -186,3 +224,7 @@ class Client:
             self.sim.send(target, self.workers[i % len(self.workers)])
             i += 1
         self._sent = i
+
+
+def _nothing(_) -> None:
+    pass

@@ -240,10 +240,16 @@ class Simulation:
         env = self.env
         now = env.now
         req = Request(now, now + self._timeout, target, user)
+        cost = target.client_cost_s
+        if worker.pace is not None:      # the client's CPU by its process's pace
+            factor, untimed = worker.paced(now)
+            cost *= factor
+            if user is not None:
+                user.untimed = untimed
         if worker.cores is not None:     # the generator computes on the endpoint's host: its time is shared
-            worker.submit(target.client_cost_s, self._sent, req)
+            worker.submit(cost, self._sent, req)
         else:
-            leave = worker.send(now, target.client_cost_s)
+            leave = worker.send(now, cost)
             after(env, leave - now + target.network_s, req, self._arrive)
         self._pending.append(req)
         wake = self._reaper_wake
