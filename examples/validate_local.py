@@ -10,11 +10,15 @@ load-test with real Locust -> compare, on workloads the profiles were not fitted
 The profiles are the shipped calibration/profiles/tiny-*-python-cpu.json (made by
 `mmesim calibrate ... --cpu-threads 1 --memory-budget 2GiB`, see their provenance; rerun
 that command first to calibrate afresh). The load generator runs here too, on the same
-cores: its CPU per request, and the share of it inside its own timer, are measured by a
-short probe load test per model (one user, so the timer holds one request's CPU only; not
-one of the validated workloads) right before each workload and go into its generator block,
-so the prediction includes the client measured where it runs (``--client``: Locust with
-python-requests, or its FastHttpUser). The probe also measures what Triton spends per
+cores: its CPU per request, and the share of it inside its own timer, are measured by
+short probe load tests per model (not the validated workloads) right before each workload
+and go into its generator block, so the prediction includes the client measured where it
+runs (``--client``: Locust with python-requests, or its FastHttpUser): one user (so the
+timer holds one request's CPU only) after short and after long pauses, four busy users,
+and one user pausing seconds, which make the client's CPU per request by its process's
+idle and its CPU per second (mmesim.loadtest.probe.measure_client); each comparison also
+gives the same measurement predicted with the one-user probe's figure at every pace
+(``client_one_pace`` in accuracy.json). The probe also measures what Triton spends per
 request, in its server process (HTTP, decoding) and in the model's stub (the execution);
 A second probe pauses 0.15-0.35 s between requests (the warmth curves' cold end: this VM's
 speed drifts unevenly, 0.52-0.80 of the profile's after short pauses against 0.81-0.98

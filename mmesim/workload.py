@@ -101,7 +101,7 @@ class LoadGenerator(Model):
     quarter second; python-requests 0.80-0.99, 1.45-1.49, up to 1.88): each wake-up from
     epoll is a switch into a process whose caches the server's threads have used meanwhile,
     and a busy process finds several answers per wake-up. Apart from its requests, the
-    process spends CPU every second (``background_cpu_s_per_s``, 10-12 ms there: Locust's
+    process spends CPU every second (``background_cpu_s_per_s``, 10-15 ms there: Locust's
     statistics, the CSV rows flushed each second, gevent's hub), which a slow test pays many
     times per request. ``mmesim.loadtest.probe.measure_client`` measures both."""
 
@@ -117,8 +117,9 @@ class LoadGenerator(Model):
                                             "wake-ups")
     by_idle: list[ClientPace] = Field(
         default_factory=list,
-        description="cpu_s_per_request after each idle of the process (linear in log idle between points, the "
-                    "nearest end's beyond; empty: cpu_s_per_request at every pace); it scales both parts of the request's CPU")
+        description="a request's CPU and its timed share after each idle of the process (linear in log idle "
+                    "between points, the nearest end's beyond; empty: cpu_s_per_request and timed_share at "
+                    "every pace)")
     background_cpu_s_per_s: float = Field(default=0.0, ge=0, le=1,
                                           description="each worker process's CPU per second whatever it sends "
                                                       "(charged once a second)")
@@ -141,11 +142,13 @@ class LoadGenerator(Model):
         """A request's CPU after the process idled ``idle_s`` seconds: (its timed part over
         the generator's, its CPU after the answer in seconds). Linear in log idle between
         points, the nearest end's beyond them (a cache cools over several time scales: of what
-        this VM's clients spent more per request after 250 ms of idle than after 5 ms,
-        python-requests spent nearly all and FastHttpUser a quarter after 20 ms, where a line
-        in idle puts less than a tenth)."""
+        this VM's clients spent more per request after 250 ms of idle than after 6 ms,
+        python-requests spent two thirds or more and FastHttpUser a third by 20 ms, where a
+        line in idle puts less than a tenth). Without a timed part to scale (``timed_share``
+        0) the timed cost stays the generator's."""
         cpu, share = self._at(idle_s)
-        return cpu * share / self.timed_cpu_s_per_request if self.timed_cpu_s_per_request else 0.0, cpu * (1 - share)
+        timed = self.timed_cpu_s_per_request
+        return (cpu * share / timed if timed else 1.0), cpu * (1 - share)
 
     def _at(self, idle_s: float) -> tuple[float, float]:
         """(CPU per request, timed share) after ``idle_s`` of idle, from ``by_idle``."""
