@@ -138,8 +138,9 @@ def probe(server: "LocalEndpoint", profile, out: Path, client: str, paces: bool 
         warm, cold = (measure_request_cost(server.url, server.server.pid, profile, 1, out / end, client,
                                            workload=workload, stats_url=server.server.http_url)
                       for end, workload in (("warm", None), ("cold", cold_probe_workload())))
-        return (warm, cold), measure_client(server.url, profile, 1, out / "client", warm, cold, client) if paces \
-            else None
+        paced = measure_client(server.url, profile, 1, out / "client", client, warm.client, cold.client) \
+            if paces else None
+        return (warm, cold), paced
     finally:
         server.unload(loaded)
 

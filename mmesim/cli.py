@@ -22,6 +22,21 @@ HOST_WAKEUPS_HELP = ("--instance local: how this host places woken threads, as e
                      "measured it (its host_wakeups.json), or 'fair' (on an idle core at once: processor sharing); "
                      "default: as the profiles' calibration measured it")
 
+GENERATOR_HELP = ("the load generator block (a LoadGenerator JSON/YAML file, e.g. what `mmesim loadtest "
+                  "--measure-client` wrote) in place of the workload's")
+
+
+def _workload(args):
+    """The workload named by --workload, with --generator's block where given."""
+    from mmesim.serde import load
+    from mmesim.workload import LoadGenerator, load_workload
+    wl = load_workload(args.workload)
+    if getattr(args, "generator", None):
+        source = wl._source
+        wl = wl.model_copy(update={"generator": load(LoadGenerator, args.generator)})
+        wl._source = source
+    return wl
+
 
 def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="predict what a load test on an MME will see")
@@ -36,6 +51,7 @@ def _add_simulate(sub) -> None:
     p.add_argument("--copies", default="auto", metavar="N|N,N,...|auto",
                    help="copies of each model (auto: the reference's max-models-loaded procedure)")
     p.add_argument("--workload", default="blog", metavar="blog|PATH")
+    p.add_argument("--generator", metavar="PATH", help=GENERATOR_HELP)
     p.add_argument("--threshold", type=float, default=None, help="GPU memory threshold (share of NVML total; 0.9)")
     p.add_argument("--timeout", type=float, default=None, help="invocation timeout, s (60)")
     p.add_argument("--max-inflight", type=int, default=None, help="overload limit per instance (default: profiles')")
@@ -72,11 +88,10 @@ def _simulate(args) -> int:
     from mmesim.report.console import progress_bar, print_summary
     from mmesim.results.summary import summarize
     from mmesim.sim import simulate
-    from mmesim.workload import load_workload
 
     profiles = [load_profile(p) for p in args.profile]          # every file is checked before anything runs
     endpoint = _endpoint(args)
-    workload = load_workload(args.workload)
+    workload = _workload(args)
     copies = _copies(args.copies)
     if args.html and not args.out:
         from mmesim.errors import ConfigError
@@ -370,6 +385,13 @@ def _add_loadtest(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/loadtest", metavar="DIR")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("--measure-client", action="store_true",
+                   help="instead of the workload: measure the load generator itself, four short load tests on the "
+                        "first profile's copies (one user after short and long pauses, four busy users, one user "
+                        "pausing seconds), and write its CPU per request by pace and per second to --out/"
+                        "generator.json (for --generator, or a workload's generator block)")
+    p.add_argument("--probe-seconds", type=float, default=8.0, metavar="S",
+                   help="--measure-client: each probe's length (the long-pause ones run longer; default 8)")
     p.set_defaults(func=_loadtest)
 
 
@@ -386,6 +408,8 @@ def _loadtest(args) -> int:
 
     profiles = [load_profile(p) for p in args.profile]
     copies = _ints(args.copies, "--copies")
+    if args.measure_client:
+        return _measure_client(args, profiles[0], copies[0])
     price = load_catalog().instance(args.instance).price_usd_per_hour if args.instance else 0.0
     aws = {"region_name": args.region} if args.region else {}
     with progress_bar("load test", quiet=args.json, after_s=0) as update:
@@ -405,6 +429,37 @@ def _loadtest(args) -> int:
     return 0
 
 
+def _measure_client(args, profile, copies: int) -> int:
+    """`mmesim loadtest --measure-client`: the load generator by pace, as generator.json."""
+    from pathlib import Path
+
+    from mmesim.errors import ConfigError
+    from mmesim.loadtest.probe import measure_client
+    from mmesim.report.console import console, status_line
+
+    if args.probe_seconds < 2:
+        raise ConfigError("each probe needs at least 2 s", field="--probe-seconds", value=args.probe_seconds)
+    if args.workers:
+        raise ConfigError("the client is measured as one Locust process", field="--workers", value=args.workers)
+    out = Path(args.out)
+    with status_line(quiet=args.json) as say:
+        gen = measure_client(args.endpoint_url, profile, copies, out, args.client, seconds=args.probe_seconds,
+                             on_host=True, protocol=args.protocol, endpoint_name=args.endpoint_name,
+                             progress=lambda name: say(f"measuring the client: {name} probe"))
+    (out / "generator.json").write_text(gen.model_dump_json(indent=2) + "\n")
+    if args.json:
+        print(gen.model_dump_json(indent=2))
+        return 0
+    console.print(f"{args.client} client: " + ", ".join(
+        f"{1e3 * x.cpu_s_per_request:.2f} ms a request after {1e3 * x.idle_s:.1f} ms idle"
+        + ("" if x.timed_share is None else f" ({100 * x.timed_share:.0f} % timed)") for x in gen.by_idle)
+        + f"; {1e3 * gen.background_cpu_s_per_s:.1f} ms of CPU a second besides; timer slack "
+        f"{1e3 * gen.wait_slack_s:.2f} ms")
+    console.print(f"wrote {out / 'generator.json'} (on_host: true, for a prediction of instance type local; set it "
+                  "false where the client runs elsewhere)")
+    return 0
+
+
 def _add_validate(sub) -> None:
     p = sub.add_parser("validate", help="predict a load test, run it (or read one), compare figure by figure",
                        description="Simulates first, then load-tests the endpoint (unless --measured names a load test "
@@ -421,6 +476,7 @@ def _add_validate(sub) -> None:
     p.add_argument("--max-inflight", type=int, default=None)
     p.add_argument("--copies", default="auto", metavar="N|N,N,...|auto")
     p.add_argument("--workload", default="blog", metavar="blog|PATH")
+    p.add_argument("--generator", metavar="PATH", help=GENERATOR_HELP)
     p.add_argument("--measured", metavar="DIR", action="append",
                    help="a folder written by mmesim loadtest (instead of --endpoint-url); once per repeat of the same "
                         "load test")
@@ -457,13 +513,12 @@ def _validate(args) -> int:
     from mmesim.report.console import live_figures, phases, placement_note
     from mmesim.report.validation import print_comparison
     from mmesim.results.compare import parse_tolerance
-    from mmesim.workload import load_workload
 
     profiles = [load_profile(p) for p in args.profile]
     tolerance = parse_tolerance(args.tolerance)
     aws = {"region_name": args.region} if args.region else {}
     with phases(quiet=args.json, after_s=0) as update:
-        v = validate(profiles, _endpoint(args), load_workload(args.workload), _copies(args.copies),
+        v = validate(profiles, _endpoint(args), _workload(args), _copies(args.copies),
                      endpoint_url=args.endpoint_url, endpoint_name=args.endpoint_name, measured=args.measured,
                      repeat=args.repeat, out=args.out, tolerance=tolerance, check_steps=args.check_steps, seed=args.seed,
                      warm=not args.cold, workers=args.workers, protocol=args.protocol, payload=args.payload,

@@ -103,7 +103,8 @@ class LoadGenerator(Model):
     and a busy process finds several answers per wake-up. Apart from its requests, the
     process spends CPU every second (``background_cpu_s_per_s``, 10-15 ms there: Locust's
     statistics, the CSV rows flushed each second, gevent's hub), which a slow test pays many
-    times per request. ``mmesim.loadtest.probe.measure_client`` measures both."""
+    times per request. ``mmesim.loadtest.probe.measure_client`` (``mmesim loadtest
+    --measure-client``) measures both."""
 
     workers: int = Field(default=1, ge=1)
     cpu_s_per_request: float = Field(default=0.0, ge=0)

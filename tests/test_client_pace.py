@@ -6,7 +6,7 @@ real probes run against Triton in test_loadtest_fast.py)."""
 import pytest
 from pydantic import ValidationError
 
-from mmesim.loadtest.probe import ClientReading, RequestCost, client_generator, process_idle_s
+from mmesim.loadtest.probe import ClientReading, client_generator, process_idle_s
 from mmesim.results.records import RequestRecord
 from mmesim.workload import LoadGenerator, Workload
 from test_sharing import cpu_model, run_local, two_cores  # noqa: F401 - the fixture
@@ -82,9 +82,9 @@ def test_the_process_spends_its_background_each_second(tmp_path, two_cores):
     assert counts[0.3] / counts[0.0] == pytest.approx(0.7, abs=0.05)
 
 
-def reading(requests, wall, per_request, background, timed_per_request=0.0, idle=None):
+def reading(requests, wall, per_request, background, timed_per_request=0.0, idle=None, excess=0.0):
     return ClientReading(requests=requests, cpu_s=requests * per_request + background * wall, wall_s=wall,
-                         timed_cpu_s=requests * timed_per_request, idle_s=idle)
+                         timed_cpu_s=requests * timed_per_request, idle_s=idle, wait_excess_s=excess)
 
 
 def test_the_probes_readings_split_into_background_and_requests_by_pace():
@@ -92,11 +92,8 @@ def test_the_probes_readings_split_into_background_and_requests_by_pace():
     pauses, 0.5 after 6 ms, 0.3 after 1 ms) give that client back, with the share inside
     the timer each one-at-a-time probe read (the busy one's timers overlap: the warm share)."""
     b = 0.012
-    warm = reading(1200, 10.0, 0.0005, b, timed_per_request=0.0004, idle=0.006)
-    cost = RequestCost(requests=1200, client_cpu_s=warm.cpu_s / 1200, client_timed_share=0.0004 * 1200 / warm.cpu_s,
-                       server_cpu_s=0, stub_cpu_s=0, handoff_s=0, client_wait_slack_s=0.0005, others_cores=0,
-                       client=warm)
-    gen = client_generator(cost, cold=reading(66, 16.0, 0.0008, b, timed_per_request=0.0006, idle=0.24),
+    warm = reading(1200, 10.0, 0.0005, b, timed_per_request=0.0004, idle=0.006, excess=0.0007)
+    gen = client_generator(warm, cold=reading(66, 16.0, 0.0008, b, timed_per_request=0.0006, idle=0.24),
                            busy=reading(5600, 8.0, 0.0003, b, timed_per_request=0.0009, idle=0.001),
                            still=reading(6, 12.0, 0.0008, b, idle=2.0))
     assert gen.background_cpu_s_per_s == pytest.approx(b)
@@ -104,9 +101,8 @@ def test_the_probes_readings_split_into_background_and_requests_by_pace():
         (0.001, pytest.approx(0.0003), None), (0.006, pytest.approx(0.0005), pytest.approx(0.8)),
         (0.24, pytest.approx(0.0008), pytest.approx(0.75))]
     assert gen.cpu_s_per_request == pytest.approx(0.0005) and gen.timed_share == pytest.approx(0.8)
-    # the one-user figure held 0.1 ms of background a request outside the timer; the slack gets it back
-    untimed_then = cost.client_cpu_s * (1 - cost.client_timed_share)
-    assert gen.wait_slack_s == pytest.approx(0.0005 + untimed_then - 0.0001)
+    # the user's 0.7 ms from answer to next request beyond its wait, less its 0.1 ms after the answer
+    assert gen.wait_slack_s == pytest.approx(0.0006)
     assert gen.on_host and gen.paced(0.001) == pytest.approx((0.6, 0.00006))
 
 
@@ -115,13 +111,11 @@ def test_a_request_costs_at_least_its_timer_and_more_after_a_longer_pause():
     held at that; one below the warm reading at the warm figure."""
     b = 0.012
     warm = reading(1200, 10.0, 0.0005, b, timed_per_request=0.0004, idle=0.006)
-    cost = RequestCost(requests=1200, client_cpu_s=warm.cpu_s / 1200, client_timed_share=0.5, server_cpu_s=0,
-                       stub_cpu_s=0, handoff_s=0, client_wait_slack_s=0.0005, others_cores=0, client=warm)
     still = reading(6, 12.0, 0.0003, b, idle=2.0)
     cold = {"timer": reading(66, 16.0, 0.0003, b, timed_per_request=0.0007, idle=0.24),
             "warm": reading(66, 16.0, 0.0003, b, timed_per_request=0.0001, idle=0.24)}
     for floor, expect in (("timer", (0.0007, 1.0)), ("warm", (0.0005, 0.2))):
-        gen = client_generator(cost, cold=cold[floor], busy=reading(5600, 8.0, 0.0003, b, idle=0.001), still=still)
+        gen = client_generator(warm, cold=cold[floor], busy=reading(5600, 8.0, 0.0003, b, idle=0.001), still=still)
         assert (gen.by_idle[-1].cpu_s_per_request, gen.by_idle[-1].timed_share) == pytest.approx(expect)
 
 

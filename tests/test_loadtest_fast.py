@@ -3,12 +3,15 @@ and the shared-cores prediction of instance type local held against a measuremen
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import loaded_copies
 
 from mmesim.calibrate.placement import measure_placement
+from mmesim.cli import main
 from mmesim.endpoint import FAIR, EndpointConfig
 from mmesim.loadtest import run_loadtest
 from mmesim.loadtest.probe import cold_probe_workload, measure_client, measure_request_cost, retimed, wait_slack
@@ -16,9 +19,10 @@ from mmesim.loadtest.validate import validate
 from mmesim.profile import Warmth, load_profile
 from mmesim.results.records import OK, RequestRecord
 from mmesim.results.summary import summarize
+from mmesim.serde import load
 from mmesim.sim import simulate
 from mmesim.units import GiB
-from mmesim.workload import Workload
+from mmesim.workload import LoadGenerator, Workload
 
 PROFILE = load_profile(Path(__file__).parent.parent / "calibration" / "profiles" / "tiny-bert-python-cpu.json")
 
@@ -93,7 +97,7 @@ def test_shared_cores_prediction_lands_near_a_real_measurement(triton, tmp_path)
     assert cold.requests > 10 and 0.15 < cold.server_idle_s <= cold.idle_s
     assert 0 < cost.client_wait_slack_s < 0.005 and cost.generator().wait_slack_s == cost.client_wait_slack_s
     # the client by pace: busy (four users), the two probes', and what it spends each second
-    paced = measure_client(triton.sagemaker_url, PROFILE, 2, tmp_path / "client", cost, cold, client="fast",
+    paced = measure_client(triton.sagemaker_url, PROFILE, 2, tmp_path / "client", "fast", cost.client, cold.client,
                            seconds=4)
     busy, warm, far = paced.by_idle
     assert busy.idle_s < warm.idle_s < far.idle_s and busy.cpu_s_per_request < warm.cpu_s_per_request
@@ -304,3 +308,35 @@ def test_retimed_with_a_cold_probe_scales_each_end_of_the_curves_by_its_own_prob
         [math.sqrt(4 / 3) * w.frontend_s for w in both.host_warmth])
     with pytest.raises(ValueError, match="different warmth curves"):
         around_run(both, profile.model_copy(update={"host_warmth": curve[:2]}))
+
+
+@pytest.mark.triton
+def test_the_cli_measures_the_client_for_a_prediction(triton, tmp_path, capsys):
+    """`mmesim loadtest --measure-client` writes the client by pace; `simulate --generator`
+    predicts with it; a bad generator file is one clear line before anything runs."""
+    out = tmp_path / "client"
+    path = str(Path(__file__).parent.parent / "calibration" / "profiles" / "tiny-bert-python-cpu.json")
+    assert main(["loadtest", "--measure-client", "--endpoint-url", triton.sagemaker_url, "--protocol", "triton",
+                 "--client", "fast", "--profile", path, "--copies", "2", "--probe-seconds", "2",
+                 "--out", str(out)]) == 0
+    assert "ms a request after" in capsys.readouterr().out
+    gen = load(LoadGenerator, out / "generator.json")
+    assert len(gen.by_idle) == 3 and gen.on_host and gen.background_cpu_s_per_s > 0
+    assert gen.by_idle[0].cpu_s_per_request <= gen.by_idle[-1].cpu_s_per_request
+    for probe in ("warm", "cold", "busy", "still"):
+        assert list((out / probe).glob("process-*.json")), probe
+    wl = tmp_path / "wl.yaml"
+    wl.write_text("kind: users\nstages: [{end_s: 5, users: 2, spawn_rate: 10}]\nwait_s: [0.0, 0.01]\n")
+    common = ["simulate", "--profile", path, "--instance", "local", "--memory-budget", "2GiB", "--copies", "2",
+              "--workload", str(wl), "--json"]
+    assert main(common + ["--generator", str(out / "generator.json")]) == 0
+    charged = json.loads(capsys.readouterr().out)["client_cpu_ms_per_request"]
+    # between the busy end's and the cold end's, with at most a second's background per request
+    lo, hi = gen.by_idle[0].cpu_s_per_request, gen.by_idle[-1].cpu_s_per_request + gen.background_cpu_s_per_s
+    assert 1e3 * lo * 0.99 <= charged <= 1e3 * hi
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**gen.model_dump(), "by_idle": [{"idle_s": -1, "cpu_s_per_request": 0.001}]}))
+    proc = subprocess.run([sys.executable, "-m", "mmesim.cli", *common, "--generator", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "bad.json" in proc.stderr and "idle_s" in proc.stderr

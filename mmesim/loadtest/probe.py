@@ -29,14 +29,16 @@ class ClientReading:
     wall_s: float
     timed_cpu_s: float
     idle_s: float | None
+    wait_excess_s: float = 0.0   # one user's mean time from an answer to its next request beyond its wait
 
     @classmethod
-    def read(cls, out: Path, records) -> "ClientReading":
-        """From a load test's folder (one Locust process: the probes') and its records."""
+    def read(cls, out: Path, records, workload: Workload) -> "ClientReading":
+        """From a load test's folder (one Locust process: the probes'), its records and workload."""
         senders = [json.loads(p.read_text()) for p in Path(out).glob("process-*.json")]
         return cls(requests=sum(s["requests"] for s in senders), cpu_s=sum(s["cpu_s"] for s in senders),
                    wall_s=max((s["wall_s"] for s in senders), default=0.0),
-                   timed_cpu_s=sum(s["timed_cpu_s"] for s in senders), idle_s=process_idle_s(records))
+                   timed_cpu_s=sum(s["timed_cpu_s"] for s in senders), idle_s=process_idle_s(records),
+                   wait_excess_s=wait_slack(records, workload, 0.0))
 
 
 @dataclass
@@ -113,7 +115,7 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
         kserve.close()
         deltas = [t - before[name] for name, t in after.items() if name in before]
         handoff = max(0.0, (sum(d.compute_s for d in deltas) - (tree - srv)) / max(1, sum(d.executions for d in deltas)))
-    reading = ClientReading.read(out, run.records)
+    reading = ClientReading.read(out, run.records, workload)
     sent_cpu = reading.cpu_s
     n = max(1, len(run.records))
     client_cpu = sent_cpu / n
@@ -158,20 +160,28 @@ def client_paces(seconds: float = 8.0) -> dict[str, Workload]:
                                                                         "spawn_rate": 1}], wait_s=(1.5, 2.5))}
 
 
-def measure_client(url: str, profile: ModelProfile, copies: int, out: Path, warm: RequestCost, cold: RequestCost,
-                   client: str = "http", seconds: float = 8.0, on_host: bool = True) -> LoadGenerator:
-    """The load generator as it runs here, by pace: ``warm`` and ``cold`` (measure_request_cost
-    with probe_workload and cold_probe_workload) and two more short load tests on ``copies``
-    of ``profile``'s model (``client_paces``), made into a generator (``client_generator``)."""
-    readings = {}
-    for name, workload in client_paces(seconds).items():
-        run = run_loadtest(url, None, workload, [profile], [copies], Path(out) / name, protocol="triton",
-                           client=client)
-        readings[name] = ClientReading.read(Path(out) / name, run.records)
-    return client_generator(warm, cold.client, readings["busy"], readings["still"], on_host)
+def measure_client(url: str, profile: ModelProfile, copies: int, out: Path, client: str = "http",
+                   warm: ClientReading | None = None, cold: ClientReading | None = None, seconds: float = 8.0,
+                   on_host: bool = True, protocol: str = "triton", endpoint_name: str | None = None,
+                   progress=None) -> LoadGenerator:
+    """The load generator as it runs here, by pace: four short load tests on ``copies`` of
+    ``profile``'s model, one user after short pauses (``warm``) and long ones (``cold``; both
+    may come from measure_request_cost's probes, ``RequestCost.client``), four busy users and
+    one user pausing seconds (``client_paces``), made into a generator (``client_generator``).
+    ``progress(name)`` is told each probe as it starts."""
+    paces = {"warm": probe_workload(seconds), "cold": cold_probe_workload(2 * seconds), **client_paces(seconds)}
+    readings = {"warm": warm, "cold": cold}
+    for name, workload in paces.items():
+        if readings.get(name) is None:
+            if progress:
+                progress(name)
+            run = run_loadtest(url, endpoint_name, workload, [profile], [copies], Path(out) / name,
+                               protocol=protocol, client=client)
+            readings[name] = ClientReading.read(Path(out) / name, run.records, workload)
+    return client_generator(readings["warm"], readings["cold"], readings["busy"], readings["still"], on_host)
 
 
-def client_generator(warm: RequestCost, cold: ClientReading, busy: ClientReading, still: ClientReading,
+def client_generator(warm: ClientReading, cold: ClientReading, busy: ClientReading, still: ClientReading,
                      on_host: bool = True) -> LoadGenerator:
     """One Locust process's CPU split into what it spends each second and what a request
     costs at each pace. The two long-pause readings (``cold``, ``still``) are taken to cost
@@ -182,16 +192,15 @@ def client_generator(warm: RequestCost, cold: ClientReading, busy: ClientReading
     that request's alone: its share there, and a floor, since a request costs at least what
     its timer holds (the cold end's share of its probe's CPU is small, so an error in the
     background moves it most: the still probe's fixed costs, its start and first connection,
-    spread over 12 s, read as CPU per second). With four users in flight (``busy``) timers
-    overlap: the generator's share holds there. A longer pause never makes a request
-    cheaper: a reading below a shorter idle's is taken at that one's figure. The warm probe's
-    figures are the reference (``cpu_s_per_request``, ``timed_share``, the timer's slack);
-    the slack gives back what the background took from the untimed part."""
-    if warm.client is None:
-        raise ValueError("the warm probe holds no client reading")
+    spread over its seconds, read as CPU per second). With four users in flight (``busy``)
+    timers overlap: the generator's share holds there. A longer pause never makes a request
+    cheaper: a reading below a shorter idle's is taken at that one's figure. The warm
+    reading's figures are the reference (``cpu_s_per_request``, ``timed_share``), and its
+    user's time from answer to next request beyond its wait and the untimed CPU is the
+    timer's slack."""
     det = still.wall_s * cold.requests - cold.wall_s * still.requests
     background = (still.cpu_s * cold.requests - cold.cpu_s * still.requests) / det if det > 0 else 0.0
-    background = min(max(background, 0.0), min(r.cpu_s / r.wall_s for r in (cold, still, busy, warm.client)))
+    background = min(max(background, 0.0), min(r.cpu_s / r.wall_s for r in (cold, still, busy, warm)))
 
     def per_request(r: ClientReading) -> tuple[float, float]:
         """(CPU per request, of it inside the timer) of a reading."""
@@ -199,16 +208,15 @@ def client_generator(warm: RequestCost, cold: ClientReading, busy: ClientReading
         timed = 0.0 if r is busy else r.timed_cpu_s / n
         return max(1e-6, timed, (r.cpu_s - background * r.wall_s) / n), timed
     points, floor = [], 0.0
-    for r in sorted((r for r in (busy, warm.client, cold) if r.idle_s is not None), key=lambda r: r.idle_s):
+    for r in sorted((r for r in (busy, warm, cold) if r.idle_s is not None), key=lambda r: r.idle_s):
         cpu, timed = per_request(r)
         floor = max(floor, cpu)                   # a longer pause never makes a request cheaper
         points.append({"idle_s": max(r.idle_s, 1e-6), "cpu_s_per_request": floor,
                        "timed_share": None if r is busy else min(1.0, timed / floor)})
-    cpu, timed = per_request(warm.client)
+    cpu, timed = per_request(warm)
     share = min(1.0, timed / cpu)
-    untimed_before = warm.client_cpu_s * (1 - warm.client_timed_share)
     return LoadGenerator(workers=1, cpu_s_per_request=cpu, timed_share=share,
-                         wait_slack_s=max(0.0, warm.client_wait_slack_s + untimed_before - cpu * (1 - share)),
+                         wait_slack_s=max(0.0, warm.wait_excess_s - cpu * (1 - share)),
                          by_idle=points, background_cpu_s_per_s=background, on_host=on_host)
 
 
