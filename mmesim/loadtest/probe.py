@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mmesim.errors import MmesimError
 from mmesim.loadtest.runner import run_loadtest
 from mmesim.profile import ModelProfile
 from mmesim.workload import LoadGenerator, Workload
@@ -178,6 +179,8 @@ def measure_client(url: str, profile: ModelProfile, copies: int, out: Path, clie
             run = run_loadtest(url, endpoint_name, workload, [profile], [copies], Path(out) / name,
                                protocol=protocol, client=client)
             readings[name] = ClientReading.read(Path(out) / name, run.records, workload)
+            if not readings[name].requests:
+                raise MmesimError(f"the client's {name} probe sent no request: see {Path(out) / name / 'locust.log'}")
     return client_generator(readings["warm"], readings["cold"], readings["busy"], readings["still"], on_host)
 
 
