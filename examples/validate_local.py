@@ -80,7 +80,7 @@ from mmesim.loadtest.probe import between, cold_probe_workload, measure_client, 
 from mmesim.loadtest.validate import validate, with_platform
 from mmesim.process import machine_busy_s
 from mmesim.profile import load_profile
-from mmesim.report.console import console
+from mmesim.report.console import client_pace_note, console
 from mmesim.report.validation import print_comparison
 from mmesim.results.compare import compare, parse_tolerance
 from mmesim.results.summary import summarize
@@ -287,9 +287,7 @@ def report_probe(m: str, p, cold, profile, client: str, paced=None) -> None:
     """The warm probe ``p``'s figures against the profile's, the cold probe's execution, and
     the client by pace where it was measured (``paced``, a LoadGenerator)."""
     if paced is not None:
-        console.print(f"client {client} by pace: " + ", ".join(
-            f"{1e3 * x.cpu_s_per_request:.2f} ms a request after {1e3 * x.idle_s:.1f} ms idle" for x in paced.by_idle)
-            + f"; {1e3 * paced.background_cpu_s_per_s:.1f} ms of CPU a second besides")
+        console.print(f"client {client} by pace: {client_pace_note(paced)}")
     console.print(f"probe {m} ({p.requests} requests, one at a time): {client} client "
                   f"{1000 * p.client_cpu_s:.2f} ms CPU per request ({100 * p.client_timed_share:.0f} % "
                   f"inside its timer, timer slack {1000 * p.client_wait_slack_s:.2f} ms); Triton server "

@@ -31,10 +31,8 @@ def _workload(args):
     from mmesim.serde import load
     from mmesim.workload import LoadGenerator, load_workload
     wl = load_workload(args.workload)
-    if getattr(args, "generator", None):
-        source = wl._source
+    if getattr(args, "generator", None):      # (model_copy keeps the file it was read from, for errors)
         wl = wl.model_copy(update={"generator": load(LoadGenerator, args.generator)})
-        wl._source = source
     return wl
 
 
@@ -435,7 +433,7 @@ def _measure_client(args, profile, copies: int) -> int:
 
     from mmesim.errors import ConfigError
     from mmesim.loadtest.probe import measure_client
-    from mmesim.report.console import console, status_line
+    from mmesim.report.console import client_pace_note, console, status_line
 
     if args.probe_seconds < 2:
         raise ConfigError("each probe needs at least 2 s", field="--probe-seconds", value=args.probe_seconds)
@@ -446,15 +444,12 @@ def _measure_client(args, profile, copies: int) -> int:
         gen = measure_client(args.endpoint_url, profile, copies, out, args.client, seconds=args.probe_seconds,
                              on_host=True, protocol=args.protocol, endpoint_name=args.endpoint_name,
                              progress=lambda name: say(f"measuring the client: {name} probe"))
-    (out / "generator.json").write_text(gen.model_dump_json(indent=2) + "\n")
+    text = gen.model_dump_json(indent=2)
+    (out / "generator.json").write_text(text + "\n")
     if args.json:
-        print(gen.model_dump_json(indent=2))
+        print(text)
         return 0
-    console.print(f"{args.client} client: " + ", ".join(
-        f"{1e3 * x.cpu_s_per_request:.2f} ms a request after {1e3 * x.idle_s:.1f} ms idle"
-        + ("" if x.timed_share is None else f" ({100 * x.timed_share:.0f} % timed)") for x in gen.by_idle)
-        + f"; {1e3 * gen.background_cpu_s_per_s:.1f} ms of CPU a second besides; timer slack "
-        f"{1e3 * gen.wait_slack_s:.2f} ms")
+    console.print(f"{args.client} client: {client_pace_note(gen)}")
     console.print(f"wrote {out / 'generator.json'} (on_host: true, for a prediction of instance type local; set it "
                   "false where the client runs elsewhere)")
     return 0

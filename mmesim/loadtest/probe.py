@@ -41,6 +41,11 @@ class ClientReading:
                    timed_cpu_s=sum(s["timed_cpu_s"] for s in senders), idle_s=process_idle_s(records),
                    wait_excess_s=wait_slack(records, workload, 0.0))
 
+    def slack_s(self, untimed_cpu_s: float) -> float:
+        """The client timer's slack: the user's time from answer to next request beyond its
+        wait, less the CPU after the answer (``wait_slack``, read once)."""
+        return max(0.0, self.wait_excess_s - untimed_cpu_s)
+
 
 @dataclass
 class RequestCost:
@@ -124,7 +129,7 @@ def measure_request_cost(url: str, server_pid: int, profile: ModelProfile, copie
     return RequestCost(requests=len(run.records), client_cpu_s=client_cpu, client_timed_share=timed_share,
                        server_cpu_s=front / n, model_thread_s=models / n, stub_cpu_s=(tree - srv) / n,
                        handoff_s=handoff,
-                       client_wait_slack_s=wait_slack(run.records, workload, client_cpu * (1 - timed_share)),
+                       client_wait_slack_s=reading.slack_s(client_cpu * (1 - timed_share)),
                        others_cores=max(0.0, busy - tree - sent_cpu) / max(1e-9, wall),
                        stub_warmth=over_pauses(profile.warmth_factor, run.records) if profile.host_warmth else 1.0,
                        curve_handoff_s=over_pauses(profile.warmth_handoff, run.records)
@@ -219,7 +224,7 @@ def client_generator(warm: ClientReading, cold: ClientReading, busy: ClientReadi
     cpu, timed = per_request(warm)
     share = min(1.0, timed / cpu)
     return LoadGenerator(workers=1, cpu_s_per_request=cpu, timed_share=share,
-                         wait_slack_s=max(0.0, warm.wait_excess_s - cpu * (1 - share)),
+                         wait_slack_s=warm.slack_s(cpu * (1 - share)),
                          by_idle=points, background_cpu_s_per_s=background, on_host=on_host)
 
 

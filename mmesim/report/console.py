@@ -91,6 +91,15 @@ def placement_note(w: dict) -> str:
             "for processor sharing)")
 
 
+def client_pace_note(gen) -> str:
+    """A load generator measured by pace (``mmesim.loadtest.probe.measure_client``), in a line."""
+    return (", ".join(f"{1e3 * x.cpu_s_per_request:.2f} ms a request after {1e3 * x.idle_s:.1f} ms idle"
+                      + ("" if x.timed_share is None else f" ({100 * x.timed_share:.0f} % timed)")
+                      for x in gen.by_idle)
+            + f"; {1e3 * gen.background_cpu_s_per_s:.1f} ms of CPU a second besides; timer slack "
+              f"{1e3 * gen.wait_slack_s:.2f} ms")
+
+
 def print_summary(summary, run=None) -> None:
     s = summary
     t = Table(title=f"{s.kind}: {s.instance_count} x {s.instance_type}", show_header=False)
