@@ -101,3 +101,15 @@ def test_endpoint_file_and_flags_on_top(tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-m", "mmesim.cli", "simulate", "--profile", "resnet50-pytorch-a10g",
                            "--endpoint", str(ep)], capture_output=True, text=True)
     assert proc.returncode == 2 and "endpoint.yaml" in proc.stderr and "memory_treshold" in proc.stderr
+
+
+@pytest.mark.parametrize("flag, value", [("--probe-seconds", "0.5"), ("--workers", "2")])
+def test_measure_client_refuses_what_it_cannot_measure_before_any_load_test(tmp_path, capsys, flag, value):
+    """A probe too short to hold a long pause, or the client split over Locust workers: one
+    clear line naming the flag, and no load test started (nothing written)."""
+    out = tmp_path / "client"
+    assert main(["loadtest", "--measure-client", "--endpoint-url", "http://127.0.0.1:9", "--protocol", "triton",
+                 "--profile", "tiny-bert-python-cpu", "--copies", "1", flag, value, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and value in err and "Traceback" not in err
+    assert not out.exists()
