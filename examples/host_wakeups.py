@@ -28,8 +28,10 @@ Its ``placement`` (in host_wakeups.json) is what the simulator takes for this ho
 mmesim.endpoint.WakePlacement): of two overlapping bursts in the chain, the share in which the
 one already running waited for a core (a thread woken beside it took its core, the other core
 idle), and how long such a wait lasts at most (two bursts of ``--long-burst-ms``, longer than
-that wait, woken together). ``mmesim calibrate`` measures the same with a shorter run of this
-probe (``mmesim.calibrate.placement``), and its profile keeps it.
+that wait, woken together); and, with every core busy, the share of threads woken that ran at
+once in place of a running one and how long they ran before they first stood still (a
+thread per core burning, a newcomer woken among them). ``mmesim calibrate`` measures the same
+with a shorter run of this probe (``mmesim.calibrate.placement``), and its profile keeps it.
 """
 
 from __future__ import annotations
@@ -44,9 +46,10 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from mmesim.calibrate.placement import LONG_PAUSE_S, WAITED_S, chain, measure, placement
+from mmesim.calibrate.placement import (FULL_BURST_S, LONG_PAUSE_S, WAITED_S, chain, full_host, measure,
+                                        measure_full, placement)
 from mmesim.catalog import host_cpu
-from mmesim.report.console import console
+from mmesim.report.console import console, placement_text
 from mmesim.triton import execlog
 
 EDGES_MS = [0, 0.001, 1, 2, 5, 10, 20, 50, 100, 250, 1000]   # pause bins; the first: back to back
@@ -102,6 +105,10 @@ def main(argv=None) -> int:
     long_burst = args.long_burst_ms / 1e3
     with console.status(f"{args.rounds // 4} rounds of two {args.long_burst_ms} ms bursts (how long one waits)"):
         long_rows = measure(long_burst, LONG_PAUSE_S, args.rounds // 4, seed=1)
+    full_rounds = max(20, args.rounds // 8)
+    with console.status(f"{full_rounds} newcomers on a full host"):
+        full_rows = measure_full(full_rounds)
+    full = full_host(full_rows)
     bins, kernel = by_pause(rows, burst), kernel_settings()
     table = Table(title=f"two {args.burst_ms} ms bursts woken at once, {kernel['cores']} cores ({kernel['cpu']})")
     for col in ("pause ms", "rounds", "a worker waited", "wait p50 ms", "wait p95 ms"):
@@ -112,6 +119,12 @@ def main(argv=None) -> int:
                       f"{100 * b['waited_share']:.0f} %",
                       *(f"{b[k]:.2f}" if b[k] is not None else "-" for k in ("wait_p50_ms", "wait_p95_ms")))
     console.print(table)
+    console.print(f"every core busy, a thread woken with a {FULL_BURST_S * 1e3:g} ms burst: it ran at once in "
+                  f"{100 * full['full_share']:.0f} % of {len(full_rows)} rounds"
+                  + (f", for {full['slice_s'] * 1e3:.2f} ms (median) before it first stood still" if full['slice_s']
+                     else "")
+                  + f"; the longest wait of the threads it came among {full['displaced_wait_p50_s'] * 1e3:.2f} ms "
+                    "(median)")
     pattern = placed = None
     if args.chain_s > 0:
         with console.status(f"{args.chain_s:g} s of four clients -> a relay -> four stubs"):
@@ -120,18 +133,18 @@ def main(argv=None) -> int:
                       + execlog.describe(pattern))
         placed = placement(pattern, long_rows, long_burst,
                            f"examples/host_wakeups.py on {kernel['cpu']} x {kernel['cores']}, "
-                           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+                           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", full_rows)
         first, second = pattern["displaced"]["first"], pattern["displaced"]["second"]
         console.print(f"of two overlapping bursts the first waited in {100 * first['waited']:.0f} %, the second in "
                       f"{100 * (second['waited'] or 0):.0f} %")
-        console.print(f"placement (--host-wakeups): {100 * placed['packed_share']:.0f} % of threads woken beside a "
-                      f"running one took its core, which stood still for up to {placed['moved_after_s'] * 1e3:.2f} ms")
+        console.print(f"placement (--host-wakeups): {placement_text(placed)}")
     console.print(f"kernel: {', '.join(kernel['cmdline']) or 'nothing scheduler-related on its command line'}; "
                   f"idle driver {kernel['cpuidle_driver']} ({kernel['cpuidle_governor']})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "host_wakeups.json").write_text(json.dumps(
-        {"burst_ms": args.burst_ms, "kernel": kernel, "by_pause": bins, "chain": pattern, "placement": placed},
+        {"burst_ms": args.burst_ms, "kernel": kernel, "by_pause": bins, "chain": pattern, "full_host": full,
+         "placement": placed},
         indent=2) + "\n")
     with open(out / "host_wakeups.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -606,6 +606,7 @@ def _emulate(args) -> int:
     from mmesim.endpoint import host_placement, read_host_wakeups
     from mmesim.errors import ConfigError
     from mmesim.profile import load_profile
+    from mmesim.report.console import placement_text
 
     keys = {}
     for pair in args.auth:
@@ -629,8 +630,7 @@ def _emulate(args) -> int:
 
     def ready(url: str) -> None:
         what = (f"endpoint '{args.endpoint_name}' ({args.instance_count} x {args.instance}, {args.backend} backend"
-                + (f"; {100 * placed.packed_share:.0f} % of threads woken beside a running one take its core"
-                   if placed else "") + ")"
+                + (f"; {placement_text(placed.model_dump())}" if placed else "") + ")"
                 if args.models else "no endpoint yet (create one with boto3's sagemaker client)")
         print(f"mmesim emulate: {what} on {url}\nexport AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={url} "
               f"AWS_ENDPOINT_URL_SAGEMAKER={url}", flush=True)

@@ -143,7 +143,8 @@ class EndpointConfig(Model):
 
 
 FAIR = WakePlacement(packed_share=0.0, moved_after_s=1e-3, source="processor sharing: a woken thread on an idle "
-                                                                   "core at once")
+                                                                   "core at once, every thread slowed alike on a "
+                                                                   "full host")
 
 
 def host_placement(given: WakePlacement | None, profiles, instance_type: str) -> WakePlacement | None:
@@ -158,17 +159,22 @@ def host_placement(given: WakePlacement | None, profiles, instance_type: str) ->
     if instance_type != LOCAL:
         return None
     if given is not None:
-        return given if given.packed_share > 0 else None
+        return given if given.displaces else None
     measured = [p.host_wakeups for p in profiles if p.host_wakeups is not None]
     if not measured:
         return None
     placed = measured[0]
-    if any((w.packed_share, w.moved_after_s) != (placed.packed_share, placed.moved_after_s) for w in measured):
-        placed = WakePlacement(packed_share=statistics.median(w.packed_share for w in measured),
-                               moved_after_s=statistics.median(w.moved_after_s for w in measured),
+    figures = ("packed_share", "moved_after_s", "full_share", "slice_s")
+    if any(w.model_dump(include=set(figures)) != placed.model_dump(include=set(figures)) for w in measured):
+        # the full host's figures from the probes that measured them (older ones did not)
+        full = [w for w in measured if w.full_share is not None]
+        median = lambda ws, key: statistics.median(getattr(w, key) for w in ws) if ws else None   # noqa: E731
+        placed = WakePlacement(packed_share=median(measured, "packed_share"),
+                               moved_after_s=median(measured, "moved_after_s"),
+                               full_share=median(full, "full_share"), slice_s=median(full, "slice_s"),
                                source=f"the median of {len(measured)} profiles' calibrations: "
                                       + "; ".join(sorted({w.source or "unsaid" for w in measured})))
-    return placed if placed.packed_share > 0 else None
+    return placed if placed.displaces else None
 
 
 def read_host_wakeups(path: str | Path) -> WakePlacement:

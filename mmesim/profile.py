@@ -100,12 +100,38 @@ class WakePlacement(Model):
     do): of two overlapping bursts, the share in which the first waited for a core;
     ``moved_after_s``, the p95 of the wait of two threads woken together whose bursts are
     longer than the move.
+
+    And with every core busy, where processor sharing slows every thread alike: Linux (EEVDF,
+    6.6 on) runs a thread it wakes at once in place of a running one, for a slice of its own,
+    and the thread it displaced stands still for that long (the probe, no Triton, on this
+    project's AMD EPYC VM: every 1 ms newcomer ran at once and its whole burst, the thread it
+    displaced waiting 1.0-1.1 ms while the other core's ran on; from 1.5 ms on the two took
+    turns in slices of 1.4 ms). ``full_share``, the share of newcomers that ran at once on a
+    full host; ``slice_s``, the CPU they ran before they first stood still. None: not measured
+    (profiles calibrated before the probe measured it): processor sharing on a full host.
     """
 
     packed_share: float = Field(ge=0, le=1, description="share of such wake-ups that take a running thread's core")
     moved_after_s: float = Field(gt=0, le=1.0, description="how long the displaced thread stands still at most "
                                                           "before the kernel moves one of them to the idle core")
+    full_share: float | None = Field(default=None, ge=0, le=1,
+                                     description="with every core busy, the share of threads woken that run at once "
+                                                 "in place of a running one; None: not measured (processor sharing)")
+    slice_s: float | None = Field(default=None, gt=0, le=1.0,
+                                  description="how long such a newcomer runs before it first stands still, the "
+                                              "thread it displaced standing still meanwhile")
     source: str | None = Field(default=None, description="how it was measured: the probe, its host and date")
+
+    @model_validator(mode="after")
+    def _full_host_whole(self) -> "WakePlacement":
+        if (self.full_share is None) != (self.slice_s is None):
+            raise ValueError("full_share and slice_s go together: both measured (the probe's full host), or neither")
+        return self
+
+    @property
+    def displaces(self) -> bool:
+        """Whether any woken thread displaces a running one (else: processor sharing)."""
+        return self.packed_share > 0 or bool(self.full_share)
 
 
 class WorkingMemory(Model):

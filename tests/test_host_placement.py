@@ -47,6 +47,16 @@ def test_placement_is_which_of_two_overlapping_bursts_waited():
     # nobody waited in the long pairs: the move is moot, the burst is its ceiling
     assert probe.placement({"displaced": parts}, [(0.005, long_burst)] * 10, long_burst, "s")["moved_after_s"] == \
         pytest.approx(long_burst)
+    # a full host: newcomers that started at once (within 0.3 ms) and the CPU they ran first
+    full_rows = [(0.0001, 1.4e-3, 1.5e-3)] * 3 + [(0.001, 0.0, 0.2e-3)]
+    assert probe.full_host(full_rows) == {"full_share": 0.75, "slice_s": pytest.approx(1.4e-3),
+                                          "displaced_wait_p50_s": pytest.approx(1.5e-3)}
+    placed = probe.placement({"displaced": parts}, long_rows, long_burst, "synthetic", full_rows)
+    assert (placed["full_share"], placed["slice_s"]) == (0.75, pytest.approx(1.4e-3))
+    WakePlacement(**placed)
+    # nobody ran at once: none preempts (the slice is moot)
+    late = probe.placement({"displaced": parts}, long_rows, long_burst, "s", [(0.001, 0.0, 0.0)] * 4)
+    assert late["full_share"] == 0 and not WakePlacement(**{**late, "packed_share": 0}).displaces
     with pytest.raises(ValueError, match="no two bursts of the chain overlapped"):
         probe.placement({"displaced": {"first": {"n": 0, "waited": None}}}, long_rows, long_burst, "s")
 
@@ -55,8 +65,9 @@ def test_the_probe_measures_this_host_and_names_it(monkeypatch):
     """A short run of the real probe (forked workers, no Triton): a placement that says which
     host and when; on one core there is nothing to place beside."""
     from mmesim.catalog import host_cpu
-    placed = probe.measure_placement(chain_s=1.0, long_rounds=20, source="test")
+    placed = probe.measure_placement(chain_s=1.0, long_rounds=20, source="test", full_rounds=20)
     assert 0 <= placed.packed_share <= 1 and 0 < placed.moved_after_s < 0.5
+    assert 0 <= placed.full_share <= 1 and 0 < placed.slice_s <= probe.FULL_BURST_S
     assert placed.source.startswith(f"test's probe on {host_cpu()} x ") and "UTC" in placed.source
     monkeypatch.setattr(probe, "host_cores", lambda: 1)
     assert probe.measure_placement(chain_s=1.0, long_rounds=20) is None
@@ -76,6 +87,21 @@ def test_local_takes_the_profiles_placement_unless_the_endpoint_gives_one():
     assert host_placement(None, [cpu_model("c")], "local") is None                     # never measured
     assert host_placement(None, [cpu_model("z", WakePlacement(packed_share=0, moved_after_s=0.001))], "local") is None
     assert host_placement(None, [a], "ml.g4dn.xlarge") is None                         # a GPU instance's host
+    # a full host's figures: the median of the probes that measured them (older ones did not)
+    c = cpu_model("c", WakePlacement(packed_share=0.3, moved_after_s=0.0015, full_share=0.9, slice_s=0.0014))
+    d = cpu_model("d", WakePlacement(packed_share=0.3, moved_after_s=0.0015, full_share=0.7, slice_s=0.0012))
+    both = host_placement(None, [a, c, d], "local")
+    assert (both.packed_share, both.full_share, both.slice_s) == pytest.approx((0.3, 0.8, 0.0013))
+    assert host_placement(None, [a, b], "local").full_share is None
+    only_full = WakePlacement(packed_share=0, moved_after_s=0.001, full_share=0.9, slice_s=0.0014)
+    assert host_placement(only_full, [a], "local") == only_full                        # not processor sharing
+
+
+def test_a_full_hosts_figures_go_together():
+    with pytest.raises(ValueError, match="full_share and slice_s go together"):
+        WakePlacement(packed_share=0.3, moved_after_s=0.0015, full_share=0.9)
+    assert WakePlacement(packed_share=0, moved_after_s=0.001, full_share=0.5, slice_s=0.001).displaces
+    assert not WakePlacement(packed_share=0, moved_after_s=0.001, full_share=0, slice_s=0.001).displaces
 
 
 def test_a_prediction_on_local_is_the_one_the_endpoints_placement_gives(two_cores):

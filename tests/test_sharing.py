@@ -248,13 +248,14 @@ def test_a_job_started_by_a_finish_costs_one_event_and_keeps_its_times():
 
 
 # -- a host that queues some woken threads behind a running one (EndpointConfig.host_wakeups) --
-def _packed(share, moved_after_s=1.0, cores=2):
+def _packed(share, moved_after_s=1.0, cores=2, full_share=None, slice_s=None):
     import numpy as np
     import simpy
     from mmesim.endpoint import WakePlacement
     from mmesim.sim.cores import PackedCores
     from mmesim.sim.random import Stream
-    return PackedCores(simpy.Environment(), cores, WakePlacement(packed_share=share, moved_after_s=moved_after_s),
+    return PackedCores(simpy.Environment(), cores, WakePlacement(packed_share=share, moved_after_s=moved_after_s,
+                                                                 full_share=full_share, slice_s=slice_s),
                        Stream(np.random.default_rng(0)))
 
 
@@ -292,6 +293,36 @@ def test_only_a_thread_woken_with_a_core_idle_and_a_thread_running_displaces_one
     assert cores.packed == 1 and ends == pytest.approx([0.25, 0.15, 0.15])
 
 
+@pytest.mark.parametrize("full_share, slice_s, ends", [
+    (None, None, [0.25, 0.45, 0.45]),  # processor sharing: three threads on two cores, each at 2/3
+    (0.0, 1.0, [0.25, 0.45, 0.45]),    # measured: nobody ran at once
+    (1.0, 1.0, [0.2, 0.4, 0.5]),       # at once, in place of one: it stands still the newcomer's 0.1 s
+    (1.0, 0.05, [0.225, 0.425, 0.475]),  # for its slice, then the three share the two cores
+])
+def test_a_thread_woken_on_a_full_host_may_run_at_once_in_place_of_one(full_share, slice_s, ends):
+    """2 cores, both busy with 0.4 s jobs from 0; a 0.1 s job starts at 0.1. Run at once, it
+    takes a running thread's core; the other core's thread goes on untouched."""
+    cores = _packed(0.0, full_share=full_share, slice_s=slice_s)
+    got = _finishes(cores, [(0, 0.4, 1), (0, 0.4, 1), (0.1, 0.1, 1)])
+    assert got[2] == pytest.approx(ends[0]) and sorted(got[:2]) == pytest.approx(ends[1:])
+    assert cores.crowded == (1 if full_share else 0) and cores.preempted == (1 if full_share else 0)
+    assert cores.preempted_s == pytest.approx(min(0.1, slice_s) if full_share else 0)
+    assert cores.core_s_until_now() == pytest.approx(0.9)                          # no work added, none lost
+
+
+def test_only_a_full_host_preempts_and_only_a_thread_computing():
+    """A core idle is the other rule's (packed_share); a hand-off neither preempts nor is preempted."""
+    cores = _packed(0.0, full_share=1.0, slice_s=1.0)
+    assert _finishes(cores, [(0, 0.2, 1), (0.1, 0.2, 1)]) == pytest.approx([0.2, 0.3])   # a core was idle
+    assert cores.crowded == 0
+    cores = _packed(0.0, full_share=1.0, slice_s=1.0)
+    got = _finishes(cores, [(0, 0.4, 1), (0, 0.4, 1), (0.1, 0.1, 0)])                      # a hand-off
+    assert cores.crowded == 0 and got == pytest.approx([0.4, 0.4, 0.2])
+    cores = _packed(0.0, full_share=1.0, slice_s=1.0)
+    got = _finishes(cores, [(0, 0.4, 1), (0, 0.2, 0), (0.05, 0.4, 1), (0.1, 0.1, 1)])
+    assert cores.preempted == 1 and got[1] == pytest.approx(0.2)    # the hand-off is never the one displaced
+
+
 def test_the_host_wakeups_of_a_local_endpoint_queue_the_measured_share(tmp_path, two_cores):
     """Short requests on 2 cores (requests' handling, executions, the client on the host): about
     the measured share of wake-ups beside a running thread take its core; latency grows, the
@@ -312,6 +343,31 @@ def test_the_host_wakeups_of_a_local_endpoint_queue_the_measured_share(tmp_path,
     assert packed == again
     p50, p95 = (lambda x: x[len(x) // 2]), (lambda x: x[int(0.95 * len(x))])
     assert p50(packed) > p50(fair) and p95(packed) - p95(fair) > p50(packed) - p50(fair)
+
+
+def test_a_full_host_that_preempts_lengthens_the_tail_more_than_the_median(two_cores):
+    """8 users on 2 cores, the cores often all busy: about the measured share of threads woken
+    then run at once in place of a running one; the tail longer, more than the median, and
+    about the same work done (a thread standing still while the other core's finishes leaves
+    that core idle: a few % fewer requests)."""
+    from mmesim.endpoint import WakePlacement
+    profile = cpu_model(s1=0.001, request_overhead_s=0.0003, handoff_s=0.0001)
+    wl = Workload(stages=[{"end_s": 20, "users": 8, "spawn_rate": 100}], wait_s=(0, 0.01),
+                  generator={"workers": 1, "cpu_s_per_request": 0.0003, "on_host": True})
+    idle_only = WakePlacement(packed_share=0.3, moved_after_s=0.0015)
+    full = WakePlacement(packed_share=0.3, moved_after_s=0.0015, full_share=0.8, slice_s=0.0014)
+    runs, sims = [], []
+    for wakeups in (idle_only, full):
+        sim = Simulation([profile], EndpointConfig(instance_type="local", host_wakeups=wakeups), wl, [4], seed=1)
+        runs.append(sim.run(20))
+        sims.append(sim)
+    cores = sims[1].instances[0].cores
+    assert cores.crowded > 1000 and cores.preempted / cores.crowded == pytest.approx(0.8, abs=0.03)
+    assert sims[0].instances[0].cores.crowded == 0
+    before, after = (sorted(r.end - r.start for r in run.records) for run in runs)
+    assert 0.93 * len(before) < len(after) < len(before)
+    p50, p95 = (lambda x: x[len(x) // 2]), (lambda x: x[int(0.95 * len(x))])
+    assert p95(after) - p95(before) > max(0.0, p50(after) - p50(before))
 
 
 def test_host_wakeups_describe_the_local_host_only(tmp_path):

@@ -6,9 +6,11 @@ thread on the idle core at once. This project's VMs do not (a kernel that packs 
 quarter to a third of such threads ran first on the busy core, the thread they displaced
 standing still. The probe asks the host in the pattern Triton's threads make (``chain``:
 clients -> a relay -> stubs burning 1 ms each) and times two threads woken together with
-bursts longer than the kernel takes to move one (``measure``). ``mmesim calibrate`` runs it
-on a CPU before it starts the server, so that a profile carries the placement of the host it
-was calibrated on; ``examples/host_wakeups.py`` runs it at length and prints what it saw.
+bursts longer than the kernel takes to move one (``measure``), and a thread woken while every
+core is busy (``measure_full``: does it run at once in place of another, and for how long).
+``mmesim calibrate`` runs it on a CPU before it starts the server, so that a profile carries
+the placement of the host it was calibrated on; ``examples/host_wakeups.py`` runs it at
+length and prints what it saw.
 
 Its worker processes are forked: the probe times processes, and a forked worker starts at once
 with nothing to import.
@@ -78,6 +80,80 @@ def measure(burst_s: float, max_pause_s: float, rounds: int, seed: int = 0) -> l
         for w in workers:
             w.kill()
     return rows
+
+
+FULL_HOLD_S = 14e-3                                      # each core's thread burns this long
+FULL_AFTER_S = 3e-3                                      # the newcomer wakes this far in: the others spread
+FULL_BURST_S = 4e-3                                      # the newcomer's burst: longer than a slice
+
+
+def _newcomer(go, done, released, seconds: float, out) -> None:
+    """Burns ``seconds``; per round (delay from the driver's release to its start, CPU it ran
+    before it had stood still ``WAITED_S`` in all: its whole burst if it never did)."""
+    while True:
+        go.acquire()
+        began, cpu = time.monotonic(), time.thread_time()
+        first = None
+        while (used := time.thread_time() - cpu) < seconds:
+            if first is None and time.monotonic() - began - used > WAITED_S:
+                first = used
+        out.put((began - released.value, seconds if first is None else first))
+        done.release()
+
+
+def _holder(go, done, seconds: float, out) -> None:
+    while True:
+        go.acquire()
+        began, cpu = time.monotonic(), time.thread_time()
+        _burn(seconds)
+        out.put(time.monotonic() - began - (time.thread_time() - cpu))
+        done.release()
+
+
+def measure_full(rounds: int, seed: int = 2) -> list[tuple[float, float, float]]:
+    """Every core busy, then a thread woken: one process per core burns ``FULL_HOLD_S``, and
+    ``FULL_AFTER_S`` in (time for the kernel to spread them) the driver wakes a newcomer that
+    burns ``FULL_BURST_S``, after a pause of 0-10 ms in which the cores idle. Per round: the
+    newcomer's delay before it started, the CPU it ran before it first stood still, and the
+    longest wait of the threads it came among (s)."""
+    n = host_cores()
+    go, done, released = [mp.Semaphore(0) for _ in range(n + 1)], mp.Semaphore(0), mp.Value("d", 0.0, lock=False)
+    starts, waits = mp.Queue(), mp.Queue()
+    procs = [mp.Process(target=_holder, args=(go[i], done, FULL_HOLD_S, waits), daemon=True) for i in range(n)]
+    procs.append(mp.Process(target=_newcomer, args=(go[n], done, released, FULL_BURST_S, starts), daemon=True))
+    for p in procs:
+        p.start()
+    rnd, rows = random.Random(seed), []
+    try:
+        for i in range(rounds + 5):                       # the first five warm the workers up
+            time.sleep(rnd.uniform(0, LONG_PAUSE_S))
+            for g in go[:n]:
+                g.release()
+            time.sleep(FULL_AFTER_S)
+            released.value = time.monotonic()
+            go[n].release()
+            for _ in range(n + 1):
+                if not done.acquire(timeout=10):
+                    raise RuntimeError("the scheduler probe's workers stopped answering")
+            delay, first = starts.get(timeout=10)
+            held = max(waits.get(timeout=10) for _ in range(n))
+            if i >= 5:
+                rows.append((delay, first, held))
+    finally:
+        for p in procs:
+            p.kill()
+    return rows
+
+
+def full_host(rows: list[tuple[float, float, float]]) -> dict:
+    """The full host's figures as the simulator takes them: ``full_share``, the share of
+    newcomers that started within ``WAITED_S`` of their wake-up (in place of a running
+    thread: no core was idle); ``slice_s``, the median CPU those ran before they first stood
+    still. Also, for the record, the median longest wait of the threads they came among."""
+    at_once = [first for delay, first, _ in rows if delay <= WAITED_S]
+    return {"full_share": round(len(at_once) / len(rows), 4),
+            "slice_s": round(float(np.median(at_once)), 6) if at_once else None,
+            "displaced_wait_p50_s": round(float(np.median([held for *_, held in rows])), 6)}
 
 
 def _client(i: int, pause_s: float, seconds: float, requests, answer) -> None:
@@ -154,29 +230,37 @@ def displaced(start: np.ndarray, end: np.ndarray, wait_ms: np.ndarray) -> dict:
             for name, sel in (("first", first), ("second", second))}
 
 
-def placement(pattern: dict, long_rows: list[tuple[float, float]], long_burst_s: float, source: str) -> dict:
+def placement(pattern: dict, long_rows: list[tuple[float, float]], long_burst_s: float, source: str,
+              full_rows: list[tuple[float, float, float]] | None = None) -> dict:
     """The host's wake-up placement as the simulator takes it (mmesim.endpoint.WakePlacement):
     ``packed_share``, of two overlapping bursts in the chain pattern, the share in which the
     one already running waited for a core (the newcomer had taken its core, the other idle);
     ``moved_after_s``, the p95 of the wait of two bursts woken together, longer than the move
-    (``long_rows``): the longest a displaced thread stands still."""
+    (``long_rows``): the longest a displaced thread stands still; with ``full_rows``
+    (``measure_full``), the full host's ``full_share`` and ``slice_s``."""
     first = pattern["displaced"]["first"]
     if not first["n"]:
         raise ValueError("no two bursts of the chain overlapped: give it more --chain-s")
     waits = [w - long_burst_s for _, w in long_rows if w - long_burst_s > WAITED_S]
     moved = float(np.percentile(waits, 95)) if waits else long_burst_s   # nobody waited: the move is moot
-    return {"packed_share": round(first["waited"], 4), "moved_after_s": round(moved, 6), "source": source}
+    full = full_host(full_rows) if full_rows else {}
+    if full.get("slice_s") is None:                       # nobody ran at once: processor sharing is as near
+        full = {"full_share": 0.0, "slice_s": FULL_BURST_S} if full else {}
+    return {"packed_share": round(first["waited"], 4), "moved_after_s": round(moved, 6),
+            **{k: full[k] for k in ("full_share", "slice_s") if k in full}, "source": source}
 
 
 def measure_placement(chain_s: float = 4.0, long_rounds: int = 120, burst_s: float = 1e-3,
-                      source: str = "mmesim calibrate") -> WakePlacement | None:
+                      source: str = "mmesim calibrate", full_rounds: int = 80) -> WakePlacement | None:
     """This host's placement, as a profile keeps it: ``chain_s`` seconds of the chain pattern,
-    ``long_rounds`` pairs of long bursts (about 6 s in all with the defaults). None on a single
-    core, where no thread can be placed beside another."""
+    ``long_rounds`` pairs of long bursts, ``full_rounds`` newcomers on a full host (about 8 s
+    in all with the defaults). None on a single core, where no thread can be placed beside
+    another."""
     if host_cores() < 2:
         return None
     long_rows = measure(LONG_BURST_S, LONG_PAUSE_S, long_rounds, seed=1)
+    full_rows = measure_full(full_rounds)
     placed = placement(chain(burst_s, chain_s), long_rows, LONG_BURST_S,
                        f"{source}'s probe on {host_cpu()} x {host_cores()}, "
-                       f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+                       f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", full_rows)
     return WakePlacement(**placed)

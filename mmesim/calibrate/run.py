@@ -33,6 +33,7 @@ from mmesim.calibrate.memory import ContainerMemory, HostMemory, MemorySample, N
 from mmesim.catalog import host_cores, host_cpu
 from mmesim.errors import ConfigError, MissingPiece
 from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig, WakePlacement, WorkingMemory
+from mmesim.report.console import placement_text
 from mmesim.triton.client import SERVER_FAILURES, MMEClient, kserve_client
 from mmesim.triton.packaging import FRAMEWORKS, PackagedModel, package, package_null
 from mmesim.units import GiB, MiB
@@ -672,9 +673,8 @@ def assemble_profile(options: CalibrateOptions, spec, artifact_bytes: int, memor
     notes.append(f"machine load average {load_average[0]:.1f} at the start, {load_average[1]:.1f} at the end, on "
                  f"{host_cores()} cores")
     if host_wakeups:
-        notes.append(f"host placement (scheduler probe before the server started): {100 * host_wakeups.packed_share:.0f} % "
-                     "of threads woken beside a running one, another core idle, took its core, which stood still up "
-                     f"to {1e3 * host_wakeups.moved_after_s:.2f} ms")
+        notes.append("host placement (scheduler probe before the server started): "
+                     + placement_text(host_wakeups.model_dump()))
     if max_models:
         notes.append(f"max models loaded at threshold {max_models.threshold}: {max_models.count} "
                      f"({max_models.stopped_by})")

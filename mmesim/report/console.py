@@ -83,11 +83,20 @@ def _fmt(v, unit: str = "", digits: int = 1) -> str:
     return "-" if v is None else f"{v:,.{digits}f}{unit}"
 
 
+def placement_text(w: dict) -> str:
+    """A host's placement of woken threads (a WakePlacement's fields) in words."""
+    text = (f"{100 * w['packed_share']:.0f} % of threads woken beside a running one take its core, "
+            f"for up to {1e3 * w['moved_after_s']:.2f} ms")
+    if w.get("full_share") is not None:
+        text += (f"; with every core busy {100 * w['full_share']:.0f} % run at once in place of a running one, "
+                 f"for up to {1e3 * w['slice_s']:.2f} ms")
+    return text
+
+
 def placement_note(w: dict) -> str:
     """What a prediction on local took for the host's placement of woken threads (a Summary's
     ``host_wakeups``)."""
-    return (f"host placement: {100 * w['packed_share']:.0f} % of threads woken beside a running one take its core, "
-            f"for up to {1e3 * w['moved_after_s']:.2f} ms ({w.get('source') or 'source unsaid'}; --host-wakeups fair "
+    return (f"host placement: {placement_text(w)} ({w.get('source') or 'source unsaid'}; --host-wakeups fair "
             "for processor sharing)")
 
 

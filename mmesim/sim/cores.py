@@ -20,10 +20,11 @@ the scheduler is fair among runnable threads (Linux CFS is, to first order). Sho
 show where that stops: Triton's trace on a 2-vCPU VM (docs/accuracy-this-machine.md, "Inside
 the server") has one-thread executions that overlapped another run 1.4 times as long on average as those
 alone, with a core to spare; the median is right, the tail is not (p95 about 10-20 % short).
-That VM often runs two threads woken together on one vCPU, and halts idle ones
-(examples/host_wakeups.py measures a host's placement without Triton): ``PackedCores`` is
-processor sharing with that placement (EndpointConfig.host_wakeups), ``Cores`` the model of a
-host that places every woken thread on an idle core.
+That VM often runs two threads woken together on one vCPU, and halts idle ones; and with
+every core busy Linux does not slow all threads alike but runs a woken one at once in place of
+another, for a slice (examples/host_wakeups.py measures both without Triton): ``PackedCores``
+is processor sharing with that placement (EndpointConfig.host_wakeups), ``Cores`` the model
+of a host that places every woken thread on an idle core and shares a full one fairly.
 
 Core-seconds used (min(N, D) over time) are CloudWatch's CPUUtilization on this host."""
 
@@ -74,9 +75,15 @@ class PackedCores(Cores):
     waits is the one that was running, as Triton's stubs and the probe's show (the first of two
     overlapping executions waits, the second rarely). A job that starts with every core idle,
     or with too few idle for it (then it takes its fair share, as processor sharing has it),
-    and a hand-off (weight 0: it computes nothing), displaces nobody."""
+    and a hand-off (weight 0: it computes nothing), displaces nobody.
 
-    __slots__ = ("placement", "rng", "woken", "packed", "packed_s")
+    With every core busy (``full_share``, ``slice_s``: measured on a full host), a job that
+    starts runs at once, with probability ``full_share``, in place of a running thread drawn at
+    random, which stands still for the newcomer's time alone or its slice, whichever is
+    shorter: Linux's wake-up preemption, where processor sharing would slow every thread to
+    N / D. Otherwise it takes its fair share."""
+
+    __slots__ = ("placement", "rng", "woken", "packed", "packed_s", "crowded", "preempted", "preempted_s")
 
     def __init__(self, env, cores: int, placement, rng):
         super().__init__(env, cores)
@@ -84,18 +91,30 @@ class PackedCores(Cores):
         self.woken = 0          # jobs that started with a core idle and another thread running
         self.packed = 0         # of which landed on a running thread's core
         self.packed_s = 0.0     # the time the displaced threads stood still, in all
+        self.crowded = 0        # jobs that started with every core busy
+        self.preempted = 0      # of which ran at once in place of a running thread
+        self.preempted_s = 0.0  # the time the threads they displaced stood still, in all
 
     def run(self, work: float, tag, callback, arg) -> None:
-        # a newcomer that fits on the idle cores: one that does not gets its fair share
-        if tag != 0 and 0 < self.demand <= self.total - (tag if type(tag) is int else 1):
-            self.woken += 1
-            if self.rng.random() < self.placement.packed_share:
-                wait = min(work, self.placement.moved_after_s)
-                left = self.suspend(self._pick)
-                self.packed += 1
-                self.packed_s += wait
-                after(self.env, wait, left, self._resume)
+        if tag != 0 and self.demand > 0:
+            placed = self.placement
+            if self.demand <= self.total - (tag if type(tag) is int else 1):   # it fits on the idle cores
+                self.woken += 1
+                if self.rng.random() < placed.packed_share:
+                    self.packed += 1
+                    self.packed_s += self._displace(min(work, placed.moved_after_s))
+            elif self.demand >= self.total and placed.full_share:               # none idle
+                self.crowded += 1
+                if self.rng.random() < placed.full_share:
+                    self.preempted += 1
+                    self.preempted_s += self._displace(min(work, placed.slice_s))
+            # else too few idle for it: its fair share
         super().run(work, tag, callback, arg)
+
+    def _displace(self, wait: float) -> float:
+        """A running thread drawn at random stands still for ``wait``, then goes on."""
+        after(self.env, wait, self.suspend(self._pick), self._resume)
+        return wait
 
     def _pick(self, running: list) -> int:
         """A running thread drawn at random (a hand-off, weight 0, is not a thread computing)."""

@@ -33,7 +33,7 @@ class Host:
         # a CPU-only host (instance type local) computes everything on one pool of cores
         if gpu.key != CPU:
             self.cores = None
-        elif wakeups is not None and wakeups.packed_share > 0:
+        elif wakeups is not None and wakeups.displaces:
             self.cores = PackedCores(env, itype.vcpus, wakeups, rng)
         else:
             self.cores = Cores(env, itype.vcpus)
