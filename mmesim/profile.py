@@ -104,7 +104,7 @@ class WakePlacement(Model):
     And with every core busy, where processor sharing slows every thread alike: Linux (EEVDF,
     6.6 on) runs a thread it wakes at once in place of a running one, for a slice of its own,
     and the thread it displaced stands still for that long (on this project's AMD EPYC VM,
-    no Triton: 81-98 % of newcomers ran at once, a 1 ms one its whole burst, the thread it
+    no Triton: 31-98 % of newcomers ran at once, a 1 ms one its whole burst, the thread it
     displaced waiting 1.0-1.1 ms while the other core's ran on; from 1.5 ms on the two took
     turns in slices of 1.4 ms; docs/accuracy-this-machine.md, section 8). ``full_share``, the
     share of newcomers that ran at once on a full host; ``slice_s``, the CPU they ran before
