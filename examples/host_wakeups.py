@@ -133,7 +133,7 @@ def main(argv=None) -> int:
                       + execlog.describe(pattern))
         placed = placement(pattern, long_rows, long_burst,
                            f"examples/host_wakeups.py on {kernel['cpu']} x {kernel['cores']}, "
-                           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", full_rows)
+                           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", full)
         first, second = pattern["displaced"]["first"], pattern["displaced"]["second"]
         console.print(f"of two overlapping bursts the first waited in {100 * first['waited']:.0f} %, the second in "
                       f"{100 * (second['waited'] or 0):.0f} %")

@@ -7,7 +7,9 @@ its provenance. Seconds and bytes inside; MiB and ms only at the edges.
 
 from __future__ import annotations
 
+import math
 from importlib import resources
+from operator import attrgetter
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -416,18 +418,22 @@ class ModelProfile(Model):
         return min(self.service, key=lambda t: abs(t.batch - batch)).cv
 
 
-def _between(pts: list, x: float, attr: str, default: float) -> float:
-    """``attr`` of points sorted by ``idle_s`` at ``x``: linear between them, the nearest
-    end's beyond; ``default`` without any."""
+def _between(pts: list, x: float, attr, default: float, log: bool = False) -> float:
+    """``attr`` (a field's name, or a function of a point) of points sorted by ``idle_s`` at
+    ``x``: linear between them (in log idle with ``log``, idle_s > 0), the nearest end's
+    beyond; ``default`` without any."""
     if not pts:
         return default
+    value = attr if callable(attr) else attrgetter(attr)
     if x <= pts[0].idle_s:
-        return getattr(pts[0], attr)
+        return value(pts[0])
     for lo, hi in zip(pts, pts[1:]):
         if x <= hi.idle_s:
-            a, b = getattr(lo, attr), getattr(hi, attr)
-            return a + (x - lo.idle_s) / (hi.idle_s - lo.idle_s) * (b - a)
-    return getattr(pts[-1], attr)
+            a, b = value(lo), value(hi)
+            at = math.log(x / lo.idle_s) / math.log(hi.idle_s / lo.idle_s) if log \
+                else (x - lo.idle_s) / (hi.idle_s - lo.idle_s)
+            return a + at * (b - a)
+    return value(pts[-1])
 
 
 def _sorted_by(points: list, key: str, repeated: str) -> list:

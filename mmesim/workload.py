@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from mmesim.errors import ConfigError
-from mmesim.profile import _sorted_by
+from mmesim.profile import _between, _sorted_by
 from mmesim.serde import Model, check_file, load
 
 
@@ -154,16 +154,9 @@ class LoadGenerator(Model):
     def _at(self, idle_s: float) -> tuple[float, float]:
         """(CPU per request, timed share) after ``idle_s`` of idle, from ``by_idle``."""
         pts = self.by_idle
-        if not pts:
-            return self.cpu_s_per_request, self.timed_share
-        point = lambda p: (p.cpu_s_per_request, self.timed_share if p.timed_share is None else p.timed_share)  # noqa: E731
-        if idle_s <= pts[0].idle_s:
-            return point(pts[0])
-        for lo, hi in zip(pts, pts[1:]):
-            if idle_s <= hi.idle_s:
-                at = math.log(idle_s / lo.idle_s) / math.log(hi.idle_s / lo.idle_s)
-                return tuple(a + at * (b - a) for a, b in zip(point(lo), point(hi)))
-        return point(pts[-1])
+        share = lambda p: self.timed_share if p.timed_share is None else p.timed_share  # noqa: E731
+        return (_between(pts, idle_s, "cpu_s_per_request", self.cpu_s_per_request, log=True),
+                _between(pts, idle_s, share, self.timed_share, log=True))
 
     @property
     def timed_cpu_s_per_request(self) -> float:

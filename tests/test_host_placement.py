@@ -51,11 +51,11 @@ def test_placement_is_which_of_two_overlapping_bursts_waited():
     full_rows = [(0.0001, 1.4e-3, 1.5e-3)] * 3 + [(0.001, 0.0, 0.2e-3)]
     assert probe.full_host(full_rows) == {"full_share": 0.75, "slice_s": pytest.approx(1.4e-3),
                                           "displaced_wait_p50_s": pytest.approx(1.5e-3)}
-    placed = probe.placement({"displaced": parts}, long_rows, long_burst, "synthetic", full_rows)
+    placed = probe.placement({"displaced": parts}, long_rows, long_burst, "synthetic", probe.full_host(full_rows))
     assert (placed["full_share"], placed["slice_s"]) == (0.75, pytest.approx(1.4e-3))
     WakePlacement(**placed)
     # nobody ran at once: none preempts (the slice is moot)
-    late = probe.placement({"displaced": parts}, long_rows, long_burst, "s", [(0.001, 0.0, 0.0)] * 4)
+    late = probe.placement({"displaced": parts}, long_rows, long_burst, "s", probe.full_host([(0.001, 0.0, 0.0)] * 4))
     assert late["full_share"] == 0 and not WakePlacement(**{**late, "packed_share": 0}).displaces
     with pytest.raises(ValueError, match="no two bursts of the chain overlapped"):
         probe.placement({"displaced": {"first": {"n": 0, "waited": None}}}, long_rows, long_burst, "s")

@@ -231,23 +231,21 @@ def displaced(start: np.ndarray, end: np.ndarray, wait_ms: np.ndarray) -> dict:
 
 
 def placement(pattern: dict, long_rows: list[tuple[float, float]], long_burst_s: float, source: str,
-              full_rows: list[tuple[float, float, float]] | None = None) -> dict:
+              full: dict | None = None) -> dict:
     """The host's wake-up placement as the simulator takes it (mmesim.endpoint.WakePlacement):
     ``packed_share``, of two overlapping bursts in the chain pattern, the share in which the
     one already running waited for a core (the newcomer had taken its core, the other idle);
     ``moved_after_s``, the p95 of the wait of two bursts woken together, longer than the move
-    (``long_rows``): the longest a displaced thread stands still; with ``full_rows``
-    (``measure_full``), the full host's ``full_share`` and ``slice_s``."""
+    (``long_rows``): the longest a displaced thread stands still; with ``full`` (``full_host``
+    of ``measure_full``'s rows), the full host's ``full_share`` and ``slice_s`` (nobody ran at
+    once: share 0, and the newcomer's burst for the moot slice)."""
     first = pattern["displaced"]["first"]
     if not first["n"]:
         raise ValueError("no two bursts of the chain overlapped: give it more --chain-s")
     waits = [w - long_burst_s for _, w in long_rows if w - long_burst_s > WAITED_S]
     moved = float(np.percentile(waits, 95)) if waits else long_burst_s   # nobody waited: the move is moot
-    full = full_host(full_rows) if full_rows else {}
-    if full.get("slice_s") is None:                       # nobody ran at once: processor sharing is as near
-        full = {"full_share": 0.0, "slice_s": FULL_BURST_S} if full else {}
-    return {"packed_share": round(first["waited"], 4), "moved_after_s": round(moved, 6),
-            **{k: full[k] for k in ("full_share", "slice_s") if k in full}, "source": source}
+    busy = {"full_share": full["full_share"], "slice_s": full["slice_s"] or FULL_BURST_S} if full else {}
+    return {"packed_share": round(first["waited"], 4), "moved_after_s": round(moved, 6), **busy, "source": source}
 
 
 def measure_placement(chain_s: float = 4.0, long_rounds: int = 120, burst_s: float = 1e-3,
@@ -259,8 +257,8 @@ def measure_placement(chain_s: float = 4.0, long_rounds: int = 120, burst_s: flo
     if host_cores() < 2:
         return None
     long_rows = measure(LONG_BURST_S, LONG_PAUSE_S, long_rounds, seed=1)
-    full_rows = measure_full(full_rounds)
+    full = full_host(measure_full(full_rounds))
     placed = placement(chain(burst_s, chain_s), long_rows, LONG_BURST_S,
                        f"{source}'s probe on {host_cpu()} x {host_cores()}, "
-                       f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", full_rows)
+                       f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", full)
     return WakePlacement(**placed)

@@ -21,7 +21,7 @@ import math
 from collections import deque
 
 from mmesim.dispatch import user_timeline
-from mmesim.sim.events import after
+from mmesim.sim.events import after, nothing
 from mmesim.workload import Workload
 
 
@@ -186,7 +186,7 @@ class Client:
         """A second of the process's own work (its statistics), whatever it sends."""
         worker = ev.value
         if worker.cores is not None:
-            worker.submit(self._background, _nothing, None)
+            worker.submit(self._background, nothing, None)
         else:
             worker.send(self.env.now, self._background)
         after(self.env, 1.0, worker, self._tick)
@@ -225,6 +225,3 @@ class Client:
             i += 1
         self._sent = i
 
-
-def _nothing(_) -> None:
-    pass

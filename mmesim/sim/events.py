@@ -14,3 +14,8 @@ def after(env, delay: float, value, callback) -> Timeout:
     event = Timeout(env, delay, value)
     event.callbacks.append(callback)
     return event
+
+
+def nothing(_arg) -> None:
+    """The callback of work whose end nobody waits for (its time is counted elsewhere: the
+    model threads' CPU beside an execution, a client process's work of each second)."""

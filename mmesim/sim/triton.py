@@ -38,7 +38,7 @@ from collections import deque
 from mmesim.profile import ModelProfile
 from mmesim.results.records import EXECUTION_OOM
 from mmesim.sim.cores import Cores
-from mmesim.sim.events import after
+from mmesim.sim.events import after, nothing
 
 
 class Workspace:
@@ -156,7 +156,7 @@ class ModelServer:
 
     def _execute(self, work: float, batch, handoff: float, beside: float) -> None:
         if beside:
-            self.gpu.run(beside, 1, _nothing, None)
+            self.gpu.run(beside, 1, nothing, None)
         if handoff:
             self.gpu.run(work, self._share, self._handed_back, (batch, handoff))
         else:
@@ -184,7 +184,3 @@ class ModelServer:
         self.done(batch)
         if self.queue:
             self._dispatch()
-
-
-def _nothing(_arg) -> None:
-    """What the model threads' CPU beside an execution calls back: its time is already in the execution's."""
