@@ -123,6 +123,8 @@ def main(argv=None) -> int:
                   f"{100 * full['full_share']:.0f} % of {len(full_rows)} rounds"
                   + (f", for {full['slice_s'] * 1e3:.2f} ms (median) before it first stood still" if full['slice_s']
                      else "")
+                  + (f"; the others started {full['late_wait_s'] * 1e3:.2f} ms after their wake-up (median)"
+                     if full['late_wait_s'] else "")
                   + f"; the longest wait of the threads it came among {full['displaced_wait_p50_s'] * 1e3:.2f} ms "
                     "(median)")
     pattern = placed = None

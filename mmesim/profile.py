@@ -111,7 +111,10 @@ class WakePlacement(Model):
     turns in slices of 1.4 ms; docs/accuracy-this-machine.md, section 8). ``full_share``, the
     share of newcomers that ran at once on a full host; ``slice_s``, the CPU they ran before
     they first stood still. None: not measured (profiles calibrated before the probe measured
-    it): processor sharing on a full host.
+    it): processor sharing on a full host. A newcomer that did not run at once waited for the
+    rest of a running thread's slice and then ran a slice in its place (section 9):
+    ``late_wait_s``, the median of that wait; None: nobody waited, or not measured (such a
+    newcomer then takes its fair share).
     """
 
     packed_share: float = Field(ge=0, le=1, description="share of such wake-ups that take a running thread's core")
@@ -123,18 +126,24 @@ class WakePlacement(Model):
     slice_s: float | None = Field(default=None, gt=0, le=1.0,
                                   description="how long such a newcomer runs before it first stands still, the "
                                               "thread it displaced standing still meanwhile")
+    late_wait_s: float | None = Field(default=None, gt=0, le=1.0,
+                                      description="with every core busy, how long a newcomer that did not run at "
+                                                  "once waited (the rest of a running thread's slice) before it ran "
+                                                  "a slice in that one's place; None: its fair share")
     source: str | None = Field(default=None, description="how it was measured: the probe, its host and date")
 
     @model_validator(mode="after")
     def _full_host_whole(self) -> "WakePlacement":
         if (self.full_share is None) != (self.slice_s is None):
             raise ValueError("full_share and slice_s go together: both measured (the probe's full host), or neither")
+        if self.late_wait_s is not None and self.full_share is None:
+            raise ValueError("late_wait_s is the full host's: it needs full_share and slice_s")
         return self
 
     @property
     def displaces(self) -> bool:
         """Whether any woken thread displaces a running one (else: processor sharing)."""
-        return self.packed_share > 0 or bool(self.full_share)
+        return self.packed_share > 0 or bool(self.full_share) or bool(self.late_wait_s)
 
 
 class WorkingMemory(Model):

@@ -57,6 +57,7 @@ def test_host_wakeups_bins_rounds_by_pause_and_times_the_wait(tmp_path):
     assert 0 <= placed.packed_share <= 1 and 0 < placed.moved_after_s < 0.5 and "host_wakeups.py" in placed.source
     # a thread woken on a full host: the share that ran at once, and for how long, as the placement takes it
     assert placed.full_share == result["full_host"]["full_share"] and 0 < placed.slice_s <= 4e-3
+    assert placed.late_wait_s == result["full_host"]["late_wait_s"]     # the others' wait (None: all at once)
 
 
 def test_warmth_under_load_bins_each_execution_by_its_own_copys_idle():

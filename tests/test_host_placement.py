@@ -48,15 +48,21 @@ def test_placement_is_which_of_two_overlapping_bursts_waited():
     assert probe.placement({"displaced": parts}, [(0.005, long_burst)] * 10, long_burst, "s")["moved_after_s"] == \
         pytest.approx(long_burst)
     # a full host: newcomers that started at once (within 0.3 ms) and the CPU they ran first
+    # (and the others' delay: the rest of a running thread's slice)
     full_rows = [(0.0001, 1.4e-3, 1.5e-3)] * 3 + [(0.001, 0.0, 0.2e-3)]
     assert probe.full_host(full_rows) == {"full_share": 0.75, "slice_s": pytest.approx(1.4e-3),
+                                          "late_wait_s": pytest.approx(1e-3),
                                           "displaced_wait_p50_s": pytest.approx(1.5e-3)}
     placed = probe.placement({"displaced": parts}, long_rows, long_burst, "synthetic", probe.full_host(full_rows))
-    assert (placed["full_share"], placed["slice_s"]) == (0.75, pytest.approx(1.4e-3))
+    assert (placed["full_share"], placed["slice_s"], placed["late_wait_s"]) == \
+        (0.75, pytest.approx(1.4e-3), pytest.approx(1e-3))
     WakePlacement(**placed)
-    # nobody ran at once: none preempts (the slice is moot)
+    # everyone ran at once: nobody's wait to tell
+    assert probe.full_host(full_rows[:3])["late_wait_s"] is None
+    # nobody ran at once: the slice is moot, but each waited for one before it ran
     late = probe.placement({"displaced": parts}, long_rows, long_burst, "s", probe.full_host([(0.001, 0.0, 0.0)] * 4))
-    assert late["full_share"] == 0 and not WakePlacement(**{**late, "packed_share": 0}).displaces
+    assert (late["full_share"], late["late_wait_s"]) == (0, pytest.approx(1e-3))
+    assert WakePlacement(**{**late, "packed_share": 0}).displaces
     with pytest.raises(ValueError, match="no two bursts of the chain overlapped"):
         probe.placement({"displaced": {"first": {"n": 0, "waited": None}}}, long_rows, long_burst, "s")
 
@@ -89,9 +95,11 @@ def test_local_takes_the_profiles_placement_unless_the_endpoint_gives_one():
     assert host_placement(None, [a], "ml.g4dn.xlarge") is None                         # a GPU instance's host
     # a full host's figures: the median of the probes that measured them (older ones did not)
     c = cpu_model("c", WakePlacement(packed_share=0.3, moved_after_s=0.0015, full_share=0.9, slice_s=0.0014))
-    d = cpu_model("d", WakePlacement(packed_share=0.3, moved_after_s=0.0015, full_share=0.7, slice_s=0.0012))
+    d = cpu_model("d", WakePlacement(packed_share=0.3, moved_after_s=0.0015, full_share=0.7, slice_s=0.0012,
+                                     late_wait_s=0.001))
     both = host_placement(None, [a, c, d], "local")
     assert (both.packed_share, both.full_share, both.slice_s) == pytest.approx((0.3, 0.8, 0.0013))
+    assert both.late_wait_s == pytest.approx(0.001)                     # the one probe that saw a newcomer wait
     assert host_placement(None, [a, b], "local").full_share is None
     only_full = WakePlacement(packed_share=0, moved_after_s=0.001, full_share=0.9, slice_s=0.0014)
     assert host_placement(only_full, [a], "local") == only_full                        # not processor sharing
@@ -102,6 +110,8 @@ def test_a_full_hosts_figures_go_together():
         WakePlacement(packed_share=0.3, moved_after_s=0.0015, full_share=0.9)
     assert WakePlacement(packed_share=0, moved_after_s=0.001, full_share=0.5, slice_s=0.001).displaces
     assert not WakePlacement(packed_share=0, moved_after_s=0.001, full_share=0, slice_s=0.001).displaces
+    with pytest.raises(ValueError, match="late_wait_s is the full host's"):
+        WakePlacement(packed_share=0.3, moved_after_s=0.0015, late_wait_s=0.001)
 
 
 def test_a_prediction_on_local_is_the_one_the_endpoints_placement_gives(two_cores):

@@ -248,14 +248,15 @@ def test_a_job_started_by_a_finish_costs_one_event_and_keeps_its_times():
 
 
 # -- a host that queues some woken threads behind a running one (EndpointConfig.host_wakeups) --
-def _packed(share, moved_after_s=1.0, cores=2, full_share=None, slice_s=None):
+def _packed(share, moved_after_s=1.0, cores=2, full_share=None, slice_s=None, late_wait_s=None):
     import numpy as np
     import simpy
     from mmesim.endpoint import WakePlacement
     from mmesim.sim.cores import PackedCores
     from mmesim.sim.random import Stream
     return PackedCores(simpy.Environment(), cores, WakePlacement(packed_share=share, moved_after_s=moved_after_s,
-                                                                 full_share=full_share, slice_s=slice_s),
+                                                                 full_share=full_share, slice_s=slice_s,
+                                                                 late_wait_s=late_wait_s),
                        Stream(np.random.default_rng(0)))
 
 
@@ -308,6 +309,24 @@ def test_a_thread_woken_on_a_full_host_may_run_at_once_in_place_of_one(full_shar
     assert cores.crowded == (1 if full_share else 0) and cores.preempted == (1 if full_share else 0)
     assert cores.preempted_s == pytest.approx(min(0.1, slice_s) if full_share else 0)
     assert cores.core_s_until_now() == pytest.approx(0.9)                          # no work added, none lost
+
+
+@pytest.mark.parametrize("slice_s, late_wait_s, ends", [
+    (1.0, 0.05, [0.25, 0.4, 0.5]),      # waits 50 ms for a running thread's slice, then runs whole in its place
+    (0.05, 0.05, [0.275, 0.425, 0.475]),  # ... for a slice of its own, then the three share the two cores
+    (1.0, 0.35, [0.55, 0.4, 0.4]),      # a core freed while it waited: it runs there (it waited its time out)
+])
+def test_a_thread_woken_on_a_full_host_that_does_not_run_at_once_waits_for_a_slice(slice_s, late_wait_s, ends):
+    """As above, but the newcomer does not run at once (full_share 0): with late_wait_s it waits
+    for the running thread's slice to end, then takes that one's place; without, its fair share."""
+    cores = _packed(0.0, full_share=0.0, slice_s=slice_s, late_wait_s=late_wait_s)
+    got = _finishes(cores, [(0, 0.4, 1), (0, 0.4, 1), (0.1, 0.1, 1)])
+    assert got[2] == pytest.approx(ends[0]) and sorted(got[:2]) == pytest.approx(ends[1:])
+    assert (cores.crowded, cores.late) == (1, 1) and cores.late_s == pytest.approx(late_wait_s)
+    assert cores.preempted == (1 if late_wait_s < 0.3 else 0)           # in place of one, or on a core idle by then
+    assert cores.core_s_until_now() == pytest.approx(0.9)
+    from mmesim.endpoint import WakePlacement
+    assert WakePlacement(packed_share=0, moved_after_s=1, full_share=0, slice_s=1, late_wait_s=0.05).displaces
 
 
 def test_only_a_full_host_preempts_and_only_a_thread_computing():
@@ -366,6 +385,28 @@ def test_a_full_host_that_preempts_lengthens_the_tail_more_than_the_median(two_c
     assert sims[0].instances[0].cores.crowded == 0
     before, after = (sorted(r.end - r.start for r in run.records) for run in runs)
     assert 0.93 * len(before) < len(after) < len(before)
+    p50, p95 = (lambda x: x[len(x) // 2]), (lambda x: x[int(0.95 * len(x))])
+    assert p95(after) - p95(before) > max(0.0, p50(after) - p50(before))
+
+
+def test_on_a_full_host_a_thread_that_waits_for_a_slice_lengthens_the_tail_more_than_a_fair_share(two_cores):
+    """The same host where only 30 % run at once: the others wait for a running thread's slice
+    (late_wait_s), then run in its place, two threads delayed where a fair share slows three a
+    little; the tail grows, the measured share of them waits."""
+    from mmesim.endpoint import WakePlacement
+    profile = cpu_model(s1=0.001, request_overhead_s=0.0003, handoff_s=0.0001)
+    wl = Workload(stages=[{"end_s": 20, "users": 8, "spawn_rate": 100}], wait_s=(0, 0.01),
+                  generator={"workers": 1, "cpu_s_per_request": 0.0003, "on_host": True})
+    fair = WakePlacement(packed_share=0.3, moved_after_s=0.0015, full_share=0.3, slice_s=0.0014)
+    runs, sims = [], []
+    for wakeups in (fair, fair.model_copy(update={"late_wait_s": 0.0010})):
+        sim = Simulation([profile], EndpointConfig(instance_type="local", host_wakeups=wakeups), wl, [4], seed=1)
+        runs.append(sim.run(20))
+        sims.append(sim)
+    cores = sims[1].instances[0].cores
+    assert cores.crowded > 1000 and cores.late / cores.crowded == pytest.approx(0.7, abs=0.03)
+    assert cores.late_s == pytest.approx(0.001 * cores.late) and sims[0].instances[0].cores.late == 0
+    before, after = (sorted(r.end - r.start for r in run.records) for run in runs)
     p50, p95 = (lambda x: x[len(x) // 2]), (lambda x: x[int(0.95 * len(x))])
     assert p95(after) - p95(before) > max(0.0, p50(after) - p50(before))
 

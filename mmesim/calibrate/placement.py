@@ -84,6 +84,7 @@ def measure(burst_s: float, max_pause_s: float, rounds: int, seed: int = 0) -> l
 
 FULL_HOLD_S = 14e-3                                      # each core's thread burns this long
 FULL_AFTER_S = 3e-3                                      # the newcomer wakes this far in: the others spread
+FULL_PHASE_S = 1.5e-3                                    # and up to this much later: anywhere in a slice
 FULL_BURST_S = 4e-3                                      # the newcomer's burst: longer than a slice
 
 
@@ -113,9 +114,12 @@ def _holder(go, done, seconds: float, out) -> None:
 def measure_full(rounds: int, seed: int = 2) -> list[tuple[float, float, float]]:
     """Every core busy, then a thread woken: one process per core burns ``FULL_HOLD_S``, and
     ``FULL_AFTER_S`` in (time for the kernel to spread them) the driver wakes a newcomer that
-    burns ``FULL_BURST_S``, after a pause of 0-10 ms in which the cores idle. Per round: the
-    newcomer's delay before it started, the CPU it ran before it first stood still, and the
-    longest wait of the threads it came among (s)."""
+    burns ``FULL_BURST_S``, after a pause of 0-10 ms in which the cores idle. It wakes up to
+    ``FULL_PHASE_S`` later still, at any moment of the running threads' slices, as requests
+    arrive: woken always at the same moment, a newcomer that did not run at once waited the
+    same rest of a slice every time (1.17 ms, 3 ms in). Per round: the newcomer's delay before
+    it started, the CPU it ran before it first stood still, and the longest wait of the threads
+    it came among (s)."""
     n = host_cores()
     go, done, released = [mp.Semaphore(0) for _ in range(n + 1)], mp.Semaphore(0), mp.Value("d", 0.0, lock=False)
     starts, waits = mp.Queue(), mp.Queue()
@@ -129,7 +133,7 @@ def measure_full(rounds: int, seed: int = 2) -> list[tuple[float, float, float]]
             time.sleep(rnd.uniform(0, LONG_PAUSE_S))
             for g in go[:n]:
                 g.release()
-            time.sleep(FULL_AFTER_S)
+            time.sleep(FULL_AFTER_S + rnd.uniform(0, FULL_PHASE_S))
             released.value = time.monotonic()
             go[n].release()
             for _ in range(n + 1):
@@ -149,10 +153,13 @@ def full_host(rows: list[tuple[float, float, float]]) -> dict:
     """The full host's figures as the simulator takes them: ``full_share``, the share of
     newcomers that started within ``WAITED_S`` of their wake-up (in place of a running
     thread: no core was idle); ``slice_s``, the median CPU those ran before they first stood
-    still. Also, for the record, the median longest wait of the threads they came among."""
+    still; ``late_wait_s``, the median delay of the others (None: none waited). Also, for the
+    record, the median longest wait of the threads they came among."""
     at_once = [first for delay, first, _ in rows if delay <= WAITED_S]
+    late = [delay for delay, *_ in rows if delay > WAITED_S]
     return {"full_share": round(len(at_once) / len(rows), 4),
             "slice_s": round(float(np.median(at_once)), 6) if at_once else None,
+            "late_wait_s": round(float(np.median(late)), 6) if late else None,
             "displaced_wait_p50_s": round(float(np.median([held for *_, held in rows])), 6)}
 
 
@@ -237,14 +244,15 @@ def placement(pattern: dict, long_rows: list[tuple[float, float]], long_burst_s:
     one already running waited for a core (the newcomer had taken its core, the other idle);
     ``moved_after_s``, the p95 of the wait of two bursts woken together, longer than the move
     (``long_rows``): the longest a displaced thread stands still; with ``full`` (``full_host``
-    of ``measure_full``'s rows), the full host's ``full_share`` and ``slice_s`` (nobody ran at
-    once: share 0, and the newcomer's burst for the moot slice)."""
+    of ``measure_full``'s rows), the full host's ``full_share``, ``slice_s`` (nobody ran at
+    once: share 0, and the newcomer's burst for the moot slice) and ``late_wait_s``."""
     first = pattern["displaced"]["first"]
     if not first["n"]:
         raise ValueError("no two bursts of the chain overlapped: give it more --chain-s")
     waits = [w - long_burst_s for _, w in long_rows if w - long_burst_s > WAITED_S]
     moved = float(np.percentile(waits, 95)) if waits else long_burst_s   # nobody waited: the move is moot
-    busy = {"full_share": full["full_share"], "slice_s": full["slice_s"] or FULL_BURST_S} if full else {}
+    busy = {"full_share": full["full_share"], "slice_s": full["slice_s"] or FULL_BURST_S,
+            "late_wait_s": full["late_wait_s"]} if full else {}
     return {"packed_share": round(first["waited"], 4), "moved_after_s": round(moved, 6), **busy, "source": source}
 
 

@@ -90,6 +90,8 @@ def placement_text(w: dict) -> str:
     if w.get("full_share") is not None:
         text += (f"; with every core busy {100 * w['full_share']:.0f} % run at once in place of a running one, "
                  f"for up to {1e3 * w['slice_s']:.2f} ms")
+        if w.get("late_wait_s"):
+            text += f", the others after {1e3 * w['late_wait_s']:.2f} ms"
     return text
 
 

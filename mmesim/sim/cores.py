@@ -81,9 +81,16 @@ class PackedCores(Cores):
     starts runs at once, with probability ``full_share``, in place of a running thread drawn at
     random, which stands still for the newcomer's time alone or its slice, whichever is
     shorter: Linux's wake-up preemption, where processor sharing would slow every thread to
-    N / D. Otherwise it takes its fair share."""
+    N / D. Otherwise, with ``late_wait_s`` measured, it waits that long (the rest of a running
+    thread's slice, which the kernel lets it finish) and then runs in place of a running
+    thread as above; without ``late_wait_s`` it takes its fair share. A thread that waits
+    (displaced, or queued behind a slice) waits its time out even if a core frees meanwhile:
+    whether this kernel then pulls it was not answered cleanly (docs/accuracy-this-machine.md,
+    section 8), and on a busy host Linux skips the idle core's search for work when its cores
+    idle only briefly (``avg_idle`` under the migration cost, 0.5 ms by default)."""
 
-    __slots__ = ("placement", "rng", "woken", "packed", "packed_s", "crowded", "preempted", "preempted_s")
+    __slots__ = ("placement", "rng", "woken", "packed", "packed_s", "crowded", "preempted", "preempted_s", "late",
+                 "late_s")
 
     def __init__(self, env, cores: int, placement, rng):
         super().__init__(env, cores)
@@ -92,8 +99,10 @@ class PackedCores(Cores):
         self.packed = 0         # of which landed on a running thread's core
         self.packed_s = 0.0     # the time the displaced threads stood still, in all
         self.crowded = 0        # jobs that started with every core busy
-        self.preempted = 0      # of which ran at once in place of a running thread
+        self.preempted = 0      # of which ran in place of a running thread, at once or after a slice
         self.preempted_s = 0.0  # the time the threads they displaced stood still, in all
+        self.late = 0           # of the crowded, those that waited for a running thread's slice to end
+        self.late_s = 0.0       # the time they waited, in all
 
     def run(self, work: float, tag, callback, arg) -> None:
         if tag != 0 and self.demand > 0:
@@ -103,13 +112,28 @@ class PackedCores(Cores):
                 if self.rng.random() < placed.packed_share:
                     self.packed += 1
                     self.packed_s += self._displace(min(work, placed.moved_after_s))
-            elif self.demand >= self.total and placed.full_share:               # none idle
+            elif self.demand >= self.total and (placed.full_share or placed.late_wait_s):   # none idle
                 self.crowded += 1
                 if self.rng.random() < placed.full_share:
-                    self.preempted += 1
-                    self.preempted_s += self._displace(min(work, placed.slice_s))
+                    self._preempt(work)
+                elif placed.late_wait_s:
+                    self.late += 1
+                    self.late_s += placed.late_wait_s
+                    after(self.env, placed.late_wait_s, (work, tag, callback, arg), self._slice_ended)
+                    return
             # else too few idle for it: its fair share
         super().run(work, tag, callback, arg)
+
+    def _preempt(self, work: float) -> None:
+        self.preempted += 1
+        self.preempted_s += self._displace(min(work, self.placement.slice_s))
+
+    def _slice_ended(self, ev) -> None:
+        """A job queued on a full host: the running thread's slice is over, and it runs in that
+        one's place (if a core idles now, it simply runs)."""
+        if self.demand >= self.total:
+            self._preempt(ev.value[0])
+        SharedProcessor.run(self, *ev.value)
 
     def _displace(self, wait: float) -> float:
         """A running thread drawn at random stands still for ``wait``, then goes on."""
