@@ -112,7 +112,8 @@ class WakePlacement(Model):
     share of newcomers that ran at once on a full host; ``slice_s``, the CPU they ran before
     they first stood still. None: not measured (profiles calibrated before the probe measured
     it): processor sharing on a full host. A newcomer that did not run at once waited for the
-    rest of a running thread's slice and then ran a slice in its place (section 9):
+    rest of a running thread's slice and then ran a slice in its place, or started on the first
+    core that freed (section 9):
     ``late_wait_s``, the median of that wait; None: nobody waited, or not measured (such a
     newcomer then takes its fair share).
     """
@@ -129,7 +130,8 @@ class WakePlacement(Model):
     late_wait_s: float | None = Field(default=None, gt=0, le=1.0,
                                       description="with every core busy, how long a newcomer that did not run at "
                                                   "once waited (the rest of a running thread's slice) before it ran "
-                                                  "a slice in that one's place; None: its fair share")
+                                                  "a slice in that one's place, unless a core freed first; None: its "
+                                                  "fair share")
     source: str | None = Field(default=None, description="how it was measured: the probe, its host and date")
 
     @model_validator(mode="after")

@@ -311,21 +311,25 @@ def test_a_thread_woken_on_a_full_host_may_run_at_once_in_place_of_one(full_shar
     assert cores.core_s_until_now() == pytest.approx(0.9)                          # no work added, none lost
 
 
-@pytest.mark.parametrize("slice_s, late_wait_s, ends", [
-    (1.0, 0.05, [0.25, 0.4, 0.5]),      # waits 50 ms for a running thread's slice, then runs whole in its place
-    (0.05, 0.05, [0.275, 0.425, 0.475]),  # ... for a slice of its own, then the three share the two cores
-    (1.0, 0.35, [0.55, 0.4, 0.4]),      # a core freed while it waited: it runs there (it waited its time out)
+@pytest.mark.parametrize("slice_s, late_wait_s, jobs, ends, waited, preempted", [
+    # waits 50 ms for a running thread's slice, then runs whole in its place
+    (1.0, 0.05, [(0, 0.4, 1), (0, 0.4, 1)], [0.25, 0.4, 0.5], 0.05, 1),
+    # ... for a slice of its own, then the three share the two cores
+    (0.05, 0.05, [(0, 0.4, 1), (0, 0.4, 1)], [0.275, 0.425, 0.475], 0.05, 1),
+    # a core frees before the slice ends (the other job ends at 0.15): it starts there at once
+    (1.0, 0.2, [(0, 0.4, 1), (0, 0.15, 1)], [0.25, 0.15, 0.4], 0.05, 0),
 ])
-def test_a_thread_woken_on_a_full_host_that_does_not_run_at_once_waits_for_a_slice(slice_s, late_wait_s, ends):
-    """As above, but the newcomer does not run at once (full_share 0): with late_wait_s it waits
-    for the running thread's slice to end, then takes that one's place; without, its fair share."""
-    cores = _packed(0.0, full_share=0.0, slice_s=slice_s, late_wait_s=late_wait_s)
-    got = _finishes(cores, [(0, 0.4, 1), (0, 0.4, 1), (0.1, 0.1, 1)])
-    assert got[2] == pytest.approx(ends[0]) and sorted(got[:2]) == pytest.approx(ends[1:])
-    assert (cores.crowded, cores.late) == (1, 1) and cores.late_s == pytest.approx(late_wait_s)
-    assert cores.preempted == (1 if late_wait_s < 0.3 else 0)           # in place of one, or on a core idle by then
-    assert cores.core_s_until_now() == pytest.approx(0.9)
+def test_a_thread_woken_on_a_full_host_that_does_not_run_at_once_waits_for_a_slice(slice_s, late_wait_s, jobs, ends,
+                                                                                  waited, preempted):
+    """2 cores busy from 0; a 0.1 s job starts at 0.1 and does not run at once (full_share 0):
+    with late_wait_s it waits for the running thread's slice to end, then takes that one's
+    place, or for a core to free, whichever comes first; without, its fair share."""
     from mmesim.endpoint import WakePlacement
+    cores = _packed(0.0, full_share=0.0, slice_s=slice_s, late_wait_s=late_wait_s)
+    got = _finishes(cores, jobs + [(0.1, 0.1, 1)])
+    assert got[2] == pytest.approx(ends[0]) and sorted(got[:2]) == pytest.approx(ends[1:])
+    assert (cores.crowded, cores.late, cores.preempted) == (1, 1, preempted) and cores.late_s == pytest.approx(waited)
+    assert cores.core_s_until_now() == pytest.approx(sum(w for _, w, _ in jobs) + 0.1)     # no work added, none lost
     assert WakePlacement(packed_share=0, moved_after_s=1, full_share=0, slice_s=1, late_wait_s=0.05).displaces
 
 
@@ -389,10 +393,11 @@ def test_a_full_host_that_preempts_lengthens_the_tail_more_than_the_median(two_c
     assert p95(after) - p95(before) > max(0.0, p50(after) - p50(before))
 
 
-def test_on_a_full_host_a_thread_that_waits_for_a_slice_lengthens_the_tail_more_than_a_fair_share(two_cores):
+def test_on_a_full_host_a_thread_that_does_not_run_at_once_waits_for_a_slice_or_a_free_core(two_cores):
     """The same host where only 30 % run at once: the others wait for a running thread's slice
-    (late_wait_s), then run in its place, two threads delayed where a fair share slows three a
-    little; the tail grows, the measured share of them waits."""
+    (late_wait_s) or a core to free, whichever comes first; with 1 ms executions a core often
+    frees first, so the mean wait is shorter than a slice's rest, and waiting for a core costs
+    about what sharing one fairly did (throughput within 3 %, p95 within 10 %)."""
     from mmesim.endpoint import WakePlacement
     profile = cpu_model(s1=0.001, request_overhead_s=0.0003, handoff_s=0.0001)
     wl = Workload(stages=[{"end_s": 20, "users": 8, "spawn_rate": 100}], wait_s=(0, 0.01),
@@ -405,10 +410,11 @@ def test_on_a_full_host_a_thread_that_waits_for_a_slice_lengthens_the_tail_more_
         sims.append(sim)
     cores = sims[1].instances[0].cores
     assert cores.crowded > 1000 and cores.late / cores.crowded == pytest.approx(0.7, abs=0.03)
-    assert cores.late_s == pytest.approx(0.001 * cores.late) and sims[0].instances[0].cores.late == 0
+    assert 0.2 * 0.001 < cores.late_s / cores.late < 0.9 * 0.001 and not cores.queued
+    assert sims[0].instances[0].cores.late == 0
     before, after = (sorted(r.end - r.start for r in run.records) for run in runs)
-    p50, p95 = (lambda x: x[len(x) // 2]), (lambda x: x[int(0.95 * len(x))])
-    assert p95(after) - p95(before) > max(0.0, p50(after) - p50(before))
+    assert len(after) == pytest.approx(len(before), rel=0.03)
+    assert after[int(0.95 * len(after))] == pytest.approx(before[int(0.95 * len(before))], rel=0.1)
 
 
 def test_host_wakeups_describe_the_local_host_only(tmp_path):

@@ -83,14 +83,14 @@ class PackedCores(Cores):
     shorter: Linux's wake-up preemption, where processor sharing would slow every thread to
     N / D. Otherwise, with ``late_wait_s`` measured, it waits that long (the rest of a running
     thread's slice, which the kernel lets it finish) and then runs in place of a running
-    thread as above; without ``late_wait_s`` it takes its fair share. A thread that waits
-    (displaced, or queued behind a slice) waits its time out even if a core frees meanwhile:
-    whether this kernel then pulls it was not answered cleanly (docs/accuracy-this-machine.md,
-    section 8), and on a busy host Linux skips the idle core's search for work when its cores
-    idle only briefly (``avg_idle`` under the migration cost, 0.5 ms by default)."""
+    thread as above, unless a core frees first: then it starts there at once (the probe's
+    newcomers that did not run at once started as soon as another core's thread ended,
+    docs/accuracy-this-machine.md, section 9). Without ``late_wait_s`` it takes its fair
+    share. A displaced thread stands still its time out even if a core frees meanwhile:
+    whether this kernel then moves it was not answered cleanly (section 8)."""
 
     __slots__ = ("placement", "rng", "woken", "packed", "packed_s", "crowded", "preempted", "preempted_s", "late",
-                 "late_s")
+                 "late_s", "queued")
 
     def __init__(self, env, cores: int, placement, rng):
         super().__init__(env, cores)
@@ -101,8 +101,9 @@ class PackedCores(Cores):
         self.crowded = 0        # jobs that started with every core busy
         self.preempted = 0      # of which ran in place of a running thread, at once or after a slice
         self.preempted_s = 0.0  # the time the threads they displaced stood still, in all
-        self.late = 0           # of the crowded, those that waited for a running thread's slice to end
+        self.late = 0           # of the crowded, those that waited for a slice to end or a core to free
         self.late_s = 0.0       # the time they waited, in all
+        self.queued: list = []  # those waiting now, in order: [work, tag, callback, arg, since]
 
     def run(self, work: float, tag, callback, arg) -> None:
         if tag != 0 and self.demand > 0:
@@ -117,9 +118,9 @@ class PackedCores(Cores):
                 if self.rng.random() < placed.full_share:
                     self._preempt(work)
                 elif placed.late_wait_s:
-                    self.late += 1
-                    self.late_s += placed.late_wait_s
-                    after(self.env, placed.late_wait_s, (work, tag, callback, arg), self._slice_ended)
+                    job = [work, tag, callback, arg, self.env.now]
+                    self.queued.append(job)
+                    after(self.env, placed.late_wait_s, job, self._slice_ended)
                     return
             # else too few idle for it: its fair share
         super().run(work, tag, callback, arg)
@@ -129,11 +130,40 @@ class PackedCores(Cores):
         self.preempted_s += self._displace(min(work, self.placement.slice_s))
 
     def _slice_ended(self, ev) -> None:
-        """A job queued on a full host: the running thread's slice is over, and it runs in that
-        one's place (if a core idles now, it simply runs)."""
-        if self.demand >= self.total:
-            self._preempt(ev.value[0])
-        SharedProcessor.run(self, *ev.value)
+        """A queued job's wait is over: it runs in place of the thread whose slice ended (on a
+        core idle by then, it simply runs), unless a core freed first and it started there."""
+        job = ev.value
+        for i, queued in enumerate(self.queued):
+            if queued is job:
+                del self.queued[i]
+                self._started_late(job)
+                if self.demand >= self.total:
+                    self._preempt(job[0])
+                SharedProcessor.run(self, *job[:4])
+                return
+
+    def _started_late(self, job: list) -> None:
+        self.late += 1
+        self.late_s += self.env.now - job[4]
+
+    def _finish(self, ev) -> None:
+        current = ev is self._timer          # else a stale timer: nothing finished
+        super()._finish(ev)
+        queued = self.queued
+        if not (current and queued):
+            return
+        pulled = False
+        while queued and self.demand + (queued[0][1] if type(queued[0][1]) is int else 1) <= self.total:
+            job = queued.pop(0)              # a core freed: the longest queued starts there at once
+            self._started_late(job)
+            self._finishing = True           # one timer for all of them, below
+            try:
+                SharedProcessor.run(self, *job[:4])
+            finally:
+                self._finishing = False
+            pulled = True
+        if pulled:
+            self._schedule()
 
     def _displace(self, wait: float) -> float:
         """A running thread drawn at random stands still for ``wait``, then goes on."""
