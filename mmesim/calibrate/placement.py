@@ -7,7 +7,8 @@ quarter to a third of such threads ran first on the busy core, the thread they d
 standing still. The probe asks the host in the pattern Triton's threads make (``chain``:
 clients -> a relay -> stubs burning 1 ms each) and times two threads woken together with
 bursts longer than the kernel takes to move one (``measure``), and a thread woken while every
-core is busy (``measure_full``: does it run at once in place of another, and for how long).
+core is busy (``measure_full``: does it run at once in place of another, and for how long;
+if not, how long it waits).
 ``mmesim calibrate`` runs it on a CPU before it starts the server, so that a profile carries
 the placement of the host it was calibrated on; ``examples/host_wakeups.py`` runs it at
 length and prints what it saw.
