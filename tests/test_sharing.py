@@ -346,22 +346,27 @@ def test_only_a_full_host_preempts_and_only_a_thread_computing():
     assert cores.preempted == 1 and got[1] == pytest.approx(0.2)    # the hand-off is never the one displaced
 
 
+def _short_requests(placements, users: int, seed: int = 0) -> list[tuple]:
+    """Short requests on 2 cores (requests' handling, 1 ms executions, the client on the
+    host), 20 s of ``users`` closed-loop users, once per placement: (cores, latencies sorted)."""
+    profile = cpu_model(s1=0.001, request_overhead_s=0.0003, handoff_s=0.0001)
+    wl = Workload(stages=[{"end_s": 20, "users": users, "spawn_rate": 100}], wait_s=(0, 0.01),
+                  generator={"workers": 1, "cpu_s_per_request": 0.0003, "on_host": True})
+    out = []
+    for wakeups in placements:
+        sim = Simulation([profile], EndpointConfig(instance_type="local", host_wakeups=wakeups), wl, [4], seed=seed)
+        run = sim.run(20)
+        out.append((sim.instances[0].cores, sorted(r.end - r.start for r in run.records)))
+    return out
+
+
 def test_the_host_wakeups_of_a_local_endpoint_queue_the_measured_share(tmp_path, two_cores):
     """Short requests on 2 cores (requests' handling, executions, the client on the host): about
     the measured share of wake-ups beside a running thread take its core; latency grows, the
     tail most, and the same seed gives the same run."""
     from mmesim.endpoint import WakePlacement
-    profile = cpu_model(s1=0.001, request_overhead_s=0.0003, handoff_s=0.0001)
-    wl = Workload(stages=[{"end_s": 20, "users": 4, "spawn_rate": 100}], wait_s=(0, 0.01),
-                  generator={"workers": 1, "cpu_s_per_request": 0.0003, "on_host": True})
     placed = WakePlacement(packed_share=0.3, moved_after_s=0.0015)
-    runs, sims = [], []
-    for wakeups in (None, placed, placed):
-        sim = Simulation([profile], EndpointConfig(instance_type="local", host_wakeups=wakeups), wl, [4])
-        runs.append(sim.run(20))
-        sims.append(sim)
-    fair, packed, again = (sorted(r.end - r.start for r in run.records) for run in runs)
-    cores = sims[1].instances[0].cores
+    (_, fair), (cores, packed), (_, again) = _short_requests((None, placed, placed), users=4)
     assert cores.woken > 1000 and cores.packed / cores.woken == pytest.approx(0.3, abs=0.03)
     assert packed == again
     p50, p95 = (lambda x: x[len(x) // 2]), (lambda x: x[int(0.95 * len(x))])
@@ -374,20 +379,11 @@ def test_a_full_host_that_preempts_lengthens_the_tail_more_than_the_median(two_c
     about the same work done (a thread standing still while the other core's finishes leaves
     that core idle: a few % fewer requests)."""
     from mmesim.endpoint import WakePlacement
-    profile = cpu_model(s1=0.001, request_overhead_s=0.0003, handoff_s=0.0001)
-    wl = Workload(stages=[{"end_s": 20, "users": 8, "spawn_rate": 100}], wait_s=(0, 0.01),
-                  generator={"workers": 1, "cpu_s_per_request": 0.0003, "on_host": True})
     idle_only = WakePlacement(packed_share=0.3, moved_after_s=0.0015)
     full = WakePlacement(packed_share=0.3, moved_after_s=0.0015, full_share=0.8, slice_s=0.0014)
-    runs, sims = [], []
-    for wakeups in (idle_only, full):
-        sim = Simulation([profile], EndpointConfig(instance_type="local", host_wakeups=wakeups), wl, [4], seed=1)
-        runs.append(sim.run(20))
-        sims.append(sim)
-    cores = sims[1].instances[0].cores
+    (idle_cores, before), (cores, after) = _short_requests((idle_only, full), users=8, seed=1)
     assert cores.crowded > 1000 and cores.preempted / cores.crowded == pytest.approx(0.8, abs=0.03)
-    assert sims[0].instances[0].cores.crowded == 0
-    before, after = (sorted(r.end - r.start for r in run.records) for run in runs)
+    assert idle_cores.crowded == 0
     assert 0.93 * len(before) < len(after) < len(before)
     p50, p95 = (lambda x: x[len(x) // 2]), (lambda x: x[int(0.95 * len(x))])
     assert p95(after) - p95(before) > max(0.0, p50(after) - p50(before))
@@ -399,20 +395,12 @@ def test_on_a_full_host_a_thread_that_does_not_run_at_once_waits_for_a_slice_or_
     frees first, so the mean wait is shorter than a slice's rest, and waiting for a core costs
     about what sharing one fairly did (throughput within 3 %, p95 within 10 %)."""
     from mmesim.endpoint import WakePlacement
-    profile = cpu_model(s1=0.001, request_overhead_s=0.0003, handoff_s=0.0001)
-    wl = Workload(stages=[{"end_s": 20, "users": 8, "spawn_rate": 100}], wait_s=(0, 0.01),
-                  generator={"workers": 1, "cpu_s_per_request": 0.0003, "on_host": True})
     fair = WakePlacement(packed_share=0.3, moved_after_s=0.0015, full_share=0.3, slice_s=0.0014)
-    runs, sims = [], []
-    for wakeups in (fair, fair.model_copy(update={"late_wait_s": 0.0010})):
-        sim = Simulation([profile], EndpointConfig(instance_type="local", host_wakeups=wakeups), wl, [4], seed=1)
-        runs.append(sim.run(20))
-        sims.append(sim)
-    cores = sims[1].instances[0].cores
+    (fair_cores, before), (cores, after) = _short_requests(
+        (fair, fair.model_copy(update={"late_wait_s": 0.0010})), users=8, seed=1)
     assert cores.crowded > 1000 and cores.late / cores.crowded == pytest.approx(0.7, abs=0.03)
     assert 0.2 * 0.001 < cores.late_s / cores.late < 0.9 * 0.001 and not cores.queued
-    assert sims[0].instances[0].cores.late == 0
-    before, after = (sorted(r.end - r.start for r in run.records) for run in runs)
+    assert fair_cores.late == 0
     assert len(after) == pytest.approx(len(before), rel=0.03)
     assert after[int(0.95 * len(after))] == pytest.approx(before[int(0.95 * len(before))], rel=0.1)
 
