@@ -30,7 +30,9 @@ one already running waited for a core (a thread woken beside it took its core, t
 idle), and how long such a wait lasts at most (two bursts of ``--long-burst-ms``, longer than
 that wait, woken together); and, with every core busy, the share of threads woken that ran at
 once in place of a running one and how long they ran before they first stood still (a
-thread per core burning, a newcomer woken among them). ``mmesim calibrate`` measures the same
+thread per core burning, a newcomer woken among them), how long the others waited, and the
+share of the threads they displaced that moved to a core freeing meanwhile (the threads the
+newcomer left alone ending 0.2-0.9 ms after its wake-up). ``mmesim calibrate`` measures the same
 with a shorter run of this probe (``mmesim.calibrate.placement``), and its profile keeps it.
 """
 
@@ -46,8 +48,8 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from mmesim.calibrate.placement import (FULL_BURST_S, LONG_PAUSE_S, WAITED_S, chain, full_host, measure,
-                                        measure_full, placement)
+from mmesim.calibrate.placement import (FULL_BURST_S, LONG_PAUSE_S, WAITED_S, chain, freed_host, full_host, measure,
+                                        measure_freed, measure_full, placement)
 from mmesim.catalog import host_cpu
 from mmesim.report.console import console, placement_text
 from mmesim.triton import execlog
@@ -106,9 +108,9 @@ def main(argv=None) -> int:
     with console.status(f"{args.rounds // 4} rounds of two {args.long_burst_ms} ms bursts (how long one waits)"):
         long_rows = measure(long_burst, LONG_PAUSE_S, args.rounds // 4, seed=1)
     full_rounds = max(20, args.rounds // 8)
-    with console.status(f"{full_rounds} newcomers on a full host"):
+    with console.status(f"{full_rounds} newcomers on a full host, then {full_rounds} with a core freeing"):
         full_rows = measure_full(full_rounds)
-    full = full_host(full_rows)
+        full = {**full_host(full_rows), **freed_host(measure_freed(full_rounds))}
     bins, kernel = by_pause(rows, burst), kernel_settings()
     table = Table(title=f"two {args.burst_ms} ms bursts woken at once, {kernel['cores']} cores ({kernel['cpu']})")
     for col in ("pause ms", "rounds", "a worker waited", "wait p50 ms", "wait p95 ms"):
@@ -126,7 +128,9 @@ def main(argv=None) -> int:
                   + (f"; the others started {full['late_wait_s'] * 1e3:.2f} ms after their wake-up (median)"
                      if full['late_wait_s'] else "")
                   + f"; the longest wait of the threads it came among {full['displaced_wait_p50_s'] * 1e3:.2f} ms "
-                    "(median)")
+                    "(median)"
+                  + (f"; with another core freeing meanwhile, {100 * full['freed_share']:.0f} % of "
+                     f"{full['freed_rounds']} displaced threads moved there" if full['freed_share'] is not None else ""))
     pattern = placed = None
     if args.chain_s > 0:
         with console.status(f"{args.chain_s:g} s of four clients -> a relay -> four stubs"):

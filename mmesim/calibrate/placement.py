@@ -8,7 +8,8 @@ standing still. The probe asks the host in the pattern Triton's threads make (``
 clients -> a relay -> stubs burning 1 ms each) and times two threads woken together with
 bursts longer than the kernel takes to move one (``measure``), and a thread woken while every
 core is busy (``measure_full``: does it run at once in place of another, and for how long;
-if not, how long it waits).
+if not, how long it waits; ``measure_freed``: does the thread it displaced move to a core
+that frees meanwhile).
 ``mmesim calibrate`` runs it on a CPU before it starts the server, so that a profile carries
 the placement of the host it was calibrated on; ``examples/host_wakeups.py`` runs it at
 length and prints what it saw.
@@ -32,6 +33,7 @@ from mmesim.triton import execlog
 from mmesim.triton.trace import overlap
 
 WAITED_S = 0.3e-3                                        # beyond the burst: one worker waited
+GAP_S = 0.1e-3                                           # a burning thread's clock jumping this far: it stood still
 LONG_PAUSE_S = 0.010                                     # pauses before the long bursts
 LONG_BURST_S = 4e-3                                      # longer than the kernel takes to move a thread
 mp = multiprocessing.get_context("fork")
@@ -164,6 +166,80 @@ def full_host(rows: list[tuple[float, float, float]]) -> dict:
             "displaced_wait_p50_s": round(float(np.median([held for *_, held in rows])), 6)}
 
 
+FREED_AFTER_S = (0.2e-3, 0.9e-3)                          # a core frees this long after the wake-up: in a slice
+
+
+def _early_holder(go, done, released, freed_after, seconds: float, out) -> None:
+    """Burns ``seconds`` unless, ``freed_after`` past the newcomer's wake-up, it has run without
+    a stop since that wake-up (the newcomer did not take its core): then it ends there, freeing
+    its core. Per round: whether it ended so, when it ended, and the spells it stood still that
+    ended after the wake-up (s, from the wake-up)."""
+    while True:
+        go.acquire()
+        began = last = time.monotonic()
+        stood, decided, early = [], False, False
+        while (now := time.monotonic()) - began < seconds:
+            if now - last > GAP_S:
+                stood.append((last, now))
+            last = now
+            woke = released.value
+            if not decided and woke > began and now >= woke + freed_after.value:
+                decided = True
+                if early := not any(end > woke for _, end in stood):
+                    break
+        woke = released.value
+        out.put((early, now - woke, [(a - woke, b - woke) for a, b in stood if b > woke]))
+        done.release()
+
+
+def measure_freed(rounds: int, seed: int = 3) -> list[tuple[float, float, float]]:
+    """A displaced thread when another core frees: as ``measure_full``, but each core's thread
+    that the newcomer did not displace ends ``FREED_AFTER_S`` (uniformly) after the wake-up,
+    while the displaced one stands still for the newcomer's slice. Per round in which the
+    newcomer ran at once and one thread stood still from its wake-up: when a core freed, when
+    the displaced one stood still and when it ran again (s from the wake-up)."""
+    n = host_cores()
+    go, done = [mp.Semaphore(0) for _ in range(n + 1)], mp.Semaphore(0)
+    released, freed_after = mp.Value("d", 0.0, lock=False), mp.Value("d", 0.0, lock=False)
+    starts, ends = mp.Queue(), mp.Queue()
+    procs = [mp.Process(target=_early_holder, args=(go[i], done, released, freed_after, FULL_HOLD_S, ends),
+                        daemon=True) for i in range(n)]
+    procs.append(mp.Process(target=_newcomer, args=(go[n], done, released, FULL_BURST_S, starts), daemon=True))
+    for p in procs:
+        p.start()
+    rnd, rows = random.Random(seed), []
+    try:
+        for i in range(rounds + 5):                       # the first five warm the workers up
+            time.sleep(rnd.uniform(0, LONG_PAUSE_S))
+            released.value, freed_after.value = 0.0, rnd.uniform(*FREED_AFTER_S)
+            for g in go[:n]:
+                g.release()
+            time.sleep(FULL_AFTER_S + rnd.uniform(0, FULL_PHASE_S))
+            released.value = time.monotonic()
+            go[n].release()
+            for _ in range(n + 1):
+                if not done.acquire(timeout=10):
+                    raise RuntimeError("the scheduler probe's workers stopped answering")
+            delay, _ = starts.get(timeout=10)
+            holders = [ends.get(timeout=10) for _ in range(n)]
+            stood = [spells[0] for early, _, spells in holders if not early and spells and spells[0][0] <= WAITED_S]
+            freed = [end for early, end, _ in holders if early]
+            if i >= 5 and delay <= WAITED_S and freed and len(stood) == 1:
+                rows.append((min(freed), *stood[0]))
+    finally:
+        for p in procs:
+            p.kill()
+    return rows
+
+
+def freed_host(rows: list[tuple[float, float, float]]) -> dict:
+    """``freed_share``: of the displaced threads that stood still when another core freed
+    (``measure_freed``'s rows), the share that ran again by ``WAITED_S`` after it, moved to
+    that core, where the others stood on for the newcomer's slice; None: no such round."""
+    moved = [resumed <= freed + WAITED_S for freed, _, resumed in rows]
+    return {"freed_share": round(float(np.mean(moved)), 4) if moved else None, "freed_rounds": len(moved)}
+
+
 def _client(i: int, pause_s: float, seconds: float, requests, answer) -> None:
     rnd, end = random.Random(i), time.monotonic() + seconds
     while time.monotonic() < end:
@@ -246,27 +322,28 @@ def placement(pattern: dict, long_rows: list[tuple[float, float]], long_burst_s:
     ``moved_after_s``, the p95 of the wait of two bursts woken together, longer than the move
     (``long_rows``): the longest a displaced thread stands still; with ``full`` (``full_host``
     of ``measure_full``'s rows), the full host's ``full_share``, ``slice_s`` (nobody ran at
-    once: share 0, and the newcomer's burst for the moot slice) and ``late_wait_s``."""
+    once: share 0, and the newcomer's burst for the moot slice) and ``late_wait_s``, and with
+    ``freed_host`` of ``measure_freed``'s rows merged into it, ``freed_share``."""
     first = pattern["displaced"]["first"]
     if not first["n"]:
         raise ValueError("no two bursts of the chain overlapped: give it more --chain-s")
     waits = [w - long_burst_s for _, w in long_rows if w - long_burst_s > WAITED_S]
     moved = float(np.percentile(waits, 95)) if waits else long_burst_s   # nobody waited: the move is moot
     busy = {"full_share": full["full_share"], "slice_s": full["slice_s"] or FULL_BURST_S,
-            "late_wait_s": full["late_wait_s"]} if full else {}
+            "late_wait_s": full["late_wait_s"], "freed_share": full.get("freed_share")} if full else {}
     return {"packed_share": round(first["waited"], 4), "moved_after_s": round(moved, 6), **busy, "source": source}
 
 
 def measure_placement(chain_s: float = 4.0, long_rounds: int = 120, burst_s: float = 1e-3,
                       source: str = "mmesim calibrate", full_rounds: int = 80) -> WakePlacement | None:
     """This host's placement, as a profile keeps it: ``chain_s`` seconds of the chain pattern,
-    ``long_rounds`` pairs of long bursts, ``full_rounds`` newcomers on a full host (about 8 s
-    in all with the defaults). None on a single core, where no thread can be placed beside
-    another."""
+    ``long_rounds`` pairs of long bursts, ``full_rounds`` newcomers on a full host, as many
+    with a core freeing (about 10 s in all with the defaults). None on a single core, where no
+    thread can be placed beside another."""
     if host_cores() < 2:
         return None
     long_rows = measure(LONG_BURST_S, LONG_PAUSE_S, long_rounds, seed=1)
-    full = full_host(measure_full(full_rounds))
+    full = {**full_host(measure_full(full_rounds)), **freed_host(measure_freed(full_rounds))}
     placed = placement(chain(burst_s, chain_s), long_rows, LONG_BURST_S,
                        f"{source}'s probe on {host_cpu()} x {host_cores()}, "
                        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", full)

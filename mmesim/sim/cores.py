@@ -86,11 +86,12 @@ class PackedCores(Cores):
     thread as above, unless a core frees first: then it starts there at once (the probe's
     newcomers that did not run at once started as soon as another core's thread ended,
     docs/accuracy-this-machine.md, section 9). Without ``late_wait_s`` it takes its fair
-    share. A displaced thread stands still its time out even if a core frees meanwhile:
-    whether this kernel then moves it was not answered cleanly (section 8)."""
+    share. When a core frees while a displaced thread stands still (and no queued newcomer takes
+    it), the one standing longest runs there at once with probability ``freed_share`` (the probe
+    saw 36-47 % move, the others stand on: section 10); without it, it stands its time out."""
 
     __slots__ = ("placement", "rng", "woken", "packed", "packed_s", "crowded", "preempted", "preempted_s", "late",
-                 "late_s", "queued")
+                 "late_s", "queued", "standing", "moved", "moved_s")
 
     def __init__(self, env, cores: int, placement, rng):
         super().__init__(env, cores)
@@ -104,6 +105,9 @@ class PackedCores(Cores):
         self.late = 0           # of the crowded, those that waited for a slice to end or a core to free
         self.late_s = 0.0       # the time they waited, in all
         self.queued: list = []  # those waiting now, in order: [work, tag, callback, arg, since]
+        self.standing: list = []  # displaced threads standing still now, in order: [(work, tag, callback, arg), until]
+        self.moved = 0          # displaced threads that ran again on a core that freed before their time was out
+        self.moved_s = 0.0      # the time they did not stand still so, in all
 
     def run(self, work: float, tag, callback, arg) -> None:
         if tag != 0 and self.demand > 0:
@@ -149,25 +153,37 @@ class PackedCores(Cores):
     def _finish(self, ev) -> None:
         current = ev is self._timer          # else a stale timer: nothing finished
         super()._finish(ev)
-        queued = self.queued
-        if not (current and queued):
+        if not (current and (self.queued or self.standing)):
             return
+        queued, standing, share = self.queued, self.standing, self.placement.freed_share
         pulled = False
-        while queued and self.demand + (queued[0][1] if type(queued[0][1]) is int else 1) <= self.total:
-            job = queued.pop(0)              # a core freed: the longest queued starts there at once
-            self._started_late(job)
-            self._finishing = True           # one timer for all of them, below
-            try:
+        self._finishing = True               # one timer for all of them, below
+        try:
+            while queued and self._fits(queued[0][1]):
+                job = queued.pop(0)          # a core freed: the longest queued starts there at once
+                self._started_late(job)
                 SharedProcessor.run(self, *job[:4])
-            finally:
-                self._finishing = False
-            pulled = True
+                pulled = True
+            if standing and share and self._fits(standing[0][0][1]) and self.rng.random() < share:
+                job, until = standing.pop(0)     # or the one displaced longest moves there
+                self.moved += 1
+                self.moved_s += until - self.env.now
+                SharedProcessor.run(self, *job)
+                pulled = True
+        finally:
+            self._finishing = False
         if pulled:
             self._schedule()
 
+    def _fits(self, tag) -> bool:
+        return self.demand + (tag if type(tag) is int else 1) <= self.total
+
     def _displace(self, wait: float) -> float:
-        """A running thread drawn at random stands still for ``wait``, then goes on."""
-        after(self.env, wait, self.suspend(self._pick), self._resume)
+        """A running thread drawn at random stands still for ``wait``, then goes on (unless it
+        moves to a core that frees first: ``_finish``)."""
+        entry = [self.suspend(self._pick), self.env.now + wait]
+        self.standing.append(entry)
+        after(self.env, wait, entry, self._resume)
         return wait
 
     def _pick(self, running: list) -> int:
@@ -176,4 +192,9 @@ class PackedCores(Cores):
         return threads[int(self.rng.random() * len(threads))]
 
     def _resume(self, ev) -> None:
-        SharedProcessor.run(self, *ev.value)
+        entry = ev.value
+        for i, standing in enumerate(self.standing):
+            if standing is entry:            # else it moved to a core that freed, and runs
+                del self.standing[i]
+                SharedProcessor.run(self, *entry[0])
+                return
