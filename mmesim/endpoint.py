@@ -164,7 +164,7 @@ def host_placement(given: WakePlacement | None, profiles, instance_type: str) ->
     if not measured:
         return None
     placed = measured[0]
-    figures = ("packed_share", "moved_after_s", "full_share", "slice_s", "late_wait_s", "freed_share")
+    figures = ("packed_share", "moved_after_s", "full_share", "slice_s", "late_wait_s")
     if any(w.model_dump(include=set(figures)) != placed.model_dump(include=set(figures)) for w in measured):
         # the full host's figures from the probes that measured them (older ones did not)
         full = [w for w in measured if w.full_share is not None]
@@ -173,7 +173,6 @@ def host_placement(given: WakePlacement | None, profiles, instance_type: str) ->
                                moved_after_s=median(measured, "moved_after_s"),
                                full_share=median(full, "full_share"), slice_s=median(full, "slice_s"),
                                late_wait_s=median([w for w in full if w.late_wait_s], "late_wait_s"),
-                               freed_share=median([w for w in full if w.freed_share is not None], "freed_share"),
                                source=f"the median of {len(measured)} profiles' calibrations: "
                                       + "; ".join(sorted({w.source or "unsaid" for w in measured})))
     return placed if placed.displaces else None

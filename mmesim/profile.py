@@ -115,10 +115,7 @@ class WakePlacement(Model):
     rest of a running thread's slice and then ran a slice in its place, or started on the first
     core that freed (section 9):
     ``late_wait_s``, the median of that wait; None: nobody waited, or not measured (such a
-    newcomer then takes its fair share). And a thread displaced so, when another core frees
-    while it stands still, ran again there at once in some rounds and stood on for the
-    newcomer's slice in the others (36-47 % moved, section 10): ``freed_share``, the share that
-    moved; None: not measured (it stands its time out).
+    newcomer then takes its fair share).
     """
 
     packed_share: float = Field(ge=0, le=1, description="share of such wake-ups that take a running thread's core")
@@ -135,19 +132,14 @@ class WakePlacement(Model):
                                                   "once waited (the rest of a running thread's slice) before it ran "
                                                   "a slice in that one's place, unless a core freed first; None: its "
                                                   "fair share")
-    freed_share: float | None = Field(default=None, ge=0, le=1,
-                                      description="with every core busy, the share of threads displaced by a "
-                                                  "newcomer that run again at once on a core that frees while "
-                                                  "they stand still; None: not measured (they stand their time out)")
     source: str | None = Field(default=None, description="how it was measured: the probe, its host and date")
 
     @model_validator(mode="after")
     def _full_host_whole(self) -> "WakePlacement":
         if (self.full_share is None) != (self.slice_s is None):
             raise ValueError("full_share and slice_s go together: both measured (the probe's full host), or neither")
-        for figure in ("late_wait_s", "freed_share"):
-            if getattr(self, figure) is not None and self.full_share is None:
-                raise ValueError(f"{figure} is the full host's: it needs full_share and slice_s")
+        if self.late_wait_s is not None and self.full_share is None:
+            raise ValueError("late_wait_s is the full host's: it needs full_share and slice_s")
         return self
 
     @property

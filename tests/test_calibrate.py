@@ -42,7 +42,6 @@ def test_profile_round_trips_and_is_valid(calibrated):
     placed = profile.host_wakeups
     assert 0 <= placed.packed_share <= 1 and 0 < placed.moved_after_s < 0.5
     assert 0 <= placed.full_share <= 1 and 0 < placed.slice_s < 0.5         # and with every core busy
-    assert placed.freed_share is None or 0 <= placed.freed_share <= 1
     assert placed.source.startswith("mmesim calibrate's probe on ") and "host placement" in profile.provenance.notes
     # the command given to main(argv), not the test runner's sys.argv
     assert profile.provenance.command == f"mmesim calibrate --model tiny-mlp --framework python --device cpu " \

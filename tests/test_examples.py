@@ -58,8 +58,11 @@ def test_host_wakeups_bins_rounds_by_pause_and_times_the_wait(tmp_path):
     # a thread woken on a full host: the share that ran at once, and for how long, as the placement takes it
     assert placed.full_share == result["full_host"]["full_share"] and 0 < placed.slice_s <= 4e-3
     assert placed.late_wait_s == result["full_host"]["late_wait_s"]     # the others' wait (None: all at once)
-    assert placed.freed_share == result["full_host"]["freed_share"]     # the displaced that moved to a freed core
-    assert placed.freed_share is None or 0 <= placed.freed_share <= 1
+    # and of the threads a newcomer displaced, the share that moved to a core freeing meanwhile
+    # (printed and kept, not taken by the simulator: docs/accuracy-this-machine.md, section 10)
+    freed = result["full_host"]
+    assert 0 <= freed["freed_rounds"] <= 20 and (freed["freed_share"] is None) == (freed["freed_rounds"] == 0)
+    assert freed["freed_share"] is None or 0 <= freed["freed_share"] <= 1
 
 
 def test_warmth_under_load_bins_each_execution_by_its_own_copys_idle():

@@ -62,10 +62,6 @@ def test_placement_is_which_of_two_overlapping_bursts_waited():
     freed_rows = [(0.5e-3, 0.0, 0.6e-3), (0.5e-3, 0.0, 0.79e-3), (0.5e-3, 0.0, 1.4e-3), (0.9e-3, 0.0, 1.4e-3)]
     assert probe.freed_host(freed_rows) == {"freed_share": 0.5, "freed_rounds": 4}
     assert probe.freed_host([]) == {"freed_share": None, "freed_rounds": 0}
-    both = probe.placement({"displaced": parts}, long_rows, long_burst, "s",
-                           {**probe.full_host(full_rows), **probe.freed_host(freed_rows)})
-    assert (both["full_share"], both["freed_share"]) == (0.75, 0.5) and placed["freed_share"] is None
-    WakePlacement(**both)
     # everyone ran at once: nobody's wait to tell
     assert probe.full_host(full_rows[:3])["late_wait_s"] is None
     # nobody ran at once: the slice is moot, but each waited for one before it ran
@@ -83,8 +79,12 @@ def test_the_probe_measures_this_host_and_names_it(monkeypatch):
     placed = probe.measure_placement(chain_s=1.0, long_rounds=20, source="test", full_rounds=20)
     assert 0 <= placed.packed_share <= 1 and 0 < placed.moved_after_s < 0.5
     assert 0 <= placed.full_share <= 1 and 0 < placed.slice_s <= probe.FULL_BURST_S
-    assert placed.freed_share is None or 0 <= placed.freed_share <= 1      # None: no round had one displaced
     assert placed.source.startswith(f"test's probe on {host_cpu()} x ") and "UTC" in placed.source
+    # a core freeing while a displaced thread stands still: it freed in the window asked for, the
+    # displaced one stood still from the wake-up (a gap in its clock) and then ran again
+    for freed, stood, resumed in probe.measure_freed(12):
+        assert probe.FREED_AFTER_S[0] <= freed < probe.FREED_AFTER_S[1] + 0.5e-3
+        assert stood <= probe.WAITED_S and resumed > stood + probe.GAP_S
     monkeypatch.setattr(probe, "host_cores", lambda: 1)
     assert probe.measure_placement(chain_s=1.0, long_rounds=20) is None
 
@@ -106,11 +106,10 @@ def test_local_takes_the_profiles_placement_unless_the_endpoint_gives_one():
     # a full host's figures: the median of the probes that measured them (older ones did not)
     c = cpu_model("c", WakePlacement(packed_share=0.3, moved_after_s=0.0015, full_share=0.9, slice_s=0.0014))
     d = cpu_model("d", WakePlacement(packed_share=0.3, moved_after_s=0.0015, full_share=0.7, slice_s=0.0012,
-                                     late_wait_s=0.001, freed_share=0.4))
+                                     late_wait_s=0.001))
     both = host_placement(None, [a, c, d], "local")
     assert (both.packed_share, both.full_share, both.slice_s) == pytest.approx((0.3, 0.8, 0.0013))
     assert both.late_wait_s == pytest.approx(0.001)                     # the one probe that saw a newcomer wait
-    assert both.freed_share == pytest.approx(0.4)                       # the one that measured a core freeing
     assert host_placement(None, [a, b], "local").full_share is None
     only_full = WakePlacement(packed_share=0, moved_after_s=0.001, full_share=0.9, slice_s=0.0014)
     assert host_placement(only_full, [a], "local") == only_full                        # not processor sharing
@@ -123,10 +122,6 @@ def test_a_full_hosts_figures_go_together():
     assert not WakePlacement(packed_share=0, moved_after_s=0.001, full_share=0, slice_s=0.001).displaces
     with pytest.raises(ValueError, match="late_wait_s is the full host's"):
         WakePlacement(packed_share=0.3, moved_after_s=0.0015, late_wait_s=0.001)
-    with pytest.raises(ValueError, match="freed_share is the full host's"):
-        WakePlacement(packed_share=0.3, moved_after_s=0.0015, freed_share=0.4)
-    with pytest.raises(ValueError, match="freed_share"):
-        WakePlacement(packed_share=0.3, moved_after_s=0.0015, full_share=0.9, slice_s=0.0014, freed_share=1.5)
 
 
 def test_a_prediction_on_local_is_the_one_the_endpoints_placement_gives(two_cores):

@@ -8,8 +8,9 @@ standing still. The probe asks the host in the pattern Triton's threads make (``
 clients -> a relay -> stubs burning 1 ms each) and times two threads woken together with
 bursts longer than the kernel takes to move one (``measure``), and a thread woken while every
 core is busy (``measure_full``: does it run at once in place of another, and for how long;
-if not, how long it waits; ``measure_freed``: does the thread it displaced move to a core
-that frees meanwhile).
+if not, how long it waits; ``measure_freed``, for examples/host_wakeups.py: does the thread
+it displaced move to a core that frees meanwhile; the simulator does not take that, section
+10 of docs/accuracy-this-machine.md says why).
 ``mmesim calibrate`` runs it on a CPU before it starts the server, so that a profile carries
 the placement of the host it was calibrated on; ``examples/host_wakeups.py`` runs it at
 length and prints what it saw.
@@ -322,28 +323,27 @@ def placement(pattern: dict, long_rows: list[tuple[float, float]], long_burst_s:
     ``moved_after_s``, the p95 of the wait of two bursts woken together, longer than the move
     (``long_rows``): the longest a displaced thread stands still; with ``full`` (``full_host``
     of ``measure_full``'s rows), the full host's ``full_share``, ``slice_s`` (nobody ran at
-    once: share 0, and the newcomer's burst for the moot slice) and ``late_wait_s``, and with
-    ``freed_host`` of ``measure_freed``'s rows merged into it, ``freed_share``."""
+    once: share 0, and the newcomer's burst for the moot slice) and ``late_wait_s``."""
     first = pattern["displaced"]["first"]
     if not first["n"]:
         raise ValueError("no two bursts of the chain overlapped: give it more --chain-s")
     waits = [w - long_burst_s for _, w in long_rows if w - long_burst_s > WAITED_S]
     moved = float(np.percentile(waits, 95)) if waits else long_burst_s   # nobody waited: the move is moot
     busy = {"full_share": full["full_share"], "slice_s": full["slice_s"] or FULL_BURST_S,
-            "late_wait_s": full["late_wait_s"], "freed_share": full.get("freed_share")} if full else {}
+            "late_wait_s": full["late_wait_s"]} if full else {}
     return {"packed_share": round(first["waited"], 4), "moved_after_s": round(moved, 6), **busy, "source": source}
 
 
 def measure_placement(chain_s: float = 4.0, long_rounds: int = 120, burst_s: float = 1e-3,
                       source: str = "mmesim calibrate", full_rounds: int = 80) -> WakePlacement | None:
     """This host's placement, as a profile keeps it: ``chain_s`` seconds of the chain pattern,
-    ``long_rounds`` pairs of long bursts, ``full_rounds`` newcomers on a full host, as many
-    with a core freeing (about 10 s in all with the defaults). None on a single core, where no
-    thread can be placed beside another."""
+    ``long_rounds`` pairs of long bursts, ``full_rounds`` newcomers on a full host (about 8 s
+    in all with the defaults). None on a single core, where no thread can be placed beside
+    another."""
     if host_cores() < 2:
         return None
     long_rows = measure(LONG_BURST_S, LONG_PAUSE_S, long_rounds, seed=1)
-    full = {**full_host(measure_full(full_rounds)), **freed_host(measure_freed(full_rounds))}
+    full = full_host(measure_full(full_rounds))
     placed = placement(chain(burst_s, chain_s), long_rows, LONG_BURST_S,
                        f"{source}'s probe on {host_cpu()} x {host_cores()}, "
                        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", full)

@@ -92,8 +92,6 @@ def placement_text(w: dict) -> str:
                  f"for up to {1e3 * w['slice_s']:.2f} ms")
         if w.get("late_wait_s"):
             text += f", the others after {1e3 * w['late_wait_s']:.2f} ms"
-        if w.get("freed_share") is not None:
-            text += f"; {100 * w['freed_share']:.0f} % of those displaced move to a core that frees"
     return text
 
 
