@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -87,6 +88,7 @@ from mmesim.results.summary import summarize
 from mmesim.sim import simulate
 from mmesim.sim.mme import target_names
 from mmesim.triton.execlog import describe
+from mmesim.triton.server import ServerError
 from mmesim.units import GiB
 from mmesim.workload import Workload
 
@@ -443,6 +445,13 @@ def run(selected: list[str], out: Path, profiles_dir: Path, emulator: bool = Fal
                     console.print("with the host's speed around the run (the probes before and after, averaged: "
                                   "not a prediction, the model's error apart from the drift's): " + headline(v.around))
                 results[name] = v
+        except OSError as exc:       # refused, reset: a server that died says why in its log, kept in --out
+            if server.server.running:
+                raise
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(server.server.log_path, out / "tritonserver.log")
+            raise ServerError(f"tritonserver exited (code {server.server.process.returncode}) during the run "
+                              f"({exc}); its whole log: {out / 'tritonserver.log'}", server.server.log_tail()) from exc
         finally:
             server.stop()
     summary = {name: {**v.comparison.to_dict(), "cpu": v.cpu, "platform": getattr(v, "platform", None),
@@ -515,8 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         wakeups = read_host_wakeups(args.host_wakeups) if args.host_wakeups else None
         results = run(selected, Path(args.out), Path(args.profiles), args.emulator, args.client, args.retime,
                       args.server_trace, wakeups, args.repeat)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
+    except (ConfigError, ServerError) as exc:   # a bad input file, or the server died: said, not a traceback
+        console.print(str(exc), style="red", markup=False, highlight=False)
         return 2
     console.print(accuracy_table(results))
     return 0

@@ -139,3 +139,24 @@ def test_what_cools_runs_both_probes_and_a_spinner_keeps_the_vcpu_from_halting(t
     if result["halts_counted"]:
         # the lowest-priority spinner runs whenever the copy sleeps: its vCPU never halts
         assert all(r["halts"] == "0" for r in halt if r["condition"] == "spinner here")
+
+
+@pytest.mark.triton
+def test_validate_local_says_when_its_tritonserver_died_and_keeps_the_log(tmp_path, monkeypatch, capsys):
+    """The server dying during a run (killed here at the first probe, the next request refused)
+    is an error that says so, with its exit code and log, kept in --out; not a traceback of the
+    refused connection."""
+    import os
+    import signal
+    vl = load("validate_local")
+
+    def killed_then_asked(server, profile, out, client, paces=False):
+        os.kill(server.server.pid, signal.SIGKILL)
+        server.server.process.wait(10)
+        server.serve([profile], [1])                 # the next request meets a dead server
+    monkeypatch.setattr(vl, "probe", killed_then_asked)
+    assert vl.main(["--workloads", "cores", "--out", str(tmp_path / "out")]) == 2
+    said = " ".join(capsys.readouterr().out.split())
+    assert "tritonserver exited (code -9) during the run" in said and "tritonserver.log" in said
+    assert "Traceback" not in said
+    assert "Started HTTPService" in (tmp_path / "out" / "tritonserver.log").read_text()

@@ -115,7 +115,7 @@ class TritonBackend(Backend):
         return self.server.pid if self.server else None
 
     def alive(self) -> bool:
-        return self.server is not None and self.server._alive()
+        return self.server is not None and self.server.running
 
     def gpu_busy_s(self) -> float | None:
         """GPU busy seconds on a GPU host: NVML's utilisation at each call, held since the

@@ -97,6 +97,11 @@ class TritonServer(ABC):
     @abstractmethod
     def log_tail(self, lines: int = 40) -> str: ...
 
+    @property
+    def running(self) -> bool:
+        """Whether the server process (or container) is still up: False once it crashed or stopped."""
+        return self._alive()
+
     def words(self, lines: int = 30, settle_s: float = 0.0) -> str:
         """The tail of Triton's log as a person reads it: without the start-up options table,
         and the stub's traceback (logged on one line, newlines escaped) unfolded. With
