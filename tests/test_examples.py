@@ -50,6 +50,9 @@ def test_host_wakeups_bins_rounds_by_pause_and_times_the_wait(tmp_path):
     alone, overlapped = result["chain"]["alone"], result["chain"]["overlapped"]
     assert 50 < alone["n"] + overlapped["n"] == result["chain"]["all"]["n"] < 4 * 1000 / 0.5
     assert 0 <= overlapped["waited"] <= 1
+    # every request one stub burst; a round trip holds at least the relay's 0.2 ms and the burst
+    assert result["chain"]["requests_per_s"] == result["chain"]["bursts_per_s"]
+    assert result["chain"]["round_trip_ms"]["p50"] >= 0.7 and min(result["chain"]["cpu_beyond_ms"].values()) >= 0
     # what the simulator takes (--host-wakeups): read back as the endpoint's WakePlacement
     from mmesim.endpoint import read_host_wakeups
     placed = read_host_wakeups(tmp_path / "host_wakeups.json")
@@ -160,3 +163,38 @@ def test_validate_local_says_when_its_tritonserver_died_and_keeps_the_log(tmp_pa
     assert "tritonserver exited (code -9) during the run" in said and "tritonserver.log" in said
     assert "Traceback" not in said
     assert "Started HTTPService" in (tmp_path / "out" / "tritonserver.log").read_text()
+
+
+def test_the_chain_simulated_charges_each_process_its_bursts_and_what_passing_on_costs():
+    """One client alone: every round trip is the relay's and the stub's work, their passing-on
+    CPU included (the client's own comes before its timer); four clients that never pause on
+    two cores: as many requests a second as two cores' CPU allows; and the host's placement
+    lengthens the tail over processor sharing, more than the median."""
+    from mmesim.profile import WakePlacement
+    hc = load("host_chain")
+    beyond = {"client": 0.1, "relay": 0.05, "stub": 0.02}
+    alone = hc.simulate_chain(0.01, None, beyond, seconds=2, n=1, cores=2)
+    assert alone["p50_ms"] == pytest.approx(0.2 + 0.05 + 1.0 + 0.02) == alone["p99_ms"]
+    assert alone["stubs_waited"] == 0
+    busy = hc.simulate_chain(0.0, None, beyond, seconds=2, n=4, cores=2)
+    assert busy["requests_per_s"] == pytest.approx(2 / (0.15 + 0.1 + 0.2 + 0.05 + 1.0 + 0.02) * 1e3, rel=0.02)
+    placed = WakePlacement(packed_share=0.3, moved_after_s=0.0015, full_share=0.9, slice_s=0.0014, late_wait_s=0.0009)
+    fair, packed = (hc.simulate_chain(0.004, p, beyond, seconds=4, cores=2) for p in (None, placed))
+    assert packed["p95_ms"] - fair["p95_ms"] > max(0.0, packed["p50_ms"] - fair["p50_ms"])
+    assert packed == hc.simulate_chain(0.004, placed, beyond, seconds=4, cores=2)      # seeded
+
+
+def test_host_chain_measures_the_chain_and_simulates_it_both_ways(tmp_path):
+    hc = load("host_chain")
+    assert hc.main(["--pauses-ms", "4", "--seconds", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "host_chain.json").read_text())
+    (run,) = result["runs"]
+    assert run["pause_ms"] == 4 and run["measured"]["requests_per_s"] > 50
+    assert run["measured"]["p50_ms"] >= 1.2                  # the relay's and the stub's bursts at least
+    assert all(v >= 0 for v in run["cpu_beyond_ms"].values())
+    for side in ("with_placement", "processor_sharing"):
+        assert run[side]["p50_ms"] >= 1.2 and 0 <= run[side]["stubs_waited"] <= 1
+    rows = (tmp_path / "host_chain.csv").read_text().splitlines()
+    assert rows[0].startswith("pause_ms,source,requests_per_s") and len(rows) == 4
+    with pytest.raises(SystemExit):                          # argparse's clear error, before any probe
+        hc.main(["--pauses-ms", "x", "--out", str(tmp_path)])

@@ -31,7 +31,7 @@ import numpy as np
 from mmesim.catalog import host_cores, host_cpu
 from mmesim.profile import WakePlacement
 from mmesim.triton import execlog
-from mmesim.triton.trace import overlap
+from mmesim.triton.trace import overlap, quantiles
 
 WAITED_S = 0.3e-3                                        # beyond the burst: one worker waited
 GAP_S = 0.1e-3                                           # a burning thread's clock jumping this far: it stood still
@@ -241,52 +241,66 @@ def freed_host(rows: list[tuple[float, float, float]]) -> dict:
     return {"freed_share": round(float(np.mean(moved)), 4) if moved else None, "freed_rounds": len(moved)}
 
 
-def _client(i: int, pause_s: float, seconds: float, requests, answer) -> None:
-    rnd, end = random.Random(i), time.monotonic() + seconds
+CLIENT_BURST_S = 0.15e-3                                 # the chain's client: its own work on a request
+RELAY_BURST_S = 0.2e-3                                   # its relay: the server's handling of a request
+
+
+def _client(i: int, pause_s: float, seconds: float, requests, answer, trips) -> None:
+    rnd, end, took, cpu = random.Random(i), time.monotonic() + seconds, [], time.process_time()
     while time.monotonic() < end:
         time.sleep(rnd.uniform(0, pause_s))
-        _burn(0.15e-3)                                   # the client's own work on a request
+        _burn(CLIENT_BURST_S)
+        sent = time.monotonic()
         requests.put(i)
         answer.acquire()
+        took.append(time.monotonic() - sent)
     requests.put(None)
+    trips.put((took, time.process_time() - cpu - len(took) * CLIENT_BURST_S))
 
 
-def _relay(requests, stubs, clients: int) -> None:
-    finished = 0
+def _relay(requests, stubs, clients: int, spent) -> None:
+    finished, relayed, cpu = 0, 0, time.process_time()
     while finished < clients:
         i = requests.get()
         if i is None:
             finished += 1
             continue
-        _burn(0.2e-3)                                    # the server's handling of a request
+        _burn(RELAY_BURST_S)
+        relayed += 1
         stubs[i % len(stubs)].put(i)
     for s in stubs:
         s.put(None)
+    spent.put((relayed, time.process_time() - cpu - relayed * RELAY_BURST_S))
 
 
 def _stub(inbox, answers, burst_s: float, out) -> None:
-    bursts = []
+    bursts, spent = [], time.process_time()
     while (i := inbox.get()) is not None:
         began, cpu = time.monotonic(), time.thread_time()
         _burn(burst_s)
         bursts.append((began, time.monotonic(), time.thread_time() - cpu))
         answers[i].release()
-    out.put(bursts)
+    out.put((bursts, time.process_time() - spent - len(bursts) * burst_s))
 
 
 def chain(burst_s: float = 1e-3, seconds: float = 8.0, n: int = 4, pause_s: float = 0.01) -> dict:
     """``n`` clients -> one relay -> ``n`` stubs, as Triton's requests go: per burst, whether it
     overlapped another and whether it waited for a core: ``mmesim.triton.execlog.breakdown``'s
-    figures, with wall beyond CPU as the wait."""
-    requests, inboxes, out = mp.Queue(), [mp.Queue() for _ in range(n)], mp.Queue()
+    figures, with wall beyond CPU as the wait; and the clients' round trips (``round_trip_ms``,
+    ``requests_per_s``) and the CPU each kind of process spent per request beyond its bursts
+    (``cpu_beyond_ms``: queues, pipes, waking the next: what passing a request on costs)."""
+    requests, inboxes, out, trips, spent = mp.Queue(), [mp.Queue() for _ in range(n)], mp.Queue(), mp.Queue(), \
+        mp.Queue()
     answers = [mp.Semaphore(0) for _ in range(n)]
     procs = [mp.Process(target=_stub, args=(inboxes[j], answers, burst_s, out)) for j in range(n)]
-    procs.append(mp.Process(target=_relay, args=(requests, inboxes, n)))
-    procs += [mp.Process(target=_client, args=(i, pause_s, seconds, requests, answers[i])) for i in range(n)]
+    procs.append(mp.Process(target=_relay, args=(requests, inboxes, n, spent)))
+    procs += [mp.Process(target=_client, args=(i, pause_s, seconds, requests, answers[i], trips)) for i in range(n)]
     for p in procs:
         p.start()
-    try:       # a process that dies leaves its stub's list unsent: a clear error, not a hang
-        bursts = sorted(b for _ in range(n) for b in out.get(timeout=seconds + 60))
+    try:       # a process that dies leaves its list unsent: a clear error, not a hang
+        stubs = [out.get(timeout=seconds + 60) for _ in range(n)]
+        clients = [trips.get(timeout=10) for _ in range(n)]
+        relayed, relay_cpu = spent.get(timeout=10)
     except queue.Empty:
         raise RuntimeError(f"the scheduler probe's processes did not finish within {seconds + 60:g} s") from None
     finally:
@@ -294,10 +308,16 @@ def chain(burst_s: float = 1e-3, seconds: float = 8.0, n: int = 4, pause_s: floa
             p.join(5)
             if p.is_alive():
                 p.kill()
+    bursts = sorted(b for mine, _ in stubs for b in mine)
+    took = np.array([t for mine, _ in clients for t in mine]) * 1e3
+    per = lambda cpu, count: round(1e3 * cpu / max(count, 1), 4)    # noqa: E731
+    beyond = {"client": per(sum(c for _, c in clients), len(took)), "relay": per(relay_cpu, relayed),
+              "stub": per(sum(c for _, c in stubs), len(bursts))}
     start, end, cpu = (np.array(col) for col in zip(*bursts))
     wall = (end - start) * 1e3
     log = {"wall": wall, "cpu": cpu * 1e3, "wait": wall - cpu * 1e3, "overlap": overlap(start, end)}
-    return {"bursts_per_s": len(bursts) / seconds, **execlog.breakdown(log),
+    return {"bursts_per_s": len(bursts) / seconds, "requests_per_s": len(took) / seconds,
+            "round_trip_ms": quantiles(took), "cpu_beyond_ms": beyond, **execlog.breakdown(log),
             "displaced": displaced(start, end, log["wait"])}
 
 
