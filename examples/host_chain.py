@@ -19,7 +19,7 @@ trip a little (the median, not the tail).
 
 It prints, per pace, the clients' requests a second and round-trip p50 / p95 / p99 and the
 share of stub bursts that waited for a core, measured against both simulations, and writes
-them as JSON and CSV. On this project's 2-vCPU AMD EPYC VM (2026-12-07 02:24 and 02:26 UTC,
+them as JSON and CSV. On this project's 2-vCPU AMD EPYC VM (2026-12-07 02:24-02:26 UTC, two runs,
 pauses 0-10, 0-4 and 0-2 ms): with the host's placement, requests a second +1 to +4 %,
 round-trip p95 -1 to +5 %, p99 0 to +12 %, the median 13-18 % short; with processor sharing
 p95 29-40 % short and requests +5 to +17 % (docs/accuracy-this-machine.md, section 10). The
