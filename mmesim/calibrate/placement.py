@@ -106,7 +106,7 @@ def _newcomer(go, done, released, seconds: float, out) -> None:
         done.release()
 
 
-def _holder(go, done, seconds: float, out) -> None:
+def _holder(go, done, released, seconds: float, out) -> None:
     while True:
         go.acquire()
         began, cpu = time.monotonic(), time.thread_time()
@@ -115,26 +115,31 @@ def _holder(go, done, seconds: float, out) -> None:
         done.release()
 
 
-def measure_full(rounds: int, seed: int = 2) -> list[tuple[float, float, float]]:
-    """Every core busy, then a thread woken: one process per core burns ``FULL_HOLD_S``, and
-    ``FULL_AFTER_S`` in (time for the kernel to spread them) the driver wakes a newcomer that
-    burns ``FULL_BURST_S``, after a pause of 0-10 ms in which the cores idle. It wakes up to
-    ``FULL_PHASE_S`` later still, at any moment of the running threads' slices, as requests
-    arrive: woken always at the same moment, a newcomer that did not run at once waited the
-    same rest of a slice every time (1.17 ms, 3 ms in). Per round: the newcomer's delay before
-    it started, the CPU it ran before it first stood still, and the longest wait of the threads
-    it came among (s)."""
+def _crowd(rounds: int, seed: int, holder, holder_args: tuple = (), each_round=None) -> list[tuple]:
+    """A full host, then a thread woken: one process per core runs ``holder(go, done,
+    released, *holder_args, out)``, and ``FULL_AFTER_S`` in (time for the kernel to spread
+    them) the driver wakes a newcomer that burns ``FULL_BURST_S``, after a pause of 0-10 ms in
+    which the cores idle. It wakes up to ``FULL_PHASE_S`` later still, at any moment of the
+    running threads' slices, as requests arrive: woken always at the same moment, a newcomer
+    that did not run at once waited the same rest of a slice every time (1.17 ms, 3 ms in).
+    ``each_round(rnd)`` runs before the holders start. Per round (the first five warm the
+    workers up and are left out): the newcomer's delay before it started and the CPU it ran
+    before it first stood still, and what each holder put."""
     n = host_cores()
     go, done, released = [mp.Semaphore(0) for _ in range(n + 1)], mp.Semaphore(0), mp.Value("d", 0.0, lock=False)
-    starts, waits = mp.Queue(), mp.Queue()
-    procs = [mp.Process(target=_holder, args=(go[i], done, FULL_HOLD_S, waits), daemon=True) for i in range(n)]
+    starts, outs = mp.Queue(), mp.Queue()
+    procs = [mp.Process(target=holder, args=(go[i], done, released, *holder_args, outs), daemon=True)
+             for i in range(n)]
     procs.append(mp.Process(target=_newcomer, args=(go[n], done, released, FULL_BURST_S, starts), daemon=True))
     for p in procs:
         p.start()
     rnd, rows = random.Random(seed), []
     try:
-        for i in range(rounds + 5):                       # the first five warm the workers up
+        for i in range(rounds + 5):
             time.sleep(rnd.uniform(0, LONG_PAUSE_S))
+            released.value = 0.0
+            if each_round:
+                each_round(rnd)
             for g in go[:n]:
                 g.release()
             time.sleep(FULL_AFTER_S + rnd.uniform(0, FULL_PHASE_S))
@@ -143,14 +148,20 @@ def measure_full(rounds: int, seed: int = 2) -> list[tuple[float, float, float]]
             for _ in range(n + 1):
                 if not done.acquire(timeout=10):
                     raise RuntimeError("the scheduler probe's workers stopped answering")
-            delay, first = starts.get(timeout=10)
-            held = max(waits.get(timeout=10) for _ in range(n))
+            newcomer, held = starts.get(timeout=10), [outs.get(timeout=10) for _ in range(n)]
             if i >= 5:
-                rows.append((delay, first, held))
+                rows.append((*newcomer, held))
     finally:
         for p in procs:
             p.kill()
     return rows
+
+
+def measure_full(rounds: int, seed: int = 2) -> list[tuple[float, float, float]]:
+    """Every core busy, then a thread woken (``_crowd``), each core's thread burning
+    ``FULL_HOLD_S``. Per round: the newcomer's delay before it started, the CPU it ran before
+    it first stood still, and the longest wait of the threads it came among (s)."""
+    return [(delay, first, max(held)) for delay, first, held in _crowd(rounds, seed, _holder, (FULL_HOLD_S,))]
 
 
 def full_host(rows: list[tuple[float, float, float]]) -> dict:
@@ -199,37 +210,14 @@ def measure_freed(rounds: int, seed: int = 3) -> list[tuple[float, float, float]
     while the displaced one stands still for the newcomer's slice. Per round in which the
     newcomer ran at once and one thread stood still from its wake-up: when a core freed, when
     the displaced one stood still and when it ran again (s from the wake-up)."""
-    n = host_cores()
-    go, done = [mp.Semaphore(0) for _ in range(n + 1)], mp.Semaphore(0)
-    released, freed_after = mp.Value("d", 0.0, lock=False), mp.Value("d", 0.0, lock=False)
-    starts, ends = mp.Queue(), mp.Queue()
-    procs = [mp.Process(target=_early_holder, args=(go[i], done, released, freed_after, FULL_HOLD_S, ends),
-                        daemon=True) for i in range(n)]
-    procs.append(mp.Process(target=_newcomer, args=(go[n], done, released, FULL_BURST_S, starts), daemon=True))
-    for p in procs:
-        p.start()
-    rnd, rows = random.Random(seed), []
-    try:
-        for i in range(rounds + 5):                       # the first five warm the workers up
-            time.sleep(rnd.uniform(0, LONG_PAUSE_S))
-            released.value, freed_after.value = 0.0, rnd.uniform(*FREED_AFTER_S)
-            for g in go[:n]:
-                g.release()
-            time.sleep(FULL_AFTER_S + rnd.uniform(0, FULL_PHASE_S))
-            released.value = time.monotonic()
-            go[n].release()
-            for _ in range(n + 1):
-                if not done.acquire(timeout=10):
-                    raise RuntimeError("the scheduler probe's workers stopped answering")
-            delay, _ = starts.get(timeout=10)
-            holders = [ends.get(timeout=10) for _ in range(n)]
-            stood = [spells[0] for early, _, spells in holders if not early and spells and spells[0][0] <= WAITED_S]
-            freed = [end for early, end, _ in holders if early]
-            if i >= 5 and delay <= WAITED_S and freed and len(stood) == 1:
-                rows.append((min(freed), *stood[0]))
-    finally:
-        for p in procs:
-            p.kill()
+    freed_after = mp.Value("d", 0.0, lock=False)
+    rows = []
+    for delay, _, holders in _crowd(rounds, seed, _early_holder, (freed_after, FULL_HOLD_S),
+                                    lambda rnd: setattr(freed_after, "value", rnd.uniform(*FREED_AFTER_S))):
+        stood = [spells[0] for early, _, spells in holders if not early and spells and spells[0][0] <= WAITED_S]
+        freed = [end for early, end, _ in holders if early]
+        if delay <= WAITED_S and freed and len(stood) == 1:
+            rows.append((min(freed), *stood[0]))
     return rows
 
 
