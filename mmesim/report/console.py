@@ -142,7 +142,8 @@ def print_summary(summary, run=None) -> None:
     t.add_row("cost per million inferences", _fmt(s.cost_per_million_usd, " USD", 2))
     console.print(t)
     if s.steps:
-        st = Table(title="per user step (requests started at that step)")
+        st = Table(title="per user step (requests started at that step; avg ms over all of them, as Locust's, "
+                         "p50-p99 over those that succeeded)")
         for col in ("users", "requests", "failures", "req/s", "avg ms", "p50 ms", "p95 ms", "p99 ms"):
             st.add_column(col, justify="right")
         for r in s.steps:

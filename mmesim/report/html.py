@@ -102,9 +102,10 @@ def _figures(runs: dict[str, dict], keys) -> str:
 
 def _run_sections(name: str, folder: Path, s: dict) -> list[tuple[str, str]]:
     suffix = f" ({name})" if name else ""
-    out = [(f"Per user step{suffix}", html_table(s.get("steps") or [],
-                                                 ["users", "requests", "failures", "rps", "avg_ms", "p50_ms",
-                                                  "p95_ms", "p99_ms"]))]
+    out = [(f"Per user step{suffix}",
+            "<p>avg_ms over every request started at that step, as Locust's; p50-p99 over those that succeeded</p>"
+            + html_table(s.get("steps") or [], ["users", "requests", "failures", "rps", "avg_ms", "p50_ms", "p95_ms",
+                                                "p99_ms"]))]
     causes = [{"cause": c, "requests": n} for c, n in sorted(s.get("failures_by_cause", {}).items(),
                                                             key=lambda kv: -kv[1])]
     out.append((f"Failures by cause{suffix}", html_table(causes) if causes else "<p>no failed request</p>"))
