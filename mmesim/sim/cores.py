@@ -153,20 +153,21 @@ class PackedCores(Cores):
         current = ev is self._timer          # else a stale timer: nothing finished
         super()._finish(ev)
         queued = self.queued
-        if not (current and queued):
-            return
-        pulled = False
-        while queued and self.demand + (queued[0][1] if type(queued[0][1]) is int else 1) <= self.total:
-            job = queued.pop(0)              # a core freed: the longest queued starts there at once
-            self._started_late(job)
-            self._finishing = True           # one timer for all of them, below
-            try:
+        if not (current and queued and self._fits(queued[0][1])):
+            return                           # nothing finished, nobody queued, or no core freed for the first
+        self._finishing = True               # one timer for all that start, below
+        try:
+            while queued and self._fits(queued[0][1]):
+                job = queued.pop(0)          # a core freed: the longest queued starts there at once
+                self._started_late(job)
                 SharedProcessor.run(self, *job[:4])
-            finally:
-                self._finishing = False
-            pulled = True
-        if pulled:
-            self._schedule()
+        finally:
+            self._finishing = False
+        self._schedule()
+
+    def _fits(self, tag) -> bool:
+        """Whether a job of ``tag`` finds its cores idle now."""
+        return self.demand + (tag if type(tag) is int else 1) <= self.total
 
     def _displace(self, wait: float) -> float:
         """A running thread drawn at random stands still for ``wait``, then goes on."""
