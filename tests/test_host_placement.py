@@ -124,6 +124,25 @@ def test_a_full_hosts_figures_go_together():
         WakePlacement(packed_share=0.3, moved_after_s=0.0015, late_wait_s=0.001)
 
 
+def test_shipped_cpu_profiles_carry_the_whole_placement_as_recorded():
+    """A shipped profile without the full host's figures would predict a full host by processor
+    sharing, which no probe of this project's kernel shows: each carries them, and they are the
+    medians of the probes recorded in docs/shipped-full-host.json."""
+    from pathlib import Path
+    from mmesim.profile import load_profile
+    root = Path(__file__).parent.parent
+    record = json.loads((root / "docs" / "shipped-full-host.json").read_text())
+    probes = record["probes_utc_2026_12_07"]
+    medians = {k: np.median([p[k] for p in probes if p[k] is not None]) for k in ("full_share", "slice_s", "late_wait_s")}
+    shipped = sorted((root / "calibration" / "profiles").glob("*-cpu.json"))
+    assert len(shipped) == 4
+    for path in shipped:
+        placed = load_profile(path).host_wakeups
+        got = {k: getattr(placed, k) for k in medians}
+        assert got == pytest.approx(medians, rel=1e-3), path.name
+        assert "docs/shipped-full-host.json" in placed.source and "Xeon" in placed.source
+
+
 def test_a_prediction_on_local_is_the_one_the_endpoints_placement_gives(two_cores):
     """The profile's placement predicts exactly what the same placement given by the endpoint
     does (same seed), and says so in the Summary; 'fair' predicts processor sharing."""
