@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test browser bench reproduce profiles one-gpu-profiles gpu-check clean
+.PHONY: demo test browser bench reproduce profiles one-gpu-profiles gpu-check gpu-bundle clean
 
 # One joint install: nvidia-pytriton pins numpy<2, and resolving everything at once keeps it so.
 $(STAMP): pyproject.toml
@@ -45,6 +45,11 @@ bench: $(STAMP)
 GPU_CHECK_DEVICE ?= cuda:0
 gpu-check: $(STAMP)
 	$(PY) -m mmesim.calibrate.gpu_check --device $(GPU_CHECK_DEVICE) --out out/gpu-check
+
+# What a GPU host with no internet needs to run gpu-check (its Python's version; calibration/README.md)
+GPU_BUNDLE_PYTHON ?= 3.12
+gpu-bundle: $(STAMP)
+	PY=$(PY) calibration/device_bundle.sh $(GPU_BUNDLE_PYTHON) out/gpu-bundle
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from mmesim.errors import ConfigError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 100
 # The blog's palette (utils/viz_utils.py), so our charts read like theirs.
@@ -17,6 +18,10 @@ RPS, LATENCY, OK_BARS, FAIL_BARS = "#8ecae6", "#ffb703", "#43aa8b", "#f94144"
 
 
 def new_figure(width_in: float, height_in: float) -> Figure:
+    # imported here, not with the module: calibrate (and a GPU host's bundle) needs no plotting
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width_in, height_in), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
