@@ -19,8 +19,15 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/run.log") 2>&1
 
 echo "host: $(hostname), $($PYTHON -V 2>&1), $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-$PYTHON -m pip install -q --no-index --no-deps --target "$WORK/site" "$BUNDLE"/wheels/*.whl
-mkdir -p "$WORK/server" && tar -xJf "$BUNDLE/tritonserver.tar.xz" -C "$WORK/server"
+if $PYTHON -m pip --version >/dev/null 2>&1; then
+    $PYTHON -m pip install -q --no-index --no-deps --target "$WORK/site" "$BUNDLE"/wheels/*.whl
+else            # a Python without pip: a wheel is a zip of what goes into site-packages
+    $PYTHON -c 'import sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sys.argv[2:]]' \
+        "$WORK/site" "$BUNDLE"/wheels/*.whl
+fi
+# Python's own tarfile, not tar: a bare image may have no xz (the "tar" filter keeps exec bits)
+$PYTHON -c 'import sys, tarfile; t = tarfile.open(sys.argv[1]); t.extractall(sys.argv[2], **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))' \
+    "$BUNDLE/tritonserver.tar.xz" "$WORK/server"
 export MMESIM_TRITONSERVER="$WORK/server/pytriton/tritonserver/bin/tritonserver"
 # seen by this Python and by the stubs it starts through Triton (they inherit the environment)
 export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
