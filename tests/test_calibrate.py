@@ -61,8 +61,10 @@ def test_profile_figures_agree_with_each_other_and_the_traces(calibrated):
     assert one.seconds - error < batch.seconds < 16 * one.seconds
     spec, _ = resolve("tiny-mlp")
     assert p.input_bytes == len(spec.request_body(1))          # KServe v2 JSON of one request
-    # the server's fixed cost per request is kept, and it is small next to an execution
-    assert 0 < p.request_overhead_s < p.service[0].seconds
+    # the server's fixed cost per request is kept: a fraction of a millisecond of CPU (not ordered
+    # against an execution of a model this small: on an AMD EPYC both are about 0.3 ms, and which is
+    # larger in one calibration depends on what else the cores ran meanwhile)
+    assert 0 < p.request_overhead_s < 1e-3
     # its front end's apart from the model's threads (started with its stub), which pass each
     # execution to the stub and back inside Triton's compute time
     first = json.loads(calibrated.with_name("tiny-mlp.calibration.json").read_text())["requests"][0]
