@@ -10,13 +10,13 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 import os
-import re
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 pytestmark = pytest.mark.triton
 ROOT = Path(__file__).parent.parent
@@ -54,9 +54,10 @@ def _with_requirements(names: list[str]) -> list[md.Distribution]:
             continue
         try:
             seen[name] = dist = md.distribution(name)
-        except md.PackageNotFoundError:        # a requirement for another platform
+        except md.PackageNotFoundError:        # not installed here: nothing to link
             continue
-        todo += [re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0] for r in dist.requires or [] if "extra ==" not in r]
+        required = [Requirement(r) for r in dist.requires or []]
+        todo += [r.name for r in required if r.marker is None or r.marker.evaluate({"extra": ""})]
     return list(seen.values())
 
 
@@ -114,3 +115,10 @@ def test_run_sh_serves_a_copy_with_the_hosts_own_torch_and_nothing_else(bundle, 
     assert answer["binary"].startswith(str(tmp_path / "work" / "server"))       # the bundle's server, not ours
     assert answer["status"] == 200 and answer["body"]["outputs"][0]["shape"] == [1, 2]
     assert (tmp_path / "out" / "run.log").read_text().startswith("host: ")
+
+
+def test_a_python_the_server_has_no_stub_for_is_named_before_anything_is_downloaded(tmp_path):
+    done = subprocess.run([str(ROOT / "calibration" / "device_bundle.sh"), "3.99", str(tmp_path / "b")], cwd=ROOT,
+                          env={**os.environ, "PY": sys.executable}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no stub for Python 3.99" in done.stderr and "3.12" in done.stderr
+    assert not list((tmp_path / "b" / "wheels").glob("*.whl"))
