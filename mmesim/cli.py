@@ -255,7 +255,7 @@ def _add_calibrate(sub) -> None:
             binary=args.tritonserver, command="mmesim " + shlex.join(args.argv))
         options.check()
         folder = not args.out or args.out.endswith("/") or Path(args.out).is_dir()
-        check_out_folder(args.out or "calibration/profiles/" if folder else Path(args.out).parent)
+        check_out_folder((args.out or "calibration/profiles/") if folder else Path(args.out).parent)
         with phases(after_s=0) as update:
             at = {"i": 0, "n": 1, "name": ""}
 
@@ -766,6 +766,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except MmesimError as exc:
         print(f"mmesim: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:       # an output folder that cannot be made, a full disk, a port taken
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"mmesim: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mmesim: interrupted", file=sys.stderr)

@@ -93,15 +93,20 @@ def check_file(path: str | Path, what: str = "file") -> Path:
 
 
 def check_out_folder(path: str | Path, field: str = "--out") -> Path:
-    """``path`` as a Path if it is a folder or can be made one; a ConfigError naming ``field``
-    if it, or a folder above it, is a file. Checked before any work, so that hours of it are
-    not lost when the results cannot be written."""
+    """``path`` as a Path once it is a folder (made here if need be); a ConfigError naming
+    ``field`` if it, or a folder above it, is a file, or if it cannot be made (no permission, a
+    read-only or virtual file system). Checked before any work, so that hours of it are not lost
+    when the results cannot be written."""
     path = Path(path)
     for part in (path, *path.parents):
         if part.exists():
             if not part.is_dir():
                 raise ConfigError(f"{part} is a file, not a folder", field=field, value=str(path))
             break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot make this folder: {exc.strerror or exc}", field=field, value=str(path)) from None
     return path
 
 

@@ -114,6 +114,12 @@ def test_bad_options(kwargs, error, message):
         CalibrateOptions("tiny-mlp", **kwargs).check()
 
 
+@pytest.mark.parametrize("model, message", [("tiny-bret", "not a built-in model"), ("net.onnx", "no such model file")])
+def test_a_model_that_is_not_there_is_refused_before_any_server_starts(model, message):
+    with pytest.raises(ConfigError, match=message):
+        CalibrateOptions(model).check()
+
+
 @pytest.mark.parametrize("cores,threads,want", [(2, 1, [1, 2, 4]), (2, None, [1, 2]), (4, 1, [1, 2, 4, 8]),
                                                 (16, 4, [1, 2, 4, 8]), (8, 8, [1, 2])])
 def test_copies_at_once_on_a_cpu_stop_past_the_cores(monkeypatch, cores, threads, want):

@@ -52,6 +52,11 @@ def test_heterogeneous_endpoint(tmp_path, capsys):
     (["--profile", "resnet50-pytorch-t4", "--instance", "ml.q9.huge"], ["instance", "ml.q9.huge"]),
     (["--profile", "resnet50-pytorch-t4", "--instance", "ml.g4dn.2xlarge", "--copies", "x"], ["--copies", "x"]),
     (["--profile", "resnet50-pytorch-t4", "--instance", "ml.g4dn.2xlarge", "--workload", "nope"], ["workload", "nope"]),
+    # an output folder that cannot be made is named before the simulation runs
+    (["--profile", "resnet50-pytorch-t4", "--instance", "ml.g4dn.2xlarge", "--out", "/proc/mmesim-out"],
+     ["--out", "/proc/mmesim-out", "cannot make"]),
+    (["--profile", "resnet50-pytorch-t4", "--instance", "ml.g4dn.2xlarge", "--out", "{bad}/sub"],
+     ["--out", "bad.json is a file"]),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, words):
     bad = tmp_path / "bad.json"

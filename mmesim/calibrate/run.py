@@ -35,7 +35,7 @@ from mmesim.errors import ConfigError, MissingPiece
 from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig, WakePlacement, WorkingMemory
 from mmesim.report.console import placement_text
 from mmesim.triton.client import SERVER_FAILURES, MMEClient, kserve_client
-from mmesim.triton.packaging import FRAMEWORKS, PackagedModel, package, package_null
+from mmesim.triton.packaging import FRAMEWORKS, PackagedModel, check_model, package, package_null
 from mmesim.units import GiB, MiB
 
 MAX_JSON_BYTES = 16 * MiB      # request-cost bodies larger than this are not worth building
@@ -86,6 +86,7 @@ class CalibrateOptions:
             self.stop_batch_s = min(self.stop_batch_s or 0.5, 0.5)
 
     def check(self) -> None:
+        check_model(self.model)
         if self.framework not in FRAMEWORKS:
             raise ConfigError(f"use one of {', '.join(FRAMEWORKS)}", field="--framework", value=self.framework)
         if self.runner not in ("local", "docker"):

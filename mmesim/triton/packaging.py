@@ -62,10 +62,26 @@ class Source:
 
 
 # --- reading the model ----------------------------------------------------------------------
+MODEL_FILES = (".py", ".pt", ".pth", ".ts", ".torchscript", ".onnx")
+
+
+def check_model(model: str) -> None:
+    """A ConfigError if ``model`` is neither a built-in name nor a model file; nothing is read
+    or built, so that a misspelt name fails before a server starts."""
+    path = Path(model)
+    if model in BUILTINS or (path.suffix in MODEL_FILES and path.is_file()):   # no name has a suffix
+        return
+    if path.suffix or "/" in model:
+        raise ConfigError("no such model file (expected a .py, .pt/.ts TorchScript or .onnx file)", field="--model",
+                          value=model)
+    builtin(model)   # raises with the list of names
+
+
 def resolve(model: str, inputs: list[str] | None = None, max_batch_size: int | None = None) -> tuple[ModelSpec, Source]:
     """A built-in name or a file (.py with build_model(), .pt/.ts TorchScript, .onnx)."""
+    check_model(model)
     path = Path(model)
-    if model in BUILTINS and not path.exists():
+    if model in BUILTINS:
         spec, build = builtin(model)
         source = Source("module", build)
     elif path.suffix == ".py" and path.is_file():
@@ -76,14 +92,8 @@ def resolve(model: str, inputs: list[str] | None = None, max_batch_size: int | N
                               source=str(path))
         spec = ModelSpec(_name_of(path), tuple(TensorSpec.parse(t) for t in inputs), ())
         source = Source("torchscript", path)
-    elif path.suffix == ".onnx" and path.is_file():
-        spec, source = _from_onnx(path)
-    elif path.suffix or "/" in model:
-        raise ConfigError("no such model file (expected a .py, .pt/.ts TorchScript or .onnx file)", field="--model",
-                          value=model)
     else:
-        builtin(model)   # raises with the list of names
-        raise AssertionError
+        spec, source = _from_onnx(path)
     if inputs and source.kind != "torchscript":
         spec = replace(spec, inputs=tuple(TensorSpec.parse(t) for t in inputs))
     if max_batch_size is not None:
