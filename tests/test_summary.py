@@ -70,3 +70,17 @@ def test_summary_percentiles_are_exact_not_bucketed():
     s = summarize(Run(records=recs, duration_s=5, users=[(0.0, 1)]))
     assert s.p50_ms == pytest.approx(147.0)
     assert s.p99_ms == pytest.approx(148.0 + 0.97 * 4.0)
+
+
+def test_a_request_logged_before_its_users_belongs_to_the_first_step():
+    """Locust logs the user count once its users have started: the first requests (a fresh
+    copy's slow first executions) can precede the count by milliseconds. They count in the
+    first step, not in a step of 0 users nobody asked for; requests after the last users
+    stopped count nowhere."""
+    recs = Records()
+    for k, (t, ms) in enumerate(((0.000, 60.0), (0.005, 55.0), (1.0, 5.0), (2.0, 5.0), (3.0, 5.0), (4.5, 5.0))):
+        recs.add(RequestRecord(t, t + ms / 1000, f"m-v{k % 2}", 0, OK, False))
+    run = Run(records=recs, duration_s=5, users=[(0.0, 0), (0.02, 2), (2.5, 4), (4.0, 0)], user_steps=[2, 4])
+    steps = {r["users"]: r for r in step_table(run)}
+    assert steps[2]["requests"] == 4 and steps[4]["requests"] == 1
+    assert steps[2]["p99_ms"] > 55.0

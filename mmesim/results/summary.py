@@ -96,13 +96,19 @@ def reference_metrics(rows: list[dict[str, Any]], steps: list[int], name: str | 
 
 
 def step_table(run: Run) -> list[dict[str, Any]]:
-    """Per user step: requests started while that many users ran, and their outcomes."""
+    """Per user step: requests started while that many users ran, and their outcomes. No
+    request starts with no user: Locust logs a count once its users have started, so the first
+    users' first requests can precede it (by 20 ms, with the first executions of fresh copies
+    among them); a request the log places at 0 users belongs to the count logged next."""
     a = run.records.arrays()
     if not run.users or not len(a["start"]):
         return []
     times = np.array([t for t, _ in run.users])
     counts = np.array([u for _, u in run.users])
-    users_at_start = counts[np.maximum(np.searchsorted(times, a["start"], side="right") - 1, 0)]
+    at = np.maximum(np.searchsorted(times, a["start"], side="right") - 1, 0)
+    ahead = (counts[at] == 0) & (at + 1 < len(counts))
+    at[ahead] += 1
+    users_at_start = counts[at]
     steps = run.user_steps or sorted(set(counts.tolist()) - {0})
     rt = (a["end"] - a["start"]) * 1000.0
     ok = a["outcome"] == 0
