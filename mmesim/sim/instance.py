@@ -243,7 +243,10 @@ class Instance:
 
     def preload(self, target) -> bool:
         """Load a model before the run starts (the reference invoked every copy once before
-        its load test). False if it does not fit without evicting another."""
+        its load test). Its first executions (``first_executions_s``) stay ahead of it, as for
+        a copy loaded through the API and not yet invoked (validate_local's; docs/accuracy-this-
+        machine.md, section 12): a load test that warmed its copies further sees fewer slow
+        first requests. False if it does not fit without evicting another."""
         need = target.profile.gpu_memory_bytes
         if self.disk_used + target.profile.artifact_bytes > self.disk_capacity:
             return False
