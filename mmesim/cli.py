@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from mmesim.errors import MmesimError
 
@@ -27,10 +28,16 @@ GENERATOR_HELP = ("the load generator block (a LoadGenerator JSON/YAML file, e.g
 
 
 def _workload(args):
-    """The workload named by --workload, with --generator's block where given."""
+    """The workload named by --workload, with --generator's block where given; without
+    --workload, the one the first --measured load test ran (its workload.json), else blog."""
+    from mmesim.results.measured import WORKLOAD_FILE
     from mmesim.serde import load
     from mmesim.workload import LoadGenerator, load_workload
-    wl = load_workload(args.workload)
+    name = args.workload
+    if name is None:
+        ran = Path(args.measured[0]) / WORKLOAD_FILE if getattr(args, "measured", None) else None
+        name = ran if ran is not None and ran.is_file() else "blog"
+    wl = load_workload(name)
     if getattr(args, "generator", None):      # (model_copy keeps the file it was read from, for errors)
         wl = wl.model_copy(update={"generator": load(LoadGenerator, args.generator)})
     return wl
@@ -187,7 +194,6 @@ def _instances(args) -> int:
 
 # --- calibrate (mmesim.calibrate) ---------------------------------------------------------
 def _add_calibrate(sub) -> None:
-    from pathlib import Path
 
     p = sub.add_parser("calibrate", help="measure a model in a real Triton server and write its ModelProfile",
                        description="Package a model for a SageMaker MME with Triton, run it in a real Triton "
@@ -394,7 +400,6 @@ def _add_loadtest(sub) -> None:
 
 
 def _loadtest(args) -> int:
-    from pathlib import Path
 
     from mmesim.catalog import load_catalog
     from mmesim.loadtest import run_loadtest
@@ -429,7 +434,6 @@ def _loadtest(args) -> int:
 
 def _measure_client(args, profile, copies: int) -> int:
     """`mmesim loadtest --measure-client`: the load generator by pace, as generator.json."""
-    from pathlib import Path
 
     from mmesim.errors import ConfigError
     from mmesim.loadtest.probe import measure_client
@@ -469,8 +473,10 @@ def _add_validate(sub) -> None:
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--timeout", type=float, default=None)
     p.add_argument("--max-inflight", type=int, default=None)
-    p.add_argument("--copies", default="auto", metavar="N|N,N,...|auto")
-    p.add_argument("--workload", default="blog", metavar="blog|PATH")
+    p.add_argument("--copies", default="auto", metavar="N|N,N,...|auto",
+                   help="copies per profile (default: the --measured load test's, else as many as fit)")
+    p.add_argument("--workload", default=None, metavar="blog|PATH",
+                   help="default: the workload the --measured load test ran (its workload.json), else blog")
     p.add_argument("--generator", metavar="PATH", help=GENERATOR_HELP)
     p.add_argument("--measured", metavar="DIR", action="append",
                    help="a folder written by mmesim loadtest (instead of --endpoint-url); once per repeat of the same "
@@ -599,7 +605,6 @@ def _add_emulate(sub) -> None:
 
 
 def _emulate(args) -> int:
-    from pathlib import Path
 
     from mmesim.calibrate.memory import parse_bytes
     from mmesim.emulator.emulator import EmulatorConfig, serve
@@ -720,7 +725,6 @@ def _add_live(sub) -> None:
 
 
 def _live(args) -> int:
-    from pathlib import Path
 
     import mmesim.live as live
     from mmesim.report.console import status_line

@@ -183,11 +183,17 @@ def test_loadtest_cli_writes_what_a_prediction_writes(endpoint, tmp_path, monkey
                  "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["kind"] == "measurement" and summary["requests"] > 10 and summary["max_concurrent_users"] == 2
-    for name in ("locust_stats_history.csv", "mmesim_stats_history.csv", "requests.csv", "steps.png"):
+    for name in ("locust_stats_history.csv", "mmesim_stats_history.csv", "requests.csv", "steps.png", "workload.json"):
         assert (out / name).is_file(), name
     # while it ran: Locust's live figures and the time left, on stderr
     err = capsys.readouterr().err
     assert "load test" in err and "2 users" in err and "req/s" in err and "failed" in err
+    # the workload it ran is recorded, so that validate predicts that one, with its copies, unasked
+    assert main(["validate", "--profile", str(PROFILES / "tiny-mlp-python-cpu.json"), "--instance", "local",
+                 "--measured", str(out), "--out", str(tmp_path / "v"), "--json"]) in (0, 1)
+    figures = {f["figure"]: f for f in json.loads(capsys.readouterr().out)["figures"]}
+    assert figures["users"]["predicted"] == figures["users"]["measured"] == 2
+    assert figures["requests"]["predicted"] == pytest.approx(figures["requests"]["measured"], rel=0.5)
 
 
 def test_trace_replay_sends_every_row_at_its_time(endpoint, tmp_path):

@@ -70,7 +70,7 @@ def _write_measured(folder: Path, run: Run, stretch: float, t0: float = 1.8e9) -
         w.writerow(("time", "users"))
         w.writerows((f"{t0 + t:.6f}", n) for t, n in run.users)
     (folder / "loadtest.json").write_text(json.dumps({
-        "user_steps": run.user_steps, "request_name": run.request_name, "duration_s": run.duration_s + 5,
+        "user_steps": run.user_steps, "request_name": run.request_name, "duration_s": run.duration_s,
         "instance_type": "local", "copies": run.copies, "profiles": run.profiles}))
 
 
@@ -281,3 +281,37 @@ def test_the_clients_cpu_per_request_is_compared_where_both_sides_have_it(tmp_pa
     assert line.source == "locust process" and line.tolerance is None
     unmeasured = summarize(steady_run(10, 0.010, "measurement"))
     assert all(name not in {x.figure for x in compare(p, m).lines} for p, m in ((ideal, meas), (pred, unmeasured)))
+
+
+def test_a_measurement_is_compared_with_the_load_test_it_ran(tmp_path, capsys):
+    """`mmesim loadtest` records its workload beside the logs: `validate --measured` predicts
+    that workload and those copies unless told otherwise, and refuses, before simulating, a
+    prediction of another workload or other copies (which would read as a model error),
+    naming the file, the figure and both values."""
+    wl_path, pred = _ramp(tmp_path)
+    _write_measured(tmp_path / "m", pred, stretch=1.0)
+    base = ["validate", "--profile", str(PROFILE), "--instance", "local", "--measured", str(tmp_path / "m"),
+            "--out", str(tmp_path / "out")]
+    # without --workload, an older folder (no workload.json) would be predicted under the blog's 340 s
+    assert main(base) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "loadtest.json: field 'duration_s': value 20.0: the load test ran 20.0, the prediction's is 340.0" in err
+    (tmp_path / "m" / "workload.json").write_text(json.dumps(load_workload_dict(wl_path)))
+    assert main(base + ["--json"]) == 0                        # its workload, its copies: the same run
+    report = json.loads(capsys.readouterr().out)
+    fig = {x["figure"]: x for x in report["figures"]}
+    assert fig["requests"]["error"] == pytest.approx(0.0) and fig["p50"]["error"] == pytest.approx(0.0, abs=2e-3)
+    for extra, field, value in ((["--copies", "3"], "copies", "[2]"),
+                                (["--workload", "blog"], "duration_s", "20.0")):
+        assert main(base + extra) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"field '{field}': value {value}" in err and "--copies 2" in err
+    longer = tmp_path / "steps.yaml"
+    longer.write_text(wl_path.read_text().replace("user_steps: [2, 4]", "user_steps: [4]"))
+    assert main(base + ["--workload", str(longer)]) == 2
+    assert "field 'user_steps': value [2, 4]" in " ".join(capsys.readouterr().err.split())
+
+
+def load_workload_dict(path: Path) -> dict:
+    from mmesim.workload import load_workload
+    return load_workload(path).model_dump(mode="json")

@@ -27,7 +27,7 @@ from mmesim.loadtest.live_stats import LiveStats, latest
 from mmesim.loadtest.plan import check_endpoint, make_plan
 from mmesim.serde import check_out_folder
 from mmesim.profile import ModelProfile
-from mmesim.results.measured import LOCUST_PREFIX, LoadTestInfo, measured_run
+from mmesim.results.measured import LOCUST_PREFIX, WORKLOAD_FILE, LoadTestInfo, measured_run
 from mmesim.results.records import Run
 from mmesim.workload import Workload
 
@@ -82,7 +82,7 @@ def run_loadtest(endpoint_url: str, endpoint_name: str | None, workload: Workloa
     SageMaker's protocol) or "fast" (Locust's FastHttpUser: geventhttpclient, requests signed
     with botocore's SigV4 for SageMaker's), a far lighter load generator. ``web_ui``: a port for Locust's web UI (the test
     still starts by itself). Writes Locust's CSVs (full history), the request logs and
-    loadtest.json into ``out``. ``progress(elapsed_s, duration_s, stats)`` hears Locust's own
+    loadtest.json and the workload (workload.json) into ``out``. ``progress(elapsed_s, duration_s, stats)`` hears Locust's own
     latest figures (users, requests/s, failures) about once a second while it runs."""
     check_endpoint(endpoint_url, endpoint_name, protocol, workers, client)
     out = check_out_folder(out)
@@ -100,6 +100,7 @@ def run_loadtest(endpoint_url: str, endpoint_name: str | None, workload: Workloa
     LoadTestInfo(kind=workload.kind, user_steps=list(workload.user_steps), request_name=request_name, duration_s=workload.duration_s,
                  instance_type=instance_type, instance_count=instance_count, price_usd_per_hour=price_usd_per_hour,
                  workers=workers, copies=list(copies), profiles=[p.name for p in profiles]).write(out)
+    (out / WORKLOAD_FILE).write_text(workload.model_dump_json(indent=1))   # what `validate --measured` predicts
 
     user_class = ("Fast" if client == "fast" else "") + ("InvokeUser" if workload.kind == "users" else "ArrivalUser")
     env = dict(os.environ, MMESIM_LOADTEST_PLAN=str(plan_path), PYTHONUNBUFFERED="1")

@@ -17,7 +17,7 @@ from mmesim.loadtest.plan import check_endpoint
 from mmesim.loadtest.runner import run_loadtest
 from mmesim.profile import ModelProfile
 from mmesim.results.compare import Comparison, compare
-from mmesim.results.measured import measured_run
+from mmesim.results.measured import LoadTestInfo, check_same_load_test, measured_run
 from mmesim.results.records import Run
 from mmesim.results.summary import Summary, history, observed, summarize
 from mmesim.serde import check_out_folder
@@ -87,6 +87,11 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
         check_out_folder(out)
     if endpoint_url is not None:
         check_endpoint(endpoint_url, endpoint_name, protocol, workers, client)
+    if copies == "auto" and folders:      # a measurement says how many copies it targeted
+        ran = LoadTestInfo.read(Path(folders[0])).copies if Path(folders[0]).is_dir() else []
+        copies = ran if len(ran) == len(profiles) else copies
+    for f in folders:            # the same load test as the one predicted, or say which figure differs
+        check_same_load_test(f, workload, _copies_given(copies, len(profiles)))
     runs = [measured_run(f) for f in folders]           # a bad folder fails before simulating
     if platform_log is not None and max(repeat, len(runs)) > 1:
         raise ConfigError("the emulator's log covers one load test; with repeats its figures would be every "
@@ -134,6 +139,13 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     if out is not None:
         result.files = write_validation(result, Path(out))
     return result
+
+
+def _copies_given(copies, n: int) -> list[int] | None:
+    """Copies per profile as the caller gave them (None for "auto": the simulator decides)."""
+    if isinstance(copies, str):
+        return None
+    return [copies] * n if isinstance(copies, int) else list(copies)
 
 
 def measurement_folder(i: int) -> str:

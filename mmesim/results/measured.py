@@ -31,6 +31,7 @@ from mmesim.results.locust_csv import read_stats_history
 from mmesim.results.records import RequestRecord, Records, Run
 
 LOCUST_PREFIX = "locust"
+WORKLOAD_FILE = "workload.json"           # the Workload a load test ran, as `mmesim loadtest` wrote it
 
 
 @dataclass
@@ -71,6 +72,31 @@ class LoadTestInfo:
                 raise ConfigError(f"expected a {getattr(kind, '__name__', 'number')}", source=str(path), field=name,
                                   value=getattr(info, name))
         return info
+
+
+def check_same_load_test(folder: str | Path, workload, copies: list[int] | None) -> None:
+    """A ConfigError, before anything is simulated, if the load test in ``folder`` ran
+    another workload (kind, duration, user steps) or other copies than the prediction's: a
+    comparison between the two would read as a model error. Folders without loadtest.json
+    (the emulator's own request log) record none of it and pass."""
+    path = Path(folder) / "loadtest.json"
+    if not path.is_file():
+        return
+    info = LoadTestInfo.read(Path(folder))
+    ran = Path(folder) / WORKLOAD_FILE
+    hint = f"give the workload it ran (--workload {ran})" if ran.is_file() else "give the workload it ran"
+    checks = [("kind", workload.kind, info.kind),
+              ("duration_s", workload.duration_s, info.duration_s),
+              ("user_steps", list(workload.user_steps), list(info.user_steps))]
+    if copies is not None and info.copies:
+        checks.append(("copies", list(copies), list(info.copies)))
+        hint += " and its copies (--copies " + ",".join(map(str, info.copies)) + ")"
+    for name, predicted, measured in checks:
+        if measured is None or measured == predicted or \
+                (name == "duration_s" and abs(float(predicted) - float(measured)) < 0.5):
+            continue
+        raise ConfigError(f"the load test ran {measured!r}, the prediction's is {predicted!r}: {hint}",
+                          source=str(path), field=name, value=measured)
 
 
 def _json(path: Path, kind: type = dict, key: str | None = None):
