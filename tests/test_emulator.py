@@ -58,6 +58,10 @@ def test_heterogeneous_models_through_boto3_and_the_request_log(tmp_path):
             r, answer = invoke(client, target, rid)
             assert r["InvokedProductionVariant"] == "AllTraffic"
             assert answer["id"] == rid and answer["model_name"] == container_name(target)
+            # the model's own output tensor, as Triton answers it: resnet50's 1000 logits, BERT's 2
+            (out0,) = answer["outputs"]
+            assert out0["name"] == "OUTPUT__0" and out0["datatype"] == "FP32"
+            assert out0["shape"] == [1, 1000 if target.startswith("resnet50") else 2] == [1, len(out0["data"])]
             seen[target] = seen.get(target, 0) + 1
         m = metrics(url)["instances"][0]
         # memory is each profile's resident bytes (translated to the T4 it was measured on: unchanged) + baseline

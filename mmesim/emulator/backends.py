@@ -14,7 +14,9 @@ model directory under a name, unload it, invoke it, say how much memory is used.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import math
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -329,8 +331,7 @@ class VirtualBackend(Backend):
             message = OOM_MESSAGE.format(need=need / 2**20, free=free / 2**20, total=self.total_bytes / 2**20)
             return OOM_STATUS, json.dumps({"error": message}).encode(), "application/json"
         answer = (f'{{"id":{json.dumps(request_id)},' if request_id else "{") + (
-            f'"model_name":"{name}","model_version":"1","outputs":[{{"name":"OUTPUT__0","datatype":"FP32",'
-            '"shape":[1,1],"data":[0.0]}]}')
+            f'"model_name":"{name}","model_version":"1","outputs":{_outputs(server.profile.model, _batch(header))}}}')
         return 200, answer.encode(), "application/json"
 
     @staticmethod
@@ -367,6 +368,30 @@ class VirtualBackend(Backend):
         self.env.catch_up()
         self.env.pump()
         return self.host.cpu_busy_until_now()
+
+
+def _batch(header: dict) -> int:
+    """The batch a KServe v2 request carries: its first input's first dimension (1 if unsaid)."""
+    shape = header["inputs"][0].get("shape") if header["inputs"] and isinstance(header["inputs"][0], dict) else None
+    first = shape[0] if isinstance(shape, list) and shape else 1
+    return first if isinstance(first, int) and 1 <= first <= 1024 else 1
+
+
+@functools.lru_cache(maxsize=256)
+def _outputs(model: str, batch: int) -> str:
+    """The JSON ``outputs`` a virtual execution answers with: zeros in the model's own output
+    tensors (names, data types, shapes with the request's batch) where its spec is known (the
+    built-in models), so that a client parsing the answer, and the bytes it reads, are as
+    against Triton; else one FP32 zero per item."""
+    from mmesim.triton.zoo import BUILTINS
+    specs = BUILTINS[model][0].outputs if model in BUILTINS else None
+    if not specs:
+        return json.dumps([{"name": "OUTPUT__0", "datatype": "FP32", "shape": [batch, 1], "data": [0.0] * batch}],
+                          separators=(",", ":"))
+    zero = {"FP32": 0.0, "FP16": 0.0, "FP64": 0.0, "BOOL": False}
+    return json.dumps([{"name": t.name, "datatype": t.dtype, "shape": [batch, *t.dims],
+                        "data": [zero.get(t.dtype, 0)] * (batch * math.prod(t.dims))} for t in specs],
+                      separators=(",", ":"))
 
 
 def _json_header_size(content_type: str, n: int) -> int:
