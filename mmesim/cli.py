@@ -194,7 +194,6 @@ def _instances(args) -> int:
 
 # --- calibrate (mmesim.calibrate) ---------------------------------------------------------
 def _add_calibrate(sub) -> None:
-
     p = sub.add_parser("calibrate", help="measure a model in a real Triton server and write its ModelProfile",
                        description="Package a model for a SageMaker MME with Triton, run it in a real Triton "
                                    "(local process or container), measure memory, load/unload, latency by batch and "
@@ -400,7 +399,6 @@ def _add_loadtest(sub) -> None:
 
 
 def _loadtest(args) -> int:
-
     from mmesim.catalog import load_catalog
     from mmesim.loadtest import run_loadtest
     from mmesim.profile import load_profile
@@ -434,7 +432,6 @@ def _loadtest(args) -> int:
 
 def _measure_client(args, profile, copies: int) -> int:
     """`mmesim loadtest --measure-client`: the load generator by pace, as generator.json."""
-
     from mmesim.errors import ConfigError
     from mmesim.loadtest.probe import measure_client
     from mmesim.report.console import client_pace_note, console, status_line
@@ -605,7 +602,6 @@ def _add_emulate(sub) -> None:
 
 
 def _emulate(args) -> int:
-
     from mmesim.calibrate.memory import parse_bytes
     from mmesim.emulator.emulator import EmulatorConfig, serve
     from mmesim.endpoint import host_placement, read_host_wakeups
@@ -725,7 +721,6 @@ def _add_live(sub) -> None:
 
 
 def _live(args) -> int:
-
     import mmesim.live as live
     from mmesim.report.console import status_line
     from mmesim.workload import load_workload

@@ -57,7 +57,9 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
              platform_log: str | Path | None = None, server_trace: str | Path | None = None,
              exec_log: str | Path | None = None, **aws) -> Validation:
     """Simulate, then load-test ``endpoint_url`` (or read the load test folder ``measured``),
-    and compare every figure. With ``out``: prediction/ and measurement/ (all the files a
+    and compare every figure (``copies`` "auto" against a measured folder: the copies it
+    targeted; a folder that ran another workload or other copies is refused before
+    simulating). With ``out``: prediction/ and measurement/ (all the files a
     prediction writes), comparison.json, comparison.csv and overlay.png. ``repeat``: run the
     load test that many times in a row (measurement/, measurement-2/, ...), or give several
     ``measured`` folders: each figure is compared with the repeats' median and shows their
