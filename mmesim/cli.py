@@ -226,7 +226,7 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--cycles", type=int, default=3, help="load/unload cycles of one copy, for the memory left behind "
                    "and the model's own unload time, each fresh copy's working memory by batch (3; 0: skip all three)")
     p.add_argument("--warmth-s", type=float, default=2.0,
-                   help="CPU: seconds of batch-1 requests paced at each of 0, 2, 10, 50, 250, 1000 ms apart, for the "
+                   help="CPU: seconds of batch-1 requests paced at each of 0, 2, 4, 6, 8, 10, 50, 250, 1000 ms apart, for the "
                         "profile's host_warmth (how much longer an execution takes after the model idled; 2; 0: skip)")
     p.add_argument("--placement-s", type=float, default=4.0,
                    help="CPU: seconds of a scheduler probe (no Triton) before the server starts, for the profile's "

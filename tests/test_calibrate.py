@@ -100,16 +100,16 @@ def test_each_batch_size_is_timed_once_warm(calibrated):
 
 
 def test_how_much_longer_requests_take_on_idle_cores_is_measured(calibrated):
-    """Requests paced 0, 2, 10, 50, 250 and 1000 ms apart, at least 8 each: the profile keeps, after
+    """Requests paced 0, 2, 4, 6, 8, 10, 50, 250 and 1000 ms apart, at least 8 each: the profile keeps, after
     each pause, the stub's CPU relative to the service measurement's batch 1 and the hand-off."""
     p = load_profile(calibrated)
     report = json.loads(calibrated.with_name("tiny-mlp.calibration.json").read_text())
     points = report["warmth"]
-    assert [w["gap_s"] for w in points] == [0.0, 0.002, 0.01, 0.05, 0.25, 1.0]
+    assert [w["gap_s"] for w in points] == [0.0, 0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.25, 1.0]
     # how busy the host was meanwhile: everything on it counts (in a parallel suite, other tests too)
     assert all(0 <= w["utilization"] <= 1 and w["compute_s"] > 0 and w["cpu_s"] > 0 and w["requests"] >= 8
                for w in points)
-    assert [w.idle_s for w in p.host_warmth] == [0.0, 0.002, 0.01, 0.05, 0.25, 1.0]
+    assert [w.idle_s for w in p.host_warmth] == [0.0, 0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.25, 1.0]
     ref = next(t for t in report["service"] if t["batch"] == 1)
     # the stub's CPU relative to the service's batch-1 CPU, and Triton's compute beyond it: the hand-off
     ref_cpu = sum(ref["cpu_s"]) / len(ref["cpu_s"])

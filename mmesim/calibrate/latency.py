@@ -381,8 +381,12 @@ def measure_scaling(base_url: str, kserve, names: list[str], spec: ModelSpec, ba
 # up to 1 s: a small model keeps getting colder past 250 ms of idle (tiny-bert here, one copy:
 # 2.7-2.9 ms of Triton compute after 250 ms, 2.8-3.9 after 1 s, 3.3-4.2 after 2 s; three runs,
 # 2026-12-05), and closed-loop users with waits of a few hundred ms spread over several copies
-# leave each copy idle that long; beyond the last gap the simulator holds its factor
-WARMTH_GAPS_S = (0.0, 0.002, 0.01, 0.05, 0.25, 1.0)
+# leave each copy idle that long; beyond the last gap the simulator holds its factor. And every
+# 2 ms up to 10: the curve bends there, and short requests over a few busy copies idle each copy
+# 4-8 ms; between 2 and 10 ms a straight line overstated the cost in the middle (tiny-bert on the
+# AMD EPYC, 2026-12-07: x1.11, 1.14, 1.23, 1.33, 1.99 after 2, 4, 6, 8, 10 ms, and x1.00, 1.22,
+# 1.23, 1.36, 1.54 in a second calibration, where the line gives x1.55 and x1.27 at 6 ms)
+WARMTH_GAPS_S = (0.0, 0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.25, 1.0)
 
 
 # pauses long enough to read Triton's statistics inside them (over HTTP: about a millisecond)
