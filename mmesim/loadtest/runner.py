@@ -85,8 +85,7 @@ def run_loadtest(endpoint_url: str, endpoint_name: str | None, workload: Workloa
     loadtest.json and the workload (workload.json) into ``out``. ``progress(elapsed_s, duration_s, stats)`` hears Locust's own
     latest figures (users, requests/s, failures) about once a second while it runs."""
     check_endpoint(endpoint_url, endpoint_name, protocol, workers, client)
-    out = check_out_folder(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_folder(out)                     # made there, before anything runs
     for old in [*out.glob("requests-*.csv"), *out.glob("process-*.json"), out / "start.json", out / "stop.json", out / "users.csv"]:
         old.unlink(missing_ok=True)
     if protocol == "sagemaker":

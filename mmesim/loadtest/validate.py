@@ -90,7 +90,7 @@ def validate(profiles: list[ModelProfile], endpoint: EndpointConfig, workload: W
     if endpoint_url is not None:
         check_endpoint(endpoint_url, endpoint_name, protocol, workers, client)
     if copies == "auto" and folders:      # a measurement says how many copies it targeted
-        ran = LoadTestInfo.read(Path(folders[0])).copies if Path(folders[0]).is_dir() else []
+        ran = LoadTestInfo.read(Path(folders[0])).copies       # (none recorded: [])
         copies = ran if len(ran) == len(profiles) else copies
     for f in folders:            # the same load test as the one predicted, or say which figure differs
         check_same_load_test(f, workload, _copies_given(copies, len(profiles)))

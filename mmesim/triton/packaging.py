@@ -62,7 +62,8 @@ class Source:
 
 
 # --- reading the model ----------------------------------------------------------------------
-MODEL_FILES = (".py", ".pt", ".pth", ".ts", ".torchscript", ".onnx")
+TORCHSCRIPT_FILES = (".pt", ".pth", ".ts", ".torchscript")
+MODEL_FILES = (".py", *TORCHSCRIPT_FILES, ".onnx")
 
 
 def check_model(model: str) -> None:
@@ -84,9 +85,9 @@ def resolve(model: str, inputs: list[str] | None = None, max_batch_size: int | N
     if model in BUILTINS:
         spec, build = builtin(model)
         source = Source("module", build)
-    elif path.suffix == ".py" and path.is_file():
+    elif path.suffix == ".py":
         spec, source = _from_python_file(path, inputs)
-    elif path.suffix in (".pt", ".pth", ".ts", ".torchscript") and path.is_file():
+    elif path.suffix in TORCHSCRIPT_FILES:
         if not inputs:
             raise ConfigError("a TorchScript file needs its inputs: --input NAME:DTYPE:D1,D2,... (one per input)",
                               source=str(path))
@@ -419,8 +420,7 @@ def package_copies(model: str, framework: str, out_dir: str | Path, copies: int,
     import tempfile
     if copies < 1:
         raise ConfigError("must be at least 1", field="--copies", value=copies)
-    out_dir = check_out_folder(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_out_folder(out_dir)             # made there
     with tempfile.TemporaryDirectory(prefix="mmesim-package-") as tmp:
         packaged = package(model, framework, tmp, **kwargs)
         paths = []
