@@ -198,3 +198,27 @@ def test_host_chain_measures_the_chain_and_simulates_it_both_ways(tmp_path):
     assert rows[0].startswith("pause_ms,source,requests_per_s") and len(rows) == 4
     with pytest.raises(SystemExit):                          # argparse's clear error, before any probe
         hc.main(["--pauses-ms", "x", "--out", str(tmp_path)])
+
+
+def test_cores_windows_counts_every_recorded_window_as_the_readme_shows_it(tmp_path, capsys):
+    """The README's table of the shared-cores case and its count are the record's data read
+    back, not numbers typed in: a window added to the record without the README, or the other
+    way round, fails here."""
+    from pathlib import Path
+    cw = load("cores_windows")
+    rows = cw.runs()
+    keys = [(r["window"], r["workload"], r["client"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 40                 # ten windows, four runs each, none twice
+    assert {w for w, _, _ in keys} == set("ABDEFGHIKL")
+    n, of = cw.counts(rows)["all"]
+    assert of == 120 and n == sum(cw.counts(rows)[f][0] for f in cw.FIGURES)
+    readme = (Path(cw.__file__).resolve().parent.parent / "README.md").read_text()
+    assert cw.table(rows, markdown=True) in readme
+    assert f"**{n} of {of} figures within" in readme
+    # within is inclusive at the target, on the error's size whatever its sign
+    edge = {"error_throughput": -0.05, "error_p50": 0.10, "error_p95": -0.1001}
+    assert cw.within(edge, "throughput") and cw.within(edge, "p50") and not cw.within(edge, "p95")
+    assert cw.main(["--csv", str(tmp_path / "w.csv")]) == 0
+    lines = (tmp_path / "w.csv").read_text().splitlines()
+    assert lines[0].startswith("window,workload,client,measured_throughput") and len(lines) == 41
+    assert f"all: {n} of 120 within" in capsys.readouterr().out
