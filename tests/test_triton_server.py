@@ -12,7 +12,7 @@ pytest.importorskip("tritonclient")
 psutil = pytest.importorskip("psutil")
 
 from mmesim.calibrate.latency import measure_requests, measure_service, request_cost, stub_pid  # noqa: E402
-from mmesim.calibrate.memory import HostMemory  # noqa: E402
+from mmesim.calibrate.memory import HostMemory, model_stubs, settle_unload  # noqa: E402
 from mmesim.errors import MissingPiece  # noqa: E402
 from mmesim.triton.args import Ports, ServerOptions  # noqa: E402
 from mmesim.triton.client import MMEClient, MMEError, kserve_client  # noqa: E402
@@ -78,6 +78,23 @@ def test_memory_per_copy_is_positive_and_consistent(server, mme, artifacts):
     assert abs(own[0] - own[1]) / statistics.fmean(own) < 0.15
     for name in ("mlp-m0", "mlp-m1"):
         mme.unload(name)
+
+
+def test_an_unload_is_over_once_its_stub_has_exited(server, mme, artifacts):
+    """Triton answers the DELETE before the model's stub has exited; calibrate reads memory
+    only after ``settle_unload``. Each copy's stub is found by its instance name, and a name
+    that begins another's finds its own stub only."""
+    for name in ("mlp-s1", "mlp-s10"):
+        _load(server, mme, artifacts["mlp"], name)
+    one, ten = (model_stubs(server.pid, [name]) for name in ("mlp-s1", "mlp-s10"))
+    assert len(one) == len(ten) == 1 and one[0].pid != ten[0].pid
+    assert {p.pid for p in model_stubs(server.pid, ["mlp-s1", "mlp-s10"])} == {one[0].pid, ten[0].pid}
+    mme.unload("mlp-s1")
+    settle_unload(one)
+    assert not one[0].is_running() or one[0].status() == psutil.STATUS_ZOMBIE
+    assert ten[0].is_running() and ten[0].status() != psutil.STATUS_ZOMBIE      # the other copy serves on
+    mme.unload("mlp-s10")
+    assert model_stubs(server.pid, ["mlp-s1"]) == [] and model_stubs(None, ["mlp-s10"]) == []
 
 
 def test_execution_time_grows_with_batch(server, mme, artifacts):

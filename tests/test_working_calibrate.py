@@ -1,12 +1,13 @@
 """calibrate/working.py: the model's own unload time read from Triton's log, the peak
 counter of a process tree, and how cycles become a leak per cycle and a working-memory curve."""
 
+import os
 import subprocess
 import sys
 
 import pytest
 
-from mmesim.calibrate.memory import HostMemory, MemorySample
+from mmesim.calibrate.memory import HostMemory, MemorySample, settle_unload
 from mmesim.calibrate.working import (Cycles, TreePeak, WorkingPoint, largest, left_behind, measure_working,
                                      unload_seconds)
 from mmesim.units import MiB
@@ -39,14 +40,14 @@ def test_leak_is_the_growth_after_the_first_cycle():
 
 
 def test_what_a_cycle_leaves_behind_is_private_memory_on_a_host():
-    """On a host, the tree's private bytes (USS), which other processes mapping the same
+    """On a host, the tree's private memory written, which other processes mapping the same
     libraries do not move; a device probe's used memory as it reads it."""
     import os
     probe = HostMemory(os.getpid())
     private = left_behind(probe)
     sample = probe.sample()
     assert abs(private - sum(sample.processes.values())) < 16 * MiB       # two readings of a live process
-    assert 0 < private <= sample.used + 16 * MiB                         # USS <= PSS, give or take the readings
+    assert 0 < private <= sample.used + 16 * MiB                         # private <= PSS, give or take the readings
 
     class Device:
         def sample(self):
@@ -115,3 +116,60 @@ def test_sampled_peak_catches_device_memory_that_rises_and_falls_during_an_execu
         reader.stop()
     assert [p.bytes for p in points] == [100 * MiB, 300 * MiB]
     assert points[0].before_bytes == 1000 * MiB
+
+
+def test_a_processes_own_memory_does_not_move_with_its_neighbours(tmp_path):
+    """What a process wrote is its own whatever else runs; its unique pages (USS) are not: a
+    file it alone maps counts there until another process maps it too (a stub's torch
+    libraries, when the machine has no other torch process)."""
+    mounts = [line.split() for line in open("/proc/mounts")]
+    fs = max((m for m in mounts if str(tmp_path).startswith(m[1])), key=lambda m: len(m[1]))[2]
+    if fs == "tmpfs":
+        pytest.skip("a tmpfs file's pages are never clean, unlike a library's on disk")
+    data = tmp_path / "library.bin"
+    with open(data, "wb") as fh:        # written back, so its pages are clean, as a library's are
+        fh.write(os.urandom(32 * MiB))
+        fh.flush()
+        os.fsync(fh.fileno())
+    code = ("import mmap, sys\n"
+            "f = open(sys.argv[1], 'rb'); m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)\n"
+            "touched = sum(m[i] for i in range(0, len(m), 4096))\n"
+            "b = bytearray(16 * 2**20); b[::4096] = b'x' * (len(b) // 4096)\n"
+            "print('ready', flush=True); sys.stdin.read()\n")
+    procs = []
+    try:
+        def start():
+            p = subprocess.Popen([sys.executable, "-c", code, str(data)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+            procs.append(p)
+            assert p.stdout.readline().strip() == "ready"
+            return p
+        first = start()
+        probe = HostMemory(first.pid)
+        psutil = pytest.importorskip("psutil")
+        alone, uss_alone = probe.sample().processes[first.pid], psutil.Process(first.pid).memory_full_info().uss
+        start()
+        beside, uss_beside = probe.sample().processes[first.pid], psutil.Process(first.pid).memory_full_info().uss
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert uss_alone - uss_beside > 24 * MiB          # the file's pages left its USS once another mapped them
+    assert alone > 16 * MiB and abs(alone - beside) < 2 * MiB
+
+
+def test_an_unload_settles_a_device_once_its_memory_stops_falling():
+    """A device's memory comes back after the stub's exit: read until two readings agree."""
+    class Device:
+        def __init__(self, readings):
+            self.readings = list(readings)
+            self.read = 0
+
+        def sample(self):
+            self.read += 1
+            return MemorySample(used=self.readings.pop(0) if len(self.readings) > 1 else self.readings[0],
+                                total=16 * 1024 * MiB)
+    device = Device([900 * MiB, 600 * MiB, 300 * MiB, 300 * MiB, 100 * MiB])
+    settle_unload([], device, interval_s=0.001)
+    assert device.read == 4 and device.readings == [100 * MiB]       # stopped at the first still pair
+    settle_unload([], HostMemory(os.getpid()))                         # a host's stubs were waited for: no readings

@@ -3,13 +3,21 @@ memory of the server's process tree through psutil on a CPU.
 
 On a CPU the tree's PSS (proportional set size) adds up to what the tree really occupies:
 shared libraries (torch, loaded once per stub but mapped by all) are split between the
-processes that map them. A copy's own cost is the USS (unique pages) of the processes it
-added, plus what the server itself grew by.
+processes that map them. A copy's own cost is the private memory it wrote (its processes'
+dirty private pages and swap, plus what the server itself grew by), not their USS: the USS
+also counts a library's clean pages while no other process on the machine maps that library,
+so it moves with the neighbours. A Python-backend stub that imports torch read 205.7 MiB of
+USS alone and 148.0 MiB while another process had torch imported, 147.9 MiB dirty either way
+(2026-12-07); a calibration's null model and its copies, read at different moments of a busy
+machine, had come out 10 MiB apart the wrong way round. Clean library pages are paid once per
+machine, so they belong to the baseline, which is what the tree uses beyond its copies.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import time
 
 from dataclasses import dataclass, field
 
@@ -25,7 +33,7 @@ class MemorySample:
 
     used: int
     total: int
-    processes: dict[int, int] = field(default_factory=dict)    # pid -> own bytes (USS, or NVML per process)
+    processes: dict[int, int] = field(default_factory=dict)    # pid -> own bytes (private written, or NVML's)
 
 
 class HostMemory:
@@ -47,12 +55,31 @@ class HostMemory:
         used, own = 0, {}
         for proc in self._tree():
             try:
-                info = proc.memory_full_info()
-            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
-                continue
-            used += getattr(info, "pss", info.rss)
-            own[proc.pid] = getattr(info, "uss", info.rss)
+                pss, private = private_memory(proc.pid)
+            except OSError:     # no smaps_rollup (not Linux, or a kernel before 4.14): psutil's USS
+                try:
+                    info = proc.memory_full_info()
+                except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
+                    continue
+                pss, private = getattr(info, "pss", info.rss), getattr(info, "uss", info.rss)
+            used += pss
+            own[proc.pid] = private
         return MemorySample(used, self.total, own)
+
+
+def private_memory(pid: int) -> tuple[int, int]:
+    """(PSS, private memory written) of one process from /proc/PID/smaps_rollup: the second is
+    its dirty private pages and swap, which no other process's mappings move (the module's
+    docstring says why not the USS)."""
+    fields = {}
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                fields[parts[0].rstrip(":")] = int(parts[1]) * KiB
+    if "Pss" not in fields or "Private_Dirty" not in fields:
+        raise OSError(f"/proc/{pid}/smaps_rollup has no Pss or Private_Dirty")
+    return fields["Pss"] + fields.get("SwapPss", 0), fields["Private_Dirty"] + fields.get("Swap", 0)
 
 
 class ContainerMemory:
@@ -136,3 +163,61 @@ def cuda_index(device: str) -> int:
         return int(device.split(":", 1)[1])
     except (IndexError, ValueError):
         raise ConfigError("expected cpu, cuda or cuda:N", field="--device", value=device) from None
+
+
+# --- after an unload ---------------------------------------------------------------------------
+def model_stubs(server_pid: int | None, names) -> list:
+    """The Python-backend stub processes serving models ``names`` under a local server: each
+    stub is started with its instance's name, ``<model>_<group>_<instance>``, among its
+    arguments. Empty where the server is not a local process (a container) or has none."""
+    if not server_pid:
+        return []
+    import psutil
+    wanted = [re.compile(re.escape(n) + r"_\d+_\d+") for n in names]
+    found = []
+    try:
+        children = psutil.Process(server_pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    for proc in children:
+        try:
+            args = proc.cmdline()
+        except psutil.Error:
+            continue
+        if any(w.fullmatch(a) for a in args for w in wanted):
+            found.append(proc)
+    return found
+
+
+def settle_unload(stubs: list, probe=None, timeout_s: float = 30.0, interval_s: float = 0.05) -> None:
+    """Wait until an unload is over: Triton answers the DELETE before the model's stub process
+    has exited (a few ms on an idle host, longer on a busy one), and a device has its memory back
+    only once the process that held a CUDA context is gone. A memory reading in between counts
+    the unloaded model: the next copy's device memory would read a context short, a "leak" would
+    be a whole stub. So: every stub in ``stubs`` (``model_stubs`` before the unload) exited, then,
+    for a probe that reads one figure for the whole device or container, that figure still for
+    two readings in a row (within 1 MiB; 5 s at most). Gives up after ``timeout_s`` (the reading
+    then is what it is)."""
+    import psutil
+
+    def gone(proc) -> bool:    # exited, or a zombie its server has not reaped yet (it holds no memory)
+        try:
+            return proc.status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return True
+
+    deadline = time.monotonic() + timeout_s
+    while not all(gone(p) for p in stubs):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(interval_s)
+    if probe is None or isinstance(probe, HostMemory):
+        return
+    deadline = min(deadline, time.monotonic() + 5.0)
+    last = probe.sample().used
+    while time.monotonic() < deadline:
+        time.sleep(interval_s)
+        now = probe.sample().used
+        if abs(now - last) <= MiB:
+            return
+        last = now

@@ -29,7 +29,8 @@ from mmesim.calibrate.latency import (FIRST_EXECUTIONS, WARMTH_GAPS_S, LoadPoint
 from mmesim.calibrate.placement import measure_placement
 from mmesim.calibrate.maxmodels import MaxModels, copy_name, max_models_loaded, mme_copy_loader
 from mmesim.calibrate import working
-from mmesim.calibrate.memory import ContainerMemory, HostMemory, MemorySample, NvmlMemory, cuda_index, parse_bytes
+from mmesim.calibrate.memory import (ContainerMemory, HostMemory, MemorySample, NvmlMemory, cuda_index, model_stubs,
+                                     parse_bytes, settle_unload)
 from mmesim.catalog import host_cores, host_cpu
 from mmesim.errors import ConfigError, MissingPiece
 from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig, WakePlacement, WorkingMemory
@@ -245,7 +246,7 @@ def onnx_in_python(options: CalibrateOptions, server) -> bool:
         and "python" in backends
 
 
-def prove_device(server, workdir: Path, device: str, progress: Callable[[str], None]) -> None:
+def prove_device(server, workdir: Path, device: str, progress: Callable[[str], None], probe=None) -> None:
     """Before anything is measured: the null model loaded as KIND_GPU on ``device`` proves
     that this tritonserver, its stub and this torch can run there; if not, Triton's reason."""
     progress(f"checking that tritonserver can run a model on {device} (null model, KIND_GPU)")
@@ -254,7 +255,9 @@ def prove_device(server, workdir: Path, device: str, progress: Callable[[str], N
     try:
         client.load("mmesim-device-check", server.model_url(null.extract(workdir / "models" / "mmesim-device-check")))
         client.invoke("mmesim-device-check", null.spec.request_body(1))
+        stubs = model_stubs(getattr(server, "pid", None), ["mmesim-device-check"])
         client.unload("mmesim-device-check")
+        settle_unload(stubs, probe)       # its CUDA context gone before the baseline is read
     except SERVER_FAILURES as exc:
         raise server.failure(f"running a model on {device} in this tritonserver", exc) from None
     finally:
@@ -290,6 +293,14 @@ class Bench:
         url = self.packaged.extract(self.workdir / "models" / name)
         return self.mme.load(name, self.server.model_url(url))
 
+    def unload(self, name: str) -> float:
+        """Unload a copy and return once it is gone, its stub and device memory included
+        (``settle_unload``): the DELETE's seconds."""
+        stubs = model_stubs(self.server_pid, [name])
+        seconds = self.mme.unload(name)
+        settle_unload(stubs, self.probe)
+        return seconds
+
 
 def start_bench(options: CalibrateOptions, stack: ExitStack, progress: Callable[[str], None]) -> Bench:
     """Package the model, start the server, connect the clients and probes (all stopped by ``stack``)."""
@@ -316,7 +327,7 @@ def start_bench(options: CalibrateOptions, stack: ExitStack, progress: Callable[
     if getattr(server, "numpy_problem", None):
         progress(f"note: {server.numpy_problem}")
     if options.device != "cpu":
-        prove_device(server, workdir, options.device, progress)
+        prove_device(server, workdir, options.device, progress, gpu_probe)
 
     progress(f"packaging {options.model} for the {options.framework} backend"
              + (" (onnxruntime inside the Python backend)" if in_python else ""))
@@ -366,7 +377,7 @@ def measure_memory(bench: Bench, progress: Callable[[str], None]) -> Memory:
         a = probe.sample()
         overhead = own_bytes(b, a)
         trace.append({"event": "null model loaded", "used": a.used, "own": overhead})
-        bench.mme.unload("mmesim-null")
+        bench.unload("mmesim-null")
 
     names = [copy_name(bench.spec.name, i) for i in range(bench.options.copies)]
     per_copy, host_per_copy, load_s = [], [], []
@@ -407,7 +418,9 @@ def _concurrently(bench: Bench, names: list[str], unload: bool = False) -> None:
         finally:
             client.close()
 
+    stubs = model_stubs(bench.server_pid, names) if unload else []
     in_threads(load, names)
+    settle_unload(stubs, bench.probe if unload else None)
 
 
 def measure_timing(bench: Bench, names: list[str], progress: Callable[[str], None]) -> Timing:
@@ -480,7 +493,7 @@ def unload_copies(bench: Bench, names: list[str], progress: Callable[[str], None
     seconds = []
     for name in reversed(timed):
         progress(f"unloading {name}")
-        seconds.append(bench.mme.unload(name))
+        seconds.append(bench.unload(name))
     return seconds
 
 

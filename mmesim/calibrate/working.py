@@ -244,10 +244,10 @@ def summary_notes(w: Working) -> str:
 
 def left_behind(probe) -> int:
     """The memory a load/unload cycle can leave behind, as ``probe`` reads it: on a host, the
-    server tree's private bytes (USS), not its proportional share (PSS), since its share of
-    the shared libraries moves whenever other processes map or unmap the same libraries (other
-    Tritons' torch-loaded stubs in a parallel test suite moved it by 6 MiB a cycle); on a
-    device or in a container, the memory used."""
+    server tree's private memory written (HostMemory), not its proportional share (PSS), since
+    its share of the shared libraries moves whenever other processes map or unmap the same
+    libraries (other Tritons' torch-loaded stubs in a parallel test suite moved it by 6 MiB a
+    cycle); on a device or in a container, the memory used."""
     sample = probe.sample()
     return sum(sample.processes.values()) if isinstance(probe, HostMemory) and sample.processes else sample.used
 
@@ -277,7 +277,7 @@ def measure_bench(bench, batches: list[int], cycles: int, progress: Callable[[st
 
     try:
         result.cycles, result.points = measure_cycles(
-            bench.load_copy, bench.mme.unload, lambda: left_behind(bench.probe), read_log, spec.name, cycles,
+            bench.load_copy, bench.unload, lambda: left_behind(bench.probe), read_log, spec.name, cycles,
             work if reader is not None and batches else None)
     finally:
         if read_log is not None:
