@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from contextlib import contextmanager
 
 from dataclasses import dataclass, field
 
@@ -187,6 +188,15 @@ def model_stubs(server_pid: int | None, names) -> list:
         if any(w.fullmatch(a) for a in args for w in wanted):
             found.append(proc)
     return found
+
+
+@contextmanager
+def unloading(server_pid: int | None, names, probe=None):
+    """Around the DELETEs of models ``names``: their stubs found before, and on leaving, the
+    unload over (``settle_unload``)."""
+    stubs = model_stubs(server_pid, names)
+    yield
+    settle_unload(stubs, probe)
 
 
 def settle_unload(stubs: list, probe=None, timeout_s: float = 30.0, interval_s: float = 0.05) -> None:

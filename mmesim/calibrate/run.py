@@ -16,7 +16,7 @@ import os
 import re
 import statistics
 import tempfile
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,8 +29,7 @@ from mmesim.calibrate.latency import (FIRST_EXECUTIONS, WARMTH_GAPS_S, LoadPoint
 from mmesim.calibrate.placement import measure_placement
 from mmesim.calibrate.maxmodels import MaxModels, copy_name, max_models_loaded, mme_copy_loader
 from mmesim.calibrate import working
-from mmesim.calibrate.memory import (ContainerMemory, HostMemory, MemorySample, NvmlMemory, cuda_index, model_stubs,
-                                     parse_bytes, settle_unload)
+from mmesim.calibrate.memory import ContainerMemory, HostMemory, MemorySample, NvmlMemory, cuda_index, parse_bytes, unloading
 from mmesim.catalog import host_cores, host_cpu
 from mmesim.errors import ConfigError, MissingPiece
 from mmesim.profile import BatchTiming, ModelProfile, Provenance, Scaling, TritonConfig, WakePlacement, WorkingMemory
@@ -255,9 +254,8 @@ def prove_device(server, workdir: Path, device: str, progress: Callable[[str], N
     try:
         client.load("mmesim-device-check", server.model_url(null.extract(workdir / "models" / "mmesim-device-check")))
         client.invoke("mmesim-device-check", null.spec.request_body(1))
-        stubs = model_stubs(getattr(server, "pid", None), ["mmesim-device-check"])
-        client.unload("mmesim-device-check")
-        settle_unload(stubs, probe)       # its CUDA context gone before the baseline is read
+        with unloading(getattr(server, "pid", None), ["mmesim-device-check"], probe):   # its CUDA context gone
+            client.unload("mmesim-device-check")                                           # before the baseline
     except SERVER_FAILURES as exc:
         raise server.failure(f"running a model on {device} in this tritonserver", exc) from None
     finally:
@@ -295,11 +293,9 @@ class Bench:
 
     def unload(self, name: str) -> float:
         """Unload a copy and return once it is gone, its stub and device memory included
-        (``settle_unload``): the DELETE's seconds."""
-        stubs = model_stubs(self.server_pid, [name])
-        seconds = self.mme.unload(name)
-        settle_unload(stubs, self.probe)
-        return seconds
+        (``unloading``): the DELETE's seconds."""
+        with unloading(self.server_pid, [name], self.probe):
+            return self.mme.unload(name)
 
 
 def start_bench(options: CalibrateOptions, stack: ExitStack, progress: Callable[[str], None]) -> Bench:
@@ -418,9 +414,8 @@ def _concurrently(bench: Bench, names: list[str], unload: bool = False) -> None:
         finally:
             client.close()
 
-    stubs = model_stubs(bench.server_pid, names) if unload else []
-    in_threads(load, names)
-    settle_unload(stubs, bench.probe if unload else None)
+    with unloading(bench.server_pid, names, bench.probe) if unload else nullcontext():
+        in_threads(load, names)
 
 
 def measure_timing(bench: Bench, names: list[str], progress: Callable[[str], None]) -> Timing:
