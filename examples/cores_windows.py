@@ -27,13 +27,14 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 FIGURES = ("throughput", "p50", "p95")
 TOLERANCE = {"throughput": 0.05, "p50": 0.10, "p95": 0.10}
 
-# (file, where its runs are, the prediction kept for each run): the model as it stood in the window
+# (file, where its runs are, the prediction kept for each run: the model as it stood in the
+# window, the window where the runs do not name theirs)
 SOURCES = (
-    ("cores-full-host.json", "runs", "with_late_wait"),      # windows A-G (section 9)
-    ("cores-freed-core.json", "runs", "shipped"),            # window H, as shipped (section 10)
-    ("cores-window-i.json", "runs", "calibrated_here"),      # window I (section 11)
-    ("cores-windows-k-l.json", "K", "error"),                # windows K and L (section 13)
-    ("cores-windows-k-l.json", "L", "error"),
+    ("cores-full-host.json", "runs", "with_late_wait", None),      # windows A-G (section 9)
+    ("cores-freed-core.json", "runs", "shipped", None),            # window H, as shipped (section 10)
+    ("cores-window-i.json", "runs", "calibrated_here", "I"),       # window I (section 11)
+    ("cores-windows-k-l.json", "K", "error", "K"),                 # windows K and L (section 13)
+    ("cores-windows-k-l.json", "L", "error", "L"),
 )
 
 
@@ -41,13 +42,10 @@ def runs(docs: Path = DOCS) -> list[dict]:
     """Every run of the case: window, workload, client, measured medians and the errors, one
     row each, in window order; a window measured in more than one file counts once."""
     out, seen = [], set()
-    for name, key, prediction in SOURCES:
-        data = json.loads((docs / name).read_text())
-        block = data[key]
-        rows = block["runs"] if isinstance(block, dict) else block
-        for r in rows:
-            window = r.get("window") or {"runs": "I"}.get(key, key)
-            window = window.split()[0]
+    for name, key, prediction, label in SOURCES:
+        block = json.loads((docs / name).read_text())[key]
+        for r in block["runs"] if isinstance(block, dict) else block:
+            window = label or r["window"].split()[0]
             ident = (window, r["workload"], r["client"])
             if ident in seen or prediction not in r:
                 continue
@@ -62,10 +60,13 @@ def within(row: dict, figure: str) -> bool:
     return abs(row[f"error_{figure}"]) <= TOLERANCE[figure]
 
 
+def tally(rows: list[dict]) -> tuple[int, int]:
+    """(figures within the targets, figures) over ``rows``."""
+    return sum(within(r, f) for r in rows for f in FIGURES), len(FIGURES) * len(rows)
+
+
 def counts(rows: list[dict]) -> dict:
     """Figures within the targets: in all, by figure, by workload and by client."""
-    def tally(sel):
-        return sum(within(r, f) for r in sel for f in FIGURES), 3 * len(sel)
     out = {"all": tally(rows)}
     for f in FIGURES:
         out[f] = (sum(within(r, f) for r in rows), len(rows))
@@ -89,9 +90,8 @@ def table(rows: list[dict], markdown: bool) -> str:
     head = ["window"] + [f"{w}, {c}" for w, c in cols] + ["within"]
     lines = []
     for w in windows:
-        sel = [cell[(w, *c)] for c in cols if (w, *c) in cell]
-        n = sum(within(r, f) for r in sel for f in FIGURES)
-        lines.append([w] + [fmt(cell[(w, *c)]) if (w, *c) in cell else "-" for c in cols] + [f"{n} of {3 * len(sel)}"])
+        n, of = tally([cell[(w, *c)] for c in cols if (w, *c) in cell])
+        lines.append([w] + [fmt(cell[(w, *c)]) if (w, *c) in cell else "-" for c in cols] + [f"{n} of {of}"])
     if markdown:
         return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] +
                          ["| " + " | ".join(line) + " |" for line in lines])
